@@ -1,0 +1,106 @@
+//! Kafka client settings. Every setting that decides whether a frame can be lost, duplicated
+//! or refused for its size is set here, explicitly, with the reason next to it.
+
+use rdkafka::ClientConfig;
+use std::time::Duration;
+
+/// Topic carrying one JSON result per processed frame.
+pub const DEFAULT_RESULTS_TOPIC: &str = "framefleet.results";
+/// Topic carrying frames that could not be processed, with the reason in a header.
+pub const DEFAULT_DEAD_LETTER_TOPIC: &str = "framefleet.dead-letter";
+/// Consumer group shared by the worker fleet; the coordinator reads its committed offsets.
+pub const DEFAULT_WORKER_GROUP: &str = "framefleet-workers";
+/// Channel topics are named `<prefix><channel id>`.
+pub const CHANNEL_TOPIC_PREFIX: &str = "framefleet.frames.";
+
+/// Room for headers and record framing on top of the largest payload.
+pub const RECORD_OVERHEAD_BYTES: usize = 64 * 1024;
+
+/// How long a client may wait for the broker before an operation is reported as failed.
+pub const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn base_config(bootstrap_servers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap_servers)
+        // Fail fast on a wrong address instead of retrying silently for minutes.
+        .set("socket.connection.setup.timeout.ms", "5000")
+        .set("log_level", "4");
+    config
+}
+
+/// Producer for frames and results.
+///
+/// `max_record_bytes` is the largest payload this producer will send; librdkafka refuses
+/// larger messages locally, so it must cover the largest frame of any schema it serves.
+pub fn producer_config(bootstrap_servers: &str, max_record_bytes: usize) -> ClientConfig {
+    let mut config = base_config(bootstrap_servers);
+    let message_max_bytes = max_record_bytes.saturating_add(RECORD_OVERHEAD_BYTES);
+    config
+        // Idempotence + acks=all: a retried send can neither duplicate nor reorder a frame,
+        // and an acknowledged frame is on every in-sync replica.
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.max.bytes", message_max_bytes.to_string())
+        // Small batches keep capture-to-result latency low while still coalescing sends.
+        .set("linger.ms", "5")
+        // Keep retrying through a broker restart; an undelivered frame is reported as failed
+        // (and counted) only after this.
+        .set("message.timeout.ms", "300000");
+    config
+}
+
+/// Consumer for the worker group: at-least-once with offsets stored by hand.
+pub fn worker_consumer_config(bootstrap_servers: &str, group_id: &str, max_record_bytes: usize) -> ClientConfig {
+    let mut config = base_config(bootstrap_servers);
+    let fetch_bytes = max_record_bytes.saturating_add(RECORD_OVERHEAD_BYTES).max(1 << 20);
+    config
+        .set("group.id", group_id)
+        // Auto-commit only commits offsets that we *stored*, and we store an offset only after
+        // the frame's result is acknowledged: at-least-once without blocking on commits.
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        // A new group must start from the oldest frame, never skip the backlog.
+        .set("auto.offset.reset", "earliest")
+        // Cooperative rebalancing keeps unaffected partitions flowing when workers join or leave.
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        // A single frame may be larger than the default 1 MiB per-partition fetch.
+        .set("max.partition.fetch.bytes", fetch_bytes.to_string())
+        .set("fetch.max.bytes", fetch_bytes.saturating_mul(4).min(i32::MAX as usize).to_string())
+        .set("receive.message.max.bytes", (fetch_bytes.saturating_mul(4).saturating_add(RECORD_OVERHEAD_BYTES)).min(i32::MAX as usize).to_string())
+        .set("session.timeout.ms", "10000");
+    config
+}
+
+/// Consumer used only to read watermarks and a group's committed offsets (never subscribes,
+/// so it never joins the group it inspects).
+pub fn inspector_config(bootstrap_servers: &str, group_id: &str) -> ClientConfig {
+    let mut config = base_config(bootstrap_servers);
+    config.set("group.id", group_id).set("enable.auto.commit", "false");
+    config
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("Kafka at {brokers} is unreachable ({reason}); start it with `deploy/local/infra.sh up` or pass --kafka-brokers")]
+pub struct BrokerUnreachable {
+    pub brokers: String,
+    pub reason: String,
+}
+
+/// Fails fast when the broker cannot be reached, instead of letting records wait in a
+/// client queue for the delivery timeout.
+pub async fn check_reachable<C>(client: &C, brokers: &str, timeout: Duration) -> Result<(), BrokerUnreachable>
+where
+    C: rdkafka::producer::Producer + Clone + Send + 'static,
+{
+    let client = client.clone();
+    let unreachable = |reason: String| BrokerUnreachable {
+        brokers: brokers.to_owned(),
+        reason,
+    };
+    tokio::task::spawn_blocking(move || client.client().fetch_metadata(None, timeout).map(|_| ()))
+        .await
+        .map_err(|error| unreachable(format!("metadata task failed: {error}")))?
+        .map_err(|error| unreachable(error.to_string()))
+}

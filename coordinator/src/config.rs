@@ -1,0 +1,71 @@
+//! Coordinator configuration: flags, with `FRAMEFLEET_*` environment variables as fallback.
+
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "framefleet-coordinator", version, about = "framefleet control plane (gRPC on etcd)")]
+pub struct CoordinatorConfig {
+    /// Address to serve gRPC on; port 0 picks a free port (see --ready-file).
+    #[arg(long, env = "FRAMEFLEET_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// Comma-separated etcd endpoints.
+    #[arg(long, env = "FRAMEFLEET_ETCD_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    pub etcd_endpoints: Vec<String>,
+
+    /// Every etcd key lives under this prefix.
+    #[arg(long, env = "FRAMEFLEET_ETCD_PREFIX", default_value = "/framefleet/v1/")]
+    pub etcd_prefix: String,
+
+    /// Kafka bootstrap servers (host:port, comma-separated).
+    #[arg(long, env = "FRAMEFLEET_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+
+    /// Consumer group of the worker fleet, whose committed offsets give consume and lag.
+    #[arg(long, env = "FRAMEFLEET_WORKER_GROUP", default_value = framefleet_common::kafka::DEFAULT_WORKER_GROUP)]
+    pub worker_group: String,
+
+    #[arg(long, env = "FRAMEFLEET_RESULTS_TOPIC", default_value = framefleet_common::kafka::DEFAULT_RESULTS_TOPIC)]
+    pub results_topic: String,
+
+    #[arg(long, env = "FRAMEFLEET_DEAD_LETTER_TOPIC", default_value = framefleet_common::kafka::DEFAULT_DEAD_LETTER_TOPIC)]
+    pub dead_letter_topic: String,
+
+    /// Partitions of each new channel topic. Frames are keyed by channel, so one channel uses
+    /// one partition; more only help topics shared by several channels.
+    #[arg(long, env = "FRAMEFLEET_TOPIC_PARTITIONS", default_value_t = 1)]
+    pub topic_partitions: i32,
+
+    /// Replication factor of new topics (1 for a single local broker, 3 in production).
+    #[arg(long, env = "FRAMEFLEET_TOPIC_REPLICATION", default_value_t = 1)]
+    pub topic_replication: i32,
+
+    /// How long frames stay in a topic, in hours.
+    #[arg(long, env = "FRAMEFLEET_TOPIC_RETENTION_HOURS", default_value_t = 24)]
+    pub topic_retention_hours: u32,
+
+    /// Largest decoded frame any channel may declare (width × height × channels), in MiB.
+    #[arg(long, env = "FRAMEFLEET_MAX_FRAME_MIB", default_value_t = 64)]
+    pub max_frame_mib: u32,
+
+    /// Deadline for each etcd or Kafka request, in seconds.
+    #[arg(long, env = "FRAMEFLEET_REQUEST_TIMEOUT_SECS", default_value_t = 5)]
+    pub request_timeout_secs: u64,
+
+    /// Write the bound address here once the server accepts connections.
+    #[arg(long, env = "FRAMEFLEET_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
+}
+
+impl CoordinatorConfig {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs.max(1))
+    }
+
+    pub fn max_frame_bytes(&self) -> u64 {
+        u64::from(self.max_frame_mib) << 20
+    }
+}

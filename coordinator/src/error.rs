@@ -1,0 +1,74 @@
+//! Domain errors of the coordinator and the one place they become gRPC statuses.
+
+use tonic::Status;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("invalid `{field}`: {reason}")]
+    InvalidArgument { field: &'static str, reason: String },
+    #[error("{kind} `{id}` not found")]
+    NotFound { kind: &'static str, id: String },
+    #[error("{kind} `{id}` already exists with a different definition")]
+    AlreadyExists { kind: &'static str, id: String },
+    #[error("metadata store unavailable: {0}")]
+    StoreUnavailable(String),
+    #[error("kafka unavailable: {0}")]
+    KafkaUnavailable(String),
+    #[error("stored record `{key}` is corrupt: {reason}")]
+    CorruptRecord { key: String, reason: String },
+}
+
+impl CoordinatorError {
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Self::InvalidArgument {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<CoordinatorError> for Status {
+    fn from(error: CoordinatorError) -> Self {
+        let message = error.to_string();
+        match error {
+            CoordinatorError::InvalidArgument { .. } => Status::invalid_argument(message),
+            CoordinatorError::NotFound { .. } => Status::not_found(message),
+            CoordinatorError::AlreadyExists { .. } => Status::already_exists(message),
+            CoordinatorError::StoreUnavailable(_) | CoordinatorError::KafkaUnavailable(_) => {
+                Status::unavailable(message)
+            }
+            CoordinatorError::CorruptRecord { .. } => Status::internal(message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_has_its_grpc_code() {
+        let cases = [
+            (CoordinatorError::invalid("channel_id", "empty"), tonic::Code::InvalidArgument),
+            (
+                CoordinatorError::NotFound { kind: "channel", id: "a".into() },
+                tonic::Code::NotFound,
+            ),
+            (
+                CoordinatorError::AlreadyExists { kind: "channel", id: "a".into() },
+                tonic::Code::AlreadyExists,
+            ),
+            (CoordinatorError::StoreUnavailable("down".into()), tonic::Code::Unavailable),
+            (CoordinatorError::KafkaUnavailable("down".into()), tonic::Code::Unavailable),
+        ];
+        for (error, code) in cases {
+            assert_eq!(Status::from(error).code(), code);
+        }
+    }
+
+    #[test]
+    fn invalid_argument_names_the_field() {
+        let status = Status::from(CoordinatorError::invalid("schema.width", "must be at least 1"));
+        assert!(status.message().contains("schema.width"), "{}", status.message());
+    }
+}

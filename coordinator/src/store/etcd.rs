@@ -1,0 +1,119 @@
+//! [`MetadataStore`] on etcd. Every call has a deadline so an unreachable etcd becomes
+//! `UNAVAILABLE`, never a hang.
+
+use super::{CreateOutcome, MetadataStore, StoreError, StoredValue};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, TxnOpResponse};
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct EtcdStoreConfig {
+    pub endpoints: Vec<String>,
+    /// Every key lives under this prefix, e.g. `/framefleet/v1/`.
+    pub key_prefix: String,
+    pub request_timeout: Duration,
+}
+
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+    key_prefix: String,
+    request_timeout: Duration,
+}
+
+impl EtcdStore {
+    /// Connects and checks that etcd answers, within the request timeout.
+    pub async fn connect(config: EtcdStoreConfig) -> Result<Self, StoreError> {
+        let endpoints = config.endpoints.join(",");
+        let options = ConnectOptions::new()
+            .with_connect_timeout(config.request_timeout)
+            .with_timeout(config.request_timeout);
+        let connect = Client::connect(config.endpoints.clone(), Some(options));
+        let mut client = tokio::time::timeout(config.request_timeout, connect)
+            .await
+            .map_err(|_| StoreError::Unavailable(format!("etcd at {endpoints} did not answer within {:?}", config.request_timeout)))?
+            .map_err(|error| StoreError::Unavailable(format!("cannot connect to etcd at {endpoints}: {error}")))?;
+        // `connect` can succeed lazily; a status call proves etcd really answers.
+        tokio::time::timeout(config.request_timeout, client.status())
+            .await
+            .map_err(|_| StoreError::Unavailable(format!("etcd at {endpoints} did not answer within {:?}", config.request_timeout)))?
+            .map_err(|error| StoreError::Unavailable(format!("etcd at {endpoints} is not healthy: {error}")))?;
+        Ok(Self {
+            client,
+            key_prefix: config.key_prefix,
+            request_timeout: config.request_timeout,
+        })
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        format!("{}{key}", self.key_prefix)
+    }
+
+    fn relative_key(&self, full_key: &[u8]) -> String {
+        let text = String::from_utf8_lossy(full_key);
+        text.strip_prefix(&self.key_prefix).unwrap_or(&text).to_owned()
+    }
+
+    async fn bounded<T>(
+        &self,
+        operation: &str,
+        future: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.request_timeout, future).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(StoreError::Unavailable(format!("etcd {operation} failed: {error}"))),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "etcd {operation} did not answer within {:?}",
+                self.request_timeout
+            ))),
+        }
+    }
+
+    fn to_stored(&self, kv: &etcd_client::KeyValue) -> StoredValue {
+        StoredValue {
+            key: self.relative_key(kv.key()),
+            value: kv.value().to_vec(),
+            mod_revision: kv.mod_revision(),
+        }
+    }
+}
+
+impl MetadataStore for EtcdStore {
+    async fn get(&self, key: &str) -> Result<Option<StoredValue>, StoreError> {
+        let mut kv = self.client.kv_client();
+        let response = self.bounded("get", kv.get(self.full_key(key), None)).await?;
+        Ok(response.kvs().first().map(|kv| self.to_stored(kv)))
+    }
+
+    async fn list(&self, key_prefix: &str) -> Result<Vec<StoredValue>, StoreError> {
+        let mut kv = self.client.kv_client();
+        let options = GetOptions::new().with_prefix();
+        let response = self.bounded("list", kv.get(self.full_key(key_prefix), Some(options))).await?;
+        Ok(response.kvs().iter().map(|kv| self.to_stored(kv)).collect())
+    }
+
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<CreateOutcome, StoreError> {
+        let full_key = self.full_key(key);
+        // create_revision == 0 means "the key does not exist": the write and the check are one
+        // transaction, so two coordinators can never both create the same key.
+        let txn = Txn::new()
+            .when([Compare::create_revision(full_key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(full_key.clone(), value, None)])
+            .or_else([TxnOp::get(full_key, None)]);
+        let mut kv = self.client.kv_client();
+        let response = self.bounded("create", kv.txn(txn)).await?;
+        if response.succeeded() {
+            let mod_revision = response.header().map(|header| header.revision()).unwrap_or_default();
+            return Ok(CreateOutcome::Created { mod_revision });
+        }
+        for op_response in response.op_responses() {
+            if let TxnOpResponse::Get(get) = op_response
+                && let Some(kv) = get.kvs().first()
+            {
+                return Ok(CreateOutcome::Exists(self.to_stored(kv)));
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "etcd create of `{key}` failed its comparison but the key vanished; retry"
+        )))
+    }
+}

@@ -1,0 +1,212 @@
+//! A harness that runs framefleet fleets in one process against the real etcd and Kafka
+//! broker started by `deploy/local/infra.sh`: the coordinator, ingestors and workers are
+//! their crates' own `run` functions, configured through their real command lines. Every
+//! fleet gets unique etcd prefixes, topics and groups, so tests run in parallel and twice
+//! in a row without seeing each other.
+
+use anyhow::Context;
+use clap::Parser;
+use framefleet_coordinator::RunningCoordinator;
+use framefleet_coordinator::config::CoordinatorConfig;
+use framefleet_ingestor::config::IngestorConfig;
+use framefleet_proto::v1::fleet_service_client::FleetServiceClient;
+use framefleet_proto::v1::{FleetStatus, GetFleetStatusRequest};
+use framefleet_worker::config::WorkerConfig;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Addresses of the real services, from the environment `deploy/local/infra.sh up` prints.
+#[derive(Debug, Clone)]
+pub struct Infrastructure {
+    pub etcd_endpoints: String,
+    pub kafka_brokers: String,
+}
+
+impl Infrastructure {
+    pub fn from_env() -> anyhow::Result<Self> {
+        let read = |name: &str| {
+            std::env::var(name).with_context(|| {
+                format!("{name} is not set: run the tests through scripts/test.sh, or `eval \"$(deploy/local/infra.sh up)\"` first")
+            })
+        };
+        Ok(Self {
+            etcd_endpoints: read("FRAMEFLEET_ETCD_ENDPOINTS")?,
+            kafka_brokers: read("FRAMEFLEET_KAFKA_BROKERS")?,
+        })
+    }
+}
+
+/// Names no other fleet uses.
+#[derive(Debug, Clone)]
+pub struct FleetNames {
+    pub suffix: String,
+    pub etcd_prefix: String,
+    pub worker_group: String,
+    pub results_topic: String,
+    pub dead_letter_topic: String,
+}
+
+impl FleetNames {
+    pub fn unique(label: &str) -> Self {
+        let suffix = format!("{label}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        Self {
+            etcd_prefix: format!("/framefleet-test/{suffix}/"),
+            worker_group: format!("workers-{suffix}"),
+            results_topic: format!("results-{suffix}"),
+            dead_letter_topic: format!("dead-letter-{suffix}"),
+            suffix,
+        }
+    }
+
+    pub fn channel_id(&self, name: &str) -> String {
+        format!("{name}-{}", self.suffix)
+    }
+}
+
+pub struct Fleet {
+    pub infrastructure: Infrastructure,
+    pub names: FleetNames,
+    pub coordinator_address: String,
+    coordinator: Option<RunningCoordinator>,
+    coordinator_shutdown: CancellationToken,
+    workers: Vec<(CancellationToken, JoinHandle<anyhow::Result<framefleet_worker::WorkerSummary>>)>,
+}
+
+impl Fleet {
+    /// Starts a coordinator on a free port.
+    pub async fn start(label: &str) -> anyhow::Result<Self> {
+        let infrastructure = Infrastructure::from_env()?;
+        let names = FleetNames::unique(label);
+        let config = CoordinatorConfig::try_parse_from([
+            "framefleet-coordinator",
+            "--listen",
+            "127.0.0.1:0",
+            "--etcd-endpoints",
+            &infrastructure.etcd_endpoints,
+            "--etcd-prefix",
+            &names.etcd_prefix,
+            "--kafka-brokers",
+            &infrastructure.kafka_brokers,
+            "--worker-group",
+            &names.worker_group,
+            "--results-topic",
+            &names.results_topic,
+            "--dead-letter-topic",
+            &names.dead_letter_topic,
+        ])?;
+        let coordinator_shutdown = CancellationToken::new();
+        let coordinator = framefleet_coordinator::start(config, coordinator_shutdown.clone()).await?;
+        Ok(Self {
+            coordinator_address: format!("http://{}", coordinator.local_addr),
+            infrastructure,
+            names,
+            coordinator: Some(coordinator),
+            coordinator_shutdown,
+            workers: Vec::new(),
+        })
+    }
+
+    pub fn worker_config(&self, worker_id: &str, extra_args: &[&str]) -> anyhow::Result<WorkerConfig> {
+        let mut args = vec![
+            "framefleet-worker",
+            "--worker-id",
+            worker_id,
+            "--coordinator",
+            &self.coordinator_address,
+            "--kafka-brokers",
+            &self.infrastructure.kafka_brokers,
+            "--group",
+            &self.names.worker_group,
+            "--results-topic",
+            &self.names.results_topic,
+            "--dead-letter-topic",
+            &self.names.dead_letter_topic,
+            // Only this fleet's channels, even when other tests share the coordinator's etcd.
+            "--channel-prefix",
+            &self.names.suffix,
+            "--channel-refresh-ms",
+            "300",
+            "--report-interval-ms",
+            "200",
+        ];
+        args.extend_from_slice(extra_args);
+        Ok(WorkerConfig::try_parse_from(args)?)
+    }
+
+    pub fn spawn_worker(&mut self, worker_id: &str, extra_args: &[&str]) -> anyhow::Result<()> {
+        let config = self.worker_config(worker_id, extra_args)?;
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(framefleet_worker::run(config, shutdown.clone()));
+        self.workers.push((shutdown, handle));
+        Ok(())
+    }
+
+    pub fn ingestor_config(&self, ingestor_id: &str, channels: &[(&str, &str)], extra_args: &[&str]) -> anyhow::Result<IngestorConfig> {
+        let channel_args: Vec<String> = channels.iter().map(|(id, source)| format!("{id}={source}")).collect();
+        let mut args = vec![
+            "framefleet-ingestor",
+            "--ingestor-id",
+            ingestor_id,
+            "--coordinator",
+            &self.coordinator_address,
+            "--kafka-brokers",
+            &self.infrastructure.kafka_brokers,
+            "--report-interval-ms",
+            "200",
+        ];
+        for channel in &channel_args {
+            args.push("--channel");
+            args.push(channel);
+        }
+        args.extend_from_slice(extra_args);
+        Ok(IngestorConfig::try_parse_from(args)?)
+    }
+
+    pub async fn fleet_client(&self) -> anyhow::Result<FleetServiceClient<tonic::transport::Channel>> {
+        let channel = framefleet_proto::client::connect_coordinator(&self.coordinator_address, Duration::from_secs(10)).await?;
+        Ok(FleetServiceClient::new(channel))
+    }
+
+    /// Polls the fleet status until `done` holds or `timeout` passes; returns the last status.
+    pub async fn wait_for_status(&self, timeout: Duration, done: impl Fn(&FleetStatus) -> bool) -> anyhow::Result<FleetStatus> {
+        let mut client = self.fleet_client().await?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = client.get_fleet_status(GetFleetStatusRequest {}).await?.into_inner();
+            if done(&status) {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("fleet did not reach the expected state within {timeout:?}; last status: {status:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Stops the workers (draining) and then the coordinator.
+    pub async fn stop(mut self) -> anyhow::Result<Vec<framefleet_worker::WorkerSummary>> {
+        let mut summaries = Vec::new();
+        for (shutdown, _) in &self.workers {
+            shutdown.cancel();
+        }
+        for (_, handle) in self.workers.drain(..) {
+            summaries.push(handle.await.context("worker task panicked")??);
+        }
+        self.coordinator_shutdown.cancel();
+        if let Some(coordinator) = self.coordinator.take() {
+            coordinator.wait().await?;
+        }
+        Ok(summaries)
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        // A failed test must not leave tasks consuming from the shared broker.
+        for (shutdown, _) in &self.workers {
+            shutdown.cancel();
+        }
+        self.coordinator_shutdown.cancel();
+    }
+}

@@ -1,0 +1,50 @@
+//! Connecting to the coordinator with deadlines, shared by every client binary.
+
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("coordinator address `{address}` is not a valid URI: {reason}")]
+    BadAddress { address: String, reason: String },
+    #[error("coordinator at {address} is unreachable ({reason}); start it or pass --coordinator")]
+    Unreachable { address: String, reason: String },
+}
+
+/// Connects to the coordinator, failing within `timeout` instead of hanging. Every later
+/// call on the channel also carries `timeout` as its deadline.
+pub async fn connect_coordinator(address: &str, timeout: Duration) -> Result<Channel, ConnectError> {
+    let with_scheme = if address.contains("://") {
+        address.to_owned()
+    } else {
+        format!("http://{address}")
+    };
+    let endpoint = Endpoint::from_shared(with_scheme).map_err(|error| ConnectError::BadAddress {
+        address: address.to_owned(),
+        reason: error.to_string(),
+    })?;
+    let endpoint = endpoint.connect_timeout(timeout).timeout(timeout);
+    let unreachable = |reason: String| ConnectError::Unreachable {
+        address: address.to_owned(),
+        reason,
+    };
+    match tokio_timeout(timeout, endpoint.connect()).await {
+        Some(Ok(channel)) => Ok(channel),
+        Some(Err(error)) => Err(unreachable(format!("{error}: {}", source_chain(&error)))),
+        None => Err(unreachable(format!("no answer within {timeout:?}"))),
+    }
+}
+
+async fn tokio_timeout<F: std::future::Future>(timeout: Duration, future: F) -> Option<F::Output> {
+    tokio::time::timeout(timeout, future).await.ok()
+}
+
+fn source_chain(error: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        parts.push(cause.to_string());
+        source = cause.source();
+    }
+    parts.join(": ")
+}

@@ -1,0 +1,26 @@
+//! The wire contracts of framefleet: the gRPC control-plane API (generated from
+//! `proto/framefleet/v1/*.proto`) and the Kafka frame and result record formats in [`wire`].
+//!
+//! Nothing here talks to a network or a broker; every part of the system depends on this
+//! crate, so it must stay small and free of runtime dependencies.
+
+pub mod client;
+pub mod wire;
+
+pub mod v1 {
+    #![allow(clippy::all, clippy::pedantic, clippy::unwrap_used)]
+    tonic::include_proto!("framefleet.v1");
+}
+
+/// Encoded `FileDescriptorSet` of every framefleet service, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("framefleet_descriptor");
+
+impl v1::FrameSchema {
+    /// Bytes of one decoded frame (width × height × channels); saturates instead of overflowing
+    /// so absurd declared sizes are caught by validation rather than wrapping.
+    pub fn raw_frame_bytes(&self) -> u64 {
+        u64::from(self.width)
+            .saturating_mul(u64::from(self.height))
+            .saturating_mul(u64::from(self.channels))
+    }
+}

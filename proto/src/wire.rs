@@ -1,0 +1,208 @@
+//! The Kafka record formats.
+//!
+//! A frame is one record: key = channel id (so a channel's frames stay ordered in one
+//! partition), value = the payload alone (raw pixels or a JPEG/PNG image), metadata in
+//! headers. Header values are UTF-8 text so that any Kafka client (kcat, a Python consumer)
+//! can read a frame without framefleet code. No Base64 and no JSON around pixels.
+//!
+//! Results are small JSON documents, one per processed frame, on the results topic.
+
+use serde::{Deserialize, Serialize};
+
+pub const HEADER_CHANNEL: &str = "ff-channel";
+pub const HEADER_SCHEMA_VERSION: &str = "ff-schema-version";
+pub const HEADER_SEQUENCE: &str = "ff-seq";
+pub const HEADER_INGESTOR_EPOCH: &str = "ff-epoch";
+pub const HEADER_CAPTURE_TIME_US: &str = "ff-capture-us";
+/// CRC-32C of the payload, 8 lowercase hex digits.
+pub const HEADER_CHECKSUM: &str = "ff-crc32c";
+/// W3C trace context, so one frame's capture → process → result is one trace.
+pub const HEADER_TRACEPARENT: &str = "traceparent";
+
+/// A dead-letter record carries the reason it could not be processed in this header.
+pub const HEADER_DEAD_LETTER_REASON: &str = "ff-dead-letter-reason";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HeaderError {
+    #[error("frame header `{0}` is missing")]
+    Missing(&'static str),
+    #[error("frame header `{name}` is not valid: {detail}")]
+    Invalid { name: &'static str, detail: String },
+}
+
+/// Metadata that travels with every frame record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameHeaders {
+    pub channel_id: String,
+    pub schema_version: u32,
+    /// Per-channel frame number, starting at 0 for each ingestor epoch.
+    pub sequence: u64,
+    /// Distinguishes restarts of the same channel's ingestor: (epoch, sequence) is unique.
+    pub ingestor_epoch: u64,
+    pub capture_time_us: i64,
+    pub checksum: u32,
+    pub traceparent: Option<String>,
+}
+
+impl FrameHeaders {
+    /// Header name/value pairs in the order they are written.
+    pub fn to_pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = vec![
+            (HEADER_CHANNEL, self.channel_id.clone()),
+            (HEADER_SCHEMA_VERSION, self.schema_version.to_string()),
+            (HEADER_SEQUENCE, self.sequence.to_string()),
+            (HEADER_INGESTOR_EPOCH, self.ingestor_epoch.to_string()),
+            (HEADER_CAPTURE_TIME_US, self.capture_time_us.to_string()),
+            (HEADER_CHECKSUM, format_checksum(self.checksum)),
+        ];
+        if let Some(traceparent) = &self.traceparent {
+            pairs.push((HEADER_TRACEPARENT, traceparent.clone()));
+        }
+        pairs
+    }
+
+    /// Parses headers through `lookup`, which returns the raw value of a header by name.
+    /// Everything here comes from outside the process, so nothing is trusted.
+    pub fn parse<'a>(lookup: impl Fn(&str) -> Option<&'a [u8]>) -> Result<Self, HeaderError> {
+        let text = |name: &'static str| -> Result<&'a str, HeaderError> {
+            let raw = lookup(name).ok_or(HeaderError::Missing(name))?;
+            std::str::from_utf8(raw).map_err(|_| HeaderError::Invalid {
+                name,
+                detail: "not UTF-8".to_owned(),
+            })
+        };
+        fn number<T: std::str::FromStr>(name: &'static str, value: &str) -> Result<T, HeaderError> {
+            value.parse().map_err(|_| HeaderError::Invalid {
+                name,
+                detail: format!("`{value}` is not a number"),
+            })
+        }
+        let channel_id = text(HEADER_CHANNEL)?.to_owned();
+        if channel_id.is_empty() {
+            return Err(HeaderError::Invalid {
+                name: HEADER_CHANNEL,
+                detail: "empty".to_owned(),
+            });
+        }
+        let checksum_text = text(HEADER_CHECKSUM)?;
+        let checksum = parse_checksum(checksum_text).ok_or_else(|| HeaderError::Invalid {
+            name: HEADER_CHECKSUM,
+            detail: format!("`{checksum_text}` is not 8 hex digits"),
+        })?;
+        Ok(Self {
+            channel_id,
+            schema_version: number(HEADER_SCHEMA_VERSION, text(HEADER_SCHEMA_VERSION)?)?,
+            sequence: number(HEADER_SEQUENCE, text(HEADER_SEQUENCE)?)?,
+            ingestor_epoch: number(HEADER_INGESTOR_EPOCH, text(HEADER_INGESTOR_EPOCH)?)?,
+            capture_time_us: number(HEADER_CAPTURE_TIME_US, text(HEADER_CAPTURE_TIME_US)?)?,
+            checksum,
+            traceparent: lookup(HEADER_TRACEPARENT)
+                .and_then(|raw| std::str::from_utf8(raw).ok())
+                .map(str::to_owned),
+        })
+    }
+}
+
+pub fn payload_checksum(payload: &[u8]) -> u32 {
+    crc32c::crc32c(payload)
+}
+
+pub fn format_checksum(checksum: u32) -> String {
+    format!("{checksum:08x}")
+}
+
+pub fn parse_checksum(text: &str) -> Option<u32> {
+    if text.len() != 8 {
+        return None;
+    }
+    u32::from_str_radix(text, 16).ok()
+}
+
+/// One per processed frame, JSON-encoded on the results topic (key = channel id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrameResult {
+    pub channel_id: String,
+    pub sequence: u64,
+    pub ingestor_epoch: u64,
+    pub schema_version: u32,
+    pub capture_time_us: i64,
+    /// When the worker finished computing this frame.
+    pub processed_time_us: i64,
+    pub worker_id: String,
+    /// Where the frame came from, so a result can be traced back to its record.
+    pub source_topic: String,
+    pub source_partition: i32,
+    pub source_offset: i64,
+    pub batch_size: u32,
+    pub scores: FrameScores,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FrameScores {
+    /// Mean luma of the blurred frame, 0–255.
+    pub mean_luma: f32,
+    /// Mean absolute difference between the frame and its blur: low for defocused or
+    /// covered cameras, high for sharp detailed scenes.
+    pub sharpness: f32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> FrameHeaders {
+        FrameHeaders {
+            channel_id: "cam-1".to_owned(),
+            schema_version: 1,
+            sequence: 42,
+            ingestor_epoch: 7,
+            capture_time_us: 1_700_000_000_000_000,
+            checksum: payload_checksum(b"pixels"),
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned()),
+        }
+    }
+
+    fn lookup_in(pairs: &[(&'static str, String)]) -> impl Fn(&str) -> Option<&[u8]> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.as_bytes())
+        }
+    }
+
+    #[test]
+    fn headers_round_trip() {
+        let headers = sample();
+        let pairs = headers.to_pairs();
+        assert_eq!(FrameHeaders::parse(lookup_in(&pairs)), Ok(headers));
+    }
+
+    #[test]
+    fn missing_and_garbled_headers_are_named() {
+        let mut pairs = sample().to_pairs();
+        pairs.retain(|(name, _)| *name != HEADER_SEQUENCE);
+        assert_eq!(
+            FrameHeaders::parse(lookup_in(&pairs)),
+            Err(HeaderError::Missing(HEADER_SEQUENCE))
+        );
+
+        let mut pairs = sample().to_pairs();
+        for (name, value) in &mut pairs {
+            if *name == HEADER_CHECKSUM {
+                *value = "xyz".to_owned();
+            }
+        }
+        assert!(matches!(
+            FrameHeaders::parse(lookup_in(&pairs)),
+            Err(HeaderError::Invalid { name: HEADER_CHECKSUM, .. })
+        ));
+    }
+
+    #[test]
+    fn checksum_text_is_fixed_width() {
+        assert_eq!(format_checksum(0xab), "000000ab");
+        assert_eq!(parse_checksum("000000ab"), Some(0xab));
+        assert_eq!(parse_checksum("ab"), None);
+    }
+}

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The framefleet main job on one machine: etcd + a Kafka-protocol broker (nisshi on
+# PostgreSQL) + coordinator + ingestor + workers, processing real sample videos end to end
+# with live progress and a final report. Installs what is missing first.
+#
+#   scripts/demo.sh                 three sample videos from Debian's opencv-doc, 2 workers
+#   scripts/demo.sh VIDEO...        your own video files, one channel each
+#   FRAMEFLEET_DEMO_WORKERS=3 scripts/demo.sh
+#
+# Logs stay in .run/demo/logs after the run.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPO_ROOT="$PWD"
+
+WORKERS="${FRAMEFLEET_DEMO_WORKERS:-2}"
+SAMPLES=/usr/share/doc/opencv-doc/examples/data
+
+scripts/setup.sh
+echo "== building framefleet"
+cargo build --locked --bins
+BIN="$REPO_ROOT/target/debug"
+
+export FRAMEFLEET_RUN_DIR="$REPO_ROOT/.run/demo"
+deploy/local/infra.sh down --purge >/dev/null 2>&1 || true
+eval "$(deploy/local/infra.sh up --storage postgres)"
+LOGS="$FRAMEFLEET_RUN_DIR/logs"
+
+FLEET_PIDS=()
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  for pid in "${FLEET_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${FLEET_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  deploy/local/infra.sh down >/dev/null 2>&1 || true
+  echo "logs: $LOGS"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "== starting the coordinator"
+"$BIN/framefleet-coordinator" --listen 127.0.0.1:0 --ready-file "$FRAMEFLEET_RUN_DIR/coordinator.addr" \
+  >"$LOGS/coordinator.log" 2>&1 &
+FLEET_PIDS+=($!)
+for _ in $(seq 1 100); do [[ -s "$FRAMEFLEET_RUN_DIR/coordinator.addr" ]] && break; sleep 0.1
+  kill -0 "${FLEET_PIDS[0]}" 2>/dev/null || { tail -n 5 "$LOGS/coordinator.log"; exit 1; }; done
+export FRAMEFLEET_COORDINATOR="http://$(cat "$FRAMEFLEET_RUN_DIR/coordinator.addr")"
+echo "coordinator at $FRAMEFLEET_COORDINATOR"
+
+CHANNEL_ARGS=()
+if (($# > 0)); then
+  index=1
+  for video in "$@"; do CHANNEL_ARGS+=(--channel "video-$index=$(realpath "$video")"); index=$((index + 1)); done
+else
+  CHANNEL_ARGS=(--channel "lobby=$SAMPLES/vtest.avi" --channel "street=$SAMPLES/Megamind.avi" --channel "garden=$SAMPLES/tree.avi")
+fi
+
+echo "== starting $WORKERS workers"
+for index in $(seq 1 "$WORKERS"); do
+  "$BIN/framefleet-worker" --worker-id "worker-$index" >"$LOGS/worker-$index.log" 2>&1 &
+  FLEET_PIDS+=($!)
+done
+
+echo "== ingesting: ${CHANNEL_ARGS[*]}"
+"$BIN/framefleet-ingestor" --ingestor-id ingestor-1 "${CHANNEL_ARGS[@]}" >"$LOGS/ingestor.log" 2>&1 &
+INGESTOR_PID=$!
+
+"$BIN/framefleet" watch --until-drained --timeout-secs "${FRAMEFLEET_DEMO_TIMEOUT_SECS:-900}"
+
+if ! wait "$INGESTOR_PID"; then
+  echo "the ingestor reported errors:"; grep -i error "$LOGS/ingestor.log" | tail -n 5
+  exit 1
+fi

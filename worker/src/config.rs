@@ -1,0 +1,71 @@
+//! Worker configuration: flags, with `FRAMEFLEET_*` environment variables as fallback.
+
+use clap::Parser;
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "framefleet-worker", version, about = "Consume frames from Kafka, process them in batches, write results")]
+pub struct WorkerConfig {
+    /// Coordinator gRPC address.
+    #[arg(long, env = "FRAMEFLEET_COORDINATOR", default_value = "http://127.0.0.1:50051")]
+    pub coordinator: String,
+
+    /// Kafka bootstrap servers (host:port, comma-separated).
+    #[arg(long, env = "FRAMEFLEET_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+
+    /// Consumer group; workers in one group share the channels' partitions.
+    #[arg(long, env = "FRAMEFLEET_WORKER_GROUP", default_value = framefleet_common::kafka::DEFAULT_WORKER_GROUP)]
+    pub group: String,
+
+    #[arg(long, env = "FRAMEFLEET_RESULTS_TOPIC", default_value = framefleet_common::kafka::DEFAULT_RESULTS_TOPIC)]
+    pub results_topic: String,
+
+    #[arg(long, env = "FRAMEFLEET_DEAD_LETTER_TOPIC", default_value = framefleet_common::kafka::DEFAULT_DEAD_LETTER_TOPIC)]
+    pub dead_letter_topic: String,
+
+    /// Identifies this process in fleet reports and results; defaults to worker-<pid>.
+    #[arg(long, env = "FRAMEFLEET_WORKER_ID")]
+    pub worker_id: Option<String>,
+
+    /// Most frames per batch.
+    #[arg(long, env = "FRAMEFLEET_BATCH_SIZE", default_value_t = 8)]
+    pub batch_size: usize,
+
+    /// Longest wait for a batch to fill once its first frame arrived, in milliseconds.
+    #[arg(long, env = "FRAMEFLEET_BATCH_MAX_WAIT_MS", default_value_t = 20)]
+    pub batch_max_wait_ms: u64,
+
+    /// cpu, cuda, or auto (CUDA when available).
+    #[arg(long, env = "FRAMEFLEET_DEVICE", default_value = "cpu")]
+    pub device: String,
+
+    /// Only channels whose id starts with this are consumed (empty: every channel).
+    #[arg(long, env = "FRAMEFLEET_CHANNEL_PREFIX", default_value = "")]
+    pub channel_prefix: String,
+
+    /// How often to look for new channels at the coordinator, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub channel_refresh_ms: u64,
+
+    /// How often to report throughput to the coordinator, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub report_interval_ms: u64,
+
+    /// Largest frame payload accepted, in MiB (dead letters carry the original frame).
+    #[arg(long, env = "FRAMEFLEET_MAX_FRAME_MIB", default_value_t = 64)]
+    pub max_frame_mib: u32,
+
+    /// Deadline for reaching the coordinator and the broker, in seconds.
+    #[arg(long, env = "FRAMEFLEET_REQUEST_TIMEOUT_SECS", default_value_t = 10)]
+    pub request_timeout_secs: u64,
+}
+
+impl WorkerConfig {
+    pub fn worker_id(&self) -> String {
+        self.worker_id.clone().unwrap_or_else(|| format!("worker-{}", std::process::id()))
+    }
+
+    pub fn max_frame_bytes(&self) -> usize {
+        (self.max_frame_mib as usize) << 20
+    }
+}

@@ -1,0 +1,351 @@
+//! The framefleet worker: a stateless member of the worker consumer group. It consumes the
+//! channel topics the coordinator knows, processes frames in batches on the selected
+//! device, writes one result (or dead letter) per frame, and stores a frame's offset only
+//! after that record is acknowledged by Kafka: at-least-once, never at-most-once.
+
+pub mod batch;
+pub mod config;
+pub mod decode;
+pub mod ops;
+pub mod report;
+
+use crate::batch::{BatchContext, ConsumedFrame, Outcome};
+use crate::config::WorkerConfig;
+use crate::report::{Reporter, WorkerCounters};
+use anyhow::Context;
+use framefleet_common::kafka;
+use framefleet_proto::v1::channel_service_client::ChannelServiceClient;
+use framefleet_proto::v1::fleet_service_client::FleetServiceClient;
+use framefleet_proto::v1::{Channel, ListChannelsRequest};
+use framefleet_proto::wire::{self, HEADER_DEAD_LETTER_REASON};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Pause after a consumer error so a broker outage does not become a busy loop.
+const CONSUMER_ERROR_BACKOFF: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerSummary {
+    pub frames_processed: u64,
+    pub frames_dead_lettered: u64,
+    pub batches: u64,
+}
+
+struct Worker {
+    config: WorkerConfig,
+    worker_id: String,
+    device: candle_core::Device,
+    consumer: StreamConsumer,
+    producer: FutureProducer,
+    channel_client: ChannelServiceClient<tonic::transport::Channel>,
+    channels: HashMap<String, Channel>,
+    subscribed_topics: Vec<String>,
+    counters: Arc<WorkerCounters>,
+}
+
+pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::Result<WorkerSummary> {
+    let worker_id = config.worker_id();
+    let timeout = Duration::from_secs(config.request_timeout_secs.max(1));
+    let device = ops::select_device(&config.device)?;
+    let device_name = ops::describe_device(&device);
+    tracing::info!(worker = %worker_id, device = %device_name, "device selected");
+
+    let coordinator = framefleet_proto::client::connect_coordinator(&config.coordinator, timeout).await?;
+    let channel_client = ChannelServiceClient::new(coordinator.clone());
+    let fleet_client = FleetServiceClient::new(coordinator);
+
+    let mut consumer_config = kafka::worker_consumer_config(&config.kafka_brokers, &config.group, config.max_frame_bytes());
+    consumer_config.set("client.id", &worker_id);
+    let consumer: StreamConsumer = consumer_config.create().context("cannot create the Kafka consumer")?;
+    let mut producer_config = kafka::producer_config(&config.kafka_brokers, config.max_frame_bytes());
+    producer_config.set("client.id", &worker_id);
+    let producer: FutureProducer = producer_config.create().context("cannot create the Kafka producer")?;
+    kafka::check_reachable(&producer, &config.kafka_brokers, timeout).await?;
+
+    let counters = Arc::new(WorkerCounters::default());
+    let reporter_stop = CancellationToken::new();
+    let reporter = tokio::spawn(
+        Reporter {
+            client: fleet_client,
+            worker_id: worker_id.clone(),
+            device: device_name,
+            counters: Arc::clone(&counters),
+        }
+        .run(Duration::from_millis(config.report_interval_ms.max(100)), reporter_stop.clone()),
+    );
+
+    let mut worker = Worker {
+        config,
+        worker_id,
+        device,
+        consumer,
+        producer,
+        channel_client,
+        channels: HashMap::new(),
+        subscribed_topics: Vec::new(),
+        counters: Arc::clone(&counters),
+    };
+    let outcome = worker.consume_until(shutdown).await;
+    worker.leave().await;
+    reporter_stop.cancel();
+    reporter.await.context("reporter task panicked")?;
+    outcome?;
+    Ok(WorkerSummary {
+        frames_processed: counters.frames_processed.load(Ordering::Relaxed),
+        frames_dead_lettered: counters.frames_dead_lettered.load(Ordering::Relaxed),
+        batches: counters.batches.load(Ordering::Relaxed),
+    })
+}
+
+impl Worker {
+    async fn consume_until(&mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut refresh = tokio::time::interval(Duration::from_millis(self.config.channel_refresh_ms.max(100)));
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let batch_size = self.config.batch_size.max(1);
+        let batch_wait = Duration::from_millis(self.config.batch_max_wait_ms);
+        loop {
+            let first = tokio::select! {
+                // Checked first so a stop request wins over a ready message.
+                biased;
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = refresh.tick() => {
+                    if let Err(error) = self.refresh_channels().await {
+                        tracing::warn!("cannot refresh channels: {error:#}");
+                    }
+                    continue;
+                }
+                message = self.consumer.recv() => message,
+            };
+            let first = match first {
+                Ok(message) => to_consumed(&message),
+                Err(error) => {
+                    tracing::warn!(%error, "consumer error");
+                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(CONSUMER_ERROR_BACKOFF).await;
+                    continue;
+                }
+            };
+            let mut frames = vec![first];
+            let deadline = tokio::time::Instant::now() + batch_wait;
+            while frames.len() < batch_size {
+                match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                    Ok(Ok(message)) => frames.push(to_consumed(&message)),
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "consumer error");
+                        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    Err(_deadline) => break,
+                }
+            }
+            self.handle_batch(frames).await?;
+        }
+    }
+
+    /// Processes one batch and stores its offsets once every outcome is acknowledged.
+    async fn handle_batch(&mut self, frames: Vec<ConsumedFrame>) -> anyhow::Result<()> {
+        let started = Instant::now();
+        self.learn_unknown_channels(&frames).await;
+
+        let channels = self.channels.clone();
+        let device = self.device.clone();
+        let worker_id = self.worker_id.clone();
+        let max_payload_bytes = self.config.max_frame_bytes();
+        // Decoding and tensor work must not run on the async reactor.
+        let (frames, outcomes) = tokio::task::spawn_blocking(move || {
+            let context = BatchContext {
+                device: &device,
+                worker_id: &worker_id,
+                max_payload_bytes,
+            };
+            let outcomes = batch::process_batch(&frames, &channels, &context);
+            (frames, outcomes)
+        })
+        .await
+        .context("batch processing panicked")?;
+
+        let mut deliveries = Vec::with_capacity(frames.len());
+        for (frame, outcome) in frames.iter().zip(&outcomes) {
+            deliveries.push(self.send_outcome(frame, outcome).await?);
+        }
+        for (delivery, frame) in deliveries.into_iter().zip(&frames) {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((error, _))) => anyhow::bail!(
+                    "result for {}/{}@{} was not acknowledged ({error}); stopping without storing its offset so it is processed again",
+                    frame.topic,
+                    frame.partition,
+                    frame.offset
+                ),
+                Err(_) => anyhow::bail!("producer closed before acknowledging a result"),
+            }
+        }
+        self.store_offsets(&frames);
+
+        let processed = outcomes.iter().filter(|outcome| matches!(outcome, Outcome::Result(_))).count() as u64;
+        let dead_lettered = outcomes.len() as u64 - processed;
+        self.counters.frames_processed.fetch_add(processed, Ordering::Relaxed);
+        self.counters.frames_dead_lettered.fetch_add(dead_lettered, Ordering::Relaxed);
+        self.counters.batches.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .last_batch_us
+            .store(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn send_outcome(&self, frame: &ConsumedFrame, outcome: &Outcome) -> anyhow::Result<rdkafka::producer::DeliveryFuture> {
+        let (topic, payload, headers) = match outcome {
+            Outcome::Result(result) => {
+                let payload = serde_json::to_vec(result).context("encoding a result")?;
+                let mut headers = OwnedHeaders::new().insert(Header {
+                    key: wire::HEADER_CHANNEL,
+                    value: Some(result.channel_id.as_str()),
+                });
+                if let Some(traceparent) = frame.header(wire::HEADER_TRACEPARENT) {
+                    headers = headers.insert(Header {
+                        key: wire::HEADER_TRACEPARENT,
+                        value: Some(traceparent),
+                    });
+                }
+                (&self.config.results_topic, payload, headers)
+            }
+            Outcome::DeadLetter { reason } => {
+                tracing::warn!(topic = %frame.topic, partition = frame.partition, offset = frame.offset, %reason, "dead-lettering frame");
+                let mut headers = OwnedHeaders::new();
+                for (name, value) in &frame.headers {
+                    headers = headers.insert(Header {
+                        key: name.as_str(),
+                        value: Some(value.as_slice()),
+                    });
+                }
+                let source = format!("{}/{}@{}", frame.topic, frame.partition, frame.offset);
+                headers = headers
+                    .insert(Header {
+                        key: HEADER_DEAD_LETTER_REASON,
+                        value: Some(reason.as_str()),
+                    })
+                    .insert(Header {
+                        key: "ff-source",
+                        value: Some(source.as_str()),
+                    });
+                (&self.config.dead_letter_topic, frame.payload.clone(), headers)
+            }
+        };
+        let mut record = FutureRecord::to(topic).payload(payload.as_slice()).headers(headers);
+        if let Some(key) = &frame.key {
+            record = record.key(key.as_slice());
+        }
+        loop {
+            match self.producer.send_result(record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err((error, _)) => anyhow::bail!("cannot produce to `{topic}`: {error}"),
+            }
+        }
+    }
+
+    /// Stores, per partition, the offset after the last frame of the batch. Frames of one
+    /// partition arrive in order, so the highest offset covers every earlier one.
+    fn store_offsets(&self, frames: &[ConsumedFrame]) {
+        let mut next_offsets: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+        for frame in frames {
+            let next = next_offsets.entry((frame.topic.as_str(), frame.partition)).or_insert(frame.offset + 1);
+            *next = (*next).max(frame.offset + 1);
+        }
+        let mut partitions = TopicPartitionList::new();
+        for ((topic, partition), next_offset) in next_offsets {
+            if let Err(error) = partitions.add_partition_offset(topic, partition, Offset::Offset(next_offset)) {
+                tracing::warn!(%error, topic, partition, "cannot record an offset to store");
+            }
+        }
+        // After a rebalance a partition may no longer be ours; its new owner will process
+        // those frames again (at-least-once), so a refused store is expected, not fatal.
+        if let Err(error) = self.consumer.store_offsets(&partitions) {
+            tracing::info!(%error, "offsets not stored (partition revoked?); frames will be redelivered");
+        }
+    }
+
+    /// Re-reads the channel list and subscribes to every channel topic.
+    async fn refresh_channels(&mut self) -> anyhow::Result<()> {
+        let response = self
+            .channel_client
+            .list_channels(ListChannelsRequest {
+                id_prefix: self.config.channel_prefix.clone(),
+            })
+            .await
+            .map_err(|status| anyhow::anyhow!("listing channels failed: {}", status.message()))?;
+        let channels = response.into_inner().channels;
+        let mut topics: Vec<String> = channels.iter().map(|channel| channel.topic.clone()).collect();
+        topics.sort();
+        topics.dedup();
+        self.channels = channels.into_iter().map(|channel| (channel.channel_id.clone(), channel)).collect();
+        if topics != self.subscribed_topics && !topics.is_empty() {
+            let topic_names: Vec<&str> = topics.iter().map(String::as_str).collect();
+            self.consumer.subscribe(&topic_names).context("subscribing to channel topics")?;
+            tracing::info!(topics = ?topics, "subscribed");
+            self.subscribed_topics = topics;
+        }
+        Ok(())
+    }
+
+    /// A frame from a channel registered after the last refresh must not be dead-lettered
+    /// as unknown: look it up before deciding.
+    async fn learn_unknown_channels(&mut self, frames: &[ConsumedFrame]) {
+        let unknown = frames.iter().any(|frame| {
+            frame
+                .header(wire::HEADER_CHANNEL)
+                .and_then(|raw| std::str::from_utf8(raw).ok())
+                .is_some_and(|channel_id| !self.channels.contains_key(channel_id))
+        });
+        if unknown && let Err(error) = self.refresh_channels().await {
+            tracing::warn!("cannot refresh channels: {error:#}");
+        }
+    }
+
+    /// Commits what was stored, leaves the group and flushes results.
+    async fn leave(&mut self) {
+        if !self.subscribed_topics.is_empty() {
+            match self.consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) => tracing::info!("offsets committed"),
+                // Nothing stored since the last auto-commit is the common, harmless case.
+                Err(error) => tracing::debug!(%error, "final commit"),
+            }
+            self.consumer.unsubscribe();
+        }
+        let producer = self.producer.clone();
+        let flushed = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(30))).await;
+        if !matches!(flushed, Ok(Ok(()))) {
+            tracing::warn!("producer flush did not complete");
+        }
+    }
+}
+
+fn to_consumed(message: &rdkafka::message::BorrowedMessage<'_>) -> ConsumedFrame {
+    let headers = message
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .map(|header| (header.key.to_owned(), header.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    ConsumedFrame {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key().map(<[u8]>::to_vec),
+        payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        headers,
+    }
+}
