@@ -10,8 +10,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use framefleet_proto::v1::channel_service_client::ChannelServiceClient;
 use framefleet_proto::v1::fleet_service_client::FleetServiceClient;
 use framefleet_proto::v1::{
-    FleetStatus, FrameEncoding, FrameSchema, GetChannelRequest, GetFleetStatusRequest, ListChannelsRequest, PixelFormat,
-    RegisterChannelRequest,
+    FleetStatus, FrameEncoding, FrameSchema, GetChannelRequest, GetFleetStatusRequest, ListChannelsRequest,
+    PixelFormat, RegisterChannelRequest,
 };
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -20,7 +20,12 @@ use std::time::{Duration, Instant};
 #[command(name = "framefleet", version, about = "Administer a framefleet coordinator", after_help = EXIT_CODES)]
 struct Cli {
     /// Coordinator gRPC address.
-    #[arg(long, global = true, env = "FRAMEFLEET_COORDINATOR", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        global = true,
+        env = "FRAMEFLEET_COORDINATOR",
+        default_value = "http://127.0.0.1:50051"
+    )]
     coordinator: String,
 
     /// Print JSON instead of text.
@@ -145,7 +150,10 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
     let mut fleet = FleetServiceClient::new(channel);
     match cli.command {
         Command::Channels(ChannelsCommand::List { prefix }) => {
-            let response = channels.list_channels(ListChannelsRequest { id_prefix: prefix }).await?.into_inner();
+            let response = channels
+                .list_channels(ListChannelsRequest { id_prefix: prefix })
+                .await?
+                .into_inner();
             if cli.json {
                 println!("{}", render::channels_json(&response.channels));
             } else {
@@ -153,7 +161,10 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Channels(ChannelsCommand::Get { channel_id }) => {
-            let channel = channels.get_channel(GetChannelRequest { channel_id }).await?.into_inner();
+            let channel = channels
+                .get_channel(GetChannelRequest { channel_id })
+                .await?
+                .into_inner();
             if cli.json {
                 println!("{}", render::channels_json(std::slice::from_ref(&channel)));
             } else {
@@ -198,7 +209,14 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
                 println!("{}", render::channels_json(&registered));
             } else {
                 print!("{}", render::channels_table(&registered));
-                println!("{}", if response.created { "created" } else { "already registered (identical)" });
+                println!(
+                    "{}",
+                    if response.created {
+                        "created"
+                    } else {
+                        "already registered (identical)"
+                    }
+                );
             }
         }
         Command::Status => {
@@ -214,7 +232,14 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
             timeout_secs,
             interval_ms,
         } => {
-            watch(&mut fleet, cli.json, until_drained, timeout_secs.map(Duration::from_secs), Duration::from_millis(interval_ms.max(100))).await?;
+            watch(
+                &mut fleet,
+                cli.json,
+                until_drained,
+                timeout_secs.map(Duration::from_secs),
+                Duration::from_millis(interval_ms.max(100)),
+            )
+            .await?;
         }
     }
     Ok(())
@@ -259,7 +284,10 @@ async fn watch(
             if let Some(status) = &last {
                 eprint!("{}", render::status_report(status));
             }
-            return Err(Failure::Other(anyhow::anyhow!("not drained after {:.0} s", elapsed.as_secs_f64()), 7));
+            return Err(Failure::Other(
+                anyhow::anyhow!("not drained after {:.0} s", elapsed.as_secs_f64()),
+                7,
+            ));
         }
     }
     if let (Some(status), false) = (&last, json) {

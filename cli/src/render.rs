@@ -84,31 +84,58 @@ pub fn progress_line(status: &FleetStatus, elapsed: Duration) -> String {
 
 pub fn status_report(status: &FleetStatus) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{:<24} {:>10} {:>10} {:>8} {:>8} {:>10} {:>8}", "WORKER", "PROCESSED", "DEAD-LTR", "FRAMES/S", "BATCH-MS", "DEVICE", "SEEN-MS");
+    let _ = writeln!(
+        out,
+        "{:<24} {:>10} {:>10} {:>8} {:>8} {:>10} {:>8}",
+        "WORKER", "PROCESSED", "DEAD-LTR", "FRAMES/S", "BATCH-MS", "DEVICE", "SEEN-MS"
+    );
     for worker in &status.workers {
         if let Some(report) = &worker.report {
             let _ = writeln!(
                 out,
                 "{:<24} {:>10} {:>10} {:>8.1} {:>8.1} {:>10} {:>8}",
-                report.worker_id, report.frames_processed, report.frames_dead_lettered, report.frames_per_second, report.last_batch_ms, report.device, worker.last_seen_ms_ago
+                report.worker_id,
+                report.frames_processed,
+                report.frames_dead_lettered,
+                report.frames_per_second,
+                report.last_batch_ms,
+                report.device,
+                worker.last_seen_ms_ago
             );
         }
     }
-    let _ = writeln!(out, "\n{:<24} {:<24} {:>9} {:>9} {:>7} {:>8}", "INGESTOR", "CHANNEL", "CAPTURED", "ACKED", "FAILED", "FINISHED");
+    let _ = writeln!(
+        out,
+        "\n{:<24} {:<24} {:>9} {:>9} {:>7} {:>8}",
+        "INGESTOR", "CHANNEL", "CAPTURED", "ACKED", "FAILED", "FINISHED"
+    );
     for ingestor in &status.ingestors {
         if let Some(report) = &ingestor.report {
             for ledger in &report.channels {
                 let _ = writeln!(
                     out,
                     "{:<24} {:<24} {:>9} {:>9} {:>7} {:>8}",
-                    report.ingestor_id, ledger.channel_id, ledger.frames_captured, ledger.frames_acknowledged, ledger.frames_failed, ledger.source_finished
+                    report.ingestor_id,
+                    ledger.channel_id,
+                    ledger.frames_captured,
+                    ledger.frames_acknowledged,
+                    ledger.frames_failed,
+                    ledger.source_finished
                 );
             }
         }
     }
-    let _ = writeln!(out, "\n{:<40} {:>10} {:>10} {:>8}", "TOPIC", "ACCUMULATE", "CONSUME", "LAG");
+    let _ = writeln!(
+        out,
+        "\n{:<40} {:>10} {:>10} {:>8}",
+        "TOPIC", "ACCUMULATE", "CONSUME", "LAG"
+    );
     for topic in &status.topics {
-        let _ = writeln!(out, "{:<40} {:>10} {:>10} {:>8}", topic.topic, topic.accumulate, topic.consume, topic.lag);
+        let _ = writeln!(
+            out,
+            "{:<40} {:>10} {:>10} {:>8}",
+            topic.topic, topic.accumulate, topic.consume, topic.lag
+        );
     }
     if !status.kafka_error.is_empty() {
         let _ = writeln!(out, "kafka error: {}", status.kafka_error);
@@ -126,11 +153,17 @@ pub fn final_summary(status: &FleetStatus, elapsed: Duration) -> String {
         ("frames failed to deliver", totals.failed.to_string()),
         ("frames processed (results)", totals.processed.to_string()),
         ("frames dead-lettered", totals.dead_lettered.to_string()),
-        ("kafka accumulate / consume", format!("{} / {}", totals.accumulate, totals.consume)),
+        (
+            "kafka accumulate / consume",
+            format!("{} / {}", totals.accumulate, totals.consume),
+        ),
         ("kafka lag (frames)", totals.lag.to_string()),
         ("workers", totals.workers.to_string()),
         ("wall time", format!("{seconds:.1} s")),
-        ("average throughput", format!("{:.1} frames/s", totals.processed as f64 / seconds)),
+        (
+            "average throughput",
+            format!("{:.1} frames/s", totals.processed as f64 / seconds),
+        ),
     ];
     for (label, value) in rows {
         let _ = writeln!(out, "  {label:<30} {value}");
@@ -141,7 +174,10 @@ pub fn final_summary(status: &FleetStatus, elapsed: Duration) -> String {
 }
 
 pub fn channels_table(channels: &[Channel]) -> String {
-    let mut out = format!("{:<24} {:<11} {:>5} {:<6} {:<36} {}\n", "CHANNEL", "SIZE", "FPS", "ENC", "TOPIC", "SOURCE");
+    let mut out = format!(
+        "{:<24} {:<11} {:>5} {:<6} {:<36} {}\n",
+        "CHANNEL", "SIZE", "FPS", "ENC", "TOPIC", "SOURCE"
+    );
     for channel in channels {
         let (size, fps, encoding) = match &channel.schema {
             Some(schema) => (
@@ -153,7 +189,11 @@ pub fn channels_table(channels: &[Channel]) -> String {
             ),
             None => Default::default(),
         };
-        let _ = writeln!(out, "{:<24} {:<11} {:>5} {:<6} {:<36} {}", channel.channel_id, size, fps, encoding, channel.topic, channel.source_uri);
+        let _ = writeln!(
+            out,
+            "{:<24} {:<11} {:>5} {:<6} {:<36} {}",
+            channel.channel_id, size, fps, encoding, channel.topic, channel.source_uri
+        );
     }
     out
 }

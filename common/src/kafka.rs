@@ -67,8 +67,16 @@ pub fn worker_consumer_config(bootstrap_servers: &str, group_id: &str, max_recor
         .set("partition.assignment.strategy", "cooperative-sticky")
         // A single frame may be larger than the default 1 MiB per-partition fetch.
         .set("max.partition.fetch.bytes", fetch_bytes.to_string())
-        .set("fetch.max.bytes", fetch_bytes.saturating_mul(4).min(i32::MAX as usize).to_string())
-        .set("receive.message.max.bytes", (fetch_bytes.saturating_mul(4).saturating_add(RECORD_OVERHEAD_BYTES)).min(i32::MAX as usize).to_string())
+        .set(
+            "fetch.max.bytes",
+            fetch_bytes.saturating_mul(4).min(i32::MAX as usize).to_string(),
+        )
+        .set(
+            "receive.message.max.bytes",
+            (fetch_bytes.saturating_mul(4).saturating_add(RECORD_OVERHEAD_BYTES))
+                .min(i32::MAX as usize)
+                .to_string(),
+        )
         .set("session.timeout.ms", "10000");
     config
 }
@@ -82,7 +90,9 @@ pub fn inspector_config(bootstrap_servers: &str, group_id: &str) -> ClientConfig
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("Kafka at {brokers} is unreachable ({reason}); start it with `deploy/local/infra.sh up` or pass --kafka-brokers")]
+#[error(
+    "Kafka at {brokers} is unreachable ({reason}); start it with `deploy/local/infra.sh up` or pass --kafka-brokers"
+)]
 pub struct BrokerUnreachable {
     pub brokers: String,
     pub reason: String,
@@ -90,11 +100,13 @@ pub struct BrokerUnreachable {
 
 /// Fails fast when the broker cannot be reached, instead of letting records wait in a
 /// client queue for the delivery timeout.
-pub async fn check_reachable<C>(client: &C, brokers: &str, timeout: Duration) -> Result<(), BrokerUnreachable>
-where
-    C: rdkafka::producer::Producer + Clone + Send + 'static,
-{
-    let client = client.clone();
+pub async fn check_reachable(
+    producer: &rdkafka::producer::FutureProducer,
+    brokers: &str,
+    timeout: Duration,
+) -> Result<(), BrokerUnreachable> {
+    use rdkafka::producer::Producer as _;
+    let client = producer.clone();
     let unreachable = |reason: String| BrokerUnreachable {
         brokers: brokers.to_owned(),
         reason,

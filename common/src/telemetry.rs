@@ -30,11 +30,16 @@ impl Drop for TelemetryGuard {
 /// spawns its batch task there).
 pub fn init(service_name: &'static str) -> anyhow::Result<TelemetryGuard> {
     let env_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt_layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false);
+    let fmt_layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false);
 
     let otlp_endpoint = std::env::var(OTLP_ENDPOINT_ENV).ok().filter(|value| !value.is_empty());
     let Some(endpoint) = otlp_endpoint else {
-        tracing_subscriber::registry().with(env_filter).with(fmt_layer).try_init()?;
+        tracing_subscriber::registry()
+            .with(env_filter)
+            .with(fmt_layer)
+            .try_init()?;
         return Ok(TelemetryGuard { tracer_provider: None });
     };
 

@@ -56,9 +56,19 @@ impl SchemaRecord {
 
     /// Same frames, regardless of version number.
     fn same_shape(&self, other: &Self) -> bool {
-        (self.width, self.height, self.channels, &self.pixel_format, &self.encoding)
-            == (other.width, other.height, other.channels, &other.pixel_format, &other.encoding)
-            && self.fps.to_bits() == other.fps.to_bits()
+        (
+            self.width,
+            self.height,
+            self.channels,
+            &self.pixel_format,
+            &self.encoding,
+        ) == (
+            other.width,
+            other.height,
+            other.channels,
+            &other.pixel_format,
+            &other.encoding,
+        ) && self.fps.to_bits() == other.fps.to_bits()
     }
 }
 
@@ -110,11 +120,15 @@ pub fn validate_schema(schema: Option<&FrameSchema>, max_frame_bytes: u64) -> Re
     let schema = schema.ok_or_else(|| CoordinatorError::invalid("schema", "is required"))?;
     for (field, value) in [("schema.width", schema.width), ("schema.height", schema.height)] {
         if value == 0 || value > MAX_DIMENSION {
-            return Err(CoordinatorError::invalid(field, format!("{value} is outside 1..={MAX_DIMENSION}")));
+            return Err(CoordinatorError::invalid(
+                field,
+                format!("{value} is outside 1..={MAX_DIMENSION}"),
+            ));
         }
     }
-    let pixel_format = PixelFormat::try_from(schema.pixel_format)
-        .map_err(|_| CoordinatorError::invalid("schema.pixel_format", format!("unknown value {}", schema.pixel_format)))?;
+    let pixel_format = PixelFormat::try_from(schema.pixel_format).map_err(|_| {
+        CoordinatorError::invalid("schema.pixel_format", format!("unknown value {}", schema.pixel_format))
+    })?;
     let expected_channels = match pixel_format {
         PixelFormat::Unspecified => return Err(CoordinatorError::invalid("schema.pixel_format", "must be set")),
         PixelFormat::Gray8 => 1,
@@ -123,7 +137,11 @@ pub fn validate_schema(schema: Option<&FrameSchema>, max_frame_bytes: u64) -> Re
     if schema.channels != expected_channels {
         return Err(CoordinatorError::invalid(
             "schema.channels",
-            format!("{} does not match {} (expects {expected_channels})", schema.channels, pixel_format.as_str_name()),
+            format!(
+                "{} does not match {} (expects {expected_channels})",
+                schema.channels,
+                pixel_format.as_str_name()
+            ),
         ));
     }
     let encoding = FrameEncoding::try_from(schema.encoding)
@@ -132,7 +150,10 @@ pub fn validate_schema(schema: Option<&FrameSchema>, max_frame_bytes: u64) -> Re
         return Err(CoordinatorError::invalid("schema.encoding", "must be set"));
     }
     if !(schema.fps.is_finite() && schema.fps > 0.0 && schema.fps <= MAX_FPS) {
-        return Err(CoordinatorError::invalid("schema.fps", format!("{} is outside (0, {MAX_FPS}]", schema.fps)));
+        return Err(CoordinatorError::invalid(
+            "schema.fps",
+            format!("{} is outside (0, {MAX_FPS}]", schema.fps),
+        ));
     }
     if schema.version > 1 {
         return Err(CoordinatorError::invalid(
@@ -209,7 +230,9 @@ impl<S: MetadataStore, T: TopicAdmin> ChannelRegistry<S, T> {
 
         let key = channel_key(channel_id);
         if let Some(existing) = self.store.get(&key).await? {
-            return self.existing_or_conflict(&record, &existing).map(|channel| (channel, false));
+            return self
+                .existing_or_conflict(&record, &existing)
+                .map(|channel| (channel, false));
         }
 
         let topic_spec = TopicSpec {
@@ -233,11 +256,17 @@ impl<S: MetadataStore, T: TopicAdmin> ChannelRegistry<S, T> {
                 Ok((record.to_proto(mod_revision), true))
             }
             // Lost a race with another registration of the same id.
-            CreateOutcome::Exists(existing) => self.existing_or_conflict(&record, &existing).map(|channel| (channel, false)),
+            CreateOutcome::Exists(existing) => self
+                .existing_or_conflict(&record, &existing)
+                .map(|channel| (channel, false)),
         }
     }
 
-    fn existing_or_conflict(&self, requested: &ChannelRecord, existing: &StoredValue) -> Result<Channel, CoordinatorError> {
+    fn existing_or_conflict(
+        &self,
+        requested: &ChannelRecord,
+        existing: &StoredValue,
+    ) -> Result<Channel, CoordinatorError> {
         let stored = decode_record(existing)?;
         if stored.source_uri == requested.source_uri && stored.schema.same_shape(&requested.schema) {
             return Ok(stored.to_proto(existing.mod_revision));
@@ -263,9 +292,8 @@ impl<S: MetadataStore, T: TopicAdmin> ChannelRegistry<S, T> {
 
     pub async fn list(&self, id_prefix: &str) -> Result<Vec<Channel>, CoordinatorError> {
         if !id_prefix.is_empty() {
-            validate_channel_id(id_prefix).map_err(|_| {
-                CoordinatorError::invalid("id_prefix", "use letters, digits, '-', '_' and '.' only")
-            })?;
+            validate_channel_id(id_prefix)
+                .map_err(|_| CoordinatorError::invalid("id_prefix", "use letters, digits, '-', '_' and '.' only"))?;
         }
         let stored = self.store.list(&channel_key(id_prefix)).await?;
         stored
@@ -301,19 +329,28 @@ mod tests {
 
     impl TopicAdmin for &'static RecordingTopics {
         async fn ensure_topic(&self, spec: &TopicSpec) -> Result<(), CoordinatorError> {
-            self.created.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(spec.clone());
+            self.created
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(spec.clone());
             Ok(())
         }
     }
 
-    fn registry() -> (ChannelRegistry<MemoryStore, &'static RecordingTopics>, &'static RecordingTopics) {
+    fn registry() -> (
+        ChannelRegistry<MemoryStore, &'static RecordingTopics>,
+        &'static RecordingTopics,
+    ) {
         let topics: &'static RecordingTopics = Box::leak(Box::default());
         let defaults = TopicDefaults {
             partitions: 1,
             replication: 1,
             retention_ms: 3_600_000,
         };
-        (ChannelRegistry::new(MemoryStore::default(), topics, defaults, 64 << 20), topics)
+        (
+            ChannelRegistry::new(MemoryStore::default(), topics, defaults, 64 << 20),
+            topics,
+        )
     }
 
     fn schema(width: u32, height: u32) -> FrameSchema {
@@ -331,24 +368,37 @@ mod tests {
     #[tokio::test]
     async fn registration_is_idempotent_and_sizes_the_topic() {
         let (registry, topics) = registry();
-        let (channel, created) = registry.register("cam-1", "file:///a.avi", Some(&schema(1920, 1080))).await.expect("register");
+        let (channel, created) = registry
+            .register("cam-1", "file:///a.avi", Some(&schema(1920, 1080)))
+            .await
+            .expect("register");
         assert!(created);
         assert_eq!(channel.topic, "framefleet.frames.cam-1");
         assert_eq!(channel.schema.as_ref().map(|s| s.version), Some(1));
 
-        let (again, created_again) = registry.register("cam-1", "file:///a.avi", Some(&schema(1920, 1080))).await.expect("re-register");
+        let (again, created_again) = registry
+            .register("cam-1", "file:///a.avi", Some(&schema(1920, 1080)))
+            .await
+            .expect("re-register");
         assert!(!created_again);
         assert_eq!(again, channel);
 
         let created_topics = topics.created.lock().expect("lock").clone();
-        assert_eq!(created_topics.len(), 1, "an identical re-registration provisions nothing");
+        assert_eq!(
+            created_topics.len(),
+            1,
+            "an identical re-registration provisions nothing"
+        );
         assert!(created_topics[0].max_message_bytes() > 1920 * 1080 * 3);
     }
 
     #[tokio::test]
     async fn a_different_definition_under_the_same_id_is_refused() {
         let (registry, _) = registry();
-        registry.register("cam-1", "file:///a.avi", Some(&schema(640, 480))).await.expect("register");
+        registry
+            .register("cam-1", "file:///a.avi", Some(&schema(640, 480)))
+            .await
+            .expect("register");
         let error = registry
             .register("cam-1", "file:///a.avi", Some(&schema(1280, 720)))
             .await
@@ -365,28 +415,61 @@ mod tests {
             ("cam-1", None, "schema"),
             ("cam-1", Some(schema(0, 480)), "schema.width"),
             ("cam-1", Some(schema(640, 100_000)), "schema.height"),
-            ("cam-1", Some(FrameSchema { fps: 0.0, ..schema(640, 480) }), "schema.fps"),
-            ("cam-1", Some(FrameSchema { channels: 1, ..schema(640, 480) }), "schema.channels"),
-            ("cam-1", Some(FrameSchema { encoding: 99, ..schema(640, 480) }), "schema.encoding"),
+            (
+                "cam-1",
+                Some(FrameSchema {
+                    fps: 0.0,
+                    ..schema(640, 480)
+                }),
+                "schema.fps",
+            ),
+            (
+                "cam-1",
+                Some(FrameSchema {
+                    channels: 1,
+                    ..schema(640, 480)
+                }),
+                "schema.channels",
+            ),
+            (
+                "cam-1",
+                Some(FrameSchema {
+                    encoding: 99,
+                    ..schema(640, 480)
+                }),
+                "schema.encoding",
+            ),
         ];
         for (channel_id, schema, field) in cases {
-            let error = registry.register(channel_id, "file:///a.avi", schema.as_ref()).await.expect_err(field);
+            let error = registry
+                .register(channel_id, "file:///a.avi", schema.as_ref())
+                .await
+                .expect_err(field);
             match error {
                 CoordinatorError::InvalidArgument { field: named, .. } => assert_eq!(named, field),
                 other => panic!("expected invalid {field}, got {other}"),
             }
         }
-        assert!(topics.created.lock().expect("lock").is_empty(), "invalid requests provision nothing");
+        assert!(
+            topics.created.lock().expect("lock").is_empty(),
+            "invalid requests provision nothing"
+        );
     }
 
     #[tokio::test]
     async fn get_and_list() {
         let (registry, _) = registry();
         for id in ["lobby-1", "lobby-2", "yard-1"] {
-            registry.register(id, "synthetic://", Some(&schema(64, 48))).await.expect("register");
+            registry
+                .register(id, "synthetic://", Some(&schema(64, 48)))
+                .await
+                .expect("register");
         }
         assert_eq!(registry.get("lobby-2").await.expect("get").channel_id, "lobby-2");
-        assert!(matches!(registry.get("nope").await, Err(CoordinatorError::NotFound { .. })));
+        assert!(matches!(
+            registry.get("nope").await,
+            Err(CoordinatorError::NotFound { .. })
+        ));
         assert_eq!(registry.list("lobby").await.expect("list").len(), 2);
         assert_eq!(registry.list("").await.expect("list").len(), 3);
     }

@@ -6,14 +6,23 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "framefleet-coordinator", version, about = "framefleet control plane (gRPC on etcd)")]
+#[command(
+    name = "framefleet-coordinator",
+    version,
+    about = "framefleet control plane (gRPC on etcd)"
+)]
 pub struct CoordinatorConfig {
     /// Address to serve gRPC on; port 0 picks a free port (see --ready-file).
     #[arg(long, env = "FRAMEFLEET_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
 
     /// Comma-separated etcd endpoints.
-    #[arg(long, env = "FRAMEFLEET_ETCD_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    #[arg(
+        long,
+        env = "FRAMEFLEET_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:2379"
+    )]
     pub etcd_endpoints: Vec<String>,
 
     /// Every etcd key lives under this prefix.

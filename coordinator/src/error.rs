@@ -49,17 +49,32 @@ mod tests {
     #[test]
     fn each_error_has_its_grpc_code() {
         let cases = [
-            (CoordinatorError::invalid("channel_id", "empty"), tonic::Code::InvalidArgument),
             (
-                CoordinatorError::NotFound { kind: "channel", id: "a".into() },
+                CoordinatorError::invalid("channel_id", "empty"),
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                CoordinatorError::NotFound {
+                    kind: "channel",
+                    id: "a".into(),
+                },
                 tonic::Code::NotFound,
             ),
             (
-                CoordinatorError::AlreadyExists { kind: "channel", id: "a".into() },
+                CoordinatorError::AlreadyExists {
+                    kind: "channel",
+                    id: "a".into(),
+                },
                 tonic::Code::AlreadyExists,
             ),
-            (CoordinatorError::StoreUnavailable("down".into()), tonic::Code::Unavailable),
-            (CoordinatorError::KafkaUnavailable("down".into()), tonic::Code::Unavailable),
+            (
+                CoordinatorError::StoreUnavailable("down".into()),
+                tonic::Code::Unavailable,
+            ),
+            (
+                CoordinatorError::KafkaUnavailable("down".into()),
+                tonic::Code::Unavailable,
+            ),
         ];
         for (error, code) in cases {
             assert_eq!(Status::from(error).code(), code);

@@ -32,7 +32,10 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn validate_process_id(field: &'static str, id: &str) -> Result<(), CoordinatorError> {
     if id.is_empty() || id.len() > MAX_ID_LEN {
-        return Err(CoordinatorError::invalid(field, format!("must be 1..={MAX_ID_LEN} characters")));
+        return Err(CoordinatorError::invalid(
+            field,
+            format!("must be 1..={MAX_ID_LEN} characters"),
+        ));
     }
     Ok(())
 }
@@ -41,7 +44,10 @@ impl FleetRegistry {
     pub fn record_worker(&self, report: WorkerReport) -> Result<(), CoordinatorError> {
         validate_process_id("worker_id", &report.worker_id)?;
         if !report.frames_per_second.is_finite() || report.frames_per_second < 0.0 {
-            return Err(CoordinatorError::invalid("frames_per_second", "must be a finite number ≥ 0"));
+            return Err(CoordinatorError::invalid(
+                "frames_per_second",
+                "must be a finite number ≥ 0",
+            ));
         }
         lock(&self.workers).insert(report.worker_id.clone(), (report, Instant::now()));
         Ok(())
@@ -56,7 +62,10 @@ impl FleetRegistry {
             ));
         }
         if let Some(index) = report.channels.iter().position(|ledger| ledger.channel_id.is_empty()) {
-            return Err(CoordinatorError::invalid("channels.channel_id", format!("entry {index} is empty")));
+            return Err(CoordinatorError::invalid(
+                "channels.channel_id",
+                format!("entry {index} is empty"),
+            ));
         }
         lock(&self.ingestors).insert(report.ingestor_id.clone(), (report, Instant::now()));
         Ok(())
@@ -96,7 +105,13 @@ impl FleetRegistry {
             })
             .collect();
         statuses.sort_by(|a, b| {
-            let id = |status: &IngestorStatus| status.report.as_ref().map(|r| r.ingestor_id.clone()).unwrap_or_default();
+            let id = |status: &IngestorStatus| {
+                status
+                    .report
+                    .as_ref()
+                    .map(|r| r.ingestor_id.clone())
+                    .unwrap_or_default()
+            };
             id(a).cmp(&id(b))
         });
         statuses
@@ -104,7 +119,11 @@ impl FleetRegistry {
 }
 
 fn worker_id(status: &WorkerStatus) -> &str {
-    status.report.as_ref().map(|report| report.worker_id.as_str()).unwrap_or_default()
+    status
+        .report
+        .as_ref()
+        .map(|report| report.worker_id.as_str())
+        .unwrap_or_default()
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -122,7 +141,9 @@ impl KafkaInspector {
     pub fn new(bootstrap_servers: &str, worker_group: &str, timeout: Duration) -> Result<Self, CoordinatorError> {
         let consumer: BaseConsumer = kafka::inspector_config(bootstrap_servers, worker_group)
             .create()
-            .map_err(|error| CoordinatorError::KafkaUnavailable(format!("cannot create the Kafka inspector: {error}")))?;
+            .map_err(|error| {
+                CoordinatorError::KafkaUnavailable(format!("cannot create the Kafka inspector: {error}"))
+            })?;
         Ok(Self {
             consumer: Arc::new(consumer),
             timeout,
@@ -144,7 +165,11 @@ impl KafkaInspector {
     }
 }
 
-fn metrics_for_topic(consumer: &BaseConsumer, topic: &str, timeout: Duration) -> Result<TopicMetrics, CoordinatorError> {
+fn metrics_for_topic(
+    consumer: &BaseConsumer,
+    topic: &str,
+    timeout: Duration,
+) -> Result<TopicMetrics, CoordinatorError> {
     let unavailable = |what: &str, error: rdkafka::error::KafkaError| {
         CoordinatorError::KafkaUnavailable(format!("reading {what} of topic `{topic}` failed: {error}"))
     };

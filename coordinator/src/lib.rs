@@ -52,7 +52,9 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
         request_timeout: timeout,
     })
     .await
-    .with_context(|| "etcd is unreachable; start it with `deploy/local/infra.sh up` or pass --etcd-endpoints".to_owned())?;
+    .with_context(|| {
+        "etcd is unreachable; start it with `deploy/local/infra.sh up` or pass --etcd-endpoints".to_owned()
+    })?;
 
     let topic_admin = KafkaTopicAdmin::new(&config.kafka_brokers, timeout)?;
     let retention_ms = i64::from(config.topic_retention_hours) * 3_600_000;
@@ -82,7 +84,12 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
         replication: config.topic_replication,
         retention_ms,
     };
-    let channels = Arc::new(ChannelRegistry::new(store, topic_admin, topic_defaults, config.max_frame_bytes()));
+    let channels = Arc::new(ChannelRegistry::new(
+        store,
+        topic_admin,
+        topic_defaults,
+        config.max_frame_bytes(),
+    ));
     let fleet = Arc::new(FleetRegistry::default());
 
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|error| {

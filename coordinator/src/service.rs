@@ -37,7 +37,9 @@ impl<S: MetadataStore, T: TopicAdmin> ChannelService for ChannelApi<S, T> {
     }
 
     async fn get_channel(&self, request: Request<GetChannelRequest>) -> Result<Response<Channel>, Status> {
-        Ok(Response::new(self.channels.get(&request.into_inner().channel_id).await?))
+        Ok(Response::new(
+            self.channels.get(&request.into_inner().channel_id).await?,
+        ))
     }
 
     async fn list_channels(
@@ -67,7 +69,10 @@ impl<S: MetadataStore, T: TopicAdmin> FleetService for FleetApi<S, T> {
         Ok(Response::new(ReportAck {}))
     }
 
-    async fn get_fleet_status(&self, _request: Request<GetFleetStatusRequest>) -> Result<Response<FleetStatus>, Status> {
+    async fn get_fleet_status(
+        &self,
+        _request: Request<GetFleetStatusRequest>,
+    ) -> Result<Response<FleetStatus>, Status> {
         let (workers, frames_processed, frames_per_second) = self.fleet.workers();
         let ingestors = self.fleet.ingestors();
         let topics: Vec<String> = self

@@ -39,9 +39,9 @@ pub struct KafkaTopicAdmin {
 
 impl KafkaTopicAdmin {
     pub fn new(bootstrap_servers: &str, timeout: Duration) -> Result<Self, CoordinatorError> {
-        let admin = kafka::base_config(bootstrap_servers)
-            .create()
-            .map_err(|error| CoordinatorError::KafkaUnavailable(format!("cannot create the Kafka admin client: {error}")))?;
+        let admin = kafka::base_config(bootstrap_servers).create().map_err(|error| {
+            CoordinatorError::KafkaUnavailable(format!("cannot create the Kafka admin client: {error}"))
+        })?;
         Ok(Self {
             admin,
             bootstrap_servers: bootstrap_servers.to_owned(),
@@ -68,13 +68,16 @@ impl TopicAdmin for KafkaTopicAdmin {
         };
         // The admin call has its own timeouts, but an unreachable bootstrap server can stall
         // before any request is sent; the outer deadline covers that.
-        let results = tokio::time::timeout(self.timeout + Duration::from_secs(1), self.admin.create_topics([&new_topic], &options))
-            .await
-            .map_err(|_| unreachable())?
-            .map_err(|error| match error.rdkafka_error_code() {
-                Some(RDKafkaErrorCode::OperationTimedOut) | Some(RDKafkaErrorCode::BrokerTransportFailure) => unreachable(),
-                _ => CoordinatorError::KafkaUnavailable(format!("creating topic `{}` failed: {error}", spec.name)),
-            })?;
+        let results = tokio::time::timeout(
+            self.timeout + Duration::from_secs(1),
+            self.admin.create_topics([&new_topic], &options),
+        )
+        .await
+        .map_err(|_| unreachable())?
+        .map_err(|error| match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::OperationTimedOut) | Some(RDKafkaErrorCode::BrokerTransportFailure) => unreachable(),
+            _ => CoordinatorError::KafkaUnavailable(format!("creating topic `{}` failed: {error}", spec.name)),
+        })?;
         for result in results {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -85,7 +88,9 @@ impl TopicAdmin for KafkaTopicAdmin {
                     )));
                 }
                 Err((topic, code)) => {
-                    return Err(CoordinatorError::KafkaUnavailable(format!("creating topic `{topic}` failed: {code}")));
+                    return Err(CoordinatorError::KafkaUnavailable(format!(
+                        "creating topic `{topic}` failed: {code}"
+                    )));
                 }
             }
         }

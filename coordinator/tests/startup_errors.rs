@@ -35,7 +35,14 @@ fn stderr(output: &Output) -> String {
 fn unreachable_etcd_is_a_clear_error_not_a_hang() {
     let etcd = format!("http://127.0.0.1:{}", closed_port());
     let kafka = format!("127.0.0.1:{}", closed_port());
-    let (output, elapsed) = run_coordinator(&["--listen", "127.0.0.1:0", "--etcd-endpoints", &etcd, "--kafka-brokers", &kafka]);
+    let (output, elapsed) = run_coordinator(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--etcd-endpoints",
+        &etcd,
+        "--kafka-brokers",
+        &kafka,
+    ]);
     assert!(!output.status.success());
     let message = stderr(&output);
     assert!(message.contains("etcd") && message.contains("infra.sh up"), "{message}");
@@ -54,10 +61,22 @@ fn port_already_taken_is_named() {
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
     let address = taken.local_addr().expect("addr").to_string();
     let prefix = format!("/framefleet-test/port-taken-{}/", std::process::id());
-    let (output, elapsed) = run_coordinator(&["--listen", &address, "--etcd-endpoints", &etcd, "--etcd-prefix", &prefix, "--kafka-brokers", &kafka]);
+    let (output, elapsed) = run_coordinator(&[
+        "--listen",
+        &address,
+        "--etcd-endpoints",
+        &etcd,
+        "--etcd-prefix",
+        &prefix,
+        "--kafka-brokers",
+        &kafka,
+    ]);
     assert!(!output.status.success());
     let message = stderr(&output);
-    assert!(message.contains(&address) && message.contains("already in use"), "{message}");
+    assert!(
+        message.contains(&address) && message.contains("already in use"),
+        "{message}"
+    );
     assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}");
 }
 
@@ -68,9 +87,21 @@ fn unreachable_broker_is_a_clear_error_not_a_hang() {
     };
     let kafka = format!("127.0.0.1:{}", closed_port());
     let prefix = format!("/framefleet-test/no-broker-{}/", std::process::id());
-    let (output, elapsed) = run_coordinator(&["--listen", "127.0.0.1:0", "--etcd-endpoints", &etcd, "--etcd-prefix", &prefix, "--kafka-brokers", &kafka]);
+    let (output, elapsed) = run_coordinator(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--etcd-endpoints",
+        &etcd,
+        "--etcd-prefix",
+        &prefix,
+        "--kafka-brokers",
+        &kafka,
+    ]);
     assert!(!output.status.success());
     let message = stderr(&output);
-    assert!(message.contains(&kafka) && message.contains("--kafka-brokers"), "{message}");
+    assert!(
+        message.contains(&kafka) && message.contains("--kafka-brokers"),
+        "{message}"
+    );
     assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}");
 }

@@ -24,7 +24,11 @@ pub enum CaptureError {
     #[error("video source `{0}` cannot be opened by OpenCV (unsupported or corrupt file?)")]
     CannotOpen(String),
     #[error("video source `{source_uri}` reports an unusable frame size {width}×{height}")]
-    BadFrameSize { source_uri: String, width: f64, height: f64 },
+    BadFrameSize {
+        source_uri: String,
+        width: f64,
+        height: f64,
+    },
     #[error("opencv failed on `{source_uri}`: {error}")]
     OpenCv { source_uri: String, error: opencv::Error },
 }
@@ -79,7 +83,11 @@ pub fn open_video_file(source_uri: &str) -> Result<OpenedSource, CaptureError> {
             height,
         });
     }
-    let fps = if fps.is_finite() && fps > 0.0 && fps <= 1000.0 { fps } else { FALLBACK_FPS };
+    let fps = if fps.is_finite() && fps > 0.0 && fps <= 1000.0 {
+        fps
+    } else {
+        FALLBACK_FPS
+    };
     Ok(OpenedSource {
         source_uri: source_uri.to_owned(),
         capture,
@@ -115,7 +123,8 @@ pub fn capture_loop(mut job: CaptureJob) -> Result<(), CaptureError> {
         i32::try_from(job.conversion.height).unwrap_or(i32::MAX),
     );
     let needs_resize = (job.source.info.width, job.source.info.height) != (job.conversion.width, job.conversion.height);
-    let encode_params = Vector::<i32>::from_slice(&[imgcodecs::IMWRITE_JPEG_QUALITY, i32::from(job.conversion.jpeg_quality)]);
+    let encode_params =
+        Vector::<i32>::from_slice(&[imgcodecs::IMWRITE_JPEG_QUALITY, i32::from(job.conversion.jpeg_quality)]);
     let frame_interval = Duration::from_secs_f64(1.0 / job.source.info.fps);
     let started = Instant::now();
 
@@ -141,7 +150,8 @@ pub fn capture_loop(mut job: CaptureJob) -> Result<(), CaptureError> {
         };
         let mut encoded = Vector::<u8>::new();
         if !imgcodecs::imencode(".jpg", to_encode, &mut encoded, &encode_params).map_err(opencv_error)? {
-            job.ledger.record_failed(format!("jpeg encoding of frame {frames_read} failed"));
+            job.ledger
+                .record_failed(format!("jpeg encoding of frame {frames_read} failed"));
             continue;
         }
         let encoded_frame = EncodedFrame {

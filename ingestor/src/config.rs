@@ -4,7 +4,11 @@ use clap::{Parser, ValueEnum};
 use std::str::FromStr;
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "framefleet-ingestor", version, about = "Capture camera channels and produce every frame to Kafka")]
+#[command(
+    name = "framefleet-ingestor",
+    version,
+    about = "Capture camera channels and produce every frame to Kafka"
+)]
 pub struct IngestorConfig {
     /// A channel to capture, as ID=SOURCE (a video file path). Repeat for more channels.
     #[arg(long = "channel", value_name = "ID=SOURCE", required = true)]

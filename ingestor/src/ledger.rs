@@ -36,11 +36,17 @@ impl ChannelLedger {
     pub fn record_failed(&self, reason: String) {
         self.failed.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(channel = %self.channel_id, %reason, "frame not delivered");
-        *self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = reason;
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = reason;
     }
 
     pub fn record_error(&self, reason: String) {
-        *self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = reason;
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = reason;
     }
 
     pub fn mark_finished(&self) {
@@ -67,7 +73,11 @@ impl ChannelLedger {
             frames_failed: self.failed(),
             bytes_acknowledged: self.bytes_acknowledged.load(Ordering::Relaxed),
             source_finished: self.finished.load(Ordering::Acquire),
-            last_error: self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
         }
     }
 }

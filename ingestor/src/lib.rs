@@ -183,7 +183,13 @@ async fn prepare_channel(
             schema: Some(schema),
         })
         .await
-        .map_err(|status| anyhow::anyhow!("registering channel `{}` failed: {}", channel.channel_id, status.message()))?
+        .map_err(|status| {
+            anyhow::anyhow!(
+                "registering channel `{}` failed: {}",
+                channel.channel_id,
+                status.message()
+            )
+        })?
         .into_inner();
     let registered = response
         .channel
@@ -212,7 +218,6 @@ async fn prepare_channel(
     })
 }
 
-
 async fn report_periodically(
     mut client: FleetServiceClient<tonic::transport::Channel>,
     ingestor_id: String,
@@ -230,7 +235,11 @@ async fn report_periodically(
     }
 }
 
-async fn send_report(client: &mut FleetServiceClient<tonic::transport::Channel>, ingestor_id: &str, ledgers: &[Arc<ChannelLedger>]) {
+async fn send_report(
+    client: &mut FleetServiceClient<tonic::transport::Channel>,
+    ingestor_id: &str,
+    ledgers: &[Arc<ChannelLedger>],
+) {
     let report = IngestorReport {
         ingestor_id: ingestor_id.to_owned(),
         channels: ledgers.iter().map(|ledger| ledger.snapshot()).collect(),

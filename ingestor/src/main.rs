@@ -19,10 +19,18 @@ async fn main() -> ExitCode {
             for ledger in &failed {
                 eprintln!(
                     "error: channel `{}`: {} (captured {}, acknowledged {}, failed {})",
-                    ledger.channel_id, ledger.last_error, ledger.frames_captured, ledger.frames_acknowledged, ledger.frames_failed
+                    ledger.channel_id,
+                    ledger.last_error,
+                    ledger.frames_captured,
+                    ledger.frames_acknowledged,
+                    ledger.frames_failed
                 );
             }
-            if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            if failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(error) => {
             eprintln!("error: {error:#}");

@@ -14,13 +14,23 @@ fn unreachable_coordinator_is_named() {
     let coordinator = format!("http://127.0.0.1:{port}");
     let started = Instant::now();
     let output = Command::new(env!("CARGO_BIN_EXE_framefleet-ingestor"))
-        .args(["--coordinator", &coordinator, "--request-timeout-secs", "2", "--channel", "cam=/nonexistent.avi"])
+        .args([
+            "--coordinator",
+            &coordinator,
+            "--request-timeout-secs",
+            "2",
+            "--channel",
+            "cam=/nonexistent.avi",
+        ])
         .env("RUST_LOG", "off")
         .output()
         .expect("run the ingestor");
     assert!(!output.status.success());
     let message = String::from_utf8_lossy(&output.stderr);
-    assert!(message.contains(&coordinator) && message.contains("--coordinator"), "{message}");
+    assert!(
+        message.contains(&coordinator) && message.contains("--coordinator"),
+        "{message}"
+    );
     assert!(started.elapsed() < Duration::from_secs(15));
 }
 

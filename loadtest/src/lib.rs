@@ -60,7 +60,7 @@ impl FleetNames {
     }
 
     pub fn channel_id(&self, name: &str) -> String {
-        format!("{name}-{}", self.suffix)
+        format!("{}-{name}", self.suffix)
     }
 }
 
@@ -70,7 +70,10 @@ pub struct Fleet {
     pub coordinator_address: String,
     coordinator: Option<RunningCoordinator>,
     coordinator_shutdown: CancellationToken,
-    workers: Vec<(CancellationToken, JoinHandle<anyhow::Result<framefleet_worker::WorkerSummary>>)>,
+    workers: Vec<(
+        CancellationToken,
+        JoinHandle<anyhow::Result<framefleet_worker::WorkerSummary>>,
+    )>,
 }
 
 impl Fleet {
@@ -142,7 +145,12 @@ impl Fleet {
         Ok(())
     }
 
-    pub fn ingestor_config(&self, ingestor_id: &str, channels: &[(&str, &str)], extra_args: &[&str]) -> anyhow::Result<IngestorConfig> {
+    pub fn ingestor_config(
+        &self,
+        ingestor_id: &str,
+        channels: &[(&str, &str)],
+        extra_args: &[&str],
+    ) -> anyhow::Result<IngestorConfig> {
         let channel_args: Vec<String> = channels.iter().map(|(id, source)| format!("{id}={source}")).collect();
         let mut args = vec![
             "framefleet-ingestor",
@@ -164,12 +172,17 @@ impl Fleet {
     }
 
     pub async fn fleet_client(&self) -> anyhow::Result<FleetServiceClient<tonic::transport::Channel>> {
-        let channel = framefleet_proto::client::connect_coordinator(&self.coordinator_address, Duration::from_secs(10)).await?;
+        let channel =
+            framefleet_proto::client::connect_coordinator(&self.coordinator_address, Duration::from_secs(10)).await?;
         Ok(FleetServiceClient::new(channel))
     }
 
     /// Polls the fleet status until `done` holds or `timeout` passes; returns the last status.
-    pub async fn wait_for_status(&self, timeout: Duration, done: impl Fn(&FleetStatus) -> bool) -> anyhow::Result<FleetStatus> {
+    pub async fn wait_for_status(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&FleetStatus) -> bool,
+    ) -> anyhow::Result<FleetStatus> {
         let mut client = self.fleet_client().await?;
         let deadline = Instant::now() + timeout;
         loop {

@@ -18,7 +18,11 @@ async fn a_bad_source_does_not_disturb_the_good_one() {
     let config = fleet
         .ingestor_config(
             "ingestor-bad-sources",
-            &[(&good, GOOD_VIDEO), (&missing, "/nonexistent/lobby.avi"), (&garbage, &not_a_video_path)],
+            &[
+                (&good, GOOD_VIDEO),
+                (&missing, "/nonexistent/lobby.avi"),
+                (&garbage, &not_a_video_path),
+            ],
             &["--max-frames", "20"],
         )
         .expect("config");
@@ -27,17 +31,33 @@ async fn a_bad_source_does_not_disturb_the_good_one() {
         .expect("the ingestor runs despite bad channels");
     std::fs::remove_file(&not_a_video).ok();
 
-    let ledger = |id: &str| summary.channels.iter().find(|ledger| ledger.channel_id == id).expect("ledger").clone();
+    let ledger = |id: &str| {
+        summary
+            .channels
+            .iter()
+            .find(|ledger| ledger.channel_id == id)
+            .expect("ledger")
+            .clone()
+    };
     let good_ledger = ledger(&good);
     assert_eq!((good_ledger.frames_captured, good_ledger.frames_acknowledged), (20, 20));
     assert!(good_ledger.last_error.is_empty(), "{}", good_ledger.last_error);
 
     let missing_ledger = ledger(&missing);
-    assert!(missing_ledger.last_error.contains("/nonexistent/lobby.avi") && missing_ledger.last_error.contains("does not exist"), "{}", missing_ledger.last_error);
+    assert!(
+        missing_ledger.last_error.contains("/nonexistent/lobby.avi")
+            && missing_ledger.last_error.contains("does not exist"),
+        "{}",
+        missing_ledger.last_error
+    );
     assert_eq!(missing_ledger.frames_captured, 0);
 
     let garbage_ledger = ledger(&garbage);
-    assert!(garbage_ledger.last_error.contains(&not_a_video_path), "{}", garbage_ledger.last_error);
+    assert!(
+        garbage_ledger.last_error.contains(&not_a_video_path),
+        "{}",
+        garbage_ledger.last_error
+    );
     assert_eq!(garbage_ledger.frames_captured, 0);
 
     assert_eq!(summary.failed_channels().len(), 2);

@@ -16,7 +16,8 @@ const SAMPLE_VIDEO: &str = "/usr/share/doc/opencv-doc/examples/data/tree.avi";
 
 /// Counts frames by decoding the file with OpenCV, independently of the ingestor.
 fn count_frames_with_opencv(path: &str) -> u64 {
-    let mut capture = opencv::videoio::VideoCapture::from_file(path, opencv::videoio::CAP_ANY).expect("open the sample video");
+    let mut capture =
+        opencv::videoio::VideoCapture::from_file(path, opencv::videoio::CAP_ANY).expect("open the sample video");
     assert!(capture.is_opened().expect("is_opened"), "OpenCV cannot open {path}");
     let mut frame = opencv::core::Mat::default();
     let mut frames = 0;
@@ -37,7 +38,9 @@ fn read_topic(brokers: &str, topic: &str, expected: usize, timeout: Duration) ->
         .set("fetch.max.bytes", "67108864")
         .create()
         .expect("reader consumer");
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("topic metadata");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("topic metadata");
     let mut assignment = TopicPartitionList::new();
     for partition in metadata.topics()[0].partitions() {
         assignment
@@ -69,7 +72,10 @@ fn header_text<'a>(message: &'a rdkafka::message::OwnedMessage, name: &str) -> O
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_real_video_travels_camera_to_result_exactly_once() {
     let expected_frames = count_frames_with_opencv(SAMPLE_VIDEO);
-    assert!(expected_frames > 10, "the sample video should have frames, found {expected_frames}");
+    assert!(
+        expected_frames > 10,
+        "the sample video should have frames, found {expected_frames}"
+    );
 
     let mut fleet = Fleet::start("e2e").await.expect("start the coordinator");
     let channel_id = fleet.names.channel_id("tree");
@@ -84,19 +90,29 @@ async fn a_real_video_travels_camera_to_result_exactly_once() {
         .expect("ingest the video");
     let ledger = &summary.channels[0];
     assert_eq!(ledger.frames_captured, expected_frames, "ingestor captured every frame");
-    assert_eq!(ledger.frames_acknowledged, expected_frames, "Kafka acknowledged every frame");
+    assert_eq!(
+        ledger.frames_acknowledged, expected_frames,
+        "Kafka acknowledged every frame"
+    );
     assert_eq!(ledger.frames_failed, 0, "no frame failed: {}", ledger.last_error);
 
     // Drained: the worker group has committed every frame (read from Kafka, not reports).
     let topic = format!("framefleet.frames.{channel_id}");
     let status = fleet
         .wait_for_status(Duration::from_secs(180), |status| {
-            status.topics.iter().any(|metrics| metrics.topic == topic && metrics.consume == expected_frames && metrics.lag == 0)
+            status
+                .topics
+                .iter()
+                .any(|metrics| metrics.topic == topic && metrics.consume == expected_frames && metrics.lag == 0)
                 && status.frames_processed >= expected_frames
         })
         .await
         .expect("the fleet processes every frame");
-    let metrics = status.topics.iter().find(|metrics| metrics.topic == topic).expect("topic metrics");
+    let metrics = status
+        .topics
+        .iter()
+        .find(|metrics| metrics.topic == topic)
+        .expect("topic metrics");
     assert_eq!(metrics.accumulate, expected_frames);
 
     // Every frame has exactly one result.
@@ -115,16 +131,35 @@ async fn a_real_video_travels_camera_to_result_exactly_once() {
         .collect();
     let sequences: Vec<u64> = results.iter().map(|result| result.sequence).collect();
     let unique: HashSet<u64> = sequences.iter().copied().collect();
-    assert_eq!(results.len(), expected, "one result record per frame (no loss, no duplicate)");
-    assert_eq!(unique, (0..expected_frames).collect::<HashSet<u64>>(), "results cover sequences 0..N");
+    assert_eq!(
+        results.len(),
+        expected,
+        "one result record per frame (no loss, no duplicate)"
+    );
+    assert_eq!(
+        unique,
+        (0..expected_frames).collect::<HashSet<u64>>(),
+        "results cover sequences 0..N"
+    );
     assert!(results.iter().all(|result| result.channel_id == channel_id));
     let workers_used: HashSet<&str> = results.iter().map(|result| result.worker_id.as_str()).collect();
     assert!(!workers_used.is_empty() && workers_used.iter().all(|id| ["worker-a", "worker-b"].contains(id)));
-    assert!(results.iter().all(|result| result.scores.mean_luma > 0.0 && result.scores.mean_luma < 255.0));
-    assert!(results.iter().all(|result| result.processed_time_us >= result.capture_time_us));
+    assert!(
+        results
+            .iter()
+            .all(|result| result.scores.mean_luma > 0.0 && result.scores.mean_luma < 255.0)
+    );
+    assert!(
+        results
+            .iter()
+            .all(|result| result.processed_time_us >= result.capture_time_us)
+    );
 
     // The fleet status agrees with what is in the results topic.
-    assert_eq!(status.frames_processed, expected_frames, "fleet status processed count equals result records");
+    assert_eq!(
+        status.frames_processed, expected_frames,
+        "fleet status processed count equals result records"
+    );
 
     // Frame records carry correct headers, readable by any Kafka client.
     let frame_records = tokio::task::spawn_blocking({
@@ -133,7 +168,11 @@ async fn a_real_video_travels_camera_to_result_exactly_once() {
     })
     .await
     .expect("read frames");
-    assert_eq!(frame_records.len(), expected, "the topic holds exactly the frames the ingestor acknowledged");
+    assert_eq!(
+        frame_records.len(),
+        expected,
+        "the topic holds exactly the frames the ingestor acknowledged"
+    );
     let mut epochs = HashSet::new();
     let mut by_sequence = BTreeMap::new();
     for record in &frame_records {
@@ -142,18 +181,31 @@ async fn a_real_video_travels_camera_to_result_exactly_once() {
         assert_eq!(record.key(), Some(channel_id.as_bytes()), "key is the channel id");
         assert_eq!(headers.channel_id, channel_id);
         assert_eq!(headers.schema_version, 1);
-        assert_eq!(headers.checksum, wire::payload_checksum(payload), "checksum header matches the payload");
+        assert_eq!(
+            headers.checksum,
+            wire::payload_checksum(payload),
+            "checksum header matches the payload"
+        );
         assert!(payload.starts_with(&[0xFF, 0xD8]), "payload is a JPEG");
         let traceparent = headers.traceparent.as_deref().expect("traceparent header");
         assert_eq!(traceparent.len(), 55, "W3C traceparent: {traceparent}");
-        assert!(headers.capture_time_us > 1_600_000_000_000_000, "capture time is unix µs");
+        assert!(
+            headers.capture_time_us > 1_600_000_000_000_000,
+            "capture time is unix µs"
+        );
         epochs.insert(headers.ingestor_epoch);
         by_sequence.insert(headers.sequence, record.offset());
     }
     assert_eq!(epochs.len(), 1, "one ingestor run, one epoch");
-    assert_eq!(by_sequence.keys().copied().collect::<Vec<_>>(), (0..expected_frames).collect::<Vec<_>>());
+    assert_eq!(
+        by_sequence.keys().copied().collect::<Vec<_>>(),
+        (0..expected_frames).collect::<Vec<_>>()
+    );
     assert!(
-        by_sequence.values().zip(by_sequence.values().skip(1)).all(|(a, b)| a < b),
+        by_sequence
+            .values()
+            .zip(by_sequence.values().skip(1))
+            .all(|(a, b)| a < b),
         "frames are in capture order within the partition"
     );
 
@@ -163,7 +215,8 @@ async fn a_real_video_travels_camera_to_result_exactly_once() {
         .expect("etcd");
     let key = format!("{}channels/{channel_id}", fleet.names.etcd_prefix);
     let response = etcd.get(key.as_str(), None).await.expect("etcd get");
-    let stored: serde_json::Value = serde_json::from_slice(response.kvs().first().expect("channel key in etcd").value()).expect("channel JSON");
+    let stored: serde_json::Value =
+        serde_json::from_slice(response.kvs().first().expect("channel key in etcd").value()).expect("channel JSON");
     assert_eq!(stored["channel_id"], channel_id.as_str());
     assert_eq!(stored["topic"], topic.as_str());
     assert_eq!(stored["schema"]["encoding"], "FRAME_ENCODING_JPEG");

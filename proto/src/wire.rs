@@ -162,8 +162,8 @@ mod tests {
         }
     }
 
-    fn lookup_in(pairs: &[(&'static str, String)]) -> impl Fn(&str) -> Option<&[u8]> {
-        move |name| {
+    fn lookup_in<'a>(pairs: &'a [(&'static str, String)]) -> impl Fn(&str) -> Option<&'a [u8]> {
+        move |name: &str| {
             pairs
                 .iter()
                 .find(|(key, _)| *key == name)
@@ -195,7 +195,10 @@ mod tests {
         }
         assert!(matches!(
             FrameHeaders::parse(lookup_in(&pairs)),
-            Err(HeaderError::Invalid { name: HEADER_CHECKSUM, .. })
+            Err(HeaderError::Invalid {
+                name: HEADER_CHECKSUM,
+                ..
+            })
         ));
     }
 

@@ -45,7 +45,11 @@ pub struct BatchContext<'a> {
 
 /// Validates, decodes and scores `frames`. Returns one outcome per frame, in input order.
 /// `channels` maps channel id → channel as the coordinator knows it.
-pub fn process_batch(frames: &[ConsumedFrame], channels: &HashMap<String, Channel>, context: &BatchContext<'_>) -> Vec<Outcome> {
+pub fn process_batch(
+    frames: &[ConsumedFrame],
+    channels: &HashMap<String, Channel>,
+    context: &BatchContext<'_>,
+) -> Vec<Outcome> {
     let mut outcomes: Vec<Option<Outcome>> = vec![None; frames.len()];
     let mut decoded: Vec<(usize, FrameHeaders, DecodedFrame)> = Vec::new();
 
@@ -69,7 +73,14 @@ pub fn process_batch(frames: &[ConsumedFrame], channels: &HashMap<String, Channe
             let (index, headers, _) = &decoded[position];
             let frame = &frames[*index];
             outcomes[*index] = Some(match &scored {
-                Ok(scores) => Outcome::Result(make_result(frame, headers, scores[slot], context.worker_id, processed_time_us, positions.len())),
+                Ok(scores) => Outcome::Result(make_result(
+                    frame,
+                    headers,
+                    scores[slot],
+                    context.worker_id,
+                    processed_time_us,
+                    positions.len(),
+                )),
                 Err(error) => Outcome::DeadLetter {
                     reason: format!("processing failed: {error}"),
                 },
@@ -93,7 +104,10 @@ fn validate_and_decode(
     max_payload_bytes: usize,
 ) -> Result<(FrameHeaders, DecodedFrame), String> {
     if frame.payload.len() > max_payload_bytes {
-        return Err(format!("payload of {} bytes exceeds the {max_payload_bytes}-byte limit", frame.payload.len()));
+        return Err(format!(
+            "payload of {} bytes exceeds the {max_payload_bytes}-byte limit",
+            frame.payload.len()
+        ));
     }
     let headers = FrameHeaders::parse(|name| frame.header(name)).map_err(|error| error.to_string())?;
     let channel = channels
@@ -191,7 +205,11 @@ mod tests {
             offset,
             key: Some(b"cam-1".to_vec()),
             payload,
-            headers: headers.to_pairs().into_iter().map(|(k, v)| (k.to_owned(), v.into_bytes())).collect(),
+            headers: headers
+                .to_pairs()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.into_bytes()))
+                .collect(),
         }
     }
 
@@ -230,11 +248,21 @@ mod tests {
 
         let outcomes = run(&[good, wrong_size, tampered, no_headers, stranger, oversized, also_good]);
         assert_eq!(outcomes.len(), 7);
-        assert!(matches!(&outcomes[0], Outcome::Result(result) if result.source_offset == 0 && (result.scores.mean_luma - 128.0).abs() < 0.01));
-        assert!(reason(&outcomes[1]).contains("raw frame has 10 bytes"), "{}", reason(&outcomes[1]));
+        assert!(
+            matches!(&outcomes[0], Outcome::Result(result) if result.source_offset == 0 && (result.scores.mean_luma - 128.0).abs() < 0.01)
+        );
+        assert!(
+            reason(&outcomes[1]).contains("raw frame has 10 bytes"),
+            "{}",
+            reason(&outcomes[1])
+        );
         assert!(reason(&outcomes[2]).contains("checksum"), "{}", reason(&outcomes[2]));
         assert!(reason(&outcomes[3]).contains("missing"), "{}", reason(&outcomes[3]));
-        assert!(reason(&outcomes[4]).contains("unknown channel"), "{}", reason(&outcomes[4]));
+        assert!(
+            reason(&outcomes[4]).contains("unknown channel"),
+            "{}",
+            reason(&outcomes[4])
+        );
         assert!(reason(&outcomes[5]).contains("exceeds"), "{}", reason(&outcomes[5]));
         assert!(matches!(&outcomes[6], Outcome::Result(result) if result.batch_size == 2 && result.worker_id == "w1"));
     }

@@ -3,7 +3,11 @@
 use clap::Parser;
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "framefleet-worker", version, about = "Consume frames from Kafka, process them in batches, write results")]
+#[command(
+    name = "framefleet-worker",
+    version,
+    about = "Consume frames from Kafka, process them in batches, write results"
+)]
 pub struct WorkerConfig {
     /// Coordinator gRPC address.
     #[arg(long, env = "FRAMEFLEET_COORDINATOR", default_value = "http://127.0.0.1:50051")]
@@ -62,7 +66,9 @@ pub struct WorkerConfig {
 
 impl WorkerConfig {
     pub fn worker_id(&self) -> String {
-        self.worker_id.clone().unwrap_or_else(|| format!("worker-{}", std::process::id()))
+        self.worker_id
+            .clone()
+            .unwrap_or_else(|| format!("worker-{}", std::process::id()))
     }
 
     pub fn max_frame_bytes(&self) -> usize {

@@ -66,12 +66,13 @@ fn decode_jpeg(payload: &[u8], width: usize, height: usize) -> Result<DecodedFra
     }))
     .map_err(|_| DecodeError::CorruptJpeg("decoder panicked".to_owned()))?;
     let (rgb, dimensions) = decoded.map_err(|error| match error {
-        zune_jpeg::errors::DecodeErrors::LargeDimensions(_) => DecodeError::CorruptJpeg(format!(
-            "image is larger than the schema's {width}×{height}: {error:?}"
-        )),
+        zune_jpeg::errors::DecodeErrors::LargeDimensions(_) => {
+            DecodeError::CorruptJpeg(format!("image is larger than the schema's {width}×{height}: {error:?}"))
+        }
         other => DecodeError::CorruptJpeg(format!("{other:?}")),
     })?;
-    let (actual_width, actual_height) = dimensions.ok_or_else(|| DecodeError::CorruptJpeg("no dimensions".to_owned()))?;
+    let (actual_width, actual_height) =
+        dimensions.ok_or_else(|| DecodeError::CorruptJpeg("no dimensions".to_owned()))?;
     if (actual_width, actual_height) != (width, height) {
         return Err(DecodeError::SizeMismatch {
             expected_width: width,
@@ -81,13 +82,18 @@ fn decode_jpeg(payload: &[u8], width: usize, height: usize) -> Result<DecodedFra
         });
     }
     if rgb.len() != width * height * 3 {
-        return Err(DecodeError::CorruptJpeg(format!("decoded {} bytes, expected {}", rgb.len(), width * height * 3)));
+        return Err(DecodeError::CorruptJpeg(format!(
+            "decoded {} bytes, expected {}",
+            rgb.len(),
+            width * height * 3
+        )));
     }
     Ok(DecodedFrame { width, height, rgb })
 }
 
 fn decode_raw(payload: &[u8], width: usize, height: usize, pixel_format: i32) -> Result<DecodedFrame, DecodeError> {
-    let pixel_format = PixelFormat::try_from(pixel_format).map_err(|_| DecodeError::BadSchema(format!("pixel format #{pixel_format}")))?;
+    let pixel_format = PixelFormat::try_from(pixel_format)
+        .map_err(|_| DecodeError::BadSchema(format!("pixel format #{pixel_format}")))?;
     let bytes_per_pixel = match pixel_format {
         PixelFormat::Gray8 => 1,
         PixelFormat::Rgb24 | PixelFormat::Bgr24 => 3,
@@ -102,7 +108,10 @@ fn decode_raw(payload: &[u8], width: usize, height: usize, pixel_format: i32) ->
     }
     let rgb = match pixel_format {
         PixelFormat::Rgb24 => payload.to_vec(),
-        PixelFormat::Bgr24 => payload.chunks_exact(3).flat_map(|bgr| [bgr[2], bgr[1], bgr[0]]).collect(),
+        PixelFormat::Bgr24 => payload
+            .chunks_exact(3)
+            .flat_map(|bgr| [bgr[2], bgr[1], bgr[0]])
+            .collect(),
         PixelFormat::Gray8 => payload.iter().flat_map(|&luma| [luma, luma, luma]).collect(),
         PixelFormat::Unspecified => unreachable!("rejected above"),
     };
@@ -127,30 +136,49 @@ mod tests {
 
     #[test]
     fn raw_bgr_is_reordered_to_rgb() {
-        let frame = decode_frame(&[1, 2, 3, 4, 5, 6], &schema(FrameEncoding::Raw, PixelFormat::Bgr24, 2, 1)).expect("decode");
+        let frame = decode_frame(
+            &[1, 2, 3, 4, 5, 6],
+            &schema(FrameEncoding::Raw, PixelFormat::Bgr24, 2, 1),
+        )
+        .expect("decode");
         assert_eq!(frame.rgb, vec![3, 2, 1, 6, 5, 4]);
     }
 
     #[test]
     fn raw_of_the_wrong_size_is_refused() {
         let error = decode_frame(&[0; 10], &schema(FrameEncoding::Raw, PixelFormat::Rgb24, 2, 2)).expect_err("size");
-        assert_eq!(error, DecodeError::RawLengthMismatch { expected: 12, actual: 10 });
+        assert_eq!(
+            error,
+            DecodeError::RawLengthMismatch {
+                expected: 12,
+                actual: 10
+            }
+        );
     }
 
     #[test]
     fn garbage_and_empty_payloads_are_errors_not_panics() {
         let jpeg = schema(FrameEncoding::Jpeg, PixelFormat::Rgb24, 64, 48);
         assert_eq!(decode_frame(&[], &jpeg), Err(DecodeError::Empty));
-        assert!(matches!(decode_frame(b"definitely not a jpeg", &jpeg), Err(DecodeError::CorruptJpeg(_))));
+        assert!(matches!(
+            decode_frame(b"definitely not a jpeg", &jpeg),
+            Err(DecodeError::CorruptJpeg(_))
+        ));
         // A JPEG start marker followed by junk.
         let mut truncated = vec![0xFF, 0xD8, 0xFF, 0xE0];
         truncated.extend(std::iter::repeat_n(0x55, 200));
-        assert!(matches!(decode_frame(&truncated, &jpeg), Err(DecodeError::CorruptJpeg(_))));
+        assert!(matches!(
+            decode_frame(&truncated, &jpeg),
+            Err(DecodeError::CorruptJpeg(_))
+        ));
     }
 
     #[test]
     fn png_is_reported_unsupported() {
         let png = schema(FrameEncoding::Png, PixelFormat::Rgb24, 4, 4);
-        assert!(matches!(decode_frame(&[1, 2, 3], &png), Err(DecodeError::UnsupportedEncoding(_))));
+        assert!(matches!(
+            decode_frame(&[1, 2, 3], &png),
+            Err(DecodeError::UnsupportedEncoding(_))
+        ));
     }
 }

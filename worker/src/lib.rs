@@ -61,7 +61,8 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
     let channel_client = ChannelServiceClient::new(coordinator.clone());
     let fleet_client = FleetServiceClient::new(coordinator);
 
-    let mut consumer_config = kafka::worker_consumer_config(&config.kafka_brokers, &config.group, config.max_frame_bytes());
+    let mut consumer_config =
+        kafka::worker_consumer_config(&config.kafka_brokers, &config.group, config.max_frame_bytes());
     consumer_config.set("client.id", &worker_id);
     let consumer: StreamConsumer = consumer_config.create().context("cannot create the Kafka consumer")?;
     let mut producer_config = kafka::producer_config(&config.kafka_brokers, config.max_frame_bytes());
@@ -78,7 +79,10 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
             device: device_name,
             counters: Arc::clone(&counters),
         }
-        .run(Duration::from_millis(config.report_interval_ms.max(100)), reporter_stop.clone()),
+        .run(
+            Duration::from_millis(config.report_interval_ms.max(100)),
+            reporter_stop.clone(),
+        ),
     );
 
     let mut worker = Worker {
@@ -189,18 +193,28 @@ impl Worker {
         }
         self.store_offsets(&frames);
 
-        let processed = outcomes.iter().filter(|outcome| matches!(outcome, Outcome::Result(_))).count() as u64;
+        let processed = outcomes
+            .iter()
+            .filter(|outcome| matches!(outcome, Outcome::Result(_)))
+            .count() as u64;
         let dead_lettered = outcomes.len() as u64 - processed;
         self.counters.frames_processed.fetch_add(processed, Ordering::Relaxed);
-        self.counters.frames_dead_lettered.fetch_add(dead_lettered, Ordering::Relaxed);
-        self.counters.batches.fetch_add(1, Ordering::Relaxed);
         self.counters
-            .last_batch_us
-            .store(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+            .frames_dead_lettered
+            .fetch_add(dead_lettered, Ordering::Relaxed);
+        self.counters.batches.fetch_add(1, Ordering::Relaxed);
+        self.counters.last_batch_us.store(
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         Ok(())
     }
 
-    async fn send_outcome(&self, frame: &ConsumedFrame, outcome: &Outcome) -> anyhow::Result<rdkafka::producer::DeliveryFuture> {
+    async fn send_outcome(
+        &self,
+        frame: &ConsumedFrame,
+        outcome: &Outcome,
+    ) -> anyhow::Result<rdkafka::producer::DeliveryFuture> {
         let (topic, payload, headers) = match outcome {
             Outcome::Result(result) => {
                 let payload = serde_json::to_vec(result).context("encoding a result")?;
@@ -245,7 +259,10 @@ impl Worker {
         loop {
             match self.producer.send_result(record) {
                 Ok(delivery) => return Ok(delivery),
-                Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), returned)) => {
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    returned,
+                )) => {
                     record = returned;
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
@@ -259,7 +276,9 @@ impl Worker {
     fn store_offsets(&self, frames: &[ConsumedFrame]) {
         let mut next_offsets: BTreeMap<(&str, i32), i64> = BTreeMap::new();
         for frame in frames {
-            let next = next_offsets.entry((frame.topic.as_str(), frame.partition)).or_insert(frame.offset + 1);
+            let next = next_offsets
+                .entry((frame.topic.as_str(), frame.partition))
+                .or_insert(frame.offset + 1);
             *next = (*next).max(frame.offset + 1);
         }
         let mut partitions = TopicPartitionList::new();
@@ -288,10 +307,15 @@ impl Worker {
         let mut topics: Vec<String> = channels.iter().map(|channel| channel.topic.clone()).collect();
         topics.sort();
         topics.dedup();
-        self.channels = channels.into_iter().map(|channel| (channel.channel_id.clone(), channel)).collect();
+        self.channels = channels
+            .into_iter()
+            .map(|channel| (channel.channel_id.clone(), channel))
+            .collect();
         if topics != self.subscribed_topics && !topics.is_empty() {
             let topic_names: Vec<&str> = topics.iter().map(String::as_str).collect();
-            self.consumer.subscribe(&topic_names).context("subscribing to channel topics")?;
+            self.consumer
+                .subscribe(&topic_names)
+                .context("subscribing to channel topics")?;
             tracing::info!(topics = ?topics, "subscribed");
             self.subscribed_topics = topics;
         }
@@ -336,7 +360,12 @@ fn to_consumed(message: &rdkafka::message::BorrowedMessage<'_>) -> ConsumedFrame
         .map(|headers| {
             headers
                 .iter()
-                .map(|header| (header.key.to_owned(), header.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                .map(|header| {
+                    (
+                        header.key.to_owned(),
+                        header.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();

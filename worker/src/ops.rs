@@ -50,8 +50,14 @@ pub fn describe_device(device: &Device) -> String {
 pub fn frames_to_tensor(frames: &[&DecodedFrame], device: &Device) -> Result<Tensor, OpsError> {
     let first = frames.first().ok_or(OpsError::EmptyBatch)?;
     let (width, height) = (first.width, first.height);
-    if let Some(odd) = frames.iter().find(|frame| (frame.width, frame.height) != (width, height)) {
-        return Err(OpsError::MixedSizes(format!("{width}×{height} and {}×{}", odd.width, odd.height)));
+    if let Some(odd) = frames
+        .iter()
+        .find(|frame| (frame.width, frame.height) != (width, height))
+    {
+        return Err(OpsError::MixedSizes(format!(
+            "{width}×{height} and {}×{}",
+            odd.width, odd.height
+        )));
     }
     let mut pixels = Vec::with_capacity(frames.len() * width * height * 3);
     for frame in frames {
@@ -122,7 +128,11 @@ mod tests {
         let luma: Vec<f32> = input
             .rgb
             .chunks_exact(3)
-            .map(|p| LUMA_WEIGHTS[0] * f32::from(p[0]) + LUMA_WEIGHTS[1] * f32::from(p[1]) + LUMA_WEIGHTS[2] * f32::from(p[2]))
+            .map(|p| {
+                LUMA_WEIGHTS[0] * f32::from(p[0])
+                    + LUMA_WEIGHTS[1] * f32::from(p[1])
+                    + LUMA_WEIGHTS[2] * f32::from(p[2])
+            })
             .collect();
         let clamp = |value: isize, max: usize| value.clamp(0, max as isize - 1) as usize;
         let mut out = vec![0.0; width * height];
@@ -146,8 +156,16 @@ mod tests {
     fn grayscale_uses_bt601_weights() {
         let red = frame(4, 3, |_, _| [255, 0, 0]);
         let tensor = frames_to_tensor(&[&red], &Device::Cpu).expect("tensor");
-        let gray = grayscale(&tensor).expect("gray").flatten_all().expect("flat").to_vec1::<f32>().expect("vec");
-        assert!(gray.iter().all(|&value| (value - 0.299 * 255.0).abs() < 1e-3), "{gray:?}");
+        let gray = grayscale(&tensor)
+            .expect("gray")
+            .flatten_all()
+            .expect("flat")
+            .to_vec1::<f32>()
+            .expect("vec");
+        assert!(
+            gray.iter().all(|&value| (value - 0.299 * 255.0).abs() < 1e-3),
+            "{gray:?}"
+        );
     }
 
     #[test]
@@ -161,25 +179,44 @@ mod tests {
         assert_eq!(blurred.dims(), &[1, 1, 23, 37]);
         let actual = blurred.flatten_all().expect("flat").to_vec1::<f32>().expect("vec");
         let expected = reference_blurred_luma(&noisy);
-        let worst = actual.iter().zip(&expected).map(|(a, e)| (a - e).abs()).fold(0.0_f32, f32::max);
+        let worst = actual
+            .iter()
+            .zip(&expected)
+            .map(|(a, e)| (a - e).abs())
+            .fold(0.0_f32, f32::max);
         assert!(worst < 1e-2, "largest difference from the reference: {worst}");
     }
 
     #[test]
     fn scores_separate_flat_from_detailed_frames() {
         let flat = frame(32, 32, |_, _| [100, 100, 100]);
-        let checkerboard = frame(32, 32, |x, y| if (x + y) % 2 == 0 { [255, 255, 255] } else { [0, 0, 0] });
+        let checkerboard = frame(
+            32,
+            32,
+            |x, y| if (x + y) % 2 == 0 { [255, 255, 255] } else { [0, 0, 0] },
+        );
         let scores = score_batch(&[&flat, &checkerboard], &Device::Cpu).expect("scores");
         assert_eq!(scores.len(), 2);
         assert!((scores[0].mean_luma - 100.0).abs() < 0.01, "{:?}", scores[0]);
-        assert!(scores[0].sharpness < 0.01, "a flat frame has no detail: {:?}", scores[0]);
-        assert!(scores[1].sharpness > 50.0, "a checkerboard is all detail: {:?}", scores[1]);
+        assert!(
+            scores[0].sharpness < 0.01,
+            "a flat frame has no detail: {:?}",
+            scores[0]
+        );
+        assert!(
+            scores[1].sharpness > 50.0,
+            "a checkerboard is all detail: {:?}",
+            scores[1]
+        );
     }
 
     #[test]
     fn mixed_sizes_in_one_batch_are_refused() {
         let small = frame(4, 4, |_, _| [0, 0, 0]);
         let large = frame(8, 4, |_, _| [0, 0, 0]);
-        assert!(matches!(frames_to_tensor(&[&small, &large], &Device::Cpu), Err(OpsError::MixedSizes(_))));
+        assert!(matches!(
+            frames_to_tensor(&[&small, &large], &Device::Cpu),
+            Err(OpsError::MixedSizes(_))
+        ));
     }
 }

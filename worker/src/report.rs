@@ -52,7 +52,11 @@ impl Reporter {
             }
             let frames = self.counters.frames_processed.load(Ordering::Relaxed);
             let elapsed = previous_at.elapsed().as_secs_f64();
-            let frames_per_second = if elapsed > 0.0 { frames.saturating_sub(previous_frames) as f64 / elapsed } else { 0.0 };
+            let frames_per_second = if elapsed > 0.0 {
+                frames.saturating_sub(previous_frames) as f64 / elapsed
+            } else {
+                0.0
+            };
             previous_frames = frames;
             previous_at = Instant::now();
             self.send(frames_per_second).await;
@@ -62,7 +66,9 @@ impl Reporter {
     }
 
     async fn send(&mut self, frames_per_second: f64) {
-        let report = self.counters.to_report(&self.worker_id, &self.device, frames_per_second);
+        let report = self
+            .counters
+            .to_report(&self.worker_id, &self.device, frames_per_second);
         if let Err(status) = self.client.report_worker(report).await {
             // Best effort: processing goes on while the coordinator is away.
             tracing::debug!(code = ?status.code(), "report to coordinator failed: {}", status.message());

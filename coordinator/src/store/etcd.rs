@@ -30,12 +30,22 @@ impl EtcdStore {
         let connect = Client::connect(config.endpoints.clone(), Some(options));
         let mut client = tokio::time::timeout(config.request_timeout, connect)
             .await
-            .map_err(|_| StoreError::Unavailable(format!("etcd at {endpoints} did not answer within {:?}", config.request_timeout)))?
+            .map_err(|_| {
+                StoreError::Unavailable(format!(
+                    "etcd at {endpoints} did not answer within {:?}",
+                    config.request_timeout
+                ))
+            })?
             .map_err(|error| StoreError::Unavailable(format!("cannot connect to etcd at {endpoints}: {error}")))?;
         // `connect` can succeed lazily; a status call proves etcd really answers.
         tokio::time::timeout(config.request_timeout, client.status())
             .await
-            .map_err(|_| StoreError::Unavailable(format!("etcd at {endpoints} did not answer within {:?}", config.request_timeout)))?
+            .map_err(|_| {
+                StoreError::Unavailable(format!(
+                    "etcd at {endpoints} did not answer within {:?}",
+                    config.request_timeout
+                ))
+            })?
             .map_err(|error| StoreError::Unavailable(format!("etcd at {endpoints} is not healthy: {error}")))?;
         Ok(Self {
             client,
@@ -87,7 +97,9 @@ impl MetadataStore for EtcdStore {
     async fn list(&self, key_prefix: &str) -> Result<Vec<StoredValue>, StoreError> {
         let mut kv = self.client.kv_client();
         let options = GetOptions::new().with_prefix();
-        let response = self.bounded("list", kv.get(self.full_key(key_prefix), Some(options))).await?;
+        let response = self
+            .bounded("list", kv.get(self.full_key(key_prefix), Some(options)))
+            .await?;
         Ok(response.kvs().iter().map(|kv| self.to_stored(kv)).collect())
     }
 

@@ -34,7 +34,9 @@ impl From<StoreError> for crate::error::CoordinatorError {
 /// Outcome of a create-if-absent write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CreateOutcome {
-    Created { mod_revision: i64 },
+    Created {
+        mod_revision: i64,
+    },
     /// The key already existed; nothing was written. Carries what is stored.
     Exists(StoredValue),
 }
