@@ -52,7 +52,9 @@ if (($# > 0)); then
   index=1
   for video in "$@"; do CHANNEL_ARGS+=(--channel "video-$index=$(realpath "$video")"); index=$((index + 1)); done
 else
-  CHANNEL_ARGS=(--channel "lobby=$SAMPLES/vtest.avi" --channel "street=$SAMPLES/Megamind.avi" --channel "garden=$SAMPLES/tree.avi")
+  # Two cameras replay vtest.avi so that the load spreads over the workers.
+  CHANNEL_ARGS=(--channel "lobby=$SAMPLES/vtest.avi" --channel "entrance=$SAMPLES/vtest.avi"
+    --channel "street=$SAMPLES/Megamind.avi" --channel "garden=$SAMPLES/tree.avi")
 fi
 
 echo "== starting $WORKERS workers"

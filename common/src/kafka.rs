@@ -16,6 +16,18 @@ pub const CHANNEL_TOPIC_PREFIX: &str = "framefleet.frames.";
 /// Room for headers and record framing on top of the largest payload.
 pub const RECORD_OVERHEAD_BYTES: usize = 64 * 1024;
 
+/// Most bytes of records the producer packs into one batch. Kafka applies a topic's
+/// `max.message.bytes` to a whole batch, not to one record, so every topic must accept at
+/// least this much (plus overhead) however small its frames are.
+pub const PRODUCER_BATCH_BYTES: usize = 1 << 20;
+
+/// The smallest `max.message.bytes` a framefleet topic may have: one full producer batch.
+pub fn topic_max_message_bytes(max_payload_bytes: u64) -> u64 {
+    let largest_record = max_payload_bytes.saturating_add(RECORD_OVERHEAD_BYTES as u64);
+    let full_batch = (PRODUCER_BATCH_BYTES + RECORD_OVERHEAD_BYTES) as u64;
+    largest_record.max(full_batch)
+}
+
 /// How long a client may wait for the broker before an operation is reported as failed.
 pub const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -44,6 +56,8 @@ pub fn producer_config(bootstrap_servers: &str, max_record_bytes: usize) -> Clie
         .set("message.max.bytes", message_max_bytes.to_string())
         // Small batches keep capture-to-result latency low while still coalescing sends.
         .set("linger.ms", "5")
+        // Topics are sized to accept a full batch (see `topic_max_message_bytes`).
+        .set("batch.size", PRODUCER_BATCH_BYTES.to_string())
         // Keep retrying through a broker restart; an undelivered frame is reported as failed
         // (and counted) only after this.
         .set("message.timeout.ms", "300000");
@@ -115,4 +129,32 @@ pub async fn check_reachable(
         .await
         .map_err(|error| unreachable(format!("metadata task failed: {error}")))?
         .map_err(|error| unreachable(error.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_frame_topics_still_accept_a_full_producer_batch() {
+        // 176×144 RGB frames: tiny records, but the producer may pack a megabyte of them.
+        let limit = topic_max_message_bytes(176 * 144 * 3);
+        assert!(limit >= (PRODUCER_BATCH_BYTES + RECORD_OVERHEAD_BYTES) as u64);
+    }
+
+    #[test]
+    fn large_frame_topics_fit_one_frame_plus_headers() {
+        let frame = 3840 * 2160 * 3;
+        assert_eq!(topic_max_message_bytes(frame), frame + RECORD_OVERHEAD_BYTES as u64);
+    }
+
+    #[test]
+    fn producer_batches_fit_the_smallest_topic() {
+        let config = producer_config("127.0.0.1:9092", 1000);
+        let batch: u64 = config
+            .get("batch.size")
+            .and_then(|v| v.parse().ok())
+            .expect("batch.size set");
+        assert!(batch + RECORD_OVERHEAD_BYTES as u64 <= topic_max_message_bytes(0));
+    }
 }

@@ -2,7 +2,7 @@
 //! frame never meets the broker's default 1 MiB record limit by surprise.
 
 use crate::error::CoordinatorError;
-use framefleet_common::kafka::{self, RECORD_OVERHEAD_BYTES};
+use framefleet_common::kafka;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
@@ -20,9 +20,10 @@ pub struct TopicSpec {
 }
 
 impl TopicSpec {
-    /// The topic's `max.message.bytes`: the payload plus room for headers and framing.
+    /// The topic's `max.message.bytes`: the largest payload plus room for headers, and never
+    /// less than one full producer batch (the limit applies to batches).
     pub fn max_message_bytes(&self) -> u64 {
-        self.max_payload_bytes.saturating_add(RECORD_OVERHEAD_BYTES as u64)
+        kafka::topic_max_message_bytes(self.max_payload_bytes)
     }
 }
 

@@ -39,6 +39,11 @@ pub struct WorkerConfig {
     #[arg(long, env = "FRAMEFLEET_BATCH_MAX_WAIT_MS", default_value_t = 20)]
     pub batch_max_wait_ms: u64,
 
+    /// Batches whose results may await Kafka's acknowledgement while the next ones are
+    /// processed. Offsets are still stored strictly in order.
+    #[arg(long, env = "FRAMEFLEET_MAX_IN_FLIGHT_BATCHES", default_value_t = 8)]
+    pub max_in_flight_batches: usize,
+
     /// cpu, cuda, or auto (CUDA when available).
     #[arg(long, env = "FRAMEFLEET_DEVICE", default_value = "cpu")]
     pub device: String,

@@ -18,11 +18,15 @@ use framefleet_proto::v1::channel_service_client::ChannelServiceClient;
 use framefleet_proto::v1::fleet_service_client::FleetServiceClient;
 use framefleet_proto::v1::{Channel, ListChannelsRequest};
 use framefleet_proto::wire::{self, HEADER_DEAD_LETTER_REASON};
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -36,6 +40,16 @@ pub struct WorkerSummary {
     pub frames_processed: u64,
     pub frames_dead_lettered: u64,
     pub batches: u64,
+}
+
+/// A batch whose results were sent; resolves when Kafka has acknowledged all of them.
+type PendingBatch = Pin<Box<dyn Future<Output = anyhow::Result<SettledBatch>> + Send>>;
+
+struct SettledBatch {
+    next_offsets: Vec<(String, i32, i64)>,
+    processed: u64,
+    dead_lettered: u64,
+    compute_time: Duration,
 }
 
 struct Worker {
@@ -114,11 +128,25 @@ impl Worker {
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let batch_size = self.config.batch_size.max(1);
         let batch_wait = Duration::from_millis(self.config.batch_max_wait_ms);
+        let max_in_flight = self.config.max_in_flight_batches.max(1);
+        // Batches whose results are on their way to Kafka. Ordered, so offsets are stored in
+        // consumption order even when acknowledgements arrive out of order.
+        let mut in_flight: FuturesOrdered<PendingBatch> = FuturesOrdered::new();
         loop {
+            if in_flight.len() >= max_in_flight {
+                if let Some(settled) = in_flight.next().await {
+                    self.settle(settled?);
+                }
+                continue;
+            }
             let first = tokio::select! {
                 // Checked first so a stop request wins over a ready message.
                 biased;
-                _ = shutdown.cancelled() => return Ok(()),
+                _ = shutdown.cancelled() => break,
+                Some(settled) = in_flight.next(), if !in_flight.is_empty() => {
+                    self.settle(settled?);
+                    continue;
+                }
                 _ = refresh.tick() => {
                     if let Err(error) = self.refresh_channels().await {
                         tracing::warn!("cannot refresh channels: {error:#}");
@@ -149,12 +177,18 @@ impl Worker {
                     Err(_deadline) => break,
                 }
             }
-            self.handle_batch(frames).await?;
+            in_flight.push_back(self.dispatch_batch(frames).await?);
         }
+        // Stop taking work, but finish what was started: its offsets get stored.
+        while let Some(settled) = in_flight.next().await {
+            self.settle(settled?);
+        }
+        Ok(())
     }
 
-    /// Processes one batch and stores its offsets once every outcome is acknowledged.
-    async fn handle_batch(&mut self, frames: Vec<ConsumedFrame>) -> anyhow::Result<()> {
+    /// Processes one batch and sends its results and dead letters. Returns a future that
+    /// resolves once Kafka has acknowledged every one of them.
+    async fn dispatch_batch(&mut self, frames: Vec<ConsumedFrame>) -> anyhow::Result<PendingBatch> {
         let started = Instant::now();
         self.learn_unknown_channels(&frames).await;
 
@@ -174,40 +208,51 @@ impl Worker {
         })
         .await
         .context("batch processing panicked")?;
+        let compute_time = started.elapsed();
 
         let mut deliveries = Vec::with_capacity(frames.len());
         for (frame, outcome) in frames.iter().zip(&outcomes) {
-            deliveries.push(self.send_outcome(frame, outcome).await?);
+            let source = format!("{}/{}@{}", frame.topic, frame.partition, frame.offset);
+            deliveries.push((source, self.send_outcome(frame, outcome).await?));
         }
-        for (delivery, frame) in deliveries.into_iter().zip(&frames) {
-            match delivery.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((error, _))) => anyhow::bail!(
-                    "result for {}/{}@{} was not acknowledged ({error}); stopping without storing its offset so it is processed again",
-                    frame.topic,
-                    frame.partition,
-                    frame.offset
-                ),
-                Err(_) => anyhow::bail!("producer closed before acknowledging a result"),
-            }
-        }
-        self.store_offsets(&frames);
-
         let processed = outcomes
             .iter()
             .filter(|outcome| matches!(outcome, Outcome::Result(_)))
             .count() as u64;
-        let dead_lettered = outcomes.len() as u64 - processed;
-        self.counters.frames_processed.fetch_add(processed, Ordering::Relaxed);
+        let settled = SettledBatch {
+            next_offsets: next_offsets(&frames),
+            processed,
+            dead_lettered: outcomes.len() as u64 - processed,
+            compute_time,
+        };
+        Ok(Box::pin(async move {
+            for (source, delivery) in deliveries {
+                match delivery.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err((error, _))) => anyhow::bail!(
+                        "result for {source} was not acknowledged ({error}); stopping without storing its offset so it is processed again"
+                    ),
+                    Err(_) => anyhow::bail!("producer closed before acknowledging the result for {source}"),
+                }
+            }
+            Ok(settled)
+        }))
+    }
+
+    /// Everything in the batch is acknowledged: store its offsets and count it.
+    fn settle(&self, settled: SettledBatch) {
+        self.store_offsets(&settled.next_offsets);
+        self.counters
+            .frames_processed
+            .fetch_add(settled.processed, Ordering::Relaxed);
         self.counters
             .frames_dead_lettered
-            .fetch_add(dead_lettered, Ordering::Relaxed);
+            .fetch_add(settled.dead_lettered, Ordering::Relaxed);
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
         self.counters.last_batch_us.store(
-            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            u64::try_from(settled.compute_time.as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
-        Ok(())
     }
 
     async fn send_outcome(
@@ -271,19 +316,10 @@ impl Worker {
         }
     }
 
-    /// Stores, per partition, the offset after the last frame of the batch. Frames of one
-    /// partition arrive in order, so the highest offset covers every earlier one.
-    fn store_offsets(&self, frames: &[ConsumedFrame]) {
-        let mut next_offsets: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-        for frame in frames {
-            let next = next_offsets
-                .entry((frame.topic.as_str(), frame.partition))
-                .or_insert(frame.offset + 1);
-            *next = (*next).max(frame.offset + 1);
-        }
+    fn store_offsets(&self, next_offsets: &[(String, i32, i64)]) {
         let mut partitions = TopicPartitionList::new();
-        for ((topic, partition), next_offset) in next_offsets {
-            if let Err(error) = partitions.add_partition_offset(topic, partition, Offset::Offset(next_offset)) {
+        for (topic, partition, next_offset) in next_offsets {
+            if let Err(error) = partitions.add_partition_offset(topic, *partition, Offset::Offset(*next_offset)) {
                 tracing::warn!(%error, topic, partition, "cannot record an offset to store");
             }
         }
@@ -354,6 +390,22 @@ impl Worker {
     }
 }
 
+/// Per partition, the offset after the last frame of the batch (what Kafka should resume
+/// from). Frames of one partition arrive in order, so the highest offset covers the others.
+fn next_offsets(frames: &[ConsumedFrame]) -> Vec<(String, i32, i64)> {
+    let mut highest: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for frame in frames {
+        let entry = highest
+            .entry((frame.topic.as_str(), frame.partition))
+            .or_insert(frame.offset);
+        *entry = (*entry).max(frame.offset);
+    }
+    highest
+        .into_iter()
+        .map(|((topic, partition), offset)| (topic.to_owned(), partition, offset + 1))
+        .collect()
+}
+
 fn to_consumed(message: &rdkafka::message::BorrowedMessage<'_>) -> ConsumedFrame {
     let headers = message
         .headers()
@@ -376,5 +428,36 @@ fn to_consumed(message: &rdkafka::message::BorrowedMessage<'_>) -> ConsumedFrame
         key: message.key().map(<[u8]>::to_vec),
         payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
         headers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(topic: &str, partition: i32, offset: i64) -> ConsumedFrame {
+        ConsumedFrame {
+            topic: topic.to_owned(),
+            partition,
+            offset,
+            key: None,
+            payload: Vec::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn offsets_to_store_resume_after_the_last_frame_of_each_partition() {
+        let frames = [
+            frame("a", 0, 7),
+            frame("b", 1, 3),
+            frame("a", 0, 8),
+            frame("a", 1, 2),
+            frame("b", 1, 4),
+        ];
+        assert_eq!(
+            next_offsets(&frames),
+            vec![("a".to_owned(), 0, 9), ("a".to_owned(), 1, 3), ("b".to_owned(), 1, 5)]
+        );
     }
 }
