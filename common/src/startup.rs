@@ -53,3 +53,36 @@ pub fn unix_time_us() -> i64 {
 pub fn unix_time_ms() -> i64 {
     unix_time_us() / 1000
 }
+
+/// The whole life of a service binary: configuration (flags, env, file), telemetry,
+/// signal handling, then `run`. Every failure becomes one `error:` line on stderr and a
+/// non-zero exit status; usage errors exit with 2.
+pub async fn run_service<C, F, Fut>(service_name: &'static str, run: F) -> std::process::ExitCode
+where
+    C: clap::CommandFactory + clap::FromArgMatches,
+    F: FnOnce(C, tokio_util::sync::CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<std::process::ExitCode>>,
+{
+    let config = match crate::config::parse::<C>() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let _telemetry = match crate::telemetry::init(service_name) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("error: cannot start telemetry: {error:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let shutdown = crate::shutdown::install_signal_handlers();
+    match run(config, shutdown).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

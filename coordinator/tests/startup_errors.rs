@@ -27,6 +27,14 @@ fn run_coordinator(args: &[&str]) -> (Output, Duration) {
     (output, started.elapsed())
 }
 
+/// The real etcd and broker of `deploy/local/infra.sh`, as (etcd endpoints, Kafka brokers).
+fn infrastructure() -> (String, String) {
+    let read = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/test.sh"))
+    };
+    (read("FRAMEFLEET_ETCD_ENDPOINTS"), read("FRAMEFLEET_KAFKA_BROKERS"))
+}
+
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -52,12 +60,7 @@ fn unreachable_etcd_is_a_clear_error_not_a_hang() {
 
 #[test]
 fn port_already_taken_is_named() {
-    let Ok(etcd) = std::env::var("FRAMEFLEET_ETCD_ENDPOINTS") else {
-        panic!("FRAMEFLEET_ETCD_ENDPOINTS is not set: run through scripts/test.sh");
-    };
-    let Ok(kafka) = std::env::var("FRAMEFLEET_KAFKA_BROKERS") else {
-        panic!("FRAMEFLEET_KAFKA_BROKERS is not set: run through scripts/test.sh");
-    };
+    let (etcd, kafka) = infrastructure();
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
     let address = taken.local_addr().expect("addr").to_string();
     let prefix = format!("/framefleet-test/port-taken-{}/", std::process::id());
@@ -82,9 +85,7 @@ fn port_already_taken_is_named() {
 
 #[test]
 fn unreachable_broker_is_a_clear_error_not_a_hang() {
-    let Ok(etcd) = std::env::var("FRAMEFLEET_ETCD_ENDPOINTS") else {
-        panic!("FRAMEFLEET_ETCD_ENDPOINTS is not set: run through scripts/test.sh");
-    };
+    let (etcd, _) = infrastructure();
     let kafka = format!("127.0.0.1:{}", closed_port());
     let prefix = format!("/framefleet-test/no-broker-{}/", std::process::id());
     let (output, elapsed) = run_coordinator(&[
@@ -104,4 +105,53 @@ fn unreachable_broker_is_a_clear_error_not_a_hang() {
         "{message}"
     );
     assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}");
+}
+
+/// Tracing export must never be what stops a service: with an OTLP endpoint that nothing
+/// listens on, the coordinator still starts and serves.
+#[test]
+fn an_unreachable_otlp_endpoint_is_harmless() {
+    let (etcd, kafka) = infrastructure();
+    let ready_file = std::env::temp_dir().join(format!("framefleet-otlp-ready-{}", std::process::id()));
+    std::fs::remove_file(&ready_file).ok();
+    let prefix = format!("/framefleet-test/otlp-{}/", std::process::id());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_framefleet-coordinator"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--etcd-endpoints",
+            &etcd,
+            "--etcd-prefix",
+            &prefix,
+            "--kafka-brokers",
+            &kafka,
+        ])
+        .arg("--ready-file")
+        .arg(&ready_file)
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{}", closed_port()),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the coordinator");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let address = loop {
+        if let Ok(text) = std::fs::read_to_string(&ready_file)
+            && !text.is_empty()
+        {
+            break text;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the coordinator exited with {status} instead of serving");
+        }
+        assert!(Instant::now() < deadline, "the coordinator did not become ready");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let connected = std::net::TcpStream::connect(address.trim());
+    child.kill().ok();
+    child.wait().ok();
+    std::fs::remove_file(&ready_file).ok();
+    assert!(connected.is_ok(), "the coordinator accepts connections at {address}");
 }

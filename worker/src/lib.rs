@@ -34,6 +34,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Pause after a consumer error so a broker outage does not become a busy loop.
 const CONSUMER_ERROR_BACKOFF: Duration = Duration::from_millis(500);
+/// At most one extra channel lookup per this interval for frames of unknown channels, so a
+/// topic full of garbage cannot turn into a flood of coordinator calls.
+const UNKNOWN_CHANNEL_LOOKUP_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WorkerSummary {
@@ -61,6 +64,7 @@ struct Worker {
     channel_client: ChannelServiceClient<tonic::transport::Channel>,
     channels: HashMap<String, Channel>,
     subscribed_topics: Vec<String>,
+    last_unknown_channel_lookup: Option<Instant>,
     counters: Arc<WorkerCounters>,
 }
 
@@ -108,6 +112,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
         channel_client,
         channels: HashMap::new(),
         subscribed_topics: Vec::new(),
+        last_unknown_channel_lookup: None,
         counters: Arc::clone(&counters),
     };
     let outcome = worker.consume_until(shutdown).await;
@@ -367,7 +372,14 @@ impl Worker {
                 .and_then(|raw| std::str::from_utf8(raw).ok())
                 .is_some_and(|channel_id| !self.channels.contains_key(channel_id))
         });
-        if unknown && let Err(error) = self.refresh_channels().await {
+        let recently_looked_up = self
+            .last_unknown_channel_lookup
+            .is_some_and(|at| at.elapsed() < UNKNOWN_CHANNEL_LOOKUP_INTERVAL);
+        if !unknown || recently_looked_up {
+            return;
+        }
+        self.last_unknown_channel_lookup = Some(Instant::now());
+        if let Err(error) = self.refresh_channels().await {
             tracing::warn!("cannot refresh channels: {error:#}");
         }
     }
