@@ -66,6 +66,10 @@ async fn send_frame(
     sequence: u64,
     frame: EncodedFrame,
 ) -> Result<rdkafka::producer::DeliveryFuture, KafkaError> {
+    // One span per frame: when traces are exported, its context is the frame's traceparent,
+    // so capture → process → result can be one trace.
+    let span = tracing::info_span!("produce_frame", channel = %stream.channel_id, sequence);
+    let traceparent = span.in_scope(framefleet_common::telemetry::frame_traceparent);
     let headers = FrameHeaders {
         channel_id: stream.channel_id.clone(),
         schema_version: stream.schema_version,
@@ -73,7 +77,7 @@ async fn send_frame(
         ingestor_epoch: stream.ingestor_epoch,
         capture_time_us: frame.capture_time_us,
         checksum: payload_checksum(&frame.payload),
-        traceparent: Some(framefleet_common::telemetry::frame_traceparent()),
+        traceparent: Some(traceparent),
     };
     let mut kafka_headers = OwnedHeaders::new();
     for (name, value) in headers.to_pairs() {

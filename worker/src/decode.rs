@@ -53,26 +53,28 @@ pub fn decode_frame(payload: &[u8], schema: &FrameSchema) -> Result<DecodedFrame
     }
 }
 
+/// The largest side any schema may declare (the coordinator refuses more); a header that
+/// claims more is not parsed further.
+const MAX_DIMENSION: usize = 16_384;
+
 fn decode_jpeg(payload: &[u8], width: usize, height: usize) -> Result<DecodedFrame, DecodeError> {
-    // Refuse to allocate for anything larger than the schema allows, whatever the header says.
     let options = DecoderOptions::default()
         .jpeg_set_out_colorspace(ColorSpace::RGB)
-        .set_max_width(width)
-        .set_max_height(height);
+        .set_max_width(MAX_DIMENSION)
+        .set_max_height(MAX_DIMENSION);
     let mut decoder = JpegDecoder::new_with_options(payload, options);
     // A decoder bug on hostile input must cost one frame, not the worker.
-    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        decoder.decode().map(|pixels| (pixels, decoder.dimensions()))
-    }))
-    .map_err(|_| DecodeError::CorruptJpeg("decoder panicked".to_owned()))?;
-    let (rgb, dimensions) = decoded.map_err(|error| match error {
-        zune_jpeg::errors::DecodeErrors::LargeDimensions(_) => {
-            DecodeError::CorruptJpeg(format!("image is larger than the schema's {width}×{height}: {error:?}"))
-        }
-        other => DecodeError::CorruptJpeg(format!("{other:?}")),
-    })?;
-    let (actual_width, actual_height) =
-        dimensions.ok_or_else(|| DecodeError::CorruptJpeg("no dimensions".to_owned()))?;
+    let guarded = |step: &mut dyn FnMut() -> Result<(), zune_jpeg::errors::DecodeErrors>| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(step))
+            .map_err(|_| DecodeError::CorruptJpeg("decoder panicked".to_owned()))?
+            .map_err(|error| DecodeError::CorruptJpeg(format!("{error:?}")))
+    };
+    // Header first: a frame of the wrong size is refused as such, before any pixel memory
+    // is allocated for it.
+    guarded(&mut || decoder.decode_headers())?;
+    let (actual_width, actual_height) = decoder
+        .dimensions()
+        .ok_or_else(|| DecodeError::CorruptJpeg("no dimensions".to_owned()))?;
     if (actual_width, actual_height) != (width, height) {
         return Err(DecodeError::SizeMismatch {
             expected_width: width,
@@ -81,6 +83,8 @@ fn decode_jpeg(payload: &[u8], width: usize, height: usize) -> Result<DecodedFra
             actual_height,
         });
     }
+    let mut rgb = Vec::new();
+    guarded(&mut || decoder.decode().map(|pixels| rgb = pixels))?;
     if rgb.len() != width * height * 3 {
         return Err(DecodeError::CorruptJpeg(format!(
             "decoded {} bytes, expected {}",
