@@ -26,17 +26,31 @@ eval "$(deploy/local/infra.sh up --storage postgres)"
 LOGS="$FRAMEFLEET_RUN_DIR/logs"
 
 FLEET_PIDS=()
+INTERRUPTED=false
 cleanup() {
   local status=$?
   trap - EXIT INT TERM
-  for pid in "${FLEET_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${FLEET_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  # After a Ctrl-C the fleet already got SIGINT from the terminal and is draining; a second
+  # signal would force it to stop without draining, so only signal it when we were not
+  # interrupted. Whatever is still running after 30 s is killed.
+  if ! $INTERRUPTED; then
+    for pid in "${FLEET_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  else
+    echo "interrupted: letting the fleet drain (Ctrl-C again to force)"
+  fi
+  for _ in $(seq 1 300); do
+    local alive=false
+    for pid in "${FLEET_PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=true; done
+    $alive || break
+    sleep 0.1
+  done
+  for pid in "${FLEET_PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
   deploy/local/infra.sh down >/dev/null 2>&1 || true
   echo "logs: $LOGS"
   exit "$status"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'INTERRUPTED=true; exit 130' INT TERM
 
 echo "== starting the coordinator"
 "$BIN/framefleet-coordinator" --listen 127.0.0.1:0 --ready-file "$FRAMEFLEET_RUN_DIR/coordinator.addr" \
@@ -68,8 +82,16 @@ done
 echo "== ingesting: ${CHANNEL_ARGS[*]}"
 "$BIN/framefleet-ingestor" --ingestor-id ingestor-1 "${CHANNEL_ARGS[@]}" >"$LOGS/ingestor.log" 2>&1 &
 INGESTOR_PID=$!
+FLEET_PIDS+=("$INGESTOR_PID")
 
+# `watch` handles Ctrl-C itself (it prints the summary so far) and then exits 130; bash does not
+# run its INT trap for a child that handled the signal, so the status is checked here.
+set +e
 "$BIN/framefleet" watch --until-drained --timeout-secs "${FRAMEFLEET_DEMO_TIMEOUT_SECS:-900}"
+watch_status=$?
+set -e
+if ((watch_status == 130)); then INTERRUPTED=true; exit 130; fi
+if ((watch_status != 0)); then exit "$watch_status"; fi
 
 if ! wait "$INGESTOR_PID"; then
   echo "the ingestor reported errors:"; grep -i error "$LOGS/ingestor.log" | tail -n 5

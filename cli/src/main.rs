@@ -2,7 +2,8 @@
 //! grpcurl makes; output is for people by default and JSON with `--json`.
 //!
 //! Exit codes: 0 success, 1 other failure, 2 usage error, 3 not found, 4 already exists,
-//! 5 invalid argument, 6 coordinator or its dependencies unavailable, 7 `watch` timed out.
+//! 5 invalid argument, 6 coordinator or its dependencies unavailable, 7 `watch` timed out,
+//! 130 `watch` interrupted by Ctrl-C (after printing the summary so far).
 
 mod render;
 
@@ -40,7 +41,7 @@ struct Cli {
     command: Command,
 }
 
-const EXIT_CODES: &str = "Exit codes: 0 ok, 1 failure, 2 usage, 3 not found, 4 already exists, 5 invalid argument, 6 unavailable, 7 watch timed out";
+const EXIT_CODES: &str = "Exit codes: 0 ok, 1 failure, 2 usage, 3 not found, 4 already exists, 5 invalid argument, 6 unavailable, 7 watch timed out, 130 watch interrupted";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -255,10 +256,14 @@ async fn watch(
     let started = Instant::now();
     let mut ticker = tokio::time::interval(interval);
     let mut last: Option<FleetStatus> = None;
+    let mut interrupted = false;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = tokio::signal::ctrl_c() => break,
+            _ = tokio::signal::ctrl_c() => {
+                interrupted = true;
+                break;
+            }
         }
         let status = match fleet.get_fleet_status(GetFleetStatusRequest {}).await {
             Ok(response) => response.into_inner(),
@@ -293,6 +298,10 @@ async fn watch(
     if let (Some(status), false) = (&last, json) {
         println!();
         print!("{}", render::final_summary(status, started.elapsed()));
+    }
+    if interrupted {
+        // 130 (128 + SIGINT) tells a calling script that the user interrupted the run.
+        return Err(Failure::Other(anyhow::anyhow!("interrupted"), 130));
     }
     Ok(())
 }

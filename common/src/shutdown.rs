@@ -11,35 +11,53 @@ pub fn install_signal_handlers() -> CancellationToken {
     let token = CancellationToken::new();
     let cancel_on_signal = token.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        // The listeners are created once and kept: a second signal that arrives while the
+        // first is being handled is still counted, never lost between two registrations.
+        let mut signals = Signals::new();
+        signals.next().await;
         tracing::info!("shutdown requested; draining (signal again to force)");
         cancel_on_signal.cancel();
-        wait_for_signal().await;
+        signals.next().await;
         tracing::warn!("second signal; exiting without draining");
         std::process::exit(FORCED_EXIT_CODE);
     });
     token
 }
 
-async fn wait_for_signal() {
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = terminate.recv() => {}
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let streams = match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+                (Ok(interrupt), Ok(terminate)) => Some((interrupt, terminate)),
+                (Err(error), _) | (_, Err(error)) => {
+                    tracing::warn!(%error, "cannot listen for SIGINT/SIGTERM; only Ctrl-C stops this process");
+                    None
                 }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops this process");
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            };
+            Self { streams }
+        }
+        #[cfg(not(unix))]
+        {
+            Self {}
         }
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some((interrupt, terminate)) = &mut self.streams {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -51,7 +51,9 @@ start_etcd() {
   local client_port peer_port
   client_port=$(free_port); peer_port=$(free_port)
   mkdir -p "$RUN_DIR/etcd"
-  ETCD_UNSUPPORTED_ARCH="${ETCD_UNSUPPORTED_ARCH:-}" nohup etcd \
+  # setsid: a Ctrl-C in the terminal that started us (say, the demo) must not stop the
+  # infrastructure before the fleet has drained into it.
+  ETCD_UNSUPPORTED_ARCH="${ETCD_UNSUPPORTED_ARCH:-}" setsid nohup etcd \
     --name framefleet --data-dir "$RUN_DIR/etcd" \
     --listen-client-urls "http://127.0.0.1:$client_port" --advertise-client-urls "http://127.0.0.1:$client_port" \
     --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
@@ -99,7 +101,7 @@ start_broker() {
     memory) storage_url="memory://nisshi/" ;;
     *) die "unknown storage '$storage' (postgres or memory)" ;;
   esac
-  nohup "$NISSHI_BIN" broker \
+  setsid nohup "$NISSHI_BIN" broker \
     --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
     --storage-engine "$storage_url" --group-initial-rebalance-delay 0s \
     >"$RUN_DIR/logs/nisshi.log" 2>&1 &
