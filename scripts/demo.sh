@@ -9,6 +9,8 @@
 #
 # Logs stay in .run/demo/logs after the run.
 set -euo pipefail
+# rustup installs cargo (and `cargo install` puts nisshi) here; a non-login shell may lack it.
+[[ -d "$HOME/.cargo/bin" ]] && export PATH="$HOME/.cargo/bin:$PATH"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO_ROOT="$PWD"
 

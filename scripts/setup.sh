@@ -3,6 +3,8 @@
 # Debian packages (etcd, PostgreSQL, OpenCV, clang, protoc, sample videos) and the nisshi
 # Kafka-protocol broker (built from crates.io; ≈ 20 min on 2 cores the first time).
 set -euo pipefail
+# rustup installs cargo (and `cargo install` puts nisshi) here; a non-login shell may lack it.
+[[ -d "$HOME/.cargo/bin" ]] && export PATH="$HOME/.cargo/bin:$PATH"
 
 NISSHI_VERSION=0.8.1
 APT_PACKAGES=(

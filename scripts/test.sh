@@ -4,6 +4,8 @@
 # Installs what is missing first (scripts/setup.sh). Infrastructure gets its own run
 # directory and is stopped afterwards, whatever happens.
 set -euo pipefail
+# rustup installs cargo (and `cargo install` puts nisshi) here; a non-login shell may lack it.
+[[ -d "$HOME/.cargo/bin" ]] && export PATH="$HOME/.cargo/bin:$PATH"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/setup.sh
