@@ -1,0 +1,328 @@
+//! At-least-once under a crash: two worker processes share the frames of two channels, one
+//! is killed with SIGKILL mid-stream, and every frame still gets a result. Duplicates (work
+//! the killed worker did but had not committed) are counted and must stay bounded.
+
+use clap::Parser;
+use framefleet_coordinator::config::CoordinatorConfig;
+use framefleet_proto::v1::channel_service_client::ChannelServiceClient;
+use framefleet_proto::v1::fleet_service_client::FleetServiceClient;
+use framefleet_proto::v1::{FrameEncoding, FrameSchema, GetFleetStatusRequest, PixelFormat, RegisterChannelRequest};
+use framefleet_proto::wire::{self, FrameHeaders, FrameResult};
+use opencv::core::{Mat, Vector};
+use opencv::prelude::*;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::collections::{HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SAMPLE_VIDEO: &str = "/usr/share/doc/opencv-doc/examples/data/vtest.avi";
+const FRAMES_PER_CHANNEL: usize = 300;
+
+fn jpeg_frames(count: usize) -> (Vec<Vec<u8>>, u32, u32) {
+    let mut capture = opencv::videoio::VideoCapture::from_file(SAMPLE_VIDEO, opencv::videoio::CAP_ANY).expect("video");
+    let mut frame = Mat::default();
+    let mut frames = Vec::new();
+    while frames.len() < count && capture.read(&mut frame).expect("read") {
+        let mut encoded = Vector::<u8>::new();
+        opencv::imgcodecs::imencode(".jpg", &frame, &mut encoded, &Vector::new()).expect("encode");
+        frames.push(encoded.to_vec());
+    }
+    assert_eq!(frames.len(), count);
+    (frames, frame.cols() as u32, frame.rows() as u32)
+}
+
+fn headers(channel_id: &str, sequence: u64, payload: &[u8]) -> OwnedHeaders {
+    let headers = FrameHeaders {
+        channel_id: channel_id.to_owned(),
+        schema_version: 1,
+        sequence,
+        ingestor_epoch: 1,
+        capture_time_us: framefleet_common::startup::unix_time_us(),
+        checksum: wire::payload_checksum(payload),
+        traceparent: None,
+    };
+    headers
+        .to_pairs()
+        .into_iter()
+        .fold(OwnedHeaders::new(), |kafka_headers, (name, value)| {
+            kafka_headers.insert(Header {
+                key: name,
+                value: Some(value.as_str()),
+            })
+        })
+}
+
+/// Reads the results topic from the start (partition 0, no consumer group) until `enough`
+/// says the results so far suffice; with `settle`, keeps reading until 2 s pass without a
+/// new record, so duplicates that arrive late are counted too.
+fn read_results(
+    brokers: &str,
+    topic: &str,
+    enough: impl Fn(&[FrameResult]) -> bool,
+    settle: bool,
+    timeout: Duration,
+) -> Vec<FrameResult> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("reader-{topic}"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, 0, Offset::Beginning)
+        .expect("assign");
+    consumer.assign(&assignment).expect("assign");
+    let deadline = Instant::now() + timeout;
+    let mut results: Vec<FrameResult> = Vec::new();
+    let mut last_record = Instant::now();
+    while Instant::now() < deadline {
+        if enough(&results) && (!settle || last_record.elapsed() > Duration::from_secs(2)) {
+            break;
+        }
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message.expect("consume");
+            results.push(serde_json::from_slice(message.payload().expect("payload")).expect("result JSON"));
+            last_record = Instant::now();
+        }
+    }
+    results
+}
+
+fn spawn_worker(worker_id: &str, coordinator: &str, brokers: &str, names: &Names) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_framefleet-worker"))
+        .args([
+            "--worker-id",
+            worker_id,
+            "--coordinator",
+            coordinator,
+            "--kafka-brokers",
+            brokers,
+        ])
+        .args([
+            "--group",
+            &names.group,
+            "--results-topic",
+            &names.results,
+            "--dead-letter-topic",
+            &names.dead_letters,
+        ])
+        .args([
+            "--channel-prefix",
+            &names.suffix,
+            "--channel-refresh-ms",
+            "300",
+            "--batch-size",
+            "4",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start a worker process")
+}
+
+struct Names {
+    suffix: String,
+    prefix: String,
+    group: String,
+    results: String,
+    dead_letters: String,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_stream_loses_no_frame() {
+    let read_env =
+        |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run through scripts/test.sh"));
+    let (etcd, brokers) = (
+        read_env("FRAMEFLEET_ETCD_ENDPOINTS"),
+        read_env("FRAMEFLEET_KAFKA_BROKERS"),
+    );
+    let suffix = format!("kill-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let names = Names {
+        prefix: format!("/framefleet-test/{suffix}/"),
+        group: format!("workers-{suffix}"),
+        results: format!("results-{suffix}"),
+        dead_letters: format!("dead-letter-{suffix}"),
+        suffix,
+    };
+
+    let config = CoordinatorConfig::try_parse_from([
+        "framefleet-coordinator",
+        "--listen",
+        "127.0.0.1:0",
+        "--etcd-endpoints",
+        &etcd,
+        "--etcd-prefix",
+        &names.prefix,
+        "--kafka-brokers",
+        &brokers,
+        "--worker-group",
+        &names.group,
+        "--results-topic",
+        &names.results,
+        "--dead-letter-topic",
+        &names.dead_letters,
+    ])
+    .expect("coordinator config");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let coordinator = framefleet_coordinator::start(config, shutdown.clone())
+        .await
+        .expect("coordinator");
+    let coordinator_address = format!("http://{}", coordinator.local_addr);
+    let channel = framefleet_proto::client::connect_coordinator(&coordinator_address, Duration::from_secs(10))
+        .await
+        .expect("connect");
+
+    let (frames, width, height) = tokio::task::spawn_blocking(|| jpeg_frames(FRAMES_PER_CHANNEL))
+        .await
+        .expect("frames");
+    let channel_ids = [format!("{}-north", names.suffix), format!("{}-south", names.suffix)];
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("enable.idempotence", "true")
+        .set("message.max.bytes", "4194304")
+        .create()
+        .expect("producer");
+    let mut topics = Vec::new();
+    for channel_id in &channel_ids {
+        let registered = ChannelServiceClient::new(channel.clone())
+            .register_channel(RegisterChannelRequest {
+                channel_id: channel_id.clone(),
+                source_uri: SAMPLE_VIDEO.to_owned(),
+                schema: Some(FrameSchema {
+                    version: 1,
+                    width,
+                    height,
+                    channels: 3,
+                    pixel_format: PixelFormat::Rgb24.into(),
+                    encoding: FrameEncoding::Jpeg.into(),
+                    fps: 10.0,
+                }),
+            })
+            .await
+            .expect("register")
+            .into_inner()
+            .channel
+            .expect("channel");
+        for (sequence, payload) in frames.iter().enumerate() {
+            let record = FutureRecord::to(&registered.topic)
+                .key(channel_id.as_str())
+                .payload(payload.as_slice())
+                .headers(headers(channel_id, sequence as u64, payload));
+            producer
+                .send(record, Duration::from_secs(30))
+                .await
+                .expect("produce a frame");
+        }
+        topics.push(registered.topic);
+    }
+
+    let mut doomed = spawn_worker("worker-doomed", &coordinator_address, &brokers, &names);
+    let mut survivor = spawn_worker("worker-survivor", &coordinator_address, &brokers, &names);
+
+    // Kill one worker as soon as it is well into its share of the stream.
+    let written_by_doomed = |results: &[FrameResult]| {
+        results
+            .iter()
+            .filter(|result| result.worker_id == "worker-doomed")
+            .count()
+    };
+    let (reader_brokers, results_topic) = (brokers.clone(), names.results.clone());
+    let results_before_kill = tokio::task::spawn_blocking(move || {
+        let enough = |results: &[FrameResult]| written_by_doomed(results) >= 20;
+        read_results(&reader_brokers, &results_topic, enough, false, Duration::from_secs(120))
+    })
+    .await
+    .expect("read");
+    doomed.kill().expect("SIGKILL the worker");
+    doomed.wait().expect("reap");
+    let killed_after = written_by_doomed(&results_before_kill);
+    assert!(
+        (20..FRAMES_PER_CHANNEL).contains(&killed_after),
+        "the kill must land mid-stream: the doomed worker had written {killed_after} of its {FRAMES_PER_CHANNEL} results"
+    );
+
+    // The survivor takes over the killed worker's partitions and the group commits everything.
+    let mut fleet = FleetServiceClient::new(channel.clone());
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let status = fleet
+            .get_fleet_status(GetFleetStatusRequest {})
+            .await
+            .expect("status")
+            .into_inner();
+        let done = topics.iter().all(|topic| {
+            status.topics.iter().any(|metrics| {
+                &metrics.topic == topic && metrics.consume == FRAMES_PER_CHANNEL as u64 && metrics.lag == 0
+            })
+        });
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the survivor did not finish the stream; last status {:?}",
+            status.topics
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    let total = channel_ids.len() * FRAMES_PER_CHANNEL;
+    let (reader_brokers, results_topic) = (brokers.clone(), names.results.clone());
+    let results = tokio::task::spawn_blocking(move || {
+        read_results(
+            &reader_brokers,
+            &results_topic,
+            |results| results.len() >= total,
+            true,
+            Duration::from_secs(60),
+        )
+    })
+    .await
+    .expect("read");
+    let mut per_frame: HashMap<(String, u64), usize> = HashMap::new();
+    for result in &results {
+        *per_frame
+            .entry((result.channel_id.clone(), result.sequence))
+            .or_default() += 1;
+    }
+    let expected: HashSet<(String, u64)> = channel_ids
+        .iter()
+        .flat_map(|id| (0..FRAMES_PER_CHANNEL as u64).map(move |sequence| (id.clone(), sequence)))
+        .collect();
+    let seen: HashSet<(String, u64)> = per_frame.keys().cloned().collect();
+    let missing: Vec<_> = expected.difference(&seen).take(5).collect();
+    assert!(
+        missing.is_empty(),
+        "frames without a result after the crash, e.g. {missing:?}"
+    );
+    let duplicates = results.len() - expected.len();
+    println!(
+        "{} results for {} frames: {duplicates} duplicates; the killed worker had written {killed_after} results when it was killed",
+        results.len(),
+        expected.len()
+    );
+    // Only the killed worker's uncommitted work is redone: at most what it could have in flight
+    // (8 batches of 4) plus one auto-commit interval of processing, far below a channel's frames.
+    assert!(
+        duplicates <= FRAMES_PER_CHANNEL / 2,
+        "{duplicates} duplicates is more than the crash explains"
+    );
+
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(survivor.id().to_string())
+        .status()
+        .expect("SIGTERM the survivor");
+    let status = survivor.wait().expect("the survivor exits");
+    assert!(
+        status.success(),
+        "the survivor drains and exits cleanly on SIGTERM: {status}"
+    );
+    shutdown.cancel();
+    coordinator.wait().await.expect("coordinator stops");
+}
