@@ -131,6 +131,19 @@ pub async fn check_reachable(
         .map_err(|error| unreachable(error.to_string()))
 }
 
+/// The Kafka headers of a frame record, in the wire format of `framefleet_proto::wire`.
+pub fn frame_record_headers(headers: &framefleet_proto::wire::FrameHeaders) -> rdkafka::message::OwnedHeaders {
+    headers
+        .to_pairs()
+        .into_iter()
+        .fold(rdkafka::message::OwnedHeaders::new(), |kafka_headers, (name, value)| {
+            kafka_headers.insert(rdkafka::message::Header {
+                key: name,
+                value: Some(value.as_str()),
+            })
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,6 @@ use framefleet_proto::wire::{FrameHeaders, payload_checksum};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,13 +78,7 @@ async fn send_frame(
         checksum: payload_checksum(&frame.payload),
         traceparent: Some(traceparent),
     };
-    let mut kafka_headers = OwnedHeaders::new();
-    for (name, value) in headers.to_pairs() {
-        kafka_headers = kafka_headers.insert(Header {
-            key: name,
-            value: Some(value.as_str()),
-        });
-    }
+    let kafka_headers = framefleet_common::kafka::frame_record_headers(&headers);
     let mut record = FutureRecord::to(&stream.topic)
         .key(stream.channel_id.as_str())
         .payload(frame.payload.as_slice())

@@ -9,7 +9,7 @@ use framefleet_proto::wire::{self, FrameHeaders, FrameResult};
 use opencv::core::{Mat, Scalar, Vector};
 use opencv::prelude::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
@@ -40,14 +40,7 @@ fn headers_for(channel_id: &str, sequence: u64, payload: &[u8]) -> OwnedHeaders 
         checksum: wire::payload_checksum(payload),
         traceparent: None,
     };
-    let mut kafka_headers = OwnedHeaders::new();
-    for (name, value) in headers.to_pairs() {
-        kafka_headers = kafka_headers.insert(Header {
-            key: name,
-            value: Some(value.as_str()),
-        });
-    }
-    kafka_headers
+    framefleet_common::kafka::frame_record_headers(&headers)
 }
 
 fn read_all(brokers: &str, topic: &str, expected: usize) -> Vec<rdkafka::message::OwnedMessage> {

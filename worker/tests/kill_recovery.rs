@@ -11,7 +11,7 @@ use framefleet_proto::wire::{self, FrameHeaders, FrameResult};
 use opencv::core::{Mat, Vector};
 use opencv::prelude::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::{HashMap, HashSet};
@@ -44,15 +44,7 @@ fn headers(channel_id: &str, sequence: u64, payload: &[u8]) -> OwnedHeaders {
         checksum: wire::payload_checksum(payload),
         traceparent: None,
     };
-    headers
-        .to_pairs()
-        .into_iter()
-        .fold(OwnedHeaders::new(), |kafka_headers, (name, value)| {
-            kafka_headers.insert(Header {
-                key: name,
-                value: Some(value.as_str()),
-            })
-        })
+    framefleet_common::kafka::frame_record_headers(&headers)
 }
 
 /// Reads the results topic from the start (partition 0, no consumer group) until `enough`
