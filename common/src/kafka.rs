@@ -28,9 +28,6 @@ pub fn topic_max_message_bytes(max_payload_bytes: u64) -> u64 {
     largest_record.max(full_batch)
 }
 
-/// How long a client may wait for the broker before an operation is reported as failed.
-pub const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
-
 pub fn base_config(bootstrap_servers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
@@ -129,6 +126,35 @@ pub async fn check_reachable(
         .await
         .map_err(|error| unreachable(format!("metadata task failed: {error}")))?
         .map_err(|error| unreachable(error.to_string()))
+}
+
+/// How long to wait before offering a record again when librdkafka's local queue is full.
+const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(10);
+
+/// Hands `record` to the producer, waiting while librdkafka's local queue is full (the
+/// back-pressure that makes a camera read or a worker batch wait instead of dropping a
+/// record). Any other refusal is returned. The returned future resolves on delivery.
+pub async fn send_when_queue_has_room<K, P>(
+    producer: &rdkafka::producer::FutureProducer,
+    mut record: rdkafka::producer::FutureRecord<'_, K, P>,
+) -> Result<rdkafka::producer::DeliveryFuture, rdkafka::error::KafkaError>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                returned,
+            )) => {
+                record = returned;
+                tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
+            }
+            Err((error, _)) => return Err(error),
+        }
+    }
 }
 
 /// The Kafka headers of a frame record, in the wire format of `framefleet_proto::wire`.

@@ -1,34 +1,14 @@
-//! Helpers for the first seconds of a process: deadlines on dependencies, and announcing a
-//! bound address so that scripts and tests never guess ports.
+//! Helpers for the life of a process: the common `main` ([`run_service`]), announcing a
+//! bound address so that scripts and tests never guess ports, and wall-clock time.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("{what} did not answer within {seconds} s; {hint}")]
-    Deadline { what: String, seconds: u64, hint: String },
     #[error("cannot write ready file {path}: {source}")]
     ReadyFile { path: String, source: std::io::Error },
-}
-
-/// Runs `future` with a deadline so that an unreachable dependency becomes an error naming
-/// it and the fix, not a hang.
-pub async fn with_deadline<T>(
-    what: &str,
-    hint: &str,
-    deadline: Duration,
-    future: impl Future<Output = T>,
-) -> Result<T, StartupError> {
-    tokio::time::timeout(deadline, future)
-        .await
-        .map_err(|_| StartupError::Deadline {
-            what: what.to_owned(),
-            seconds: deadline.as_secs(),
-            hint: hint.to_owned(),
-        })
 }
 
 /// Writes the bound address to `path` atomically (write then rename), so a reader never

@@ -40,6 +40,8 @@ struct PreparedChannel {
     source: OpenedSource,
     stream: ChannelStream,
     conversion: FrameConversion,
+    /// A decoded frame's size; no encoded frame of the channel is larger.
+    raw_frame_bytes: u64,
 }
 
 pub async fn run(config: IngestorConfig, shutdown: CancellationToken) -> anyhow::Result<IngestSummary> {
@@ -73,7 +75,7 @@ pub async fn run(config: IngestorConfig, shutdown: CancellationToken) -> anyhow:
 
     let max_frame_bytes = prepared
         .iter()
-        .map(|(ready, _)| ready.conversion.width as usize * ready.conversion.height as usize * 3)
+        .map(|(ready, _)| usize::try_from(ready.raw_frame_bytes).unwrap_or(usize::MAX))
         .max()
         .unwrap_or(1 << 20);
     let producer: FutureProducer = kafka::producer_config(&config.kafka_brokers, max_frame_bytes)
@@ -176,6 +178,7 @@ async fn prepare_channel(
         encoding: FrameEncoding::Jpeg.into(),
         fps: source.info.fps,
     };
+    let raw_frame_bytes = schema.raw_frame_bytes();
     let response = channel_client
         .register_channel(RegisterChannelRequest {
             channel_id: channel.channel_id.clone(),
@@ -203,6 +206,7 @@ async fn prepare_channel(
         "channel ready"
     );
     Ok(PreparedChannel {
+        raw_frame_bytes,
         source,
         stream: ChannelStream {
             channel_id: channel.channel_id.clone(),

@@ -7,17 +7,14 @@ use crate::ledger::ChannelLedger;
 use framefleet_proto::wire::{FrameHeaders, payload_checksum};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Frames handed to librdkafka but not yet acknowledged, per channel. Bounds memory when the
 /// broker is slow; beyond it the capture queue fills and the camera read waits.
 const MAX_IN_FLIGHT: usize = 512;
-/// How long to wait before retrying when librdkafka's own queue is full.
-const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(10);
 
 pub struct ChannelStream {
     pub channel_id: String,
@@ -79,19 +76,10 @@ async fn send_frame(
         traceparent: Some(traceparent),
     };
     let kafka_headers = framefleet_common::kafka::frame_record_headers(&headers);
-    let mut record = FutureRecord::to(&stream.topic)
+    let record = FutureRecord::to(&stream.topic)
         .key(stream.channel_id.as_str())
         .payload(frame.payload.as_slice())
         .headers(kafka_headers)
         .timestamp(frame.capture_time_us / 1000);
-    loop {
-        match producer.send_result(record) {
-            Ok(delivery) => return Ok(delivery),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                record = returned;
-                tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
-            }
-            Err((error, _)) => return Err(error),
-        }
-    }
+    framefleet_common::kafka::send_when_queue_has_room(producer, record).await
 }

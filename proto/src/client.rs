@@ -28,15 +28,11 @@ pub async fn connect_coordinator(address: &str, timeout: Duration) -> Result<Cha
         address: address.to_owned(),
         reason,
     };
-    match tokio_timeout(timeout, endpoint.connect()).await {
-        Some(Ok(channel)) => Ok(channel),
-        Some(Err(error)) => Err(unreachable(format!("{error}: {}", source_chain(&error)))),
-        None => Err(unreachable(format!("no answer within {timeout:?}"))),
+    match tokio::time::timeout(timeout, endpoint.connect()).await {
+        Ok(Ok(channel)) => Ok(channel),
+        Ok(Err(error)) => Err(unreachable(format!("{error}: {}", source_chain(&error)))),
+        Err(_elapsed) => Err(unreachable(format!("no answer within {timeout:?}"))),
     }
-}
-
-async fn tokio_timeout<F: std::future::Future>(timeout: Duration, future: F) -> Option<F::Output> {
-    tokio::time::timeout(timeout, future).await.ok()
 }
 
 fn source_chain(error: &dyn std::error::Error) -> String {

@@ -28,6 +28,11 @@ impl ConsumedFrame {
             .find(|(key, _)| key == name)
             .map(|(_, value)| value.as_slice())
     }
+
+    /// Where the record came from, as `topic/partition@offset`.
+    pub fn source(&self) -> String {
+        format!("{}/{}@{}", self.topic, self.partition, self.offset)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -24,6 +24,7 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
@@ -62,7 +63,9 @@ struct Worker {
     consumer: StreamConsumer,
     producer: FutureProducer,
     channel_client: ChannelServiceClient<tonic::transport::Channel>,
-    channels: HashMap<String, Channel>,
+    /// Replaced whole on every refresh, so a batch can take it to its blocking thread without
+    /// copying every channel.
+    channels: Arc<HashMap<String, Channel>>,
     subscribed_topics: Vec<String>,
     last_unknown_channel_lookup: Option<Instant>,
     counters: Arc<WorkerCounters>,
@@ -110,7 +113,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
         consumer,
         producer,
         channel_client,
-        channels: HashMap::new(),
+        channels: Arc::new(HashMap::new()),
         subscribed_topics: Vec::new(),
         last_unknown_channel_lookup: None,
         counters: Arc::clone(&counters),
@@ -194,10 +197,10 @@ impl Worker {
     /// Processes one batch and sends its results and dead letters. Returns a future that
     /// resolves once Kafka has acknowledged every one of them.
     async fn dispatch_batch(&mut self, frames: Vec<ConsumedFrame>) -> anyhow::Result<PendingBatch> {
-        let started = Instant::now();
         self.learn_unknown_channels(&frames).await;
 
-        let channels = self.channels.clone();
+        let started = Instant::now();
+        let channels = Arc::clone(&self.channels);
         let device = self.device.clone();
         let worker_id = self.worker_id.clone();
         let max_payload_bytes = self.config.max_frame_bytes();
@@ -217,8 +220,7 @@ impl Worker {
 
         let mut deliveries = Vec::with_capacity(frames.len());
         for (frame, outcome) in frames.iter().zip(&outcomes) {
-            let source = format!("{}/{}@{}", frame.topic, frame.partition, frame.offset);
-            deliveries.push((source, self.send_outcome(frame, outcome).await?));
+            deliveries.push((frame.source(), self.send_outcome(frame, outcome).await?));
         }
         let processed = outcomes
             .iter()
@@ -267,7 +269,7 @@ impl Worker {
     ) -> anyhow::Result<rdkafka::producer::DeliveryFuture> {
         let (topic, payload, headers) = match outcome {
             Outcome::Result(result) => {
-                let payload = serde_json::to_vec(result).context("encoding a result")?;
+                let payload = Cow::Owned(serde_json::to_vec(result).context("encoding a result")?);
                 let mut headers = OwnedHeaders::new().insert(Header {
                     key: wire::HEADER_CHANNEL,
                     value: Some(result.channel_id.as_str()),
@@ -289,7 +291,7 @@ impl Worker {
                         value: Some(value.as_slice()),
                     });
                 }
-                let source = format!("{}/{}@{}", frame.topic, frame.partition, frame.offset);
+                let source = frame.source();
                 headers = headers
                     .insert(Header {
                         key: HEADER_DEAD_LETTER_REASON,
@@ -299,26 +301,20 @@ impl Worker {
                         key: "ff-source",
                         value: Some(source.as_str()),
                     });
-                (&self.config.dead_letter_topic, frame.payload.clone(), headers)
+                (
+                    &self.config.dead_letter_topic,
+                    Cow::Borrowed(frame.payload.as_slice()),
+                    headers,
+                )
             }
         };
-        let mut record = FutureRecord::to(topic).payload(payload.as_slice()).headers(headers);
+        let mut record = FutureRecord::to(topic).payload(payload.as_ref()).headers(headers);
         if let Some(key) = &frame.key {
             record = record.key(key.as_slice());
         }
-        loop {
-            match self.producer.send_result(record) {
-                Ok(delivery) => return Ok(delivery),
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                    returned,
-                )) => {
-                    record = returned;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                Err((error, _)) => anyhow::bail!("cannot produce to `{topic}`: {error}"),
-            }
-        }
+        kafka::send_when_queue_has_room(&self.producer, record)
+            .await
+            .with_context(|| format!("cannot produce to `{topic}`"))
     }
 
     fn store_offsets(&self, next_offsets: &[(String, i32, i64)]) {
@@ -348,10 +344,12 @@ impl Worker {
         let mut topics: Vec<String> = channels.iter().map(|channel| channel.topic.clone()).collect();
         topics.sort();
         topics.dedup();
-        self.channels = channels
-            .into_iter()
-            .map(|channel| (channel.channel_id.clone(), channel))
-            .collect();
+        self.channels = Arc::new(
+            channels
+                .into_iter()
+                .map(|channel| (channel.channel_id.clone(), channel))
+                .collect(),
+        );
         if topics != self.subscribed_topics && !topics.is_empty() {
             let topic_names: Vec<&str> = topics.iter().map(String::as_str).collect();
             self.consumer
