@@ -50,6 +50,15 @@ fn opencv_gray_and_blur(rgb: &Mat) -> (Vec<f32>, Vec<f32>) {
     )
 }
 
+/// The values of frame `index` of an (N, 1, H, W) tensor, row-major like an OpenCV Mat.
+fn frame_values(batch: &candle_core::Tensor, index: usize) -> Vec<f32> {
+    batch
+        .get(index)
+        .and_then(|frame| frame.flatten_all())
+        .and_then(|values| values.to_vec1::<f32>())
+        .expect("frame values")
+}
+
 fn largest_difference(actual: &[f32], expected: &[f32]) -> f32 {
     assert_eq!(actual.len(), expected.len());
     actual
@@ -69,20 +78,8 @@ fn grayscale_and_blur_match_opencv_on_real_frames() {
 
     for (index, frame) in frames.iter().enumerate() {
         let (expected_gray, expected_blur) = opencv_gray_and_blur(frame);
-        let our_gray = gray
-            .get(index)
-            .expect("frame")
-            .flatten_all()
-            .expect("flat")
-            .to_vec1::<f32>()
-            .expect("vec");
-        let our_blur = blurred
-            .get(index)
-            .expect("frame")
-            .flatten_all()
-            .expect("flat")
-            .to_vec1::<f32>()
-            .expect("vec");
+        let our_gray = frame_values(&gray, index);
+        let our_blur = frame_values(&blurred, index);
         let gray_difference = largest_difference(&our_gray, &expected_gray);
         let blur_difference = largest_difference(&our_blur, &expected_blur);
         assert!(
