@@ -13,7 +13,8 @@ APT_PACKAGES=(
   libopencv-dev clang libclang-dev pkg-config   # the ingestor's OpenCV bindings
   opencv-doc                       # sample videos (vtest.avi, tree.avi, Megamind.avi)
   protobuf-compiler                # gRPC code generation
-  cmake build-essential python3    # bundled librdkafka build; free-port helper
+  build-essential python3          # C builds (bundled librdkafka: configure + make); free-port helper
+  cmake                            # the opencv crate's fallback probe when pkg-config finds no OpenCV
 )
 
 log() { echo "setup: $*" >&2; }
