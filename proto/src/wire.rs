@@ -134,16 +134,37 @@ pub struct FrameResult {
     pub source_partition: i32,
     pub source_offset: i64,
     pub batch_size: u32,
+    /// Decode and analysis time of the frame's batch on the worker, in microseconds.
+    pub batch_compute_us: u64,
     pub scores: FrameScores,
+    /// The box around everything that moved against the channel's background model, in
+    /// frame pixels; absent when nothing moved.
+    pub motion_box: Option<MotionBox>,
 }
 
+/// Scores of one frame, computed on its luma at the worker's analysis size.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct FrameScores {
     /// Mean luma of the blurred frame, 0–255.
     pub mean_luma: f32,
+    /// Standard deviation of luma: near 0 for a covered or blank camera.
+    pub contrast: f32,
     /// Mean absolute difference between the frame and its blur: low for defocused or
     /// covered cameras, high for sharp detailed scenes.
     pub sharpness: f32,
+    /// Mean Sobel gradient magnitude of the blurred frame.
+    pub edge_strength: f32,
+    /// Fraction of pixels, 0–1, that differ from the channel's background model by more
+    /// than the worker's motion threshold.
+    pub motion: f32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MotionBox {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
 }
 
 #[cfg(test)]

@@ -5,10 +5,12 @@
 
 use crate::decode::{DecodedFrame, decode_frame};
 use crate::ops;
+use crate::ops::{AnalysisSettings, FrameAnalysis, FrameInput, MotionState};
 use candle_core::Device;
 use framefleet_proto::v1::Channel;
-use framefleet_proto::wire::{FrameHeaders, FrameResult, FrameScores, payload_checksum};
+use framefleet_proto::wire::{FrameHeaders, FrameResult, payload_checksum};
 use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
 
 /// A consumed record, copied out of librdkafka's buffers.
 #[derive(Debug, Clone)]
@@ -46,15 +48,19 @@ pub struct BatchContext<'a> {
     pub device: &'a Device,
     pub worker_id: &'a str,
     pub max_payload_bytes: usize,
+    pub analysis: AnalysisSettings,
 }
 
-/// Validates, decodes and scores `frames`. Returns one outcome per frame, in input order.
-/// `channels` maps channel id → channel as the coordinator knows it.
+/// Validates, decodes and analyses `frames`. Returns one outcome per frame, in input order.
+/// `channels` maps channel id → channel as the coordinator knows it; `motion` holds each
+/// channel's background model and is updated in stream order.
 pub fn process_batch(
     frames: &[ConsumedFrame],
     channels: &HashMap<String, Channel>,
     context: &BatchContext<'_>,
+    motion: &mut MotionState,
 ) -> Vec<Outcome> {
+    let started = Instant::now();
     let mut outcomes: Vec<Option<Outcome>> = vec![None; frames.len()];
     let mut decoded: Vec<(usize, FrameHeaders, DecodedFrame)> = Vec::new();
 
@@ -70,27 +76,46 @@ pub fn process_batch(
     for (position, (_, _, pixels)) in decoded.iter().enumerate() {
         by_size.entry((pixels.width, pixels.height)).or_default().push(position);
     }
+    let mut analysed: Vec<(usize, FrameAnalysis)> = Vec::with_capacity(decoded.len());
     for positions in by_size.values() {
-        let group: Vec<&DecodedFrame> = positions.iter().map(|&position| &decoded[position].2).collect();
-        let scored = ops::score_batch(&group, context.device);
-        let processed_time_us = framefleet_common::startup::unix_time_us();
-        for (slot, &position) in positions.iter().enumerate() {
-            let (index, headers, _) = &decoded[position];
-            let frame = &frames[*index];
-            outcomes[*index] = Some(match &scored {
-                Ok(scores) => Outcome::Result(make_result(
-                    frame,
-                    headers,
-                    scores[slot],
-                    context.worker_id,
-                    processed_time_us,
-                    positions.len(),
-                )),
-                Err(error) => Outcome::DeadLetter {
-                    reason: format!("processing failed: {error}"),
-                },
-            });
+        let group: Vec<FrameInput<'_>> = positions
+            .iter()
+            .map(|&position| FrameInput {
+                channel_id: &decoded[position].1.channel_id,
+                pixels: &decoded[position].2,
+            })
+            .collect();
+        match ops::analyse_batch(&group, motion, context.device, &context.analysis) {
+            Ok(analyses) => analysed.extend(positions.iter().copied().zip(analyses)),
+            Err(error) => {
+                for &position in positions {
+                    outcomes[decoded[position].0] = Some(Outcome::DeadLetter {
+                        reason: format!("processing failed: {error}"),
+                    });
+                }
+            }
         }
+    }
+    let processed_time_us = framefleet_common::startup::unix_time_us();
+    let batch_compute_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    for (position, analysis) in analysed {
+        let (index, headers, _) = &decoded[position];
+        outcomes[*index] = Some(Outcome::Result(FrameResult {
+            channel_id: headers.channel_id.clone(),
+            sequence: headers.sequence,
+            ingestor_epoch: headers.ingestor_epoch,
+            schema_version: headers.schema_version,
+            capture_time_us: headers.capture_time_us,
+            processed_time_us,
+            worker_id: context.worker_id.to_owned(),
+            source_topic: frames[*index].topic.clone(),
+            source_partition: frames[*index].partition,
+            source_offset: frames[*index].offset,
+            batch_size: u32::try_from(frames.len()).unwrap_or(u32::MAX),
+            batch_compute_us,
+            scores: analysis.scores,
+            motion_box: analysis.motion_box,
+        }));
     }
 
     outcomes
@@ -143,30 +168,6 @@ fn validate_and_decode(
     }
     let pixels = decode_frame(&frame.payload, schema).map_err(|error| error.to_string())?;
     Ok((headers, pixels))
-}
-
-fn make_result(
-    frame: &ConsumedFrame,
-    headers: &FrameHeaders,
-    scores: FrameScores,
-    worker_id: &str,
-    processed_time_us: i64,
-    batch_size: usize,
-) -> FrameResult {
-    FrameResult {
-        channel_id: headers.channel_id.clone(),
-        sequence: headers.sequence,
-        ingestor_epoch: headers.ingestor_epoch,
-        schema_version: headers.schema_version,
-        capture_time_us: headers.capture_time_us,
-        processed_time_us,
-        worker_id: worker_id.to_owned(),
-        source_topic: frame.topic.clone(),
-        source_partition: frame.partition,
-        source_offset: frame.offset,
-        batch_size: u32::try_from(batch_size).unwrap_or(u32::MAX),
-        scores,
-    }
 }
 
 #[cfg(test)]
@@ -223,8 +224,9 @@ mod tests {
             device: &Device::Cpu,
             worker_id: "w1",
             max_payload_bytes: 1024,
+            analysis: AnalysisSettings::default(),
         };
-        process_batch(frames, &channels(), &context)
+        process_batch(frames, &channels(), &context, &mut MotionState::default())
     }
 
     fn reason(outcome: &Outcome) -> &str {
@@ -269,6 +271,6 @@ mod tests {
             reason(&outcomes[4])
         );
         assert!(reason(&outcomes[5]).contains("exceeds"), "{}", reason(&outcomes[5]));
-        assert!(matches!(&outcomes[6], Outcome::Result(result) if result.batch_size == 2 && result.worker_id == "w1"));
+        assert!(matches!(&outcomes[6], Outcome::Result(result) if result.batch_size == 7 && result.worker_id == "w1"));
     }
 }

@@ -48,6 +48,19 @@ pub struct WorkerConfig {
     #[arg(long, env = "FRAMEFLEET_DEVICE", default_value = "cpu")]
     pub device: String,
 
+    /// Frames are area-downscaled by an integer factor until their longer side is at most
+    /// this many pixels before blur, edges and motion run (0: analyse at full size).
+    #[arg(long, env = "FRAMEFLEET_ANALYSIS_MAX_SIDE", default_value_t = 640)]
+    pub analysis_max_side: usize,
+
+    /// Luma difference from the background (0–255) that counts a pixel as moving.
+    #[arg(long, env = "FRAMEFLEET_MOTION_THRESHOLD", default_value_t = 25.0)]
+    pub motion_threshold: f32,
+
+    /// Weight of each new frame in a channel's running-average background (0–1].
+    #[arg(long, env = "FRAMEFLEET_BACKGROUND_RATE", default_value_t = 0.05)]
+    pub background_rate: f32,
+
     /// Only channels whose id starts with this are consumed (empty: every channel).
     #[arg(long, env = "FRAMEFLEET_CHANNEL_PREFIX", default_value = "")]
     pub channel_prefix: String,
@@ -74,6 +87,14 @@ impl WorkerConfig {
         self.worker_id
             .clone()
             .unwrap_or_else(|| format!("worker-{}", std::process::id()))
+    }
+
+    pub fn analysis_settings(&self) -> crate::ops::AnalysisSettings {
+        crate::ops::AnalysisSettings {
+            max_side: self.analysis_max_side,
+            motion_threshold: self.motion_threshold,
+            background_rate: self.background_rate,
+        }
     }
 
     pub fn max_frame_bytes(&self) -> usize {

@@ -6,6 +6,7 @@ use framefleet_proto::v1::{FrameEncoding, FrameSchema, PixelFormat};
 use zune_core::colorspace::ColorSpace;
 use zune_core::options::DecoderOptions;
 use zune_jpeg::JpegDecoder;
+use zune_png::PngDecoder;
 
 /// A frame as interleaved 8-bit RGB, row-major.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +22,8 @@ pub enum DecodeError {
     Empty,
     #[error("corrupt jpeg: {0}")]
     CorruptJpeg(String),
+    #[error("corrupt png: {0}")]
+    CorruptPng(String),
     #[error("frame is {actual_width}×{actual_height} but the schema says {expected_width}×{expected_height}")]
     SizeMismatch {
         expected_width: usize,
@@ -47,6 +50,7 @@ pub fn decode_frame(payload: &[u8], schema: &FrameSchema) -> Result<DecodedFrame
     }
     match FrameEncoding::try_from(schema.encoding) {
         Ok(FrameEncoding::Jpeg) => decode_jpeg(payload, width, height),
+        Ok(FrameEncoding::Png) => decode_png(payload, width, height),
         Ok(FrameEncoding::Raw) => decode_raw(payload, width, height, schema.pixel_format),
         Ok(other) => Err(DecodeError::UnsupportedEncoding(other.as_str_name().to_owned())),
         Err(_) => Err(DecodeError::UnsupportedEncoding(format!("#{}", schema.encoding))),
@@ -92,6 +96,53 @@ fn decode_jpeg(payload: &[u8], width: usize, height: usize) -> Result<DecodedFra
             width * height * 3
         )));
     }
+    Ok(DecodedFrame { width, height, rgb })
+}
+
+fn decode_png(payload: &[u8], width: usize, height: usize) -> Result<DecodedFrame, DecodeError> {
+    let options = DecoderOptions::default()
+        .png_set_strip_to_8bit(true)
+        .set_max_width(MAX_DIMENSION)
+        .set_max_height(MAX_DIMENSION);
+    let mut decoder = PngDecoder::new_with_options(payload, options);
+    let guarded = |step: &mut dyn FnMut() -> Result<(), zune_png::error::PngDecodeErrors>| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(step))
+            .map_err(|_| DecodeError::CorruptPng("decoder panicked".to_owned()))?
+            .map_err(|error| DecodeError::CorruptPng(format!("{error:?}")))
+    };
+    guarded(&mut || decoder.decode_headers())?;
+    let (actual_width, actual_height) = decoder
+        .get_dimensions()
+        .ok_or_else(|| DecodeError::CorruptPng("no dimensions".to_owned()))?;
+    if (actual_width, actual_height) != (width, height) {
+        return Err(DecodeError::SizeMismatch {
+            expected_width: width,
+            expected_height: height,
+            actual_width,
+            actual_height,
+        });
+    }
+    let colorspace = decoder
+        .get_colorspace()
+        .ok_or_else(|| DecodeError::CorruptPng("no colour space".to_owned()))?;
+    let mut pixels = Vec::new();
+    guarded(&mut || decoder.decode_raw().map(|decoded| pixels = decoded))?;
+    let components = colorspace.num_components();
+    if pixels.len() != width * height * components {
+        return Err(DecodeError::CorruptPng(format!(
+            "decoded {} bytes, expected {}",
+            pixels.len(),
+            width * height * components
+        )));
+    }
+    // Alpha is dropped: the ops work on colour, and a camera frame has no transparency.
+    let rgb = match colorspace {
+        ColorSpace::RGB => pixels,
+        ColorSpace::RGBA => pixels.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect(),
+        ColorSpace::Luma => pixels.iter().flat_map(|&luma| [luma, luma, luma]).collect(),
+        ColorSpace::LumaA => pixels.chunks_exact(2).flat_map(|p| [p[0], p[0], p[0]]).collect(),
+        other => return Err(DecodeError::CorruptPng(format!("unexpected colour space {other:?}"))),
+    };
     Ok(DecodedFrame { width, height, rgb })
 }
 
@@ -178,11 +229,17 @@ mod tests {
     }
 
     #[test]
-    fn png_is_reported_unsupported() {
+    fn corrupt_png_is_an_error_not_a_panic() {
         let png = schema(FrameEncoding::Png, PixelFormat::Rgb24, 4, 4);
         assert!(matches!(
             decode_frame(&[1, 2, 3], &png),
-            Err(DecodeError::UnsupportedEncoding(_))
+            Err(DecodeError::CorruptPng(_))
+        ));
+        let mut truncated = b"\x89PNG\r\n\x1a\n".to_vec();
+        truncated.extend(std::iter::repeat_n(0x55, 100));
+        assert!(matches!(
+            decode_frame(&truncated, &png),
+            Err(DecodeError::CorruptPng(_))
         ));
     }
 }

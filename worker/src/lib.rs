@@ -69,6 +69,8 @@ struct Worker {
     subscribed_topics: Vec<String>,
     last_unknown_channel_lookup: Option<Instant>,
     counters: Arc<WorkerCounters>,
+    /// Each channel's background model; lent to the blocking thread for every batch.
+    motion: Option<ops::MotionState>,
 }
 
 pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::Result<WorkerSummary> {
@@ -117,6 +119,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
         subscribed_topics: Vec::new(),
         last_unknown_channel_lookup: None,
         counters: Arc::clone(&counters),
+        motion: Some(ops::MotionState::default()),
     };
     let outcome = worker.consume_until(shutdown).await;
     worker.leave().await;
@@ -204,18 +207,22 @@ impl Worker {
         let device = self.device.clone();
         let worker_id = self.worker_id.clone();
         let max_payload_bytes = self.config.max_frame_bytes();
+        let analysis = self.config.analysis_settings();
+        let mut motion = self.motion.take().unwrap_or_default();
         // Decoding and tensor work must not run on the async reactor.
-        let (frames, outcomes) = tokio::task::spawn_blocking(move || {
+        let (frames, outcomes, motion) = tokio::task::spawn_blocking(move || {
             let context = BatchContext {
                 device: &device,
                 worker_id: &worker_id,
                 max_payload_bytes,
+                analysis,
             };
-            let outcomes = batch::process_batch(&frames, &channels, &context);
-            (frames, outcomes)
+            let outcomes = batch::process_batch(&frames, &channels, &context, &mut motion);
+            (frames, outcomes, motion)
         })
         .await
         .context("batch processing panicked")?;
+        self.motion = Some(motion);
         let compute_time = started.elapsed();
 
         let mut deliveries = Vec::with_capacity(frames.len());

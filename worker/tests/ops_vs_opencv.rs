@@ -92,3 +92,197 @@ fn grayscale_and_blur_match_opencv_on_real_frames() {
         );
     }
 }
+
+fn opencv_luma(rgb: &Mat) -> Mat {
+    let mut rgb_f32 = Mat::default();
+    rgb.convert_to(&mut rgb_f32, cv::CV_32FC3, 1.0, 0.0).expect("to f32");
+    let mut gray = Mat::default();
+    imgproc::cvt_color_def(&rgb_f32, &mut gray, imgproc::COLOR_RGB2GRAY).expect("gray");
+    gray
+}
+
+fn mat_values(mat: &Mat) -> Vec<f32> {
+    mat.data_typed::<f32>().expect("f32 data").to_vec()
+}
+
+fn our_luma(frames: &[&Mat]) -> candle_core::Tensor {
+    let decoded: Vec<DecodedFrame> = frames.iter().map(|frame| decoded(frame)).collect();
+    let batch = ops::frames_to_tensor(&decoded.iter().collect::<Vec<_>>(), &Device::Cpu).expect("tensor");
+    ops::grayscale(&batch).expect("gray")
+}
+
+#[test]
+fn sobel_and_magnitude_match_opencv() {
+    let frame = rgb_frame(10);
+    let luma = our_luma(&[&frame]);
+    let (gradient_x, gradient_y) = ops::sobel(&luma).expect("sobel");
+    let magnitude = ops::gradient_magnitude(&gradient_x, &gradient_y).expect("magnitude");
+
+    let gray = opencv_luma(&frame);
+    let mut expected_x = Mat::default();
+    let mut expected_y = Mat::default();
+    imgproc::sobel(
+        &gray,
+        &mut expected_x,
+        cv::CV_32F,
+        1,
+        0,
+        3,
+        1.0,
+        0.0,
+        cv::BORDER_REPLICATE,
+    )
+    .expect("sobel x");
+    imgproc::sobel(
+        &gray,
+        &mut expected_y,
+        cv::CV_32F,
+        0,
+        1,
+        3,
+        1.0,
+        0.0,
+        cv::BORDER_REPLICATE,
+    )
+    .expect("sobel y");
+    let mut expected_magnitude = Mat::default();
+    cv::magnitude(&expected_x, &expected_y, &mut expected_magnitude).expect("magnitude");
+
+    // Gradients reach ±1020, so allow for f32 rounding at that scale.
+    for (name, ours, theirs) in [
+        ("x", &gradient_x, &expected_x),
+        ("y", &gradient_y, &expected_y),
+        ("magnitude", &magnitude, &expected_magnitude),
+    ] {
+        let difference = largest_difference(&frame_values(ours, 0), &mat_values(theirs));
+        assert!(
+            difference < 0.05,
+            "Sobel {name} differs from OpenCV by up to {difference}"
+        );
+    }
+}
+
+#[test]
+fn area_downscale_matches_opencv_inter_area() {
+    let frame = rgb_frame(20);
+    let luma = our_luma(&[&frame]);
+    let factor = ops::analysis_factor(768, 576, 400);
+    assert_eq!(factor, 2);
+    let small = ops::downscale_area(&luma, factor).expect("downscale");
+    assert_eq!(small.dims(), &[1, 1, 288, 384]);
+
+    let mut expected = Mat::default();
+    imgproc::resize(
+        &opencv_luma(&frame),
+        &mut expected,
+        Size::new(384, 288),
+        0.0,
+        0.0,
+        imgproc::INTER_AREA,
+    )
+    .expect("resize");
+    let difference = largest_difference(&frame_values(&small, 0), &mat_values(&expected));
+    assert!(
+        difference < TOLERANCE,
+        "downscale differs from OpenCV by up to {difference}"
+    );
+}
+
+/// Two frames 30 apart have people walking between them: the mask must be OpenCV's
+/// absdiff + threshold exactly, and the background update its accumulateWeighted.
+#[test]
+fn motion_mask_and_background_match_opencv() {
+    let (earlier, later) = (rgb_frame(30), rgb_frame(60));
+    let luma = our_luma(&[&earlier, &later]);
+    let background = luma.narrow(0, 0, 1).expect("background");
+    let current = luma.narrow(0, 1, 1).expect("current");
+    let threshold = 25.0;
+    let rate = 0.05;
+    let mask = ops::motion_mask(&current, &background, threshold).expect("mask");
+    let updated = ops::update_background(&background, &current, rate).expect("update");
+
+    let (cv_background, cv_current) = (opencv_luma(&earlier), opencv_luma(&later));
+    let mut difference = Mat::default();
+    cv::absdiff(&cv_current, &cv_background, &mut difference).expect("absdiff");
+    let mut expected_mask = Mat::default();
+    // THRESH_BINARY keeps values strictly above the threshold; ours keeps those ≥ it.
+    imgproc::threshold(
+        &difference,
+        &mut expected_mask,
+        f64::from(threshold) - 1e-3,
+        1.0,
+        imgproc::THRESH_BINARY,
+    )
+    .expect("threshold");
+    let our_mask: Vec<f32> = mask
+        .flatten_all()
+        .and_then(|values| values.to_vec1::<u8>())
+        .expect("mask values")
+        .into_iter()
+        .map(f32::from)
+        .collect();
+    let expected_mask = mat_values(&expected_mask);
+    let moving = our_mask.iter().filter(|&&value| value > 0.0).count();
+    assert!(
+        moving > 500,
+        "people walked between the two frames; only {moving} pixels moved"
+    );
+    // Luma differs from OpenCV's by float rounding only, so a pixel may land on the other
+    // side of the threshold only when its difference is within that rounding of it.
+    let differences = mat_values(&difference);
+    let unexplained: Vec<f32> = our_mask
+        .iter()
+        .zip(&expected_mask)
+        .zip(&differences)
+        .filter(|((ours, theirs), difference)| ours != theirs && (**difference - threshold).abs() > TOLERANCE)
+        .map(|(_, difference)| *difference)
+        .collect();
+    assert!(
+        unexplained.is_empty(),
+        "mask pixels that differ from OpenCV's away from the threshold: {unexplained:?}"
+    );
+
+    let mut accumulated = cv_background.clone();
+    imgproc::accumulate_weighted(&cv_current, &mut accumulated, f64::from(rate), &cv::no_array()).expect("accumulate");
+    let difference = largest_difference(&frame_values(&updated, 0), &mat_values(&accumulated));
+    assert!(
+        difference < TOLERANCE,
+        "background update differs from OpenCV by up to {difference}"
+    );
+}
+
+#[test]
+fn png_frames_decode_to_the_pixels_opencv_encoded() {
+    use framefleet_proto::v1::{FrameEncoding, FrameSchema, PixelFormat};
+    use opencv::imgcodecs;
+    let rgb = rgb_frame(5);
+    let mut bgr = Mat::default();
+    imgproc::cvt_color_def(&rgb, &mut bgr, imgproc::COLOR_RGB2BGR).expect("rgb → bgr");
+    let mut gray = Mat::default();
+    imgproc::cvt_color_def(&rgb, &mut gray, imgproc::COLOR_RGB2GRAY).expect("gray");
+    let schema = FrameSchema {
+        version: 1,
+        width: 768,
+        height: 576,
+        channels: 3,
+        pixel_format: PixelFormat::Rgb24.into(),
+        encoding: FrameEncoding::Png.into(),
+        fps: 10.0,
+    };
+    for (source, expected_rgb) in [
+        (&bgr, decoded(&rgb).rgb),
+        (&gray, {
+            let luma = gray.data_bytes().expect("gray bytes");
+            luma.iter().flat_map(|&value| [value, value, value]).collect()
+        }),
+    ] {
+        let mut png = cv::Vector::<u8>::new();
+        imgcodecs::imencode_def(".png", source, &mut png).expect("encode png");
+        let frame = framefleet_worker::decode::decode_frame(png.as_slice(), &schema).expect("decode png");
+        assert_eq!((frame.width, frame.height), (768, 576));
+        assert!(
+            frame.rgb == expected_rgb,
+            "PNG is lossless: the pixels must come back exactly"
+        );
+    }
+}
