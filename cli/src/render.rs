@@ -86,21 +86,35 @@ pub fn status_report(status: &FleetStatus) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<24} {:>10} {:>10} {:>8} {:>8} {:>10} {:>8}",
-        "WORKER", "PROCESSED", "DEAD-LTR", "FRAMES/S", "BATCH-MS", "DEVICE", "SEEN-MS"
+        "{:<24} {:>10} {:>10} {:>8} {:>8} {:>8} {:>7} {:>5} {:>8} {:>8} {:>10}",
+        "WORKER",
+        "PROCESSED",
+        "DEAD-LTR",
+        "FRAMES/S",
+        "P50-MS",
+        "P99-MS",
+        "LAG",
+        "PARTS",
+        "DEVICE",
+        "SEEN-MS",
+        "REGISTERED"
     );
     for worker in &status.workers {
         if let Some(report) = &worker.report {
             let _ = writeln!(
                 out,
-                "{:<24} {:>10} {:>10} {:>8.1} {:>8.1} {:>10} {:>8}",
+                "{:<24} {:>10} {:>10} {:>8.1} {:>8.1} {:>8.1} {:>7} {:>5} {:>8} {:>8} {:>10}",
                 report.worker_id,
                 report.frames_processed,
                 report.frames_dead_lettered,
                 report.frames_per_second,
-                report.last_batch_ms,
+                report.batch_latency_p50_ms,
+                report.batch_latency_p99_ms,
+                report.lag_frames,
+                report.assigned_partitions,
                 report.device,
-                worker.last_seen_ms_ago
+                worker.last_seen_ms_ago,
+                if worker.registered { "yes" } else { "no" }
             );
         }
     }
@@ -231,8 +245,8 @@ pub fn status_json(status: &FleetStatus, elapsed: Option<Duration>) -> String {
     let workers: Vec<Value> = status
         .workers
         .iter()
-        .filter_map(|worker| worker.report.as_ref().map(|report| (report, worker.last_seen_ms_ago)))
-        .map(|(report, seen)| {
+        .filter_map(|worker| worker.report.as_ref().map(|report| (report, worker)))
+        .map(|(report, worker)| {
             json!({
                 "worker_id": report.worker_id,
                 "frames_processed": report.frames_processed,
@@ -241,7 +255,13 @@ pub fn status_json(status: &FleetStatus, elapsed: Option<Duration>) -> String {
                 "last_batch_ms": report.last_batch_ms,
                 "device": report.device,
                 "errors": report.errors,
-                "last_seen_ms_ago": seen,
+                "batch_latency_p50_ms": report.batch_latency_p50_ms,
+                "batch_latency_p99_ms": report.batch_latency_p99_ms,
+                "lag_frames": report.lag_frames,
+                "assigned_partitions": report.assigned_partitions,
+                "rebalances": report.rebalances,
+                "last_seen_ms_ago": worker.last_seen_ms_ago,
+                "registered": worker.registered,
             })
         })
         .collect();

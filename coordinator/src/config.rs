@@ -65,11 +65,20 @@ pub struct CoordinatorConfig {
     pub request_timeout_secs: u64,
 
     /// Write the bound address here once the server accepts connections.
+    /// Seconds a worker or ingestor stays registered in etcd after its last sign of life
+    /// (at least 2).
+    #[arg(long, env = "FRAMEFLEET_MEMBER_TTL_SECS", default_value_t = 5)]
+    pub member_ttl_secs: u64,
+
     #[arg(long, env = "FRAMEFLEET_READY_FILE")]
     pub ready_file: Option<PathBuf>,
 }
 
 impl CoordinatorConfig {
+    pub fn member_ttl(&self) -> Duration {
+        Duration::from_secs(self.member_ttl_secs).max(crate::members::MIN_MEMBER_TTL)
+    }
+
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs.max(1))
     }

@@ -10,6 +10,8 @@ pub enum CoordinatorError {
     NotFound { kind: &'static str, id: String },
     #[error("{kind} `{id}` already exists with a different definition")]
     AlreadyExists { kind: &'static str, id: String },
+    #[error("{kind} `{id}` is registered by another live process; give this one another id")]
+    MemberInUse { kind: &'static str, id: String },
     #[error("metadata store unavailable: {0}")]
     StoreUnavailable(String),
     #[error("kafka unavailable: {0}")]
@@ -33,7 +35,9 @@ impl From<CoordinatorError> for Status {
         match error {
             CoordinatorError::InvalidArgument { .. } => Status::invalid_argument(message),
             CoordinatorError::NotFound { .. } => Status::not_found(message),
-            CoordinatorError::AlreadyExists { .. } => Status::already_exists(message),
+            CoordinatorError::AlreadyExists { .. } | CoordinatorError::MemberInUse { .. } => {
+                Status::already_exists(message)
+            }
             CoordinatorError::StoreUnavailable(_) | CoordinatorError::KafkaUnavailable(_) => {
                 Status::unavailable(message)
             }

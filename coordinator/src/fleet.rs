@@ -72,7 +72,8 @@ impl FleetRegistry {
     }
 
     /// Current workers (sorted by id) with the fleet's total processed frames and frames/s.
-    pub fn workers(&self) -> (Vec<WorkerStatus>, u64, f64) {
+    /// `registered` holds the ids with a live registration in etcd.
+    pub fn workers(&self, registered: &std::collections::HashSet<String>) -> (Vec<WorkerStatus>, u64, f64) {
         let now = Instant::now();
         let mut workers = lock(&self.workers);
         workers.retain(|_, (_, seen)| now.duration_since(*seen) < REPORT_EXPIRY);
@@ -81,6 +82,7 @@ impl FleetRegistry {
             .map(|(report, seen)| WorkerStatus {
                 report: Some(report.clone()),
                 last_seen_ms_ago: millis(now.duration_since(*seen)),
+                registered: registered.contains(&report.worker_id),
             })
             .collect();
         statuses.sort_by(|a, b| worker_id(a).cmp(worker_id(b)));
@@ -232,7 +234,7 @@ mod tests {
         fleet.record_worker(worker("w1", 10, 5.0)).expect("report");
         fleet.record_worker(worker("w1", 30, 7.0)).expect("report");
         fleet.record_worker(worker("w2", 5, 2.0)).expect("report");
-        let (statuses, processed, fps) = fleet.workers();
+        let (statuses, processed, fps) = fleet.workers(&Default::default());
         assert_eq!(statuses.len(), 2);
         assert_eq!(processed, 35);
         assert!((fps - 9.0).abs() < 1e-9);
@@ -244,6 +246,6 @@ mod tests {
         assert!(fleet.record_worker(worker("", 1, 1.0)).is_err());
         assert!(fleet.record_worker(worker("w", 1, f64::NAN)).is_err());
         assert!(fleet.record_ingestor(IngestorReport::default()).is_err());
-        assert!(fleet.workers().0.is_empty());
+        assert!(fleet.workers(&Default::default()).0.is_empty());
     }
 }

@@ -6,6 +6,7 @@ pub mod channels;
 pub mod config;
 pub mod error;
 pub mod fleet;
+pub mod members;
 pub mod service;
 pub mod store;
 pub mod topics;
@@ -13,6 +14,7 @@ pub mod topics;
 use crate::channels::{ChannelRegistry, TopicDefaults};
 use crate::config::CoordinatorConfig;
 use crate::fleet::{FleetRegistry, KafkaInspector};
+use crate::members::Membership;
 use crate::service::{ChannelApi, FleetApi};
 use crate::store::{EtcdStore, EtcdStoreConfig};
 use crate::topics::{KafkaTopicAdmin, TopicAdmin, TopicSpec};
@@ -84,6 +86,7 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
         replication: config.topic_replication,
         retention_ms,
     };
+    let members = Arc::new(Membership::new(store.clone(), config.member_ttl()));
     let channels = Arc::new(ChannelRegistry::new(
         store,
         topic_admin,
@@ -126,6 +129,7 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
     .max_decoding_message_size(MAX_REQUEST_BYTES);
     let fleet_api = FleetServiceServer::new(FleetApi {
         fleet,
+        members,
         channels,
         inspector: Arc::new(inspector),
     })

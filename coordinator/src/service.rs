@@ -3,6 +3,7 @@
 
 use crate::channels::ChannelRegistry;
 use crate::fleet::{FleetRegistry, KafkaInspector};
+use crate::members::Membership;
 use crate::store::MetadataStore;
 use crate::topics::TopicAdmin;
 use framefleet_proto::v1::channel_service_server::ChannelService;
@@ -12,7 +13,7 @@ use framefleet_proto::v1::{
     ListChannelsResponse, RegisterChannelRequest, RegisterChannelResponse, ReportAck, WorkerReport,
 };
 use std::sync::Arc;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 pub struct ChannelApi<S, T> {
     pub channels: Arc<ChannelRegistry<S, T>>,
@@ -53,6 +54,7 @@ impl<S: MetadataStore, T: TopicAdmin> ChannelService for ChannelApi<S, T> {
 
 pub struct FleetApi<S, T> {
     pub fleet: Arc<FleetRegistry>,
+    pub members: Arc<Membership<S>>,
     pub channels: Arc<ChannelRegistry<S, T>>,
     pub inspector: Arc<KafkaInspector>,
 }
@@ -69,11 +71,22 @@ impl<S: MetadataStore, T: TopicAdmin> FleetService for FleetApi<S, T> {
         Ok(Response::new(ReportAck {}))
     }
 
+    async fn stream_worker_reports(
+        &self,
+        request: Request<Streaming<WorkerReport>>,
+    ) -> Result<Response<ReportAck>, Status> {
+        self.members
+            .serve_worker_stream(&self.fleet, request.into_inner())
+            .await?;
+        Ok(Response::new(ReportAck {}))
+    }
+
     async fn get_fleet_status(
         &self,
         _request: Request<GetFleetStatusRequest>,
     ) -> Result<Response<FleetStatus>, Status> {
-        let (workers, frames_processed, frames_per_second) = self.fleet.workers();
+        let registered = self.members.registered_workers().await?;
+        let (workers, frames_processed, frames_per_second) = self.fleet.workers(&registered);
         let ingestors = self.fleet.ingestors();
         let topics: Vec<String> = self
             .channels

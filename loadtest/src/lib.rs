@@ -64,16 +64,19 @@ impl FleetNames {
     }
 }
 
+struct RunningWorker {
+    worker_id: String,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<framefleet_worker::WorkerSummary>>,
+}
+
 pub struct Fleet {
     pub infrastructure: Infrastructure,
     pub names: FleetNames,
     pub coordinator_address: String,
     coordinator: Option<RunningCoordinator>,
     coordinator_shutdown: CancellationToken,
-    workers: Vec<(
-        CancellationToken,
-        JoinHandle<anyhow::Result<framefleet_worker::WorkerSummary>>,
-    )>,
+    workers: Vec<RunningWorker>,
 }
 
 impl Fleet {
@@ -140,9 +143,26 @@ impl Fleet {
     pub fn spawn_worker(&mut self, worker_id: &str, extra_args: &[&str]) -> anyhow::Result<()> {
         let config = self.worker_config(worker_id, extra_args)?;
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(framefleet_worker::run(config, shutdown.clone()));
-        self.workers.push((shutdown, handle));
+        let task = tokio::spawn(framefleet_worker::run(config, shutdown.clone()));
+        self.workers.push(RunningWorker {
+            worker_id: worker_id.to_owned(),
+            shutdown,
+            task,
+        });
         Ok(())
+    }
+
+    /// Stops one worker the way SIGTERM does (finish the batch, commit, leave the group) and
+    /// returns its summary.
+    pub async fn stop_worker(&mut self, worker_id: &str) -> anyhow::Result<framefleet_worker::WorkerSummary> {
+        let index = self
+            .workers
+            .iter()
+            .position(|worker| worker.worker_id == worker_id)
+            .with_context(|| format!("no running worker `{worker_id}`"))?;
+        let worker = self.workers.remove(index);
+        worker.shutdown.cancel();
+        worker.task.await.context("worker task panicked")?
     }
 
     pub fn ingestor_config(
@@ -200,11 +220,11 @@ impl Fleet {
     /// Stops the workers (draining) and then the coordinator.
     pub async fn stop(mut self) -> anyhow::Result<Vec<framefleet_worker::WorkerSummary>> {
         let mut summaries = Vec::new();
-        for (shutdown, _) in &self.workers {
-            shutdown.cancel();
+        for worker in &self.workers {
+            worker.shutdown.cancel();
         }
-        for (_, handle) in self.workers.drain(..) {
-            summaries.push(handle.await.context("worker task panicked")??);
+        for worker in self.workers.drain(..) {
+            summaries.push(worker.task.await.context("worker task panicked")??);
         }
         self.coordinator_shutdown.cancel();
         if let Some(coordinator) = self.coordinator.take() {
@@ -217,9 +237,54 @@ impl Fleet {
 impl Drop for Fleet {
     fn drop(&mut self) {
         // A failed test must not leave tasks consuming from the shared broker.
-        for (shutdown, _) in &self.workers {
-            shutdown.cancel();
+        for worker in &self.workers {
+            worker.shutdown.cancel();
         }
         self.coordinator_shutdown.cancel();
     }
+}
+
+/// Reads a topic from the beginning of every partition with a plain Kafka consumer (manual
+/// assignment, no group, nothing committed), until `expected` records arrived or `timeout`
+/// passed, then `settle` longer so a duplicate beyond `expected` would show. Blocking: call it
+/// from `spawn_blocking`.
+pub fn read_topic(
+    brokers: &str,
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+    settle: Duration,
+) -> anyhow::Result<Vec<rdkafka::message::OwnedMessage>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("reader-{topic}"))
+        .set("enable.auto.commit", "false")
+        .set("max.partition.fetch.bytes", "16777216")
+        .set("fetch.max.bytes", "67108864")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for partition in metadata.topics().iter().flat_map(|topic| topic.partitions()) {
+        assignment.add_partition_offset(topic, partition.id(), rdkafka::Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let mut records = Vec::new();
+    let deadline = Instant::now() + timeout;
+    while records.len() < expected && Instant::now() < deadline {
+        if let Some(result) = consumer.poll(Duration::from_millis(300)) {
+            records.push(result?.detach());
+        }
+    }
+    let settled = Instant::now() + settle;
+    while Instant::now() < settled {
+        if let Some(result) = consumer.poll(Duration::from_millis(200)) {
+            let record = result?.detach();
+            if record.payload().is_some() || record.key().is_some() {
+                records.push(record);
+            }
+        }
+    }
+    Ok(records)
 }

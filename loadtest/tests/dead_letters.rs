@@ -8,11 +8,10 @@ use framefleet_proto::v1::{FrameEncoding, FrameSchema, PixelFormat, RegisterChan
 use framefleet_proto::wire::{self, FrameHeaders, FrameResult};
 use opencv::core::{Mat, Scalar, Vector};
 use opencv::prelude::*;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
 use rdkafka::message::{Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const WIDTH: i32 = 64;
 const HEIGHT: i32 = 48;
@@ -41,28 +40,6 @@ fn headers_for(channel_id: &str, sequence: u64, payload: &[u8]) -> OwnedHeaders 
         traceparent: None,
     };
     framefleet_common::kafka::frame_record_headers(&headers)
-}
-
-fn read_all(brokers: &str, topic: &str, expected: usize) -> Vec<rdkafka::message::OwnedMessage> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("reader-{topic}"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("reader");
-    let mut assignment = TopicPartitionList::new();
-    assignment
-        .add_partition_offset(topic, 0, Offset::Beginning)
-        .expect("assign");
-    consumer.assign(&assignment).expect("assign");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut records = Vec::new();
-    while records.len() < expected && Instant::now() < deadline {
-        if let Some(result) = consumer.poll(Duration::from_millis(300)) {
-            records.push(result.expect("consume").detach());
-        }
-    }
-    records
 }
 
 fn header(message: &rdkafka::message::OwnedMessage, name: &str) -> String {
@@ -161,8 +138,16 @@ async fn garbage_in_a_topic_is_dead_lettered_and_the_next_good_frame_processed()
     let (dead_letter_topic, results_topic) = (fleet.names.dead_letter_topic.clone(), fleet.names.results_topic.clone());
     let (dead_letters, results) = tokio::task::spawn_blocking(move || {
         (
-            read_all(&brokers, &dead_letter_topic, expected_dead_letters),
-            read_all(&brokers, &results_topic, 1),
+            framefleet_loadtest::read_topic(
+                &brokers,
+                &dead_letter_topic,
+                expected_dead_letters,
+                Duration::from_secs(60),
+                Duration::ZERO,
+            )
+            .expect("read dead letters"),
+            framefleet_loadtest::read_topic(&brokers, &results_topic, 1, Duration::from_secs(60), Duration::ZERO)
+                .expect("read results"),
         )
     })
     .await

@@ -6,11 +6,9 @@
 use framefleet_loadtest::Fleet;
 use framefleet_proto::wire::{self, FrameHeaders, FrameResult};
 use opencv::prelude::*;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SAMPLE_VIDEO: &str = "/usr/share/doc/opencv-doc/examples/data/tree.avi";
 
@@ -25,44 +23,6 @@ fn count_frames_with_opencv(path: &str) -> u64 {
         frames += 1;
     }
     frames
-}
-
-/// Reads every record of a single-partition-or-more topic from the start with a plain
-/// consumer (manual assignment, no group), until `expected` records or the timeout.
-fn read_topic(brokers: &str, topic: &str, expected: usize, timeout: Duration) -> Vec<rdkafka::message::OwnedMessage> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("reader-{topic}"))
-        .set("enable.auto.commit", "false")
-        .set("max.partition.fetch.bytes", "16777216")
-        .set("fetch.max.bytes", "67108864")
-        .create()
-        .expect("reader consumer");
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("topic metadata");
-    let mut assignment = TopicPartitionList::new();
-    for partition in metadata.topics()[0].partitions() {
-        assignment
-            .add_partition_offset(topic, partition.id(), Offset::Beginning)
-            .expect("assign partition");
-    }
-    consumer.assign(&assignment).expect("assign");
-    let deadline = Instant::now() + timeout;
-    let mut records = Vec::new();
-    while records.len() < expected && Instant::now() < deadline {
-        if let Some(result) = consumer.poll(Duration::from_millis(500)) {
-            records.push(result.expect("consume").detach());
-        }
-    }
-    // Anything beyond `expected` (a duplicate) would show up within a short extra wait.
-    let settle = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < settle {
-        if let Some(result) = consumer.poll(Duration::from_millis(200)) {
-            records.push(result.expect("consume").detach());
-        }
-    }
-    records
 }
 
 fn header_text<'a>(message: &'a rdkafka::message::OwnedMessage, name: &str) -> Option<&'a [u8]> {
@@ -121,7 +81,16 @@ async fn a_real_video_travels_camera_to_result_exactly_once() {
     let expected = expected_frames as usize;
     let result_records = tokio::task::spawn_blocking({
         let brokers = brokers.clone();
-        move || read_topic(&brokers, &results_topic, expected, Duration::from_secs(60))
+        move || {
+            framefleet_loadtest::read_topic(
+                &brokers,
+                &results_topic,
+                expected,
+                Duration::from_secs(60),
+                Duration::from_secs(2),
+            )
+            .expect("read the results topic")
+        }
     })
     .await
     .expect("read results");
@@ -164,7 +133,16 @@ async fn a_real_video_travels_camera_to_result_exactly_once() {
     // Frame records carry correct headers, readable by any Kafka client.
     let frame_records = tokio::task::spawn_blocking({
         let topic = topic.clone();
-        move || read_topic(&brokers, &topic, expected, Duration::from_secs(60))
+        move || {
+            framefleet_loadtest::read_topic(
+                &brokers,
+                &topic,
+                expected,
+                Duration::from_secs(60),
+                Duration::from_secs(2),
+            )
+            .expect("read the frame topic")
+        }
     })
     .await
     .expect("read frames");

@@ -14,6 +14,17 @@ pub enum ConnectError {
 /// Connects to the coordinator, failing within `timeout` instead of hanging. Every later
 /// call on the channel also carries `timeout` as its deadline.
 pub async fn connect_coordinator(address: &str, timeout: Duration) -> Result<Channel, ConnectError> {
+    connect(address, timeout, true).await
+}
+
+/// Like [`connect_coordinator`], for long-lived streams: only connecting is bounded by
+/// `timeout`, calls carry no deadline (a deadline would cut a stream that is meant to stay
+/// open).
+pub async fn connect_coordinator_for_streams(address: &str, timeout: Duration) -> Result<Channel, ConnectError> {
+    connect(address, timeout, false).await
+}
+
+async fn connect(address: &str, timeout: Duration, call_deadline: bool) -> Result<Channel, ConnectError> {
     let with_scheme = if address.contains("://") {
         address.to_owned()
     } else {
@@ -23,7 +34,12 @@ pub async fn connect_coordinator(address: &str, timeout: Duration) -> Result<Cha
         address: address.to_owned(),
         reason: error.to_string(),
     })?;
-    let endpoint = endpoint.connect_timeout(timeout).timeout(timeout);
+    let mut endpoint = endpoint
+        .connect_timeout(timeout)
+        .tcp_keepalive(Some(Duration::from_secs(10)));
+    if call_deadline {
+        endpoint = endpoint.timeout(timeout);
+    }
     let unreachable = |reason: String| ConnectError::Unreachable {
         address: address.to_owned(),
         reason,

@@ -27,6 +27,12 @@ pub struct WorkerConfig {
     #[arg(long, env = "FRAMEFLEET_DEAD_LETTER_TOPIC", default_value = framefleet_common::kafka::DEFAULT_DEAD_LETTER_TOPIC)]
     pub dead_letter_topic: String,
 
+    /// Kafka static group membership (`group.instance.id`): a worker restarted under the same
+    /// id within the session timeout keeps its partitions without a rebalance. Unique per
+    /// worker; unset means dynamic membership.
+    #[arg(long, env = "FRAMEFLEET_GROUP_INSTANCE_ID")]
+    pub group_instance_id: Option<String>,
+
     /// Identifies this process in fleet reports and results; defaults to worker-<pid>.
     #[arg(long, env = "FRAMEFLEET_WORKER_ID")]
     pub worker_id: Option<String>,
@@ -39,6 +45,11 @@ pub struct WorkerConfig {
     #[arg(long, env = "FRAMEFLEET_BATCH_MAX_WAIT_MS", default_value_t = 20)]
     pub batch_max_wait_ms: u64,
 
+    /// Batches' worth of frames fetched ahead of compute; fetching pauses beyond this (and
+    /// resumes below two), so memory stays bounded while the poll loop keeps running.
+    #[arg(long, env = "FRAMEFLEET_MAX_BUFFERED_BATCHES", default_value_t = 4)]
+    pub max_buffered_batches: usize,
+
     /// Batches whose results may await Kafka's acknowledgement while the next ones are
     /// processed. Offsets are still stored strictly in order.
     #[arg(long, env = "FRAMEFLEET_MAX_IN_FLIGHT_BATCHES", default_value_t = 8)]
@@ -50,7 +61,7 @@ pub struct WorkerConfig {
 
     /// Frames are area-downscaled by an integer factor until their longer side is at most
     /// this many pixels before blur, edges and motion run (0: analyse at full size).
-    #[arg(long, env = "FRAMEFLEET_ANALYSIS_MAX_SIDE", default_value_t = 640)]
+    #[arg(long, env = "FRAMEFLEET_ANALYSIS_MAX_SIDE", default_value_t = 480)]
     pub analysis_max_side: usize,
 
     /// Luma difference from the background (0–255) that counts a pixel as moving.
@@ -87,6 +98,20 @@ impl WorkerConfig {
         self.worker_id
             .clone()
             .unwrap_or_else(|| format!("worker-{}", std::process::id()))
+    }
+
+    /// Refuses settings that would make every frame's analysis meaningless.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !(self.background_rate > 0.0 && self.background_rate <= 1.0) {
+            anyhow::bail!("--background-rate must be in (0, 1], got {}", self.background_rate);
+        }
+        if !(self.motion_threshold > 0.0 && self.motion_threshold <= 255.0) {
+            anyhow::bail!("--motion-threshold must be in (0, 255], got {}", self.motion_threshold);
+        }
+        if self.group_instance_id.as_deref().is_some_and(str::is_empty) {
+            anyhow::bail!("--group-instance-id must not be empty");
+        }
+        Ok(())
     }
 
     pub fn analysis_settings(&self) -> crate::ops::AnalysisSettings {

@@ -5,6 +5,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod consumer;
 pub mod decode;
 pub mod ops;
 pub mod report;
@@ -15,10 +16,10 @@ use crate::report::{Reporter, WorkerCounters};
 use anyhow::Context;
 use framefleet_common::kafka;
 use framefleet_proto::v1::channel_service_client::ChannelServiceClient;
-use framefleet_proto::v1::fleet_service_client::FleetServiceClient;
 use framefleet_proto::v1::{Channel, ListChannelsRequest};
 use framefleet_proto::wire::{self, HEADER_DEAD_LETTER_REASON};
 use futures::StreamExt;
+use futures::future::OptionFuture;
 use futures::stream::FuturesOrdered;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -46,6 +47,8 @@ pub struct WorkerSummary {
     pub batches: u64,
 }
 
+type WorkerConsumer = StreamConsumer<consumer::WorkerConsumerContext>;
+
 /// A batch whose results were sent; resolves when Kafka has acknowledged all of them.
 type PendingBatch = Pin<Box<dyn Future<Output = anyhow::Result<SettledBatch>> + Send>>;
 
@@ -54,13 +57,15 @@ struct SettledBatch {
     processed: u64,
     dead_lettered: u64,
     compute_time: Duration,
+    /// When its computation started: settling it ends the batch's latency.
+    started: Instant,
 }
 
 struct Worker {
     config: WorkerConfig,
     worker_id: String,
     device: candle_core::Device,
-    consumer: StreamConsumer,
+    consumer: WorkerConsumer,
     producer: FutureProducer,
     channel_client: ChannelServiceClient<tonic::transport::Channel>,
     /// Replaced whole on every refresh, so a batch can take it to its blocking thread without
@@ -74,6 +79,7 @@ struct Worker {
 }
 
 pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::Result<WorkerSummary> {
+    config.validate()?;
     let worker_id = config.worker_id();
     let timeout = Duration::from_secs(config.request_timeout_secs.max(1));
     let device = ops::select_device(&config.device)?;
@@ -81,13 +87,26 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
     tracing::info!(worker = %worker_id, device = %device_name, "device selected");
 
     let coordinator = framefleet_proto::client::connect_coordinator(&config.coordinator, timeout).await?;
-    let channel_client = ChannelServiceClient::new(coordinator.clone());
-    let fleet_client = FleetServiceClient::new(coordinator);
+    let channel_client = ChannelServiceClient::new(coordinator);
 
     let mut consumer_config =
         kafka::worker_consumer_config(&config.kafka_brokers, &config.group, config.max_frame_bytes());
-    consumer_config.set("client.id", &worker_id);
-    let consumer: StreamConsumer = consumer_config.create().context("cannot create the Kafka consumer")?;
+    consumer_config
+        .set("client.id", &worker_id)
+        // Statistics feed the lag this worker reports.
+        .set("statistics.interval.ms", config.report_interval_ms.max(100).to_string());
+    if let Some(instance_id) = &config.group_instance_id {
+        // Static membership: a restart within the session timeout gets its partitions back
+        // without a rebalance. The member does not leave the group on shutdown.
+        consumer_config.set("group.instance.id", instance_id);
+    }
+    let gauges = Arc::new(consumer::ConsumerGauges::default());
+    gauges.lag_frames.store(-1, Ordering::Relaxed);
+    let consumer: WorkerConsumer = consumer_config
+        .create_with_context(consumer::WorkerConsumerContext {
+            gauges: Arc::clone(&gauges),
+        })
+        .context("cannot create the Kafka consumer")?;
     let mut producer_config = kafka::producer_config(&config.kafka_brokers, config.max_frame_bytes());
     producer_config.set("client.id", &worker_id);
     let producer: FutureProducer = producer_config.create().context("cannot create the Kafka producer")?;
@@ -97,10 +116,12 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
     let reporter_stop = CancellationToken::new();
     let reporter = tokio::spawn(
         Reporter {
-            client: fleet_client,
+            coordinator: config.coordinator.clone(),
+            connect_timeout: timeout,
             worker_id: worker_id.clone(),
             device: device_name,
             counters: Arc::clone(&counters),
+            gauges,
         }
         .run(
             Duration::from_millis(config.report_interval_ms.max(100)),
@@ -133,7 +154,14 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
     })
 }
 
+/// A batch handed to the blocking thread pool, with what it needs back.
+type ComputingBatch = tokio::task::JoinHandle<(Vec<ConsumedFrame>, Vec<Outcome>, ops::MotionState)>;
+
 impl Worker {
+    /// The consume loop. Polling Kafka never waits for compute: frames for the next batches
+    /// are gathered while the current one runs on the blocking pool, and once enough are
+    /// waiting the assigned partitions are paused, not left unpolled, so librdkafka's
+    /// `max.poll.interval.ms` never sees a busy worker as a dead one.
     async fn consume_until(&mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut refresh = tokio::time::interval(Duration::from_millis(self.config.channel_refresh_ms.max(100)));
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -143,65 +171,105 @@ impl Worker {
         // Batches whose results are on their way to Kafka. Ordered, so offsets are stored in
         // consumption order even when acknowledgements arrive out of order.
         let mut in_flight: FuturesOrdered<PendingBatch> = FuturesOrdered::new();
+        let mut computing: Option<(ComputingBatch, Instant)> = None;
+        let mut gathering: std::collections::VecDeque<ConsumedFrame> = std::collections::VecDeque::new();
+        let mut gathering_deadline: Option<tokio::time::Instant> = None;
+        let mut paused = false;
+        // Pausing discards librdkafka's prefetched records, which then have to be fetched
+        // again, so fetching stops only when several batches are waiting and starts again
+        // once at most one remains, rather than flapping at every batch.
+        let pause_at = batch_size.saturating_mul(self.config.max_buffered_batches.max(2));
+        let resume_below = batch_size.saturating_mul(2);
         loop {
-            if in_flight.len() >= max_in_flight {
-                if let Some(settled) = in_flight.next().await {
-                    self.settle(settled?);
-                }
-                continue;
+            let can_dispatch = computing.is_none() && in_flight.len() < max_in_flight;
+            let deadline_passed = gathering_deadline.is_some_and(|deadline| deadline <= tokio::time::Instant::now());
+            if can_dispatch && !gathering.is_empty() && (gathering.len() >= batch_size || deadline_passed) {
+                let take = gathering.len().min(batch_size);
+                let frames: Vec<ConsumedFrame> = gathering.drain(..take).collect();
+                gathering_deadline = (!gathering.is_empty()).then(|| tokio::time::Instant::now() + batch_wait);
+                computing = Some(self.start_compute(frames).await);
             }
-            let first = tokio::select! {
+            if !paused && gathering.len() >= pause_at {
+                self.set_paused(true);
+                paused = true;
+            } else if paused && gathering.len() < resume_below {
+                self.set_paused(false);
+                paused = false;
+            }
+            let wait_for_deadline = can_dispatch && computing.is_none();
+            tokio::select! {
                 // Checked first so a stop request wins over a ready message.
                 biased;
                 _ = shutdown.cancelled() => break,
-                Some(settled) = in_flight.next(), if !in_flight.is_empty() => {
-                    self.settle(settled?);
-                    continue;
+                Some(settled) = in_flight.next(), if !in_flight.is_empty() => self.settle(settled?),
+                Some(computed) = OptionFuture::from(computing.as_mut().map(|(handle, _)| handle)), if computing.is_some() => {
+                    let started = computing.take().map(|(_, started)| started).unwrap_or_else(Instant::now);
+                    let (frames, outcomes, motion) = computed.context("batch processing panicked")?;
+                    self.motion = Some(motion);
+                    in_flight.push_back(self.send_batch(frames, outcomes, started).await?);
                 }
+                _ = sleep_until_some(gathering_deadline), if wait_for_deadline && gathering_deadline.is_some() => {}
                 _ = refresh.tick() => {
                     if let Err(error) = self.refresh_channels().await {
                         tracing::warn!("cannot refresh channels: {error:#}");
                     }
-                    continue;
                 }
-                message = self.consumer.recv() => message,
-            };
-            let first = match first {
-                Ok(message) => to_consumed(&message),
-                Err(error) => {
-                    tracing::warn!(%error, "consumer error");
-                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(CONSUMER_ERROR_BACKOFF).await;
-                    continue;
-                }
-            };
-            let mut frames = vec![first];
-            let deadline = tokio::time::Instant::now() + batch_wait;
-            while frames.len() < batch_size {
-                match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                    Ok(Ok(message)) => frames.push(to_consumed(&message)),
-                    Ok(Err(error)) => {
+                message = self.consumer.recv() => match message {
+                    Ok(message) => {
+                        if gathering.is_empty() {
+                            gathering_deadline = Some(tokio::time::Instant::now() + batch_wait);
+                        }
+                        gathering.push_back(to_consumed(&message));
+                        if paused {
+                            // Partitions assigned since the pause are not paused yet.
+                            self.set_paused(true);
+                        }
+                    }
+                    Err(error) => {
                         tracing::warn!(%error, "consumer error");
                         self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                        break;
+                        tokio::time::sleep(CONSUMER_ERROR_BACKOFF).await;
                     }
-                    Err(_deadline) => break,
-                }
+                },
             }
-            in_flight.push_back(self.dispatch_batch(frames).await?);
         }
-        // Stop taking work, but finish what was started: its offsets get stored.
+        // Stop taking work, but finish what was started: its results are written and its
+        // offsets stored. Frames gathered but not started are left for redelivery.
+        if let Some((handle, started)) = computing.take() {
+            let (frames, outcomes, motion) = handle.await.context("batch processing panicked")?;
+            self.motion = Some(motion);
+            in_flight.push_back(self.send_batch(frames, outcomes, started).await?);
+        }
         while let Some(settled) = in_flight.next().await {
             self.settle(settled?);
         }
         Ok(())
     }
 
-    /// Processes one batch and sends its results and dead letters. Returns a future that
-    /// resolves once Kafka has acknowledged every one of them.
-    async fn dispatch_batch(&mut self, frames: Vec<ConsumedFrame>) -> anyhow::Result<PendingBatch> {
-        self.learn_unknown_channels(&frames).await;
+    /// Pauses (or resumes) fetching from every assigned partition. Polling goes on either
+    /// way, which is what keeps the worker in its group while it catches up.
+    fn set_paused(&self, paused: bool) {
+        let assignment = match self.consumer.assignment() {
+            Ok(assignment) => assignment,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the assignment to pause or resume it");
+                return;
+            }
+        };
+        let outcome = if paused {
+            self.consumer.pause(&assignment)
+        } else {
+            self.consumer.resume(&assignment)
+        };
+        if let Err(error) = outcome {
+            tracing::warn!(%error, paused, "cannot pause or resume fetching");
+        }
+    }
 
+    /// Validates, decodes and analyses a batch on the blocking pool (tensor work must not run
+    /// on the async reactor).
+    async fn start_compute(&mut self, frames: Vec<ConsumedFrame>) -> (ComputingBatch, Instant) {
+        self.learn_unknown_channels(&frames).await;
         let started = Instant::now();
         let channels = Arc::clone(&self.channels);
         let device = self.device.clone();
@@ -209,8 +277,7 @@ impl Worker {
         let max_payload_bytes = self.config.max_frame_bytes();
         let analysis = self.config.analysis_settings();
         let mut motion = self.motion.take().unwrap_or_default();
-        // Decoding and tensor work must not run on the async reactor.
-        let (frames, outcomes, motion) = tokio::task::spawn_blocking(move || {
+        let handle = tokio::task::spawn_blocking(move || {
             let context = BatchContext {
                 device: &device,
                 worker_id: &worker_id,
@@ -219,12 +286,19 @@ impl Worker {
             };
             let outcomes = batch::process_batch(&frames, &channels, &context, &mut motion);
             (frames, outcomes, motion)
-        })
-        .await
-        .context("batch processing panicked")?;
-        self.motion = Some(motion);
-        let compute_time = started.elapsed();
+        });
+        (handle, started)
+    }
 
+    /// Sends a computed batch's results and dead letters. Returns a future that resolves
+    /// once Kafka has acknowledged every one of them.
+    async fn send_batch(
+        &mut self,
+        frames: Vec<ConsumedFrame>,
+        outcomes: Vec<Outcome>,
+        started: Instant,
+    ) -> anyhow::Result<PendingBatch> {
+        let compute_time = started.elapsed();
         let mut deliveries = Vec::with_capacity(frames.len());
         for (frame, outcome) in frames.iter().zip(&outcomes) {
             deliveries.push((frame.source(), self.send_outcome(frame, outcome).await?));
@@ -238,6 +312,7 @@ impl Worker {
             processed,
             dead_lettered: outcomes.len() as u64 - processed,
             compute_time,
+            started,
         };
         Ok(Box::pin(async move {
             for (source, delivery) in deliveries {
@@ -263,6 +338,7 @@ impl Worker {
             .frames_dead_lettered
             .fetch_add(settled.dead_lettered, Ordering::Relaxed);
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
+        self.counters.record_batch_latency(settled.started.elapsed());
         self.counters.last_batch_us.store(
             u64::try_from(settled.compute_time.as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
@@ -404,6 +480,14 @@ impl Worker {
         if !matches!(flushed, Ok(Ok(()))) {
             tracing::warn!("producer flush did not complete");
         }
+    }
+}
+
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -196,7 +196,7 @@ pub struct AnalysisSettings {
 impl Default for AnalysisSettings {
     fn default() -> Self {
         Self {
-            max_side: 640,
+            max_side: 480,
             motion_threshold: 25.0,
             background_rate: 0.05,
         }
@@ -318,7 +318,7 @@ fn motion_box_from_profiles(
 }
 
 /// Analyses `frames` (all of one size) and returns one analysis per frame, in order:
-/// grayscale at full size, area downscale to the analysis size, then on the small frames a
+/// area downscale to the analysis size, grayscale, then on the small frames a
 /// 5×5 Gaussian blur, Sobel edges, brightness/contrast/sharpness and motion against each
 /// channel's background.
 ///
@@ -356,7 +356,9 @@ fn analyse_tensor_batch(
     let batch = frames_to_tensor(&pixels, device)?;
     let (width, height) = (pixels[0].width, pixels[0].height);
     let factor = analysis_factor(width, height, settings.max_side);
-    let luma = downscale_area(&grayscale(&batch)?, factor)?;
+    // Area averaging and the luma weights are both linear, so downscaling the colour planes
+    // first gives the same luma while the weighted sum runs on factor² fewer pixels.
+    let luma = grayscale(&downscale_area(&batch, factor)?)?;
     let blurred = gaussian_blur_5(&luma)?;
     let (gradient_x, gradient_y) = sobel(&blurred)?;
 

@@ -1,11 +1,20 @@
-//! Worker counters and the periodic throughput report to the coordinator.
+//! Worker counters and the report stream to the coordinator. The stream is the worker's
+//! registration: while it is open the coordinator keeps the worker registered in etcd under
+//! a lease; when the worker stops, the stream closes and the registration goes with it.
 
+use crate::consumer::ConsumerGauges;
 use framefleet_proto::v1::WorkerReport;
 use framefleet_proto::v1::fleet_service_client::FleetServiceClient;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+
+/// Wait before opening the report stream again after it failed.
+const RECONNECT_BACKOFF: Duration = Duration::from_secs(2);
+/// Latency samples kept between two reports; a worker finishing more batches than this in
+/// one interval reports percentiles of the most recent ones.
+const MAX_LATENCY_SAMPLES: usize = 4096;
 
 #[derive(Debug, Default)]
 pub struct WorkerCounters {
@@ -13,12 +22,44 @@ pub struct WorkerCounters {
     pub frames_dead_lettered: AtomicU64,
     pub batches: AtomicU64,
     pub errors: AtomicU64,
-    /// Duration of the last batch, in microseconds.
+    /// Duration of the last batch's compute, in microseconds.
     pub last_batch_us: AtomicU64,
+    /// Batch latencies (compute start → all results acknowledged) since the last report, µs.
+    batch_latencies_us: Mutex<Vec<u64>>,
 }
 
 impl WorkerCounters {
-    pub fn to_report(&self, worker_id: &str, device: &str, frames_per_second: f64) -> WorkerReport {
+    pub fn record_batch_latency(&self, latency: Duration) {
+        let mut samples = self
+            .batch_latencies_us
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if samples.len() >= MAX_LATENCY_SAMPLES {
+            samples.remove(0);
+        }
+        samples.push(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    /// p50 and p99 of the latencies recorded since the last call, in milliseconds.
+    fn take_latency_percentiles(&self) -> (f64, f64) {
+        let mut samples = std::mem::take(
+            &mut *self
+                .batch_latencies_us
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        samples.sort_unstable();
+        (percentile_ms(&samples, 0.50), percentile_ms(&samples, 0.99))
+    }
+
+    pub fn to_report(
+        &self,
+        worker_id: &str,
+        device: &str,
+        frames_per_second: f64,
+        gauges: &ConsumerGauges,
+    ) -> WorkerReport {
+        let (batch_latency_p50_ms, batch_latency_p99_ms) = self.take_latency_percentiles();
         WorkerReport {
             worker_id: worker_id.to_owned(),
             frames_processed: self.frames_processed.load(Ordering::Relaxed),
@@ -28,50 +69,140 @@ impl WorkerCounters {
             last_batch_ms: self.last_batch_us.load(Ordering::Relaxed) as f64 / 1000.0,
             device: device.to_owned(),
             errors: self.errors.load(Ordering::Relaxed),
+            batch_latency_p50_ms,
+            batch_latency_p99_ms,
+            lag_frames: gauges.lag_frames.load(Ordering::Relaxed),
+            assigned_partitions: u32::try_from(gauges.assigned_partitions.load(Ordering::Relaxed)).unwrap_or(u32::MAX),
+            rebalances: gauges.rebalances.load(Ordering::Relaxed),
         }
     }
+}
+
+/// Nearest-rank percentile of sorted microsecond samples, in milliseconds (0 when empty).
+fn percentile_ms(sorted_us: &[u64], quantile: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    let rank = ((quantile * sorted_us.len() as f64).ceil() as usize).clamp(1, sorted_us.len());
+    sorted_us[rank - 1] as f64 / 1000.0
 }
 
 pub struct Reporter {
-    pub client: FleetServiceClient<tonic::transport::Channel>,
+    pub coordinator: String,
+    pub connect_timeout: Duration,
     pub worker_id: String,
     pub device: String,
     pub counters: Arc<WorkerCounters>,
+    pub gauges: Arc<ConsumerGauges>,
+}
+
+struct Throughput {
+    previous_frames: u64,
+    previous_at: Instant,
 }
 
 impl Reporter {
-    pub async fn run(mut self, interval: Duration, stop: CancellationToken) {
+    /// Keeps a report stream open until `stop`, reopening it when it fails; the last report
+    /// carries the final counts, then the stream is closed so the worker deregisters at once.
+    pub async fn run(self, interval: Duration, stop: CancellationToken) {
+        let mut throughput = Throughput {
+            previous_frames: 0,
+            previous_at: Instant::now(),
+        };
+        while !stop.is_cancelled() {
+            match self.stream_until(interval, &stop, &mut throughput).await {
+                Ok(()) => return,
+                Err(reason) => {
+                    // Processing goes on while the coordinator is away; only the registration
+                    // and the reports wait.
+                    tracing::warn!(worker = %self.worker_id, "report stream to the coordinator failed: {reason}");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(RECONNECT_BACKOFF) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn stream_until(
+        &self,
+        interval: Duration,
+        stop: &CancellationToken,
+        throughput: &mut Throughput,
+    ) -> Result<(), String> {
+        let channel =
+            framefleet_proto::client::connect_coordinator_for_streams(&self.coordinator, self.connect_timeout)
+                .await
+                .map_err(|error| error.to_string())?;
+        let mut client = FleetServiceClient::new(channel);
+        let (sender, receiver) = tokio::sync::mpsc::channel::<WorkerReport>(4);
+        let mut call = tokio::spawn(async move {
+            client
+                .stream_worker_reports(tokio_stream::wrappers::ReceiverStream::new(receiver))
+                .await
+        });
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut previous_frames = 0_u64;
-        let mut previous_at = Instant::now();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = ticker.tick() => {}
+                ended = &mut call => {
+                    return Err(match ended {
+                        Ok(Ok(_)) => "the coordinator closed the stream".to_owned(),
+                        Ok(Err(status)) => format!("{:?}: {}", status.code(), status.message()),
+                        Err(error) => format!("report task failed: {error}"),
+                    });
+                }
+                _ = ticker.tick() => {
+                    let report = self.report(throughput);
+                    if sender.send(report).await.is_err() {
+                        return Err("the stream closed".to_owned());
+                    }
+                }
             }
-            let frames = self.counters.frames_processed.load(Ordering::Relaxed);
-            let elapsed = previous_at.elapsed().as_secs_f64();
-            let frames_per_second = if elapsed > 0.0 {
-                frames.saturating_sub(previous_frames) as f64 / elapsed
-            } else {
-                0.0
-            };
-            previous_frames = frames;
-            previous_at = Instant::now();
-            self.send(frames_per_second).await;
         }
-        // The last report carries the final counts.
-        self.send(0.0).await;
+        let last = self.report(throughput);
+        let _ = sender.send(last).await;
+        drop(sender);
+        // The coordinator answers once it has seen the end of the stream and deregistered.
+        match tokio::time::timeout(self.connect_timeout, call).await {
+            Ok(Ok(Ok(_))) => tracing::info!(worker = %self.worker_id, "deregistered from the coordinator"),
+            _ => tracing::debug!(worker = %self.worker_id, "no answer to the final report"),
+        }
+        Ok(())
     }
 
-    async fn send(&mut self, frames_per_second: f64) {
-        let report = self
-            .counters
-            .to_report(&self.worker_id, &self.device, frames_per_second);
-        if let Err(status) = self.client.report_worker(report).await {
-            // Best effort: processing goes on while the coordinator is away.
-            tracing::debug!(code = ?status.code(), "report to coordinator failed: {}", status.message());
+    fn report(&self, throughput: &mut Throughput) -> WorkerReport {
+        let frames = self.counters.frames_processed.load(Ordering::Relaxed);
+        let elapsed = throughput.previous_at.elapsed().as_secs_f64();
+        let frames_per_second = if elapsed > 0.0 {
+            frames.saturating_sub(throughput.previous_frames) as f64 / elapsed
+        } else {
+            0.0
+        };
+        throughput.previous_frames = frames;
+        throughput.previous_at = Instant::now();
+        self.counters
+            .to_report(&self.worker_id, &self.device, frames_per_second, &self.gauges)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank_and_reset_after_each_report() {
+        let counters = WorkerCounters::default();
+        for millis in 1..=100 {
+            counters.record_batch_latency(Duration::from_millis(millis));
         }
+        let gauges = ConsumerGauges::default();
+        let report = counters.to_report("w", "cpu", 0.0, &gauges);
+        assert_eq!(report.batch_latency_p50_ms, 50.0);
+        assert_eq!(report.batch_latency_p99_ms, 99.0);
+        let next = counters.to_report("w", "cpu", 0.0, &gauges);
+        assert_eq!((next.batch_latency_p50_ms, next.batch_latency_p99_ms), (0.0, 0.0));
     }
 }

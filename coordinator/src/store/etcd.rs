@@ -1,8 +1,10 @@
 //! [`MetadataStore`] on etcd. Every call has a deadline so an unreachable etcd becomes
 //! `UNAVAILABLE`, never a hang.
 
-use super::{CreateOutcome, MetadataStore, StoreError, StoredValue};
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, TxnOpResponse};
+use super::{CreateOutcome, LeasedOutcome, MetadataStore, StoreError, StoredValue};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse,
+};
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -117,11 +119,65 @@ impl MetadataStore for EtcdStore {
             let mod_revision = response.header().map(|header| header.revision()).unwrap_or_default();
             return Ok(CreateOutcome::Created { mod_revision });
         }
+        self.existing_from(&response, key).map(CreateOutcome::Exists)
+    }
+
+    async fn create_leased(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<LeasedOutcome, StoreError> {
+        let ttl_secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+        let mut leases = self.client.lease_client();
+        let lease = self.bounded("lease grant", leases.grant(ttl_secs, None)).await?.id();
+        let full_key = self.full_key(key);
+        let txn = Txn::new()
+            .when([Compare::create_revision(full_key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                full_key.clone(),
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            )])
+            .or_else([TxnOp::get(full_key, None)]);
+        let mut kv = self.client.kv_client();
+        let response = match self.bounded("create", kv.txn(txn)).await {
+            Ok(response) => response,
+            Err(error) => {
+                // The lease would expire on its own; revoking just tidies up sooner.
+                let _ = self.revoke(lease).await;
+                return Err(error);
+            }
+        };
+        if response.succeeded() {
+            return Ok(LeasedOutcome::Created { lease });
+        }
+        let _ = self.revoke(lease).await;
+        self.existing_from(&response, key).map(LeasedOutcome::Exists)
+    }
+
+    async fn keep_alive(&self, lease: i64) -> Result<bool, StoreError> {
+        let mut leases = self.client.lease_client();
+        let (mut keeper, mut responses) = self.bounded("lease keep-alive", leases.keep_alive(lease)).await?;
+        self.bounded("lease keep-alive", keeper.keep_alive()).await?;
+        let response = self.bounded("lease keep-alive", responses.message()).await?;
+        // etcd answers an expired or unknown lease with a TTL of 0.
+        Ok(response.is_some_and(|response| response.ttl() > 0))
+    }
+
+    async fn revoke(&self, lease: i64) -> Result<(), StoreError> {
+        let mut leases = self.client.lease_client();
+        match self.bounded("lease revoke", leases.revoke(lease)).await {
+            Ok(_) => Ok(()),
+            Err(StoreError::Unavailable(reason)) if reason.contains("lease not found") => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+impl EtcdStore {
+    /// The value a failed create-if-absent transaction read back instead of writing.
+    fn existing_from(&self, response: &TxnResponse, key: &str) -> Result<StoredValue, StoreError> {
         for op_response in response.op_responses() {
             if let TxnOpResponse::Get(get) = op_response
                 && let Some(kv) = get.kvs().first()
             {
-                return Ok(CreateOutcome::Exists(self.to_stored(kv)));
+                return Ok(self.to_stored(kv));
             }
         }
         Err(StoreError::Unavailable(format!(

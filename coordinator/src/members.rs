@@ -1,0 +1,204 @@
+//! Fleet membership in etcd. A process is registered while it keeps its report stream open:
+//! the coordinator holds an etcd lease on its behalf, renews it as reports arrive and revokes
+//! it when the stream ends, breaks or goes silent for the TTL. etcd, not coordinator memory,
+//! says who is registered, so any coordinator (and `etcdctl`) sees the same fleet, and a
+//! member whose coordinator dies disappears when the lease runs out.
+
+use crate::error::CoordinatorError;
+use crate::fleet::FleetRegistry;
+use crate::store::{LeasedOutcome, MetadataStore};
+use framefleet_proto::v1::WorkerReport;
+use futures::{Stream, StreamExt};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+pub const WORKERS_PREFIX: &str = "members/workers/";
+/// etcd's own floor is 1 s; below 2 s a keep-alive round trip under load could miss it.
+pub const MIN_MEMBER_TTL: Duration = Duration::from_secs(2);
+
+#[derive(serde::Serialize)]
+struct MemberRecord<'a> {
+    id: &'a str,
+    device: &'a str,
+    registered_at_unix_ms: i64,
+}
+
+pub struct Membership<S> {
+    store: S,
+    ttl: Duration,
+}
+
+/// How a report stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The worker closed the stream: a clean shutdown.
+    Closed,
+    /// The connection broke (the process died or the network failed).
+    Broken,
+    /// No report for a whole TTL.
+    Silent,
+}
+
+impl<S: MetadataStore> Membership<S> {
+    pub fn new(store: S, ttl: Duration) -> Self {
+        Self {
+            store,
+            ttl: ttl.max(MIN_MEMBER_TTL),
+        }
+    }
+
+    /// Ids of the workers whose registration is alive in etcd.
+    pub async fn registered_workers(&self) -> Result<HashSet<String>, CoordinatorError> {
+        Ok(self
+            .store
+            .list(WORKERS_PREFIX)
+            .await?
+            .into_iter()
+            .filter_map(|stored| stored.key.strip_prefix(WORKERS_PREFIX).map(str::to_owned))
+            .collect())
+    }
+
+    /// Serves one worker's report stream from its first report to its end. The first report
+    /// registers the worker (`ALREADY_EXISTS` if a live process holds that id); every report
+    /// is recorded in `fleet`; the registration is revoked however the stream ends.
+    pub async fn serve_worker_stream<R>(&self, fleet: &FleetRegistry, reports: R) -> Result<StreamEnd, CoordinatorError>
+    where
+        R: Stream<Item = Result<WorkerReport, tonic::Status>> + Unpin + Send,
+    {
+        let mut reports = reports;
+        let first = match tokio::time::timeout(self.ttl, reports.next()).await {
+            Ok(Some(Ok(report))) => report,
+            Ok(Some(Err(status))) => {
+                return Err(CoordinatorError::invalid(
+                    "reports",
+                    format!("stream broke: {}", status.message()),
+                ));
+            }
+            Ok(None) | Err(_) => {
+                return Err(CoordinatorError::invalid(
+                    "reports",
+                    format!("no report within {:?} of opening the stream", self.ttl),
+                ));
+            }
+        };
+        fleet.record_worker(first.clone())?;
+        let worker_id = first.worker_id.clone();
+        let key = format!("{WORKERS_PREFIX}{worker_id}");
+        let record = serde_json::to_vec(&MemberRecord {
+            id: &worker_id,
+            device: &first.device,
+            registered_at_unix_ms: framefleet_common::startup::unix_time_ms(),
+        })
+        .map_err(|error| CoordinatorError::invalid("report", error.to_string()))?;
+        let mut lease = match self.store.create_leased(&key, record.clone(), self.ttl).await? {
+            LeasedOutcome::Created { lease } => lease,
+            LeasedOutcome::Exists(_) => {
+                return Err(CoordinatorError::MemberInUse {
+                    kind: "worker",
+                    id: worker_id,
+                });
+            }
+        };
+        tracing::info!(worker = %worker_id, ttl = ?self.ttl, "worker registered");
+
+        let renew_every = self.ttl / 3;
+        let mut last_renewal = Instant::now();
+        let end = loop {
+            match tokio::time::timeout(self.ttl, reports.next()).await {
+                Ok(Some(Ok(report))) => {
+                    if report.worker_id != worker_id {
+                        let _ = self.store.revoke(lease).await;
+                        return Err(CoordinatorError::invalid(
+                            "worker_id",
+                            format!("changed from `{worker_id}` to `{}` within one stream", report.worker_id),
+                        ));
+                    }
+                    if let Err(error) = fleet.record_worker(report) {
+                        tracing::warn!(worker = %worker_id, %error, "report refused");
+                    }
+                }
+                Ok(Some(Err(_))) => break StreamEnd::Broken,
+                Ok(None) => break StreamEnd::Closed,
+                Err(_) => break StreamEnd::Silent,
+            }
+            if last_renewal.elapsed() >= renew_every {
+                last_renewal = Instant::now();
+                match self.store.keep_alive(lease).await {
+                    Ok(true) => {}
+                    // The lease ran out (etcd or this coordinator stalled for a TTL): register
+                    // again rather than leave a live worker unlisted.
+                    Ok(false) => match self.store.create_leased(&key, record.clone(), self.ttl).await {
+                        Ok(LeasedOutcome::Created { lease: renewed }) => lease = renewed,
+                        Ok(LeasedOutcome::Exists(_)) => {
+                            tracing::warn!(worker = %worker_id, "registration taken over by another process");
+                        }
+                        Err(error) => tracing::warn!(worker = %worker_id, %error, "cannot register again"),
+                    },
+                    Err(error) => tracing::warn!(worker = %worker_id, %error, "cannot renew the registration"),
+                }
+            }
+        };
+        if let Err(error) = self.store.revoke(lease).await {
+            tracing::warn!(worker = %worker_id, %error, "cannot revoke the registration; it expires with its lease");
+        }
+        tracing::info!(worker = %worker_id, ?end, "worker deregistered");
+        Ok(end)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    fn report(worker_id: &str) -> Result<WorkerReport, tonic::Status> {
+        Ok(WorkerReport {
+            worker_id: worker_id.to_owned(),
+            device: "cpu".to_owned(),
+            ..WorkerReport::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_closed_stream_deregisters_and_a_taken_id_is_refused() {
+        let membership = std::sync::Arc::new(Membership::new(MemoryStore::default(), Duration::from_secs(2)));
+        let fleet = std::sync::Arc::new(FleetRegistry::default());
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(receiver);
+        let serving = tokio::spawn({
+            let (membership, fleet) = (membership.clone(), fleet.clone());
+            async move { membership.serve_worker_stream(&fleet, stream).await }
+        });
+        sender.send(report("w1")).expect("send");
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while membership.registered_workers().await.expect("list").is_empty() {
+            assert!(Instant::now() < deadline, "never registered");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        let duplicate = membership
+            .serve_worker_stream(&fleet, futures::stream::iter([report("w1")]))
+            .await;
+        assert!(
+            matches!(duplicate, Err(CoordinatorError::MemberInUse { .. })),
+            "{duplicate:?}"
+        );
+
+        drop(sender);
+        let end = serving.await.expect("task").expect("stream");
+        assert_eq!(end, StreamEnd::Closed);
+        assert!(membership.registered_workers().await.expect("list").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_silent_stream_is_deregistered_after_the_ttl() {
+        let membership = Membership::new(MemoryStore::default(), Duration::from_secs(2));
+        let fleet = FleetRegistry::default();
+        let silent = futures::stream::iter([report("w2")]).chain(futures::stream::pending());
+        let started = Instant::now();
+        let end = membership.serve_worker_stream(&fleet, silent).await.expect("stream");
+        assert_eq!(end, StreamEnd::Silent);
+        assert!(started.elapsed() >= Duration::from_secs(2));
+        assert!(membership.registered_workers().await.expect("list").is_empty());
+    }
+}

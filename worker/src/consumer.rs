@@ -1,0 +1,68 @@
+//! The worker's Kafka consumer context: commits stored offsets when partitions are revoked,
+//! and turns librdkafka's statistics into the lag the worker reports.
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::{ClientContext, Statistics};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// What the consumer context shares with the worker's reporter.
+#[derive(Debug, Default)]
+pub struct ConsumerGauges {
+    /// Frames between the stored offset and the high watermark over the partitions this
+    /// worker owns, from the last statistics; -1 before the first.
+    pub lag_frames: AtomicI64,
+    pub assigned_partitions: AtomicU64,
+    pub rebalances: AtomicU64,
+}
+
+pub struct WorkerConsumerContext {
+    pub gauges: Arc<ConsumerGauges>,
+}
+
+impl ClientContext for WorkerConsumerContext {
+    fn stats(&self, statistics: Statistics) {
+        let mut lag = 0_i64;
+        for topic in statistics.topics.values() {
+            // Partition -1 is librdkafka's internal "unassigned" bucket.
+            for partition in topic.partitions.values().filter(|p| p.partition >= 0 && p.desired) {
+                // Stored offsets move with every acknowledged batch; committed ones only on
+                // commit. Fall back to the committed lag while nothing has been stored.
+                lag += if partition.consumer_lag_stored >= 0 {
+                    partition.consumer_lag_stored
+                } else {
+                    partition.consumer_lag.max(0)
+                };
+            }
+        }
+        self.gauges.lag_frames.store(lag, Ordering::Relaxed);
+    }
+}
+
+impl ConsumerContext for WorkerConsumerContext {
+    /// Commits what was stored before the partitions go, so their next owner starts after
+    /// the last acknowledged result instead of up to one auto-commit interval earlier.
+    /// Frames still being processed here are not stored and will be processed again there.
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.gauges.rebalances.fetch_add(1, Ordering::Relaxed);
+        if let Rebalance::Revoke(partitions) = rebalance {
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) => tracing::info!(revoked = partitions.count(), "offsets committed before revocation"),
+                Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                Err(error) => tracing::warn!(%error, "commit before revocation failed; frames will be redelivered"),
+            }
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        // The assignment itself, not the statistics, which lag by up to an interval.
+        let owned = consumer.assignment().map(|assignment| assignment.count()).unwrap_or(0);
+        self.gauges.assigned_partitions.store(owned as u64, Ordering::Relaxed);
+        match rebalance {
+            Rebalance::Assign(partitions) => tracing::info!(added = partitions.count(), owned, "partitions assigned"),
+            Rebalance::Revoke(partitions) => tracing::info!(removed = partitions.count(), owned, "partitions revoked"),
+            Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),
+        }
+    }
+}
