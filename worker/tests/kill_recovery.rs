@@ -230,13 +230,53 @@ async fn a_worker_killed_mid_stream_loses_no_frame() {
     })
     .await
     .expect("read");
+    // Both workers hold a registration in etcd, under a lease the coordinator keeps alive.
+    let mut etcd_client = etcd_client::Client::connect([etcd.as_str()], None).await.expect("etcd");
+    let member_key = |worker_id: &str| format!("{}members/workers/{worker_id}", names.prefix);
+    for worker_id in ["worker-doomed", "worker-survivor"] {
+        let stored = etcd_client.get(member_key(worker_id), None).await.expect("etcd get");
+        let lease = stored.kvs().first().map(|kv| kv.lease());
+        assert!(
+            lease.is_some_and(|lease| lease != 0),
+            "{worker_id} is registered under a lease: {lease:?}"
+        );
+    }
+
     doomed.kill().expect("SIGKILL the worker");
     doomed.wait().expect("reap");
+    let killed_at = Instant::now();
     let killed_after = written_by_doomed(&results_before_kill);
     assert!(
         (20..FRAMES_PER_CHANNEL).contains(&killed_after),
         "the kill must land mid-stream: the doomed worker had written {killed_after} of its {FRAMES_PER_CHANNEL} results"
     );
+
+    // The dead worker's registration goes within the lease TTL (5 s) + 1 s: its broken
+    // stream, or at worst the lease running out, removes it.
+    loop {
+        let stored = etcd_client
+            .get(member_key("worker-doomed"), None)
+            .await
+            .expect("etcd get");
+        if stored.kvs().is_empty() {
+            break;
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(6),
+            "the killed worker is still registered {:?} after the kill",
+            killed_at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "the killed worker was deregistered {:?} after SIGKILL",
+        killed_at.elapsed()
+    );
+    let survivor_registration = etcd_client
+        .get(member_key("worker-survivor"), None)
+        .await
+        .expect("etcd get");
+    assert_eq!(survivor_registration.kvs().len(), 1, "the survivor stays registered");
 
     // The survivor takes over the killed worker's partitions and the group commits everything.
     let mut fleet = FleetServiceClient::new(channel.clone());
