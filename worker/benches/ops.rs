@@ -3,7 +3,7 @@
 //!
 //! Run: `cargo bench -p framefleet-worker --bench ops`. Criterion prints frames/s
 //! ("thrpt", elements = frames) for each group:
-//! - `candle_cpu`: `ops::analyse_batch` — pack → grayscale → area downscale to ≤ 640 px →
+//! - `candle_cpu`: `ops::analyse_batch` — pack → area downscale to ≤ 480 px (the worker default) → grayscale →
 //!   5×5 Gaussian blur → Sobel x/y + magnitude → mean, std, sharpness, edge strength →
 //!   motion mask, box and background update against each frame's own channel background.
 //! - `opencv_cpp`: the same steps with OpenCV 4.6 (`cvtColor`, `resize(INTER_AREA)`,
