@@ -44,9 +44,12 @@ export CUDA_COMPUTE_CAP="$compute_cap"
 export NVCC_PREPEND_FLAGS="-I$cuda_root/include"
 export LIBRARY_PATH="$link_dir${LIBRARY_PATH:+:$LIBRARY_PATH}"
 # The stub defines none of the driver's functions: those references stay open and are bound
-# to the real libcuda.so.1 when the worker starts on the GPU machine.
+# to the real libcuda.so.1 when the worker starts on the GPU machine. The stub satisfies no
+# symbol, so the linker would drop it under --as-needed; --no-as-needed keeps libcuda.so.1 in
+# the binary's needed libraries, which is what makes the loader bring in the driver.
 export RUSTFLAGS="-L $link_dir -C link-arg=-Wl,--unresolved-symbols=ignore-in-object-files"
-cargo build --release --locked -p framefleet-worker --features cuda --target-dir target/cuda
+cargo rustc --release --locked -p framefleet-worker --bin framefleet-worker --features cuda \
+  --target-dir target/cuda -- -C link-arg=-Wl,--no-as-needed,-lcuda,--as-needed
 
 mkdir -p target/cuda/release/cuda-libs
 cp -L "$cuda_root"/lib/libcudart.so.13 "$cuda_root"/lib/libcublas.so.13 "$cuda_root"/lib/libcublasLt.so.13 \
