@@ -39,7 +39,10 @@ async fn a_real_video_travels_camera_to_result_exactly_once() {
 
     let mut fleet = Fleet::start("e2e").await.expect("start the coordinator");
     let channel_id = fleet.names.channel_id("tree");
-    fleet.spawn_worker("worker-a", &[]).expect("worker a");
+    // One static member (Kafka `group.instance.id`) beside one dynamic member.
+    fleet
+        .spawn_worker("worker-a", &["--group-instance-id", "e2e-worker-a"])
+        .expect("worker a");
     fleet.spawn_worker("worker-b", &[]).expect("worker b");
 
     let ingestor_config = fleet
