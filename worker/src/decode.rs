@@ -61,34 +61,47 @@ pub fn decode_frame(payload: &[u8], schema: &FrameSchema) -> Result<DecodedFrame
 /// claims more is not parsed further.
 const MAX_DIMENSION: usize = 16_384;
 
+/// Runs one decoder step so that a decoder bug on hostile input costs one frame, not the
+/// worker: a panic or an error becomes `corrupt(reason)`.
+fn guarded<T, E: std::fmt::Debug>(
+    corrupt: fn(String) -> DecodeError,
+    step: impl FnOnce() -> Result<T, E>,
+) -> Result<T, DecodeError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(step))
+        .map_err(|_| corrupt("decoder panicked".to_owned()))?
+        .map_err(|error| corrupt(format!("{error:?}")))
+}
+
+/// Refuses a frame whose header declares another size than the schema.
+fn check_size(
+    (expected_width, expected_height): (usize, usize),
+    (actual_width, actual_height): (usize, usize),
+) -> Result<(), DecodeError> {
+    if (actual_width, actual_height) != (expected_width, expected_height) {
+        return Err(DecodeError::SizeMismatch {
+            expected_width,
+            expected_height,
+            actual_width,
+            actual_height,
+        });
+    }
+    Ok(())
+}
+
 fn decode_jpeg(payload: &[u8], width: usize, height: usize) -> Result<DecodedFrame, DecodeError> {
     let options = DecoderOptions::default()
         .jpeg_set_out_colorspace(ColorSpace::RGB)
         .set_max_width(MAX_DIMENSION)
         .set_max_height(MAX_DIMENSION);
     let mut decoder = JpegDecoder::new_with_options(payload, options);
-    // A decoder bug on hostile input must cost one frame, not the worker.
-    let guarded = |step: &mut dyn FnMut() -> Result<(), zune_jpeg::errors::DecodeErrors>| {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(step))
-            .map_err(|_| DecodeError::CorruptJpeg("decoder panicked".to_owned()))?
-            .map_err(|error| DecodeError::CorruptJpeg(format!("{error:?}")))
-    };
     // Header first: a frame of the wrong size is refused as such, before any pixel memory
     // is allocated for it.
-    guarded(&mut || decoder.decode_headers())?;
-    let (actual_width, actual_height) = decoder
+    guarded(DecodeError::CorruptJpeg, || decoder.decode_headers())?;
+    let actual = decoder
         .dimensions()
         .ok_or_else(|| DecodeError::CorruptJpeg("no dimensions".to_owned()))?;
-    if (actual_width, actual_height) != (width, height) {
-        return Err(DecodeError::SizeMismatch {
-            expected_width: width,
-            expected_height: height,
-            actual_width,
-            actual_height,
-        });
-    }
-    let mut rgb = Vec::new();
-    guarded(&mut || decoder.decode().map(|pixels| rgb = pixels))?;
+    check_size((width, height), actual)?;
+    let rgb = guarded(DecodeError::CorruptJpeg, || decoder.decode())?;
     if rgb.len() != width * height * 3 {
         return Err(DecodeError::CorruptJpeg(format!(
             "decoded {} bytes, expected {}",
@@ -105,28 +118,15 @@ fn decode_png(payload: &[u8], width: usize, height: usize) -> Result<DecodedFram
         .set_max_width(MAX_DIMENSION)
         .set_max_height(MAX_DIMENSION);
     let mut decoder = PngDecoder::new_with_options(payload, options);
-    let guarded = |step: &mut dyn FnMut() -> Result<(), zune_png::error::PngDecodeErrors>| {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(step))
-            .map_err(|_| DecodeError::CorruptPng("decoder panicked".to_owned()))?
-            .map_err(|error| DecodeError::CorruptPng(format!("{error:?}")))
-    };
-    guarded(&mut || decoder.decode_headers())?;
-    let (actual_width, actual_height) = decoder
+    guarded(DecodeError::CorruptPng, || decoder.decode_headers())?;
+    let actual = decoder
         .get_dimensions()
         .ok_or_else(|| DecodeError::CorruptPng("no dimensions".to_owned()))?;
-    if (actual_width, actual_height) != (width, height) {
-        return Err(DecodeError::SizeMismatch {
-            expected_width: width,
-            expected_height: height,
-            actual_width,
-            actual_height,
-        });
-    }
+    check_size((width, height), actual)?;
     let colorspace = decoder
         .get_colorspace()
         .ok_or_else(|| DecodeError::CorruptPng("no colour space".to_owned()))?;
-    let mut pixels = Vec::new();
-    guarded(&mut || decoder.decode_raw().map(|decoded| pixels = decoded))?;
+    let pixels = guarded(DecodeError::CorruptPng, || decoder.decode_raw())?;
     let components = colorspace.num_components();
     if pixels.len() != width * height * components {
         return Err(DecodeError::CorruptPng(format!(
