@@ -196,7 +196,8 @@ impl Worker {
                 self.set_paused(false);
                 paused = false;
             }
-            let wait_for_deadline = can_dispatch && computing.is_none();
+            // Re-evaluated: a batch may have been dispatched above.
+            let wait_for_deadline = computing.is_none() && in_flight.len() < max_in_flight;
             tokio::select! {
                 // Checked first so a stop request wins over a ready message.
                 biased;

@@ -49,11 +49,8 @@ pub fn describe_device(device: &Device) -> String {
     }
 }
 
-/// Stacks same-sized RGB frames into one (N, 3, H, W) f32 tensor on `device`. Pixels are
-/// split into colour planes while they are copied in (the copy happens anyway), so every
-/// later op works on contiguous planes; they are uploaded as u8 (a quarter of the bytes of
-/// f32) and converted on the device.
-pub fn frames_to_tensor(frames: &[&DecodedFrame], device: &Device) -> Result<Tensor, OpsError> {
+/// The width and height every frame of a batch shares.
+fn shared_size(frames: &[&DecodedFrame]) -> Result<(usize, usize), OpsError> {
     let first = frames.first().ok_or(OpsError::EmptyBatch)?;
     let (width, height) = (first.width, first.height);
     if let Some(odd) = frames
@@ -65,6 +62,15 @@ pub fn frames_to_tensor(frames: &[&DecodedFrame], device: &Device) -> Result<Ten
             odd.width, odd.height
         )));
     }
+    Ok((width, height))
+}
+
+/// Stacks same-sized RGB frames into one (N, 3, H, W) f32 tensor on `device`. Pixels are
+/// split into colour planes while they are copied in (the copy happens anyway), so every
+/// later op works on contiguous planes; they are uploaded as u8 (a quarter of the bytes of
+/// f32) and converted on the device.
+pub fn frames_to_tensor(frames: &[&DecodedFrame], device: &Device) -> Result<Tensor, OpsError> {
+    let (width, height) = shared_size(frames)?;
     let plane = width * height;
     let mut planes = vec![0_u8; frames.len() * 3 * plane];
     for (frame, frame_planes) in frames.iter().zip(planes.chunks_exact_mut(3 * plane)) {
@@ -92,17 +98,7 @@ pub fn frames_to_downscaled_tensor(
     if factor <= 1 {
         return frames_to_tensor(frames, device);
     }
-    let first = frames.first().ok_or(OpsError::EmptyBatch)?;
-    let (width, height) = (first.width, first.height);
-    if let Some(odd) = frames
-        .iter()
-        .find(|frame| (frame.width, frame.height) != (width, height))
-    {
-        return Err(OpsError::MixedSizes(format!(
-            "{width}×{height} and {}×{}",
-            odd.width, odd.height
-        )));
-    }
+    let (width, height) = shared_size(frames)?;
     if width < factor || height < factor {
         return Err(OpsError::TooSmall { width, height, factor });
     }
@@ -312,7 +308,9 @@ impl MotionState {
         full_size: (usize, usize),
         settings: &AnalysisSettings,
     ) -> Result<Vec<(f32, Option<MotionBox>)>, OpsError> {
-        let frame_dims = luma.get(0)?.unsqueeze(0)?.dims().to_vec();
+        // A stored background is one frame: the batch's shape with N = 1.
+        let mut frame_dims = luma.dims().to_vec();
+        frame_dims[0] = 1;
         let mut round_of = Vec::with_capacity(channel_ids.len());
         let mut seen: HashMap<&str, usize> = HashMap::new();
         for channel_id in channel_ids {
