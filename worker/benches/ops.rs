@@ -23,11 +23,14 @@ use opencv::{imgproc, videoio};
 use std::hint::black_box;
 use std::time::Duration;
 
+#[path = "../tests/support/opencv_reference.rs"]
+mod opencv_reference;
+use opencv_reference::{SAMPLE_VIDEO, decoded};
+
 // The same allocator as the worker binary, so the figures match what it does.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const SAMPLE_VIDEO: &str = "/usr/share/doc/opencv-doc/examples/data/vtest.avi";
 const SIZES: [(&str, i32, i32); 2] = [("640x480", 640, 480), ("1920x1080", 1920, 1080)];
 const BATCH_SIZES: [usize; 3] = [1, 8, 32];
 
@@ -55,14 +58,6 @@ fn video_frames(count: usize, width: i32, height: i32) -> Vec<Mat> {
     frames
 }
 
-fn decoded(rgb: &Mat) -> DecodedFrame {
-    DecodedFrame {
-        width: rgb.cols() as usize,
-        height: rgb.rows() as usize,
-        rgb: rgb.data_bytes().expect("continuous frame").to_vec(),
-    }
-}
-
 /// OpenCV's per-channel state: the running-average background.
 struct OpenCvChannel {
     background: Option<Mat>,
@@ -70,10 +65,7 @@ struct OpenCvChannel {
 
 /// The worker's analysis of one frame, step for step, in OpenCV.
 fn opencv_analyse(rgb: &Mat, channel: &mut OpenCvChannel, settings: &AnalysisSettings) -> (f64, Option<cv::Rect>) {
-    let mut rgb_f32 = Mat::default();
-    rgb.convert_to(&mut rgb_f32, cv::CV_32FC3, 1.0, 0.0).expect("to f32");
-    let mut gray = Mat::default();
-    imgproc::cvt_color_def(&rgb_f32, &mut gray, imgproc::COLOR_RGB2GRAY).expect("gray");
+    let gray = opencv_reference::luma(rgb);
     let factor = ops::analysis_factor(rgb.cols() as usize, rgb.rows() as usize, settings.max_side) as i32;
     let mut luma = Mat::default();
     imgproc::resize(
@@ -85,34 +77,8 @@ fn opencv_analyse(rgb: &Mat, channel: &mut OpenCvChannel, settings: &AnalysisSet
         imgproc::INTER_AREA,
     )
     .expect("downscale");
-    let mut blurred = Mat::default();
-    imgproc::gaussian_blur(&luma, &mut blurred, Size::new(5, 5), 0.0, 0.0, cv::BORDER_REPLICATE).expect("blur");
-    let mut gradient_x = Mat::default();
-    let mut gradient_y = Mat::default();
-    imgproc::sobel(
-        &blurred,
-        &mut gradient_x,
-        cv::CV_32F,
-        1,
-        0,
-        3,
-        1.0,
-        0.0,
-        cv::BORDER_REPLICATE,
-    )
-    .expect("sobel x");
-    imgproc::sobel(
-        &blurred,
-        &mut gradient_y,
-        cv::CV_32F,
-        0,
-        1,
-        3,
-        1.0,
-        0.0,
-        cv::BORDER_REPLICATE,
-    )
-    .expect("sobel y");
+    let blurred = opencv_reference::gaussian_blur_5(&luma);
+    let (gradient_x, gradient_y) = opencv_reference::sobel_xy(&blurred);
     let mut magnitude = Mat::default();
     cv::magnitude(&gradient_x, &gradient_y, &mut magnitude).expect("magnitude");
 

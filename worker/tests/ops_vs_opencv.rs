@@ -7,8 +7,10 @@ use framefleet_worker::ops;
 use opencv::core::{self as cv, Mat, Size};
 use opencv::prelude::*;
 use opencv::{imgproc, videoio};
+use opencv_reference::{SAMPLE_VIDEO, decoded};
 
-const SAMPLE_VIDEO: &str = "/usr/share/doc/opencv-doc/examples/data/vtest.avi";
+#[path = "support/opencv_reference.rs"]
+mod opencv_reference;
 /// Both sides compute in f32; the only differences are summation order and rounding.
 const TOLERANCE: f32 = 0.01;
 
@@ -27,27 +29,10 @@ fn rgb_frame(index: usize) -> Mat {
     rgb
 }
 
-fn decoded(rgb: &Mat) -> DecodedFrame {
-    DecodedFrame {
-        width: usize::try_from(rgb.cols()).expect("cols"),
-        height: usize::try_from(rgb.rows()).expect("rows"),
-        rgb: rgb.data_bytes().expect("continuous frame").to_vec(),
-    }
-}
-
 fn opencv_gray_and_blur(rgb: &Mat) -> (Vec<f32>, Vec<f32>) {
-    let mut rgb_f32 = Mat::default();
-    rgb.convert_to(&mut rgb_f32, cv::CV_32FC3, 1.0, 0.0).expect("to f32");
-    let mut gray = Mat::default();
-    imgproc::cvt_color_def(&rgb_f32, &mut gray, imgproc::COLOR_RGB2GRAY).expect("gray");
-    let mut blurred = Mat::default();
-    // ksize 5 with sigma 0 is OpenCV's fixed [1 4 6 4 1]/16 kernel; the worker repeats edge
-    // pixels, which is OpenCV's BORDER_REPLICATE.
-    imgproc::gaussian_blur(&gray, &mut blurred, Size::new(5, 5), 0.0, 0.0, cv::BORDER_REPLICATE).expect("blur");
-    (
-        gray.data_typed::<f32>().expect("gray data").to_vec(),
-        blurred.data_typed::<f32>().expect("blur data").to_vec(),
-    )
+    let gray = opencv_reference::luma(rgb);
+    let blurred = opencv_reference::gaussian_blur_5(&gray);
+    (mat_values(&gray), mat_values(&blurred))
 }
 
 /// The values of frame `index` of an (N, 1, H, W) tensor, row-major like an OpenCV Mat.
@@ -93,14 +78,6 @@ fn grayscale_and_blur_match_opencv_on_real_frames() {
     }
 }
 
-fn opencv_luma(rgb: &Mat) -> Mat {
-    let mut rgb_f32 = Mat::default();
-    rgb.convert_to(&mut rgb_f32, cv::CV_32FC3, 1.0, 0.0).expect("to f32");
-    let mut gray = Mat::default();
-    imgproc::cvt_color_def(&rgb_f32, &mut gray, imgproc::COLOR_RGB2GRAY).expect("gray");
-    gray
-}
-
 fn mat_values(mat: &Mat) -> Vec<f32> {
     mat.data_typed::<f32>().expect("f32 data").to_vec()
 }
@@ -118,33 +95,7 @@ fn sobel_and_magnitude_match_opencv() {
     let (gradient_x, gradient_y) = ops::sobel(&luma).expect("sobel");
     let magnitude = ops::gradient_magnitude(&gradient_x, &gradient_y).expect("magnitude");
 
-    let gray = opencv_luma(&frame);
-    let mut expected_x = Mat::default();
-    let mut expected_y = Mat::default();
-    imgproc::sobel(
-        &gray,
-        &mut expected_x,
-        cv::CV_32F,
-        1,
-        0,
-        3,
-        1.0,
-        0.0,
-        cv::BORDER_REPLICATE,
-    )
-    .expect("sobel x");
-    imgproc::sobel(
-        &gray,
-        &mut expected_y,
-        cv::CV_32F,
-        0,
-        1,
-        3,
-        1.0,
-        0.0,
-        cv::BORDER_REPLICATE,
-    )
-    .expect("sobel y");
+    let (expected_x, expected_y) = opencv_reference::sobel_xy(&opencv_reference::luma(&frame));
     let mut expected_magnitude = Mat::default();
     cv::magnitude(&expected_x, &expected_y, &mut expected_magnitude).expect("magnitude");
 
@@ -173,7 +124,7 @@ fn area_downscale_matches_opencv_inter_area() {
 
     let mut expected = Mat::default();
     imgproc::resize(
-        &opencv_luma(&frame),
+        &opencv_reference::luma(&frame),
         &mut expected,
         Size::new(384, 288),
         0.0,
@@ -201,7 +152,7 @@ fn motion_mask_and_background_match_opencv() {
     let mask = ops::motion_mask(&current, &background, threshold).expect("mask");
     let updated = ops::update_background(&background, &current, rate).expect("update");
 
-    let (cv_background, cv_current) = (opencv_luma(&earlier), opencv_luma(&later));
+    let (cv_background, cv_current) = (opencv_reference::luma(&earlier), opencv_reference::luma(&later));
     let mut difference = Mat::default();
     cv::absdiff(&cv_current, &cv_background, &mut difference).expect("absdiff");
     let mut expected_mask = Mat::default();
