@@ -217,6 +217,33 @@ impl Fleet {
         }
     }
 
+    /// Every result record of this fleet's results topic, parsed, read from the beginning with
+    /// a plain Kafka consumer until `expected` arrived (60 s at most), plus 2 s in which a
+    /// duplicate beyond `expected` would show up.
+    pub async fn read_results(&self, expected: usize) -> anyhow::Result<Vec<framefleet_proto::wire::FrameResult>> {
+        let brokers = self.infrastructure.kafka_brokers.clone();
+        let topic = self.names.results_topic.clone();
+        let records = tokio::task::spawn_blocking(move || {
+            read_topic(
+                &brokers,
+                &topic,
+                expected,
+                Duration::from_secs(60),
+                Duration::from_secs(2),
+            )
+        })
+        .await
+        .context("results reader panicked")??;
+        records
+            .iter()
+            .map(|record| {
+                use rdkafka::message::Message;
+                let payload = record.payload().context("result record without a payload")?;
+                serde_json::from_slice(payload).context("result record is not a FrameResult")
+            })
+            .collect()
+    }
+
     /// Stops the workers (draining) and then the coordinator.
     pub async fn stop(mut self) -> anyhow::Result<Vec<framefleet_worker::WorkerSummary>> {
         let mut summaries = Vec::new();

@@ -4,7 +4,7 @@
 //! Kafka consumer.
 
 use framefleet_loadtest::Fleet;
-use framefleet_proto::wire::{self, FrameHeaders, FrameResult};
+use framefleet_proto::wire::{self, FrameHeaders};
 use opencv::prelude::*;
 use rdkafka::message::{Headers, Message};
 use std::collections::{BTreeMap, HashSet};
@@ -80,27 +80,8 @@ async fn a_real_video_travels_camera_to_result_exactly_once() {
 
     // Every frame has exactly one result.
     let brokers = fleet.infrastructure.kafka_brokers.clone();
-    let results_topic = fleet.names.results_topic.clone();
     let expected = expected_frames as usize;
-    let result_records = tokio::task::spawn_blocking({
-        let brokers = brokers.clone();
-        move || {
-            framefleet_loadtest::read_topic(
-                &brokers,
-                &results_topic,
-                expected,
-                Duration::from_secs(60),
-                Duration::from_secs(2),
-            )
-            .expect("read the results topic")
-        }
-    })
-    .await
-    .expect("read results");
-    let results: Vec<FrameResult> = result_records
-        .iter()
-        .map(|record| serde_json::from_slice(record.payload().expect("result payload")).expect("result JSON"))
-        .collect();
+    let results = fleet.read_results(expected).await.expect("read the results topic");
     let sequences: Vec<u64> = results.iter().map(|result| result.sequence).collect();
     let unique: HashSet<u64> = sequences.iter().copied().collect();
     assert_eq!(

@@ -5,8 +5,6 @@
 
 use framefleet_loadtest::Fleet;
 use framefleet_proto::v1::FleetStatus;
-use framefleet_proto::wire::FrameResult;
-use rdkafka::message::Message;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -113,25 +111,8 @@ async fn scaling_one_to_three_to_one_under_load_leaves_no_frame_unprocessed() {
         .await
         .expect("one worker drains the backlog");
 
-    let brokers = fleet.infrastructure.kafka_brokers.clone();
-    let results_topic = fleet.names.results_topic.clone();
     let expected = total as usize;
-    let records = tokio::task::spawn_blocking(move || {
-        framefleet_loadtest::read_topic(
-            &brokers,
-            &results_topic,
-            expected,
-            Duration::from_secs(60),
-            Duration::from_secs(2),
-        )
-    })
-    .await
-    .expect("reader task")
-    .expect("read the results");
-    let results: Vec<FrameResult> = records
-        .iter()
-        .map(|record| serde_json::from_slice(record.payload().expect("payload")).expect("result JSON"))
-        .collect();
+    let results = fleet.read_results(expected).await.expect("read the results topic");
     let mut per_frame: HashMap<(String, u64), usize> = HashMap::new();
     let mut per_worker: HashMap<String, usize> = HashMap::new();
     for result in &results {
