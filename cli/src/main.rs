@@ -3,24 +3,31 @@
 //!
 //! Exit codes: 0 success, 1 other failure, 2 usage error, 3 not found, 4 already exists,
 //! 5 invalid argument, 6 coordinator or its dependencies unavailable, 7 `watch` timed out,
-//! 130 `watch` interrupted by Ctrl-C (after printing the summary so far).
+//! 8 failed precondition (stale revision, draining channel, unconfirmed size change),
+//! 9 unauthenticated, 130 `watch` interrupted by Ctrl-C (after printing the summary so far).
 
 mod render;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use framefleet_proto::client::{ClientOptions, CoordinatorChannel, Token};
+use framefleet_proto::v1::assignment_service_client::AssignmentServiceClient;
 use framefleet_proto::v1::channel_service_client::ChannelServiceClient;
 use framefleet_proto::v1::fleet_service_client::FleetServiceClient;
+use framefleet_proto::v1::schema_service_client::SchemaServiceClient;
 use framefleet_proto::v1::{
-    FleetStatus, FrameEncoding, FrameSchema, GetChannelRequest, GetFleetStatusRequest, ListChannelsRequest,
-    PixelFormat, RegisterChannelRequest,
+    AddSchemaVersionRequest, ChannelLedger, ChannelState, DeregisterChannelRequest, FleetStatus, FrameEncoding,
+    FrameSchema, GetChannelRequest, GetFleetStatusRequest, GetSchemaRequest, IngestorReport, ListChannelsRequest,
+    ListSchemaVersionsRequest, MoveChannelRequest, PixelFormat, RegisterChannelRequest, TopicStrategy,
+    UpdateChannelRequest, WatchAssignmentsRequest, WorkerReport,
 };
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Parser)]
 #[command(name = "framefleet", version, about = "Administer a framefleet coordinator", after_help = EXIT_CODES)]
 struct Cli {
-    /// Coordinator gRPC address.
+    /// Coordinator gRPC address (`https://…` for a TLS coordinator).
     #[arg(
         long,
         global = true,
@@ -28,6 +35,14 @@ struct Cli {
         default_value = "http://127.0.0.1:50051"
     )]
     coordinator: String,
+
+    /// Bearer token for mutating commands.
+    #[arg(long, global = true, env = "FRAMEFLEET_AUTH_TOKEN", hide_env_values = true)]
+    auth_token: Option<Token>,
+
+    /// PEM CA certificate of a TLS coordinator.
+    #[arg(long, global = true, env = "FRAMEFLEET_TLS_CA")]
+    tls_ca: Option<PathBuf>,
 
     /// Print JSON instead of text.
     #[arg(long, global = true)]
@@ -41,14 +56,29 @@ struct Cli {
     command: Command,
 }
 
-const EXIT_CODES: &str = "Exit codes: 0 ok, 1 failure, 2 usage, 3 not found, 4 already exists, 5 invalid argument, 6 unavailable, 7 watch timed out, 130 watch interrupted";
+const EXIT_CODES: &str = "Exit codes: 0 ok, 1 failure, 2 usage, 3 not found, 4 already exists, 5 invalid argument, 6 unavailable, 7 watch timed out, 8 failed precondition, 9 unauthenticated, 130 watch interrupted";
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Manage channels.
+    /// Manage channels (ChannelService).
     #[command(subcommand)]
     Channels(ChannelsCommand),
-    /// One snapshot of the fleet: workers, ingestors, per-topic accumulate / consume / lag.
+    /// Manage frame schemas (SchemaService).
+    #[command(subcommand)]
+    Schemas(SchemasCommand),
+    /// Follow channel assignments (AssignmentService.WatchAssignments).
+    Assignments {
+        /// Only this ingestor's channels; default every channel.
+        #[arg(long, default_value = "")]
+        ingestor: String,
+        /// Resume after this revision (0: start with a full listing).
+        #[arg(long, default_value_t = 0)]
+        after_revision: i64,
+        /// Exit after this many updates (default: until Ctrl-C).
+        #[arg(long)]
+        count: Option<usize>,
+    },
+    /// One snapshot of the fleet: workers, ingestors, channels, per-topic accumulate / consume / lag.
     Status,
     /// Live progress until stopped, or until everything ingested is processed.
     Watch {
@@ -62,14 +92,29 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         interval_ms: u64,
     },
+    /// Send one fleet report by hand (FleetService.ReportWorker / ReportIngestor), for scripts
+    /// and checks; processes report by themselves.
+    #[command(subcommand)]
+    Report(ReportCommand),
 }
 
 #[derive(Debug, Subcommand)]
 enum ChannelsCommand {
-    /// List channels, optionally only those whose id starts with a prefix.
+    /// List channels (every page unless --page-size is given).
     List {
+        /// Only ids that start with this.
         #[arg(long, default_value = "")]
         prefix: String,
+        #[arg(long, value_enum)]
+        state: Option<StateArg>,
+        /// Only channels that write to this topic.
+        #[arg(long, default_value = "")]
+        topic: String,
+        /// Fetch one page of this size and print the next page token.
+        #[arg(long)]
+        page_size: Option<u32>,
+        #[arg(long, default_value = "")]
+        page_token: String,
     },
     /// Show one channel.
     Get { channel_id: String },
@@ -78,17 +123,145 @@ enum ChannelsCommand {
         channel_id: String,
         #[arg(long)]
         source: String,
-        #[arg(long)]
-        width: u32,
-        #[arg(long)]
-        height: u32,
-        #[arg(long, default_value_t = 25.0)]
-        fps: f64,
-        #[arg(long, value_enum, default_value_t = EncodingArg::Jpeg)]
-        encoding: EncodingArg,
-        #[arg(long, value_enum, default_value_t = PixelFormatArg::Rgb24)]
-        pixel_format: PixelFormatArg,
+        #[command(flatten)]
+        schema: SchemaArgs,
+        #[command(flatten)]
+        placement: PlacementArgs,
+        /// Declared load for pool balancing (default: raw frame bytes × fps).
+        #[arg(long, default_value_t = 0)]
+        bytes_per_second: u64,
     },
+    /// Change a channel's source or declared load.
+    Update {
+        channel_id: String,
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long)]
+        bytes_per_second: Option<u64>,
+        /// Apply only if the channel is still at this revision.
+        #[arg(long, default_value_t = 0)]
+        expected_revision: i64,
+    },
+    /// Stop capture and delete the channel once its frames are processed.
+    Deregister {
+        channel_id: String,
+        /// Delete now, without draining.
+        #[arg(long)]
+        force: bool,
+        #[arg(long, default_value_t = 0)]
+        expected_revision: i64,
+    },
+    /// Send the channel's future frames to the topics of another strategy.
+    Move {
+        channel_id: String,
+        #[command(flatten)]
+        placement: PlacementArgs,
+        #[arg(long, default_value_t = 0)]
+        expected_revision: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SchemasCommand {
+    /// Add the next schema version of a channel.
+    Add {
+        channel_id: String,
+        #[command(flatten)]
+        schema: SchemaArgs,
+        /// Confirm that the new version changes the frame size.
+        #[arg(long)]
+        allow_frame_size_change: bool,
+        #[arg(long, default_value_t = 0)]
+        expected_revision: i64,
+    },
+    /// Show one schema version (0: the current one).
+    Get {
+        channel_id: String,
+        #[arg(long, default_value_t = 0)]
+        version: u32,
+    },
+    /// List every schema version of a channel.
+    List { channel_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum ReportCommand {
+    Worker {
+        worker_id: String,
+        #[arg(long, default_value_t = 0)]
+        frames_processed: u64,
+        #[arg(long, default_value_t = 0.0)]
+        frames_per_second: f64,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    Ingestor {
+        ingestor_id: String,
+        #[arg(long)]
+        channel: String,
+        #[arg(long, default_value_t = 0)]
+        captured: u64,
+        #[arg(long, default_value_t = 0)]
+        acknowledged: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+struct SchemaArgs {
+    #[arg(long)]
+    width: u32,
+    #[arg(long)]
+    height: u32,
+    #[arg(long, default_value_t = 25.0)]
+    fps: f64,
+    #[arg(long, value_enum, default_value_t = EncodingArg::Jpeg)]
+    encoding: EncodingArg,
+    #[arg(long, value_enum, default_value_t = PixelFormatArg::Rgb24)]
+    pixel_format: PixelFormatArg,
+}
+
+impl SchemaArgs {
+    fn to_proto(&self) -> FrameSchema {
+        let (pixel_format, colour_channels) = match self.pixel_format {
+            PixelFormatArg::Rgb24 => (PixelFormat::Rgb24, 3),
+            PixelFormatArg::Bgr24 => (PixelFormat::Bgr24, 3),
+            PixelFormatArg::Gray8 => (PixelFormat::Gray8, 1),
+        };
+        let encoding = match self.encoding {
+            EncodingArg::Raw => FrameEncoding::Raw,
+            EncodingArg::Jpeg => FrameEncoding::Jpeg,
+            EncodingArg::Png => FrameEncoding::Png,
+        };
+        FrameSchema {
+            version: 0,
+            width: self.width,
+            height: self.height,
+            channels: colour_channels,
+            pixel_format: pixel_format.into(),
+            encoding: encoding.into(),
+            fps: self.fps,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct PlacementArgs {
+    #[arg(long, value_enum, default_value_t = StrategyArg::Dedicated)]
+    strategy: StrategyArg,
+    /// Fan-out pipeline (repeat for several).
+    #[arg(long = "pipeline")]
+    pipelines: Vec<String>,
+}
+
+impl PlacementArgs {
+    fn strategy(&self) -> i32 {
+        match self.strategy {
+            StrategyArg::Dedicated => TopicStrategy::Dedicated,
+            StrategyArg::SharedPool => TopicStrategy::SharedPool,
+            StrategyArg::FanOut => TopicStrategy::FanOut,
+        }
+        .into()
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -103,6 +276,19 @@ enum PixelFormatArg {
     Rgb24,
     Bgr24,
     Gray8,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum StrategyArg {
+    Dedicated,
+    SharedPool,
+    FanOut,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum StateArg {
+    Active,
+    Draining,
 }
 
 enum Failure {
@@ -138,78 +324,106 @@ fn exit_code_for(code: tonic::Code) -> u8 {
         tonic::Code::AlreadyExists => 4,
         tonic::Code::InvalidArgument => 5,
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => 6,
+        tonic::Code::FailedPrecondition => 8,
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => 9,
         _ => 1,
+    }
+}
+
+fn print_channels(json: bool, channels: &[framefleet_proto::v1::Channel]) {
+    if json {
+        println!("{}", render::channels_json(channels));
+    } else {
+        print!("{}", render::channels_table(channels));
+    }
+}
+
+fn print_schemas(json: bool, schemas: &[FrameSchema]) {
+    if json {
+        let values: Vec<serde_json::Value> = schemas.iter().map(render::schema_value).collect();
+        println!("{}", serde_json::Value::Array(values));
+    } else {
+        print!("{}", render::schemas_table(schemas));
     }
 }
 
 async fn execute(cli: Cli) -> Result<(), Failure> {
     let timeout = Duration::from_secs(cli.timeout_secs.max(1));
-    let channel = framefleet_proto::client::connect_coordinator(&cli.coordinator, timeout)
-        .await
-        .map_err(|error| Failure::Other(error.into(), 6))?;
+    let options = ClientOptions {
+        token: cli.auth_token.clone(),
+        tls_ca: cli.tls_ca.clone(),
+    };
+    let streaming = matches!(cli.command, Command::Assignments { .. });
+    let channel = if streaming {
+        framefleet_proto::client::connect_coordinator_for_streams(&cli.coordinator, timeout, &options).await
+    } else {
+        framefleet_proto::client::connect_coordinator(&cli.coordinator, timeout, &options).await
+    }
+    .map_err(|error| Failure::Other(error.into(), 6))?;
     let mut channels = ChannelServiceClient::new(channel.clone());
-    let mut fleet = FleetServiceClient::new(channel);
+    let mut schemas = SchemaServiceClient::new(channel.clone());
+    let mut fleet = FleetServiceClient::new(channel.clone());
+    let json = cli.json;
     match cli.command {
-        Command::Channels(ChannelsCommand::List { prefix }) => {
-            let response = channels
-                .list_channels(ListChannelsRequest { id_prefix: prefix })
-                .await?
-                .into_inner();
-            if cli.json {
-                println!("{}", render::channels_json(&response.channels));
-            } else {
-                print!("{}", render::channels_table(&response.channels));
+        Command::Channels(ChannelsCommand::List {
+            prefix,
+            state,
+            topic,
+            page_size,
+            page_token,
+        }) => {
+            let state = match state {
+                None => ChannelState::Unspecified,
+                Some(StateArg::Active) => ChannelState::Active,
+                Some(StateArg::Draining) => ChannelState::Draining,
+            };
+            let mut request = ListChannelsRequest {
+                id_prefix: prefix,
+                page_size: page_size.unwrap_or(1000),
+                page_token,
+                state: state.into(),
+                topic,
+            };
+            let mut listed = Vec::new();
+            loop {
+                let page = channels.list_channels(request.clone()).await?.into_inner();
+                listed.extend(page.channels);
+                if page_size.is_some() || page.next_page_token.is_empty() {
+                    if page_size.is_some() && !page.next_page_token.is_empty() {
+                        eprintln!("next page: --page-token {}", page.next_page_token);
+                    }
+                    break;
+                }
+                request.page_token = page.next_page_token;
             }
+            print_channels(json, &listed);
         }
         Command::Channels(ChannelsCommand::Get { channel_id }) => {
             let channel = channels
                 .get_channel(GetChannelRequest { channel_id })
                 .await?
                 .into_inner();
-            if cli.json {
-                println!("{}", render::channels_json(std::slice::from_ref(&channel)));
-            } else {
-                print!("{}", render::channels_table(std::slice::from_ref(&channel)));
-            }
+            print_channels(json, std::slice::from_ref(&channel));
         }
         Command::Channels(ChannelsCommand::Register {
             channel_id,
             source,
-            width,
-            height,
-            fps,
-            encoding,
-            pixel_format,
+            schema,
+            placement,
+            bytes_per_second,
         }) => {
-            let (pixel_format, colour_channels) = match pixel_format {
-                PixelFormatArg::Rgb24 => (PixelFormat::Rgb24, 3),
-                PixelFormatArg::Bgr24 => (PixelFormat::Bgr24, 3),
-                PixelFormatArg::Gray8 => (PixelFormat::Gray8, 1),
-            };
-            let encoding = match encoding {
-                EncodingArg::Raw => FrameEncoding::Raw,
-                EncodingArg::Jpeg => FrameEncoding::Jpeg,
-                EncodingArg::Png => FrameEncoding::Png,
-            };
             let request = RegisterChannelRequest {
                 channel_id,
                 source_uri: source,
-                schema: Some(FrameSchema {
-                    version: 1,
-                    width,
-                    height,
-                    channels: colour_channels,
-                    pixel_format: pixel_format.into(),
-                    encoding: encoding.into(),
-                    fps,
-                }),
+                schema: Some(schema.to_proto()),
+                topic_strategy: placement.strategy(),
+                pipelines: placement.pipelines.clone(),
+                declared_bytes_per_second: bytes_per_second,
             };
             let response = channels.register_channel(request).await?.into_inner();
             let registered: Vec<_> = response.channel.into_iter().collect();
-            if cli.json {
-                println!("{}", render::channels_json(&registered));
-            } else {
-                print!("{}", render::channels_table(&registered));
+            print_channels(json, &registered);
+            if !json {
                 println!(
                     "{}",
                     if response.created {
@@ -220,9 +434,89 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
                 );
             }
         }
+        Command::Channels(ChannelsCommand::Update {
+            channel_id,
+            source,
+            bytes_per_second,
+            expected_revision,
+        }) => {
+            let request = UpdateChannelRequest {
+                channel_id,
+                source_uri: source,
+                declared_bytes_per_second: bytes_per_second,
+                expected_revision,
+            };
+            let channel = channels.update_channel(request).await?.into_inner();
+            print_channels(json, std::slice::from_ref(&channel));
+        }
+        Command::Channels(ChannelsCommand::Deregister {
+            channel_id,
+            force,
+            expected_revision,
+        }) => {
+            let request = DeregisterChannelRequest {
+                channel_id,
+                expected_revision,
+                force,
+            };
+            let response = channels.deregister_channel(request).await?.into_inner();
+            let channel: Vec<_> = response.channel.into_iter().collect();
+            print_channels(json, &channel);
+            if !json {
+                println!("{}", if response.deleted { "deleted" } else { "draining" });
+            }
+        }
+        Command::Channels(ChannelsCommand::Move {
+            channel_id,
+            placement,
+            expected_revision,
+        }) => {
+            let request = MoveChannelRequest {
+                channel_id,
+                topic_strategy: placement.strategy(),
+                pipelines: placement.pipelines.clone(),
+                expected_revision,
+            };
+            let channel = channels.move_channel(request).await?.into_inner();
+            print_channels(json, std::slice::from_ref(&channel));
+        }
+        Command::Schemas(SchemasCommand::Add {
+            channel_id,
+            schema,
+            allow_frame_size_change,
+            expected_revision,
+        }) => {
+            let request = AddSchemaVersionRequest {
+                channel_id,
+                schema: Some(schema.to_proto()),
+                allow_frame_size_change,
+                expected_revision,
+            };
+            let added = schemas.add_schema_version(request).await?.into_inner();
+            print_schemas(json, &[added]);
+        }
+        Command::Schemas(SchemasCommand::Get { channel_id, version }) => {
+            let schema = schemas
+                .get_schema(GetSchemaRequest { channel_id, version })
+                .await?
+                .into_inner();
+            print_schemas(json, &[schema]);
+        }
+        Command::Schemas(SchemasCommand::List { channel_id }) => {
+            let listed = schemas
+                .list_schema_versions(ListSchemaVersionsRequest { channel_id })
+                .await?
+                .into_inner();
+            print_schemas(json, &listed.schemas);
+        }
+        Command::Assignments {
+            ingestor,
+            after_revision,
+            count,
+        } => follow_assignments(channel, json, ingestor, after_revision, count).await?,
         Command::Status => {
             let status = fleet.get_fleet_status(GetFleetStatusRequest {}).await?.into_inner();
-            if cli.json {
+            if json {
                 println!("{}", render::status_json(&status, None));
             } else {
                 print!("{}", render::status_report(&status));
@@ -235,19 +529,93 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
         } => {
             watch(
                 &mut fleet,
-                cli.json,
+                json,
                 until_drained,
                 timeout_secs.map(Duration::from_secs),
                 Duration::from_millis(interval_ms.max(100)),
             )
             .await?;
         }
+        Command::Report(ReportCommand::Worker {
+            worker_id,
+            frames_processed,
+            frames_per_second,
+            device,
+        }) => {
+            let report = WorkerReport {
+                worker_id,
+                frames_processed,
+                frames_per_second,
+                device,
+                lag_frames: -1,
+                ..WorkerReport::default()
+            };
+            fleet.report_worker(report).await?;
+            if !json {
+                println!("reported");
+            }
+        }
+        Command::Report(ReportCommand::Ingestor {
+            ingestor_id,
+            channel,
+            captured,
+            acknowledged,
+        }) => {
+            let report = IngestorReport {
+                ingestor_id,
+                channels: vec![ChannelLedger {
+                    channel_id: channel,
+                    frames_captured: captured,
+                    frames_acknowledged: acknowledged,
+                    ..ChannelLedger::default()
+                }],
+            };
+            fleet.report_ingestor(report).await?;
+            if !json {
+                println!("reported");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Prints each assignment update as it arrives: one JSON object per line with `--json`.
+async fn follow_assignments(
+    channel: CoordinatorChannel,
+    json: bool,
+    ingestor_id: String,
+    after_revision: i64,
+    count: Option<usize>,
+) -> Result<(), Failure> {
+    let mut client = AssignmentServiceClient::new(channel);
+    let mut updates = client
+        .watch_assignments(WatchAssignmentsRequest {
+            ingestor_id,
+            after_revision,
+        })
+        .await?
+        .into_inner();
+    let mut received = 0usize;
+    while count.is_none_or(|count| received < count) {
+        let update = tokio::select! {
+            update = updates.message() => update?,
+            _ = tokio::signal::ctrl_c() => return Err(Failure::Other(anyhow::anyhow!("interrupted"), 130)),
+        };
+        let Some(update) = update else {
+            return Err(Failure::Other(anyhow::anyhow!("the coordinator ended the watch"), 6));
+        };
+        if json {
+            println!("{}", render::assignment_update_json(&update));
+        } else {
+            println!("{}", render::assignment_update_line(&update));
+        }
+        received += 1;
     }
     Ok(())
 }
 
 async fn watch(
-    fleet: &mut FleetServiceClient<tonic::transport::Channel>,
+    fleet: &mut FleetServiceClient<CoordinatorChannel>,
     json: bool,
     until_drained: bool,
     timeout: Option<Duration>,

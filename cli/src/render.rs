@@ -1,6 +1,8 @@
 //! Text and JSON renderings of API responses. Pure functions, so they are easy to test.
 
-use framefleet_proto::v1::{Channel, FleetStatus, FrameEncoding, PixelFormat};
+use framefleet_proto::v1::{
+    AssignmentUpdate, Channel, ChannelState, FleetStatus, FrameEncoding, FrameSchema, PixelFormat, TopicStrategy,
+};
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -141,16 +143,57 @@ pub fn status_report(status: &FleetStatus) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{:<40} {:>10} {:>10} {:>8}",
-        "TOPIC", "ACCUMULATE", "CONSUME", "LAG"
+        "\n{:<40} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8}",
+        "TOPIC", "ACCUMULATE", "CONSUME", "LAG", "LAG-S", "IN/S", "OUT/S"
     );
     for topic in &status.topics {
         let _ = writeln!(
             out,
-            "{:<40} {:>10} {:>10} {:>8}",
-            topic.topic, topic.accumulate, topic.consume, topic.lag
+            "{:<40} {:>10} {:>10} {:>8} {:>8.1} {:>8.1} {:>8.1}",
+            topic.topic,
+            topic.accumulate,
+            topic.consume,
+            topic.lag,
+            topic.lag_seconds,
+            topic.accumulate_per_second,
+            topic.consume_per_second
         );
     }
+    if !status.channels.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{:<24} {:<24} {:>9} {:>9} {:>8} {:>7} {:>10}",
+            "CHANNEL", "INGESTOR", "CAPTURED", "ACKED", "DROPPED", "FAILED", "CAPTURE/S"
+        );
+        for channel in &status.channels {
+            let _ = writeln!(
+                out,
+                "{:<24} {:<24} {:>9} {:>9} {:>8} {:>7} {:>10.1}",
+                channel.channel_id,
+                channel.ingestor_id,
+                channel.frames_captured,
+                channel.frames_acknowledged,
+                channel.frames_dropped,
+                channel.frames_failed,
+                channel.captured_per_second
+            );
+        }
+    }
+    let leader = if status.leader_id.is_empty() {
+        "none"
+    } else {
+        status.leader_id.as_str()
+    };
+    let _ = writeln!(
+        out,
+        "\nleader: {leader}   answered by: {}   registered ingestors: {}",
+        status.coordinator_id,
+        if status.registered_ingestors.is_empty() {
+            "none".to_owned()
+        } else {
+            status.registered_ingestors.join(", ")
+        }
+    );
     if !status.kafka_error.is_empty() {
         let _ = writeln!(out, "kafka error: {}", status.kafka_error);
     }
@@ -189,8 +232,8 @@ pub fn final_summary(status: &FleetStatus, elapsed: Duration) -> String {
 
 pub fn channels_table(channels: &[Channel]) -> String {
     let mut out = format!(
-        "{:<24} {:<11} {:>5} {:<6} {:<36} {}\n",
-        "CHANNEL", "SIZE", "FPS", "ENC", "TOPIC", "SOURCE"
+        "{:<24} {:<8} {:<11} {:>5} {:<6} {:>4} {:>8} {:<36} {:<16} {}\n",
+        "CHANNEL", "STATE", "SIZE", "FPS", "ENC", "VER", "REV", "TOPICS", "INGESTOR", "SOURCE"
     );
     for channel in channels {
         let (size, fps, encoding) = match &channel.schema {
@@ -203,41 +246,117 @@ pub fn channels_table(channels: &[Channel]) -> String {
             ),
             None => Default::default(),
         };
+        let version = channel.schema.as_ref().map_or(0, |schema| schema.version);
+        let ingestor = if channel.ingestor_id.is_empty() {
+            "-"
+        } else {
+            channel.ingestor_id.as_str()
+        };
         let _ = writeln!(
             out,
-            "{:<24} {:<11} {:>5} {:<6} {:<36} {}",
-            channel.channel_id, size, fps, encoding, channel.topic, channel.source_uri
+            "{:<24} {:<8} {:<11} {:>5} {:<6} {:>4} {:>8} {:<36} {:<16} {}",
+            channel.channel_id,
+            state_name(channel.state),
+            size,
+            fps,
+            encoding,
+            version,
+            channel.revision,
+            channel.topics.join(","),
+            ingestor,
+            channel.source_uri
         );
     }
     out
 }
 
+pub fn state_name(state: i32) -> String {
+    ChannelState::try_from(state)
+        .map(|state| state.as_str_name().trim_start_matches("CHANNEL_STATE_").to_lowercase())
+        .unwrap_or_else(|_| format!("#{state}"))
+}
+
+pub fn schema_value(schema: &FrameSchema) -> Value {
+    json!({
+        "version": schema.version,
+        "width": schema.width,
+        "height": schema.height,
+        "channels": schema.channels,
+        "pixel_format": PixelFormat::try_from(schema.pixel_format).map(|p| p.as_str_name()).unwrap_or("UNKNOWN"),
+        "encoding": FrameEncoding::try_from(schema.encoding).map(|e| e.as_str_name()).unwrap_or("UNKNOWN"),
+        "fps": schema.fps,
+    })
+}
+
+pub fn channel_value(channel: &Channel) -> Value {
+    json!({
+        "channel_id": channel.channel_id,
+        "source_uri": channel.source_uri,
+        "topic": channel.topic,
+        "topics": channel.topics,
+        "topic_strategy": TopicStrategy::try_from(channel.topic_strategy).map(|s| s.as_str_name()).unwrap_or("UNKNOWN"),
+        "pipelines": channel.pipelines,
+        "state": ChannelState::try_from(channel.state).map(|s| s.as_str_name()).unwrap_or("UNKNOWN"),
+        "ingestor_id": channel.ingestor_id,
+        "declared_bytes_per_second": channel.declared_bytes_per_second,
+        "created_unix_ms": channel.created_unix_ms,
+        "updated_unix_ms": channel.updated_unix_ms,
+        "revision": channel.revision,
+        "schema": channel.schema.as_ref().map(schema_value),
+    })
+}
+
 pub fn channels_json(channels: &[Channel]) -> String {
-    let values: Vec<Value> = channels
+    Value::Array(channels.iter().map(channel_value).collect()).to_string()
+}
+
+pub fn schemas_table(schemas: &[FrameSchema]) -> String {
+    let mut out = format!(
+        "{:>4} {:<11} {:>3} {:<10} {:<6} {:>6}\n",
+        "VER", "SIZE", "CH", "PIXELS", "ENC", "FPS"
+    );
+    for schema in schemas {
+        let _ = writeln!(
+            out,
+            "{:>4} {:<11} {:>3} {:<10} {:<6} {:>6.1}",
+            schema.version,
+            format!("{}x{}", schema.width, schema.height),
+            schema.channels,
+            PixelFormat::try_from(schema.pixel_format)
+                .map(|p| p.as_str_name().trim_start_matches("PIXEL_FORMAT_").to_lowercase())
+                .unwrap_or_default(),
+            FrameEncoding::try_from(schema.encoding)
+                .map(|e| e.as_str_name().trim_start_matches("FRAME_ENCODING_").to_lowercase())
+                .unwrap_or_default(),
+            schema.fps
+        );
+    }
+    out
+}
+
+pub fn assignment_update_json(update: &AssignmentUpdate) -> String {
+    json!({
+        "revision": update.revision,
+        "reset": update.reset,
+        "channels": update.channels.iter().map(channel_value).collect::<Vec<_>>(),
+        "removed_channel_ids": update.removed_channel_ids,
+    })
+    .to_string()
+}
+
+pub fn assignment_update_line(update: &AssignmentUpdate) -> String {
+    let run: Vec<String> = update
+        .channels
         .iter()
-        .map(|channel| {
-            let schema = channel.schema.as_ref().map(|schema| {
-                json!({
-                    "version": schema.version,
-                    "width": schema.width,
-                    "height": schema.height,
-                    "channels": schema.channels,
-                    "pixel_format": PixelFormat::try_from(schema.pixel_format).map(|p| p.as_str_name()).unwrap_or("UNKNOWN"),
-                    "encoding": FrameEncoding::try_from(schema.encoding).map(|e| e.as_str_name()).unwrap_or("UNKNOWN"),
-                    "fps": schema.fps,
-                })
-            });
-            json!({
-                "channel_id": channel.channel_id,
-                "source_uri": channel.source_uri,
-                "topic": channel.topic,
-                "created_unix_ms": channel.created_unix_ms,
-                "revision": channel.revision,
-                "schema": schema,
-            })
-        })
+        .map(|channel| format!("{}→{}", channel.channel_id, channel.topics.join(",")))
         .collect();
-    Value::Array(values).to_string()
+    format!(
+        "revision {}{}: run [{}] stop [{}]",
+        update.revision,
+        if update.reset { " (full listing)" } else { "" },
+        run.join(" "),
+        update.removed_channel_ids.join(" ")
+    )
 }
 
 pub fn status_json(status: &FleetStatus, elapsed: Option<Duration>) -> String {
@@ -268,7 +387,32 @@ pub fn status_json(status: &FleetStatus, elapsed: Option<Duration>) -> String {
     let topics: Vec<Value> = status
         .topics
         .iter()
-        .map(|topic| json!({"topic": topic.topic, "accumulate": topic.accumulate, "consume": topic.consume, "lag": topic.lag}))
+        .map(|topic| {
+            json!({
+                "topic": topic.topic,
+                "accumulate": topic.accumulate,
+                "consume": topic.consume,
+                "lag": topic.lag,
+                "lag_seconds": topic.lag_seconds,
+                "accumulate_per_second": topic.accumulate_per_second,
+                "consume_per_second": topic.consume_per_second,
+            })
+        })
+        .collect();
+    let channels: Vec<Value> = status
+        .channels
+        .iter()
+        .map(|channel| {
+            json!({
+                "channel_id": channel.channel_id,
+                "ingestor_id": channel.ingestor_id,
+                "frames_captured": channel.frames_captured,
+                "frames_acknowledged": channel.frames_acknowledged,
+                "frames_dropped": channel.frames_dropped,
+                "frames_failed": channel.frames_failed,
+                "captured_per_second": channel.captured_per_second,
+            })
+        })
         .collect();
     json!({
         "elapsed_s": elapsed.map(|e| e.as_secs_f64()),
@@ -284,6 +428,10 @@ pub fn status_json(status: &FleetStatus, elapsed: Option<Duration>) -> String {
         "drained": is_drained(status),
         "workers": workers,
         "topics": topics,
+        "channels": channels,
+        "leader_id": status.leader_id,
+        "coordinator_id": status.coordinator_id,
+        "registered_ingestors": status.registered_ingestors,
         "kafka_error": status.kafka_error,
     })
     .to_string()
@@ -314,6 +462,7 @@ mod tests {
                 accumulate: 10,
                 consume: 10 - lag,
                 lag,
+                ..TopicMetrics::default()
             }],
             ..FleetStatus::default()
         }

@@ -10,8 +10,15 @@ pub const DEFAULT_RESULTS_TOPIC: &str = "framefleet.results";
 pub const DEFAULT_DEAD_LETTER_TOPIC: &str = "framefleet.dead-letter";
 /// Consumer group shared by the worker fleet; the coordinator reads its committed offsets.
 pub const DEFAULT_WORKER_GROUP: &str = "framefleet-workers";
-/// Channel topics are named `<prefix><channel id>`.
+/// Dedicated channel topics are named `<prefix><channel id>`.
 pub const CHANNEL_TOPIC_PREFIX: &str = "framefleet.frames.";
+/// Shared pool topics are named `<prefix><n>`; a prefix of its own so no channel id can
+/// collide with a pool topic.
+pub const POOL_TOPIC_PREFIX: &str = "framefleet.pool.";
+/// Fan-out topics are named `<prefix><pipeline>.<channel id>`. Pipeline names have no `.`, so
+/// the name splits back into one (pipeline, channel) pair, and a pipeline's consumers can
+/// subscribe to `^framefleet\.fanout\.<pipeline>\.`.
+pub const FANOUT_TOPIC_PREFIX: &str = "framefleet.fanout.";
 
 /// Room for headers and record framing on top of the largest payload.
 pub const RECORD_OVERHEAD_BYTES: usize = 64 * 1024;

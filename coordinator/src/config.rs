@@ -64,14 +64,53 @@ pub struct CoordinatorConfig {
     #[arg(long, env = "FRAMEFLEET_REQUEST_TIMEOUT_SECS", default_value_t = 5)]
     pub request_timeout_secs: u64,
 
-    /// Write the bound address here once the server accepts connections.
     /// Seconds a worker or ingestor stays registered in etcd after its last sign of life
     /// (at least 2).
     #[arg(long, env = "FRAMEFLEET_MEMBER_TTL_SECS", default_value_t = 5)]
     pub member_ttl_secs: u64,
 
+    /// Write the bound address here once the server accepts connections.
     #[arg(long, env = "FRAMEFLEET_READY_FILE")]
     pub ready_file: Option<PathBuf>,
+
+    /// This coordinator's name in leader election and status; default: host name and pid.
+    #[arg(long, env = "FRAMEFLEET_COORDINATOR_ID")]
+    pub coordinator_id: Option<String>,
+
+    /// Topics in the shared pool (TOPIC_STRATEGY_SHARED_POOL).
+    #[arg(long, env = "FRAMEFLEET_POOL_TOPICS", default_value_t = 4)]
+    pub pool_topics: u32,
+
+    /// Partitions of each pool topic.
+    #[arg(long, env = "FRAMEFLEET_POOL_PARTITIONS", default_value_t = 4)]
+    pub pool_partitions: i32,
+
+    /// Seconds after a deregistration before the drain takes the topics' watermarks (time for
+    /// the ingestor to stop and flush).
+    #[arg(long, env = "FRAMEFLEET_DRAIN_SETTLE_SECS", default_value_t = 3)]
+    pub drain_settle_secs: u64,
+
+    /// Bearer token required on every mutating RPC. Prefer --auth-token-file: a value on the
+    /// command line is visible to other users of the machine.
+    #[arg(
+        long,
+        env = "FRAMEFLEET_AUTH_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "auth_token_file"
+    )]
+    pub auth_token: Option<crate::auth::Secret>,
+
+    /// File holding the bearer token (surrounding whitespace ignored).
+    #[arg(long, env = "FRAMEFLEET_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+
+    /// PEM certificate chain: serve gRPC over TLS (needs --tls-key).
+    #[arg(long, env = "FRAMEFLEET_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "FRAMEFLEET_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl CoordinatorConfig {
@@ -85,5 +124,30 @@ impl CoordinatorConfig {
 
     pub fn max_frame_bytes(&self) -> u64 {
         u64::from(self.max_frame_mib) << 20
+    }
+
+    pub fn coordinator_id(&self) -> String {
+        self.coordinator_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|name| name.trim().to_owned())
+                .unwrap_or_else(|_| "coordinator".to_owned());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+
+    /// The bearer token from --auth-token or --auth-token-file, if either is set.
+    pub fn auth_token(&self) -> anyhow::Result<Option<crate::auth::Secret>> {
+        if let Some(token) = &self.auth_token {
+            return Ok(Some(token.clone()));
+        }
+        let Some(path) = &self.auth_token_file else {
+            return Ok(None);
+        };
+        let contents = std::fs::read_to_string(path)
+            .map_err(|error| anyhow::anyhow!("cannot read --auth-token-file {}: {error}", path.display()))?;
+        contents
+            .parse()
+            .map(Some)
+            .map_err(|reason| anyhow::anyhow!("--auth-token-file {}: {reason}", path.display()))
     }
 }

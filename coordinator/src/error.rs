@@ -12,8 +12,12 @@ pub enum CoordinatorError {
     AlreadyExists { kind: &'static str, id: String },
     #[error("{kind} `{id}` is registered by another live process; give this one another id")]
     MemberInUse { kind: &'static str, id: String },
+    #[error("{0}")]
+    FailedPrecondition(String),
     #[error("metadata store unavailable: {0}")]
     StoreUnavailable(String),
+    #[error("metadata store timed out: {0}")]
+    StoreTimeout(String),
     #[error("kafka unavailable: {0}")]
     KafkaUnavailable(String),
     #[error("stored record `{key}` is corrupt: {reason}")]
@@ -38,6 +42,8 @@ impl From<CoordinatorError> for Status {
             CoordinatorError::AlreadyExists { .. } | CoordinatorError::MemberInUse { .. } => {
                 Status::already_exists(message)
             }
+            CoordinatorError::FailedPrecondition(_) => Status::failed_precondition(message),
+            CoordinatorError::StoreTimeout(_) => Status::deadline_exceeded(message),
             CoordinatorError::StoreUnavailable(_) | CoordinatorError::KafkaUnavailable(_) => {
                 Status::unavailable(message)
             }
@@ -72,8 +78,16 @@ mod tests {
                 tonic::Code::AlreadyExists,
             ),
             (
+                CoordinatorError::FailedPrecondition("revision moved".into()),
+                tonic::Code::FailedPrecondition,
+            ),
+            (
                 CoordinatorError::StoreUnavailable("down".into()),
                 tonic::Code::Unavailable,
+            ),
+            (
+                CoordinatorError::StoreTimeout("slow".into()),
+                tonic::Code::DeadlineExceeded,
             ),
             (
                 CoordinatorError::KafkaUnavailable("down".into()),

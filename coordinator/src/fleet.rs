@@ -4,8 +4,9 @@
 //! processes say about themselves.
 
 use crate::error::CoordinatorError;
+use crate::reconciler::{DrainProbe, PartitionOffsets};
 use framefleet_common::kafka;
-use framefleet_proto::v1::{IngestorReport, IngestorStatus, TopicMetrics, WorkerReport, WorkerStatus};
+use framefleet_proto::v1::{ChannelStatus, IngestorReport, IngestorStatus, TopicMetrics, WorkerReport, WorkerStatus};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
@@ -22,7 +23,14 @@ const MAX_CHANNELS_PER_REPORT: usize = 10_000;
 #[derive(Default)]
 pub struct FleetRegistry {
     workers: Mutex<HashMap<String, (WorkerReport, Instant)>>,
-    ingestors: Mutex<HashMap<String, (IngestorReport, Instant)>>,
+    ingestors: Mutex<HashMap<String, IngestorEntry>>,
+}
+
+struct IngestorEntry {
+    report: IngestorReport,
+    seen: Instant,
+    /// The report before `report`, for per-channel rates.
+    previous: Option<(IngestorReport, Instant)>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -30,7 +38,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn validate_process_id(field: &'static str, id: &str) -> Result<(), CoordinatorError> {
+pub fn validate_process_id(field: &'static str, id: &str) -> Result<(), CoordinatorError> {
     if id.is_empty() || id.len() > MAX_ID_LEN {
         return Err(CoordinatorError::invalid(
             field,
@@ -67,7 +75,19 @@ impl FleetRegistry {
                 format!("entry {index} is empty"),
             ));
         }
-        lock(&self.ingestors).insert(report.ingestor_id.clone(), (report, Instant::now()));
+        let mut ingestors = lock(&self.ingestors);
+        let now = Instant::now();
+        let previous = ingestors
+            .remove(&report.ingestor_id)
+            .map(|entry| (entry.report, entry.seen));
+        ingestors.insert(
+            report.ingestor_id.clone(),
+            IngestorEntry {
+                report,
+                seen: now,
+                previous,
+            },
+        );
         Ok(())
     }
 
@@ -98,12 +118,12 @@ impl FleetRegistry {
     pub fn ingestors(&self) -> Vec<IngestorStatus> {
         let now = Instant::now();
         let mut ingestors = lock(&self.ingestors);
-        ingestors.retain(|_, (_, seen)| now.duration_since(*seen) < REPORT_EXPIRY);
+        ingestors.retain(|_, entry| now.duration_since(entry.seen) < REPORT_EXPIRY);
         let mut statuses: Vec<IngestorStatus> = ingestors
             .values()
-            .map(|(report, seen)| IngestorStatus {
-                report: Some(report.clone()),
-                last_seen_ms_ago: millis(now.duration_since(*seen)),
+            .map(|entry| IngestorStatus {
+                report: Some(entry.report.clone()),
+                last_seen_ms_ago: millis(now.duration_since(entry.seen)),
             })
             .collect();
         statuses.sort_by(|a, b| {
@@ -117,6 +137,45 @@ impl FleetRegistry {
             id(a).cmp(&id(b))
         });
         statuses
+    }
+
+    /// Per channel, what its ingestors reported, with the capture rate between each
+    /// ingestor's last two reports. Sorted by channel id.
+    pub fn channels(&self) -> Vec<ChannelStatus> {
+        let now = Instant::now();
+        let ingestors = lock(&self.ingestors);
+        let mut by_channel: std::collections::BTreeMap<String, ChannelStatus> = std::collections::BTreeMap::new();
+        for entry in ingestors.values() {
+            if now.duration_since(entry.seen) >= REPORT_EXPIRY {
+                continue;
+            }
+            for ledger in &entry.report.channels {
+                let rate = entry.previous.as_ref().and_then(|(previous, previous_seen)| {
+                    let before = previous
+                        .channels
+                        .iter()
+                        .find(|old| old.channel_id == ledger.channel_id)?;
+                    let seconds = entry.seen.duration_since(*previous_seen).as_secs_f64();
+                    (seconds > 0.0)
+                        .then(|| ledger.frames_captured.saturating_sub(before.frames_captured) as f64 / seconds)
+                });
+                let status = by_channel
+                    .entry(ledger.channel_id.clone())
+                    .or_insert_with(|| ChannelStatus {
+                        channel_id: ledger.channel_id.clone(),
+                        ..ChannelStatus::default()
+                    });
+                if status.ingestor_id.is_empty() {
+                    status.ingestor_id.clone_from(&entry.report.ingestor_id);
+                }
+                status.frames_captured += ledger.frames_captured;
+                status.frames_acknowledged += ledger.frames_acknowledged;
+                status.frames_dropped += ledger.frames_dropped;
+                status.frames_failed += ledger.frames_failed;
+                status.captured_per_second += rate.unwrap_or(0.0);
+            }
+        }
+        by_channel.into_values().collect()
     }
 }
 
@@ -137,6 +196,23 @@ fn millis(duration: Duration) -> u64 {
 pub struct KafkaInspector {
     consumer: Arc<BaseConsumer>,
     timeout: Duration,
+    /// The previous reading of each topic, for rates.
+    previous: Mutex<HashMap<String, (Instant, u64, u64)>>,
+}
+
+/// A topic to measure and the frame rate its active channels declare.
+#[derive(Debug, Clone)]
+pub struct TopicLoad {
+    pub topic: String,
+    pub frames_per_second: f64,
+}
+
+/// One partition: its high watermark and the worker group's committed offset (if any).
+#[derive(Debug, Clone, Copy)]
+struct PartitionReading {
+    partition: i32,
+    high: i64,
+    committed: Option<i64>,
 }
 
 impl KafkaInspector {
@@ -149,29 +225,115 @@ impl KafkaInspector {
         Ok(Self {
             consumer: Arc::new(consumer),
             timeout,
+            previous: Mutex::default(),
         })
     }
 
-    pub async fn topic_metrics(&self, topics: Vec<String>) -> Result<Vec<TopicMetrics>, CoordinatorError> {
+    async fn read(&self, topics: Vec<String>) -> Result<Vec<(String, Vec<PartitionReading>)>, CoordinatorError> {
         let consumer = Arc::clone(&self.consumer);
         let timeout = self.timeout;
         // librdkafka's metadata and offset calls block; keep them off the reactor.
         tokio::task::spawn_blocking(move || {
             topics
-                .iter()
-                .map(|topic| metrics_for_topic(&consumer, topic, timeout))
+                .into_iter()
+                .map(|topic| read_topic(&consumer, &topic, timeout).map(|readings| (topic, readings)))
                 .collect()
         })
         .await
         .map_err(|error| CoordinatorError::KafkaUnavailable(format!("topic metrics task failed: {error}")))?
     }
+
+    /// The paper's metrics per topic: accumulate, consume, lag (frames and seconds), and the
+    /// rates since this coordinator's previous reading.
+    pub async fn topic_metrics(&self, topics: Vec<TopicLoad>) -> Result<Vec<TopicMetrics>, CoordinatorError> {
+        let names = topics.iter().map(|load| load.topic.clone()).collect();
+        let readings = self.read(names).await?;
+        let now = Instant::now();
+        let mut previous = lock(&self.previous);
+        let metrics = readings
+            .into_iter()
+            .zip(topics)
+            .map(|((topic, partitions), load)| {
+                let accumulate: u64 = partitions.iter().map(|p| u64::try_from(p.high).unwrap_or(0)).sum();
+                let consume: u64 = partitions
+                    .iter()
+                    .filter_map(|p| p.committed)
+                    .map(|offset| u64::try_from(offset).unwrap_or(0))
+                    .sum();
+                let lag = accumulate.saturating_sub(consume);
+                let lag_seconds = if load.frames_per_second > 0.0 {
+                    lag as f64 / load.frames_per_second
+                } else {
+                    0.0
+                };
+                let (accumulate_per_second, consume_per_second) = match previous.get(&topic) {
+                    Some((at, old_accumulate, old_consume))
+                        if now.duration_since(*at) >= Duration::from_millis(200) =>
+                    {
+                        let seconds = now.duration_since(*at).as_secs_f64();
+                        (
+                            accumulate.saturating_sub(*old_accumulate) as f64 / seconds,
+                            consume.saturating_sub(*old_consume) as f64 / seconds,
+                        )
+                    }
+                    _ => (0.0, 0.0),
+                };
+                if previous
+                    .get(&topic)
+                    .is_none_or(|(at, _, _)| now.duration_since(*at) >= Duration::from_millis(200))
+                {
+                    previous.insert(topic.clone(), (now, accumulate, consume));
+                }
+                TopicMetrics {
+                    topic,
+                    accumulate,
+                    consume,
+                    lag,
+                    lag_seconds,
+                    accumulate_per_second,
+                    consume_per_second,
+                }
+            })
+            .collect();
+        Ok(metrics)
+    }
 }
 
-fn metrics_for_topic(
+impl DrainProbe for KafkaInspector {
+    async fn high_watermarks(&self, topics: Vec<String>) -> Result<PartitionOffsets, CoordinatorError> {
+        Ok(self
+            .read(topics)
+            .await?
+            .into_iter()
+            .flat_map(|(topic, partitions)| {
+                partitions
+                    .into_iter()
+                    .map(move |reading| (topic.clone(), reading.partition, reading.high))
+            })
+            .collect())
+    }
+
+    async fn committed(&self, topics: Vec<String>) -> Result<PartitionOffsets, CoordinatorError> {
+        Ok(self
+            .read(topics)
+            .await?
+            .into_iter()
+            .flat_map(|(topic, partitions)| {
+                partitions.into_iter().filter_map(move |reading| {
+                    reading
+                        .committed
+                        .map(|offset| (topic.clone(), reading.partition, offset))
+                })
+            })
+            .collect())
+    }
+}
+
+fn read_topic(
     consumer: &BaseConsumer,
     topic: &str,
     timeout: Duration,
-) -> Result<TopicMetrics, CoordinatorError> {
+) -> Result<Vec<PartitionReading>, CoordinatorError> {
     let unavailable = |what: &str, error: rdkafka::error::KafkaError| {
         CoordinatorError::KafkaUnavailable(format!("reading {what} of topic `{topic}` failed: {error}"))
     };
@@ -185,33 +347,32 @@ fn metrics_for_topic(
         .flat_map(|described| described.partitions().iter().map(|partition| partition.id()))
         .collect();
 
-    let mut accumulate: u64 = 0;
+    let mut readings = Vec::with_capacity(partitions.len());
     let mut partition_list = TopicPartitionList::new();
     for &partition in &partitions {
         let (_low, high) = consumer
             .fetch_watermarks(topic, partition, timeout)
             .map_err(|error| unavailable("watermarks", error))?;
-        accumulate = accumulate.saturating_add(u64::try_from(high).unwrap_or(0));
+        readings.push(PartitionReading {
+            partition,
+            high,
+            committed: None,
+        });
         partition_list.add_partition(topic, partition);
     }
-
-    let mut consume: u64 = 0;
     if !partitions.is_empty() {
         let committed = consumer
             .committed_offsets(partition_list, timeout)
             .map_err(|error| unavailable("committed offsets", error))?;
         for element in committed.elements() {
-            if let Offset::Offset(offset) = element.offset() {
-                consume = consume.saturating_add(u64::try_from(offset).unwrap_or(0));
+            if let Offset::Offset(offset) = element.offset()
+                && let Some(reading) = readings.iter_mut().find(|r| r.partition == element.partition())
+            {
+                reading.committed = Some(offset);
             }
         }
     }
-    Ok(TopicMetrics {
-        topic: topic.to_owned(),
-        accumulate,
-        consume,
-        lag: accumulate.saturating_sub(consume),
-    })
+    Ok(readings)
 }
 
 #[cfg(test)]

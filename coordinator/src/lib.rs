@@ -2,27 +2,36 @@
 //! Kafka topics, collects fleet reports in memory and reads lag from Kafka. It holds no
 //! durable state of its own, so any number can be restarted at any time.
 
+pub mod assignments;
+pub mod auth;
 pub mod channels;
 pub mod config;
 pub mod error;
 pub mod fleet;
+pub mod leader;
 pub mod members;
+pub mod reconciler;
 pub mod service;
 pub mod store;
 pub mod topics;
 
-use crate::channels::{ChannelRegistry, TopicDefaults};
+use crate::channels::ChannelRegistry;
 use crate::config::CoordinatorConfig;
 use crate::fleet::{FleetRegistry, KafkaInspector};
+use crate::leader::Election;
 use crate::members::Membership;
-use crate::service::{ChannelApi, FleetApi};
+use crate::reconciler::Reconciler;
+use crate::service::{AssignmentApi, ChannelApi, FleetApi, SchemaApi};
 use crate::store::{EtcdStore, EtcdStoreConfig};
-use crate::topics::{KafkaTopicAdmin, TopicAdmin, TopicSpec};
+use crate::topics::{KafkaTopicAdmin, Placement, TopicAdmin, TopicSpec};
 use anyhow::Context;
+use framefleet_proto::v1::assignment_service_server::AssignmentServiceServer;
 use framefleet_proto::v1::channel_service_server::ChannelServiceServer;
 use framefleet_proto::v1::fleet_service_server::FleetServiceServer;
+use framefleet_proto::v1::schema_service_server::SchemaServiceServer;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -33,13 +42,19 @@ const RESULT_RECORD_MAX_BYTES: u64 = 1 << 20;
 /// A coordinator that is accepting connections.
 pub struct RunningCoordinator {
     pub local_addr: SocketAddr,
+    pub coordinator_id: String,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
+    background: Vec<JoinHandle<()>>,
 }
 
 impl RunningCoordinator {
-    /// Waits until the server stops (after the shutdown token is cancelled).
+    /// Waits until the server stops (after the shutdown token is cancelled) and leadership
+    /// is handed back.
     pub async fn wait(self) -> anyhow::Result<()> {
         self.server.await.context("coordinator server task panicked")??;
+        for task in self.background {
+            task.await.context("coordinator background task panicked")?;
+        }
         Ok(())
     }
 }
@@ -81,19 +96,32 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
     }
     let inspector = KafkaInspector::new(&config.kafka_brokers, &config.worker_group, timeout)?;
 
-    let topic_defaults = TopicDefaults {
+    let placement = Placement {
         partitions: config.topic_partitions,
         replication: config.topic_replication,
         retention_ms,
+        pool_topics: config.pool_topics.max(1),
+        pool_partitions: config.pool_partitions,
+        max_frame_bytes: config.max_frame_bytes(),
     };
+    let auth_token = config.auth_token()?;
+    let coordinator_id = config.coordinator_id();
     let members = Arc::new(Membership::new(store.clone(), config.member_ttl()));
-    let channels = Arc::new(ChannelRegistry::new(
-        store,
-        topic_admin,
-        topic_defaults,
-        config.max_frame_bytes(),
-    ));
+    let channels = Arc::new(ChannelRegistry::new(store.clone(), topic_admin, placement));
     let fleet = Arc::new(FleetRegistry::default());
+    let inspector = Arc::new(inspector);
+    let election = Arc::new(Election::new(
+        store.clone(),
+        coordinator_id.clone(),
+        config.member_ttl(),
+    ));
+    let reconciler = Reconciler {
+        channels: Arc::clone(&channels),
+        members: Arc::clone(&members),
+        probe: Arc::clone(&inspector),
+        drain_settle: Duration::from_secs(config.drain_settle_secs),
+        interval: Duration::from_millis(500),
+    };
 
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|error| {
         if error.kind() == std::io::ErrorKind::AddrInUse {
@@ -108,7 +136,12 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
     let local_addr = listener.local_addr()?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    for service_name in ["framefleet.v1.ChannelService", "framefleet.v1.FleetService"] {
+    for service_name in [
+        "framefleet.v1.ChannelService",
+        "framefleet.v1.SchemaService",
+        "framefleet.v1.AssignmentService",
+        "framefleet.v1.FleetService",
+    ] {
         health_reporter
             .set_service_status(service_name, tonic_health::ServingStatus::Serving)
             .await;
@@ -127,29 +160,73 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
         channels: Arc::clone(&channels),
     })
     .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let schema_api = SchemaServiceServer::new(SchemaApi {
+        channels: Arc::clone(&channels),
+    })
+    .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let assignment_api = AssignmentServiceServer::new(AssignmentApi { store: store.clone() })
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
     let fleet_api = FleetServiceServer::new(FleetApi {
         fleet,
         members,
         channels,
-        inspector: Arc::new(inspector),
+        inspector,
+        election: Arc::clone(&election),
+        coordinator_id: coordinator_id.clone(),
     })
     .max_decoding_message_size(MAX_REQUEST_BYTES);
 
+    let mut builder = tonic::transport::Server::builder();
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        let read = |path: &std::path::PathBuf| {
+            std::fs::read(path).with_context(|| format!("cannot read TLS file {}", path.display()))
+        };
+        let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .context("invalid TLS certificate or key")?;
+    }
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let server = tonic::transport::Server::builder()
+    let server_shutdown = shutdown.clone();
+    let server = builder
+        .layer(auth::BearerAuthLayer::new(auth_token.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(channel_api)
+        .add_service(schema_api)
+        .add_service(assignment_api)
         .add_service(fleet_api)
-        .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await });
+        .serve_with_incoming_shutdown(incoming, async move { server_shutdown.cancelled().await });
     let server = tokio::spawn(server);
+
+    let election_task = tokio::spawn({
+        let (election, shutdown) = (Arc::clone(&election), shutdown.clone());
+        async move { election.run(shutdown).await }
+    });
+    let reconciler_task = tokio::spawn({
+        let term = election.subscribe();
+        async move { reconciler.run(term, shutdown).await }
+    });
 
     if let Some(path) = &config.ready_file {
         framefleet_common::startup::write_ready_file(path, local_addr)?;
     }
-    tracing::info!(address = %local_addr, etcd = ?config.etcd_endpoints, kafka = %config.kafka_brokers, "coordinator serving");
-    Ok(RunningCoordinator { local_addr, server })
+    tracing::info!(
+        address = %local_addr,
+        coordinator = %coordinator_id,
+        etcd = ?config.etcd_endpoints,
+        kafka = %config.kafka_brokers,
+        tls = config.tls_cert.is_some(),
+        auth = auth_token.is_some(),
+        "coordinator serving"
+    );
+    Ok(RunningCoordinator {
+        local_addr,
+        coordinator_id,
+        server,
+        background: vec![election_task, reconciler_task],
+    })
 }
 
 pub async fn run(config: CoordinatorConfig, shutdown: CancellationToken) -> anyhow::Result<()> {

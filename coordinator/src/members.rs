@@ -7,12 +7,13 @@
 use crate::error::CoordinatorError;
 use crate::fleet::FleetRegistry;
 use crate::store::{LeasedOutcome, MetadataStore};
-use framefleet_proto::v1::WorkerReport;
+use framefleet_proto::v1::{IngestorReport, WorkerReport};
 use futures::{Stream, StreamExt};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 pub const WORKERS_PREFIX: &str = "members/workers/";
+pub const INGESTORS_PREFIX: &str = "members/ingestors/";
 /// etcd's own floor is 1 s; below 2 s a keep-alive round trip under load could miss it.
 pub const MIN_MEMBER_TTL: Duration = Duration::from_secs(2);
 
@@ -21,6 +22,46 @@ struct MemberRecord<'a> {
     id: &'a str,
     device: &'a str,
     registered_at_unix_ms: i64,
+}
+
+/// What a report stream carries: one kind of process, identified by an id in every report.
+pub trait MemberReport: Clone + Send + 'static {
+    const KIND: &'static str;
+    const KEY_PREFIX: &'static str;
+    const ID_FIELD: &'static str;
+    fn member_id(&self) -> &str;
+    fn description(&self) -> &str;
+    fn record_in(self, fleet: &FleetRegistry) -> Result<(), CoordinatorError>;
+}
+
+impl MemberReport for WorkerReport {
+    const KIND: &'static str = "worker";
+    const KEY_PREFIX: &'static str = WORKERS_PREFIX;
+    const ID_FIELD: &'static str = "worker_id";
+    fn member_id(&self) -> &str {
+        &self.worker_id
+    }
+    fn description(&self) -> &str {
+        &self.device
+    }
+    fn record_in(self, fleet: &FleetRegistry) -> Result<(), CoordinatorError> {
+        fleet.record_worker(self)
+    }
+}
+
+impl MemberReport for IngestorReport {
+    const KIND: &'static str = "ingestor";
+    const KEY_PREFIX: &'static str = INGESTORS_PREFIX;
+    const ID_FIELD: &'static str = "ingestor_id";
+    fn member_id(&self) -> &str {
+        &self.ingestor_id
+    }
+    fn description(&self) -> &str {
+        ""
+    }
+    fn record_in(self, fleet: &FleetRegistry) -> Result<(), CoordinatorError> {
+        fleet.record_ingestor(self)
+    }
 }
 
 pub struct Membership<S> {
@@ -49,21 +90,35 @@ impl<S: MetadataStore> Membership<S> {
 
     /// Ids of the workers whose registration is alive in etcd.
     pub async fn registered_workers(&self) -> Result<HashSet<String>, CoordinatorError> {
+        self.registered(WORKERS_PREFIX).await
+    }
+
+    /// Ids of the ingestors whose registration is alive in etcd.
+    pub async fn registered_ingestors(&self) -> Result<HashSet<String>, CoordinatorError> {
+        self.registered(INGESTORS_PREFIX).await
+    }
+
+    async fn registered(&self, prefix: &str) -> Result<HashSet<String>, CoordinatorError> {
         Ok(self
             .store
-            .list(WORKERS_PREFIX)
+            .list(prefix)
             .await?
             .into_iter()
-            .filter_map(|stored| stored.key.strip_prefix(WORKERS_PREFIX).map(str::to_owned))
+            .filter_map(|stored| stored.key.strip_prefix(prefix).map(str::to_owned))
             .collect())
     }
 
-    /// Serves one worker's report stream from its first report to its end. The first report
-    /// registers the worker (`ALREADY_EXISTS` if a live process holds that id); every report
+    /// Serves one process's report stream from its first report to its end. The first report
+    /// registers the process (`ALREADY_EXISTS` if a live process holds that id); every report
     /// is recorded in `fleet`; the registration is revoked however the stream ends.
-    pub async fn serve_worker_stream<R>(&self, fleet: &FleetRegistry, reports: R) -> Result<StreamEnd, CoordinatorError>
+    pub async fn serve_stream<Report, R>(
+        &self,
+        fleet: &FleetRegistry,
+        reports: R,
+    ) -> Result<StreamEnd, CoordinatorError>
     where
-        R: Stream<Item = Result<WorkerReport, tonic::Status>> + Unpin + Send,
+        Report: MemberReport,
+        R: Stream<Item = Result<Report, tonic::Status>> + Unpin + Send,
     {
         let mut reports = reports;
         let first = match tokio::time::timeout(self.ttl, reports.next()).await {
@@ -81,40 +136,42 @@ impl<S: MetadataStore> Membership<S> {
                 ));
             }
         };
-        fleet.record_worker(first.clone())?;
-        let worker_id = first.worker_id.clone();
-        let key = format!("{WORKERS_PREFIX}{worker_id}");
+        let kind = Report::KIND;
+        let member_id = first.member_id().to_owned();
+        let device = first.description().to_owned();
+        first.record_in(fleet)?;
+        let key = format!("{}{member_id}", Report::KEY_PREFIX);
         let record = serde_json::to_vec(&MemberRecord {
-            id: &worker_id,
-            device: &first.device,
+            id: &member_id,
+            device: &device,
             registered_at_unix_ms: framefleet_common::startup::unix_time_ms(),
         })
         .map_err(|error| CoordinatorError::invalid("report", error.to_string()))?;
         let mut lease = match self.store.create_leased(&key, record.clone(), self.ttl).await? {
-            LeasedOutcome::Created { lease } => lease,
+            LeasedOutcome::Created { lease, .. } => lease,
             LeasedOutcome::Exists(_) => {
-                return Err(CoordinatorError::MemberInUse {
-                    kind: "worker",
-                    id: worker_id,
-                });
+                return Err(CoordinatorError::MemberInUse { kind, id: member_id });
             }
         };
-        tracing::info!(worker = %worker_id, ttl = ?self.ttl, "worker registered");
+        tracing::info!(kind, member = %member_id, ttl = ?self.ttl, "member registered");
 
         let renew_every = self.ttl / 3;
         let mut last_renewal = Instant::now();
         let end = loop {
             match tokio::time::timeout(self.ttl, reports.next()).await {
                 Ok(Some(Ok(report))) => {
-                    if report.worker_id != worker_id {
+                    if report.member_id() != member_id {
                         let _ = self.store.revoke(lease).await;
                         return Err(CoordinatorError::invalid(
-                            "worker_id",
-                            format!("changed from `{worker_id}` to `{}` within one stream", report.worker_id),
+                            Report::ID_FIELD,
+                            format!(
+                                "changed from `{member_id}` to `{}` within one stream",
+                                report.member_id()
+                            ),
                         ));
                     }
-                    if let Err(error) = fleet.record_worker(report) {
-                        tracing::warn!(worker = %worker_id, %error, "report refused");
+                    if let Err(error) = report.record_in(fleet) {
+                        tracing::warn!(kind, member = %member_id, %error, "report refused");
                     }
                 }
                 Ok(Some(Err(_))) => break StreamEnd::Broken,
@@ -128,20 +185,20 @@ impl<S: MetadataStore> Membership<S> {
                     // The lease ran out (etcd or this coordinator stalled for a TTL): register
                     // again rather than leave a live worker unlisted.
                     Ok(false) => match self.store.create_leased(&key, record.clone(), self.ttl).await {
-                        Ok(LeasedOutcome::Created { lease: renewed }) => lease = renewed,
+                        Ok(LeasedOutcome::Created { lease: renewed, .. }) => lease = renewed,
                         Ok(LeasedOutcome::Exists(_)) => {
-                            tracing::warn!(worker = %worker_id, "registration taken over by another process");
+                            tracing::warn!(kind, member = %member_id, "registration taken over by another process");
                         }
-                        Err(error) => tracing::warn!(worker = %worker_id, %error, "cannot register again"),
+                        Err(error) => tracing::warn!(kind, member = %member_id, %error, "cannot register again"),
                     },
-                    Err(error) => tracing::warn!(worker = %worker_id, %error, "cannot renew the registration"),
+                    Err(error) => tracing::warn!(kind, member = %member_id, %error, "cannot renew the registration"),
                 }
             }
         };
         if let Err(error) = self.store.revoke(lease).await {
-            tracing::warn!(worker = %worker_id, %error, "cannot revoke the registration; it expires with its lease");
+            tracing::warn!(kind, member = %member_id, %error, "cannot revoke the registration; it expires with its lease");
         }
-        tracing::info!(worker = %worker_id, ?end, "worker deregistered");
+        tracing::info!(kind, member = %member_id, ?end, "member deregistered");
         Ok(end)
     }
 }
@@ -151,9 +208,9 @@ mod tests {
     use super::*;
     use crate::store::MemoryStore;
 
-    fn report(worker_id: &str) -> Result<WorkerReport, tonic::Status> {
+    fn report(member_id: &str) -> Result<WorkerReport, tonic::Status> {
         Ok(WorkerReport {
-            worker_id: worker_id.to_owned(),
+            worker_id: member_id.to_owned(),
             device: "cpu".to_owned(),
             ..WorkerReport::default()
         })
@@ -167,7 +224,7 @@ mod tests {
         let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(receiver);
         let serving = tokio::spawn({
             let (membership, fleet) = (membership.clone(), fleet.clone());
-            async move { membership.serve_worker_stream(&fleet, stream).await }
+            async move { membership.serve_stream(&fleet, stream).await }
         });
         sender.send(report("w1")).expect("send");
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -177,7 +234,7 @@ mod tests {
         }
 
         let duplicate = membership
-            .serve_worker_stream(&fleet, futures::stream::iter([report("w1")]))
+            .serve_stream(&fleet, futures::stream::iter([report("w1")]))
             .await;
         assert!(
             matches!(duplicate, Err(CoordinatorError::MemberInUse { .. })),
@@ -196,7 +253,7 @@ mod tests {
         let fleet = FleetRegistry::default();
         let silent = futures::stream::iter([report("w2")]).chain(futures::stream::pending());
         let started = Instant::now();
-        let end = membership.serve_worker_stream(&fleet, silent).await.expect("stream");
+        let end = membership.serve_stream(&fleet, silent).await.expect("stream");
         assert_eq!(end, StreamEnd::Silent);
         assert!(started.elapsed() >= Duration::from_secs(2));
         assert!(membership.registered_workers().await.expect("list").is_empty());

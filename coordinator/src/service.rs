@@ -1,17 +1,27 @@
 //! gRPC adapters: validate the envelope, delegate to the domain, map errors in one place
 //! (`From<CoordinatorError> for Status`). No domain logic lives here.
 
-use crate::channels::ChannelRegistry;
-use crate::fleet::{FleetRegistry, KafkaInspector};
+use crate::assignments::{WatchScope, spawn_watch, validate_after_revision};
+use crate::channels::{ChannelChange, ChannelRegistry, ChannelSpec, ListFilter};
+use crate::fleet::{FleetRegistry, KafkaInspector, TopicLoad};
+use crate::leader::Election;
 use crate::members::Membership;
 use crate::store::MetadataStore;
 use crate::topics::TopicAdmin;
+use framefleet_proto::v1::assignment_service_server::AssignmentService;
 use framefleet_proto::v1::channel_service_server::ChannelService;
 use framefleet_proto::v1::fleet_service_server::FleetService;
+use framefleet_proto::v1::schema_service_server::SchemaService;
 use framefleet_proto::v1::{
-    Channel, FleetStatus, GetChannelRequest, GetFleetStatusRequest, IngestorReport, ListChannelsRequest,
-    ListChannelsResponse, RegisterChannelRequest, RegisterChannelResponse, ReportAck, WorkerReport,
+    AddSchemaVersionRequest, AssignmentUpdate, Channel, DeregisterChannelRequest, DeregisterChannelResponse,
+    FleetStatus, FrameSchema, GetChannelRequest, GetFleetStatusRequest, GetSchemaRequest, IngestorReport,
+    ListChannelsRequest, ListChannelsResponse, ListSchemaVersionsRequest, ListSchemaVersionsResponse,
+    MoveChannelRequest, RegisterChannelRequest, RegisterChannelResponse, ReportAck, UpdateChannelRequest,
+    WatchAssignmentsRequest, WorkerReport,
 };
+use futures::StreamExt;
+use std::collections::BTreeMap;
+use std::pin::Pin;
 use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -27,10 +37,15 @@ impl<S: MetadataStore, T: TopicAdmin> ChannelService for ChannelApi<S, T> {
         request: Request<RegisterChannelRequest>,
     ) -> Result<Response<RegisterChannelResponse>, Status> {
         let request = request.into_inner();
-        let (channel, created) = self
-            .channels
-            .register(&request.channel_id, &request.source_uri, request.schema.as_ref())
-            .await?;
+        let spec = ChannelSpec {
+            channel_id: request.channel_id,
+            source_uri: request.source_uri,
+            schema: request.schema,
+            topic_strategy: request.topic_strategy,
+            pipelines: request.pipelines,
+            declared_bytes_per_second: request.declared_bytes_per_second,
+        };
+        let (channel, created) = self.channels.register(&spec).await?;
         Ok(Response::new(RegisterChannelResponse {
             channel: Some(channel),
             created,
@@ -47,8 +62,132 @@ impl<S: MetadataStore, T: TopicAdmin> ChannelService for ChannelApi<S, T> {
         &self,
         request: Request<ListChannelsRequest>,
     ) -> Result<Response<ListChannelsResponse>, Status> {
-        let channels = self.channels.list(&request.into_inner().id_prefix).await?;
-        Ok(Response::new(ListChannelsResponse { channels }))
+        let request = request.into_inner();
+        let filter = ListFilter {
+            id_prefix: request.id_prefix,
+            page_size: request.page_size,
+            page_token: request.page_token,
+            state: request.state,
+            topic: request.topic,
+        };
+        let (channels, next_page_token) = self.channels.list(&filter).await?;
+        Ok(Response::new(ListChannelsResponse {
+            channels,
+            next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(channel = %request.get_ref().channel_id))]
+    async fn update_channel(&self, request: Request<UpdateChannelRequest>) -> Result<Response<Channel>, Status> {
+        let request = request.into_inner();
+        let change = ChannelChange {
+            source_uri: request.source_uri,
+            declared_bytes_per_second: request.declared_bytes_per_second,
+        };
+        Ok(Response::new(
+            self.channels
+                .update(&request.channel_id, &change, request.expected_revision)
+                .await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all, fields(channel = %request.get_ref().channel_id))]
+    async fn deregister_channel(
+        &self,
+        request: Request<DeregisterChannelRequest>,
+    ) -> Result<Response<DeregisterChannelResponse>, Status> {
+        let request = request.into_inner();
+        let (channel, deleted) = self
+            .channels
+            .deregister(&request.channel_id, request.expected_revision, request.force)
+            .await?;
+        Ok(Response::new(DeregisterChannelResponse {
+            channel: Some(channel),
+            deleted,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(channel = %request.get_ref().channel_id))]
+    async fn move_channel(&self, request: Request<MoveChannelRequest>) -> Result<Response<Channel>, Status> {
+        let request = request.into_inner();
+        Ok(Response::new(
+            self.channels
+                .move_to(
+                    &request.channel_id,
+                    request.topic_strategy,
+                    &request.pipelines,
+                    request.expected_revision,
+                )
+                .await?,
+        ))
+    }
+}
+
+pub struct SchemaApi<S, T> {
+    pub channels: Arc<ChannelRegistry<S, T>>,
+}
+
+#[tonic::async_trait]
+impl<S: MetadataStore, T: TopicAdmin> SchemaService for SchemaApi<S, T> {
+    #[tracing::instrument(skip_all, fields(channel = %request.get_ref().channel_id))]
+    async fn add_schema_version(
+        &self,
+        request: Request<AddSchemaVersionRequest>,
+    ) -> Result<Response<FrameSchema>, Status> {
+        let request = request.into_inner();
+        Ok(Response::new(
+            self.channels
+                .add_schema_version(
+                    &request.channel_id,
+                    request.schema.as_ref(),
+                    request.allow_frame_size_change,
+                    request.expected_revision,
+                )
+                .await?,
+        ))
+    }
+
+    async fn get_schema(&self, request: Request<GetSchemaRequest>) -> Result<Response<FrameSchema>, Status> {
+        let request = request.into_inner();
+        Ok(Response::new(
+            self.channels.get_schema(&request.channel_id, request.version).await?,
+        ))
+    }
+
+    async fn list_schema_versions(
+        &self,
+        request: Request<ListSchemaVersionsRequest>,
+    ) -> Result<Response<ListSchemaVersionsResponse>, Status> {
+        let schemas = self.channels.list_schemas(&request.into_inner().channel_id).await?;
+        Ok(Response::new(ListSchemaVersionsResponse { schemas }))
+    }
+}
+
+pub struct AssignmentApi<S> {
+    pub store: S,
+}
+
+type UpdateStream = Pin<Box<dyn futures::Stream<Item = Result<AssignmentUpdate, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<S: MetadataStore + Clone> AssignmentService for AssignmentApi<S> {
+    type WatchAssignmentsStream = UpdateStream;
+
+    async fn watch_assignments(
+        &self,
+        request: Request<WatchAssignmentsRequest>,
+    ) -> Result<Response<Self::WatchAssignmentsStream>, Status> {
+        let request = request.into_inner();
+        validate_after_revision(request.after_revision)?;
+        if !request.ingestor_id.is_empty() {
+            crate::fleet::validate_process_id("ingestor_id", &request.ingestor_id)?;
+        }
+        let scope = WatchScope {
+            ingestor_id: request.ingestor_id,
+        };
+        let updates = spawn_watch(self.store.clone(), scope, request.after_revision);
+        let stream = tokio_stream::wrappers::ReceiverStream::new(updates).map(|update| update.map_err(Status::from));
+        Ok(Response::new(Box::pin(stream)))
     }
 }
 
@@ -57,10 +196,12 @@ pub struct FleetApi<S, T> {
     pub members: Arc<Membership<S>>,
     pub channels: Arc<ChannelRegistry<S, T>>,
     pub inspector: Arc<KafkaInspector>,
+    pub election: Arc<Election<S>>,
+    pub coordinator_id: String,
 }
 
 #[tonic::async_trait]
-impl<S: MetadataStore, T: TopicAdmin> FleetService for FleetApi<S, T> {
+impl<S: MetadataStore + Clone, T: TopicAdmin> FleetService for FleetApi<S, T> {
     async fn report_ingestor(&self, request: Request<IngestorReport>) -> Result<Response<ReportAck>, Status> {
         self.fleet.record_ingestor(request.into_inner())?;
         Ok(Response::new(ReportAck {}))
@@ -75,9 +216,15 @@ impl<S: MetadataStore, T: TopicAdmin> FleetService for FleetApi<S, T> {
         &self,
         request: Request<Streaming<WorkerReport>>,
     ) -> Result<Response<ReportAck>, Status> {
-        self.members
-            .serve_worker_stream(&self.fleet, request.into_inner())
-            .await?;
+        self.members.serve_stream(&self.fleet, request.into_inner()).await?;
+        Ok(Response::new(ReportAck {}))
+    }
+
+    async fn stream_ingestor_reports(
+        &self,
+        request: Request<Streaming<IngestorReport>>,
+    ) -> Result<Response<ReportAck>, Status> {
+        self.members.serve_stream(&self.fleet, request.into_inner()).await?;
         Ok(Response::new(ReportAck {}))
     }
 
@@ -86,17 +233,27 @@ impl<S: MetadataStore, T: TopicAdmin> FleetService for FleetApi<S, T> {
         _request: Request<GetFleetStatusRequest>,
     ) -> Result<Response<FleetStatus>, Status> {
         let registered = self.members.registered_workers().await?;
+        let mut registered_ingestors: Vec<String> = self.members.registered_ingestors().await?.into_iter().collect();
+        registered_ingestors.sort();
         let (workers, frames_processed, frames_per_second) = self.fleet.workers(&registered);
         let ingestors = self.fleet.ingestors();
-        let topics: Vec<String> = self
-            .channels
-            .list("")
-            .await?
+        // Every topic any channel writes to, with the frame rate its active channels declare.
+        let mut loads: BTreeMap<String, f64> = BTreeMap::new();
+        for (record, _) in self.channels.all_records().await? {
+            let fps = if record.is_active() { record.schema.fps } else { 0.0 };
+            for topic in record.topics() {
+                *loads.entry(topic).or_default() += fps;
+            }
+        }
+        let loads = loads
             .into_iter()
-            .map(|channel| channel.topic)
+            .map(|(topic, frames_per_second)| TopicLoad {
+                topic,
+                frames_per_second,
+            })
             .collect();
         // Kafka trouble must not hide the reports we do have: it is returned beside them.
-        let (topics, kafka_error) = match self.inspector.topic_metrics(topics).await {
+        let (topics, kafka_error) = match self.inspector.topic_metrics(loads).await {
             Ok(metrics) => (metrics, String::new()),
             Err(error) => (Vec::new(), error.to_string()),
         };
@@ -107,6 +264,10 @@ impl<S: MetadataStore, T: TopicAdmin> FleetService for FleetApi<S, T> {
             frames_processed,
             frames_per_second,
             kafka_error,
+            channels: self.fleet.channels(),
+            leader_id: self.election.leader_id().await?,
+            coordinator_id: self.coordinator_id.clone(),
+            registered_ingestors,
         }))
     }
 }

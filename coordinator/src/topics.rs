@@ -3,7 +3,7 @@
 
 use crate::error::CoordinatorError;
 use framefleet_common::kafka;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 use std::future::Future;
@@ -30,6 +30,10 @@ impl TopicSpec {
 pub trait TopicAdmin: Send + Sync + 'static {
     /// Creates the topic, or does nothing if it already exists.
     fn ensure_topic(&self, spec: &TopicSpec) -> impl Future<Output = Result<(), CoordinatorError>> + Send;
+
+    /// Sets an existing topic's `max.message.bytes` (and retention, which a non-incremental
+    /// config change would otherwise reset) to what `spec` asks for.
+    fn resize_topic(&self, spec: &TopicSpec) -> impl Future<Output = Result<(), CoordinatorError>> + Send;
 }
 
 pub struct KafkaTopicAdmin {
@@ -97,5 +101,93 @@ impl TopicAdmin for KafkaTopicAdmin {
         }
         tracing::info!(topic = %spec.name, partitions = spec.partitions, max_message_bytes = %max_message_bytes, "topic ready");
         Ok(())
+    }
+
+    async fn resize_topic(&self, spec: &TopicSpec) -> Result<(), CoordinatorError> {
+        let max_message_bytes = spec.max_message_bytes().to_string();
+        let retention_ms = spec.retention_ms.to_string();
+        let change = AlterConfig::new(ResourceSpecifier::Topic(&spec.name))
+            .set("max.message.bytes", &max_message_bytes)
+            .set("retention.ms", &retention_ms);
+        let options = AdminOptions::new()
+            .request_timeout(Some(self.timeout))
+            .operation_timeout(Some(self.timeout));
+        let failed = |reason: String| {
+            CoordinatorError::KafkaUnavailable(format!("resizing topic `{}` failed: {reason}", spec.name))
+        };
+        let results = tokio::time::timeout(
+            self.timeout + Duration::from_secs(1),
+            self.admin.alter_configs([&change], &options),
+        )
+        .await
+        .map_err(|_| failed(format!("no answer within {:?}", self.timeout)))?
+        .map_err(|error| failed(error.to_string()))?;
+        for result in results {
+            if let Err((_, code)) = result {
+                return Err(failed(code.to_string()));
+            }
+        }
+        tracing::info!(topic = %spec.name, max_message_bytes = %max_message_bytes, "topic resized");
+        Ok(())
+    }
+}
+
+/// Where a channel's frames go: the topic names and how each is sized.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub partitions: i32,
+    pub replication: i32,
+    pub retention_ms: i64,
+    /// Topics of the shared pool.
+    pub pool_topics: u32,
+    /// Partitions of each pool topic: channels are keyed by id, so more partitions spread
+    /// a pool topic's channels over more workers.
+    pub pool_partitions: i32,
+    /// The coordinator's frame limit; pool topics accept any channel, so they are sized to it.
+    pub max_frame_bytes: u64,
+}
+
+impl Placement {
+    pub fn dedicated(&self, channel_id: &str, max_payload_bytes: u64) -> TopicSpec {
+        self.spec(
+            format!("{}{channel_id}", kafka::CHANNEL_TOPIC_PREFIX),
+            self.partitions,
+            max_payload_bytes,
+        )
+    }
+
+    pub fn fan_out(&self, channel_id: &str, pipeline: &str, max_payload_bytes: u64) -> TopicSpec {
+        self.spec(
+            format!("{}{pipeline}.{channel_id}", kafka::FANOUT_TOPIC_PREFIX),
+            self.partitions,
+            max_payload_bytes,
+        )
+    }
+
+    pub fn pool_topic(&self, index: u32) -> TopicSpec {
+        self.spec(
+            format!("{}{index}", kafka::POOL_TOPIC_PREFIX),
+            self.pool_partitions,
+            self.max_frame_bytes,
+        )
+    }
+
+    /// The pool topic with the least declared load; `load_of` gives a topic's current load in
+    /// bytes/s. Ties go to the lowest index, so placement is deterministic.
+    pub fn least_loaded_pool_topic(&self, load_of: impl Fn(&str) -> u64) -> TopicSpec {
+        (0..self.pool_topics.max(1))
+            .map(|index| self.pool_topic(index))
+            .min_by_key(|spec| load_of(&spec.name))
+            .unwrap_or_else(|| self.pool_topic(0))
+    }
+
+    fn spec(&self, name: String, partitions: i32, max_payload_bytes: u64) -> TopicSpec {
+        TopicSpec {
+            name,
+            partitions: partitions.max(1),
+            replication: self.replication,
+            max_payload_bytes,
+            retention_ms: self.retention_ms,
+        }
     }
 }

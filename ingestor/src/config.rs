@@ -18,6 +18,15 @@ pub struct IngestorConfig {
     #[arg(long, env = "FRAMEFLEET_COORDINATOR", default_value = "http://127.0.0.1:50051")]
     pub coordinator: String,
 
+    /// Bearer token for the coordinator's mutating calls (registration, reports); needed when
+    /// the coordinator was started with one.
+    #[arg(long, env = "FRAMEFLEET_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<framefleet_proto::client::Token>,
+
+    /// PEM CA certificate of a TLS coordinator (`https://` address).
+    #[arg(long, env = "FRAMEFLEET_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
+
     /// Kafka bootstrap servers (host:port, comma-separated).
     #[arg(long, env = "FRAMEFLEET_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub kafka_brokers: String,
@@ -90,6 +99,13 @@ impl FromStr for ChannelSource {
 }
 
 impl IngestorConfig {
+    pub fn client_options(&self) -> framefleet_proto::client::ClientOptions {
+        framefleet_proto::client::ClientOptions {
+            token: self.auth_token.clone(),
+            tls_ca: self.tls_ca.clone(),
+        }
+    }
+
     pub fn ingestor_id(&self) -> String {
         self.ingestor_id
             .clone()

@@ -72,6 +72,8 @@ impl ChannelLedger {
             frames_acknowledged: self.acknowledged(),
             frames_failed: self.failed(),
             bytes_acknowledged: self.bytes_acknowledged.load(Ordering::Relaxed),
+            // The ingestor blocks the camera read when its queue is full; it never drops.
+            frames_dropped: 0,
             source_finished: self.finished.load(Ordering::Acquire),
             last_error: self
                 .last_error

@@ -50,7 +50,8 @@ pub async fn run(config: IngestorConfig, shutdown: CancellationToken) -> anyhow:
     // A new epoch per process start: (epoch, sequence) stays unique across restarts.
     let ingestor_epoch = u64::try_from(framefleet_common::startup::unix_time_ms()).unwrap_or_default();
 
-    let coordinator = framefleet_proto::client::connect_coordinator(&config.coordinator, timeout).await?;
+    let coordinator =
+        framefleet_proto::client::connect_coordinator(&config.coordinator, timeout, &config.client_options()).await?;
     let mut channel_client = ChannelServiceClient::new(coordinator.clone());
     let fleet_client = FleetServiceClient::new(coordinator);
 
@@ -159,7 +160,7 @@ pub async fn run(config: IngestorConfig, shutdown: CancellationToken) -> anyhow:
 async fn prepare_channel(
     config: &IngestorConfig,
     channel: &config::ChannelSource,
-    channel_client: &mut ChannelServiceClient<tonic::transport::Channel>,
+    channel_client: &mut ChannelServiceClient<framefleet_proto::client::CoordinatorChannel>,
     ingestor_epoch: u64,
 ) -> anyhow::Result<PreparedChannel> {
     let source_uri = channel.source.clone();
@@ -184,6 +185,7 @@ async fn prepare_channel(
             channel_id: channel.channel_id.clone(),
             source_uri: channel.source.clone(),
             schema: Some(schema),
+            ..RegisterChannelRequest::default()
         })
         .await
         .map_err(|status| {
@@ -223,7 +225,7 @@ async fn prepare_channel(
 }
 
 async fn report_periodically(
-    mut client: FleetServiceClient<tonic::transport::Channel>,
+    mut client: FleetServiceClient<framefleet_proto::client::CoordinatorChannel>,
     ingestor_id: String,
     ledgers: Vec<Arc<ChannelLedger>>,
     interval: Duration,
@@ -240,7 +242,7 @@ async fn report_periodically(
 }
 
 async fn send_report(
-    client: &mut FleetServiceClient<tonic::transport::Channel>,
+    client: &mut FleetServiceClient<framefleet_proto::client::CoordinatorChannel>,
     ingestor_id: &str,
     ledgers: &[Arc<ChannelLedger>],
 ) {

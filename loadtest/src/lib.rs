@@ -191,9 +191,15 @@ impl Fleet {
         Ok(IngestorConfig::try_parse_from(args)?)
     }
 
-    pub async fn fleet_client(&self) -> anyhow::Result<FleetServiceClient<tonic::transport::Channel>> {
-        let channel =
-            framefleet_proto::client::connect_coordinator(&self.coordinator_address, Duration::from_secs(10)).await?;
+    pub async fn fleet_client(
+        &self,
+    ) -> anyhow::Result<FleetServiceClient<framefleet_proto::client::CoordinatorChannel>> {
+        let channel = framefleet_proto::client::connect_coordinator(
+            &self.coordinator_address,
+            Duration::from_secs(10),
+            &Default::default(),
+        )
+        .await?;
         Ok(FleetServiceClient::new(channel))
     }
 

@@ -55,9 +55,13 @@ fn header(message: &rdkafka::message::OwnedMessage, name: &str) -> String {
 async fn garbage_in_a_topic_is_dead_lettered_and_the_next_good_frame_processed() {
     let mut fleet = Fleet::start("dead-letters").await.expect("start the coordinator");
     let channel_id = fleet.names.channel_id("cam");
-    let channel = framefleet_proto::client::connect_coordinator(&fleet.coordinator_address, Duration::from_secs(10))
-        .await
-        .expect("connect");
+    let channel = framefleet_proto::client::connect_coordinator(
+        &fleet.coordinator_address,
+        Duration::from_secs(10),
+        &Default::default(),
+    )
+    .await
+    .expect("connect");
     let registered = ChannelServiceClient::new(channel)
         .register_channel(RegisterChannelRequest {
             channel_id: channel_id.clone(),
@@ -71,6 +75,7 @@ async fn garbage_in_a_topic_is_dead_lettered_and_the_next_good_frame_processed()
                 encoding: FrameEncoding::Jpeg.into(),
                 fps: 10.0,
             }),
+            ..RegisterChannelRequest::default()
         })
         .await
         .expect("register")

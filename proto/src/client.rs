@@ -1,7 +1,71 @@
-//! Connecting to the coordinator with deadlines, shared by every client binary.
+//! Connecting to the coordinator with deadlines, optional TLS and a bearer token, shared by
+//! every client binary.
 
+use std::path::PathBuf;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+/// A connection to the coordinator that sends the bearer token (when there is one) with
+/// every call.
+pub type CoordinatorChannel = InterceptedService<Channel, Credentials>;
+
+/// A bearer token: prints as `***` in logs and `Debug` output, so configs can be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(std::sync::Arc<str>);
+
+impl Token {
+    pub fn new(value: &str) -> Self {
+        Self(std::sync::Arc::from(value.trim()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("***")
+    }
+}
+
+impl std::str::FromStr for Token {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        if value.trim().is_empty() {
+            return Err("must not be empty".to_owned());
+        }
+        Ok(Self::new(value))
+    }
+}
+
+/// How to reach a coordinator beyond its address.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// Sent as `authorization: Bearer <token>`; mutating calls need it when the coordinator
+    /// was started with a token.
+    pub token: Option<Token>,
+    /// PEM CA certificate that signed the coordinator's TLS certificate (for `https://`
+    /// addresses; without it the system roots are not consulted, so it is required).
+    pub tls_ca: Option<PathBuf>,
+}
+
+#[derive(Clone, Default)]
+pub struct Credentials {
+    authorization: Option<MetadataValue<Ascii>>,
+}
+
+impl Interceptor for Credentials {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.authorization {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -9,22 +73,48 @@ pub enum ConnectError {
     BadAddress { address: String, reason: String },
     #[error("coordinator at {address} is unreachable ({reason}); start it or pass --coordinator")]
     Unreachable { address: String, reason: String },
+    #[error("the auth token cannot be sent in a header: {0}")]
+    BadToken(String),
+    #[error("TLS settings: {0}")]
+    Tls(String),
 }
 
 /// Connects to the coordinator, failing within `timeout` instead of hanging. Every later
 /// call on the channel also carries `timeout` as its deadline.
-pub async fn connect_coordinator(address: &str, timeout: Duration) -> Result<Channel, ConnectError> {
-    connect(address, timeout, true).await
+pub async fn connect_coordinator(
+    address: &str,
+    timeout: Duration,
+    options: &ClientOptions,
+) -> Result<CoordinatorChannel, ConnectError> {
+    connect(address, timeout, true, options).await
 }
 
 /// Like [`connect_coordinator`], for long-lived streams: only connecting is bounded by
 /// `timeout`, calls carry no deadline (a deadline would cut a stream that is meant to stay
 /// open).
-pub async fn connect_coordinator_for_streams(address: &str, timeout: Duration) -> Result<Channel, ConnectError> {
-    connect(address, timeout, false).await
+pub async fn connect_coordinator_for_streams(
+    address: &str,
+    timeout: Duration,
+    options: &ClientOptions,
+) -> Result<CoordinatorChannel, ConnectError> {
+    connect(address, timeout, false, options).await
 }
 
-async fn connect(address: &str, timeout: Duration, call_deadline: bool) -> Result<Channel, ConnectError> {
+async fn connect(
+    address: &str,
+    timeout: Duration,
+    call_deadline: bool,
+    options: &ClientOptions,
+) -> Result<CoordinatorChannel, ConnectError> {
+    let authorization = options
+        .token
+        .as_ref()
+        .map(|token| {
+            format!("Bearer {}", token.expose())
+                .parse::<MetadataValue<Ascii>>()
+                .map_err(|error| ConnectError::BadToken(error.to_string()))
+        })
+        .transpose()?;
     let with_scheme = if address.contains("://") {
         address.to_owned()
     } else {
@@ -40,12 +130,23 @@ async fn connect(address: &str, timeout: Duration, call_deadline: bool) -> Resul
     if call_deadline {
         endpoint = endpoint.timeout(timeout);
     }
+    if address.starts_with("https://") || options.tls_ca.is_some() {
+        let mut tls = ClientTlsConfig::new();
+        if let Some(path) = &options.tls_ca {
+            let pem = std::fs::read(path)
+                .map_err(|error| ConnectError::Tls(format!("cannot read CA file {}: {error}", path.display())))?;
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|error| ConnectError::Tls(error.to_string()))?;
+    }
     let unreachable = |reason: String| ConnectError::Unreachable {
         address: address.to_owned(),
         reason,
     };
     match tokio::time::timeout(timeout, endpoint.connect()).await {
-        Ok(Ok(channel)) => Ok(channel),
+        Ok(Ok(channel)) => Ok(InterceptedService::new(channel, Credentials { authorization })),
         Ok(Err(error)) => Err(unreachable(format!("{error}: {}", source_chain(&error)))),
         Err(_elapsed) => Err(unreachable(format!("no answer within {timeout:?}"))),
     }

@@ -7,7 +7,7 @@ use crate::decode::{DecodedFrame, decode_frame};
 use crate::ops;
 use crate::ops::{AnalysisSettings, FrameAnalysis, FrameInput, MotionState};
 use candle_core::Device;
-use framefleet_proto::v1::Channel;
+use framefleet_proto::v1::{Channel, FrameSchema};
 use framefleet_proto::wire::{FrameHeaders, FrameResult, payload_checksum};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
@@ -43,6 +43,37 @@ pub enum Outcome {
     DeadLetter { reason: String },
 }
 
+/// What the worker knows of channels: each channel as last listed, and every schema version
+/// fetched so far. Versions never change once written, so they are cached for good.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    pub channels: HashMap<String, Channel>,
+    pub schemas: HashMap<(String, u32), FrameSchema>,
+}
+
+impl Catalog {
+    pub fn from_channels(channels: impl IntoIterator<Item = Channel>) -> Self {
+        let mut catalog = Self::default();
+        for channel in channels {
+            catalog.insert_channel(channel);
+        }
+        catalog
+    }
+
+    /// Records a channel and, for free, its current schema version.
+    pub fn insert_channel(&mut self, channel: Channel) {
+        if let Some(schema) = &channel.schema {
+            self.schemas
+                .insert((channel.channel_id.clone(), schema.version), *schema);
+        }
+        self.channels.insert(channel.channel_id.clone(), channel);
+    }
+
+    pub fn schema(&self, channel_id: &str, version: u32) -> Option<&FrameSchema> {
+        self.schemas.get(&(channel_id.to_owned(), version))
+    }
+}
+
 /// Where the batch runs and who runs it.
 pub struct BatchContext<'a> {
     pub device: &'a Device,
@@ -52,11 +83,11 @@ pub struct BatchContext<'a> {
 }
 
 /// Validates, decodes and analyses `frames`. Returns one outcome per frame, in input order.
-/// `channels` maps channel id → channel as the coordinator knows it; `motion` holds each
+/// `catalog` holds the channels and schema versions the coordinator told us of; `motion` holds each
 /// channel's background model and is updated in stream order.
 pub fn process_batch(
     frames: &[ConsumedFrame],
-    channels: &HashMap<String, Channel>,
+    catalog: &Catalog,
     context: &BatchContext<'_>,
     motion: &mut MotionState,
 ) -> Vec<Outcome> {
@@ -65,7 +96,7 @@ pub fn process_batch(
     let mut decoded: Vec<(usize, FrameHeaders, DecodedFrame)> = Vec::new();
 
     for (index, frame) in frames.iter().enumerate() {
-        match validate_and_decode(frame, channels, context.max_payload_bytes) {
+        match validate_and_decode(frame, catalog, context.max_payload_bytes) {
             Ok((headers, pixels)) => decoded.push((index, headers, pixels)),
             Err(reason) => outcomes[index] = Some(Outcome::DeadLetter { reason }),
         }
@@ -130,7 +161,7 @@ pub fn process_batch(
 
 fn validate_and_decode(
     frame: &ConsumedFrame,
-    channels: &HashMap<String, Channel>,
+    catalog: &Catalog,
     max_payload_bytes: usize,
 ) -> Result<(FrameHeaders, DecodedFrame), String> {
     if frame.payload.len() > max_payload_bytes {
@@ -140,25 +171,21 @@ fn validate_and_decode(
         ));
     }
     let headers = FrameHeaders::parse(|name| frame.header(name)).map_err(|error| error.to_string())?;
-    let channel = channels
+    // The frame's topic is not checked against the channel's: after MoveChannel the frames
+    // still in the old topics are valid and must be processed.
+    let channel = catalog
+        .channels
         .get(&headers.channel_id)
         .ok_or_else(|| format!("unknown channel `{}`", headers.channel_id))?;
-    if channel.topic != frame.topic {
-        return Err(format!(
-            "channel `{}` belongs to topic `{}`, not `{}`",
-            headers.channel_id, channel.topic, frame.topic
-        ));
-    }
-    let schema = channel
-        .schema
-        .as_ref()
-        .ok_or_else(|| format!("channel `{}` has no schema", headers.channel_id))?;
-    if headers.schema_version != schema.version {
-        return Err(format!(
-            "schema version {} of channel `{}` is unknown (current is {})",
-            headers.schema_version, headers.channel_id, schema.version
-        ));
-    }
+    let schema = catalog
+        .schema(&headers.channel_id, headers.schema_version)
+        .ok_or_else(|| {
+            let current = channel.schema.as_ref().map_or(0, |schema| schema.version);
+            format!(
+                "schema version {} of channel `{}` is unknown (current is {current})",
+                headers.schema_version, headers.channel_id
+            )
+        })?;
     let actual_checksum = payload_checksum(&frame.payload);
     if actual_checksum != headers.checksum {
         return Err(format!(
@@ -177,7 +204,7 @@ mod tests {
 
     const TOPIC: &str = "framefleet.frames.cam-1";
 
-    fn channels() -> HashMap<String, Channel> {
+    fn channels() -> Catalog {
         let channel = Channel {
             channel_id: "cam-1".to_owned(),
             topic: TOPIC.to_owned(),
@@ -192,7 +219,7 @@ mod tests {
             }),
             ..Channel::default()
         };
-        HashMap::from([("cam-1".to_owned(), channel)])
+        Catalog::from_channels([channel])
     }
 
     fn frame(offset: i64, payload: Vec<u8>) -> ConsumedFrame {

@@ -13,6 +13,15 @@ pub struct WorkerConfig {
     #[arg(long, env = "FRAMEFLEET_COORDINATOR", default_value = "http://127.0.0.1:50051")]
     pub coordinator: String,
 
+    /// Bearer token for the coordinator's mutating calls (registration, reports); needed when
+    /// the coordinator was started with one.
+    #[arg(long, env = "FRAMEFLEET_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<framefleet_proto::client::Token>,
+
+    /// PEM CA certificate of a TLS coordinator (`https://` address).
+    #[arg(long, env = "FRAMEFLEET_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
+
     /// Kafka bootstrap servers (host:port, comma-separated).
     #[arg(long, env = "FRAMEFLEET_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub kafka_brokers: String,
@@ -76,6 +85,11 @@ pub struct WorkerConfig {
     #[arg(long, env = "FRAMEFLEET_CHANNEL_PREFIX", default_value = "")]
     pub channel_prefix: String,
 
+    /// The fan-out pipeline this worker serves: of a TOPIC_STRATEGY_FAN_OUT channel it consumes
+    /// only that pipeline's topic (without this flag, the channel's first pipeline).
+    #[arg(long, env = "FRAMEFLEET_PIPELINE")]
+    pub pipeline: Option<String>,
+
     /// How often to look for new channels at the coordinator, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     pub channel_refresh_ms: u64,
@@ -94,6 +108,13 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
+    pub fn client_options(&self) -> framefleet_proto::client::ClientOptions {
+        framefleet_proto::client::ClientOptions {
+            token: self.auth_token.clone(),
+            tls_ca: self.tls_ca.clone(),
+        }
+    }
+
     pub fn worker_id(&self) -> String {
         self.worker_id
             .clone()

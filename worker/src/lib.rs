@@ -10,13 +10,14 @@ pub mod decode;
 pub mod ops;
 pub mod report;
 
-use crate::batch::{BatchContext, ConsumedFrame, Outcome};
+use crate::batch::{BatchContext, Catalog, ConsumedFrame, Outcome};
 use crate::config::WorkerConfig;
 use crate::report::{Reporter, WorkerCounters};
 use anyhow::Context;
 use framefleet_common::kafka;
 use framefleet_proto::v1::channel_service_client::ChannelServiceClient;
-use framefleet_proto::v1::{Channel, ListChannelsRequest};
+use framefleet_proto::v1::schema_service_client::SchemaServiceClient;
+use framefleet_proto::v1::{Channel, GetSchemaRequest, ListChannelsRequest, TopicStrategy};
 use framefleet_proto::wire::{self, HEADER_DEAD_LETTER_REASON};
 use futures::StreamExt;
 use futures::future::OptionFuture;
@@ -67,10 +68,11 @@ struct Worker {
     device: candle_core::Device,
     consumer: WorkerConsumer,
     producer: FutureProducer,
-    channel_client: ChannelServiceClient<tonic::transport::Channel>,
+    channel_client: ChannelServiceClient<framefleet_proto::client::CoordinatorChannel>,
+    schema_client: SchemaServiceClient<framefleet_proto::client::CoordinatorChannel>,
     /// Replaced whole on every refresh, so a batch can take it to its blocking thread without
     /// copying every channel.
-    channels: Arc<HashMap<String, Channel>>,
+    catalog: Arc<Catalog>,
     subscribed_topics: Vec<String>,
     last_unknown_channel_lookup: Option<Instant>,
     counters: Arc<WorkerCounters>,
@@ -86,8 +88,10 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
     let device_name = ops::describe_device(&device);
     tracing::info!(worker = %worker_id, device = %device_name, "device selected");
 
-    let coordinator = framefleet_proto::client::connect_coordinator(&config.coordinator, timeout).await?;
-    let channel_client = ChannelServiceClient::new(coordinator);
+    let coordinator =
+        framefleet_proto::client::connect_coordinator(&config.coordinator, timeout, &config.client_options()).await?;
+    let channel_client = ChannelServiceClient::new(coordinator.clone());
+    let schema_client = SchemaServiceClient::new(coordinator);
 
     let mut consumer_config =
         kafka::worker_consumer_config(&config.kafka_brokers, &config.group, config.max_frame_bytes());
@@ -117,6 +121,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
     let reporter = tokio::spawn(
         Reporter {
             coordinator: config.coordinator.clone(),
+            client_options: config.client_options(),
             connect_timeout: timeout,
             worker_id: worker_id.clone(),
             device: device_name,
@@ -136,7 +141,8 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
         consumer,
         producer,
         channel_client,
-        channels: Arc::new(HashMap::new()),
+        schema_client,
+        catalog: Arc::new(Catalog::default()),
         subscribed_topics: Vec::new(),
         last_unknown_channel_lookup: None,
         counters: Arc::clone(&counters),
@@ -272,7 +278,7 @@ impl Worker {
     async fn start_compute(&mut self, frames: Vec<ConsumedFrame>) -> (ComputingBatch, Instant) {
         self.learn_unknown_channels(&frames).await;
         let started = Instant::now();
-        let channels = Arc::clone(&self.channels);
+        let catalog = Arc::clone(&self.catalog);
         let device = self.device.clone();
         let worker_id = self.worker_id.clone();
         let max_payload_bytes = self.config.max_frame_bytes();
@@ -285,7 +291,7 @@ impl Worker {
                 max_payload_bytes,
                 analysis,
             };
-            let outcomes = batch::process_batch(&frames, &channels, &context, &mut motion);
+            let outcomes = batch::process_batch(&frames, &catalog, &context, &mut motion);
             (frames, outcomes, motion)
         });
         (handle, started)
@@ -415,25 +421,44 @@ impl Worker {
         }
     }
 
-    /// Re-reads the channel list and subscribes to every channel topic.
+    /// Re-reads the channel list (every page) and subscribes to every topic the channels
+    /// write to. A fan-out channel contributes only its `--pipeline` topic (its first when no
+    /// pipeline is set): the other topics belong to other pipelines' consumers.
     async fn refresh_channels(&mut self) -> anyhow::Result<()> {
-        let response = self
-            .channel_client
-            .list_channels(ListChannelsRequest {
-                id_prefix: self.config.channel_prefix.clone(),
-            })
-            .await
-            .map_err(|status| anyhow::anyhow!("listing channels failed: {}", status.message()))?;
-        let channels = response.into_inner().channels;
-        let mut topics: Vec<String> = channels.iter().map(|channel| channel.topic.clone()).collect();
+        let mut channels: Vec<Channel> = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = self
+                .channel_client
+                .list_channels(ListChannelsRequest {
+                    id_prefix: self.config.channel_prefix.clone(),
+                    page_size: 1000,
+                    page_token,
+                    ..ListChannelsRequest::default()
+                })
+                .await
+                .map_err(|status| anyhow::anyhow!("listing channels failed: {}", status.message()))?
+                .into_inner();
+            channels.extend(page.channels);
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        let mut topics: Vec<String> = channels
+            .iter()
+            .flat_map(|channel| consumed_topics(channel, self.config.pipeline.as_deref()))
+            .collect();
         topics.sort();
         topics.dedup();
-        self.channels = Arc::new(
-            channels
-                .into_iter()
-                .map(|channel| (channel.channel_id.clone(), channel))
-                .collect(),
-        );
+        let mut catalog = Catalog {
+            channels: HashMap::new(),
+            schemas: self.catalog.schemas.clone(),
+        };
+        for channel in channels {
+            catalog.insert_channel(channel);
+        }
+        self.catalog = Arc::new(catalog);
         if topics != self.subscribed_topics && !topics.is_empty() {
             let topic_names: Vec<&str> = topics.iter().map(String::as_str).collect();
             self.consumer
@@ -445,24 +470,61 @@ impl Worker {
         Ok(())
     }
 
-    /// A frame from a channel registered after the last refresh must not be dead-lettered
-    /// as unknown: look it up before deciding.
+    /// A frame from a channel registered after the last refresh, or written with a schema
+    /// version this worker has not seen, must not be dead-lettered as unknown: look it up
+    /// before deciding.
     async fn learn_unknown_channels(&mut self, frames: &[ConsumedFrame]) {
-        let unknown = frames.iter().any(|frame| {
-            frame
-                .header(wire::HEADER_CHANNEL)
-                .and_then(|raw| std::str::from_utf8(raw).ok())
-                .is_some_and(|channel_id| !self.channels.contains_key(channel_id))
-        });
         let recently_looked_up = self
             .last_unknown_channel_lookup
             .is_some_and(|at| at.elapsed() < UNKNOWN_CHANNEL_LOOKUP_INTERVAL);
-        if !unknown || recently_looked_up {
+        if recently_looked_up {
+            return;
+        }
+        let headers: Vec<wire::FrameHeaders> = frames
+            .iter()
+            .filter_map(|frame| wire::FrameHeaders::parse(|name| frame.header(name)).ok())
+            .collect();
+        let unknown_channel = headers
+            .iter()
+            .any(|headers| !self.catalog.channels.contains_key(&headers.channel_id));
+        let mut missing_versions: Vec<(String, u32)> = headers
+            .iter()
+            .filter(|headers| {
+                self.catalog
+                    .schema(&headers.channel_id, headers.schema_version)
+                    .is_none()
+            })
+            .map(|headers| (headers.channel_id.clone(), headers.schema_version))
+            .collect();
+        missing_versions.sort();
+        missing_versions.dedup();
+        if !unknown_channel && missing_versions.is_empty() {
             return;
         }
         self.last_unknown_channel_lookup = Some(Instant::now());
-        if let Err(error) = self.refresh_channels().await {
+        if unknown_channel && let Err(error) = self.refresh_channels().await {
             tracing::warn!("cannot refresh channels: {error:#}");
+        }
+        let mut learned = Vec::new();
+        for (channel_id, version) in missing_versions {
+            if version == 0 || self.catalog.schema(&channel_id, version).is_some() {
+                continue;
+            }
+            let request = GetSchemaRequest {
+                channel_id: channel_id.clone(),
+                version,
+            };
+            match self.schema_client.get_schema(request).await {
+                Ok(schema) => learned.push(((channel_id, version), schema.into_inner())),
+                // NOT_FOUND: the frame really names a version that does not exist; it will be
+                // dead-lettered with that reason.
+                Err(status) => tracing::debug!(channel = %channel_id, version, "schema lookup: {}", status.message()),
+            }
+        }
+        if !learned.is_empty() {
+            let mut catalog = (*self.catalog).clone();
+            catalog.schemas.extend(learned);
+            self.catalog = Arc::new(catalog);
         }
     }
 
@@ -531,6 +593,34 @@ fn to_consumed(message: &rdkafka::message::BorrowedMessage<'_>) -> ConsumedFrame
         payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
         headers,
     }
+}
+
+/// The topics of `channel` this worker consumes.
+fn consumed_topics(channel: &Channel, pipeline: Option<&str>) -> Vec<String> {
+    let topics = if channel.topics.is_empty() {
+        vec![channel.topic.clone()]
+    } else {
+        channel.topics.clone()
+    };
+    if channel.topic_strategy != i32::from(TopicStrategy::FanOut) {
+        return topics;
+    }
+    let chosen = pipeline
+        .and_then(|pipeline| {
+            channel
+                .pipelines
+                .iter()
+                .position(|name| name == pipeline)
+                .and_then(|index| topics.get(index).cloned())
+        })
+        .or_else(|| {
+            if pipeline.is_none() {
+                topics.first().cloned()
+            } else {
+                None
+            }
+        });
+    chosen.into_iter().collect()
 }
 
 #[cfg(test)]

@@ -89,6 +89,7 @@ fn percentile_ms(sorted_us: &[u64], quantile: f64) -> f64 {
 
 pub struct Reporter {
     pub coordinator: String,
+    pub client_options: framefleet_proto::client::ClientOptions,
     pub connect_timeout: Duration,
     pub worker_id: String,
     pub device: String,
@@ -131,10 +132,13 @@ impl Reporter {
         stop: &CancellationToken,
         throughput: &mut Throughput,
     ) -> Result<(), String> {
-        let channel =
-            framefleet_proto::client::connect_coordinator_for_streams(&self.coordinator, self.connect_timeout)
-                .await
-                .map_err(|error| error.to_string())?;
+        let channel = framefleet_proto::client::connect_coordinator_for_streams(
+            &self.coordinator,
+            self.connect_timeout,
+            &self.client_options,
+        )
+        .await
+        .map_err(|error| error.to_string())?;
         let mut client = FleetServiceClient::new(channel);
         let (sender, receiver) = tokio::sync::mpsc::channel::<WorkerReport>(4);
         let mut call = tokio::spawn(async move {

@@ -165,9 +165,13 @@ async fn a_worker_killed_mid_stream_loses_no_frame() {
         .await
         .expect("coordinator");
     let coordinator_address = format!("http://{}", coordinator.local_addr);
-    let channel = framefleet_proto::client::connect_coordinator(&coordinator_address, Duration::from_secs(10))
-        .await
-        .expect("connect");
+    let channel = framefleet_proto::client::connect_coordinator(
+        &coordinator_address,
+        Duration::from_secs(10),
+        &Default::default(),
+    )
+    .await
+    .expect("connect");
 
     let (frames, width, height) = tokio::task::spawn_blocking(|| jpeg_frames(FRAMES_PER_CHANNEL))
         .await
@@ -194,6 +198,7 @@ async fn a_worker_killed_mid_stream_loses_no_frame() {
                     encoding: FrameEncoding::Jpeg.into(),
                     fps: 10.0,
                 }),
+                ..RegisterChannelRequest::default()
             })
             .await
             .expect("register")

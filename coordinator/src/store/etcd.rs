@@ -1,10 +1,15 @@
 //! [`MetadataStore`] on etcd. Every call has a deadline so an unreachable etcd becomes
 //! `UNAVAILABLE`, never a hang.
 
-use super::{CreateOutcome, LeasedOutcome, MetadataStore, StoreError, StoredValue};
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse,
+use super::{
+    CommitOutcome, Condition, CreateOutcome, LeasedOutcome, Listing, MetadataStore, StoreError, StoredValue,
+    WatchBatch, WatchEvent, WatchStream, Write,
 };
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+    TxnResponse, WatchOptions,
+};
+use futures::StreamExt;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -73,7 +78,7 @@ impl EtcdStore {
         match tokio::time::timeout(self.request_timeout, future).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(StoreError::Unavailable(format!("etcd {operation} failed: {error}"))),
-            Err(_) => Err(StoreError::Unavailable(format!(
+            Err(_) => Err(StoreError::Timeout(format!(
                 "etcd {operation} did not answer within {:?}",
                 self.request_timeout
             ))),
@@ -85,7 +90,53 @@ impl EtcdStore {
             key: self.relative_key(kv.key()),
             value: kv.value().to_vec(),
             mod_revision: kv.mod_revision(),
+            create_revision: kv.create_revision(),
         }
+    }
+
+    fn compare(&self, condition: Condition) -> Compare {
+        match condition {
+            Condition::Absent(key) => Compare::create_revision(self.full_key(&key), CompareOp::Equal, 0),
+            Condition::ModifiedAt(key, revision) => {
+                Compare::mod_revision(self.full_key(&key), CompareOp::Equal, revision)
+            }
+            Condition::CreatedAt(key, revision) => {
+                Compare::create_revision(self.full_key(&key), CompareOp::Equal, revision)
+            }
+        }
+    }
+
+    fn to_batch(&self, response: &etcd_client::WatchResponse) -> Option<WatchBatch> {
+        if response.compact_revision() > 0 {
+            return Some(WatchBatch::Compacted {
+                compact_revision: response.compact_revision(),
+            });
+        }
+        let events: Vec<WatchEvent> = response
+            .events()
+            .iter()
+            .filter_map(|event| {
+                let kv = event.kv()?;
+                let previous = event.prev_kv().map(|kv| self.to_stored(kv));
+                Some(match event.event_type() {
+                    EventType::Put => WatchEvent::Put {
+                        value: self.to_stored(kv),
+                        previous,
+                    },
+                    EventType::Delete => WatchEvent::Delete {
+                        key: self.relative_key(kv.key()),
+                        previous,
+                    },
+                })
+            })
+            .collect();
+        // One transaction is one revision; etcd sends all its events in one response.
+        let revision = response
+            .events()
+            .iter()
+            .filter_map(|event| event.kv().map(|kv| kv.mod_revision()))
+            .max()?;
+        Some(WatchBatch::Changes { revision, events })
     }
 }
 
@@ -103,6 +154,87 @@ impl MetadataStore for EtcdStore {
             .bounded("list", kv.get(self.full_key(key_prefix), Some(options)))
             .await?;
         Ok(response.kvs().iter().map(|kv| self.to_stored(kv)).collect())
+    }
+
+    async fn snapshot(&self, key_prefix: &str) -> Result<Listing, StoreError> {
+        let mut kv = self.client.kv_client();
+        let options = GetOptions::new().with_prefix();
+        let response = self
+            .bounded("list", kv.get(self.full_key(key_prefix), Some(options)))
+            .await?;
+        Ok(Listing {
+            values: response.kvs().iter().map(|kv| self.to_stored(kv)).collect(),
+            revision: response.header().map(|header| header.revision()).unwrap_or_default(),
+        })
+    }
+
+    async fn commit(&self, conditions: Vec<Condition>, writes: Vec<Write>) -> Result<CommitOutcome, StoreError> {
+        let compares: Vec<Compare> = conditions
+            .into_iter()
+            .map(|condition| self.compare(condition))
+            .collect();
+        let operations: Vec<TxnOp> = writes
+            .into_iter()
+            .map(|write| match write {
+                Write::Put(key, value) => TxnOp::put(self.full_key(&key), value, None),
+                Write::Delete(key) => TxnOp::delete(self.full_key(&key), None),
+            })
+            .collect();
+        let txn = Txn::new().when(compares).and_then(operations);
+        let mut kv = self.client.kv_client();
+        let response = self.bounded("commit", kv.txn(txn)).await?;
+        if !response.succeeded() {
+            return Ok(CommitOutcome::Conflict);
+        }
+        let revision = response.header().map(|header| header.revision()).unwrap_or_default();
+        Ok(CommitOutcome::Committed { revision })
+    }
+
+    async fn watch(&self, key_prefix: &str, from_revision: i64) -> Result<WatchStream, StoreError> {
+        let mut watcher = self.client.watch_client();
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_prev_key()
+            .with_start_revision(from_revision.max(1));
+        let stream = self
+            .bounded("watch", watcher.watch(self.full_key(key_prefix), Some(options)))
+            .await?;
+        let (sender, responses) = stream.split();
+        let store = self.clone();
+        let batches = futures::stream::unfold(
+            (store, sender, responses, false),
+            |(store, sender, mut responses, done)| async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    match responses.message().await {
+                        Ok(Some(response)) => {
+                            if let Some(batch) = store.to_batch(&response) {
+                                let compacted = matches!(batch, WatchBatch::Compacted { .. });
+                                return Some((Ok(batch), (store, sender, responses, compacted)));
+                            }
+                            if response.canceled() {
+                                let error = StoreError::Unavailable(format!(
+                                    "etcd cancelled the watch: {}",
+                                    response.cancel_reason()
+                                ));
+                                return Some((Err(error), (store, sender, responses, true)));
+                            }
+                        }
+                        Ok(None) => {
+                            let error = StoreError::Unavailable("etcd closed the watch".to_owned());
+                            return Some((Err(error), (store, sender, responses, true)));
+                        }
+                        Err(error) => {
+                            let error = StoreError::Unavailable(format!("etcd watch failed: {error}"));
+                            return Some((Err(error), (store, sender, responses, true)));
+                        }
+                    }
+                }
+            },
+        );
+        Ok(batches.boxed())
     }
 
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<CreateOutcome, StoreError> {
@@ -145,7 +277,8 @@ impl MetadataStore for EtcdStore {
             }
         };
         if response.succeeded() {
-            return Ok(LeasedOutcome::Created { lease });
+            let revision = response.header().map(|header| header.revision()).unwrap_or_default();
+            return Ok(LeasedOutcome::Created { lease, revision });
         }
         let _ = self.revoke(lease).await;
         self.existing_from(&response, key).map(LeasedOutcome::Exists)

@@ -1,0 +1,151 @@
+//! `WatchAssignments`: a listing of channels followed by every change, from etcd's watch on
+//! the channel records. A client resumes after the revision of the last update it saw; when
+//! etcd has compacted that history away, the client gets a fresh listing marked `reset`
+//! instead of a silent gap.
+
+use crate::channels::ChannelRecord;
+use crate::channels::record::{CHANNEL_KEY_PREFIX, decode};
+use crate::error::CoordinatorError;
+use crate::store::{MetadataStore, StoredValue, WatchBatch, WatchEvent};
+use framefleet_proto::v1::AssignmentUpdate;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+/// Updates buffered per watcher before the watcher's slowness holds up its own etcd watch.
+const UPDATE_BUFFER: usize = 64;
+
+/// Whose assignments a watcher wants.
+#[derive(Debug, Clone)]
+pub struct WatchScope {
+    /// Empty: every channel.
+    pub ingestor_id: String,
+}
+
+impl WatchScope {
+    fn wants(&self, record: &ChannelRecord) -> bool {
+        self.ingestor_id.is_empty() || (record.is_active() && record.ingestor_id == self.ingestor_id)
+    }
+
+    /// Whether a watcher may have been told to run this channel before: a stop is only sent
+    /// to ingestors that might be running it.
+    fn may_have_had(&self, previous: Option<&StoredValue>) -> bool {
+        match previous.map(decode::<ChannelRecord>) {
+            Some(Ok(record)) => self.wants(&record),
+            // No previous value (compacted, or created now) or unreadable: say stop, harmless.
+            _ => true,
+        }
+    }
+}
+
+pub fn validate_after_revision(after_revision: i64) -> Result<(), CoordinatorError> {
+    if after_revision < 0 {
+        return Err(CoordinatorError::invalid("after_revision", "must be ≥ 0"));
+    }
+    Ok(())
+}
+
+/// Starts a watch; updates arrive on the returned receiver until the client goes away (the
+/// receiver is dropped) or etcd fails (one `Err`, then the end).
+pub fn spawn_watch<S: MetadataStore + Clone>(
+    store: S,
+    scope: WatchScope,
+    after_revision: i64,
+) -> mpsc::Receiver<Result<AssignmentUpdate, CoordinatorError>> {
+    let (sender, receiver) = mpsc::channel(UPDATE_BUFFER);
+    tokio::spawn(async move {
+        let outcome = tokio::select! {
+            outcome = feed(&store, &scope, after_revision, &sender) => outcome,
+            () = sender.closed() => Ok(()),
+        };
+        if let Err(error) = outcome {
+            tracing::info!(ingestor = %scope.ingestor_id, %error, "assignment watch ended");
+            let _ = sender.send(Err(error)).await;
+        }
+    });
+    receiver
+}
+
+async fn feed<S: MetadataStore>(
+    store: &S,
+    scope: &WatchScope,
+    after_revision: i64,
+    sender: &mpsc::Sender<Result<AssignmentUpdate, CoordinatorError>>,
+) -> Result<(), CoordinatorError> {
+    let mut seen = after_revision;
+    if seen == 0 {
+        seen = send_listing(store, scope, sender).await?;
+    }
+    loop {
+        let mut batches = store.watch(CHANNEL_KEY_PREFIX, seen + 1).await?;
+        loop {
+            let Some(batch) = batches.next().await else {
+                return Err(CoordinatorError::StoreUnavailable("etcd closed the watch".to_owned()));
+            };
+            match batch? {
+                WatchBatch::Changes { revision, events } => {
+                    seen = revision;
+                    let update = changes(scope, revision, &events)?;
+                    let nothing_for_this_watcher = update.channels.is_empty() && update.removed_channel_ids.is_empty();
+                    if !nothing_for_this_watcher && sender.send(Ok(update)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                WatchBatch::Compacted { compact_revision } => {
+                    tracing::info!(ingestor = %scope.ingestor_id, after = seen, compact_revision, "history compacted; re-listing");
+                    seen = send_listing(store, scope, sender).await?;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn send_listing<S: MetadataStore>(
+    store: &S,
+    scope: &WatchScope,
+    sender: &mpsc::Sender<Result<AssignmentUpdate, CoordinatorError>>,
+) -> Result<i64, CoordinatorError> {
+    let listing = store.snapshot(CHANNEL_KEY_PREFIX).await?;
+    let mut channels = Vec::new();
+    for stored in &listing.values {
+        let record: ChannelRecord = decode(stored)?;
+        if scope.wants(&record) {
+            channels.push(record.to_proto(stored.mod_revision));
+        }
+    }
+    let update = AssignmentUpdate {
+        revision: listing.revision,
+        reset: true,
+        channels,
+        removed_channel_ids: Vec::new(),
+    };
+    // A closed receiver ends the task through `sender.closed()`.
+    let _ = sender.send(Ok(update)).await;
+    Ok(listing.revision)
+}
+
+fn changes(scope: &WatchScope, revision: i64, events: &[WatchEvent]) -> Result<AssignmentUpdate, CoordinatorError> {
+    let mut update = AssignmentUpdate {
+        revision,
+        ..AssignmentUpdate::default()
+    };
+    for event in events {
+        match event {
+            WatchEvent::Put { value, previous } => {
+                let record: ChannelRecord = decode(value)?;
+                if scope.wants(&record) {
+                    update.channels.push(record.to_proto(value.mod_revision));
+                } else if scope.may_have_had(previous.as_ref()) && previous.is_some() {
+                    update.removed_channel_ids.push(record.channel_id);
+                }
+            }
+            WatchEvent::Delete { key, previous } => {
+                if scope.may_have_had(previous.as_ref()) {
+                    let channel_id = key.strip_prefix(CHANNEL_KEY_PREFIX).unwrap_or(key);
+                    update.removed_channel_ids.push(channel_id.to_owned());
+                }
+            }
+        }
+    }
+    Ok(update)
+}

@@ -1,0 +1,177 @@
+//! What the leading coordinator does that no request asks for: give every active channel a
+//! live ingestor, take channels away from ingestors whose registration expired, and finish
+//! drains. Every write carries the leader's fencing token, so a coordinator that lost the
+//! lead without noticing cannot assign anything.
+
+use crate::channels::{ChannelRecord, ChannelRegistry, DrainRecord, Edit};
+use crate::error::CoordinatorError;
+use crate::leader::Term;
+use crate::members::Membership;
+use crate::store::MetadataStore;
+use crate::topics::TopicAdmin;
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Offsets per (topic, partition).
+pub type PartitionOffsets = Vec<(String, i32, i64)>;
+
+/// Kafka as the drain needs it: how far topics were written, and how far the worker group
+/// has committed.
+pub trait DrainProbe: Send + Sync + 'static {
+    fn high_watermarks(
+        &self,
+        topics: Vec<String>,
+    ) -> impl Future<Output = Result<PartitionOffsets, CoordinatorError>> + Send;
+    fn committed(&self, topics: Vec<String>)
+    -> impl Future<Output = Result<PartitionOffsets, CoordinatorError>> + Send;
+}
+
+pub struct Reconciler<S, T, P> {
+    pub channels: Arc<ChannelRegistry<S, T>>,
+    pub members: Arc<Membership<S>>,
+    pub probe: Arc<P>,
+    /// How long after a drain starts its watermarks are taken: an ingestor learns of the
+    /// drain through its watch within milliseconds, but may still be flushing sends.
+    pub drain_settle: Duration,
+    pub interval: Duration,
+}
+
+/// What one pass changed, for logs and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Pass {
+    pub assigned: Vec<(String, String)>,
+    pub unassigned: Vec<String>,
+    pub drain_marked: Vec<String>,
+    pub deleted: Vec<String>,
+}
+
+impl<S: MetadataStore, T: TopicAdmin, P: DrainProbe> Reconciler<S, T, P> {
+    /// Runs a pass every `interval` while this coordinator leads, until shutdown.
+    pub async fn run(&self, mut term: watch::Receiver<Option<Term>>, shutdown: CancellationToken) {
+        loop {
+            let current = term.borrow_and_update().clone();
+            if let Some(current) = current {
+                match self.pass(&current).await {
+                    Ok(pass) if pass != Pass::default() => tracing::info!(?pass, "reconciled"),
+                    Ok(_) => {}
+                    // A lost fence means leadership moved; the next pass runs under the new term.
+                    Err(error) => tracing::warn!(%error, "reconcile pass failed"),
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = term.changed() => {}
+                () = tokio::time::sleep(self.interval) => {}
+            }
+        }
+    }
+
+    pub async fn pass(&self, term: &Term) -> Result<Pass, CoordinatorError> {
+        let live: HashSet<String> = self.members.registered_ingestors().await?;
+        let records = self.channels.all_records().await?;
+        let mut load: BTreeMap<String, u64> = live.iter().map(|id| (id.clone(), 0)).collect();
+        for (record, _) in &records {
+            if record.is_active()
+                && let Some(total) = load.get_mut(&record.ingestor_id)
+            {
+                *total = total.saturating_add(record.declared_bytes_per_second);
+            }
+        }
+        let mut pass = Pass::default();
+        for (record, _) in records {
+            let channel_id = record.channel_id.clone();
+            if !record.is_active() {
+                self.advance_drain(term, record, &mut pass).await?;
+                continue;
+            }
+            if live.contains(&record.ingestor_id) {
+                continue;
+            }
+            // Least declared load first; ties by id, so every leader decides the same.
+            let chosen = load
+                .iter()
+                .min_by(|a, b| a.1.cmp(b.1).then_with(|| a.0.cmp(b.0)))
+                .map(|(id, _)| id.clone());
+            match chosen {
+                Some(ingestor) => {
+                    self.assign(term, &channel_id, &ingestor).await?;
+                    if let Some(total) = load.get_mut(&ingestor) {
+                        *total = total.saturating_add(record.declared_bytes_per_second);
+                    }
+                    pass.assigned.push((channel_id, ingestor));
+                }
+                None if !record.ingestor_id.is_empty() => {
+                    self.assign(term, &channel_id, "").await?;
+                    pass.unassigned.push(channel_id);
+                }
+                None => {}
+            }
+        }
+        Ok(pass)
+    }
+
+    async fn assign(&self, term: &Term, channel_id: &str, ingestor: &str) -> Result<(), CoordinatorError> {
+        self.channels
+            .edit(channel_id, 0, vec![term.fence()], |record, _| {
+                if !record.is_active() || record.ingestor_id == ingestor {
+                    return Ok(Edit::Keep(()));
+                }
+                let mut assigned = record.clone();
+                assigned.ingestor_id = ingestor.to_owned();
+                assigned.assigned_by = term.label();
+                assigned.updated_unix_ms = framefleet_common::startup::unix_time_ms();
+                Ok(Edit::Write(Box::new(assigned), Vec::new(), ()))
+            })
+            .await?;
+        tracing::info!(channel = %channel_id, ingestor = %ingestor, term = term.revision, "assignment changed");
+        Ok(())
+    }
+
+    async fn advance_drain(&self, term: &Term, record: ChannelRecord, pass: &mut Pass) -> Result<(), CoordinatorError> {
+        let channel_id = record.channel_id.clone();
+        let drain = record.drain.clone().unwrap_or(DrainRecord {
+            started_unix_ms: record.updated_unix_ms,
+            marks: None,
+        });
+        let Some(marks) = drain.marks.clone() else {
+            let settled_at = drain
+                .started_unix_ms
+                .saturating_add(i64::try_from(self.drain_settle.as_millis()).unwrap_or(i64::MAX));
+            if framefleet_common::startup::unix_time_ms() < settled_at {
+                return Ok(());
+            }
+            let marks = self.probe.high_watermarks(record.topics()).await?;
+            self.channels
+                .edit(&channel_id, 0, vec![term.fence()], |current, _| {
+                    let mut marked = current.clone();
+                    marked.drain = Some(DrainRecord {
+                        started_unix_ms: drain.started_unix_ms,
+                        marks: Some(marks.clone()),
+                    });
+                    Ok(Edit::Write(Box::new(marked), Vec::new(), ()))
+                })
+                .await?;
+            pass.drain_marked.push(channel_id);
+            return Ok(());
+        };
+        let committed = self.probe.committed(record.topics()).await?;
+        let drained = marks.iter().all(|(topic, partition, mark)| {
+            committed
+                .iter()
+                .any(|(t, p, offset)| t == topic && p == partition && offset >= mark)
+                || *mark == 0
+        });
+        if drained {
+            self.channels
+                .edit(&channel_id, 0, vec![term.fence()], |_, _| Ok(Edit::Delete(())))
+                .await?;
+            tracing::info!(channel = %channel_id, "drained and deleted");
+            pass.deleted.push(channel_id);
+        }
+        Ok(())
+    }
+}
