@@ -46,16 +46,20 @@ pub fn validate_after_revision(after_revision: i64) -> Result<(), CoordinatorErr
 
 /// Starts a watch; updates arrive on the returned receiver until the client goes away (the
 /// receiver is dropped) or etcd fails (one `Err`, then the end).
+/// The stream also ends (cleanly, so clients resume elsewhere) when `shutdown` is cancelled:
+/// a graceful server shutdown waits for open streams.
 pub fn spawn_watch<S: MetadataStore + Clone>(
     store: S,
     scope: WatchScope,
     after_revision: i64,
+    shutdown: tokio_util::sync::CancellationToken,
 ) -> mpsc::Receiver<Result<AssignmentUpdate, CoordinatorError>> {
     let (sender, receiver) = mpsc::channel(UPDATE_BUFFER);
     tokio::spawn(async move {
         let outcome = tokio::select! {
             outcome = feed(&store, &scope, after_revision, &sender) => outcome,
             () = sender.closed() => Ok(()),
+            () = shutdown.cancelled() => Ok(()),
         };
         if let Err(error) = outcome {
             tracing::info!(ingestor = %scope.ingestor_id, %error, "assignment watch ended");

@@ -164,8 +164,11 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
         channels: Arc::clone(&channels),
     })
     .max_decoding_message_size(MAX_REQUEST_BYTES);
-    let assignment_api = AssignmentServiceServer::new(AssignmentApi { store: store.clone() })
-        .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let assignment_api = AssignmentServiceServer::new(AssignmentApi {
+        store: store.clone(),
+        shutdown: shutdown.clone(),
+    })
+    .max_decoding_message_size(MAX_REQUEST_BYTES);
     let fleet_api = FleetServiceServer::new(FleetApi {
         fleet,
         members,

@@ -165,6 +165,7 @@ impl<S: MetadataStore, T: TopicAdmin> SchemaService for SchemaApi<S, T> {
 
 pub struct AssignmentApi<S> {
     pub store: S,
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 type UpdateStream = Pin<Box<dyn futures::Stream<Item = Result<AssignmentUpdate, Status>> + Send>>;
@@ -185,7 +186,7 @@ impl<S: MetadataStore + Clone> AssignmentService for AssignmentApi<S> {
         let scope = WatchScope {
             ingestor_id: request.ingestor_id,
         };
-        let updates = spawn_watch(self.store.clone(), scope, request.after_revision);
+        let updates = spawn_watch(self.store.clone(), scope, request.after_revision, self.shutdown.clone());
         let stream = tokio_stream::wrappers::ReceiverStream::new(updates).map(|update| update.map_err(Status::from));
         Ok(Response::new(Box::pin(stream)))
     }

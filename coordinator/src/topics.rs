@@ -121,15 +121,31 @@ impl TopicAdmin for KafkaTopicAdmin {
         )
         .await
         .map_err(|_| failed(format!("no answer within {:?}", self.timeout)))?
-        .map_err(|error| failed(error.to_string()))?;
+        .map_err(|error| match error {
+            // `rdkafka_error_code()` says None for admin errors; the code is inside.
+            rdkafka::error::KafkaError::AdminOp(RDKafkaErrorCode::UnsupportedFeature) => unsupported(&spec.name),
+            other => failed(other.to_string()),
+        })?;
         for result in results {
-            if let Err((_, code)) = result {
-                return Err(failed(code.to_string()));
+            match result {
+                Ok(_) => {}
+                Err((_, RDKafkaErrorCode::UnsupportedFeature)) => return Err(unsupported(&spec.name)),
+                Err((_, code)) => return Err(failed(code.to_string())),
             }
         }
         tracing::info!(topic = %spec.name, max_message_bytes = %max_message_bytes, "topic resized");
         Ok(())
     }
+}
+
+/// Some Kafka-protocol brokers (Nisshi among them) cannot change a topic's config. Then a
+/// larger frame size cannot be taken by the channel's own topics: say how to get there.
+fn unsupported(topic: &str) -> CoordinatorError {
+    CoordinatorError::FailedPrecondition(format!(
+        "the broker cannot change the config of topic `{topic}` (AlterConfigs unsupported), so it cannot take \
+         larger frames; move the channel to the shared pool first (pool topics take frames up to the \
+         coordinator's --max-frame-mib)"
+    ))
 }
 
 /// Where a channel's frames go: the topic names and how each is sized.
