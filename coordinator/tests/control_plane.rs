@@ -415,7 +415,7 @@ async fn ingestors_get_assignments_and_lose_them_when_their_lease_expires() {
     let silent_since = Instant::now();
 
     let removed = next_update(&mut watch).await;
-    assert_eq!(removed.removed_channel_ids, [cam.clone()], "{removed:?}");
+    assert_eq!(removed.removed_channel_ids, std::slice::from_ref(&cam), "{removed:?}");
     let noticed_after = silent_since.elapsed();
     assert!(
         noticed_after <= Duration::from_secs(4),
