@@ -26,13 +26,13 @@ impl WatchScope {
         self.ingestor_id.is_empty() || (record.is_active() && record.ingestor_id == self.ingestor_id)
     }
 
-    /// Whether a watcher may have been told to run this channel before: a stop is only sent
-    /// to ingestors that might be running it.
-    fn may_have_had(&self, previous: Option<&StoredValue>) -> bool {
-        match previous.map(decode::<ChannelRecord>) {
-            Some(Ok(record)) => self.wants(&record),
-            // No previous value (compacted, or created now) or unreadable: say stop, harmless.
-            _ => true,
+    /// Whether a watcher may have been told to run the channel as it was before a change: a
+    /// stop is only sent to ingestors that might be running it. An unreadable value says stop,
+    /// which is harmless.
+    fn may_have_had(&self, previous: &StoredValue) -> bool {
+        match decode::<ChannelRecord>(previous) {
+            Ok(record) => self.wants(&record),
+            Err(_) => true,
         }
     }
 }
@@ -139,12 +139,14 @@ fn changes(scope: &WatchScope, revision: i64, events: &[WatchEvent]) -> Result<A
                 let record: ChannelRecord = decode(value)?;
                 if scope.wants(&record) {
                     update.channels.push(record.to_proto(value.mod_revision));
-                } else if scope.may_have_had(previous.as_ref()) && previous.is_some() {
+                } else if previous.as_ref().is_some_and(|previous| scope.may_have_had(previous)) {
+                    // A put with no previous value creates the channel: nobody ran it before.
                     update.removed_channel_ids.push(record.channel_id);
                 }
             }
             WatchEvent::Delete { key, previous } => {
-                if scope.may_have_had(previous.as_ref()) {
+                // No previous value (its history was compacted): say stop to be safe.
+                if previous.as_ref().is_none_or(|previous| scope.may_have_had(previous)) {
                     let channel_id = key.strip_prefix(CHANNEL_KEY_PREFIX).unwrap_or(key);
                     update.removed_channel_ids.push(channel_id.to_owned());
                 }

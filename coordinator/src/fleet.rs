@@ -18,6 +18,8 @@ const REPORT_EXPIRY: Duration = Duration::from_secs(60);
 /// Only workers heard from this recently count towards the fleet's current frames/s.
 const LIVE_WINDOW: Duration = Duration::from_secs(5);
 const MAX_ID_LEN: usize = 128;
+/// Topic rates need readings at least this far apart.
+const MIN_RATE_INTERVAL: Duration = Duration::from_millis(200);
 const MAX_CHANNELS_PER_REPORT: usize = 10_000;
 
 #[derive(Default)]
@@ -266,22 +268,21 @@ impl KafkaInspector {
                 } else {
                     0.0
                 };
-                let (accumulate_per_second, consume_per_second) = match previous.get(&topic) {
-                    Some((at, old_accumulate, old_consume))
-                        if now.duration_since(*at) >= Duration::from_millis(200) =>
-                    {
-                        let seconds = now.duration_since(*at).as_secs_f64();
+                // Readings closer together than MIN_RATE_INTERVAL give noisy rates: the older
+                // reading is kept until the next one is far enough from it.
+                let last = previous.get(&topic).copied();
+                let interval = last.map(|(at, _, _)| now.duration_since(at));
+                let (accumulate_per_second, consume_per_second) = match (last, interval) {
+                    (Some((_, old_accumulate, old_consume)), Some(interval)) if interval >= MIN_RATE_INTERVAL => {
+                        let seconds = interval.as_secs_f64();
                         (
-                            accumulate.saturating_sub(*old_accumulate) as f64 / seconds,
-                            consume.saturating_sub(*old_consume) as f64 / seconds,
+                            accumulate.saturating_sub(old_accumulate) as f64 / seconds,
+                            consume.saturating_sub(old_consume) as f64 / seconds,
                         )
                     }
                     _ => (0.0, 0.0),
                 };
-                if previous
-                    .get(&topic)
-                    .is_none_or(|(at, _, _)| now.duration_since(*at) >= Duration::from_millis(200))
-                {
+                if interval.is_none_or(|interval| interval >= MIN_RATE_INTERVAL) {
                     previous.insert(topic.clone(), (now, accumulate, consume));
                 }
                 TopicMetrics {

@@ -560,7 +560,7 @@ async fn two_coordinators_agree_on_one_leader_and_one_owner_per_channel() {
         race.await.expect("registrations");
     }
 
-    let mut client = ChannelServiceClient::new(first.channel(None).await);
+    let client = ChannelServiceClient::new(first.channel(None).await);
     wait_until("every channel to have an ingestor", Duration::from_secs(15), || {
         let mut client = client.clone();
         let ids = ids.clone();
@@ -626,8 +626,6 @@ async fn two_coordinators_agree_on_one_leader_and_one_owner_per_channel() {
         assert_eq!(owners.len(), 1, "{id} had owners {owners:?}");
     }
     keep_alive.abort();
-    client = ChannelServiceClient::new(second.channel(None).await);
-    drop(client);
     first.stop().await;
     second.stop().await;
 }

@@ -31,6 +31,11 @@ impl ConsumedFrame {
             .map(|(_, value)| value.as_slice())
     }
 
+    /// A header as text; `None` when absent or not UTF-8.
+    pub fn header_text(&self, name: &str) -> Option<&str> {
+        self.header(name).and_then(|raw| std::str::from_utf8(raw).ok())
+    }
+
     /// Where the record came from, as `topic/partition@offset`.
     pub fn source(&self) -> String {
         format!("{}/{}@{}", self.topic, self.partition, self.offset)
@@ -48,7 +53,8 @@ pub enum Outcome {
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     pub channels: HashMap<String, Channel>,
-    pub schemas: HashMap<(String, u32), FrameSchema>,
+    /// channel id → version → schema; nested so a lookup by `&str` allocates nothing.
+    pub schemas: HashMap<String, BTreeMap<u32, FrameSchema>>,
 }
 
 impl Catalog {
@@ -64,13 +70,15 @@ impl Catalog {
     pub fn insert_channel(&mut self, channel: Channel) {
         if let Some(schema) = &channel.schema {
             self.schemas
-                .insert((channel.channel_id.clone(), schema.version), *schema);
+                .entry(channel.channel_id.clone())
+                .or_default()
+                .insert(schema.version, *schema);
         }
         self.channels.insert(channel.channel_id.clone(), channel);
     }
 
     pub fn schema(&self, channel_id: &str, version: u32) -> Option<&FrameSchema> {
-        self.schemas.get(&(channel_id.to_owned(), version))
+        self.schemas.get(channel_id)?.get(&version)
     }
 }
 

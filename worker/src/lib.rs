@@ -480,22 +480,24 @@ impl Worker {
         if recently_looked_up {
             return;
         }
-        let headers: Vec<wire::FrameHeaders> = frames
-            .iter()
-            .filter_map(|frame| wire::FrameHeaders::parse(|name| frame.header(name)).ok())
-            .collect();
-        let unknown_channel = headers
-            .iter()
-            .any(|headers| !self.catalog.channels.contains_key(&headers.channel_id));
-        let mut missing_versions: Vec<(String, u32)> = headers
-            .iter()
-            .filter(|headers| {
-                self.catalog
-                    .schema(&headers.channel_id, headers.schema_version)
-                    .is_none()
-            })
-            .map(|headers| (headers.channel_id.clone(), headers.schema_version))
-            .collect();
+        // Only the two headers that name the catalog entry are read: this runs for every batch,
+        // and the full header parse happens once per frame in `process_batch` anyway.
+        let mut unknown_channel = false;
+        let mut missing_versions: Vec<(String, u32)> = Vec::new();
+        for frame in frames {
+            let Some(channel_id) = frame.header_text(wire::HEADER_CHANNEL) else {
+                continue;
+            };
+            unknown_channel |= !self.catalog.channels.contains_key(channel_id);
+            let version = frame
+                .header_text(wire::HEADER_SCHEMA_VERSION)
+                .and_then(|text| text.parse::<u32>().ok());
+            if let Some(version) = version
+                && self.catalog.schema(channel_id, version).is_none()
+            {
+                missing_versions.push((channel_id.to_owned(), version));
+            }
+        }
         missing_versions.sort();
         missing_versions.dedup();
         if !unknown_channel && missing_versions.is_empty() {
@@ -523,7 +525,9 @@ impl Worker {
         }
         if !learned.is_empty() {
             let mut catalog = (*self.catalog).clone();
-            catalog.schemas.extend(learned);
+            for ((channel_id, version), schema) in learned {
+                catalog.schemas.entry(channel_id).or_default().insert(version, schema);
+            }
             self.catalog = Arc::new(catalog);
         }
     }

@@ -21,12 +21,7 @@ impl<S: MetadataStore, T: TopicAdmin> ChannelRegistry<S, T> {
     ) -> Result<FrameSchema, CoordinatorError> {
         validate::expected_revision(expected_revision)?;
         let (current, stored) = self.get_record(channel_id).await?;
-        if expected_revision != 0 && expected_revision != stored.mod_revision {
-            return Err(CoordinatorError::FailedPrecondition(format!(
-                "channel `{channel_id}` is at revision {}, not the expected {expected_revision}; read it again",
-                stored.mod_revision
-            )));
-        }
+        super::check_revision(channel_id, expected_revision, stored.mod_revision)?;
         let next_version = current.schema.version.saturating_add(1);
         let proposed = validate::schema(schema, self.placement.max_frame_bytes, next_version)?;
         if proposed.same_shape(&current.schema) {
@@ -54,16 +49,12 @@ impl<S: MetadataStore, T: TopicAdmin> ChannelRegistry<S, T> {
                 .await?
                 .max(proposed.raw_frame_bytes());
             for topic in current.topics() {
+                // Only the name, size limit and retention of the spec matter for a resize.
                 let spec = TopicSpec {
-                    max_payload_bytes: largest,
+                    name: topic,
                     ..self.placement.dedicated(channel_id, largest)
                 };
-                self.topics
-                    .resize_topic(&TopicSpec {
-                        name: topic.clone(),
-                        ..spec
-                    })
-                    .await?;
+                self.topics.resize_topic(&spec).await?;
             }
         }
 
