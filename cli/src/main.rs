@@ -130,6 +130,10 @@ enum ChannelsCommand {
         /// Declared load for pool balancing (default: raw frame bytes × fps).
         #[arg(long, default_value_t = 0)]
         bytes_per_second: u64,
+        /// Pin the channel to this ingestor (it is moved there, also if already registered);
+        /// by default the coordinator assigns it to an ingestor that accepts assignments.
+        #[arg(long)]
+        ingestor: Option<String>,
     },
     /// Change a channel's source or declared load.
     Update {
@@ -411,6 +415,7 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
             schema,
             placement,
             bytes_per_second,
+            ingestor,
         }) => {
             let request = RegisterChannelRequest {
                 channel_id,
@@ -419,6 +424,7 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
                 topic_strategy: placement.strategy(),
                 pipelines: placement.pipelines.clone(),
                 declared_bytes_per_second: bytes_per_second,
+                ingestor_id: ingestor.unwrap_or_default(),
             };
             let response = channels.register_channel(request).await?.into_inner();
             let registered: Vec<_> = response.channel.into_iter().collect();
@@ -569,6 +575,8 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
                     frames_acknowledged: acknowledged,
                     ..ChannelLedger::default()
                 }],
+                // A unary report registers nothing, so nothing can be assigned through it.
+                accepts_assignments: false,
             };
             fleet.report_ingestor(report).await?;
             if !json {

@@ -454,6 +454,7 @@ mod tests {
                         source_finished: finished,
                         ..ChannelLedger::default()
                     }],
+                    accepts_assignments: true,
                 }),
                 last_seen_ms_ago: 5,
             }],

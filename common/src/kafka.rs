@@ -35,6 +35,15 @@ pub fn topic_max_message_bytes(max_payload_bytes: u64) -> u64 {
     largest_record.max(full_batch)
 }
 
+/// Room kept in a frame record for its key and headers (a few hundred bytes in practice).
+const FRAME_HEADER_ROOM: u64 = 16 * 1024;
+
+/// The largest payload a frame record may carry on a topic sized for `raw_frame_bytes`: an
+/// encoded frame is rarely larger than the raw one, but a PNG of noise can be, a little.
+pub fn max_frame_payload_bytes(raw_frame_bytes: u64) -> u64 {
+    topic_max_message_bytes(raw_frame_bytes) - FRAME_HEADER_ROOM
+}
+
 pub fn base_config(bootstrap_servers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config

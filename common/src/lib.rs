@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod kafka;
+pub mod metrics;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;

@@ -17,11 +17,14 @@ pub const INGESTORS_PREFIX: &str = "members/ingestors/";
 /// etcd's own floor is 1 s; below 2 s a keep-alive round trip under load could miss it.
 pub const MIN_MEMBER_TTL: Duration = Duration::from_secs(2);
 
-#[derive(serde::Serialize)]
-struct MemberRecord<'a> {
-    id: &'a str,
-    device: &'a str,
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MemberRecord {
+    id: String,
+    device: String,
     registered_at_unix_ms: i64,
+    /// Workers never take assignments; an ingestor says so in its first report.
+    #[serde(default)]
+    accepts_assignments: bool,
 }
 
 /// What a report stream carries: one kind of process, identified by an id in every report.
@@ -31,6 +34,9 @@ pub trait MemberReport: Clone + Send + 'static {
     const ID_FIELD: &'static str;
     fn member_id(&self) -> &str;
     fn description(&self) -> &str;
+    fn accepts_assignments(&self) -> bool {
+        false
+    }
     fn record_in(self, fleet: &FleetRegistry) -> Result<(), CoordinatorError>;
 }
 
@@ -58,6 +64,9 @@ impl MemberReport for IngestorReport {
     }
     fn description(&self) -> &str {
         ""
+    }
+    fn accepts_assignments(&self) -> bool {
+        self.accepts_assignments
     }
     fn record_in(self, fleet: &FleetRegistry) -> Result<(), CoordinatorError> {
         fleet.record_ingestor(self)
@@ -96,6 +105,20 @@ impl<S: MetadataStore> Membership<S> {
     /// Ids of the ingestors whose registration is alive in etcd.
     pub async fn registered_ingestors(&self) -> Result<HashSet<String>, CoordinatorError> {
         self.registered(INGESTORS_PREFIX).await
+    }
+
+    /// Ids of the registered ingestors that take channels from the coordinator.
+    pub async fn assignable_ingestors(&self) -> Result<HashSet<String>, CoordinatorError> {
+        Ok(self
+            .store
+            .list(INGESTORS_PREFIX)
+            .await?
+            .into_iter()
+            .filter(|stored| {
+                serde_json::from_slice::<MemberRecord>(&stored.value).is_ok_and(|member| member.accepts_assignments)
+            })
+            .filter_map(|stored| stored.key.strip_prefix(INGESTORS_PREFIX).map(str::to_owned))
+            .collect())
     }
 
     async fn registered(&self, prefix: &str) -> Result<HashSet<String>, CoordinatorError> {
@@ -138,15 +161,16 @@ impl<S: MetadataStore> Membership<S> {
         };
         let kind = Report::KIND;
         let member_id = first.member_id().to_owned();
-        let device = first.description().to_owned();
+        let member = MemberRecord {
+            id: member_id.clone(),
+            device: first.description().to_owned(),
+            registered_at_unix_ms: framefleet_common::startup::unix_time_ms(),
+            accepts_assignments: first.accepts_assignments(),
+        };
         first.record_in(fleet)?;
         let key = format!("{}{member_id}", Report::KEY_PREFIX);
-        let record = serde_json::to_vec(&MemberRecord {
-            id: &member_id,
-            device: &device,
-            registered_at_unix_ms: framefleet_common::startup::unix_time_ms(),
-        })
-        .map_err(|error| CoordinatorError::invalid("report", error.to_string()))?;
+        let record =
+            serde_json::to_vec(&member).map_err(|error| CoordinatorError::invalid("report", error.to_string()))?;
         let mut lease = match self.store.create_leased(&key, record.clone(), self.ttl).await? {
             LeasedOutcome::Created { lease, .. } => lease,
             LeasedOutcome::Exists(_) => {

@@ -71,9 +71,12 @@ impl<S: MetadataStore, T: TopicAdmin, P: DrainProbe> Reconciler<S, T, P> {
     }
 
     pub async fn pass(&self, term: &Term) -> Result<Pass, CoordinatorError> {
+        // A channel stays with any live ingestor (one that registered it itself included), but
+        // only ingestors that accept assignments are given channels.
         let live: HashSet<String> = self.members.registered_ingestors().await?;
+        let assignable: HashSet<String> = self.members.assignable_ingestors().await?;
         let records = self.channels.all_records().await?;
-        let mut load: BTreeMap<String, u64> = live.iter().map(|id| (id.clone(), 0)).collect();
+        let mut load: BTreeMap<String, u64> = assignable.iter().map(|id| (id.clone(), 0)).collect();
         for (record, _) in &records {
             if record.is_active()
                 && let Some(total) = load.get_mut(&record.ingestor_id)

@@ -44,6 +44,7 @@ impl<S: MetadataStore, T: TopicAdmin> ChannelService for ChannelApi<S, T> {
             topic_strategy: request.topic_strategy,
             pipelines: request.pipelines,
             declared_bytes_per_second: request.declared_bytes_per_second,
+            claimed_by: request.ingestor_id,
         };
         let (channel, created) = self.channels.register(&spec).await?;
         Ok(Response::new(RegisterChannelResponse {

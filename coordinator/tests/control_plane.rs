@@ -406,6 +406,7 @@ async fn ingestors_get_assignments_and_lose_them_when_their_lease_expires() {
         .send(IngestorReport {
             ingestor_id: ingestor.clone(),
             channels: Vec::new(),
+            accepts_assignments: true,
         })
         .await
         .expect("send");
@@ -535,6 +536,7 @@ async fn two_coordinators_agree_on_one_leader_and_one_owner_per_channel() {
                 let report = IngestorReport {
                     ingestor_id: ingestor.clone(),
                     channels: Vec::new(),
+                    accepts_assignments: true,
                 };
                 if sender.send(report).await.is_err() {
                     return;

@@ -1,174 +1,230 @@
-//! Camera capture with OpenCV. Each channel reads on its own OS thread (OpenCV reads block),
-//! converts every frame to the channel's schema (resize, JPEG) and hands it to the async
-//! producer through a bounded queue: when Kafka falls behind, the camera read waits rather
-//! than dropping frames.
+//! One channel's capture thread (OpenCV reads block, so each channel has its own). It opens
+//! the source, reads, converts every frame to the channel schema and queues it for Kafka.
+//! Camera faults stay inside the channel: a live source that stalls or refuses is reopened
+//! with exponential backoff and no attempt limit, and the time without frames is recorded
+//! as a gap; undecodable frames are counted and skipped; a file ends on its own terms.
 
-use crate::config::Pace;
-use crate::ledger::ChannelLedger;
-use opencv::core::{Mat, Size, Vector};
-use opencv::prelude::*;
-use opencv::{imgcodecs, imgproc, videoio};
-use std::path::Path;
+use crate::encode::FrameEncoder;
+use crate::ledger::{ChannelLedger, SourceState};
+use crate::queue::{FrameQueue, Pushed};
+use crate::source::{self, OpenOptions, ReadOutcome, SourceError, SourceSpec};
+use opencv::core::Mat;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Used when a file does not say its frame rate.
-const FALLBACK_FPS: f64 = 25.0;
-
-#[derive(Debug, thiserror::Error)]
-pub enum CaptureError {
-    #[error("video source `{0}` does not exist; check the path")]
-    NotFound(String),
-    #[error("video source `{0}` cannot be opened by OpenCV (unsupported or corrupt file?)")]
-    CannotOpen(String),
-    #[error("video source `{source_uri}` reports an unusable frame size {width}×{height}")]
-    BadFrameSize {
-        source_uri: String,
-        width: f64,
-        height: f64,
-    },
-    #[error("opencv failed on `{source_uri}`: {error}")]
-    OpenCv { source_uri: String, error: opencv::Error },
-}
-
-/// What a source says about itself before the first frame is read.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SourceInfo {
-    pub width: u32,
-    pub height: u32,
-    pub fps: f64,
-}
+/// After this many undecodable frames in a row a file is taken as damaged from there on.
+const MAX_CONSECUTIVE_UNDECODABLE: u32 = 100;
+const INITIAL_BACKOFF: Duration = Duration::from_millis(250);
 
 pub struct EncodedFrame {
     pub payload: Vec<u8>,
     pub capture_time_us: i64,
+    /// Per channel and ingestor epoch, from 0, with no holes: a hole downstream is a loss.
+    pub sequence: u64,
 }
 
-pub struct FrameConversion {
-    pub width: u32,
-    pub height: u32,
-    pub jpeg_quality: u8,
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Pace {
+    /// Files and synthetic sources are read as fast as they decode and encode.
+    Max,
+    /// Files and synthetic sources are read at their frame rate, like a camera.
+    Realtime,
 }
 
-pub struct OpenedSource {
-    pub source_uri: String,
-    capture: videoio::VideoCapture,
-    pub info: SourceInfo,
-}
-
-/// Opens a video file and reads its size and frame rate.
-pub fn open_video_file(source_uri: &str) -> Result<OpenedSource, CaptureError> {
-    let path = source_uri.strip_prefix("file://").unwrap_or(source_uri);
-    if !Path::new(path).exists() {
-        return Err(CaptureError::NotFound(source_uri.to_owned()));
-    }
-    let opencv_error = |error| CaptureError::OpenCv {
-        source_uri: source_uri.to_owned(),
-        error,
-    };
-    let capture = videoio::VideoCapture::from_file(path, videoio::CAP_ANY).map_err(opencv_error)?;
-    if !capture.is_opened().map_err(opencv_error)? {
-        return Err(CaptureError::CannotOpen(source_uri.to_owned()));
-    }
-    let width = capture.get(videoio::CAP_PROP_FRAME_WIDTH).map_err(opencv_error)?;
-    let height = capture.get(videoio::CAP_PROP_FRAME_HEIGHT).map_err(opencv_error)?;
-    let fps = capture.get(videoio::CAP_PROP_FPS).map_err(opencv_error)?;
-    let valid_dimension = |value: f64| value.is_finite() && (1.0..=16_384.0).contains(&value);
-    if !(valid_dimension(width) && valid_dimension(height)) {
-        return Err(CaptureError::BadFrameSize {
-            source_uri: source_uri.to_owned(),
-            width,
-            height,
-        });
-    }
-    let fps = if fps.is_finite() && fps > 0.0 && fps <= 1000.0 {
-        fps
-    } else {
-        FALLBACK_FPS
-    };
-    Ok(OpenedSource {
-        source_uri: source_uri.to_owned(),
-        capture,
-        // Checked above to lie in 1..=16384, so the casts are exact.
-        info: SourceInfo {
-            width: width as u32,
-            height: height as u32,
-            fps,
-        },
-    })
+#[derive(Debug, Clone, Copy)]
+pub struct CaptureOptions {
+    pub pace: Pace,
+    pub max_frames: Option<u64>,
+    /// No frame from a live source for this long is a stall: reconnect.
+    pub stall_timeout: Duration,
+    pub max_backoff: Duration,
+    /// Keep retrying a file or directory that cannot be opened (it may appear later), as
+    /// for live sources. Off when the operator named the file and waits for the result.
+    pub retry_files: bool,
 }
 
 pub struct CaptureJob {
-    pub source: OpenedSource,
-    pub conversion: FrameConversion,
-    pub pace: Pace,
-    pub max_frames: Option<u64>,
-    pub frames: mpsc::Sender<EncodedFrame>,
+    pub source_uri: String,
+    pub spec: SourceSpec,
+    pub encoder: FrameEncoder,
+    pub options: CaptureOptions,
+    pub queue: Arc<FrameQueue<EncodedFrame>>,
     pub ledger: Arc<ChannelLedger>,
     pub stop: CancellationToken,
 }
 
-/// Reads frames until the source ends, `max_frames` is reached or `stop` is cancelled.
-/// Runs on a dedicated thread; dropping the sender tells the producer the channel ended.
-pub fn capture_loop(mut job: CaptureJob) -> Result<(), CaptureError> {
-    let source_uri = job.source.source_uri.clone();
-    let opencv_error = |error| CaptureError::OpenCv {
-        source_uri: source_uri.clone(),
-        error,
+/// How a run of reads on one opened source ended.
+enum ReadsEnded {
+    Stopped,
+    LimitReached,
+    End,
+    Damaged(String),
+    Stalled,
+    Failed(String),
+}
+
+/// Runs until the source ends, `max_frames` is reached or `stop` is cancelled; closes the
+/// queue so the delivery task knows no more frames come.
+pub fn capture_loop(mut job: CaptureJob) {
+    let final_state = capture(&mut job);
+    job.ledger.set_state(final_state);
+    job.queue.close();
+    tracing::info!(source = %job.source_uri, frames = job.ledger.captured(), state = final_state.as_str(), "capture ended");
+}
+
+fn capture(job: &mut CaptureJob) -> SourceState {
+    let retry = job.spec.is_live() || job.options.retry_files;
+    let open_options = OpenOptions {
+        stall_timeout: job.options.stall_timeout,
     };
-    let target_size = Size::new(
-        i32::try_from(job.conversion.width).unwrap_or(i32::MAX),
-        i32::try_from(job.conversion.height).unwrap_or(i32::MAX),
-    );
-    let needs_resize = (job.source.info.width, job.source.info.height) != (job.conversion.width, job.conversion.height);
-    let encode_params =
-        Vector::<i32>::from_slice(&[imgcodecs::IMWRITE_JPEG_QUALITY, i32::from(job.conversion.jpeg_quality)]);
-    let frame_interval = Duration::from_secs_f64(1.0 / job.source.info.fps);
-    let started = Instant::now();
-
+    let mut backoff = INITIAL_BACKOFF;
+    // Set while the source is away: when it went away, for the gap's length.
+    let mut gap_since: Option<Instant> = None;
     let mut frame = Mat::default();
-    let mut resized = Mat::default();
-    let mut frames_read: u64 = 0;
-    while !job.stop.is_cancelled() {
-        if job.max_frames.is_some_and(|limit| frames_read >= limit) {
-            break;
-        }
-        if !job.source.capture.read(&mut frame).map_err(opencv_error)? || frame.empty() {
-            break;
-        }
-        let capture_time_us = framefleet_common::startup::unix_time_us();
-        frames_read += 1;
-        job.ledger.record_captured();
+    let mut sequence: u64 = 0;
+    let mut paced_from: Option<(Instant, u64)> = None;
 
-        let to_encode = if needs_resize {
-            imgproc::resize(&frame, &mut resized, target_size, 0.0, 0.0, imgproc::INTER_AREA).map_err(opencv_error)?;
-            &resized
+    while !job.stop.is_cancelled() {
+        job.ledger.set_state(if gap_since.is_some() {
+            SourceState::Reconnecting
         } else {
-            &frame
+            SourceState::Opening
+        });
+        let mut source = match source::open(&job.source_uri, &job.spec, open_options) {
+            Ok(source) => source,
+            Err(error) => {
+                if !retry || matches!(error, SourceError::InvalidUri { .. }) {
+                    tracing::error!(source = %job.source_uri, "{error}");
+                    job.ledger.record_error(error.to_string());
+                    return SourceState::Failed;
+                }
+                tracing::warn!(source = %job.source_uri, retry_in = ?backoff, "{error}");
+                job.ledger.record_error(format!("{error}; retrying in {backoff:?}"));
+                gap_since.get_or_insert_with(Instant::now);
+                if !sleep_unless_stopped(&job.stop, backoff) {
+                    break;
+                }
+                backoff = (backoff * 2).min(job.options.max_backoff);
+                continue;
+            }
         };
-        let mut encoded = Vector::<u8>::new();
-        if !imgcodecs::imencode(".jpg", to_encode, &mut encoded, &encode_params).map_err(opencv_error)? {
-            job.ledger
-                .record_failed(format!("jpeg encoding of frame {frames_read} failed"));
-            continue;
+        if let Some(since) = gap_since.take() {
+            let gap = since.elapsed();
+            job.ledger.record_gap(gap);
+            job.ledger.clear_error();
+            tracing::info!(source = %job.source_uri, ?gap, "source back; capture resumes");
         }
-        let encoded_frame = EncodedFrame {
-            payload: encoded.to_vec(),
-            capture_time_us,
+        backoff = INITIAL_BACKOFF;
+        job.ledger.set_state(SourceState::Capturing);
+        let info = source.info();
+        let paced = job.options.pace == Pace::Realtime && !job.spec.is_live();
+        let frame_interval = Duration::from_secs_f64(1.0 / info.fps.max(0.001));
+
+        let mut consecutive_undecodable = 0;
+        let ended = loop {
+            if job.stop.is_cancelled() {
+                break ReadsEnded::Stopped;
+            }
+            if job.options.max_frames.is_some_and(|limit| sequence >= limit) {
+                break ReadsEnded::LimitReached;
+            }
+            match source.read(&mut frame) {
+                Ok(ReadOutcome::Frame) => consecutive_undecodable = 0,
+                Ok(ReadOutcome::Undecodable(reason)) => {
+                    job.ledger.record_undecodable(reason.clone());
+                    consecutive_undecodable += 1;
+                    if consecutive_undecodable >= MAX_CONSECUTIVE_UNDECODABLE {
+                        break ReadsEnded::Damaged(reason);
+                    }
+                    continue;
+                }
+                Ok(ReadOutcome::End) => break ReadsEnded::End,
+                Ok(ReadOutcome::Stalled) => break ReadsEnded::Stalled,
+                Err(error) => break ReadsEnded::Failed(error.to_string()),
+            }
+            let capture_time_us = framefleet_common::startup::unix_time_us();
+            job.ledger.record_captured();
+            match job.encoder.encode(&frame) {
+                Ok(payload) => {
+                    let encoded = EncodedFrame {
+                        payload,
+                        capture_time_us,
+                        sequence,
+                    };
+                    sequence += 1;
+                    match job.queue.push(encoded, &job.stop) {
+                        Pushed::Queued => {}
+                        Pushed::QueuedDroppingOldest => job.ledger.record_dropped(),
+                        Pushed::Refused => break ReadsEnded::Stopped,
+                    }
+                }
+                // A frame the encoder cannot convert is a bad frame of the source, not a
+                // reason to stop the channel.
+                Err(error) => job.ledger.record_undecodable(error.to_string()),
+            }
+            if paced {
+                let (start, first) = *paced_from.get_or_insert((Instant::now(), sequence));
+                let due = start + frame_interval.mul_f64((sequence - first) as f64);
+                if let Some(wait) = due.checked_duration_since(Instant::now())
+                    && !sleep_unless_stopped(&job.stop, wait)
+                {
+                    break ReadsEnded::Stopped;
+                }
+            }
         };
-        // Blocking send: a full queue makes the camera read wait (the "block" policy).
-        if job.frames.blocking_send(encoded_frame).is_err() {
-            break;
-        }
-        if job.pace == Pace::Realtime {
-            let due = started + frame_interval.mul_f64(frames_read as f64);
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
+        match ended {
+            ReadsEnded::Stopped => return SourceState::Stopped,
+            ReadsEnded::LimitReached => return SourceState::Ended,
+            ReadsEnded::End if looping(&job.spec) => continue,
+            ReadsEnded::End => return SourceState::Ended,
+            ReadsEnded::Damaged(reason) => {
+                let message = format!(
+                    "source `{}` is damaged: {MAX_CONSECUTIVE_UNDECODABLE} undecodable frames in a row (last: {reason}); \
+                     the channel ends here",
+                    job.source_uri
+                );
+                tracing::error!("{message}");
+                job.ledger.record_error(message);
+                return SourceState::Ended;
+            }
+            ReadsEnded::Failed(reason) if !retry => {
+                job.ledger.record_error(reason);
+                return SourceState::Failed;
+            }
+            ReadsEnded::Stalled | ReadsEnded::Failed(_) => {
+                // The gap began with the last frame, not when the read gave up.
+                let unix_now_ms = u64::try_from(framefleet_common::startup::unix_time_ms()).unwrap_or_default();
+                let without_frames = Duration::from_millis(unix_now_ms.saturating_sub(job.ledger.last_frame_unix_ms()));
+                gap_since = Some(Instant::now().checked_sub(without_frames).unwrap_or_else(Instant::now));
+                let message = format!(
+                    "source `{}` stalled (no frame for {:?}); reconnecting",
+                    job.source_uri, job.options.stall_timeout
+                );
+                tracing::warn!("{message}");
+                job.ledger.record_error(message);
+                paced_from = None;
             }
         }
     }
-    tracing::info!(source = %job.source.source_uri, frames = frames_read, "capture ended");
-    Ok(())
+    SourceState::Stopped
+}
+
+fn looping(spec: &SourceSpec) -> bool {
+    matches!(spec, SourceSpec::Path { looping: true, .. })
+}
+
+/// Sleeps in short steps so a stop is noticed; false if stopped.
+fn sleep_unless_stopped(stop: &CancellationToken, duration: Duration) -> bool {
+    let deadline = Instant::now() + duration;
+    loop {
+        if stop.is_cancelled() {
+            return false;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(100)));
+    }
 }

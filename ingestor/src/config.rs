@@ -1,18 +1,44 @@
-//! Ingestor configuration: flags, with `FRAMEFLEET_*` environment variables as fallback.
+//! Ingestor configuration: flags, with `FRAMEFLEET_*` environment variables as fallback, and
+//! an optional TOML file of channels that is re-read when it changes.
 
+use crate::capture::Pace;
+use crate::encode::Quality;
+use crate::producer::Compression;
+use crate::queue::QueuePolicy;
 use clap::{Parser, ValueEnum};
+use framefleet_proto::v1::{FrameEncoding, PixelFormat, TopicStrategy};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "framefleet-ingestor",
     version,
-    about = "Capture camera channels and produce every frame to Kafka"
+    about = "Capture camera channels and produce every frame to Kafka",
+    long_about = "Capture camera channels and produce every frame to Kafka.\n\n\
+        Channels come from --channel, from a --config file (re-read when it changes), and, with \
+        --accept-assignments, from the coordinator. Sources: video files (file:///v.avi?loop=true), \
+        image directories, rtsp:// and http:// streams, V4L2 devices (/dev/video0) and \
+        synthetic://WIDTHxHEIGHT@FPS test patterns.\n\n\
+        Without --accept-assignments the ingestor exits once every channel it was given has ended \
+        (files, --max-frames); live sources run until Ctrl-C."
 )]
 pub struct IngestorConfig {
-    /// A channel to capture, as ID=SOURCE (a video file path). Repeat for more channels.
-    #[arg(long = "channel", value_name = "ID=SOURCE", required = true)]
+    /// A channel to capture, as ID=SOURCE. Repeat for more channels.
+    #[arg(long = "channel", value_name = "ID=SOURCE")]
     pub channels: Vec<ChannelSource>,
+
+    /// TOML file of `[[channel]]` entries (id, source and optional width, height, fps,
+    /// encoding, pixel_format, jpeg_quality, topic_strategy, pipelines). Channels added to or
+    /// removed from it are started or drained without a restart.
+    #[arg(long, env = "FRAMEFLEET_INGESTOR_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Capture the channels the coordinator assigns to this ingestor, and run until stopped.
+    /// Default: on when no --channel and no --config is given.
+    #[arg(long, env = "FRAMEFLEET_ACCEPT_ASSIGNMENTS", num_args = 0..=1, default_missing_value = "true")]
+    pub accept_assignments: Option<bool>,
 
     /// Coordinator gRPC address.
     #[arg(long, env = "FRAMEFLEET_COORDINATOR", default_value = "http://127.0.0.1:50051")]
@@ -25,29 +51,57 @@ pub struct IngestorConfig {
 
     /// PEM CA certificate of a TLS coordinator (`https://` address).
     #[arg(long, env = "FRAMEFLEET_TLS_CA")]
-    pub tls_ca: Option<std::path::PathBuf>,
+    pub tls_ca: Option<PathBuf>,
 
     /// Kafka bootstrap servers (host:port, comma-separated).
     #[arg(long, env = "FRAMEFLEET_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub kafka_brokers: String,
 
-    /// Identifies this process in fleet reports; defaults to ingestor-<pid>.
+    /// Identifies this process in fleet reports and assignments; defaults to ingestor-<pid>.
     #[arg(long, env = "FRAMEFLEET_INGESTOR_ID")]
     pub ingestor_id: Option<String>,
 
-    /// Resize every frame to this width (default: the source's own).
+    /// Width of the frames of channels registered here (default: the source's own).
     #[arg(long)]
     pub width: Option<u32>,
 
-    /// Resize every frame to this height (default: the source's own).
+    /// Height of the frames of channels registered here (default: the source's own).
     #[arg(long)]
     pub height: Option<u32>,
+
+    /// Frame rate of channels registered here (default: the source's own).
+    #[arg(long)]
+    pub fps: Option<f64>,
+
+    /// Encoding of channels registered here.
+    #[arg(long, value_enum, default_value_t = EncodingArg::Jpeg)]
+    pub encoding: EncodingArg,
+
+    /// Pixel format of channels registered here.
+    #[arg(long, value_enum, default_value_t = PixelFormatArg::Rgb24)]
+    pub pixel_format: PixelFormatArg,
+
+    /// How channels registered here are laid out on topics.
+    #[arg(long, value_enum, default_value_t = StrategyArg::Dedicated)]
+    pub topic_strategy: StrategyArg,
+
+    /// Fan-out pipeline (one topic each) for channels registered here; repeat.
+    #[arg(long = "pipeline")]
+    pub pipelines: Vec<String>,
 
     /// JPEG quality, 1–100.
     #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub jpeg_quality: u8,
 
-    /// `max` reads files as fast as they decode; `realtime` paces them at the source fps.
+    /// PNG zlib level, 0–9 (higher: smaller and slower).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=9))]
+    pub png_compression: u8,
+
+    /// Kafka compression of raw frames (JPEG and PNG are sent as they are).
+    #[arg(long, value_enum, default_value_t = Compression::Lz4)]
+    pub raw_compression: Compression,
+
+    /// `max` reads files and synthetic sources as fast as they encode; `realtime` at their fps.
     #[arg(long, value_enum, default_value_t = Pace::Max)]
     pub pace: Pace,
 
@@ -55,10 +109,30 @@ pub struct IngestorConfig {
     #[arg(long)]
     pub max_frames: Option<u64>,
 
-    /// Frames captured but not yet handed to Kafka, per channel. When full, the camera read
-    /// waits (no frame is dropped).
+    /// Frames encoded but not yet handed to Kafka, per channel.
     #[arg(long, default_value_t = 64)]
     pub queue_frames: usize,
+
+    /// When a channel's queue is full: `block` makes the camera read wait (nothing captured
+    /// is lost); `drop-oldest` discards the oldest queued frame and counts it.
+    #[arg(long, value_enum, default_value_t = QueuePolicy::Block)]
+    pub queue_policy: QueuePolicy,
+
+    /// A live source with no frame for this long is reconnected.
+    #[arg(long, default_value_t = 10)]
+    pub stall_timeout_secs: u64,
+
+    /// Longest wait between reconnect attempts (doubling from 250 ms; no attempt limit).
+    #[arg(long, default_value_t = 30)]
+    pub max_backoff_secs: u64,
+
+    /// Largest decoded frame this ingestor produces, in MiB (the coordinator's own limit).
+    #[arg(long, env = "FRAMEFLEET_MAX_FRAME_MIB", default_value_t = 64)]
+    pub max_frame_mib: u64,
+
+    /// Serve Prometheus metrics (per-channel ledgers) on this address, e.g. 127.0.0.1:9464.
+    #[arg(long, env = "FRAMEFLEET_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 
     /// How often to report counters to the coordinator, in milliseconds.
     #[arg(long, default_value_t = 1000)]
@@ -69,10 +143,58 @@ pub struct IngestorConfig {
     pub request_timeout_secs: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Pace {
-    Max,
-    Realtime,
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncodingArg {
+    Raw,
+    Jpeg,
+    Png,
+}
+
+impl From<EncodingArg> for FrameEncoding {
+    fn from(encoding: EncodingArg) -> Self {
+        match encoding {
+            EncodingArg::Raw => Self::Raw,
+            EncodingArg::Jpeg => Self::Jpeg,
+            EncodingArg::Png => Self::Png,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PixelFormatArg {
+    Rgb24,
+    Bgr24,
+    Gray8,
+}
+
+impl From<PixelFormatArg> for PixelFormat {
+    fn from(format: PixelFormatArg) -> Self {
+        match format {
+            PixelFormatArg::Rgb24 => Self::Rgb24,
+            PixelFormatArg::Bgr24 => Self::Bgr24,
+            PixelFormatArg::Gray8 => Self::Gray8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StrategyArg {
+    Dedicated,
+    SharedPool,
+    FanOut,
+}
+
+impl From<StrategyArg> for TopicStrategy {
+    fn from(strategy: StrategyArg) -> Self {
+        match strategy {
+            StrategyArg::Dedicated => Self::Dedicated,
+            StrategyArg::SharedPool => Self::SharedPool,
+            StrategyArg::FanOut => Self::FanOut,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +220,62 @@ impl FromStr for ChannelSource {
     }
 }
 
+/// A channel this ingestor registers itself (from the flags or the config file).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalChannel {
+    pub id: String,
+    pub source: String,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub fps: Option<f64>,
+    pub encoding: Option<EncodingArg>,
+    pub pixel_format: Option<PixelFormatArg>,
+    pub jpeg_quality: Option<u8>,
+    pub png_compression: Option<u8>,
+    pub topic_strategy: Option<StrategyArg>,
+    #[serde(default)]
+    pub pipelines: Vec<String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    channel: Vec<LocalChannel>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read channel file `{path}`: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("channel file `{path}` is not valid: {error}")]
+    Parse { path: PathBuf, error: toml::de::Error },
+    #[error("channel file `{path}` names channel `{id}` twice")]
+    Duplicate { path: PathBuf, id: String },
+}
+
+pub fn read_channel_file(path: &Path) -> Result<Vec<LocalChannel>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+        path: path.to_owned(),
+        error,
+    })?;
+    let file: ConfigFile = toml::from_str(&text).map_err(|error| ConfigError::Parse {
+        path: path.to_owned(),
+        error,
+    })?;
+    let mut seen = std::collections::HashSet::new();
+    for channel in &file.channel {
+        if !seen.insert(channel.id.clone()) {
+            return Err(ConfigError::Duplicate {
+                path: path.to_owned(),
+                id: channel.id.clone(),
+            });
+        }
+    }
+    Ok(file.channel)
+}
+
 impl IngestorConfig {
     pub fn client_options(&self) -> framefleet_proto::client::ClientOptions {
         framefleet_proto::client::ClientOptions {
@@ -110,6 +288,46 @@ impl IngestorConfig {
         self.ingestor_id
             .clone()
             .unwrap_or_else(|| format!("ingestor-{}", std::process::id()))
+    }
+
+    pub fn accepts_assignments(&self) -> bool {
+        self.accept_assignments
+            .unwrap_or(self.channels.is_empty() && self.config.is_none())
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs.max(1))
+    }
+
+    pub fn max_frame_bytes(&self) -> usize {
+        usize::try_from(self.max_frame_mib.max(1).saturating_mul(1 << 20)).unwrap_or(usize::MAX)
+    }
+
+    pub fn default_quality(&self) -> Quality {
+        Quality {
+            jpeg: self.jpeg_quality,
+            png_compression: self.png_compression,
+        }
+    }
+
+    /// The `--channel` flags as channels with this ingestor's defaults.
+    pub fn flag_channels(&self) -> Vec<LocalChannel> {
+        self.channels
+            .iter()
+            .map(|channel| LocalChannel {
+                id: channel.channel_id.clone(),
+                source: channel.source.clone(),
+                width: None,
+                height: None,
+                fps: None,
+                encoding: None,
+                pixel_format: None,
+                jpeg_quality: None,
+                png_compression: None,
+                topic_strategy: None,
+                pipelines: Vec::new(),
+            })
+            .collect()
     }
 }
 
@@ -124,5 +342,55 @@ mod tests {
         assert_eq!(parsed.source, "/videos/a=b.avi");
         assert!("no-equals".parse::<ChannelSource>().is_err());
         assert!("=/a.avi".parse::<ChannelSource>().is_err());
+    }
+
+    #[test]
+    fn channel_files_parse_and_refuse_duplicates_and_unknown_keys() {
+        let dir = std::env::temp_dir().join(format!("framefleet-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let good = dir.join("good.toml");
+        std::fs::write(
+            &good,
+            "[[channel]]\nid = \"lobby\"\nsource = \"synthetic://640x480@10\"\nencoding = \"raw\"\n\
+             topic_strategy = \"fan-out\"\npipelines = [\"detect\"]\n",
+        )
+        .expect("write");
+        let channels = read_channel_file(&good).expect("parse");
+        assert_eq!(channels[0].encoding, Some(EncodingArg::Raw));
+        assert_eq!(channels[0].topic_strategy, Some(StrategyArg::FanOut));
+
+        let duplicate = dir.join("duplicate.toml");
+        std::fs::write(
+            &duplicate,
+            "[[channel]]\nid = \"a\"\nsource = \"x\"\n[[channel]]\nid = \"a\"\nsource = \"y\"\n",
+        )
+        .expect("write");
+        assert!(matches!(
+            read_channel_file(&duplicate),
+            Err(ConfigError::Duplicate { .. })
+        ));
+
+        let unknown = dir.join("unknown.toml");
+        std::fs::write(&unknown, "[[channel]]\nid = \"a\"\nsource = \"x\"\nwidht = 3\n").expect("write");
+        let error = read_channel_file(&unknown).expect_err("unknown key").to_string();
+        assert!(error.contains("widht"), "{error}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn assignments_are_accepted_by_default_only_without_local_channels() {
+        let parse = |args: &[&str]| IngestorConfig::try_parse_from(args).expect("parse");
+        assert!(parse(&["framefleet-ingestor"]).accepts_assignments());
+        assert!(!parse(&["framefleet-ingestor", "--channel", "a=/v.avi"]).accepts_assignments());
+        assert!(
+            parse(&[
+                "framefleet-ingestor",
+                "--channel",
+                "a=/v.avi",
+                "--accept-assignments",
+                "true"
+            ])
+            .accepts_assignments()
+        );
     }
 }

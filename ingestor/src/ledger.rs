@@ -1,9 +1,47 @@
-//! Per-channel accounting: every captured frame ends up acknowledged by Kafka or failed
-//! (with the reason), and the counts are reported to the coordinator.
+//! Per-channel accounting: every captured frame ends up acknowledged by Kafka, failed (with
+//! the reason), or dropped by the queue policy; source trouble is counted as gaps and
+//! undecodable frames. The counts go to the coordinator and to the metrics endpoint.
 
 use framefleet_proto::v1;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SourceState {
+    Opening = 0,
+    Capturing = 1,
+    Reconnecting = 2,
+    Ended = 3,
+    Failed = 4,
+    Stopped = 5,
+}
+
+impl SourceState {
+    fn from_u8(value: u8) -> Self {
+        match value {
+            1 => Self::Capturing,
+            2 => Self::Reconnecting,
+            3 => Self::Ended,
+            4 => Self::Failed,
+            5 => Self::Stopped,
+            _ => Self::Opening,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Opening => "opening",
+            Self::Capturing => "capturing",
+            Self::Reconnecting => "reconnecting",
+            Self::Ended => "ended",
+            Self::Failed => "failed",
+            Self::Stopped => "stopped",
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct ChannelLedger {
@@ -11,9 +49,27 @@ pub struct ChannelLedger {
     captured: AtomicU64,
     acknowledged: AtomicU64,
     failed: AtomicU64,
+    failed_possibly_persisted: AtomicU64,
+    dropped: AtomicU64,
+    undecodable: AtomicU64,
+    gaps: AtomicU64,
+    gap_ms: AtomicU64,
     bytes_acknowledged: AtomicU64,
+    queued: AtomicU64,
+    /// Unix ms of the last frame read from the source; 0 before the first.
+    last_frame_unix_ms: AtomicU64,
+    state: AtomicU8,
     finished: AtomicBool,
     last_error: Mutex<String>,
+}
+
+/// How a failed delivery may have ended on the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persisted {
+    /// Refused before it was written (too large, unknown topic, …): no consumer sees it.
+    No,
+    /// Timed out after it was sent: it may be in the log.
+    Possibly,
 }
 
 impl ChannelLedger {
@@ -26,6 +82,10 @@ impl ChannelLedger {
 
     pub fn record_captured(&self) {
         self.captured.fetch_add(1, Ordering::Relaxed);
+        self.last_frame_unix_ms.store(
+            u64::try_from(framefleet_common::startup::unix_time_ms()).unwrap_or_default(),
+            Ordering::Relaxed,
+        );
     }
 
     pub fn record_acknowledged(&self, bytes: usize) {
@@ -33,24 +93,66 @@ impl ChannelLedger {
         self.bytes_acknowledged.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
-    pub fn record_failed(&self, reason: String) {
+    pub fn record_failed(&self, reason: String, persisted: Persisted) {
         self.failed.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(channel = %self.channel_id, %reason, "frame not delivered");
-        *self
-            .last_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = reason;
+        if persisted == Persisted::Possibly {
+            self.failed_possibly_persisted.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::warn!(channel = %self.channel_id, %reason, ?persisted, "frame not delivered");
+        self.set_error(reason);
     }
 
+    pub fn record_dropped(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_undecodable(&self, reason: String) {
+        self.undecodable.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(channel = %self.channel_id, %reason, "undecodable frame skipped");
+    }
+
+    pub fn record_gap(&self, length: Duration) {
+        self.gaps.fetch_add(1, Ordering::Relaxed);
+        self.gap_ms
+            .fetch_add(u64::try_from(length.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    pub fn set_queued(&self, frames: usize) {
+        self.queued.store(frames as u64, Ordering::Relaxed);
+    }
+
+    /// Remembers a channel-level problem (bad source, outage) without counting a frame.
     pub fn record_error(&self, reason: String) {
-        *self
-            .last_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = reason;
+        self.set_error(reason);
+    }
+
+    pub fn clear_error(&self) {
+        self.set_error(String::new());
+    }
+
+    fn set_error(&self, reason: String) {
+        *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = reason;
+    }
+
+    pub fn set_state(&self, state: SourceState) {
+        self.state.store(state as u8, Ordering::Release);
+    }
+
+    pub fn state(&self) -> SourceState {
+        SourceState::from_u8(self.state.load(Ordering::Acquire))
     }
 
     pub fn mark_finished(&self) {
         self.finished.store(true, Ordering::Release);
+    }
+
+    pub fn reopen(&self) {
+        self.finished.store(false, Ordering::Release);
+        self.set_state(SourceState::Opening);
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
     }
 
     pub fn captured(&self) -> u64 {
@@ -65,6 +167,10 @@ impl ChannelLedger {
         self.failed.load(Ordering::Relaxed)
     }
 
+    pub fn last_frame_unix_ms(&self) -> u64 {
+        self.last_frame_unix_ms.load(Ordering::Relaxed)
+    }
+
     pub fn snapshot(&self) -> v1::ChannelLedger {
         v1::ChannelLedger {
             channel_id: self.channel_id.clone(),
@@ -72,14 +178,128 @@ impl ChannelLedger {
             frames_acknowledged: self.acknowledged(),
             frames_failed: self.failed(),
             bytes_acknowledged: self.bytes_acknowledged.load(Ordering::Relaxed),
-            // The ingestor blocks the camera read when its queue is full; it never drops.
-            frames_dropped: 0,
-            source_finished: self.finished.load(Ordering::Acquire),
-            last_error: self
-                .last_error
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone(),
+            frames_dropped: self.dropped.load(Ordering::Relaxed),
+            source_finished: self.is_finished(),
+            last_error: self.last_error.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+            source_gaps: self.gaps.load(Ordering::Relaxed),
+            source_gap_ms: self.gap_ms.load(Ordering::Relaxed),
+            frames_undecodable: self.undecodable.load(Ordering::Relaxed),
+            frames_failed_possibly_persisted: self.failed_possibly_persisted.load(Ordering::Relaxed),
+            source_state: self.state().as_str().to_owned(),
+            frames_queued: self.queued.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// The ledgers in Prometheus' text exposition format.
+pub fn render_metrics(ingestor_id: &str, ledgers: &[v1::ChannelLedger]) -> String {
+    type Counter = fn(&v1::ChannelLedger) -> u64;
+    let series: [(&str, &str, &str, Counter); 11] = [
+        (
+            "frames_captured_total",
+            "counter",
+            "Frames read from the source.",
+            |l| l.frames_captured,
+        ),
+        (
+            "frames_acknowledged_total",
+            "counter",
+            "Frames acknowledged by Kafka (acks=all).",
+            |l| l.frames_acknowledged,
+        ),
+        (
+            "frames_failed_total",
+            "counter",
+            "Frames Kafka did not acknowledge.",
+            |l| l.frames_failed,
+        ),
+        (
+            "frames_failed_possibly_persisted_total",
+            "counter",
+            "Failed frames that may still be in the log.",
+            |l| l.frames_failed_possibly_persisted,
+        ),
+        (
+            "frames_dropped_total",
+            "counter",
+            "Frames dropped by the drop-oldest queue policy.",
+            |l| l.frames_dropped,
+        ),
+        (
+            "frames_undecodable_total",
+            "counter",
+            "Source frames that could not be decoded.",
+            |l| l.frames_undecodable,
+        ),
+        (
+            "source_gaps_total",
+            "counter",
+            "Times the source stopped and capture resumed.",
+            |l| l.source_gaps,
+        ),
+        (
+            "source_gap_milliseconds_total",
+            "counter",
+            "Time without frames in source gaps.",
+            |l| l.source_gap_ms,
+        ),
+        (
+            "bytes_acknowledged_total",
+            "counter",
+            "Payload bytes acknowledged by Kafka.",
+            |l| l.bytes_acknowledged,
+        ),
+        ("frames_queued", "gauge", "Frames encoded and waiting for Kafka.", |l| {
+            l.frames_queued
+        }),
+        (
+            "source_finished",
+            "gauge",
+            "1 when the source ended and every frame settled.",
+            |l| u64::from(l.source_finished),
+        ),
+    ];
+    let mut text = String::new();
+    for (name, kind, help, value) in series {
+        let _ = writeln!(text, "# HELP framefleet_ingestor_{name} {help}");
+        let _ = writeln!(text, "# TYPE framefleet_ingestor_{name} {kind}");
+        for ledger in ledgers {
+            let _ = writeln!(
+                text,
+                "framefleet_ingestor_{name}{{ingestor=\"{}\",channel=\"{}\"}} {}",
+                escape_label(ingestor_id),
+                escape_label(&ledger.channel_id),
+                value(ledger)
+            );
+        }
+    }
+    text
+}
+
+fn escape_label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_carry_every_counter_per_channel() {
+        let ledger = ChannelLedger::new("cam-\"1\"");
+        ledger.record_captured();
+        ledger.record_dropped();
+        ledger.record_failed("timed out".into(), Persisted::Possibly);
+        let text = render_metrics("ing-1", &[ledger.snapshot()]);
+        assert!(
+            text.contains("framefleet_ingestor_frames_captured_total{ingestor=\"ing-1\",channel=\"cam-\\\"1\\\"\"} 1")
+        );
+        assert!(
+            text.contains("framefleet_ingestor_frames_dropped_total{ingestor=\"ing-1\",channel=\"cam-\\\"1\\\"\"} 1")
+        );
+        assert!(
+            text.contains("frames_failed_possibly_persisted_total{ingestor=\"ing-1\",channel=\"cam-\\\"1\\\"\"} 1")
+        );
+        assert_eq!(ledger.snapshot().last_error, "timed out");
     }
 }

@@ -1,85 +1,236 @@
-//! Delivery of one channel's frames to Kafka. Sends are asynchronous (many frames in flight)
-//! and every delivery report lands in the channel's ledger, so each captured frame is
-//! accounted for as acknowledged or failed.
+//! Delivery of one channel's frames to Kafka. Sends are asynchronous (many frames in flight);
+//! a frame is written to every topic of its channel (one, or one per fan-out pipeline) and
+//! counts as acknowledged only when every copy is. Each delivery report lands in the
+//! channel's ledger, so every captured frame is accounted for.
 
 use crate::capture::EncodedFrame;
-use crate::ledger::ChannelLedger;
+use crate::ledger::{ChannelLedger, Persisted};
+use crate::queue::FrameQueue;
+use framefleet_common::kafka;
+use framefleet_proto::v1::FrameEncoding;
 use framefleet_proto::wire::{FrameHeaders, payload_checksum};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use std::time::Duration;
 
 /// Frames handed to librdkafka but not yet acknowledged, per channel. Bounds memory when the
-/// broker is slow; beyond it the capture queue fills and the camera read waits.
+/// broker is slow; beyond it the capture queue fills and the queue policy decides.
 const MAX_IN_FLIGHT: usize = 512;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Compression {
+    None,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    fn codec(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Lz4 => "lz4",
+            Self::Zstd => "zstd",
+        }
+    }
+}
+
+/// One producer for already-compressed payloads (JPEG, PNG: compressing again only costs
+/// CPU) and one with Kafka compression for raw frames.
+#[derive(Clone)]
+pub struct Producers {
+    plain: FutureProducer,
+    compressed: FutureProducer,
+}
+
+impl Producers {
+    pub fn new(brokers: &str, raw_compression: Compression, max_frame_bytes: usize) -> Result<Self, KafkaError> {
+        let plain: FutureProducer = kafka::producer_config(brokers, max_frame_bytes).create()?;
+        let compressed = match raw_compression {
+            Compression::None => plain.clone(),
+            codec => kafka::producer_config(brokers, max_frame_bytes)
+                .set("compression.codec", codec.codec())
+                .create()?,
+        };
+        Ok(Self { plain, compressed })
+    }
+
+    pub fn for_encoding(&self, encoding: FrameEncoding) -> &FutureProducer {
+        if encoding == FrameEncoding::Raw {
+            &self.compressed
+        } else {
+            &self.plain
+        }
+    }
+
+    pub fn any(&self) -> &FutureProducer {
+        &self.plain
+    }
+
+    /// Waits (off the runtime) for every queued record of both producers.
+    pub async fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        for producer in [self.plain.clone(), self.compressed.clone()] {
+            tokio::task::spawn_blocking(move || producer.flush(timeout))
+                .await
+                .map_err(|_| KafkaError::Canceled)??;
+        }
+        Ok(())
+    }
+}
 
 pub struct ChannelStream {
     pub channel_id: String,
-    pub topic: String,
+    pub topics: Vec<String>,
     pub schema_version: u32,
     pub ingestor_epoch: u64,
+    /// Larger encoded frames are refused locally: the topics were sized for the schema.
+    pub max_payload_bytes: usize,
 }
 
 pub async fn deliver_channel(
     producer: FutureProducer,
     stream: ChannelStream,
-    mut frames: mpsc::Receiver<EncodedFrame>,
+    frames: Arc<FrameQueue<EncodedFrame>>,
     ledger: Arc<ChannelLedger>,
 ) {
     let mut in_flight = FuturesUnordered::new();
-    let mut next_sequence: u64 = 0;
     let mut source_open = true;
     while source_open || !in_flight.is_empty() {
         tokio::select! {
-            frame = frames.recv(), if source_open && in_flight.len() < MAX_IN_FLIGHT => {
+            frame = frames.pop(), if source_open && in_flight.len() < MAX_IN_FLIGHT => {
+                ledger.set_queued(frames.len());
                 let Some(frame) = frame else {
                     source_open = false;
                     continue;
                 };
-                let sequence = next_sequence;
-                next_sequence += 1;
-                let payload_bytes = frame.payload.len();
-                match send_frame(&producer, &stream, sequence, frame).await {
-                    Ok(delivery) => in_flight.push(async move { (delivery.await, payload_bytes) }),
-                    Err(error) => ledger.record_failed(format!("frame {sequence} refused by the producer: {error}")),
+                if frame.payload.len() > stream.max_payload_bytes {
+                    ledger.record_failed(
+                        format!(
+                            "frame {} is {} bytes, over the {} its topics accept",
+                            frame.sequence,
+                            frame.payload.len(),
+                            stream.max_payload_bytes
+                        ),
+                        Persisted::No,
+                    );
+                    continue;
                 }
+                let payload_bytes = frame.payload.len();
+                let sequence = frame.sequence;
+                let mut deliveries = Vec::with_capacity(stream.topics.len());
+                let mut refused = None;
+                for topic in &stream.topics {
+                    match send_frame(&producer, &stream, topic, &frame).await {
+                        Ok(delivery) => deliveries.push(delivery),
+                        Err(error) => refused = Some(format!("frame {sequence} refused by the producer for `{topic}`: {error}")),
+                    }
+                }
+                in_flight.push(async move {
+                    let outcomes = futures::future::join_all(deliveries).await;
+                    (settle(sequence, outcomes, refused), payload_bytes)
+                });
             }
             Some((outcome, payload_bytes)) = in_flight.next() => match outcome {
-                Ok(Ok(_)) => ledger.record_acknowledged(payload_bytes),
-                Ok(Err((error, _message))) => ledger.record_failed(format!("delivery failed: {error}")),
-                Err(_cancelled) => ledger.record_failed("delivery report lost: producer closed".to_owned()),
+                Ok(()) => ledger.record_acknowledged(payload_bytes),
+                Err((reason, persisted)) => ledger.record_failed(reason, persisted),
             },
         }
+    }
+    ledger.set_queued(0);
+}
+
+type DeliveryOutcome =
+    Result<rdkafka::producer::future_producer::OwnedDeliveryResult, futures::channel::oneshot::Canceled>;
+
+/// One answer for all copies of a frame: acknowledged only if every topic acknowledged it.
+fn settle(sequence: u64, outcomes: Vec<DeliveryOutcome>, refused: Option<String>) -> Result<(), (String, Persisted)> {
+    let mut failure = refused.map(|reason| (reason, Persisted::No));
+    for outcome in outcomes {
+        let problem = match outcome {
+            Ok(Ok(_)) => continue,
+            Ok(Err((error, _))) => (
+                format!("frame {sequence} delivery failed: {error}"),
+                persisted_after(&error),
+            ),
+            Err(_) => (
+                format!("frame {sequence} delivery report lost: producer closed"),
+                Persisted::Possibly,
+            ),
+        };
+        // A copy that may be in the log outweighs one that surely is not.
+        if failure
+            .as_ref()
+            .is_none_or(|(_, persisted)| *persisted == Persisted::No)
+        {
+            failure = Some(problem);
+        }
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+/// librdkafka's message status (`rd_kafka_message_status`) is not exposed by the safe
+/// rdkafka API, so it is inferred from the error as librdkafka documents it: refusals happen
+/// before the write, while a timeout or a broken connection may follow a write.
+fn persisted_after(error: &KafkaError) -> Persisted {
+    match error.rdkafka_error_code() {
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::UnknownTopicOrPartition
+            | RDKafkaErrorCode::UnknownTopic
+            | RDKafkaErrorCode::UnknownPartition
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::MessageBatchTooLarge
+            | RDKafkaErrorCode::PurgeQueue,
+        ) => Persisted::No,
+        _ => Persisted::Possibly,
     }
 }
 
 async fn send_frame(
     producer: &FutureProducer,
     stream: &ChannelStream,
-    sequence: u64,
-    frame: EncodedFrame,
+    topic: &str,
+    frame: &EncodedFrame,
 ) -> Result<rdkafka::producer::DeliveryFuture, KafkaError> {
     // One span per frame: when traces are exported, its context is the frame's traceparent,
     // so capture → process → result can be one trace.
-    let span = tracing::info_span!("produce_frame", channel = %stream.channel_id, sequence);
+    let span = tracing::info_span!("produce_frame", channel = %stream.channel_id, sequence = frame.sequence);
     let traceparent = span.in_scope(framefleet_common::telemetry::frame_traceparent);
     let headers = FrameHeaders {
         channel_id: stream.channel_id.clone(),
         schema_version: stream.schema_version,
-        sequence,
+        sequence: frame.sequence,
         ingestor_epoch: stream.ingestor_epoch,
         capture_time_us: frame.capture_time_us,
         checksum: payload_checksum(&frame.payload),
         traceparent: Some(traceparent),
     };
-    let kafka_headers = framefleet_common::kafka::frame_record_headers(&headers);
-    let record = FutureRecord::to(&stream.topic)
+    let kafka_headers = kafka::frame_record_headers(&headers);
+    // Keyed by channel: all of a channel's frames land in one partition, in order, also on
+    // a shared pool topic.
+    let record = FutureRecord::to(topic)
         .key(stream.channel_id.as_str())
         .payload(frame.payload.as_slice())
         .headers(kafka_headers)
         .timestamp(frame.capture_time_us / 1000);
-    framefleet_common::kafka::send_when_queue_has_room(producer, record).await
+    kafka::send_when_queue_has_room(producer, record).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_not_persisted_and_timeouts_may_be() {
+        let too_large = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+        let timed_out = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        assert_eq!(persisted_after(&too_large), Persisted::No);
+        assert_eq!(persisted_after(&timed_out), Persisted::Possibly);
+    }
 }

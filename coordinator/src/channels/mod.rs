@@ -28,6 +28,8 @@ pub struct ChannelSpec {
     pub topic_strategy: i32,
     pub pipelines: Vec<String>,
     pub declared_bytes_per_second: u64,
+    /// The ingestor that captures the channel itself; empty lets the coordinator choose.
+    pub claimed_by: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -60,6 +62,9 @@ pub enum Edit<R> {
     /// Nothing to write; answer `R`.
     Keep(R),
 }
+
+/// `assigned_by` of a channel its ingestor claimed at registration (not a leader's term).
+const CLAIMED_BY_REGISTRATION: &str = "registration";
 
 impl<S: MetadataStore, T: TopicAdmin> ChannelRegistry<S, T> {
     pub fn new(store: S, topics: T, placement: Placement) -> Self {
@@ -100,9 +105,13 @@ impl<S: MetadataStore, T: TopicAdmin> ChannelRegistry<S, T> {
             declared => declared,
         };
 
+        if !spec.claimed_by.is_empty() {
+            crate::fleet::validate_process_id("ingestor_id", &spec.claimed_by)?;
+        }
         let key = channel_key(&spec.channel_id);
         if let Some(existing) = self.store.get(&key).await? {
-            return existing_or_conflict(spec, strategy, &schema, &existing).map(|channel| (channel, false));
+            let channel = existing_or_conflict(spec, strategy, &schema, &existing)?;
+            return Ok((self.claim(spec, channel).await?, false));
         }
 
         let topic_specs = self
@@ -128,8 +137,12 @@ impl<S: MetadataStore, T: TopicAdmin> ChannelRegistry<S, T> {
             pipelines: spec.pipelines.clone(),
             state: ChannelState::Active.as_str_name().to_owned(),
             declared_bytes_per_second,
-            ingestor_id: String::new(),
-            assigned_by: String::new(),
+            ingestor_id: spec.claimed_by.clone(),
+            assigned_by: if spec.claimed_by.is_empty() {
+                String::new()
+            } else {
+                CLAIMED_BY_REGISTRATION.to_owned()
+            },
             created_unix_ms: now,
             updated_unix_ms: now,
             drain: None,
@@ -159,9 +172,32 @@ impl<S: MetadataStore, T: TopicAdmin> ChannelRegistry<S, T> {
                         spec.channel_id
                     ))
                 })?;
-                existing_or_conflict(spec, strategy, &record.schema, &existing).map(|channel| (channel, false))
+                let channel = existing_or_conflict(spec, strategy, &record.schema, &existing)?;
+                Ok((self.claim(spec, channel).await?, false))
             }
         }
+    }
+
+    /// Re-registration by the ingestor that captures the channel moves the channel to it:
+    /// its configuration is the operator's word on where the camera is read.
+    async fn claim(&self, spec: &ChannelSpec, channel: Channel) -> Result<Channel, CoordinatorError> {
+        if spec.claimed_by.is_empty() || channel.ingestor_id == spec.claimed_by {
+            return Ok(channel);
+        }
+        let (record, revision, _) = self
+            .edit(&spec.channel_id, 0, Vec::new(), |record, _| {
+                if !record.is_active() || record.ingestor_id == spec.claimed_by {
+                    return Ok(Edit::Keep(()));
+                }
+                let mut claimed = record.clone();
+                claimed.ingestor_id = spec.claimed_by.clone();
+                claimed.assigned_by = CLAIMED_BY_REGISTRATION.to_owned();
+                claimed.updated_unix_ms = framefleet_common::startup::unix_time_ms();
+                Ok(Edit::Write(Box::new(claimed), Vec::new(), ()))
+            })
+            .await?;
+        tracing::info!(channel = %spec.channel_id, ingestor = %spec.claimed_by, "channel claimed by its ingestor");
+        Ok(record.to_proto(revision))
     }
 
     /// The topics a channel of `strategy` writes to, sized for `schema`.
