@@ -15,6 +15,8 @@ APT_PACKAGES=(
   protobuf-compiler                # gRPC code generation
   build-essential python3          # C builds (bundled librdkafka: configure + make); free-port helper
   cmake                            # the opencv crate's fallback probe when pkg-config finds no OpenCV
+  gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good python3-gi
+                                   # deploy/local/rtsp-test-server.py: a real RTSP camera on loopback
 )
 
 log() { echo "setup: $*" >&2; }

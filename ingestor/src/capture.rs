@@ -131,6 +131,13 @@ fn capture(job: &mut CaptureJob) -> SourceState {
             }
             match source.read(&mut frame) {
                 Ok(ReadOutcome::Frame) => consecutive_undecodable = 0,
+                Ok(ReadOutcome::FrameAfterSkipping(skipped)) => {
+                    consecutive_undecodable = 0;
+                    for _ in 0..skipped {
+                        job.ledger
+                            .record_undecodable(format!("a frame of `{}` could not be read", job.source_uri));
+                    }
+                }
                 Ok(ReadOutcome::Undecodable(reason)) => {
                     job.ledger.record_undecodable(reason.clone());
                     consecutive_undecodable += 1;
@@ -144,7 +151,7 @@ fn capture(job: &mut CaptureJob) -> SourceState {
                 Err(error) => break ReadsEnded::Failed(error.to_string()),
             }
             let capture_time_us = framefleet_common::startup::unix_time_us();
-            job.ledger.record_captured();
+            job.ledger.record_frame_read();
             match job.encoder.encode(&frame) {
                 Ok(payload) => {
                     let encoded = EncodedFrame {
@@ -152,12 +159,14 @@ fn capture(job: &mut CaptureJob) -> SourceState {
                         capture_time_us,
                         sequence,
                     };
-                    sequence += 1;
                     match job.queue.push(encoded, &job.stop) {
                         Pushed::Queued => {}
                         Pushed::QueuedDroppingOldest => job.ledger.record_dropped(),
+                        // Stopped while waiting for room: the frame was never accepted.
                         Pushed::Refused => break ReadsEnded::Stopped,
                     }
+                    sequence += 1;
+                    job.ledger.record_captured();
                 }
                 // A frame the encoder cannot convert is a bad frame of the source, not a
                 // reason to stop the channel.

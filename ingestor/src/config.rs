@@ -17,7 +17,7 @@ use std::time::Duration;
     version,
     about = "Capture camera channels and produce every frame to Kafka",
     long_about = "Capture camera channels and produce every frame to Kafka.\n\n\
-        Channels come from --channel, from a --config file (re-read when it changes), and, with \
+        Channels come from --channel, from a --channel-file (re-read when it changes), and, with \
         --accept-assignments, from the coordinator. Sources: video files (file:///v.avi?loop=true), \
         image directories, rtsp:// and http:// streams, V4L2 devices (/dev/video0) and \
         synthetic://WIDTHxHEIGHT@FPS test patterns.\n\n\
@@ -32,11 +32,11 @@ pub struct IngestorConfig {
     /// TOML file of `[[channel]]` entries (id, source and optional width, height, fps,
     /// encoding, pixel_format, jpeg_quality, topic_strategy, pipelines). Channels added to or
     /// removed from it are started or drained without a restart.
-    #[arg(long, env = "FRAMEFLEET_INGESTOR_CONFIG")]
-    pub config: Option<PathBuf>,
+    #[arg(long, env = "FRAMEFLEET_CHANNEL_FILE")]
+    pub channel_file: Option<PathBuf>,
 
     /// Capture the channels the coordinator assigns to this ingestor, and run until stopped.
-    /// Default: on when no --channel and no --config is given.
+    /// Default: on when no --channel and no --channel-file is given.
     #[arg(long, env = "FRAMEFLEET_ACCEPT_ASSIGNMENTS", num_args = 0..=1, default_missing_value = "true")]
     pub accept_assignments: Option<bool>,
 
@@ -292,7 +292,7 @@ impl IngestorConfig {
 
     pub fn accepts_assignments(&self) -> bool {
         self.accept_assignments
-            .unwrap_or(self.channels.is_empty() && self.config.is_none())
+            .unwrap_or(self.channels.is_empty() && self.channel_file.is_none())
     }
 
     pub fn request_timeout(&self) -> Duration {
@@ -375,6 +375,20 @@ mod tests {
         let error = read_channel_file(&unknown).expect_err("unknown key").to_string();
         assert!(error.contains("widht"), "{error}");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn the_binary_parses_its_flags_beside_the_shared_config_file_flag() {
+        let args = [
+            "framefleet-ingestor",
+            "--channel",
+            "a=/v.avi",
+            "--channel-file",
+            "/c.toml",
+        ];
+        let config: IngestorConfig =
+            framefleet_common::config::parse_from(args.iter().map(Into::into).collect()).expect("parse");
+        assert_eq!(config.channel_file.as_deref(), Some(Path::new("/c.toml")));
     }
 
     #[test]

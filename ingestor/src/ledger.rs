@@ -80,8 +80,14 @@ impl ChannelLedger {
         }
     }
 
+    /// A frame was encoded and queued for Kafka: from here on it is accounted for as
+    /// acknowledged, failed or dropped.
     pub fn record_captured(&self) {
         self.captured.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The source delivered a frame (the stall watch and gap lengths count from here).
+    pub fn record_frame_read(&self) {
         self.last_frame_unix_ms.store(
             u64::try_from(framefleet_common::startup::unix_time_ms()).unwrap_or_default(),
             Ordering::Relaxed,

@@ -67,7 +67,7 @@ pub async fn run(config: IngestorConfig, shutdown: CancellationToken) -> anyhow:
     let accepts_assignments = config.accepts_assignments();
     // Without assignments and without a channel file, the ingestor's work is the channels it
     // was given: it ends when they have.
-    let exit_when_done = !accepts_assignments && config.config.is_none();
+    let exit_when_done = !accepts_assignments && config.channel_file.is_none();
 
     let unary =
         framefleet_proto::client::connect_coordinator(&config.coordinator, timeout, &config.client_options()).await?;
@@ -142,7 +142,7 @@ pub async fn run(config: IngestorConfig, shutdown: CancellationToken) -> anyhow:
             _ = shutdown.cancelled() => break,
             Some(update) = updates.recv() => supervisor.apply(update).await,
             Some((channel_id, generation)) = finished.recv() => supervisor.on_finished(&channel_id, generation),
-            _ = config_poll.tick(), if config.config.is_some() => local.reload_file(&mut channel_client, &mut supervisor).await,
+            _ = config_poll.tick(), if config.channel_file.is_some() => local.reload_file(&mut channel_client, &mut supervisor).await,
         }
     }
 
@@ -554,7 +554,7 @@ impl LocalChannels {
         client: &mut ChannelServiceClient<CoordinatorChannel>,
         supervisor: &mut Supervisor,
     ) {
-        let Some(path) = self.config.config.clone() else {
+        let Some(path) = self.config.channel_file.clone() else {
             return;
         };
         let modified = std::fs::metadata(&path).and_then(|metadata| metadata.modified()).ok();

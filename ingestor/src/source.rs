@@ -198,6 +198,8 @@ fn parse_synthetic(rest: &str) -> Result<SourceSpec, String> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReadOutcome {
     Frame,
+    /// A frame, read after this many reads that gave nothing (damage in a file).
+    FrameAfterSkipping(u32),
     /// The source returned something for this frame that could not be decoded; skip it.
     Undecodable(String),
     /// A file or directory has no more frames.
@@ -253,7 +255,7 @@ struct VideoSource {
     capture: videoio::VideoCapture,
     info: SourceInfo,
     live: bool,
-    /// Frames the file says it holds; a failed read before them is damage, not the end.
+    /// Frames the file says it holds; a failed read before them may be damage.
     declared_frames: Option<u64>,
     position: u64,
 }
@@ -322,26 +324,40 @@ impl FrameSource for VideoSource {
     }
 
     fn read(&mut self, frame: &mut Mat) -> Result<ReadOutcome, SourceError> {
-        let read = match self.capture.read(frame) {
-            Ok(read) => read,
-            // A network stream that breaks mid-read is a stall to reconnect from.
-            Err(_) if self.live => return Ok(ReadOutcome::Stalled),
-            Err(error) => return Err(opencv_error(&self.uri)(error)),
-        };
-        let position = self.position;
-        self.position += 1;
-        if read && !frame.empty() {
+        if self.read_frame(frame)? {
             return Ok(ReadOutcome::Frame);
         }
         if self.live {
             return Ok(ReadOutcome::Stalled);
         }
-        match self.declared_frames {
-            Some(total) if position + 1 < total => Ok(ReadOutcome::Undecodable(format!(
-                "frame {position} of the {total} the file declares could not be read"
-            ))),
-            _ => Ok(ReadOutcome::End),
+        // A file's declared frame count is a hint (sample files declare hundreds of frames
+        // more than they hold), so a failed read is the end unless a frame follows soon.
+        let declared_more = self.declared_frames.is_some_and(|total| self.position < total);
+        if declared_more {
+            for skipped in 1..=MAX_READ_SKIPS {
+                if self.read_frame(frame)? {
+                    return Ok(ReadOutcome::FrameAfterSkipping(skipped));
+                }
+            }
         }
+        Ok(ReadOutcome::End)
+    }
+}
+
+/// Failed reads tried past before a file is taken to have ended.
+const MAX_READ_SKIPS: u32 = 25;
+
+impl VideoSource {
+    /// One read; false when no frame came.
+    fn read_frame(&mut self, frame: &mut Mat) -> Result<bool, SourceError> {
+        let read = match self.capture.read(frame) {
+            Ok(read) => read,
+            // A network stream that breaks mid-read is a stall to reconnect from.
+            Err(_) if self.live => return Ok(false),
+            Err(error) => return Err(opencv_error(&self.uri)(error)),
+        };
+        self.position += 1;
+        Ok(read && !frame.empty())
     }
 }
 

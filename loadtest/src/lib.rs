@@ -82,7 +82,12 @@ pub struct Fleet {
 impl Fleet {
     /// Starts a coordinator on a free port.
     pub async fn start(label: &str) -> anyhow::Result<Self> {
-        let infrastructure = Infrastructure::from_env()?;
+        Self::start_on(label, Infrastructure::from_env()?).await
+    }
+
+    /// Starts a coordinator on a free port against the given etcd and broker (a test that
+    /// stops its broker runs its own set, not the shared one).
+    pub async fn start_on(label: &str, infrastructure: Infrastructure) -> anyhow::Result<Self> {
         let names = FleetNames::unique(label);
         let config = CoordinatorConfig::try_parse_from([
             "framefleet-coordinator",
@@ -201,6 +206,17 @@ impl Fleet {
         )
         .await?;
         Ok(FleetServiceClient::new(channel))
+    }
+
+    /// The ledger an ingestor last reported for `channel_id`, if any.
+    pub fn reported_ledger(status: &FleetStatus, channel_id: &str) -> Option<framefleet_proto::v1::ChannelLedger> {
+        status
+            .ingestors
+            .iter()
+            .filter_map(|ingestor| ingestor.report.as_ref())
+            .flat_map(|report| report.channels.iter())
+            .find(|ledger| ledger.channel_id == channel_id)
+            .cloned()
     }
 
     /// Polls the fleet status until `done` holds or `timeout` passes; returns the last status.
