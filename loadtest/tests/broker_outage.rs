@@ -139,21 +139,21 @@ async fn a_20_second_broker_outage_loses_no_acknowledged_frame() {
     let brokers = infrastructure.kafka_brokers.clone();
     let topic = format!("framefleet.frames.{channel_id}");
     let records = tokio::task::spawn_blocking(move || {
-        framefleet_loadtest::read_topic(&brokers, &topic, expected, Duration::from_secs(60), Duration::from_secs(2))
+        framefleet_loadtest::read_topic(
+            &brokers,
+            &topic,
+            expected,
+            Duration::from_secs(60),
+            Duration::from_secs(2),
+        )
     })
     .await
     .expect("reader")
     .expect("read the topic");
     let mut copies: BTreeMap<u64, usize> = BTreeMap::new();
     for record in &records {
-        let headers = FrameHeaders::parse(|name| {
-            record
-                .headers()?
-                .iter()
-                .find(|header| header.key == name)?
-                .value
-        })
-        .expect("headers");
+        let headers = FrameHeaders::parse(|name| record.headers()?.iter().find(|header| header.key == name)?.value)
+            .expect("headers");
         *copies.entry(headers.sequence).or_default() += 1;
     }
     assert_eq!(
