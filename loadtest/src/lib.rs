@@ -219,6 +219,22 @@ impl Fleet {
             .cloned()
     }
 
+    /// Polls the fleet status until an ingestor reports a ledger for `channel_id` that
+    /// satisfies `done`; returns that ledger.
+    pub async fn wait_for_ledger(
+        &self,
+        channel_id: &str,
+        timeout: Duration,
+        done: impl Fn(&framefleet_proto::v1::ChannelLedger) -> bool,
+    ) -> anyhow::Result<framefleet_proto::v1::ChannelLedger> {
+        let status = self
+            .wait_for_status(timeout, |status| {
+                Self::reported_ledger(status, channel_id).is_some_and(|ledger| done(&ledger))
+            })
+            .await?;
+        Self::reported_ledger(&status, channel_id).context("the ledger vanished")
+    }
+
     /// Polls the fleet status until `done` holds or `timeout` passes; returns the last status.
     pub async fn wait_for_status(
         &self,
@@ -291,6 +307,25 @@ impl Drop for Fleet {
         }
         self.coordinator_shutdown.cancel();
     }
+}
+
+/// Counts a video's frames by decoding it with OpenCV, independently of the ingestor.
+pub fn count_frames_with_opencv(path: &str) -> anyhow::Result<u64> {
+    use opencv::prelude::*;
+    let mut capture = opencv::videoio::VideoCapture::from_file(path, opencv::videoio::CAP_ANY)?;
+    anyhow::ensure!(capture.is_opened()?, "OpenCV cannot open {path}");
+    let mut frame = opencv::core::Mat::default();
+    let mut frames = 0;
+    while capture.read(&mut frame)? && !frame.empty() {
+        frames += 1;
+    }
+    Ok(frames)
+}
+
+/// The value of a record's header `name`, as any Kafka client sees it.
+pub fn header_value<'a>(record: &'a rdkafka::message::OwnedMessage, name: &str) -> Option<&'a [u8]> {
+    use rdkafka::message::{Headers, Message};
+    record.headers()?.iter().find(|header| header.key == name)?.value
 }
 
 /// Reads a topic from the beginning of every partition with a plain Kafka consumer (manual

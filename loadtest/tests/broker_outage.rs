@@ -6,7 +6,6 @@
 
 use framefleet_loadtest::{Fleet, Infrastructure};
 use framefleet_proto::wire::FrameHeaders;
-use rdkafka::message::{Headers, Message};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
@@ -81,26 +80,19 @@ async fn a_20_second_broker_outage_loses_no_acknowledged_frame() {
         .expect("config");
     let shutdown = CancellationToken::new();
     let ingesting = tokio::spawn(framefleet_ingestor::run(config, shutdown.clone()));
-    let acknowledged_at_least = |minimum: u64| {
-        let channel_id = channel_id.clone();
-        move |status: &framefleet_proto::v1::FleetStatus| {
-            Fleet::reported_ledger(status, &channel_id).is_some_and(|ledger| ledger.frames_acknowledged >= minimum)
-        }
-    };
     fleet
-        .wait_for_status(Duration::from_secs(60), acknowledged_at_least(40))
+        .wait_for_ledger(&channel_id, Duration::from_secs(60), |ledger| {
+            ledger.frames_acknowledged >= 40
+        })
         .await
         .expect("frames flow before the outage");
 
-    let stop_broker = infra.run(&["stop-broker"]);
-    drop(stop_broker);
+    infra.run(&["stop-broker"]);
     tokio::time::sleep(Duration::from_secs(20)).await;
-    let during = fleet
-        .wait_for_status(Duration::from_secs(10), |_| true)
+    let captured_during = fleet
+        .wait_for_ledger(&channel_id, Duration::from_secs(10), |_| true)
         .await
-        .expect("status during the outage");
-    let captured_during = Fleet::reported_ledger(&during, &channel_id)
-        .expect("ledger")
+        .expect("ledger during the outage")
         .frames_captured;
     tokio::task::spawn_blocking({
         let run_dir = infra.run_dir.clone();
@@ -119,7 +111,9 @@ async fn a_20_second_broker_outage_loses_no_acknowledged_frame() {
 
     // Everything captured during the outage is acknowledged after it, without a restart.
     fleet
-        .wait_for_status(Duration::from_secs(120), acknowledged_at_least(captured_during + 20))
+        .wait_for_ledger(&channel_id, Duration::from_secs(120), |ledger| {
+            ledger.frames_acknowledged >= captured_during + 20
+        })
         .await
         .expect("the ingestor recovers on its own");
     shutdown.cancel();
@@ -152,8 +146,7 @@ async fn a_20_second_broker_outage_loses_no_acknowledged_frame() {
     .expect("read the topic");
     let mut copies: BTreeMap<u64, usize> = BTreeMap::new();
     for record in &records {
-        let headers = FrameHeaders::parse(|name| record.headers()?.iter().find(|header| header.key == name)?.value)
-            .expect("headers");
+        let headers = FrameHeaders::parse(|name| framefleet_loadtest::header_value(record, name)).expect("headers");
         *copies.entry(headers.sequence).or_default() += 1;
     }
     assert_eq!(

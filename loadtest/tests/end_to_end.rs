@@ -5,33 +5,16 @@
 
 use framefleet_loadtest::Fleet;
 use framefleet_proto::wire::{self, FrameHeaders};
-use opencv::prelude::*;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 const SAMPLE_VIDEO: &str = "/usr/share/doc/opencv-doc/examples/data/tree.avi";
 
-/// Counts frames by decoding the file with OpenCV, independently of the ingestor.
-fn count_frames_with_opencv(path: &str) -> u64 {
-    let mut capture =
-        opencv::videoio::VideoCapture::from_file(path, opencv::videoio::CAP_ANY).expect("open the sample video");
-    assert!(capture.is_opened().expect("is_opened"), "OpenCV cannot open {path}");
-    let mut frame = opencv::core::Mat::default();
-    let mut frames = 0;
-    while capture.read(&mut frame).expect("read") && !frame.empty() {
-        frames += 1;
-    }
-    frames
-}
-
-fn header_text<'a>(message: &'a rdkafka::message::OwnedMessage, name: &str) -> Option<&'a [u8]> {
-    message.headers()?.iter().find(|header| header.key == name)?.value
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_real_video_travels_camera_to_result_exactly_once() {
-    let expected_frames = count_frames_with_opencv(SAMPLE_VIDEO);
+    let expected_frames =
+        framefleet_loadtest::count_frames_with_opencv(SAMPLE_VIDEO).expect("count the sample's frames");
     assert!(
         expected_frames > 10,
         "the sample video should have frames, found {expected_frames}"
@@ -138,7 +121,8 @@ async fn a_real_video_travels_camera_to_result_exactly_once() {
     let mut epochs = HashSet::new();
     let mut by_sequence = BTreeMap::new();
     for record in &frame_records {
-        let headers = FrameHeaders::parse(|name| header_text(record, name)).expect("valid frame headers");
+        let headers =
+            FrameHeaders::parse(|name| framefleet_loadtest::header_value(record, name)).expect("valid frame headers");
         let payload = record.payload().expect("frame payload");
         assert_eq!(record.key(), Some(channel_id.as_bytes()), "key is the channel id");
         assert_eq!(headers.channel_id, channel_id);

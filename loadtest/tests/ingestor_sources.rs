@@ -9,7 +9,7 @@ use framefleet_proto::v1::{
     DeregisterChannelRequest, FrameEncoding, FrameSchema, PixelFormat, RegisterChannelRequest, TopicStrategy,
 };
 use framefleet_proto::wire::FrameHeaders;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -78,39 +78,28 @@ async fn an_rtsp_camera_that_disconnects_resumes_and_the_gap_is_recorded() {
     let shutdown = CancellationToken::new();
     let ingesting = tokio::spawn(framefleet_ingestor::run(config, shutdown.clone()));
 
-    let captured_before = |minimum: u64| {
-        let channel_id = channel_id.clone();
-        move |status: &framefleet_proto::v1::FleetStatus| {
-            Fleet::reported_ledger(status, &channel_id).is_some_and(|ledger| ledger.frames_captured >= minimum)
-        }
-    };
     fleet
-        .wait_for_status(Duration::from_secs(60), captured_before(20))
+        .wait_for_ledger(&channel_id, Duration::from_secs(60), |ledger| {
+            ledger.frames_captured >= 20
+        })
         .await
         .expect("frames arrive from the camera");
 
     // The camera goes away (process killed: no goodbye) and comes back 4 s later.
     server.kill();
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let status = fleet
-        .wait_for_status(Duration::from_secs(10), |_| true)
+    let during = fleet
+        .wait_for_ledger(&channel_id, Duration::from_secs(10), |_| true)
         .await
-        .expect("status");
-    let during = Fleet::reported_ledger(&status, &channel_id).expect("ledger");
+        .expect("ledger during the outage");
     let mut server = start_rtsp_server(port);
 
-    let resumed = fleet
-        .wait_for_status(Duration::from_secs(60), {
-            let channel_id = channel_id.clone();
-            move |status| {
-                Fleet::reported_ledger(status, &channel_id).is_some_and(|ledger| {
-                    ledger.source_gaps >= 1 && ledger.frames_captured >= during.frames_captured + 20
-                })
-            }
+    let ledger = fleet
+        .wait_for_ledger(&channel_id, Duration::from_secs(60), |ledger| {
+            ledger.source_gaps >= 1 && ledger.frames_captured >= during.frames_captured + 20
         })
         .await
         .expect("capture resumes after the camera returns, without restarting the ingestor");
-    let ledger = Fleet::reported_ledger(&resumed, &channel_id).expect("ledger");
     assert!(ledger.source_gap_ms >= 2_000, "the gap covers the outage: {ledger:?}");
     assert_eq!(ledger.source_state, "capturing");
 
@@ -205,7 +194,7 @@ async fn damaged_videos_and_impossible_sizes_fail_alone_with_a_reason() {
     assert_eq!(good_ledger.frames_acknowledged, good_ledger.frames_captured);
 
     // Whatever a damaged file still yields is delivered; what it lost is not invented.
-    let full = count_frames(SAMPLE_VIDEO);
+    let full = framefleet_loadtest::count_frames_with_opencv(SAMPLE_VIDEO).expect("count the sample's frames");
     for id in [&short, &noisy] {
         let damaged = ledger(id);
         assert_eq!(damaged.frames_failed, 0, "{damaged:?}");
@@ -226,21 +215,6 @@ async fn damaged_videos_and_impossible_sizes_fail_alone_with_a_reason() {
         assert_eq!(refused.frames_captured, 0);
     }
     fleet.stop().await.expect("stop");
-}
-
-fn count_frames(path: &str) -> u64 {
-    use opencv::prelude::*;
-    let mut capture = opencv::videoio::VideoCapture::from_file(path, opencv::videoio::CAP_ANY).expect("open");
-    let mut frame = opencv::core::Mat::default();
-    let mut frames = 0;
-    while capture.read(&mut frame).expect("read") && !frame.empty() {
-        frames += 1;
-    }
-    frames
-}
-
-fn header_text<'a>(message: &'a rdkafka::message::OwnedMessage, name: &str) -> Option<&'a [u8]> {
-    message.headers()?.iter().find(|header| header.key == name)?.value
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -294,11 +268,8 @@ async fn assigned_channels_start_and_stop_at_runtime_and_fan_out_to_every_topic(
     assert_eq!(registered.topics.len(), 2);
 
     fleet
-        .wait_for_status(Duration::from_secs(30), {
-            let channel_id = channel_id.clone();
-            move |status| {
-                Fleet::reported_ledger(status, &channel_id).is_some_and(|ledger| ledger.frames_acknowledged >= 40)
-            }
+        .wait_for_ledger(&channel_id, Duration::from_secs(30), |ledger| {
+            ledger.frames_acknowledged >= 40
         })
         .await
         .expect("the coordinator assigns the channel and the ingestor captures it");
@@ -311,14 +282,10 @@ async fn assigned_channels_start_and_stop_at_runtime_and_fan_out_to_every_topic(
         })
         .await
         .expect("deregister");
-    let stopped = fleet
-        .wait_for_status(Duration::from_secs(30), {
-            let channel_id = channel_id.clone();
-            move |status| Fleet::reported_ledger(status, &channel_id).is_some_and(|ledger| ledger.source_finished)
-        })
+    let at_stop = fleet
+        .wait_for_ledger(&channel_id, Duration::from_secs(30), |ledger| ledger.source_finished)
         .await
         .expect("the capture stops when the channel is taken away");
-    let at_stop = Fleet::reported_ledger(&stopped, &channel_id).expect("ledger");
     assert_eq!(at_stop.source_state, "stopped");
     assert!(
         !ingesting.is_finished(),
@@ -359,7 +326,8 @@ async fn assigned_channels_start_and_stop_at_runtime_and_fan_out_to_every_topic(
         let sequences: BTreeSet<u64> = records
             .iter()
             .map(|record| {
-                let headers = FrameHeaders::parse(|name| header_text(record, name)).expect("headers");
+                let headers =
+                    FrameHeaders::parse(|name| framefleet_loadtest::header_value(record, name)).expect("headers");
                 assert_eq!(
                     record.payload().map(<[u8]>::len),
                     Some(96 * 64 * 3),
