@@ -17,6 +17,7 @@ APT_PACKAGES=(
   cmake                            # the opencv crate's fallback probe when pkg-config finds no OpenCV
   gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good python3-gi
                                    # deploy/local/rtsp-test-server.py: a real RTSP camera on loopback
+  fonts-dejavu-core                # text in the load test's PNG figures
 )
 
 log() { echo "setup: $*" >&2; }

@@ -4,6 +4,13 @@
 //! fleet gets unique etcd prefixes, topics and groups, so tests run in parallel and twice
 //! in a row without seeing each other.
 
+pub mod baseline;
+pub mod experiment;
+pub mod plot;
+pub mod report;
+pub mod runner;
+pub mod scenario;
+
 use anyhow::Context;
 use clap::Parser;
 use framefleet_coordinator::RunningCoordinator;
