@@ -122,9 +122,10 @@ fn acknowledged(summary: &framefleet_ingestor::IngestSummary) -> anyhow::Result<
 }
 
 /// Starts `count` workers and waits until the coordinator lists them all.
-async fn start_workers(fleet: &mut Fleet, label: &str, count: u32) -> anyhow::Result<()> {
+async fn start_workers(fleet: &mut Fleet, label: &str, count: u32, worker_args: &[String]) -> anyhow::Result<()> {
+    let worker_args: Vec<&str> = worker_args.iter().map(String::as_str).collect();
     for index in 1..=count {
-        fleet.spawn_worker(&format!("{label}-worker-{index}"), &[])?;
+        fleet.spawn_worker(&format!("{label}-worker-{index}"), &worker_args)?;
     }
     fleet
         .wait_for_status(Duration::from_secs(60), |status| {
@@ -199,7 +200,7 @@ pub async fn run_lag(
 ) -> anyhow::Result<LagRun> {
     let mut fleet = Fleet::start_on(&scenario.name, infrastructure.clone()).await?;
     let channel_ids = channel_ids(&fleet, &scenario.cameras);
-    start_workers(&mut fleet, &scenario.name, scenario.workers).await?;
+    start_workers(&mut fleet, &scenario.name, scenario.workers, &scenario.worker_args).await?;
     let frames_per_camera = (scenario.cameras.fps * scenario.generation_secs as f64).round() as u64;
     let ingest_shutdown = CancellationToken::new();
     let started = Instant::now();

@@ -370,7 +370,7 @@ pub fn baselines_figure(run: &BaselineRun, machine: &str, path: &Path) -> Result
                 .margin(12)
                 .x_label_area_size(34)
                 .y_label_area_size(80)
-                .build_cartesian_2d((0..systems.len()).into_segmented(), 0.0..top * 1.1)?;
+                .build_cartesian_2d((0..systems.len() - 1).into_segmented(), 0.0..top * 1.1)?;
             chart
                 .configure_mesh()
                 .disable_x_mesh()

@@ -92,6 +92,9 @@ pub struct LagScenario {
     /// Longest wait for the backlog to drain once generation stopped.
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout_secs: u64,
+    /// Extra `framefleet-worker` arguments, e.g. ["--analysis-max-side", "0"].
+    #[serde(default)]
+    pub worker_args: Vec<String>,
     pub cameras: Cameras,
 }
 
@@ -260,6 +263,7 @@ mod tests {
             title = "X"
             workers = 2
             generation_secs = 5
+            worker_args = ["--batch-size", "4"]
             [cameras]
             count = 2
             fps = 12.5
@@ -274,6 +278,7 @@ mod tests {
         assert_eq!(lag.cameras.encoding, Encoding::Jpeg);
         assert_eq!(lag.cameras.total_fps(), 25.0);
         assert_eq!(lag.drain_timeout_secs, 600);
+        assert_eq!(lag.worker_args, ["--batch-size", "4"]);
     }
 
     #[test]
