@@ -15,7 +15,7 @@
 
 use crate::report::Progress;
 use crate::scenario::{BaselineScenario, Encoding};
-use crate::{Fleet, Infrastructure, read_topic};
+use crate::{Fleet, Infrastructure, experiment, read_topic};
 use anyhow::Context;
 use base64::Engine as _;
 use framefleet_ingestor::encode::{FrameEncoder, Quality};
@@ -150,47 +150,23 @@ fn record_bytes(record: &impl rdkafka::Message) -> u64 {
 }
 
 async fn run_framefleet(infrastructure: &Infrastructure, scenario: &BaselineScenario) -> anyhow::Result<SystemRun> {
-    let cameras = &scenario.cameras;
     let mut fleet = Fleet::start_on(&format!("{}-ff", scenario.name), infrastructure.clone()).await?;
-    let channel_id = fleet.names.channel_id("cam0");
-    fleet.spawn_worker(&format!("{}-worker", scenario.name), &[])?;
-    fleet
-        .wait_for_status(Duration::from_secs(60), |status| {
-            status.workers.iter().any(|worker| worker.registered)
-        })
-        .await?;
-    let source = format!("synthetic://{}x{}@{}", cameras.width, cameras.height, cameras.fps);
-    let frames = scenario.frames.to_string();
-    let (width, height, fps) = (
-        cameras.width.to_string(),
-        cameras.height.to_string(),
-        cameras.fps.to_string(),
-    );
-    let config = fleet.ingestor_config(
-        &format!("{}-ingestor", scenario.name),
-        &[(&channel_id, &source)],
-        &[
-            "--pace",
-            "max",
-            "--max-frames",
-            &frames,
-            "--encoding",
-            "jpeg",
-            "--width",
-            &width,
-            "--height",
-            &height,
-            "--fps",
-            &fps,
-            "--queue-frames",
-            "256",
-        ],
-    )?;
+    let channel_ids = experiment::channel_ids(&fleet, &scenario.cameras);
+    experiment::start_workers(&mut fleet, &scenario.name, 1, &[]).await?;
     let started_us = framefleet_common::startup::unix_time_us();
     let started = Instant::now();
-    let summary = framefleet_ingestor::run(config, CancellationToken::new()).await?;
-    let produce_seconds = started.elapsed().as_secs_f64();
-    let acknowledged: u64 = summary.channels.iter().map(|ledger| ledger.frames_acknowledged).sum();
+    let (summary, ended) = experiment::start_ingestor(
+        &fleet,
+        &scenario.name,
+        &channel_ids,
+        &scenario.cameras,
+        &experiment::camera_args(&scenario.cameras, "max", scenario.frames),
+        CancellationToken::new(),
+    )?
+    .await
+    .context("ingestor task panicked")?;
+    let produce_seconds = ended.duration_since(started).as_secs_f64();
+    let acknowledged = experiment::acknowledged(&summary?)?;
     anyhow::ensure!(
         acknowledged == scenario.frames,
         "framefleet acknowledged {acknowledged} of {} frames",
@@ -198,21 +174,14 @@ async fn run_framefleet(infrastructure: &Infrastructure, scenario: &BaselineScen
     );
     fleet
         .wait_for_status(Duration::from_secs(600), |status| {
-            status
-                .topics
-                .iter()
-                .any(|metrics| metrics.topic.ends_with(channel_id.as_str()) && metrics.consume >= scenario.frames)
+            experiment::topic_totals(status, &channel_ids).1 >= scenario.frames
         })
         .await
         .context("the worker did not consume every frame")?;
-    let results = fleet.read_results(scenario.frames as usize).await?;
-    let last_processed_us = results
-        .iter()
-        .map(|result| result.processed_time_us)
-        .max()
-        .context("no results")?;
+    let results = experiment::read_fleet_results(&fleet, scenario.frames).await?;
+    let last_processed_us = results.processed_us.iter().copied().max().context("no results")?;
     let brokers = infrastructure.kafka_brokers.clone();
-    let topic = format!("{}{channel_id}", framefleet_common::kafka::CHANNEL_TOPIC_PREFIX);
+    let topic = format!("{}{}", framefleet_common::kafka::CHANNEL_TOPIC_PREFIX, channel_ids[0]);
     let expected = scenario.frames as usize;
     let records = tokio::task::spawn_blocking(move || {
         read_topic(&brokers, &topic, expected, Duration::from_secs(60), Duration::ZERO)
@@ -235,34 +204,47 @@ enum PlainKind {
     Raw,
 }
 
+impl PlainKind {
+    fn system(self) -> &'static str {
+        match self {
+            Self::JsonBase64 => "json-base64",
+            Self::Raw => "raw-rdkafka",
+        }
+    }
+}
+
 async fn run_plain(
     infrastructure: &Infrastructure,
     scenario: &BaselineScenario,
     kind: PlainKind,
 ) -> anyhow::Result<SystemRun> {
-    let brokers = infrastructure.kafka_brokers.clone();
-    let scenario = scenario.clone();
-    tokio::task::spawn_blocking(move || run_plain_blocking(&brokers, &scenario, kind))
-        .await
-        .context("baseline panicked")?
-}
-
-fn run_plain_blocking(brokers: &str, scenario: &BaselineScenario, kind: PlainKind) -> anyhow::Result<SystemRun> {
     let cameras = &scenario.cameras;
-    let frames = scenario.frames;
-    let system = match kind {
-        PlainKind::JsonBase64 => "json-base64",
-        PlainKind::Raw => "raw-rdkafka",
-    };
     let topic = format!(
-        "{}-{system}-{}",
+        "{}-{}-{}",
         scenario.name,
+        kind.system(),
         &uuid::Uuid::new_v4().simple().to_string()[..12]
     );
     // Base64 of an uncompressed frame bounds every JPEG of it.
     let largest_record = (cameras.width as usize * cameras.height as usize * 3) * 4 / 3 + 4096;
-    create_topic(brokers, &topic, largest_record)?;
+    crate::create_plain_topic(&infrastructure.kafka_brokers, &topic, largest_record as u64).await?;
+    let brokers = infrastructure.kafka_brokers.clone();
+    let scenario = scenario.clone();
+    tokio::task::spawn_blocking(move || run_plain_blocking(&brokers, &topic, largest_record, &scenario, kind))
+        .await
+        .context("baseline panicked")?
+}
 
+fn run_plain_blocking(
+    brokers: &str,
+    topic: &str,
+    largest_record: usize,
+    scenario: &BaselineScenario,
+    kind: PlainKind,
+) -> anyhow::Result<SystemRun> {
+    let cameras = &scenario.cameras;
+    let frames = scenario.frames;
+    let system = kind.system();
     let source = SyntheticSource::new(cameras.width, cameras.height, cameras.fps)?;
     let schema = FrameSchema {
         version: 1,
@@ -287,7 +269,7 @@ fn run_plain_blocking(brokers: &str, scenario: &BaselineScenario, kind: PlainKin
         Vec::new()
     };
 
-    let consumer_topic = topic.clone();
+    let consumer_topic = topic.to_owned();
     let consumer_brokers = brokers.to_owned();
     let consuming =
         std::thread::spawn(move || consume_all(&consumer_brokers, &consumer_topic, frames, largest_record, kind));
@@ -320,7 +302,7 @@ fn run_plain_blocking(brokers: &str, scenario: &BaselineScenario, kind: PlainKin
                 })?
             }
         };
-        let mut record = BaseRecord::<(), Vec<u8>>::to(&topic).payload(&payload);
+        let mut record = BaseRecord::<(), Vec<u8>>::to(topic).payload(&payload);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -347,23 +329,6 @@ fn run_plain_blocking(brokers: &str, scenario: &BaselineScenario, kind: PlainKin
         produce_seconds,
         consumed.bytes,
     ))
-}
-
-fn create_topic(brokers: &str, topic: &str, largest_record: usize) -> anyhow::Result<()> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    let admin: AdminClient<_> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
-    let limit = framefleet_common::kafka::topic_max_message_bytes(largest_record as u64).to_string();
-    let new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(1)).set("max.message.bytes", &limit);
-    let results = futures::executor::block_on(admin.create_topics(
-        [&new_topic],
-        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-    ))?;
-    for result in results {
-        result.map_err(|(topic, code)| anyhow::anyhow!("cannot create {topic}: {code}"))?;
-    }
-    Ok(())
 }
 
 struct Consumed {

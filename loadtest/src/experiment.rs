@@ -4,7 +4,7 @@
 
 use crate::report::{LatencySummary, Progress};
 use crate::scenario::{Cameras, LagScenario, ScalingScenario};
-use crate::{Fleet, Infrastructure, read_topic};
+use crate::{Fleet, Infrastructure};
 use anyhow::Context;
 use framefleet_proto::v1::{FleetStatus, GetFleetStatusRequest};
 use serde::Serialize;
@@ -51,14 +51,14 @@ pub struct LagRun {
     pub samples: Vec<Sample>,
 }
 
-fn channel_ids(fleet: &Fleet, cameras: &Cameras) -> Vec<String> {
+pub(crate) fn channel_ids(fleet: &Fleet, cameras: &Cameras) -> Vec<String> {
     (0..cameras.count)
         .map(|index| fleet.names.channel_id(&format!("cam{index}")))
         .collect()
 }
 
 /// The ingestor's arguments for a scenario's cameras.
-fn camera_args(cameras: &Cameras, pace: &str, frames_per_camera: u64) -> Vec<String> {
+pub(crate) fn camera_args(cameras: &Cameras, pace: &str, frames_per_camera: u64) -> Vec<String> {
     [
         "--pace",
         pace,
@@ -80,7 +80,7 @@ fn camera_args(cameras: &Cameras, pace: &str, frames_per_camera: u64) -> Vec<Str
     .collect()
 }
 
-fn start_ingestor(
+pub(crate) fn start_ingestor(
     fleet: &Fleet,
     label: &str,
     channel_ids: &[String],
@@ -103,18 +103,18 @@ fn registered_workers(status: &FleetStatus) -> usize {
     status.workers.iter().filter(|worker| worker.registered).count()
 }
 
-/// accumulate and consume summed over the topics of `channel_ids`, and how many were found.
-fn topic_totals(status: &FleetStatus, channel_ids: &[String]) -> (u64, u64, usize) {
+/// accumulate and consume summed over the topics of `channel_ids`.
+pub(crate) fn topic_totals(status: &FleetStatus, channel_ids: &[String]) -> (u64, u64) {
     status
         .topics
         .iter()
         .filter(|metrics| channel_ids.iter().any(|id| metrics.topic.ends_with(id.as_str())))
-        .fold((0, 0, 0), |(accumulate, consume, found), metrics| {
-            (accumulate + metrics.accumulate, consume + metrics.consume, found + 1)
+        .fold((0, 0), |(accumulate, consume), metrics| {
+            (accumulate + metrics.accumulate, consume + metrics.consume)
         })
 }
 
-fn acknowledged(summary: &framefleet_ingestor::IngestSummary) -> anyhow::Result<u64> {
+pub(crate) fn acknowledged(summary: &framefleet_ingestor::IngestSummary) -> anyhow::Result<u64> {
     if let Some(failed) = summary.failed_channels().first() {
         anyhow::bail!("camera {} failed: {}", failed.channel_id, failed.last_error);
     }
@@ -122,7 +122,12 @@ fn acknowledged(summary: &framefleet_ingestor::IngestSummary) -> anyhow::Result<
 }
 
 /// Starts `count` workers and waits until the coordinator lists them all.
-async fn start_workers(fleet: &mut Fleet, label: &str, count: u32, worker_args: &[String]) -> anyhow::Result<()> {
+pub(crate) async fn start_workers(
+    fleet: &mut Fleet,
+    label: &str,
+    count: u32,
+    worker_args: &[String],
+) -> anyhow::Result<()> {
     let worker_args: Vec<&str> = worker_args.iter().map(String::as_str).collect();
     for index in 1..=count {
         fleet.spawn_worker(&format!("{label}-worker-{index}"), &worker_args)?;
@@ -138,36 +143,24 @@ async fn start_workers(fleet: &mut Fleet, label: &str, count: u32, worker_args: 
 
 /// Result records of the fleet, with the latency from capture to the result record's
 /// timestamp (set when the worker hands the result to its producer).
-struct Results {
-    latency: LatencySummary,
-    per_worker: BTreeMap<String, u64>,
-    duplicates: u64,
-    processed_us: Vec<i64>,
+#[derive(Default)]
+pub(crate) struct Results {
+    pub latency: LatencySummary,
+    pub per_worker: BTreeMap<String, u64>,
+    pub duplicates: u64,
+    pub processed_us: Vec<i64>,
 }
 
-async fn read_fleet_results(fleet: &Fleet, expected: u64) -> anyhow::Result<Results> {
-    use rdkafka::message::Message;
-    let brokers = fleet.infrastructure.kafka_brokers.clone();
-    let topic = fleet.names.results_topic.clone();
-    let records = tokio::task::spawn_blocking(move || {
-        read_topic(
-            &brokers,
-            &topic,
-            expected as usize,
-            Duration::from_secs(120),
-            Duration::from_millis(500),
-        )
-    })
-    .await
-    .context("results reader panicked")??;
+pub(crate) async fn read_fleet_results(fleet: &Fleet, expected: u64) -> anyhow::Result<Results> {
+    let records = fleet
+        .read_result_records(expected as usize, Duration::from_secs(120), Duration::from_millis(500))
+        .await?;
     let mut latencies = Vec::with_capacity(records.len());
     let mut per_worker = BTreeMap::new();
     let mut seen = std::collections::HashSet::new();
     let mut processed_us = Vec::with_capacity(records.len());
-    for record in &records {
-        let payload = record.payload().context("result record without a payload")?;
-        let result: framefleet_proto::wire::FrameResult =
-            serde_json::from_slice(payload).context("result record is not a FrameResult")?;
+    for (record, result) in &records {
+        use rdkafka::message::Message;
         if !seen.insert((result.channel_id.clone(), result.sequence)) {
             continue;
         }
@@ -237,7 +230,7 @@ pub async fn run_lag(
             .context("GetFleetStatus")?
             .into_inner();
         let elapsed_s = started.elapsed().as_secs_f64();
-        let (accumulate, consume, _) = topic_totals(&status, &channel_ids);
+        let (accumulate, consume) = topic_totals(&status, &channel_ids);
         let (accumulate_per_s, consume_per_s) = samples.last().map_or((0.0, 0.0), |previous| {
             let seconds = (elapsed_s - previous.elapsed_s).max(1e-3);
             (
@@ -285,12 +278,7 @@ pub async fn run_lag(
     let results = if drained_s.is_some() {
         read_fleet_results(&fleet, frames_generated).await?
     } else {
-        Results {
-            latency: LatencySummary::default(),
-            per_worker: BTreeMap::new(),
-            duplicates: 0,
-            processed_us: Vec::new(),
-        }
+        Results::default()
     };
     fleet.stop().await?;
     let lag_at_generation_end = samples
@@ -403,7 +391,7 @@ pub async fn run_scaling(
         let mut client = fleet.fleet_client().await?;
         loop {
             let status = client.get_fleet_status(GetFleetStatusRequest {}).await?.into_inner();
-            let (_, consume, _) = topic_totals(&status, &channel_ids);
+            let (_, consume) = topic_totals(&status, &channel_ids);
             progress.update(&format!(
                 "{label:<12} {workers} workers  consumed {consume}/{backlog_frames}  {:.0} s",
                 started.elapsed().as_secs_f64()

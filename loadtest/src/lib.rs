@@ -266,25 +266,32 @@ impl Fleet {
     /// a plain Kafka consumer until `expected` arrived (60 s at most), plus 2 s in which a
     /// duplicate beyond `expected` would show up.
     pub async fn read_results(&self, expected: usize) -> anyhow::Result<Vec<framefleet_proto::wire::FrameResult>> {
+        let records = self
+            .read_result_records(expected, Duration::from_secs(60), Duration::from_secs(2))
+            .await?;
+        Ok(records.into_iter().map(|(_, result)| result).collect())
+    }
+
+    /// Result records with their parsed results (for the record's own metadata, such as its
+    /// timestamp), read like [`read_topic`] does.
+    pub async fn read_result_records(
+        &self,
+        expected: usize,
+        timeout: Duration,
+        settle: Duration,
+    ) -> anyhow::Result<Vec<(rdkafka::message::OwnedMessage, framefleet_proto::wire::FrameResult)>> {
         let brokers = self.infrastructure.kafka_brokers.clone();
         let topic = self.names.results_topic.clone();
-        let records = tokio::task::spawn_blocking(move || {
-            read_topic(
-                &brokers,
-                &topic,
-                expected,
-                Duration::from_secs(60),
-                Duration::from_secs(2),
-            )
-        })
-        .await
-        .context("results reader panicked")??;
+        let records = tokio::task::spawn_blocking(move || read_topic(&brokers, &topic, expected, timeout, settle))
+            .await
+            .context("results reader panicked")??;
         records
-            .iter()
+            .into_iter()
             .map(|record| {
                 use rdkafka::message::Message;
                 let payload = record.payload().context("result record without a payload")?;
-                serde_json::from_slice(payload).context("result record is not a FrameResult")
+                let result = serde_json::from_slice(payload).context("result record is not a FrameResult")?;
+                Ok((record, result))
             })
             .collect()
     }
@@ -314,6 +321,27 @@ impl Drop for Fleet {
         }
         self.coordinator_shutdown.cancel();
     }
+}
+
+/// Creates a one-partition topic outside framefleet (for the plain-client baselines) that
+/// accepts records of `max_payload_bytes`.
+pub async fn create_plain_topic(brokers: &str, topic: &str, max_payload_bytes: u64) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<_> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let limit = framefleet_common::kafka::topic_max_message_bytes(max_payload_bytes).to_string();
+    let new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(1)).set("max.message.bytes", &limit);
+    let results = admin
+        .create_topics(
+            [&new_topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await?;
+    for result in results {
+        result.map_err(|(topic, code)| anyhow::anyhow!("cannot create {topic}: {code}"))?;
+    }
+    Ok(())
 }
 
 /// Counts a video's frames by decoding it with OpenCV, independently of the ingestor.

@@ -58,11 +58,15 @@ fn register_font() -> Result<(), PlotError> {
     if *registered { Ok(()) } else { Err(PlotError::NoFont) }
 }
 
+/// Every figure: a white canvas of `size`, the machine label in a 30-pixel strip at the
+/// bottom, and `paint` drawing into the rest.
 fn draw(
     path: &Path,
     size: (u32, u32),
+    machine: &str,
     paint: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> anyhow::Result<()>,
 ) -> Result<(), PlotError> {
+    const FOOTER_PIXELS: u32 = 30;
     register_font()?;
     let failed = |reason: String| PlotError::Draw {
         path: path.display().to_string(),
@@ -70,8 +74,32 @@ fn draw(
     };
     let root = BitMapBackend::new(path, size).into_drawing_area();
     root.fill(&WHITE).map_err(|error| failed(error.to_string()))?;
-    paint(&root).map_err(|error| failed(format!("{error:#}")))?;
+    let (charts, footer) = root.split_vertically(size.1.saturating_sub(FOOTER_PIXELS));
+    footer
+        .draw(&Text::new(
+            machine.to_owned(),
+            (10, 8),
+            (FONT, 13).into_font().color(&BLACK.mix(0.6)),
+        ))
+        .map_err(|error| failed(error.to_string()))?;
+    paint(&charts).map_err(|error| failed(format!("{error:#}")))?;
     root.present().map_err(|error| failed(error.to_string()))
+}
+
+/// The series legend, in the same style on every figure.
+fn draw_legend<'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, CT>,
+    position: SeriesLabelPosition,
+    font_size: u32,
+) -> anyhow::Result<()> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .label_font((FONT, font_size))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .draw()?;
+    Ok(())
 }
 
 fn nice_max(value: f64) -> f64 {
@@ -81,16 +109,10 @@ fn nice_max(value: f64) -> f64 {
 /// The paper's figure for one scenario: accumulate, consume and lag against time, with the
 /// end of generation marked.
 pub fn lag_figure(run: &LagRun, machine: &str, path: &Path) -> Result<(), PlotError> {
-    draw(path, (1000, 620), |root| {
+    draw(path, (1000, 620), machine, |upper| {
         let end = run.samples.last().map_or(1.0, |sample| sample.elapsed_s).max(1.0) * 1.02;
         let top = nice_max(run.samples.iter().map(|sample| sample.accumulate).max().unwrap_or(0) as f64);
-        let (upper, lower) = root.split_vertically(590);
-        lower.draw(&Text::new(
-            machine.to_owned(),
-            (10, 8),
-            (FONT, 13).into_font().color(&BLACK.mix(0.6)),
-        ))?;
-        let mut chart = ChartBuilder::on(&upper)
+        let mut chart = ChartBuilder::on(upper)
             .caption(format!("{}: {} ({})", run.name, run.title, run.cameras), (FONT, 22))
             .margin(12)
             .x_label_area_size(40)
@@ -131,26 +153,14 @@ pub fn lag_figure(run: &LagRun, machine: &str, path: &Path) -> Result<(), PlotEr
             ))?
             .label("cameras stop")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], BLACK.mix(0.5)));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .label_font((FONT, 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .draw()?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft, 14)?;
         Ok(())
     })
 }
 
 /// The lag scenarios side by side: lag (top) and consume (bottom) against time.
 pub fn lag_overlay_figure(runs: &[&LagRun], machine: &str, path: &Path) -> Result<(), PlotError> {
-    draw(path, (1000, 900), |root| {
-        let (charts, footer) = root.split_vertically(870);
-        footer.draw(&Text::new(
-            machine.to_owned(),
-            (10, 8),
-            (FONT, 13).into_font().color(&BLACK.mix(0.6)),
-        ))?;
+    draw(path, (1000, 900), machine, |charts| {
         let (top_area, bottom_area) = charts.split_vertically(435);
         let end = runs
             .iter()
@@ -196,13 +206,7 @@ pub fn lag_overlay_figure(runs: &[&LagRun], machine: &str, path: &Path) -> Resul
                     .label(format!("{} ({})", run.title, run.cameras))
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], colour.stroke_width(2)));
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .label_font((FONT, 13))
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.4))
-                .draw()?;
+            draw_legend(&mut chart, SeriesLabelPosition::UpperRight, 13)?;
         }
         Ok(())
     })
@@ -211,14 +215,7 @@ pub fn lag_overlay_figure(runs: &[&LagRun], machine: &str, path: &Path) -> Resul
 /// End-to-end latency histograms, one row per lag scenario, percentiles in the captions.
 pub fn latency_figure(runs: &[&LagRun], machine: &str, path: &Path) -> Result<(), PlotError> {
     let rows = runs.len().max(1);
-    draw(path, (1000, 60 + 280 * rows as u32), |root| {
-        let height = root.dim_in_pixel().1;
-        let (charts, footer) = root.split_vertically(height - 30);
-        footer.draw(&Text::new(
-            machine.to_owned(),
-            (10, 8),
-            (FONT, 13).into_font().color(&BLACK.mix(0.6)),
-        ))?;
+    draw(path, (1000, 60 + 280 * rows as u32), machine, |charts| {
         let areas = charts.split_evenly((rows, 1));
         for ((area, run), colour) in areas.iter().zip(runs).zip(SERIES_COLOURS.iter().cycle()) {
             let latency = &run.latency;
@@ -273,13 +270,7 @@ pub fn latency_figure(runs: &[&LagRun], machine: &str, path: &Path) -> Result<()
 
 /// Consume rate against workers, with the linear line through the first point.
 pub fn scaling_figure(run: &ScalingRun, machine: &str, path: &Path) -> Result<(), PlotError> {
-    draw(path, (900, 560), |root| {
-        let (upper, footer) = root.split_vertically(530);
-        footer.draw(&Text::new(
-            machine.to_owned(),
-            (10, 8),
-            (FONT, 13).into_font().color(&BLACK.mix(0.6)),
-        ))?;
+    draw(path, (900, 560), machine, |upper| {
         let most_workers = run.points.iter().map(|point| point.workers).max().unwrap_or(1);
         let per_worker = run
             .points
@@ -292,7 +283,7 @@ pub fn scaling_figure(run: &ScalingRun, machine: &str, path: &Path) -> Result<()
                 .map(|point| point.frames_per_second)
                 .fold(linear_top, f64::max),
         );
-        let mut chart = ChartBuilder::on(&upper)
+        let mut chart = ChartBuilder::on(upper)
             .caption(format!("{}: {} ({})", run.name, run.title, run.cameras), (FONT, 20))
             .margin(12)
             .x_label_area_size(40)
@@ -335,26 +326,14 @@ pub fn scaling_figure(run: &ScalingRun, machine: &str, path: &Path) -> Result<()
                 (FONT, 14),
             )
         }))?;
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .label_font((FONT, 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .draw()?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft, 14)?;
         Ok(())
     })
 }
 
 /// framefleet and the two baselines: frames/s end to end and bytes per frame.
 pub fn baselines_figure(run: &BaselineRun, machine: &str, path: &Path) -> Result<(), PlotError> {
-    draw(path, (1000, 480), |root| {
-        let (charts, footer) = root.split_vertically(450);
-        footer.draw(&Text::new(
-            machine.to_owned(),
-            (10, 8),
-            (FONT, 13).into_font().color(&BLACK.mix(0.6)),
-        ))?;
+    draw(path, (1000, 480), machine, |charts| {
         let (left, right) = charts.split_horizontally(500);
         let systems = [&run.framefleet, &run.json_base64, &run.raw_rdkafka];
         let panels: [(&DrawingArea<_, _>, &str, SystemValue); 2] = [

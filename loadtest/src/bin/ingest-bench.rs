@@ -22,7 +22,7 @@ use framefleet_proto::v1::{FrameEncoding, FrameSchema, PixelFormat};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -245,19 +245,7 @@ async fn run_plain(infrastructure: &Infrastructure, case: &Case, frames: u64) ->
     let encode_seconds = encoding_started.elapsed().as_secs_f64();
     let largest = payloads.iter().map(Vec::len).max().unwrap_or(0);
     let topic = format!("plain-bench-{}", uuid::Uuid::new_v4().simple());
-    let admin: rdkafka::admin::AdminClient<_> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &infrastructure.kafka_brokers)
-        .create()?;
-    let limit = framefleet_common::kafka::topic_max_message_bytes(largest as u64).to_string();
-    admin
-        .create_topics(
-            [
-                &rdkafka::admin::NewTopic::new(&topic, 1, rdkafka::admin::TopicReplication::Fixed(1))
-                    .set("max.message.bytes", &limit),
-            ],
-            &rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await?;
+    framefleet_loadtest::create_plain_topic(&infrastructure.kafka_brokers, &topic, largest as u64).await?;
     let producer: FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &infrastructure.kafka_brokers)
         .set("acks", "all")
