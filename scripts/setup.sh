@@ -12,7 +12,7 @@ APT_PACKAGES=(
   postgresql                       # durable storage for the broker
   libopencv-dev clang libclang-dev pkg-config   # the ingestor's OpenCV bindings
   opencv-doc                       # sample videos (vtest.avi, tree.avi, Megamind.avi)
-  protobuf-compiler                # gRPC code generation
+  protobuf-compiler libprotobuf-dev   # gRPC code generation; the well-known google/protobuf/*.proto for etcd-client
   build-essential python3          # C builds (bundled librdkafka: configure + make); free-port helper
   cmake                            # the opencv crate's fallback probe when pkg-config finds no OpenCV
   gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good python3-gi
