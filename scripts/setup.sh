@@ -14,10 +14,13 @@ APT_PACKAGES=(
   opencv-doc                       # sample videos (vtest.avi, tree.avi, Megamind.avi)
   protobuf-compiler libprotobuf-dev   # gRPC code generation; the well-known google/protobuf/*.proto for etcd-client
   build-essential python3          # C builds (bundled librdkafka: configure + make); free-port helper
-  cmake                            # the opencv crate's fallback probe when pkg-config finds no OpenCV
+  cmake                            # the opencv crate's fallback probe when pkg-config finds no OpenCV;
+                                   # also builds the worker's vendored libjpeg-turbo
+  nasm                             # libjpeg-turbo's SIMD decoder (the worker's JPEG path)
   gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good python3-gi
                                    # deploy/local/rtsp-test-server.py: a real RTSP camera on loopback
   fonts-dejavu-core                # text in the load test's PNG figures
+  python3-venv                     # scripts/python-baseline-env.sh: the load test's Python/OpenCV baseline
 )
 
 log() { echo "setup: $*" >&2; }

@@ -54,10 +54,16 @@ pub struct WorkerConfig {
     #[arg(long, env = "FRAMEFLEET_BATCH_MAX_WAIT_MS", default_value_t = 20)]
     pub batch_max_wait_ms: u64,
 
-    /// Batches' worth of frames fetched ahead of compute; fetching pauses beyond this (and
-    /// resumes below two), so memory stays bounded while the poll loop keeps running.
-    #[arg(long, env = "FRAMEFLEET_MAX_BUFFERED_BATCHES", default_value_t = 4)]
-    pub max_buffered_batches: usize,
+    /// Frames fetched ahead of compute, in MiB: the worker gathers up to this much, and
+    /// librdkafka prefetches up to as much again (`queued.max.messages.kbytes`) before it stops
+    /// fetching. Fetching is never paused.
+    #[arg(long, env = "FRAMEFLEET_MAX_BUFFERED_MIB", default_value_t = 32)]
+    pub max_buffered_mib: u32,
+
+    /// Threads that decode and analyse frames (0: one per CPU this process may use, which
+    /// honours `taskset` and a cgroup CPU quota).
+    #[arg(long, env = "FRAMEFLEET_COMPUTE_THREADS", default_value_t = 0)]
+    pub compute_threads: usize,
 
     /// Batches whose results may await Kafka's acknowledgement while the next ones are
     /// processed. Offsets are still stored strictly in order.
@@ -140,6 +146,18 @@ impl WorkerConfig {
             max_side: self.analysis_max_side,
             motion_threshold: self.motion_threshold,
             background_rate: self.background_rate,
+        }
+    }
+
+    pub fn max_buffered_bytes(&self) -> usize {
+        (self.max_buffered_mib.max(1) as usize) << 20
+    }
+
+    /// `--compute-threads`, with 0 resolved to the CPUs available to this process.
+    pub fn compute_threads(&self) -> usize {
+        match self.compute_threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            threads => threads,
         }
     }
 

@@ -1,20 +1,21 @@
-//! Turns a frame payload into interleaved RGB pixels, checked against the channel schema.
-//! Decoding is pure Rust (no OpenCV), so the worker runs on GPU machines that lack OpenCV.
-//! Payloads come from outside the process: every size is checked before it is trusted.
+//! From a frame payload to its luma at the analysis size ([`StagedFrame`]), checked against
+//! the channel schema. Payloads come from outside the process: every size is checked before
+//! it is trusted.
+//!
+//! JPEG frames are decoded by libjpeg-turbo (vendored and linked statically, so the worker
+//! needs no system package and no OpenCV) straight to grayscale — the JPEG Y channel, which is
+//! BT.601 luma, so chroma is never inverse-transformed or upsampled — and, when the analysis
+//! factor allows, at 1/2, 1/4 or 1/8 scale in the DCT domain, so the full-size picture the
+//! analysis would throw away is never produced. The rest of the factor is an area downscale.
+//! PNG (zune-png) and raw frames are area-downscaled and converted to luma in one pass.
 
+use crate::ops::staging::{PixelLayout, PixelView, area_luma};
+use crate::ops::{OpsError, StagedFrame, analysis_factor};
 use framefleet_proto::v1::{FrameEncoding, FrameSchema, PixelFormat};
+use std::cell::RefCell;
 use zune_core::colorspace::ColorSpace;
 use zune_core::options::DecoderOptions;
-use zune_jpeg::JpegDecoder;
 use zune_png::PngDecoder;
-
-/// A frame as interleaved 8-bit RGB, row-major.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DecodedFrame {
-    pub width: usize,
-    pub height: usize,
-    pub rgb: Vec<u8>,
-}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -37,23 +38,13 @@ pub enum DecodeError {
     UnsupportedEncoding(String),
     #[error("schema is unusable: {0}")]
     BadSchema(String),
+    #[error("cannot stage the frame for analysis: {0}")]
+    Staging(String),
 }
 
-pub fn decode_frame(payload: &[u8], schema: &FrameSchema) -> Result<DecodedFrame, DecodeError> {
-    if payload.is_empty() {
-        return Err(DecodeError::Empty);
-    }
-    let width = usize::try_from(schema.width).map_err(|_| DecodeError::BadSchema("width".into()))?;
-    let height = usize::try_from(schema.height).map_err(|_| DecodeError::BadSchema("height".into()))?;
-    if width == 0 || height == 0 {
-        return Err(DecodeError::BadSchema(format!("{width}×{height}")));
-    }
-    match FrameEncoding::try_from(schema.encoding) {
-        Ok(FrameEncoding::Jpeg) => decode_jpeg(payload, width, height),
-        Ok(FrameEncoding::Png) => decode_png(payload, width, height),
-        Ok(FrameEncoding::Raw) => decode_raw(payload, width, height, schema.pixel_format),
-        Ok(other) => Err(DecodeError::UnsupportedEncoding(other.as_str_name().to_owned())),
-        Err(_) => Err(DecodeError::UnsupportedEncoding(format!("#{}", schema.encoding))),
+impl From<OpsError> for DecodeError {
+    fn from(error: OpsError) -> Self {
+        Self::Staging(error.to_string())
     }
 }
 
@@ -61,15 +52,33 @@ pub fn decode_frame(payload: &[u8], schema: &FrameSchema) -> Result<DecodedFrame
 /// claims more is not parsed further.
 const MAX_DIMENSION: usize = 16_384;
 
-/// Runs one decoder step so that a decoder bug on hostile input costs one frame, not the
-/// worker: a panic or an error becomes `corrupt(reason)`.
-fn guarded<T, E: std::fmt::Debug>(
-    corrupt: fn(String) -> DecodeError,
-    step: impl FnOnce() -> Result<T, E>,
-) -> Result<T, DecodeError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(step))
-        .map_err(|_| corrupt("decoder panicked".to_owned()))?
-        .map_err(|error| corrupt(format!("{error:?}")))
+/// Decodes `payload` as `schema` describes and stages it at the analysis size that
+/// `max_side` gives (see [`analysis_factor`]).
+///
+/// Errors: an empty or corrupt payload, one whose encoded size is not the schema's, a schema
+/// this worker cannot read.
+pub fn stage_frame(payload: &[u8], schema: &FrameSchema, max_side: usize) -> Result<StagedFrame, DecodeError> {
+    if payload.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    let width = usize::try_from(schema.width).map_err(|_| DecodeError::BadSchema("width".into()))?;
+    let height = usize::try_from(schema.height).map_err(|_| DecodeError::BadSchema("height".into()))?;
+    if width == 0 || height == 0 || width > MAX_DIMENSION || height > MAX_DIMENSION {
+        return Err(DecodeError::BadSchema(format!("{width}×{height}")));
+    }
+    let factor = analysis_factor(width, height, max_side);
+    let luma = match FrameEncoding::try_from(schema.encoding) {
+        Ok(FrameEncoding::Jpeg) => stage_jpeg(payload, (width, height), factor)?,
+        Ok(FrameEncoding::Png) => stage_png(payload, (width, height), factor)?,
+        Ok(FrameEncoding::Raw) => stage_raw(payload, (width, height), schema.pixel_format, factor)?,
+        Ok(other) => return Err(DecodeError::UnsupportedEncoding(other.as_str_name().to_owned())),
+        Err(_) => return Err(DecodeError::UnsupportedEncoding(format!("#{}", schema.encoding))),
+    };
+    Ok(StagedFrame {
+        full_size: (width, height),
+        factor,
+        luma,
+    })
 }
 
 /// Refuses a frame whose header declares another size than the schema.
@@ -88,31 +97,60 @@ fn check_size(
     Ok(())
 }
 
-fn decode_jpeg(payload: &[u8], width: usize, height: usize) -> Result<DecodedFrame, DecodeError> {
-    let options = DecoderOptions::default()
-        .jpeg_set_out_colorspace(ColorSpace::RGB)
-        .set_max_width(MAX_DIMENSION)
-        .set_max_height(MAX_DIMENSION);
-    let mut decoder = JpegDecoder::new_with_options(payload, options);
-    // Header first: a frame of the wrong size is refused as such, before any pixel memory
-    // is allocated for it.
-    guarded(DecodeError::CorruptJpeg, || decoder.decode_headers())?;
-    let actual = decoder
-        .dimensions()
-        .ok_or_else(|| DecodeError::CorruptJpeg("no dimensions".to_owned()))?;
-    check_size((width, height), actual)?;
-    let rgb = guarded(DecodeError::CorruptJpeg, || decoder.decode())?;
-    if rgb.len() != width * height * 3 {
-        return Err(DecodeError::CorruptJpeg(format!(
-            "decoded {} bytes, expected {}",
-            rgb.len(),
-            width * height * 3
-        )));
-    }
-    Ok(DecodedFrame { width, height, rgb })
+thread_local! {
+    /// One libjpeg-turbo decompressor per compute thread, reused for every frame.
+    static DECOMPRESSOR: RefCell<Option<turbojpeg::Decompressor>> = const { RefCell::new(None) };
 }
 
-fn decode_png(payload: &[u8], width: usize, height: usize) -> Result<DecodedFrame, DecodeError> {
+/// The largest DCT-domain scale denominator (8, 4, 2 or 1) that divides `factor`.
+fn dct_scale(factor: usize) -> usize {
+    [8, 4, 2].into_iter().find(|scale| factor.is_multiple_of(*scale)).unwrap_or(1)
+}
+
+fn stage_jpeg(payload: &[u8], size: (usize, usize), factor: usize) -> Result<crate::ops::staging::LumaPlane, DecodeError> {
+    let corrupt = |error: turbojpeg::Error| DecodeError::CorruptJpeg(error.to_string());
+    DECOMPRESSOR.with_borrow_mut(|slot| {
+        let decompressor = match slot {
+            Some(decompressor) => decompressor,
+            None => slot.insert(turbojpeg::Decompressor::new().map_err(corrupt)?),
+        };
+        // Header first: a frame of the wrong size is refused as such, before any pixel memory
+        // is allocated for it.
+        decompressor
+            .set_scaling_factor(turbojpeg::ScalingFactor::ONE)
+            .map_err(corrupt)?;
+        let header = decompressor.read_header(payload).map_err(corrupt)?;
+        check_size(size, (header.width, header.height))?;
+        // Lossless JPEG has no DCT to scale in.
+        let scale = if header.is_lossless { 1 } else { dct_scale(factor) };
+        let scaling = turbojpeg::ScalingFactor::new(1, scale);
+        decompressor.set_scaling_factor(scaling).map_err(corrupt)?;
+        let scaled = header.scaled(scaling);
+        let mut image = turbojpeg::Image {
+            pixels: vec![0_u8; scaled.width * scaled.height],
+            width: scaled.width,
+            pitch: scaled.width,
+            height: scaled.height,
+            format: turbojpeg::PixelFormat::GRAY,
+        };
+        decompressor
+            .decompress(payload, image.as_deref_mut())
+            .map_err(corrupt)?;
+        // A scaled side is rounded up; the analysis size is the full size over the factor,
+        // rounded down, so only whole blocks of the remaining factor are read.
+        let remaining = factor / scale;
+        let view = PixelView {
+            pixels: &image.pixels,
+            width: (size.0 / factor * remaining).min(scaled.width),
+            height: (size.1 / factor * remaining).min(scaled.height),
+            stride: scaled.width,
+            layout: PixelLayout::Gray,
+        };
+        Ok(area_luma(view, remaining)?)
+    })
+}
+
+fn stage_png(payload: &[u8], size: (usize, usize), factor: usize) -> Result<crate::ops::staging::LumaPlane, DecodeError> {
     let options = DecoderOptions::default()
         .png_set_strip_to_8bit(true)
         .set_max_width(MAX_DIMENSION)
@@ -122,55 +160,62 @@ fn decode_png(payload: &[u8], width: usize, height: usize) -> Result<DecodedFram
     let actual = decoder
         .get_dimensions()
         .ok_or_else(|| DecodeError::CorruptPng("no dimensions".to_owned()))?;
-    check_size((width, height), actual)?;
+    check_size(size, actual)?;
     let colorspace = decoder
         .get_colorspace()
         .ok_or_else(|| DecodeError::CorruptPng("no colour space".to_owned()))?;
-    let pixels = guarded(DecodeError::CorruptPng, || decoder.decode_raw())?;
-    let components = colorspace.num_components();
-    if pixels.len() != width * height * components {
-        return Err(DecodeError::CorruptPng(format!(
-            "decoded {} bytes, expected {}",
-            pixels.len(),
-            width * height * components
-        )));
-    }
-    // Alpha is dropped: the ops work on colour, and a camera frame has no transparency.
-    let rgb = match colorspace {
-        ColorSpace::RGB => pixels,
-        ColorSpace::RGBA => pixels.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect(),
-        ColorSpace::Luma => pixels.iter().flat_map(|&luma| [luma, luma, luma]).collect(),
-        ColorSpace::LumaA => pixels.chunks_exact(2).flat_map(|p| [p[0], p[0], p[0]]).collect(),
+    // Alpha is ignored: a camera frame has no transparency.
+    let layout = match colorspace {
+        ColorSpace::RGB => PixelLayout::Rgb,
+        ColorSpace::RGBA => PixelLayout::Rgba,
+        ColorSpace::Luma => PixelLayout::Gray,
+        ColorSpace::LumaA => PixelLayout::GrayAlpha,
         other => return Err(DecodeError::CorruptPng(format!("unexpected colour space {other:?}"))),
     };
-    Ok(DecodedFrame { width, height, rgb })
+    let pixels = guarded(DecodeError::CorruptPng, || decoder.decode_raw())?;
+    let expected = size.0 * size.1 * layout.bytes_per_pixel();
+    if pixels.len() != expected {
+        return Err(DecodeError::CorruptPng(format!(
+            "decoded {} bytes, expected {expected}",
+            pixels.len()
+        )));
+    }
+    Ok(area_luma(PixelView::packed(&pixels, size.0, size.1, layout), factor)?)
 }
 
-fn decode_raw(payload: &[u8], width: usize, height: usize, pixel_format: i32) -> Result<DecodedFrame, DecodeError> {
+/// Runs one decoder step so that a decoder bug on hostile input costs one frame, not the
+/// worker: a panic or an error becomes `corrupt(reason)`.
+fn guarded<T, E: std::fmt::Debug>(
+    corrupt: fn(String) -> DecodeError,
+    step: impl FnOnce() -> Result<T, E>,
+) -> Result<T, DecodeError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(step))
+        .map_err(|_| corrupt("decoder panicked".to_owned()))?
+        .map_err(|error| corrupt(format!("{error:?}")))
+}
+
+fn stage_raw(
+    payload: &[u8],
+    (width, height): (usize, usize),
+    pixel_format: i32,
+    factor: usize,
+) -> Result<crate::ops::staging::LumaPlane, DecodeError> {
     let pixel_format = PixelFormat::try_from(pixel_format)
         .map_err(|_| DecodeError::BadSchema(format!("pixel format #{pixel_format}")))?;
-    let bytes_per_pixel = match pixel_format {
-        PixelFormat::Gray8 => 1,
-        PixelFormat::Rgb24 | PixelFormat::Bgr24 => 3,
+    let layout = match pixel_format {
+        PixelFormat::Gray8 => PixelLayout::Gray,
+        PixelFormat::Rgb24 => PixelLayout::Rgb,
+        PixelFormat::Bgr24 => PixelLayout::Bgr,
         PixelFormat::Unspecified => return Err(DecodeError::BadSchema("pixel format unspecified".to_owned())),
     };
-    let expected = width * height * bytes_per_pixel;
+    let expected = width * height * layout.bytes_per_pixel();
     if payload.len() != expected {
         return Err(DecodeError::RawLengthMismatch {
             expected,
             actual: payload.len(),
         });
     }
-    let rgb = match pixel_format {
-        PixelFormat::Rgb24 => payload.to_vec(),
-        PixelFormat::Bgr24 => payload
-            .chunks_exact(3)
-            .flat_map(|bgr| [bgr[2], bgr[1], bgr[0]])
-            .collect(),
-        PixelFormat::Gray8 => payload.iter().flat_map(|&luma| [luma, luma, luma]).collect(),
-        PixelFormat::Unspecified => unreachable!("rejected above"),
-    };
-    Ok(DecodedFrame { width, height, rgb })
+    Ok(area_luma(PixelView::packed(payload, width, height, layout), factor)?)
 }
 
 #[cfg(test)]
@@ -190,18 +235,21 @@ mod tests {
     }
 
     #[test]
-    fn raw_bgr_is_reordered_to_rgb() {
-        let frame = decode_frame(
-            &[1, 2, 3, 4, 5, 6],
+    fn raw_bgr_is_read_in_its_channel_order() {
+        let staged = stage_frame(
+            &[0, 0, 255, 255, 0, 0],
             &schema(FrameEncoding::Raw, PixelFormat::Bgr24, 2, 1),
+            0,
         )
-        .expect("decode");
-        assert_eq!(frame.rgb, vec![3, 2, 1, 6, 5, 4]);
+        .expect("stage");
+        assert!((staged.luma.values[0] - 0.299 * 255.0).abs() < 1e-3, "{staged:?}");
+        assert!((staged.luma.values[1] - 0.114 * 255.0).abs() < 1e-3, "{staged:?}");
     }
 
     #[test]
     fn raw_of_the_wrong_size_is_refused() {
-        let error = decode_frame(&[0; 10], &schema(FrameEncoding::Raw, PixelFormat::Rgb24, 2, 2)).expect_err("size");
+        let error =
+            stage_frame(&[0; 10], &schema(FrameEncoding::Raw, PixelFormat::Rgb24, 2, 2), 480).expect_err("size");
         assert_eq!(
             error,
             DecodeError::RawLengthMismatch {
@@ -214,16 +262,16 @@ mod tests {
     #[test]
     fn garbage_and_empty_payloads_are_errors_not_panics() {
         let jpeg = schema(FrameEncoding::Jpeg, PixelFormat::Rgb24, 64, 48);
-        assert_eq!(decode_frame(&[], &jpeg), Err(DecodeError::Empty));
+        assert_eq!(stage_frame(&[], &jpeg, 480), Err(DecodeError::Empty));
         assert!(matches!(
-            decode_frame(b"definitely not a jpeg", &jpeg),
+            stage_frame(b"definitely not a jpeg", &jpeg, 480),
             Err(DecodeError::CorruptJpeg(_))
         ));
         // A JPEG start marker followed by junk.
         let mut truncated = vec![0xFF, 0xD8, 0xFF, 0xE0];
         truncated.extend(std::iter::repeat_n(0x55, 200));
         assert!(matches!(
-            decode_frame(&truncated, &jpeg),
+            stage_frame(&truncated, &jpeg, 480),
             Err(DecodeError::CorruptJpeg(_))
         ));
     }
@@ -232,14 +280,71 @@ mod tests {
     fn corrupt_png_is_an_error_not_a_panic() {
         let png = schema(FrameEncoding::Png, PixelFormat::Rgb24, 4, 4);
         assert!(matches!(
-            decode_frame(&[1, 2, 3], &png),
+            stage_frame(&[1, 2, 3], &png, 480),
             Err(DecodeError::CorruptPng(_))
         ));
         let mut truncated = b"\x89PNG\r\n\x1a\n".to_vec();
         truncated.extend(std::iter::repeat_n(0x55, 100));
         assert!(matches!(
-            decode_frame(&truncated, &png),
+            stage_frame(&truncated, &png, 480),
             Err(DecodeError::CorruptPng(_))
         ));
+    }
+
+    /// A JPEG encoded here (libjpeg-turbo) at `quality` 95 of a smooth gradient.
+    fn gradient_jpeg(width: usize, height: usize) -> Vec<u8> {
+        let mut pixels = Vec::with_capacity(width * height * 3);
+        for y in 0..height {
+            for x in 0..width {
+                pixels.extend_from_slice(&[(x * 255 / width) as u8, (y * 255 / height) as u8, 128]);
+            }
+        }
+        let image = turbojpeg::Image {
+            pixels: pixels.as_slice(),
+            width,
+            pitch: width * 3,
+            height,
+            format: turbojpeg::PixelFormat::RGB,
+        };
+        turbojpeg::compress(image, 95, turbojpeg::Subsamp::Sub2x2)
+            .expect("encode")
+            .to_vec()
+    }
+
+    #[test]
+    fn jpeg_is_staged_at_the_analysis_size_for_every_factor() {
+        // 100×60 with max_side 16 is factor 7 (no DCT scale), 8 (1/8), 6 (1/2 then 3), ...
+        let payload = gradient_jpeg(100, 60);
+        let jpeg = schema(FrameEncoding::Jpeg, PixelFormat::Rgb24, 100, 60);
+        let full = stage_frame(&payload, &jpeg, 0).expect("full size");
+        assert_eq!((full.luma.width, full.luma.height, full.factor), (100, 60, 1));
+        for max_side in [50, 34, 25, 17, 15, 13, 12] {
+            let staged = stage_frame(&payload, &jpeg, max_side).expect("stage");
+            let factor = analysis_factor(100, 60, max_side);
+            assert_eq!(staged.factor, factor);
+            assert_eq!((staged.luma.width, staged.luma.height), (100 / factor, 60 / factor));
+            // Each analysis pixel is close to the mean of its block at full size.
+            for y in 0..staged.luma.height {
+                for x in 0..staged.luma.width {
+                    let mut sum = 0.0;
+                    for dy in 0..factor {
+                        for dx in 0..factor {
+                            sum += full.luma.values[(y * factor + dy) * 100 + x * factor + dx];
+                        }
+                    }
+                    let mean = sum / (factor * factor) as f32;
+                    let value = staged.luma.values[y * staged.luma.width + x];
+                    assert!((value - mean).abs() < 4.0, "factor {factor} at ({x}, {y}): {value} vs {mean}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn jpeg_of_another_size_than_the_schema_is_refused() {
+        let payload = gradient_jpeg(32, 16);
+        let error = stage_frame(&payload, &schema(FrameEncoding::Jpeg, PixelFormat::Rgb24, 64, 48), 480)
+            .expect_err("size");
+        assert!(matches!(error, DecodeError::SizeMismatch { actual_width: 32, .. }), "{error}");
     }
 }

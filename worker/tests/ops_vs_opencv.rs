@@ -1,20 +1,23 @@
-//! The candle ops against OpenCV's own implementation on a real video frame. OpenCV is a
-//! dev-dependency only: it is the reference here, never linked into the worker.
+//! The worker's staging, CPU kernel and GPU op graph against OpenCV's own implementation on
+//! real video frames. OpenCV is a dev-dependency only: it is the reference here, never
+//! linked into the worker.
 
 use candle_core::Device;
-use framefleet_worker::decode::DecodedFrame;
-use framefleet_worker::ops;
+use framefleet_proto::v1::{FrameEncoding, FrameSchema, PixelFormat};
+use framefleet_worker::decode::stage_frame;
+use framefleet_worker::ops::staging::{LumaPlane, PixelLayout, PixelView, area_luma};
+use framefleet_worker::ops::{self, AnalysisSettings, filters, motion, tensor};
 use opencv::core::{self as cv, Mat, Size};
 use opencv::prelude::*;
-use opencv::{imgproc, videoio};
-use opencv_reference::{SAMPLE_VIDEO, decoded};
+use opencv::{imgcodecs, imgproc, videoio};
+use opencv_reference::SAMPLE_VIDEO;
 
 #[path = "support/opencv_reference.rs"]
 mod opencv_reference;
 /// Both sides compute in f32; the only differences are summation order and rounding.
 const TOLERANCE: f32 = 0.01;
 
-/// Frame `index` of the sample video as an 8-bit RGB Mat.
+/// Frame `index` of the sample video (768×576) as an 8-bit RGB Mat.
 fn rgb_frame(index: usize) -> Mat {
     let mut capture = videoio::VideoCapture::from_file(SAMPLE_VIDEO, videoio::CAP_ANY).expect("open the sample video");
     let mut bgr = Mat::default();
@@ -29,19 +32,36 @@ fn rgb_frame(index: usize) -> Mat {
     rgb
 }
 
-fn opencv_gray_and_blur(rgb: &Mat) -> (Vec<f32>, Vec<f32>) {
-    let gray = opencv_reference::luma(rgb);
-    let blurred = opencv_reference::gaussian_blur_5(&gray);
-    (mat_values(&gray), mat_values(&blurred))
+fn mat_values(mat: &Mat) -> Vec<f32> {
+    mat.data_typed::<f32>().expect("f32 data").to_vec()
 }
 
-/// The values of frame `index` of an (N, 1, H, W) tensor, row-major like an OpenCV Mat.
-fn frame_values(batch: &candle_core::Tensor, index: usize) -> Vec<f32> {
-    batch
-        .get(index)
-        .and_then(|frame| frame.flatten_all())
-        .and_then(|values| values.to_vec1::<f32>())
-        .expect("frame values")
+fn plane_of(mat: &Mat) -> LumaPlane {
+    LumaPlane::new(mat.cols() as usize, mat.rows() as usize, mat_values(mat)).expect("plane")
+}
+
+fn our_luma(rgb: &Mat, factor: usize) -> LumaPlane {
+    let view = PixelView::packed(
+        rgb.data_bytes().expect("continuous frame"),
+        rgb.cols() as usize,
+        rgb.rows() as usize,
+        PixelLayout::Rgb,
+    );
+    area_luma(view, factor).expect("luma")
+}
+
+fn opencv_area(image: &Mat, factor: i32) -> Mat {
+    let mut small = Mat::default();
+    imgproc::resize(
+        image,
+        &mut small,
+        Size::new(image.cols() / factor, image.rows() / factor),
+        0.0,
+        0.0,
+        imgproc::INTER_AREA,
+    )
+    .expect("resize");
+    small
 }
 
 fn largest_difference(actual: &[f32], expected: &[f32]) -> f32 {
@@ -53,52 +73,150 @@ fn largest_difference(actual: &[f32], expected: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-#[test]
-fn grayscale_and_blur_match_opencv_on_real_frames() {
-    let frames = [rgb_frame(0), rgb_frame(40)];
-    let decoded: Vec<DecodedFrame> = frames.iter().map(decoded).collect();
-    let batch = ops::frames_to_tensor(&decoded.iter().collect::<Vec<_>>(), &Device::Cpu).expect("tensor");
-    let gray = ops::grayscale(&batch).expect("gray");
-    let blurred = ops::gaussian_blur_5(&gray).expect("blur");
+fn mean_difference(actual: &[f32], expected: &[f32]) -> f32 {
+    assert_eq!(actual.len(), expected.len());
+    actual.iter().zip(expected).map(|(a, e)| (a - e).abs()).sum::<f32>() / actual.len() as f32
+}
 
-    for (index, frame) in frames.iter().enumerate() {
-        let (expected_gray, expected_blur) = opencv_gray_and_blur(frame);
-        let our_gray = frame_values(&gray, index);
-        let our_blur = frame_values(&blurred, index);
-        let gray_difference = largest_difference(&our_gray, &expected_gray);
-        let blur_difference = largest_difference(&our_blur, &expected_blur);
+/// The values of frame `index` of an (N, 1, H, W) tensor, row-major like an OpenCV Mat.
+fn frame_values(batch: &candle_core::Tensor, index: usize) -> Vec<f32> {
+    batch
+        .get(index)
+        .and_then(|frame| frame.flatten_all())
+        .and_then(|values| values.to_vec1::<f32>())
+        .expect("frame values")
+}
+
+fn schema(encoding: FrameEncoding) -> FrameSchema {
+    FrameSchema {
+        version: 1,
+        width: 768,
+        height: 576,
+        channels: 3,
+        pixel_format: PixelFormat::Rgb24.into(),
+        encoding: encoding.into(),
+        fps: 10.0,
+    }
+}
+
+#[test]
+fn staging_matches_opencv_luma_and_inter_area() {
+    let frame = rgb_frame(20);
+    let expected_luma = opencv_reference::luma(&frame);
+    let difference = largest_difference(&our_luma(&frame, 1).values, &mat_values(&expected_luma));
+    assert!(difference < TOLERANCE, "luma differs from OpenCV by up to {difference}");
+    for factor in [2, 3] {
+        let ours = our_luma(&frame, factor);
+        let expected = opencv_area(&expected_luma, factor as i32);
+        assert_eq!((ours.width, ours.height), (768 / factor, 576 / factor));
+        let difference = largest_difference(&ours.values, &mat_values(&expected));
         assert!(
-            gray_difference < TOLERANCE,
-            "frame {index}: grayscale differs from OpenCV by up to {gray_difference}"
-        );
-        assert!(
-            blur_difference < TOLERANCE,
-            "frame {index}: blur differs from OpenCV by up to {blur_difference}"
+            difference < TOLERANCE,
+            "factor {factor}: downscale differs from OpenCV by up to {difference}"
         );
     }
 }
 
-fn mat_values(mat: &Mat) -> Vec<f32> {
-    mat.data_typed::<f32>().expect("f32 data").to_vec()
-}
-
-fn our_luma(frames: &[&Mat]) -> candle_core::Tensor {
-    let decoded: Vec<DecodedFrame> = frames.iter().map(|frame| decoded(frame)).collect();
-    let batch = ops::frames_to_tensor(&decoded.iter().collect::<Vec<_>>(), &Device::Cpu).expect("tensor");
-    ops::grayscale(&batch).expect("gray")
+/// JPEG frames are staged from the Y channel, at 1/2 or 1/4 scale in the DCT domain when the
+/// factor allows: the result is what OpenCV's decode → luma → INTER_AREA gives, up to the
+/// rounding of Y to 8 bits, the DCT scaling's slightly different low-pass filter, and
+/// saturated colours, where OpenCV clamps the decoded R, G, B and Y is not clamped (measured
+/// on this frame: mean |difference| 0.18, 0.31, 0.28 at factors 1, 2, 4; largest 7.4, 5.0, 3.3).
+#[test]
+fn jpeg_staging_matches_opencv_decode_luma_and_inter_area() {
+    let frame = rgb_frame(40);
+    let mut bgr = Mat::default();
+    imgproc::cvt_color_def(&frame, &mut bgr, imgproc::COLOR_RGB2BGR).expect("rgb → bgr");
+    let mut jpeg = cv::Vector::<u8>::new();
+    imgcodecs::imencode_def(".jpg", &bgr, &mut jpeg).expect("encode jpeg");
+    let decoded = imgcodecs::imdecode(&jpeg, imgcodecs::IMREAD_COLOR).expect("decode");
+    let mut decoded_rgb = Mat::default();
+    imgproc::cvt_color_def(&decoded, &mut decoded_rgb, imgproc::COLOR_BGR2RGB).expect("bgr → rgb");
+    let reference_luma = opencv_reference::luma(&decoded_rgb);
+    for (max_side, factor) in [(0, 1), (384, 2), (192, 4)] {
+        let staged = stage_frame(jpeg.as_slice(), &schema(FrameEncoding::Jpeg), max_side).expect("stage");
+        assert_eq!(staged.factor, factor);
+        let expected = mat_values(&opencv_area(&reference_luma, factor as i32));
+        let (mean, largest) = (
+            mean_difference(&staged.luma.values, &expected),
+            largest_difference(&staged.luma.values, &expected),
+        );
+        eprintln!("factor {factor}: mean |difference| {mean:.3}, largest {largest:.1}");
+        assert!(
+            mean < 0.5 && largest < 10.0,
+            "factor {factor}: differs from OpenCV by {mean} on average, up to {largest}"
+        );
+    }
 }
 
 #[test]
-fn sobel_and_magnitude_match_opencv() {
-    let frame = rgb_frame(10);
-    let luma = our_luma(&[&frame]);
-    let (gradient_x, gradient_y) = ops::sobel(&luma).expect("sobel");
-    let magnitude = ops::gradient_magnitude(&gradient_x, &gradient_y).expect("magnitude");
+fn png_frames_stage_to_the_luma_of_the_pixels_opencv_encoded() {
+    let rgb = rgb_frame(5);
+    let mut bgr = Mat::default();
+    imgproc::cvt_color_def(&rgb, &mut bgr, imgproc::COLOR_RGB2BGR).expect("rgb → bgr");
+    let mut gray = Mat::default();
+    imgproc::cvt_color_def(&rgb, &mut gray, imgproc::COLOR_RGB2GRAY).expect("gray");
+    let mut gray_f32 = Mat::default();
+    gray.convert_to(&mut gray_f32, cv::CV_32F, 1.0, 0.0).expect("to f32");
+    for (source, expected) in [(&bgr, opencv_reference::luma(&rgb)), (&gray, gray_f32)] {
+        let mut png = cv::Vector::<u8>::new();
+        imgcodecs::imencode_def(".png", source, &mut png).expect("encode png");
+        let staged = stage_frame(png.as_slice(), &schema(FrameEncoding::Png), 0).expect("stage png");
+        assert_eq!((staged.luma.width, staged.luma.height), (768, 576));
+        let difference = largest_difference(&staged.luma.values, &mat_values(&expected));
+        assert!(difference < TOLERANCE, "PNG is lossless, yet luma differs by {difference}");
+    }
+}
 
-    let (expected_x, expected_y) = opencv_reference::sobel_xy(&opencv_reference::luma(&frame));
+/// The CPU kernel's blur, Sobel magnitude and statistics against OpenCV's `GaussianBlur`,
+/// `Sobel`, `magnitude`, `mean`, `meanStdDev` and `absdiff`.
+#[test]
+fn cpu_kernel_matches_opencv_filters_and_statistics() {
+    for index in [0, 40] {
+        let luma = opencv_reference::luma(&rgb_frame(index));
+        let features = filters::analyse_plane(&plane_of(&luma));
+        let blurred = opencv_reference::gaussian_blur_5(&luma);
+        let difference = largest_difference(&features.blurred.values, &mat_values(&blurred));
+        assert!(difference < TOLERANCE, "frame {index}: blur differs by up to {difference}");
+
+        let (gradient_x, gradient_y) = opencv_reference::sobel_xy(&blurred);
+        let mut magnitude = Mat::default();
+        cv::magnitude(&gradient_x, &gradient_y, &mut magnitude).expect("magnitude");
+        let mut mean = cv::Scalar::default();
+        let mut std_dev = cv::Scalar::default();
+        cv::mean_std_dev_def(&luma, &mut mean, &mut std_dev).expect("std");
+        let mut detail = Mat::default();
+        cv::absdiff(&luma, &blurred, &mut detail).expect("absdiff");
+        for (name, ours, theirs) in [
+            ("mean luma", features.mean_luma, cv::mean_def(&blurred).expect("mean")[0]),
+            ("contrast", features.contrast, std_dev[0]),
+            ("sharpness", features.sharpness, cv::mean_def(&detail).expect("mean")[0]),
+            ("edge strength", features.edge_strength, cv::mean_def(&magnitude).expect("mean")[0]),
+        ] {
+            let theirs = theirs as f32;
+            assert!(
+                (ours - theirs).abs() <= 1e-3 * theirs.abs().max(1.0),
+                "frame {index}: {name} is {ours}, OpenCV says {theirs}"
+            );
+        }
+    }
+}
+
+/// The GPU path's graph (run by candle on the CPU here) against OpenCV's blur and Sobel.
+#[test]
+fn tensor_graph_filters_match_opencv() {
+    let luma = opencv_reference::luma(&rgb_frame(10));
+    let batch = tensor::planes_to_tensor(&[&plane_of(&luma)], &Device::Cpu).expect("tensor");
+    let blurred = tensor::gaussian_blur_5(&batch).expect("blur");
+    let expected_blur = opencv_reference::gaussian_blur_5(&luma);
+    let difference = largest_difference(&frame_values(&blurred, 0), &mat_values(&expected_blur));
+    assert!(difference < TOLERANCE, "blur differs from OpenCV by up to {difference}");
+
+    let (gradient_x, gradient_y) = tensor::sobel(&batch).expect("sobel");
+    let magnitude = tensor::gradient_magnitude(&gradient_x, &gradient_y).expect("magnitude");
+    let (expected_x, expected_y) = opencv_reference::sobel_xy(&luma);
     let mut expected_magnitude = Mat::default();
     cv::magnitude(&expected_x, &expected_y, &mut expected_magnitude).expect("magnitude");
-
     // Gradients reach ±1020, so allow for f32 rounding at that scale.
     for (name, ours, theirs) in [
         ("x", &gradient_x, &expected_x),
@@ -106,53 +224,21 @@ fn sobel_and_magnitude_match_opencv() {
         ("magnitude", &magnitude, &expected_magnitude),
     ] {
         let difference = largest_difference(&frame_values(ours, 0), &mat_values(theirs));
-        assert!(
-            difference < 0.05,
-            "Sobel {name} differs from OpenCV by up to {difference}"
-        );
+        assert!(difference < 0.05, "Sobel {name} differs from OpenCV by up to {difference}");
     }
 }
 
-#[test]
-fn area_downscale_matches_opencv_inter_area() {
-    let frame = rgb_frame(20);
-    let luma = our_luma(&[&frame]);
-    let factor = ops::analysis_factor(768, 576, 400);
-    assert_eq!(factor, 2);
-    let small = ops::downscale_area(&luma, factor).expect("downscale");
-    assert_eq!(small.dims(), &[1, 1, 288, 384]);
-
-    let mut expected = Mat::default();
-    imgproc::resize(
-        &opencv_reference::luma(&frame),
-        &mut expected,
-        Size::new(384, 288),
-        0.0,
-        0.0,
-        imgproc::INTER_AREA,
-    )
-    .expect("resize");
-    let difference = largest_difference(&frame_values(&small, 0), &mat_values(&expected));
-    assert!(
-        difference < TOLERANCE,
-        "downscale differs from OpenCV by up to {difference}"
-    );
-}
-
-/// Two frames 30 apart have people walking between them: the mask must be OpenCV's
-/// absdiff + threshold exactly, and the background update its accumulateWeighted.
+/// Two frames 30 apart have people walking between them: the CPU kernel's mask must be
+/// OpenCV's absdiff + threshold, its background update `accumulateWeighted`, and the GPU
+/// graph's the same.
 #[test]
 fn motion_mask_and_background_match_opencv() {
-    let (earlier, later) = (rgb_frame(30), rgb_frame(60));
-    let luma = our_luma(&[&earlier, &later]);
-    let background = luma.narrow(0, 0, 1).expect("background");
-    let current = luma.narrow(0, 1, 1).expect("current");
+    let (cv_background, cv_current) = (
+        opencv_reference::luma(&rgb_frame(30)),
+        opencv_reference::luma(&rgb_frame(60)),
+    );
     let threshold = 25.0;
     let rate = 0.05;
-    let mask = ops::motion_mask(&current, &background, threshold).expect("mask");
-    let updated = ops::update_background(&background, &current, rate).expect("update");
-
-    let (cv_background, cv_current) = (opencv_reference::luma(&earlier), opencv_reference::luma(&later));
     let mut difference = Mat::default();
     cv::absdiff(&cv_current, &cv_background, &mut difference).expect("absdiff");
     let mut expected_mask = Mat::default();
@@ -165,75 +251,70 @@ fn motion_mask_and_background_match_opencv() {
         imgproc::THRESH_BINARY,
     )
     .expect("threshold");
-    let our_mask: Vec<f32> = mask
+    let expected_moving = mat_values(&expected_mask).iter().filter(|&&value| value > 0.0).count();
+    assert!(
+        expected_moving > 500,
+        "people walked between the two frames; only {expected_moving} pixels moved"
+    );
+    let mut accumulated = cv_background.clone();
+    imgproc::accumulate_weighted(&cv_current, &mut accumulated, f64::from(rate), &cv::no_array()).expect("accumulate");
+    let settings = AnalysisSettings {
+        max_side: 0,
+        motion_threshold: threshold,
+        background_rate: rate,
+    };
+
+    // The CPU kernel.
+    let mut background = Some(plane_of(&cv_background));
+    let movement = motion::detect_on_host(&mut background, &plane_of(&cv_current), 1, (768, 576), &settings);
+    let pixels = (768 * 576) as f32;
+    assert!(
+        (movement.fraction * pixels - expected_moving as f32).abs() <= 2.0,
+        "{} moving pixels, OpenCV says {expected_moving}",
+        movement.fraction * pixels
+    );
+    let mut mask_u8 = Mat::default();
+    expected_mask
+        .convert_to(&mut mask_u8, cv::CV_8U, 1.0, 0.0)
+        .expect("mask to u8");
+    let expected_box = imgproc::bounding_rect(&mask_u8).expect("box");
+    let motion_box = movement.motion_box.expect("motion");
+    assert_eq!(
+        (motion_box.x, motion_box.y, motion_box.width, motion_box.height),
+        (
+            expected_box.x as u32,
+            expected_box.y as u32,
+            expected_box.width as u32,
+            expected_box.height as u32
+        )
+    );
+    let updated = background.expect("background");
+    let difference_to_cv = largest_difference(&updated.values, &mat_values(&accumulated));
+    assert!(
+        difference_to_cv < TOLERANCE,
+        "background update differs from OpenCV by up to {difference_to_cv}"
+    );
+
+    // The GPU graph's ops.
+    let background = tensor::planes_to_tensor(&[&plane_of(&cv_background)], &Device::Cpu).expect("tensor");
+    let current = tensor::planes_to_tensor(&[&plane_of(&cv_current)], &Device::Cpu).expect("tensor");
+    let mask = tensor::motion_mask(&current, &background, threshold).expect("mask");
+    let moving = mask
         .flatten_all()
         .and_then(|values| values.to_vec1::<u8>())
         .expect("mask values")
-        .into_iter()
-        .map(f32::from)
-        .collect();
-    let expected_mask = mat_values(&expected_mask);
-    let moving = our_mask.iter().filter(|&&value| value > 0.0).count();
-    assert!(
-        moving > 500,
-        "people walked between the two frames; only {moving} pixels moved"
-    );
-    // Luma differs from OpenCV's by float rounding only, so a pixel may land on the other
-    // side of the threshold only when its difference is within that rounding of it.
-    let differences = mat_values(&difference);
-    let unexplained: Vec<f32> = our_mask
         .iter()
-        .zip(&expected_mask)
-        .zip(&differences)
-        .filter(|((ours, theirs), difference)| ours != theirs && (**difference - threshold).abs() > TOLERANCE)
-        .map(|(_, difference)| *difference)
-        .collect();
+        .filter(|&&value| value > 0)
+        .count();
     assert!(
-        unexplained.is_empty(),
-        "mask pixels that differ from OpenCV's away from the threshold: {unexplained:?}"
+        moving.abs_diff(expected_moving) <= 2,
+        "{moving} moving pixels, OpenCV says {expected_moving}"
     );
-
-    let mut accumulated = cv_background.clone();
-    imgproc::accumulate_weighted(&cv_current, &mut accumulated, f64::from(rate), &cv::no_array()).expect("accumulate");
-    let difference = largest_difference(&frame_values(&updated, 0), &mat_values(&accumulated));
+    let updated = tensor::update_background(&background, &current, rate).expect("update");
+    let difference_to_cv = largest_difference(&frame_values(&updated, 0), &mat_values(&accumulated));
     assert!(
-        difference < TOLERANCE,
-        "background update differs from OpenCV by up to {difference}"
+        difference_to_cv < TOLERANCE,
+        "background update differs from OpenCV by up to {difference_to_cv}"
     );
-}
-
-#[test]
-fn png_frames_decode_to_the_pixels_opencv_encoded() {
-    use framefleet_proto::v1::{FrameEncoding, FrameSchema, PixelFormat};
-    use opencv::imgcodecs;
-    let rgb = rgb_frame(5);
-    let mut bgr = Mat::default();
-    imgproc::cvt_color_def(&rgb, &mut bgr, imgproc::COLOR_RGB2BGR).expect("rgb → bgr");
-    let mut gray = Mat::default();
-    imgproc::cvt_color_def(&rgb, &mut gray, imgproc::COLOR_RGB2GRAY).expect("gray");
-    let schema = FrameSchema {
-        version: 1,
-        width: 768,
-        height: 576,
-        channels: 3,
-        pixel_format: PixelFormat::Rgb24.into(),
-        encoding: FrameEncoding::Png.into(),
-        fps: 10.0,
-    };
-    for (source, expected_rgb) in [
-        (&bgr, decoded(&rgb).rgb),
-        (&gray, {
-            let luma = gray.data_bytes().expect("gray bytes");
-            luma.iter().flat_map(|&value| [value, value, value]).collect()
-        }),
-    ] {
-        let mut png = cv::Vector::<u8>::new();
-        imgcodecs::imencode_def(".png", source, &mut png).expect("encode png");
-        let frame = framefleet_worker::decode::decode_frame(png.as_slice(), &schema).expect("decode png");
-        assert_eq!((frame.width, frame.height), (768, 576));
-        assert!(
-            frame.rgb == expected_rgb,
-            "PNG is lossless: the pixels must come back exactly"
-        );
-    }
+    assert_eq!(ops::analysis_factor(768, 576, 0), 1);
 }

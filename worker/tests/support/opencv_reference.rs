@@ -2,22 +2,12 @@
 //! `benches/ops.rs` (speed), so both measure against the same reference calls. OpenCV is a
 //! dev-dependency only; the worker binary never links it.
 
-use framefleet_worker::decode::DecodedFrame;
 use opencv::core::{self as cv, Mat, Size};
 use opencv::imgproc;
 use opencv::prelude::*;
 
 /// Debian `opencv-doc`'s 768×576 pedestrians video, recorded by no one on the team.
 pub const SAMPLE_VIDEO: &str = "/usr/share/doc/opencv-doc/examples/data/vtest.avi";
-
-/// An 8-bit RGB Mat as the worker sees a decoded frame.
-pub fn decoded(rgb: &Mat) -> DecodedFrame {
-    DecodedFrame {
-        width: usize::try_from(rgb.cols()).expect("cols"),
-        height: usize::try_from(rgb.rows()).expect("rows"),
-        rgb: rgb.data_bytes().expect("continuous frame").to_vec(),
-    }
-}
 
 /// BT.601 luma in f32, as the worker computes it: `convertTo(CV_32F)` then `cvtColor`.
 pub fn luma(rgb: &Mat) -> Mat {

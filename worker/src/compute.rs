@@ -1,0 +1,219 @@
+//! One batch, from consumed records to outcomes: validate and stage every record on the
+//! compute pool in parallel, analyse the staged frames (each channel's in stream order), and
+//! decide for every record whether it yields a result or a dead letter. Pure computation,
+//! no I/O: it runs on a blocking thread and is unit-testable.
+
+use crate::catalog::Catalog;
+use crate::ops::{self, AnalysisSettings, FrameInput, MotionState, StagedFrame};
+use crate::record::{ConsumedFrame, validate_and_stage};
+use candle_core::Device;
+use framefleet_proto::wire::{FrameHeaders, FrameResult};
+use rayon::prelude::*;
+use std::time::Instant;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Result(FrameResult),
+    DeadLetter { reason: String },
+}
+
+/// Where the batch runs and who runs it.
+pub struct BatchContext<'a> {
+    pub device: &'a Device,
+    pub worker_id: &'a str,
+    pub max_payload_bytes: usize,
+    pub analysis: AnalysisSettings,
+}
+
+/// Validates, decodes and analyses `frames` on the current rayon pool. Returns one outcome
+/// per frame, in input order. `catalog` holds the channels and schema versions the
+/// coordinator told us of; `motion` holds each channel's background model and is updated in
+/// stream order.
+pub fn process_batch(
+    frames: &[ConsumedFrame],
+    catalog: &Catalog,
+    context: &BatchContext<'_>,
+    motion: &mut MotionState,
+) -> Vec<Outcome> {
+    let started = Instant::now();
+    let staged: Vec<Result<(FrameHeaders, StagedFrame), String>> = frames
+        .par_iter()
+        .map(|frame| {
+            validate_and_stage(
+                frame,
+                catalog,
+                context.max_payload_bytes,
+                context.analysis.max_side,
+            )
+        })
+        .collect();
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; frames.len()];
+    let mut analysable: Vec<(usize, &FrameHeaders, &StagedFrame)> = Vec::with_capacity(frames.len());
+    for (index, staged) in staged.iter().enumerate() {
+        match staged {
+            Ok((headers, frame)) => analysable.push((index, headers, frame)),
+            Err(reason) => outcomes[index] = Some(Outcome::DeadLetter { reason: reason.clone() }),
+        }
+    }
+    let inputs: Vec<FrameInput<'_>> = analysable
+        .iter()
+        .map(|(_, headers, frame)| FrameInput {
+            channel_id: &headers.channel_id,
+            frame,
+        })
+        .collect();
+    let analyses = if inputs.is_empty() {
+        Ok(Vec::new())
+    } else {
+        ops::analyse_batch(&inputs, motion, context.device, &context.analysis)
+    };
+    let processed_time_us = framefleet_common::startup::unix_time_us();
+    let batch_compute_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    match analyses {
+        Ok(analyses) => {
+            for ((index, headers, _), analysis) in analysable.iter().zip(analyses) {
+                let frame = &frames[*index];
+                outcomes[*index] = Some(Outcome::Result(FrameResult {
+                    channel_id: headers.channel_id.clone(),
+                    sequence: headers.sequence,
+                    ingestor_epoch: headers.ingestor_epoch,
+                    schema_version: headers.schema_version,
+                    capture_time_us: headers.capture_time_us,
+                    processed_time_us,
+                    worker_id: context.worker_id.to_owned(),
+                    source_topic: frame.topic.clone(),
+                    source_partition: frame.partition,
+                    source_offset: frame.offset,
+                    batch_size: u32::try_from(frames.len()).unwrap_or(u32::MAX),
+                    batch_compute_us,
+                    scores: analysis.scores,
+                    motion_box: analysis.motion_box,
+                }));
+            }
+        }
+        Err(error) => {
+            for (index, _, _) in &analysable {
+                outcomes[*index] = Some(Outcome::DeadLetter {
+                    reason: format!("processing failed: {error}"),
+                });
+            }
+        }
+    }
+
+    outcomes
+        .into_iter()
+        .map(|outcome| {
+            outcome.unwrap_or_else(|| Outcome::DeadLetter {
+                reason: "internal: frame was neither processed nor rejected".to_owned(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::ops::MotionState;
+    use framefleet_proto::v1::{Channel, FrameEncoding, FrameSchema, PixelFormat};
+    use framefleet_proto::wire::{FrameHeaders, payload_checksum};
+
+    const TOPIC: &str = "framefleet.frames.cam-1";
+
+    fn channels() -> Catalog {
+        let channel = Channel {
+            channel_id: "cam-1".to_owned(),
+            topic: TOPIC.to_owned(),
+            schema: Some(FrameSchema {
+                version: 1,
+                width: 4,
+                height: 2,
+                channels: 3,
+                pixel_format: PixelFormat::Rgb24.into(),
+                encoding: FrameEncoding::Raw.into(),
+                fps: 10.0,
+            }),
+            ..Channel::default()
+        };
+        Catalog::from_channels([channel])
+    }
+
+    fn frame(offset: i64, payload: Vec<u8>) -> ConsumedFrame {
+        let headers = FrameHeaders {
+            channel_id: "cam-1".to_owned(),
+            schema_version: 1,
+            sequence: offset as u64,
+            ingestor_epoch: 1,
+            capture_time_us: 5,
+            checksum: payload_checksum(&payload),
+            traceparent: None,
+        };
+        ConsumedFrame {
+            topic: TOPIC.to_owned(),
+            partition: 0,
+            offset,
+            key: Some(b"cam-1".to_vec()),
+            payload,
+            headers: headers
+                .to_pairs()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.into_bytes()))
+                .collect(),
+        }
+    }
+
+    fn run(frames: &[ConsumedFrame]) -> Vec<Outcome> {
+        let context = BatchContext {
+            device: &Device::Cpu,
+            worker_id: "w1",
+            max_payload_bytes: 1024,
+            analysis: AnalysisSettings::default(),
+        };
+        process_batch(frames, &channels(), &context, &mut MotionState::default())
+    }
+
+    fn reason(outcome: &Outcome) -> &str {
+        match outcome {
+            Outcome::DeadLetter { reason } => reason,
+            Outcome::Result(_) => panic!("expected a dead letter, got a result"),
+        }
+    }
+
+    #[test]
+    fn bad_frames_are_dead_lettered_and_good_ones_still_processed() {
+        let good = frame(0, vec![128; 24]);
+        let wrong_size = frame(1, vec![1; 10]);
+        let mut tampered = frame(2, vec![7; 24]);
+        tampered.payload[0] = 8;
+        let mut no_headers = frame(3, vec![1; 24]);
+        no_headers.headers.clear();
+        let mut stranger = frame(4, vec![1; 24]);
+        for (name, value) in &mut stranger.headers {
+            if name == "ff-channel" {
+                *value = b"cam-unknown".to_vec();
+            }
+        }
+        let oversized = frame(5, vec![0; 2048]);
+        let also_good = frame(6, vec![64; 24]);
+
+        let outcomes = run(&[good, wrong_size, tampered, no_headers, stranger, oversized, also_good]);
+        assert_eq!(outcomes.len(), 7);
+        assert!(
+            matches!(&outcomes[0], Outcome::Result(result) if result.source_offset == 0 && (result.scores.mean_luma - 128.0).abs() < 0.01)
+        );
+        assert!(
+            reason(&outcomes[1]).contains("raw frame has 10 bytes"),
+            "{}",
+            reason(&outcomes[1])
+        );
+        assert!(reason(&outcomes[2]).contains("checksum"), "{}", reason(&outcomes[2]));
+        assert!(reason(&outcomes[3]).contains("missing"), "{}", reason(&outcomes[3]));
+        assert!(
+            reason(&outcomes[4]).contains("unknown channel"),
+            "{}",
+            reason(&outcomes[4])
+        );
+        assert!(reason(&outcomes[5]).contains("exceeds"), "{}", reason(&outcomes[5]));
+        assert!(matches!(&outcomes[6], Outcome::Result(result) if result.batch_size == 7 && result.worker_id == "w1"));
+    }
+}

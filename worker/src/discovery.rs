@@ -1,0 +1,161 @@
+//! Which channels and schema versions exist: the channel list from the coordinator (and the
+//! topics to subscribe to that it implies), refreshed periodically and whenever a frame
+//! names a channel or schema version the worker has not seen.
+
+use crate::Worker;
+use crate::catalog::Catalog;
+use crate::record::ConsumedFrame;
+use anyhow::Context;
+use framefleet_proto::v1::{Channel, GetSchemaRequest, ListChannelsRequest, TopicStrategy};
+use framefleet_proto::wire;
+use rdkafka::consumer::Consumer;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// At most one extra channel lookup per this interval for frames of unknown channels, so a
+/// topic full of garbage cannot turn into a flood of coordinator calls.
+const UNKNOWN_CHANNEL_LOOKUP_INTERVAL: Duration = Duration::from_secs(1);
+
+impl Worker {
+    /// Re-reads the channel list (every page) and subscribes to every topic the channels
+    /// write to. A fan-out channel contributes only its `--pipeline` topic (its first when no
+    /// pipeline is set): the other topics belong to other pipelines' consumers.
+    pub(crate) async fn refresh_channels(&mut self) -> anyhow::Result<()> {
+        let mut channels: Vec<Channel> = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = self
+                .channel_client
+                .list_channels(ListChannelsRequest {
+                    id_prefix: self.config.channel_prefix.clone(),
+                    page_size: 1000,
+                    page_token,
+                    ..ListChannelsRequest::default()
+                })
+                .await
+                .map_err(|status| anyhow::anyhow!("listing channels failed: {}", status.message()))?
+                .into_inner();
+            channels.extend(page.channels);
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        let mut topics: Vec<String> = channels
+            .iter()
+            .flat_map(|channel| consumed_topics(channel, self.config.pipeline.as_deref()))
+            .collect();
+        topics.sort();
+        topics.dedup();
+        let mut catalog = Catalog {
+            channels: HashMap::new(),
+            schemas: self.catalog.schemas.clone(),
+        };
+        for channel in channels {
+            catalog.insert_channel(channel);
+        }
+        self.catalog = Arc::new(catalog);
+        if topics != self.subscribed_topics && !topics.is_empty() {
+            let topic_names: Vec<&str> = topics.iter().map(String::as_str).collect();
+            self.consumer
+                .subscribe(&topic_names)
+                .context("subscribing to channel topics")?;
+            tracing::info!(topics = ?topics, "subscribed");
+            self.subscribed_topics = topics;
+        }
+        Ok(())
+    }
+
+    /// A frame from a channel registered after the last refresh, or written with a schema
+    /// version this worker has not seen, must not be dead-lettered as unknown: look it up
+    /// before deciding.
+    pub(crate) async fn learn_unknown_channels(&mut self, frames: &[ConsumedFrame]) {
+        let recently_looked_up = self
+            .last_unknown_channel_lookup
+            .is_some_and(|at| at.elapsed() < UNKNOWN_CHANNEL_LOOKUP_INTERVAL);
+        if recently_looked_up {
+            return;
+        }
+        // Only the two headers that name the catalog entry are read: this runs for every batch,
+        // and the full header parse happens once per frame in `process_batch` anyway.
+        let mut unknown_channel = false;
+        let mut missing_versions: Vec<(String, u32)> = Vec::new();
+        for frame in frames {
+            let Some(channel_id) = frame.header_text(wire::HEADER_CHANNEL) else {
+                continue;
+            };
+            unknown_channel |= !self.catalog.channels.contains_key(channel_id);
+            let version = frame
+                .header_text(wire::HEADER_SCHEMA_VERSION)
+                .and_then(|text| text.parse::<u32>().ok());
+            if let Some(version) = version
+                && self.catalog.schema(channel_id, version).is_none()
+            {
+                missing_versions.push((channel_id.to_owned(), version));
+            }
+        }
+        missing_versions.sort();
+        missing_versions.dedup();
+        if !unknown_channel && missing_versions.is_empty() {
+            return;
+        }
+        self.last_unknown_channel_lookup = Some(Instant::now());
+        if unknown_channel && let Err(error) = self.refresh_channels().await {
+            tracing::warn!("cannot refresh channels: {error:#}");
+        }
+        let mut learned = Vec::new();
+        for (channel_id, version) in missing_versions {
+            if version == 0 || self.catalog.schema(&channel_id, version).is_some() {
+                continue;
+            }
+            let request = GetSchemaRequest {
+                channel_id: channel_id.clone(),
+                version,
+            };
+            match self.schema_client.get_schema(request).await {
+                Ok(schema) => learned.push(((channel_id, version), schema.into_inner())),
+                // NOT_FOUND: the frame really names a version that does not exist; it will be
+                // dead-lettered with that reason.
+                Err(status) => tracing::debug!(channel = %channel_id, version, "schema lookup: {}", status.message()),
+            }
+        }
+        if !learned.is_empty() {
+            let mut catalog = (*self.catalog).clone();
+            for ((channel_id, version), schema) in learned {
+                catalog.schemas.entry(channel_id).or_default().insert(version, schema);
+            }
+            self.catalog = Arc::new(catalog);
+        }
+    }
+
+}
+
+/// The topics of `channel` this worker consumes.
+fn consumed_topics(channel: &Channel, pipeline: Option<&str>) -> Vec<String> {
+    let topics = if channel.topics.is_empty() {
+        vec![channel.topic.clone()]
+    } else {
+        channel.topics.clone()
+    };
+    if channel.topic_strategy != i32::from(TopicStrategy::FanOut) {
+        return topics;
+    }
+    let chosen = pipeline
+        .and_then(|pipeline| {
+            channel
+                .pipelines
+                .iter()
+                .position(|name| name == pipeline)
+                .and_then(|index| topics.get(index).cloned())
+        })
+        .or_else(|| {
+            if pipeline.is_none() {
+                topics.first().cloned()
+            } else {
+                None
+            }
+        });
+    chosen.into_iter().collect()
+}
+

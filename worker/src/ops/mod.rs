@@ -1,0 +1,191 @@
+//! The analysis every frame gets, at the analysis size (the frame area-downscaled by an
+//! integer factor until its longer side is at most `max_side`):
+//!
+//! 1. staging ([`staging`]): BT.601 luma at the analysis size (JPEG frames arrive here already
+//!    decoded to that size, see [`crate::decode`]);
+//! 2. filters ([`filters`]): 5×5 Gaussian blur, 3×3 Sobel, mean luma, contrast, sharpness and
+//!    edge strength;
+//! 3. motion ([`motion`]): each channel's running-average background, motion mask, fraction
+//!    and box.
+//!
+//! On the CPU, steps 2 and 3 are one fused kernel per frame and frames run in parallel on the
+//! worker's compute pool (rayon), each channel's frames in stream order. On a GPU the same
+//! steps are one candle op graph over the whole batch ([`tensor`]), checked against the CPU
+//! kernel, which is the reference.
+
+pub mod filters;
+pub mod motion;
+pub mod staging;
+pub mod tensor;
+
+use candle_core::Device;
+use framefleet_proto::wire::{FrameScores, MotionBox};
+pub use motion::MotionState;
+use rayon::prelude::*;
+use staging::LumaPlane;
+use std::collections::HashMap;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    #[error("tensor operation failed: {0}")]
+    Tensor(#[from] candle_core::Error),
+    #[error("batch is empty")]
+    EmptyBatch,
+    #[error("frames in one batch must share a size: {0}")]
+    MixedSizes(String),
+    #[error("a {width}×{height} frame cannot be downscaled by {factor}")]
+    TooSmall { width: usize, height: usize, factor: usize },
+    #[error("a {width}×{height} image cannot be read from {values} values")]
+    BadPlane { width: usize, height: usize, values: usize },
+}
+
+/// Which device the ops run on; chosen once at start-up.
+pub fn select_device(requested: &str) -> anyhow::Result<Device> {
+    match requested {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Device::new_cuda(0).map_err(|error| {
+            anyhow::anyhow!("cannot use CUDA device 0 ({error}); build with `--features cuda` on a machine with the NVIDIA driver, or pass --device cpu")
+        }),
+        "auto" => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
+        other => anyhow::bail!("unknown device `{other}`; use cpu, cuda or auto"),
+    }
+}
+
+pub fn describe_device(device: &Device) -> String {
+    match device {
+        Device::Cpu => "cpu".to_owned(),
+        Device::Cuda(_) => "cuda:0".to_owned(),
+        Device::Metal(_) => "metal".to_owned(),
+    }
+}
+
+/// The integer factor that brings the longer side of a `width`×`height` frame to at most
+/// `max_side` (1 when it already fits, or when `max_side` is 0 meaning "full size").
+pub fn analysis_factor(width: usize, height: usize, max_side: usize) -> usize {
+    if max_side == 0 {
+        return 1;
+    }
+    width.max(height).div_ceil(max_side).max(1)
+}
+
+/// How a frame is analysed; the same for every frame a worker processes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AnalysisSettings {
+    /// Frames are area-downscaled by an integer factor until their longer side is at most
+    /// this (0: analyse at full size). Blur, edges and motion then run on far fewer pixels.
+    pub max_side: usize,
+    /// Luma difference (0–255) from the background that counts a pixel as moving.
+    pub motion_threshold: f32,
+    /// Weight of each new frame in the running-average background, 0–1.
+    pub background_rate: f32,
+}
+
+impl Default for AnalysisSettings {
+    fn default() -> Self {
+        Self {
+            max_side: 480,
+            motion_threshold: 25.0,
+            background_rate: 0.05,
+        }
+    }
+}
+
+/// A frame ready for analysis: its luma at the analysis size and where that came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StagedFrame {
+    /// The frame's size as encoded, in pixels.
+    pub full_size: (usize, usize),
+    /// Full size ÷ analysis size (integer, ≥ 1).
+    pub factor: usize,
+    pub luma: LumaPlane,
+}
+
+/// One frame to analyse and the channel it belongs to (whose background model it uses).
+#[derive(Debug, Clone, Copy)]
+pub struct FrameInput<'a> {
+    pub channel_id: &'a str,
+    pub frame: &'a StagedFrame,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FrameAnalysis {
+    pub scores: FrameScores,
+    /// The box around every moving pixel, in full-frame pixel coordinates.
+    pub motion_box: Option<MotionBox>,
+}
+
+/// Analyses `frames` and returns one analysis per frame, in order. Frames of one channel must
+/// be in stream order: each one's motion is measured against the background its predecessors
+/// left. On the CPU this runs on the current rayon pool (the worker installs its compute pool).
+///
+/// Errors: only the GPU path fails (a device error, or frames of one analysis size mixed
+/// wrongly); the CPU kernel has no failure mode once a frame is staged.
+pub fn analyse_batch(
+    frames: &[FrameInput<'_>],
+    motion: &mut MotionState,
+    device: &Device,
+    settings: &AnalysisSettings,
+) -> Result<Vec<FrameAnalysis>, OpsError> {
+    if !device.is_cpu() {
+        return tensor::analyse_batch(frames, &mut motion.device, device, settings);
+    }
+    let features: Vec<filters::FrameFeatures> = frames
+        .par_iter()
+        .map(|input| filters::analyse_plane(&input.frame.luma))
+        .collect();
+
+    // Each channel's frames, in stream order, with the channel's background taken out of the
+    // state so channels can run in parallel.
+    let mut by_channel: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (index, input) in frames.iter().enumerate() {
+        by_channel.entry(input.channel_id).or_default().push(index);
+    }
+    let mut channels: Vec<(&str, Vec<usize>, Option<LumaPlane>)> = by_channel
+        .into_iter()
+        .map(|(channel_id, indexes)| (channel_id, indexes, motion.host.remove(channel_id)))
+        .collect();
+    let movements: Vec<Vec<(usize, motion::Movement)>> = channels
+        .par_iter_mut()
+        .map(|(_, indexes, background)| {
+            indexes
+                .iter()
+                .map(|&index| {
+                    let frame = frames[index].frame;
+                    let movement = motion::detect_on_host(
+                        background,
+                        &features[index].blurred,
+                        frame.factor,
+                        frame.full_size,
+                        settings,
+                    );
+                    (index, movement)
+                })
+                .collect()
+        })
+        .collect();
+    for (channel_id, _, background) in channels {
+        if let Some(background) = background {
+            motion.host.insert(channel_id.to_owned(), background);
+        }
+    }
+
+    let mut analyses: Vec<Option<FrameAnalysis>> = vec![None; frames.len()];
+    for (index, movement) in movements.into_iter().flatten() {
+        let frame = &features[index];
+        analyses[index] = Some(FrameAnalysis {
+            scores: FrameScores {
+                mean_luma: frame.mean_luma,
+                contrast: frame.contrast,
+                sharpness: frame.sharpness,
+                edge_strength: frame.edge_strength,
+                motion: movement.fraction,
+            },
+            motion_box: movement.motion_box,
+        });
+    }
+    // Every index belongs to exactly one channel group, so every slot is filled.
+    Ok(analyses.into_iter().flatten().collect())
+}
+
+#[cfg(test)]
+mod tests;
