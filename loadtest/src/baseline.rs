@@ -1,91 +1,179 @@
-//! framefleet against what people use today, in the same run on the same broker, one camera
-//! at full speed (no pacing), a producer and a consumer running at the same time:
+//! framefleet's worker against the consumer an operator would write by hand, doing the same
+//! work per frame, on the same frames:
 //!
-//! - **framefleet**: the ingestor (capture, schema, JPEG, headers, idempotent acks=all) and one
-//!   worker (decode, batch to tensors, analysis, result record, commit). The clock runs from
-//!   the ingestor's start to the last frame's result.
-//! - **json-base64**: the approach of the seed blog post and public demos. Each frame is
-//!   JPEG-encoded with OpenCV, Base64-encoded into a JSON object, produced with a plain
-//!   client; the consumer parses the JSON, decodes the Base64 and the JPEG back into an image.
-//! - **raw-rdkafka**: the ceiling. The same JPEG bytes framefleet writes, encoded beforehand,
-//!   produced and consumed by plain rdkafka clients that look at nothing.
+//! The ingestor writes a backlog of `frames` frames of a real video (looped, resized and
+//! JPEG-encoded to the scenario's size) to one channel topic, once. Then each consumer drains
+//! that topic alone, in a consumer group of its own, as a process of its own pinned to one
+//! core, one after the other:
 //!
-//! Bytes on the wire are each record's key, value and headers as the consumer receives them
-//! (before batch compression, which neither baseline nor JPEG frames use).
+//! - **framefleet-worker**: the worker binary of this build, with its defaults.
+//! - **python-opencv**: `loadtest/python/opencv_consumer.py`, confluent-kafka and OpenCV:
+//!   colour decode, integer area downscale, BT.601 luma, 5×5 Gaussian blur, Sobel edges, the
+//!   scores, per-channel background and motion box, a JSON result per frame, the offset stored
+//!   once the result is delivered.
+//! - **python-opencv-reduced**: the same, with libjpeg's reduced grayscale decode where the
+//!   downscale factor is 2, 4 or 8 (the fastest thing an expert would write).
+//!
+//! Each writes one result per frame. The clock runs from the first frame's compute starting
+//! (the earliest result's processed time less its batch's compute time, so a batching
+//! consumer's clock may start up to one batch early) to the last result computed; process
+//! start-up and group join stay outside it. The CPU is the process's user + system time over
+//! the same window. The ratios divide framefleet's figure by each Python consumer's.
+//!
+//! **raw-rdkafka** is a transport-only line: the backlog's records re-produced and consumed by
+//! plain rdkafka clients that look at nothing. It says what moving the bytes costs on this
+//! broker; it decodes and analyses nothing, so it is no baseline for the consumers.
 
+pub mod process;
+
+use self::process::{CpuProfile, PinnedProcess};
 use crate::report::Progress;
 use crate::scenario::{BaselineScenario, Encoding};
 use crate::{Fleet, Infrastructure, experiment, read_topic};
 use anyhow::Context;
-use base64::Engine as _;
-use framefleet_ingestor::encode::{FrameEncoder, Quality};
-use framefleet_ingestor::source::SyntheticSource;
-use framefleet_proto::v1::{FrameEncoding, FrameSchema, PixelFormat};
-use opencv::prelude::*;
+use framefleet_proto::wire::{FrameResult, FrameScores};
 use rdkafka::Message as _;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use serde::{Deserialize, Serialize};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, Clone, Serialize)]
-pub struct SystemRun {
-    pub system: &'static str,
-    pub frames: u64,
-    /// Start of production to the last frame consumed (framefleet: its result computed).
-    pub seconds: f64,
-    pub frames_per_second: f64,
-    /// Start of production to the last frame acknowledged by the broker.
-    pub produce_seconds: f64,
-    pub produce_frames_per_second: f64,
-    pub bytes_per_frame: f64,
-}
+/// Every consumer runs on this core alone: its frames/s and CPU time are one core's.
+pub const PINNED_CORE: usize = 0;
+/// The longest a consumer may take for the backlog.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
+/// The hand-written consumer, run from the source tree.
+const PYTHON_CONSUMER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python/opencv_consumer.py");
+/// Where `FRAMEFLEET_BASELINE_PYTHON` points, else what `scripts/python-baseline-env.sh` made.
+const PYTHON_ENV: &str = "FRAMEFLEET_BASELINE_PYTHON";
 
-impl SystemRun {
-    fn new(system: &'static str, frames: u64, seconds: f64, produce_seconds: f64, bytes: u64) -> Self {
-        Self {
-            system,
-            frames,
-            seconds,
-            frames_per_second: frames as f64 / seconds.max(1e-6),
-            produce_seconds,
-            produce_frames_per_second: frames as f64 / produce_seconds.max(1e-6),
-            bytes_per_frame: bytes as f64 / frames.max(1) as f64,
-        }
-    }
-}
-
+/// framefleet's figure ÷ another consumer's.
 #[derive(Debug, Clone, Serialize)]
 pub struct Ratio {
-    /// framefleet frames/s ÷ theirs, end to end: above 1, framefleet is faster.
+    /// Above 1: framefleet drains faster.
     pub frames_per_second: f64,
-    /// The same for frames/s into Kafka (capture to acknowledged).
-    pub produce_frames_per_second: f64,
-    /// framefleet bytes per frame ÷ theirs: below 1, framefleet puts fewer bytes on the wire.
-    pub bytes_per_frame: f64,
+    /// Below 1: framefleet spends less CPU per frame.
+    pub cpu_ms_per_frame: f64,
+}
+
+/// Mean absolute difference of each score from framefleet's for the same frame: how nearly
+/// the consumers did the same work.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScoreDifference {
+    pub frames: u64,
+    pub mean_luma: f64,
+    pub contrast: f64,
+    pub sharpness: f64,
+    pub edge_strength: f64,
+    pub motion: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsumerRun {
+    pub system: &'static str,
+    pub frames: u64,
+    /// First frame's compute start to last result computed.
+    pub seconds: f64,
+    pub frames_per_second: f64,
+    /// User + system CPU time of the process over `seconds`.
+    pub cpu_seconds: f64,
+    pub cpu_ms_per_frame: f64,
+    /// The process's CPU time from its start (imports, group join) to its last result.
+    pub process_cpu_seconds: f64,
+    /// framefleet ÷ this consumer (1 for framefleet itself).
+    pub framefleet_over_this: Ratio,
+    /// None for framefleet itself.
+    pub difference_from_framefleet: Option<ScoreDifference>,
+}
+
+/// The raw rdkafka line: bytes moved, nothing decoded.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransportRun {
+    pub system: &'static str,
+    pub frames: u64,
+    /// Start of production to the last record consumed, producer and consumer running at once.
+    pub seconds: f64,
+    pub frames_per_second: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BaselineRun {
     pub name: String,
     pub title: String,
-    pub cameras: String,
-    pub framefleet: SystemRun,
-    pub json_base64: SystemRun,
-    pub raw_rdkafka: SystemRun,
-    pub framefleet_vs_json_base64: Ratio,
-    pub framefleet_vs_raw_rdkafka: Ratio,
+    /// The backlog's frames, e.g. `vtest.avi → 640×480 jpeg`.
+    pub source: String,
+    pub frames: u64,
+    /// Key, value and headers of a backlog record, as a consumer receives them.
+    pub bytes_per_frame: f64,
+    /// How fast the ingestor wrote the backlog, nothing consuming.
+    pub backlog_frames_per_second: f64,
+    pub pinned_core: usize,
+    pub framefleet: ConsumerRun,
+    pub python_opencv: ConsumerRun,
+    pub python_opencv_reduced: ConsumerRun,
+    pub transport_only: TransportRun,
 }
 
-/// The message of the blog-post approach.
-#[derive(Serialize, Deserialize)]
-struct JsonFrame {
-    camera_id: String,
-    frame_number: u64,
-    timestamp_ms: u128,
-    /// Base64 of the JPEG file.
-    image: String,
+impl BaselineRun {
+    pub fn consumers(&self) -> [&ConsumerRun; 3] {
+        [&self.framefleet, &self.python_opencv, &self.python_opencv_reduced]
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drainer {
+    Framefleet,
+    PythonOpencv,
+    PythonOpencvReduced,
+}
+
+impl Drainer {
+    fn system(self) -> &'static str {
+        match self {
+            Self::Framefleet => "framefleet-worker",
+            Self::PythonOpencv => "python-opencv",
+            Self::PythonOpencvReduced => "python-opencv-reduced",
+        }
+    }
+}
+
+/// The programs the consumers run, found before anything is started.
+struct Programs {
+    worker: PathBuf,
+    python: PathBuf,
+}
+
+impl Programs {
+    fn locate() -> anyhow::Result<Self> {
+        // cargo puts a profile's binaries in one directory; a test binary sits in its deps/.
+        let this = std::env::current_exe().context("cannot find this program's path")?;
+        let directory = this.parent().context("this program has no directory")?;
+        let worker = [Some(directory), directory.parent()]
+            .into_iter()
+            .flatten()
+            .map(|candidate| candidate.join("framefleet-worker"))
+            .find(|candidate| candidate.is_file())
+            .with_context(|| {
+                format!(
+                    "no framefleet-worker beside {}: build it with the same profile (`cargo build -p framefleet-worker`; scripts/loadtest.sh does)",
+                    this.display()
+                )
+            })?;
+        let python = std::env::var_os(PYTHON_ENV).map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../.run/venv/bin/python"),
+            PathBuf::from,
+        );
+        anyhow::ensure!(
+            python.is_file(),
+            "{} does not exist: run scripts/python-baseline-env.sh (scripts/loadtest.sh does) or set {PYTHON_ENV}",
+            python.display()
+        );
+        Ok(Self { worker, python })
+    }
 }
 
 pub async fn run_baselines(
@@ -95,47 +183,344 @@ pub async fn run_baselines(
 ) -> anyhow::Result<BaselineRun> {
     anyhow::ensure!(
         scenario.cameras.encoding == Encoding::Jpeg,
-        "{}: the baselines compare JPEG frames (the blog approach's format)",
+        "{}: the baselines compare consumers of JPEG frames",
         scenario.name
     );
-    progress.update(&format!("{:<12} framefleet: {} frames", scenario.name, scenario.frames));
-    let framefleet = run_framefleet(infrastructure, scenario).await?;
+    let programs = Programs::locate()?;
+    let fleet = Fleet::start_on(&scenario.name, infrastructure.clone()).await?;
     progress.update(&format!(
-        "{:<12} json-base64: {} frames",
+        "{:<12} writing a backlog of {} frames",
         scenario.name, scenario.frames
     ));
-    let json_base64 = run_plain(infrastructure, scenario, PlainKind::JsonBase64).await?;
-    progress.update(&format!(
-        "{:<12} raw-rdkafka: {} frames",
-        scenario.name, scenario.frames
-    ));
-    let raw_rdkafka = run_plain(infrastructure, scenario, PlainKind::Raw).await?;
-    let ratio = |theirs: &SystemRun| Ratio {
-        frames_per_second: framefleet.frames_per_second / theirs.frames_per_second,
-        produce_frames_per_second: framefleet.produce_frames_per_second / theirs.produce_frames_per_second,
-        bytes_per_frame: framefleet.bytes_per_frame / theirs.bytes_per_frame,
+    let backlog = write_backlog(&fleet, scenario).await?;
+    let mut drained = Vec::new();
+    for drainer in [Drainer::Framefleet, Drainer::PythonOpencv, Drainer::PythonOpencvReduced] {
+        progress.update(&format!(
+            "{:<12} {} drains {} frames on core {PINNED_CORE}",
+            scenario.name,
+            drainer.system(),
+            backlog.frames
+        ));
+        let run = drain(&fleet, &backlog, drainer, &programs)
+            .await
+            .with_context(|| drainer.system())?;
+        drained.push(run);
+    }
+    progress.update(&format!("{:<12} raw-rdkafka (transport only)", scenario.name));
+    let transport_only = run_transport(&fleet.infrastructure, &scenario.name, &backlog).await?;
+    fleet.stop().await?;
+
+    let [(framefleet, framefleet_results), python_opencv, python_opencv_reduced] =
+        <[_; 3]>::try_from(drained).map_err(|_| anyhow::anyhow!("three consumers ran"))?;
+    let compared = |(mut run, results): (ConsumerRun, Vec<FrameResult>)| {
+        run.framefleet_over_this = Ratio::of(&framefleet, &run);
+        run.difference_from_framefleet = Some(score_difference(&framefleet_results, &results));
+        run
     };
     let run = BaselineRun {
         name: scenario.name.clone(),
         title: scenario.title.clone(),
-        cameras: scenario.cameras.describe(),
-        framefleet_vs_json_base64: ratio(&json_base64),
-        framefleet_vs_raw_rdkafka: ratio(&raw_rdkafka),
+        source: format!(
+            "{} → {}×{} jpeg",
+            scenario.video.file_name().map_or_else(
+                || scenario.video.display().to_string(),
+                |name| name.to_string_lossy().into_owned()
+            ),
+            scenario.cameras.width,
+            scenario.cameras.height
+        ),
+        frames: backlog.frames,
+        bytes_per_frame: backlog.bytes_per_frame(),
+        backlog_frames_per_second: backlog.frames as f64 / backlog.seconds.max(1e-6),
+        pinned_core: PINNED_CORE,
+        python_opencv: compared(python_opencv),
+        python_opencv_reduced: compared(python_opencv_reduced),
         framefleet,
-        json_base64,
-        raw_rdkafka,
+        transport_only,
     };
     progress.finish(&format!(
-        "{:<12} frames/s: framefleet {:.1}, json-base64 {:.1}, raw-rdkafka {:.1}; bytes/frame {:.0} / {:.0} / {:.0}",
+        "{:<12} frames/s on one core: framefleet {:.1}, python-opencv {:.1}, reduced {:.1}; CPU ms/frame {:.2} / {:.2} / {:.2}",
         run.name,
         run.framefleet.frames_per_second,
-        run.json_base64.frames_per_second,
-        run.raw_rdkafka.frames_per_second,
-        run.framefleet.bytes_per_frame,
-        run.json_base64.bytes_per_frame,
-        run.raw_rdkafka.bytes_per_frame,
+        run.python_opencv.frames_per_second,
+        run.python_opencv_reduced.frames_per_second,
+        run.framefleet.cpu_ms_per_frame,
+        run.python_opencv.cpu_ms_per_frame,
+        run.python_opencv_reduced.cpu_ms_per_frame,
     ));
     Ok(run)
+}
+
+impl Ratio {
+    fn of(framefleet: &ConsumerRun, theirs: &ConsumerRun) -> Self {
+        Self {
+            frames_per_second: framefleet.frames_per_second / theirs.frames_per_second.max(1e-9),
+            cpu_ms_per_frame: framefleet.cpu_ms_per_frame / theirs.cpu_ms_per_frame.max(1e-9),
+        }
+    }
+}
+
+struct Backlog {
+    topic: String,
+    frames: u64,
+    /// The ingestor's start to its last frame acknowledged.
+    seconds: f64,
+    records: Vec<OwnedMessage>,
+}
+
+impl Backlog {
+    fn bytes_per_frame(&self) -> f64 {
+        self.records.iter().map(record_bytes).sum::<u64>() as f64 / self.records.len().max(1) as f64
+    }
+}
+
+/// The ingestor replays the scenario's video at full speed until `frames` are acknowledged.
+async fn write_backlog(fleet: &Fleet, scenario: &BaselineScenario) -> anyhow::Result<Backlog> {
+    let channel_id = fleet.names.channel_id("cam0");
+    let source = format!("file://{}?loop=true", scenario.video.display());
+    let arguments = experiment::camera_args(&scenario.cameras, "max", scenario.frames);
+    let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
+    let config = fleet.ingestor_config(
+        &format!("{}-ingestor", scenario.name),
+        &[(channel_id.as_str(), source.as_str())],
+        &arguments,
+    )?;
+    let started = Instant::now();
+    let summary = framefleet_ingestor::run(config, CancellationToken::new()).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let acknowledged = experiment::acknowledged(&summary)?;
+    anyhow::ensure!(
+        acknowledged == scenario.frames,
+        "the ingestor acknowledged {acknowledged} of {} frames",
+        scenario.frames
+    );
+    let topic = format!("{}{channel_id}", framefleet_common::kafka::CHANNEL_TOPIC_PREFIX);
+    let brokers = fleet.infrastructure.kafka_brokers.clone();
+    let reader_topic = topic.clone();
+    let expected = scenario.frames as usize;
+    let records = tokio::task::spawn_blocking(move || {
+        read_topic(
+            &brokers,
+            &reader_topic,
+            expected,
+            Duration::from_secs(60),
+            Duration::ZERO,
+        )
+    })
+    .await??;
+    anyhow::ensure!(
+        records.len() == expected,
+        "{topic} holds {} of {expected} frames",
+        records.len()
+    );
+    Ok(Backlog {
+        topic,
+        frames: scenario.frames,
+        seconds,
+        records,
+    })
+}
+
+/// Runs one consumer over the backlog, pinned, and measures it from its results.
+async fn drain(
+    fleet: &Fleet,
+    backlog: &Backlog,
+    drainer: Drainer,
+    programs: &Programs,
+) -> anyhow::Result<(ConsumerRun, Vec<FrameResult>)> {
+    let system = drainer.system();
+    let names = &fleet.names;
+    let brokers = fleet.infrastructure.kafka_brokers.as_str();
+    let (program, arguments, results_topic) = if drainer == Drainer::Framefleet {
+        // Defaults only: tuning flags would measure a configuration, not the worker.
+        let arguments = [
+            "--worker-id",
+            &format!("{}-worker", names.suffix),
+            "--coordinator",
+            &fleet.coordinator_address,
+            "--kafka-brokers",
+            brokers,
+            "--group",
+            &names.worker_group,
+            "--results-topic",
+            &names.results_topic,
+            "--dead-letter-topic",
+            &names.dead_letter_topic,
+            "--channel-prefix",
+            &names.suffix,
+        ]
+        .map(str::to_owned);
+        (programs.worker.clone(), arguments.to_vec(), names.results_topic.clone())
+    } else {
+        let results_topic = format!("{}-{system}", names.results_topic);
+        crate::create_plain_topic(brokers, &results_topic, 1 << 20).await?;
+        let mut arguments = [
+            PYTHON_CONSUMER,
+            "--brokers",
+            brokers,
+            "--topic",
+            &backlog.topic,
+            "--group",
+            &format!("{}-{system}", names.worker_group),
+            "--results-topic",
+            &results_topic,
+            "--frames",
+            &backlog.frames.to_string(),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        if drainer == Drainer::PythonOpencvReduced {
+            arguments.push("--reduced-decode".to_owned());
+        }
+        (programs.python.clone(), arguments, results_topic)
+    };
+    let log = log_path(&format!("{}-{system}.log", names.suffix))?;
+    let mut process = PinnedProcess::spawn(system, PINNED_CORE, &program, &arguments, &log)?;
+    let results = read_results(brokers, &results_topic, backlog.frames, &mut process).await?;
+    let cpu = process.cpu_profile();
+    if drainer == Drainer::Framefleet {
+        process.terminate(Duration::from_secs(30)).await?;
+    } else {
+        // It stops by itself after the backlog's frames, once the last result is delivered.
+        process.wait(Duration::from_secs(60)).await?;
+    }
+    ConsumerRun::measure(system, &results, &cpu).map(|run| (run, results))
+}
+
+impl ConsumerRun {
+    fn measure(system: &'static str, results: &[FrameResult], cpu: &CpuProfile) -> anyhow::Result<Self> {
+        let started_us = results
+            .iter()
+            .map(|result| result.processed_time_us - i64::try_from(result.batch_compute_us).unwrap_or(i64::MAX))
+            .min()
+            .context("no results")?;
+        let ended_us = results
+            .iter()
+            .map(|result| result.processed_time_us)
+            .max()
+            .context("no results")?;
+        let frames = results.len() as u64;
+        let seconds = (ended_us - started_us) as f64 / 1e6;
+        let cpu_seconds = cpu.cpu_between(started_us, ended_us);
+        Ok(Self {
+            system,
+            frames,
+            seconds,
+            frames_per_second: frames as f64 / seconds.max(1e-6),
+            cpu_seconds,
+            cpu_ms_per_frame: cpu_seconds * 1000.0 / frames.max(1) as f64,
+            process_cpu_seconds: cpu.cpu_at(ended_us),
+            framefleet_over_this: Ratio {
+                frames_per_second: 1.0,
+                cpu_ms_per_frame: 1.0,
+            },
+            difference_from_framefleet: None,
+        })
+    }
+}
+
+/// A consumer's log file, under the run directory of `deploy/local/infra.sh` when there is one.
+fn log_path(name: &str) -> anyhow::Result<PathBuf> {
+    let directory = std::env::var_os("FRAMEFLEET_RUN_DIR")
+        .map_or_else(std::env::temp_dir, PathBuf::from)
+        .join("logs");
+    std::fs::create_dir_all(&directory).with_context(|| format!("cannot create {}", directory.display()))?;
+    Ok(directory.join(name))
+}
+
+/// Reads `topic` from the beginning until a result for each of `frames` frames arrived (one
+/// per frame: a duplicate of at-least-once delivery counts once), failing early when the
+/// process that writes them fails, or exits without having written them all.
+async fn read_results(
+    brokers: &str,
+    topic: &str,
+    frames: u64,
+    process: &mut PinnedProcess,
+) -> anyhow::Result<Vec<FrameResult>> {
+    let consumer_brokers = brokers.to_owned();
+    let consumer_topic = topic.to_owned();
+    let consumer = tokio::task::spawn_blocking(move || -> anyhow::Result<StreamConsumer> {
+        let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &consumer_brokers)
+            .set("group.id", format!("reader-{consumer_topic}"))
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let metadata = consumer.fetch_metadata(Some(&consumer_topic), Duration::from_secs(10))?;
+        let mut assignment = rdkafka::TopicPartitionList::new();
+        for partition in metadata.topics().iter().flat_map(|topic| topic.partitions()) {
+            assignment.add_partition_offset(&consumer_topic, partition.id(), rdkafka::Offset::Beginning)?;
+        }
+        consumer.assign(&assignment)?;
+        Ok(consumer)
+    })
+    .await??;
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    // A consumer that exits has delivered every result it will: a few seconds for the reader.
+    let mut exited_at = None;
+    let mut checks = tokio::time::interval(Duration::from_millis(500));
+    let mut seen = HashSet::new();
+    let mut results = Vec::with_capacity(frames as usize);
+    while (results.len() as u64) < frames {
+        tokio::select! {
+            record = consumer.recv() => {
+                let record = record?;
+                let payload = record.payload().context("a result record without a payload")?;
+                let result: FrameResult = serde_json::from_slice(payload)
+                    .with_context(|| format!("a record of {topic} is not a frame result"))?;
+                if seen.insert((result.channel_id.clone(), result.ingestor_epoch, result.sequence)) {
+                    results.push(result);
+                }
+            }
+            _ = checks.tick() => {
+                if process.has_exited()? {
+                    let exited_at = *exited_at.get_or_insert_with(Instant::now);
+                    anyhow::ensure!(
+                        exited_at.elapsed() < Duration::from_secs(10),
+                        "the consumer exited after {} of {frames} results; see {}",
+                        results.len(),
+                        process.log().display()
+                    );
+                }
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "{} of {frames} results in {DRAIN_TIMEOUT:?}; see {}",
+                    results.len(),
+                    process.log().display()
+                );
+            }
+        }
+    }
+    Ok(results)
+}
+
+fn score_difference(framefleet: &[FrameResult], theirs: &[FrameResult]) -> ScoreDifference {
+    let reference: HashMap<(u64, u64), &FrameScores> = framefleet
+        .iter()
+        .map(|result| ((result.ingestor_epoch, result.sequence), &result.scores))
+        .collect();
+    let pairs: Vec<(&FrameScores, &FrameScores)> = theirs
+        .iter()
+        .filter_map(|result| {
+            reference
+                .get(&(result.ingestor_epoch, result.sequence))
+                .map(|ours| (*ours, &result.scores))
+        })
+        .collect();
+    let mean_difference = |score: fn(&FrameScores) -> f32| {
+        pairs
+            .iter()
+            .map(|(ours, theirs)| f64::from((score(ours) - score(theirs)).abs()))
+            .sum::<f64>()
+            / pairs.len().max(1) as f64
+    };
+    ScoreDifference {
+        frames: pairs.len() as u64,
+        mean_luma: mean_difference(|scores| scores.mean_luma),
+        contrast: mean_difference(|scores| scores.contrast),
+        sharpness: mean_difference(|scores| scores.sharpness),
+        edge_strength: mean_difference(|scores| scores.edge_strength),
+        motion: mean_difference(|scores| scores.motion),
+    }
 }
 
 fn record_bytes(record: &impl rdkafka::Message) -> u64 {
@@ -149,160 +534,48 @@ fn record_bytes(record: &impl rdkafka::Message) -> u64 {
     (record.payload().map_or(0, <[u8]>::len) + record.key().map_or(0, <[u8]>::len) + headers) as u64
 }
 
-async fn run_framefleet(infrastructure: &Infrastructure, scenario: &BaselineScenario) -> anyhow::Result<SystemRun> {
-    let mut fleet = Fleet::start_on(&format!("{}-ff", scenario.name), infrastructure.clone()).await?;
-    let channel_ids = experiment::channel_ids(&fleet, &scenario.cameras);
-    experiment::start_workers(&mut fleet, &scenario.name, 1, &[]).await?;
-    let started_us = framefleet_common::startup::unix_time_us();
-    let started = Instant::now();
-    let (summary, ended) = experiment::start_ingestor(
-        &fleet,
-        &scenario.name,
-        &channel_ids,
-        &scenario.cameras,
-        &experiment::camera_args(&scenario.cameras, "max", scenario.frames),
-        CancellationToken::new(),
-    )?
-    .await
-    .context("ingestor task panicked")?;
-    let produce_seconds = ended.duration_since(started).as_secs_f64();
-    let acknowledged = experiment::acknowledged(&summary?)?;
-    anyhow::ensure!(
-        acknowledged == scenario.frames,
-        "framefleet acknowledged {acknowledged} of {} frames",
-        scenario.frames
-    );
-    fleet
-        .wait_for_status(Duration::from_secs(600), |status| {
-            experiment::topic_totals(status, &channel_ids).1 >= scenario.frames
-        })
-        .await
-        .context("the worker did not consume every frame")?;
-    let results = experiment::read_fleet_results(&fleet, scenario.frames).await?;
-    let last_processed_us = results.processed_us.iter().copied().max().context("no results")?;
-    let brokers = infrastructure.kafka_brokers.clone();
-    let topic = format!("{}{}", framefleet_common::kafka::CHANNEL_TOPIC_PREFIX, channel_ids[0]);
-    let expected = scenario.frames as usize;
-    let records = tokio::task::spawn_blocking(move || {
-        read_topic(&brokers, &topic, expected, Duration::from_secs(60), Duration::ZERO)
-    })
-    .await??;
-    let bytes = records.iter().map(record_bytes).sum();
-    fleet.stop().await?;
-    Ok(SystemRun::new(
-        "framefleet",
-        scenario.frames,
-        (last_processed_us - started_us) as f64 / 1e6,
-        produce_seconds,
-        bytes,
-    ))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PlainKind {
-    JsonBase64,
-    Raw,
-}
-
-impl PlainKind {
-    fn system(self) -> &'static str {
-        match self {
-            Self::JsonBase64 => "json-base64",
-            Self::Raw => "raw-rdkafka",
-        }
-    }
-}
-
-async fn run_plain(
+/// The backlog's records through a plain producer and a plain group consumer at once.
+async fn run_transport(
     infrastructure: &Infrastructure,
-    scenario: &BaselineScenario,
-    kind: PlainKind,
-) -> anyhow::Result<SystemRun> {
-    let cameras = &scenario.cameras;
+    label: &str,
+    backlog: &Backlog,
+) -> anyhow::Result<TransportRun> {
     let topic = format!(
-        "{}-{}-{}",
-        scenario.name,
-        kind.system(),
+        "{label}-raw-rdkafka-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..12]
     );
-    // Base64 of an uncompressed frame bounds every JPEG of it.
-    let largest_record = (cameras.width as usize * cameras.height as usize * 3) * 4 / 3 + 4096;
+    let largest_record = backlog.records.iter().map(record_bytes).max().unwrap_or(0) as usize + 4096;
     crate::create_plain_topic(&infrastructure.kafka_brokers, &topic, largest_record as u64).await?;
     let brokers = infrastructure.kafka_brokers.clone();
-    let scenario = scenario.clone();
-    tokio::task::spawn_blocking(move || run_plain_blocking(&brokers, &topic, largest_record, &scenario, kind))
+    let records = backlog.records.clone();
+    tokio::task::spawn_blocking(move || run_transport_blocking(&brokers, &topic, largest_record, &records))
         .await
-        .context("baseline panicked")?
+        .context("raw-rdkafka panicked")?
 }
 
-fn run_plain_blocking(
+fn run_transport_blocking(
     brokers: &str,
     topic: &str,
     largest_record: usize,
-    scenario: &BaselineScenario,
-    kind: PlainKind,
-) -> anyhow::Result<SystemRun> {
-    let cameras = &scenario.cameras;
-    let frames = scenario.frames;
-    let system = kind.system();
-    let source = SyntheticSource::new(cameras.width, cameras.height, cameras.fps)?;
-    let schema = FrameSchema {
-        version: 1,
-        width: cameras.width,
-        height: cameras.height,
-        channels: 3,
-        pixel_format: PixelFormat::Rgb24.into(),
-        encoding: FrameEncoding::Jpeg.into(),
-        fps: cameras.fps,
-    };
-    // The raw ceiling sends framefleet's own bytes, encoded before the clock starts.
-    let prepared: Vec<Vec<u8>> = if kind == PlainKind::Raw {
-        let mut encoder = FrameEncoder::new(&schema, Quality::default())?;
-        let mut frame = Mat::default();
-        (0..frames)
-            .map(|number| {
-                source.draw(number, &mut frame)?;
-                Ok(encoder.encode(&frame)?)
-            })
-            .collect::<anyhow::Result<_>>()?
-    } else {
-        Vec::new()
-    };
-
+    records: &[OwnedMessage],
+) -> anyhow::Result<TransportRun> {
+    let frames = records.len() as u64;
     let consumer_topic = topic.to_owned();
     let consumer_brokers = brokers.to_owned();
-    let consuming =
-        std::thread::spawn(move || consume_all(&consumer_brokers, &consumer_topic, frames, largest_record, kind));
-
+    let consuming = std::thread::spawn(move || consume_all(&consumer_brokers, &consumer_topic, frames, largest_record));
     let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("message.max.bytes", (largest_record + 65_536).to_string())
         .create()?;
     let started = Instant::now();
-    let mut frame = Mat::default();
-    let jpeg_params = opencv::core::Vector::from_slice(&[
-        opencv::imgcodecs::IMWRITE_JPEG_QUALITY,
-        i32::from(Quality::default().jpeg),
-    ]);
-    let camera_id = format!("{}-cam0", scenario.name);
-    for number in 0..frames {
-        let payload = match kind {
-            PlainKind::Raw => prepared[number as usize].clone(),
-            PlainKind::JsonBase64 => {
-                source.draw(number, &mut frame)?;
-                let mut jpeg = opencv::core::Vector::<u8>::new();
-                opencv::imgcodecs::imencode(".jpg", &frame, &mut jpeg, &jpeg_params)?;
-                serde_json::to_vec(&JsonFrame {
-                    camera_id: camera_id.clone(),
-                    frame_number: number,
-                    timestamp_ms: SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map_or(0, |since| since.as_millis()),
-                    image: base64::engine::general_purpose::STANDARD.encode(jpeg.as_slice()),
-                })?
-            }
-        };
-        let mut record = BaseRecord::<(), Vec<u8>>::to(topic).payload(&payload);
+    for source in records {
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic).payload(source.payload().unwrap_or_default());
+        if let Some(key) = source.key() {
+            record = record.key(key);
+        }
+        if let Some(headers) = source.headers() {
+            record = record.headers(headers.clone());
+        }
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -313,37 +586,26 @@ fn run_plain_blocking(
                     record = back;
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                Err((error, _)) => anyhow::bail!("{system}: produce failed: {error}"),
+                Err((error, _)) => anyhow::bail!("raw-rdkafka: produce failed: {error}"),
             }
         }
     }
     producer.flush(Duration::from_secs(120))?;
-    let produce_seconds = started.elapsed().as_secs_f64();
-    let consumed = consuming
+    let last_at = consuming
         .join()
-        .map_err(|_| anyhow::anyhow!("{system} consumer panicked"))??;
-    Ok(SystemRun::new(
-        system,
+        .map_err(|_| anyhow::anyhow!("raw-rdkafka consumer panicked"))??;
+    let seconds = last_at.duration_since(started).as_secs_f64();
+    Ok(TransportRun {
+        system: "raw-rdkafka",
         frames,
-        consumed.last_at.duration_since(started).as_secs_f64(),
-        produce_seconds,
-        consumed.bytes,
-    ))
+        seconds,
+        frames_per_second: frames as f64 / seconds.max(1e-6),
+    })
 }
 
-struct Consumed {
-    last_at: Instant,
-    bytes: u64,
-}
-
-/// A plain group consumer, as the demos write it: subscribe, poll, handle each record.
-fn consume_all(
-    brokers: &str,
-    topic: &str,
-    frames: u64,
-    largest_record: usize,
-    kind: PlainKind,
-) -> anyhow::Result<Consumed> {
+/// A plain group consumer that counts records and looks at nothing; returns when the last
+/// one arrived.
+fn consume_all(brokers: &str, topic: &str, frames: u64, largest_record: usize) -> anyhow::Result<Instant> {
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("{topic}-consumer"))
@@ -351,47 +613,88 @@ fn consume_all(
         .set("max.partition.fetch.bytes", (largest_record + 65_536).to_string())
         .create()?;
     consumer.subscribe(&[topic])?;
-    let deadline = Instant::now() + Duration::from_secs(600);
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
     let mut consumed = 0;
-    let mut bytes = 0;
     let mut last_at = Instant::now();
-    let mut image = Mat::default();
     while consumed < frames {
         anyhow::ensure!(
             Instant::now() < deadline,
-            "{topic}: consumed {consumed} of {frames} in 600 s"
+            "{topic}: consumed {consumed} of {frames} in {DRAIN_TIMEOUT:?}"
         );
         let Some(result) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
-        let record = result?;
-        let payload = record.payload().context("a record without a payload")?;
-        if kind == PlainKind::JsonBase64 {
-            let frame: JsonFrame = serde_json::from_slice(payload)?;
-            let jpeg = base64::engine::general_purpose::STANDARD.decode(frame.image)?;
-            opencv::imgcodecs::imdecode_to(
-                &opencv::core::Vector::from_slice(&jpeg),
-                opencv::imgcodecs::IMREAD_COLOR,
-                &mut image,
-            )?;
-            anyhow::ensure!(!image.empty(), "frame {} does not decode", frame.frame_number);
-        }
-        bytes += record_bytes(&record);
+        result?;
         consumed += 1;
         last_at = Instant::now();
     }
-    Ok(Consumed { last_at, bytes })
+    Ok(last_at)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn result(sequence: u64, processed_time_us: i64, batch_compute_us: u64, mean_luma: f32) -> FrameResult {
+        FrameResult {
+            channel_id: "cam".to_owned(),
+            sequence,
+            ingestor_epoch: 1,
+            schema_version: 1,
+            capture_time_us: 0,
+            processed_time_us,
+            worker_id: "w".to_owned(),
+            source_topic: "t".to_owned(),
+            source_partition: 0,
+            source_offset: sequence as i64,
+            batch_size: 1,
+            batch_compute_us,
+            scores: FrameScores {
+                mean_luma,
+                contrast: 0.0,
+                sharpness: 0.0,
+                edge_strength: 0.0,
+                motion: 0.0,
+            },
+            motion_box: None,
+        }
+    }
+
     #[test]
-    fn ratios_divide_framefleet_by_the_baseline() {
-        let run = SystemRun::new("x", 100, 2.0, 1.0, 5_000);
-        assert_eq!(run.frames_per_second, 50.0);
-        assert_eq!(run.produce_frames_per_second, 100.0);
-        assert_eq!(run.bytes_per_frame, 50.0);
+    fn the_clock_runs_from_the_first_compute_to_the_last_result() {
+        let cpu = CpuProfile::new(vec![
+            process::CpuSample {
+                unix_us: 0,
+                cpu_seconds: 0.5,
+            },
+            process::CpuSample {
+                unix_us: 3_000_000,
+                cpu_seconds: 2.0,
+            },
+        ]);
+        let results = [result(0, 1_500_000, 500_000, 0.0), result(1, 3_000_000, 1_000_000, 0.0)];
+        let run = ConsumerRun::measure("x", &results, &cpu).expect("measured");
+        assert_eq!(run.seconds, 2.0, "from 1.0 s to 3.0 s");
+        assert_eq!(run.frames_per_second, 1.0);
+        assert_eq!(run.cpu_seconds, 1.0, "half a CPU second per wall second");
+        assert_eq!(run.cpu_ms_per_frame, 500.0);
+        assert_eq!(run.process_cpu_seconds, 2.0);
+        let slower = ConsumerRun {
+            frames_per_second: 0.5,
+            cpu_ms_per_frame: 1000.0,
+            ..run.clone()
+        };
+        let ratio = Ratio::of(&run, &slower);
+        assert_eq!((ratio.frames_per_second, ratio.cpu_ms_per_frame), (2.0, 0.5));
+    }
+
+    #[test]
+    fn scores_are_compared_frame_by_frame() {
+        let ours = [result(0, 0, 0, 100.0), result(1, 0, 0, 120.0)];
+        let theirs = [result(1, 0, 0, 121.0), result(0, 0, 0, 99.0), result(7, 0, 0, 0.0)];
+        let difference = score_difference(&ours, &theirs);
+        assert_eq!(difference.frames, 2, "frame 7 has no counterpart");
+        assert_eq!(difference.mean_luma, 1.0);
+        assert_eq!(difference.motion, 0.0);
     }
 }

@@ -26,7 +26,7 @@ const SERIES_COLOURS: [RGBColor; 6] = [
 
 /// A value of each sample, and of each system, to draw as one series or bar.
 type SampleValue = fn(&crate::experiment::Sample) -> u64;
-type SystemValue = fn(&crate::baseline::SystemRun) -> f64;
+type ConsumerValue = fn(&crate::baseline::ConsumerRun) -> f64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlotError {
@@ -335,17 +335,20 @@ pub fn scaling_figure(run: &ScalingRun, machine: &str, path: &Path) -> Result<()
 pub fn baselines_figure(run: &BaselineRun, machine: &str, path: &Path) -> Result<(), PlotError> {
     draw(path, (1000, 480), machine, |charts| {
         let (left, right) = charts.split_horizontally(500);
-        let systems = [&run.framefleet, &run.json_base64, &run.raw_rdkafka];
-        let panels: [(&DrawingArea<_, _>, &str, SystemValue); 2] = [
-            (&left, "frames per second, end to end", |system| {
-                system.frames_per_second
-            }),
-            (&right, "bytes per frame on the wire", |system| system.bytes_per_frame),
+        let systems = run.consumers();
+        let panels: [(&DrawingArea<_, _>, &str, ConsumerValue, usize); 2] = [
+            (
+                &left,
+                "frames per second on one core",
+                |system| system.frames_per_second,
+                0,
+            ),
+            (&right, "CPU ms per frame", |system| system.cpu_ms_per_frame, 2),
         ];
-        for (area, title, value) in panels {
+        for (area, title, value, decimals) in panels {
             let top = nice_max(systems.iter().map(|system| value(system)).fold(0.0, f64::max));
             let mut chart = ChartBuilder::on(area)
-                .caption(format!("{title} ({})", run.cameras), (FONT, 16))
+                .caption(format!("{title} ({} frames)", run.frames), (FONT, 16))
                 .margin(12)
                 .x_label_area_size(34)
                 .y_label_area_size(80)
@@ -371,7 +374,7 @@ pub fn baselines_figure(run: &BaselineRun, machine: &str, path: &Path) -> Result
                     colour.mix(0.8).filled(),
                 )))?;
                 chart.draw_series(std::iter::once(Text::new(
-                    format!("{:.0}", value(system)),
+                    format!("{:.decimals$}", value(system)),
                     (SegmentValue::CenterOf(index), value(system) + top * 0.03),
                     (FONT, 14),
                 )))?;

@@ -6,8 +6,9 @@
 //!   backlog is drained.
 //! - `scaling`: the same backlog drained by 1, 2, 4… workers; consume rate and efficiency
 //!   against linear.
-//! - `baselines`: one camera at full speed through framefleet, through Base64-in-JSON with
-//!   plain clients, and through raw rdkafka with the same bytes.
+//! - `baselines`: a backlog of real video frames drained by framefleet's worker and by a
+//!   hand-written Python/OpenCV consumer doing the same work, each alone on one core; raw
+//!   rdkafka moving the same records as a transport-only line.
 //!
 //! Every camera of a scenario writes to its own topic (the dedicated topic strategy), so
 //! `cameras.count` is also the number of topics.
@@ -119,9 +120,12 @@ pub struct ScalingScenario {
 pub struct BaselineScenario {
     pub name: String,
     pub title: String,
-    /// Frames through each system.
+    /// Frames of the backlog every consumer drains.
     pub frames: u64,
-    /// One camera; its fps is only declared, frames go as fast as each system takes them.
+    /// The video the ingestor replays (looped) into the backlog.
+    pub video: PathBuf,
+    /// One camera: the size and encoding the ingestor gives the video's frames; its fps is
+    /// only declared, the backlog is written as fast as the broker takes it.
     pub cameras: Cameras,
 }
 
@@ -214,6 +218,9 @@ impl Scenario {
                 if scenario.frames == 0 {
                     return Err("frames must be at least 1".into());
                 }
+                if scenario.video.as_os_str().is_empty() {
+                    return Err("video must name a video file".into());
+                }
                 (&scenario.name, &scenario.cameras)
             }
         };
@@ -298,13 +305,13 @@ mod tests {
         .expect_err("invalid");
         assert!(zero_workers.to_string().contains("workers"), "{zero_workers}");
         let bad_name = parse(
-            "kind = \"baselines\"\nname = \"a b\"\ntitle = \"x\"\nframes = 5\n\
+            "kind = \"baselines\"\nname = \"a b\"\ntitle = \"x\"\nframes = 5\nvideo = \"v.avi\"\n\
              [cameras]\ncount = 1\nfps = 5\nwidth = 64\nheight = 64",
         )
         .expect_err("invalid");
         assert!(bad_name.to_string().contains("a b"), "{bad_name}");
         let huge = parse(
-            "kind = \"baselines\"\nname = \"b\"\ntitle = \"x\"\nframes = 5\n\
+            "kind = \"baselines\"\nname = \"b\"\ntitle = \"x\"\nframes = 5\nvideo = \"v.avi\"\n\
              [cameras]\ncount = 1\nfps = 5\nwidth = 100000\nheight = 64",
         )
         .expect_err("invalid");

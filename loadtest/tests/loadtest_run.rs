@@ -46,6 +46,7 @@ kind = "baselines"
 name = "smoke-baselines"
 title = "baselines"
 frames = 60
+video = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
 [cameras]
 count = 1
 fps = 10
@@ -88,9 +89,21 @@ fn assert_png(dir: &Path, name: &str, width: i32, height: i32) {
     assert!(non_white > 2_000, "{name} is almost blank ({non_white} drawn pixels)");
 }
 
+/// The baselines' Python consumer runs in the venv this script makes (or finds): the path the
+/// load test looks in when FRAMEFLEET_BASELINE_PYTHON is unset.
+fn python_baseline_env() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/python-baseline-env.sh");
+    let status = std::process::Command::new(&script)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap_or_else(|error| panic!("{}: {error}", script.display()));
+    assert!(status.success(), "{} failed", script.display());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_load_run_measures_lag_scaling_and_baselines_and_writes_its_results() {
     let infrastructure = Infrastructure::from_env().expect("infrastructure");
+    python_baseline_env();
     let dir: PathBuf = std::env::temp_dir().join(format!("framefleet-loadtest-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let results = dir.join("results");
@@ -150,17 +163,46 @@ async fn a_load_run_measures_lag_scaling_and_baselines_and_writes_its_results() 
         "both workers took frames"
     );
 
-    // Baselines: all three moved every frame; Base64 in JSON costs about a third more bytes
-    // than the JPEG, and framefleet adds only its headers to the same JPEG.
+    // Baselines: every consumer analysed every frame of the same backlog, on one core, and
+    // the Python consumers' scores agree with the worker's (the same work, not just the same
+    // bytes); the transport-only line moved every record.
     let baselines = &summary.baselines[0];
-    for system in [&baselines.framefleet, &baselines.json_base64, &baselines.raw_rdkafka] {
+    assert_eq!(baselines.frames, 60);
+    for system in baselines.consumers() {
         assert_eq!(system.frames, 60, "{}", system.system);
         assert!(system.frames_per_second > 0.0 && system.seconds > 0.0, "{system:?}");
+        // 60 small frames take tens of milliseconds: a few ticks of /proc's CPU clock, or none.
+        assert!(
+            system.process_cpu_seconds > 0.0 && system.process_cpu_seconds >= system.cpu_seconds,
+            "{system:?}"
+        );
     }
-    let raw = baselines.raw_rdkafka.bytes_per_frame;
-    assert!(baselines.json_base64.bytes_per_frame > raw * 1.3, "{baselines:?}");
-    assert!(baselines.framefleet.bytes_per_frame > raw && baselines.framefleet.bytes_per_frame < raw + 1024.0);
-    assert!(baselines.framefleet_vs_json_base64.bytes_per_frame < 1.0);
+    assert_eq!(baselines.framefleet.framefleet_over_this.frames_per_second, 1.0);
+    for python in [&baselines.python_opencv, &baselines.python_opencv_reduced] {
+        let ratio = &python.framefleet_over_this;
+        assert!(
+            ratio.frames_per_second > 0.0 && ratio.cpu_ms_per_frame.is_finite(),
+            "{python:?}"
+        );
+        let difference = python
+            .difference_from_framefleet
+            .as_ref()
+            .expect("compared with framefleet");
+        assert_eq!(difference.frames, 60, "{python:?}");
+        assert!(difference.mean_luma < 2.0 && difference.motion < 0.02, "{python:?}");
+    }
+    assert_eq!(baselines.transport_only.frames, 60);
+    assert!(baselines.bytes_per_frame > 1_000.0, "a 160×120 JPEG and its headers");
+    let csv = std::fs::read_to_string(results.join("smoke-baselines.csv")).expect("baselines csv");
+    assert_eq!(
+        csv.lines().count(),
+        5,
+        "a header, three consumers, the transport line: {csv}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(results.join("smoke-baselines.json")).expect("baselines json"))
+            .expect("baselines json is JSON");
+    assert_eq!(json["python_opencv"]["frames"], 60);
 
     // The files the README points at.
     assert_png(&results, "smoke-lag.png", 1000, 620);
@@ -175,7 +217,7 @@ async fn a_load_run_measures_lag_scaling_and_baselines_and_writes_its_results() 
     assert_eq!(json["machine"]["broker_storage"], "test");
     let markdown = std::fs::read_to_string(results.join("summary.md")).expect("summary.md");
     assert!(
-        markdown.contains("smoke-lag") && markdown.contains("json-base64"),
+        markdown.contains("smoke-lag") && markdown.contains("python-opencv-reduced"),
         "{markdown}"
     );
     for file in &summary.files {

@@ -219,7 +219,9 @@ fn whole_frame(criterion: &mut Criterion) {
                             channel_id: "cam",
                             frame,
                         };
-                        black_box(ops::analyse_batch(&[input], &mut motion, &Device::Cpu, &settings).expect("analysis"));
+                        black_box(
+                            ops::analyse_batch(&[input], &mut motion, &Device::Cpu, &settings).expect("analysis"),
+                        );
                     }
                 });
             });
@@ -236,7 +238,10 @@ fn whole_frame(criterion: &mut Criterion) {
         }
         let mut motion = MotionState::default();
         group.bench_function(
-            BenchmarkId::new("framefleet_batch32", format!("{} cores", all_cores.current_num_threads())),
+            BenchmarkId::new(
+                "framefleet_batch32",
+                format!("{} cores", all_cores.current_num_threads()),
+            ),
             |bencher| {
                 bencher.iter(|| {
                     all_cores.install(|| {

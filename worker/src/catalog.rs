@@ -37,4 +37,3 @@ impl Catalog {
         self.schemas.get(channel_id)?.get(&version)
     }
 }
-

@@ -38,14 +38,7 @@ pub fn process_batch(
     let started = Instant::now();
     let staged: Vec<Result<(FrameHeaders, StagedFrame), String>> = frames
         .par_iter()
-        .map(|frame| {
-            validate_and_stage(
-                frame,
-                catalog,
-                context.max_payload_bytes,
-                context.analysis.max_side,
-            )
-        })
+        .map(|frame| validate_and_stage(frame, catalog, context.max_payload_bytes, context.analysis.max_side))
         .collect();
     let mut outcomes: Vec<Option<Outcome>> = vec![None; frames.len()];
     let mut analysable: Vec<(usize, &FrameHeaders, &StagedFrame)> = Vec::with_capacity(frames.len());

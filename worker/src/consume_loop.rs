@@ -80,9 +80,7 @@ impl Worker {
             let deadline_passed = gathering
                 .deadline
                 .is_some_and(|deadline| deadline <= tokio::time::Instant::now());
-            if can_dispatch
-                && !gathering.frames.is_empty()
-                && (gathering.frames.len() >= batch_size || deadline_passed)
+            if can_dispatch && !gathering.frames.is_empty() && (gathering.frames.len() >= batch_size || deadline_passed)
             {
                 let frames = gathering.take(batch_size, batch_wait);
                 computing = Some(self.start_compute(frames).await);

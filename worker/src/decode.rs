@@ -104,10 +104,17 @@ thread_local! {
 
 /// The largest DCT-domain scale denominator (8, 4, 2 or 1) that divides `factor`.
 fn dct_scale(factor: usize) -> usize {
-    [8, 4, 2].into_iter().find(|scale| factor.is_multiple_of(*scale)).unwrap_or(1)
+    [8, 4, 2]
+        .into_iter()
+        .find(|scale| factor.is_multiple_of(*scale))
+        .unwrap_or(1)
 }
 
-fn stage_jpeg(payload: &[u8], size: (usize, usize), factor: usize) -> Result<crate::ops::staging::LumaPlane, DecodeError> {
+fn stage_jpeg(
+    payload: &[u8],
+    size: (usize, usize),
+    factor: usize,
+) -> Result<crate::ops::staging::LumaPlane, DecodeError> {
     let corrupt = |error: turbojpeg::Error| DecodeError::CorruptJpeg(error.to_string());
     DECOMPRESSOR.with_borrow_mut(|slot| {
         let decompressor = match slot {
@@ -150,7 +157,11 @@ fn stage_jpeg(payload: &[u8], size: (usize, usize), factor: usize) -> Result<cra
     })
 }
 
-fn stage_png(payload: &[u8], size: (usize, usize), factor: usize) -> Result<crate::ops::staging::LumaPlane, DecodeError> {
+fn stage_png(
+    payload: &[u8],
+    size: (usize, usize),
+    factor: usize,
+) -> Result<crate::ops::staging::LumaPlane, DecodeError> {
     let options = DecoderOptions::default()
         .png_set_strip_to_8bit(true)
         .set_max_width(MAX_DIMENSION)
@@ -334,7 +345,10 @@ mod tests {
                     }
                     let mean = sum / (factor * factor) as f32;
                     let value = staged.luma.values[y * staged.luma.width + x];
-                    assert!((value - mean).abs() < 4.0, "factor {factor} at ({x}, {y}): {value} vs {mean}");
+                    assert!(
+                        (value - mean).abs() < 4.0,
+                        "factor {factor} at ({x}, {y}): {value} vs {mean}"
+                    );
                 }
             }
         }
@@ -343,8 +357,11 @@ mod tests {
     #[test]
     fn jpeg_of_another_size_than_the_schema_is_refused() {
         let payload = gradient_jpeg(32, 16);
-        let error = stage_frame(&payload, &schema(FrameEncoding::Jpeg, PixelFormat::Rgb24, 64, 48), 480)
-            .expect_err("size");
-        assert!(matches!(error, DecodeError::SizeMismatch { actual_width: 32, .. }), "{error}");
+        let error =
+            stage_frame(&payload, &schema(FrameEncoding::Jpeg, PixelFormat::Rgb24, 64, 48), 480).expect_err("size");
+        assert!(
+            matches!(error, DecodeError::SizeMismatch { actual_width: 32, .. }),
+            "{error}"
+        );
     }
 }

@@ -128,7 +128,6 @@ impl Worker {
             self.catalog = Arc::new(catalog);
         }
     }
-
 }
 
 /// The topics of `channel` this worker consumes.
@@ -158,4 +157,3 @@ fn consumed_topics(channel: &Channel, pipeline: Option<&str>) -> Vec<String> {
         });
     chosen.into_iter().collect()
 }
-

@@ -156,7 +156,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
 }
 
 impl Worker {
-        /// Commits what was stored, leaves the group and flushes results.
+    /// Commits what was stored, leaves the group and flushes results.
     async fn leave(&mut self) {
         if !self.subscribed_topics.is_empty() {
             match self.consumer.commit_consumer_state(CommitMode::Sync) {
@@ -173,4 +173,3 @@ impl Worker {
         }
     }
 }
-

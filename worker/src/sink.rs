@@ -155,7 +155,6 @@ impl Worker {
             tracing::info!(%error, "offsets not stored (partition revoked?); frames will be redelivered");
         }
     }
-
 }
 
 /// Per partition, the offset after the last frame of the batch (what Kafka should resume

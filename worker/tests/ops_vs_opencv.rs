@@ -164,7 +164,10 @@ fn png_frames_stage_to_the_luma_of_the_pixels_opencv_encoded() {
         let staged = stage_frame(png.as_slice(), &schema(FrameEncoding::Png), 0).expect("stage png");
         assert_eq!((staged.luma.width, staged.luma.height), (768, 576));
         let difference = largest_difference(&staged.luma.values, &mat_values(&expected));
-        assert!(difference < TOLERANCE, "PNG is lossless, yet luma differs by {difference}");
+        assert!(
+            difference < TOLERANCE,
+            "PNG is lossless, yet luma differs by {difference}"
+        );
     }
 }
 
@@ -177,7 +180,10 @@ fn cpu_kernel_matches_opencv_filters_and_statistics() {
         let features = filters::analyse_plane(&plane_of(&luma));
         let blurred = opencv_reference::gaussian_blur_5(&luma);
         let difference = largest_difference(&features.blurred.values, &mat_values(&blurred));
-        assert!(difference < TOLERANCE, "frame {index}: blur differs by up to {difference}");
+        assert!(
+            difference < TOLERANCE,
+            "frame {index}: blur differs by up to {difference}"
+        );
 
         let (gradient_x, gradient_y) = opencv_reference::sobel_xy(&blurred);
         let mut magnitude = Mat::default();
@@ -188,10 +194,18 @@ fn cpu_kernel_matches_opencv_filters_and_statistics() {
         let mut detail = Mat::default();
         cv::absdiff(&luma, &blurred, &mut detail).expect("absdiff");
         for (name, ours, theirs) in [
-            ("mean luma", features.mean_luma, cv::mean_def(&blurred).expect("mean")[0]),
+            (
+                "mean luma",
+                features.mean_luma,
+                cv::mean_def(&blurred).expect("mean")[0],
+            ),
             ("contrast", features.contrast, std_dev[0]),
             ("sharpness", features.sharpness, cv::mean_def(&detail).expect("mean")[0]),
-            ("edge strength", features.edge_strength, cv::mean_def(&magnitude).expect("mean")[0]),
+            (
+                "edge strength",
+                features.edge_strength,
+                cv::mean_def(&magnitude).expect("mean")[0],
+            ),
         ] {
             let theirs = theirs as f32;
             assert!(
@@ -224,7 +238,10 @@ fn tensor_graph_filters_match_opencv() {
         ("magnitude", &magnitude, &expected_magnitude),
     ] {
         let difference = largest_difference(&frame_values(ours, 0), &mat_values(theirs));
-        assert!(difference < 0.05, "Sobel {name} differs from OpenCV by up to {difference}");
+        assert!(
+            difference < 0.05,
+            "Sobel {name} differs from OpenCV by up to {difference}"
+        );
     }
 }
 

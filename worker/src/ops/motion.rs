@@ -62,22 +62,27 @@ pub fn detect_on_host(
     let (keep, rate) = (1.0 - settings.background_rate, settings.background_rate);
     let mut moving_columns = vec![0_u8; width];
     let mut moving_rows = vec![0_u8; blurred.height];
+    let mut row_mask = vec![0_u8; width];
     let mut moving = 0_usize;
+    // Each step its own simple loop over the row, so each one vectorises.
     for ((current, model_row), row_moves) in blurred
         .values
         .chunks_exact(width)
         .zip(model.values.chunks_exact_mut(width))
         .zip(moving_rows.iter_mut())
     {
-        let mut row_moving = 0_usize;
-        for ((&value, model_value), column_moves) in current.iter().zip(model_row.iter_mut()).zip(&mut moving_columns) {
-            let moved = (value - *model_value).abs() >= settings.motion_threshold;
-            row_moving += usize::from(moved);
-            *column_moves |= u8::from(moved);
+        for ((moved, &value), &model_value) in row_mask.iter_mut().zip(current).zip(model_row.iter()) {
+            *moved = u8::from((value - model_value).abs() >= settings.motion_threshold);
+        }
+        let row_moving: u32 = row_mask.iter().map(|&moved| u32::from(moved)).sum();
+        for (column_moves, &moved) in moving_columns.iter_mut().zip(&row_mask) {
+            *column_moves |= moved;
+        }
+        for (model_value, &value) in model_row.iter_mut().zip(current) {
             *model_value = *model_value * keep + value * rate;
         }
         *row_moves = u8::from(row_moving > 0);
-        moving += row_moving;
+        moving += row_moving as usize;
     }
     Movement {
         fraction: moving as f32 / blurred.values.len() as f32,

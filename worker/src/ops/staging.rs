@@ -123,7 +123,11 @@ pub fn area_luma(image: PixelView<'_>, factor: usize) -> Result<LumaPlane, OpsEr
     let mut values = Vec::with_capacity(width * height);
     if factor == 1 && image.layout == PixelLayout::Gray {
         for y in 0..height {
-            values.extend(image.pixels[y * image.stride..][..width].iter().map(|&byte| f32::from(byte)));
+            values.extend(
+                image.pixels[y * image.stride..][..width]
+                    .iter()
+                    .map(|&byte| f32::from(byte)),
+            );
         }
         return LumaPlane::new(width, height, values);
     }
@@ -148,7 +152,10 @@ pub fn area_luma(image: PixelView<'_>, factor: usize) -> Result<LumaPlane, OpsEr
         sums.fill(0);
         for y in out_y * factor..(out_y + 1) * factor {
             let row = &image.pixels[y * image.stride..][..width * block_bytes];
-            for (block, block_sums) in row.chunks_exact(block_bytes).zip(sums.chunks_exact_mut(bytes_per_pixel)) {
+            for (block, block_sums) in row
+                .chunks_exact(block_bytes)
+                .zip(sums.chunks_exact_mut(bytes_per_pixel))
+            {
                 for pixel in block.chunks_exact(bytes_per_pixel) {
                     for (sum, &byte) in block_sums.iter_mut().zip(pixel) {
                         *sum += u64::from(byte);
@@ -196,7 +203,10 @@ mod tests {
         let pixels: Vec<u8> = (0..15).collect();
         let plane = area_luma(PixelView::packed(&pixels, 5, 3, PixelLayout::Gray), 2).expect("luma");
         assert_eq!((plane.width, plane.height), (2, 1));
-        assert_eq!(plane.values, vec![(0.0 + 1.0 + 5.0 + 6.0) / 4.0, (2.0 + 3.0 + 7.0 + 8.0) / 4.0]);
+        assert_eq!(
+            plane.values,
+            vec![(0.0 + 1.0 + 5.0 + 6.0) / 4.0, (2.0 + 3.0 + 7.0 + 8.0) / 4.0]
+        );
     }
 
     #[test]

@@ -112,7 +112,10 @@ pub fn analyse_batch(
     let mut analyses: Vec<Option<FrameAnalysis>> = vec![None; frames.len()];
     for indexes in by_size.values() {
         let group: Vec<FrameInput<'_>> = indexes.iter().map(|&index| frames[index]).collect();
-        for (index, analysis) in indexes.iter().zip(analyse_group(&group, backgrounds, device, settings)?) {
+        for (index, analysis) in indexes
+            .iter()
+            .zip(analyse_group(&group, backgrounds, device, settings)?)
+        {
             analyses[*index] = Some(analysis);
         }
     }

@@ -64,7 +64,10 @@ fn scores_separate_flat_from_detailed_frames() {
         flat.sharpness < 0.01 && flat.contrast < 0.01 && flat.edge_strength < 0.01,
         "{flat:?}"
     );
-    assert!(checkerboard.sharpness > 50.0, "a checkerboard is all detail: {checkerboard:?}");
+    assert!(
+        checkerboard.sharpness > 50.0,
+        "a checkerboard is all detail: {checkerboard:?}"
+    );
     assert!((checkerboard.contrast - 127.5).abs() < 0.5, "{checkerboard:?}");
     assert!(stripes.edge_strength > 10.0, "{stripes:?}");
     assert!(analyses.iter().all(|analysis| analysis.motion_box.is_none()));
@@ -81,8 +84,14 @@ fn motion_is_found_where_the_square_moved() {
     let motion_box = moved[0].motion_box.expect("the square moved");
     assert!(moved[0].scores.motion > 0.02, "{:?}", moved[0].scores);
     // Where it left and where it arrived, widened by at most the blur radius.
-    assert!(motion_box.x <= 5 && motion_box.x + motion_box.width >= 50, "{motion_box:?}");
-    assert!(motion_box.y <= 5 && motion_box.y + motion_box.height >= 38, "{motion_box:?}");
+    assert!(
+        motion_box.x <= 5 && motion_box.x + motion_box.width >= 50,
+        "{motion_box:?}"
+    );
+    assert!(
+        motion_box.y <= 5 && motion_box.y + motion_box.height >= 38,
+        "{motion_box:?}"
+    );
     assert!(motion_box.x + motion_box.width <= 64 && motion_box.y + motion_box.height <= 48);
     assert_eq!(motion.channels(), 1);
 }
@@ -108,7 +117,10 @@ fn several_frames_of_a_channel_in_one_batch_equal_one_at_a_time() {
         .flat_map(|&input| analyse(&[input], &mut sequential_motion))
         .collect();
     assert_eq!(together, one_by_one);
-    assert!(together[2].motion_box.is_some(), "cam moved between its first two frames");
+    assert!(
+        together[2].motion_box.is_some(),
+        "cam moved between its first two frames"
+    );
     assert!(together[1].motion_box.is_none(), "`other` has one frame only");
 }
 
@@ -132,7 +144,13 @@ fn tensor_graph_agrees_with_the_cpu_kernel() {
             [value, value.wrapping_mul(3), 255 - value]
         })
     };
-    let frames = [square_at(5, 5), noisy(1), square_at(40, 30), noisy(2), square_at(20, 10)];
+    let frames = [
+        square_at(5, 5),
+        noisy(1),
+        square_at(40, 30),
+        noisy(2),
+        square_at(20, 10),
+    ];
     let channels = ["cam", "noise", "cam", "noise", "cam"];
     let batch: Vec<(&str, &StagedFrame)> = channels.iter().copied().zip(&frames).collect();
     let mut kernel_motion = MotionState::default();
