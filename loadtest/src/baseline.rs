@@ -115,6 +115,11 @@ pub struct BaselineRun {
     pub framefleet: ConsumerRun,
     pub python_opencv: ConsumerRun,
     pub python_opencv_reduced: ConsumerRun,
+    /// The same worker given every core of the machine (`taskset` on all of them).
+    pub framefleet_all_cores: ConsumerRun,
+    pub cores: usize,
+    /// framefleet's frames/s on every core ÷ on one core.
+    pub core_scaling: f64,
     pub transport_only: TransportRun,
 }
 
@@ -127,18 +132,32 @@ impl BaselineRun {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Drainer {
     Framefleet,
+    FramefleetAllCores,
     PythonOpencv,
     PythonOpencvReduced,
 }
 
 impl Drainer {
+    /// The CPUs it may run on: every drainer but one is pinned to [`PINNED_CORE`].
+    fn cpu_list(self) -> String {
+        match self {
+            Self::FramefleetAllCores => format!("0-{}", available_cores() - 1),
+            _ => PINNED_CORE.to_string(),
+        }
+    }
+
     fn system(self) -> &'static str {
         match self {
             Self::Framefleet => "framefleet-worker",
+            Self::FramefleetAllCores => "framefleet-worker-all-cores",
             Self::PythonOpencv => "python-opencv",
             Self::PythonOpencvReduced => "python-opencv-reduced",
         }
     }
+}
+
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// The programs the consumers run, found before anything is started.
@@ -194,12 +213,18 @@ pub async fn run_baselines(
     ));
     let backlog = write_backlog(&fleet, scenario).await?;
     let mut drained = Vec::new();
-    for drainer in [Drainer::Framefleet, Drainer::PythonOpencv, Drainer::PythonOpencvReduced] {
+    for drainer in [
+        Drainer::Framefleet,
+        Drainer::PythonOpencv,
+        Drainer::PythonOpencvReduced,
+        Drainer::FramefleetAllCores,
+    ] {
         progress.update(&format!(
-            "{:<12} {} drains {} frames on core {PINNED_CORE}",
+            "{:<12} {} drains {} frames on CPUs {}",
             scenario.name,
             drainer.system(),
-            backlog.frames
+            backlog.frames,
+            drainer.cpu_list()
         ));
         let run = drain(&fleet, &backlog, drainer, &programs)
             .await
@@ -210,8 +235,12 @@ pub async fn run_baselines(
     let transport_only = run_transport(&fleet.infrastructure, &scenario.name, &backlog).await?;
     fleet.stop().await?;
 
-    let [(framefleet, framefleet_results), python_opencv, python_opencv_reduced] =
-        <[_; 3]>::try_from(drained).map_err(|_| anyhow::anyhow!("three consumers ran"))?;
+    let [
+        (framefleet, framefleet_results),
+        python_opencv,
+        python_opencv_reduced,
+        (framefleet_all_cores, _),
+    ] = <[_; 4]>::try_from(drained).map_err(|_| anyhow::anyhow!("four consumers ran"))?;
     let compared = |(mut run, results): (ConsumerRun, Vec<FrameResult>)| {
         run.framefleet_over_this = Ratio::of(&framefleet, &run);
         run.difference_from_framefleet = Some(score_difference(&framefleet_results, &results));
@@ -235,6 +264,9 @@ pub async fn run_baselines(
         pinned_core: PINNED_CORE,
         python_opencv: compared(python_opencv),
         python_opencv_reduced: compared(python_opencv_reduced),
+        cores: available_cores(),
+        core_scaling: framefleet_all_cores.frames_per_second / framefleet.frames_per_second.max(1e-9),
+        framefleet_all_cores,
         framefleet,
         transport_only,
     };
@@ -331,26 +363,30 @@ async fn drain(
     let system = drainer.system();
     let names = &fleet.names;
     let brokers = fleet.infrastructure.kafka_brokers.as_str();
-    let (program, arguments, results_topic) = if drainer == Drainer::Framefleet {
+    let is_framefleet = matches!(drainer, Drainer::Framefleet | Drainer::FramefleetAllCores);
+    let (program, arguments, results_topic) = if is_framefleet {
+        // Each run its own group and results topic, so each drains the whole backlog.
+        let results_topic = format!("{}-{system}", names.results_topic);
+        crate::create_plain_topic(brokers, &results_topic, 1 << 20).await?;
         // Defaults only: tuning flags would measure a configuration, not the worker.
         let arguments = [
             "--worker-id",
-            &format!("{}-worker", names.suffix),
+            &format!("{}-{system}", names.suffix),
             "--coordinator",
             &fleet.coordinator_address,
             "--kafka-brokers",
             brokers,
             "--group",
-            &names.worker_group,
+            &format!("{}-{system}", names.worker_group),
             "--results-topic",
-            &names.results_topic,
+            &results_topic,
             "--dead-letter-topic",
             &names.dead_letter_topic,
             "--channel-prefix",
             &names.suffix,
         ]
         .map(str::to_owned);
-        (programs.worker.clone(), arguments.to_vec(), names.results_topic.clone())
+        (programs.worker.clone(), arguments.to_vec(), results_topic)
     } else {
         let results_topic = format!("{}-{system}", names.results_topic);
         crate::create_plain_topic(brokers, &results_topic, 1 << 20).await?;
@@ -375,10 +411,10 @@ async fn drain(
         (programs.python.clone(), arguments, results_topic)
     };
     let log = log_path(&format!("{}-{system}.log", names.suffix))?;
-    let mut process = PinnedProcess::spawn(system, PINNED_CORE, &program, &arguments, &log)?;
+    let mut process = PinnedProcess::spawn(system, &drainer.cpu_list(), &program, &arguments, &log)?;
     let results = read_results(brokers, &results_topic, backlog.frames, &mut process).await?;
     let cpu = process.cpu_profile();
-    if drainer == Drainer::Framefleet {
+    if is_framefleet {
         process.terminate(Duration::from_secs(30)).await?;
     } else {
         // It stops by itself after the backlog's frames, once the last result is delivered.

@@ -263,6 +263,14 @@ pub fn markdown(summary: &Summary) -> String {
         }
         let _ = writeln!(
             text,
+            "\nThe same worker on all {} cores: {:.1} frames/s, {:.2}× its one-core rate ({:.2} CPU ms/frame).\n",
+            run.cores,
+            run.framefleet_all_cores.frames_per_second,
+            run.core_scaling,
+            run.framefleet_all_cores.cpu_ms_per_frame
+        );
+        let _ = writeln!(
+            text,
             "\nTransport only, not a baseline (no decode, no analysis): {} moves the same records at {:.1} frames/s.\n",
             run.transport_only.system, run.transport_only.frames_per_second
         );

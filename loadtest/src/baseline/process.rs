@@ -75,12 +75,13 @@ pub struct PinnedProcess {
 }
 
 impl PinnedProcess {
-    /// Starts `program args…` on CPU core `core`, its stdout and stderr into `log`.
-    pub fn spawn(label: &str, core: usize, program: &Path, args: &[String], log: &Path) -> anyhow::Result<Self> {
+    /// Starts `program args…` on the CPUs of `cpu_list` (taskset's syntax: `0`, `0-3`), its
+    /// stdout and stderr into `log`.
+    pub fn spawn(label: &str, cpu_list: &str, program: &Path, args: &[String], log: &Path) -> anyhow::Result<Self> {
         let log_file = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
         let child = tokio::process::Command::new("taskset")
             .arg("--cpu-list")
-            .arg(core.to_string())
+            .arg(cpu_list)
             .arg(program)
             .args(args)
             .stdin(Stdio::null())
