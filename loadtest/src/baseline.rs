@@ -24,9 +24,7 @@
 //! plain rdkafka clients that look at nothing. It says what moving the bytes costs on this
 //! broker; it decodes and analyses nothing, so it is no baseline for the consumers.
 
-pub mod process;
-
-use self::process::{CpuProfile, PinnedProcess};
+use crate::process::{CpuProfile, PinnedProcess};
 use crate::report::Progress;
 use crate::scenario::{BaselineScenario, Encoding};
 use crate::{Fleet, Infrastructure, experiment, read_topic};
@@ -168,20 +166,7 @@ struct Programs {
 
 impl Programs {
     fn locate() -> anyhow::Result<Self> {
-        // cargo puts a profile's binaries in one directory; a test binary sits in its deps/.
-        let this = std::env::current_exe().context("cannot find this program's path")?;
-        let directory = this.parent().context("this program has no directory")?;
-        let worker = [Some(directory), directory.parent()]
-            .into_iter()
-            .flatten()
-            .map(|candidate| candidate.join("framefleet-worker"))
-            .find(|candidate| candidate.is_file())
-            .with_context(|| {
-                format!(
-                    "no framefleet-worker beside {}: build it with the same profile (`cargo build -p framefleet-worker`; scripts/loadtest.sh does)",
-                    this.display()
-                )
-            })?;
+        let worker = crate::process::worker_binary()?;
         let python = std::env::var_os(PYTHON_ENV).map_or_else(
             || Path::new(env!("CARGO_MANIFEST_DIR")).join("../.run/venv/bin/python"),
             PathBuf::from,
@@ -699,11 +684,11 @@ mod tests {
     #[test]
     fn the_clock_runs_from_the_first_compute_to_the_last_result() {
         let cpu = CpuProfile::new(vec![
-            process::CpuSample {
+            crate::process::CpuSample {
                 unix_us: 0,
                 cpu_seconds: 0.5,
             },
-            process::CpuSample {
+            crate::process::CpuSample {
                 unix_us: 3_000_000,
                 cpu_seconds: 2.0,
             },

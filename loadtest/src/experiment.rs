@@ -127,10 +127,15 @@ pub(crate) async fn start_workers(
     label: &str,
     count: u32,
     worker_args: &[String],
+    cpu_quota: Option<f64>,
 ) -> anyhow::Result<()> {
     let worker_args: Vec<&str> = worker_args.iter().map(String::as_str).collect();
     for index in 1..=count {
-        fleet.spawn_worker(&format!("{label}-worker-{index}"), &worker_args)?;
+        let worker_id = format!("{label}-worker-{index}");
+        match cpu_quota {
+            Some(cores) => fleet.spawn_worker_process(&worker_id, &worker_args, cores)?,
+            None => fleet.spawn_worker(&worker_id, &worker_args)?,
+        }
     }
     fleet
         .wait_for_status(Duration::from_secs(60), |status| {
@@ -193,7 +198,14 @@ pub async fn run_lag(
 ) -> anyhow::Result<LagRun> {
     let mut fleet = Fleet::start_on(&scenario.name, infrastructure.clone()).await?;
     let channel_ids = channel_ids(&fleet, &scenario.cameras);
-    start_workers(&mut fleet, &scenario.name, scenario.workers, &scenario.worker_args).await?;
+    start_workers(
+        &mut fleet,
+        &scenario.name,
+        scenario.workers,
+        &scenario.worker_args,
+        scenario.worker_cpu_quota,
+    )
+    .await?;
     let frames_per_camera = (scenario.cameras.fps * scenario.generation_secs as f64).round() as u64;
     let ingest_shutdown = CancellationToken::new();
     let started = Instant::now();
@@ -370,7 +382,11 @@ pub async fn run_scaling(
         backlog_frames = acknowledged(&summary)?;
 
         for index in 1..=workers {
-            fleet.spawn_worker(&format!("{label}-worker-{index}"), &[])?;
+            let worker_id = format!("{label}-worker-{index}");
+            match scenario.worker_cpu_quota {
+                Some(cores) => fleet.spawn_worker_process(&worker_id, &[], cores)?,
+                None => fleet.spawn_worker(&worker_id, &[])?,
+            }
         }
         let partitions = scenario.cameras.count;
         fleet

@@ -7,6 +7,7 @@
 pub mod baseline;
 pub mod experiment;
 pub mod plot;
+pub mod process;
 pub mod report;
 pub mod runner;
 pub mod scenario;
@@ -84,6 +85,8 @@ pub struct Fleet {
     coordinator: Option<RunningCoordinator>,
     coordinator_shutdown: CancellationToken,
     workers: Vec<RunningWorker>,
+    /// Workers running as processes of their own, each in its CPU quota.
+    worker_processes: Vec<(process::PinnedProcess, process::CpuQuota)>,
 }
 
 impl Fleet {
@@ -122,10 +125,16 @@ impl Fleet {
             coordinator: Some(coordinator),
             coordinator_shutdown,
             workers: Vec::new(),
+            worker_processes: Vec::new(),
         })
     }
 
     pub fn worker_config(&self, worker_id: &str, extra_args: &[&str]) -> anyhow::Result<WorkerConfig> {
+        Ok(WorkerConfig::try_parse_from(self.worker_args(worker_id, extra_args))?)
+    }
+
+    /// The command line of a worker of this fleet, program name first.
+    fn worker_args<'a>(&'a self, worker_id: &'a str, extra_args: &[&'a str]) -> Vec<&'a str> {
         let mut args = vec![
             "framefleet-worker",
             "--worker-id",
@@ -149,7 +158,25 @@ impl Fleet {
             "200",
         ];
         args.extend_from_slice(extra_args);
-        Ok(WorkerConfig::try_parse_from(args)?)
+        args
+    }
+
+    /// Starts a worker as a process of its own (the `framefleet-worker` binary of this build)
+    /// inside a CPU quota of `cores` CPUs, so that several small workers on one machine stand
+    /// for several nodes. Its output goes to `<run dir>/<worker id>.log`.
+    pub fn spawn_worker_process(&mut self, worker_id: &str, extra_args: &[&str], cores: f64) -> anyhow::Result<()> {
+        let program = process::worker_binary()?;
+        let args: Vec<String> = self
+            .worker_args(worker_id, extra_args)
+            .into_iter()
+            .skip(1)
+            .map(str::to_owned)
+            .collect();
+        let quota = process::CpuQuota::create(&format!("framefleet-{worker_id}"), cores)?;
+        let log = std::env::temp_dir().join(format!("{worker_id}.log"));
+        let child = process::PinnedProcess::spawn_in(worker_id, &quota, &program, &args, &log)?;
+        self.worker_processes.push((child, quota));
+        Ok(())
     }
 
     pub fn spawn_worker(&mut self, worker_id: &str, extra_args: &[&str]) -> anyhow::Result<()> {
@@ -304,6 +331,10 @@ impl Fleet {
         }
         for worker in self.workers.drain(..) {
             summaries.push(worker.task.await.context("worker task panicked")??);
+        }
+        for (worker, quota) in self.worker_processes.drain(..) {
+            worker.terminate(Duration::from_secs(30)).await?;
+            drop(quota);
         }
         self.coordinator_shutdown.cancel();
         if let Some(coordinator) = self.coordinator.take() {

@@ -96,7 +96,21 @@ pub struct LagScenario {
     /// Extra `framefleet-worker` arguments, e.g. ["--analysis-max-side", "0"].
     #[serde(default)]
     pub worker_args: Vec<String>,
+    /// When set, each worker is a process of its own (the `framefleet-worker` binary) limited
+    /// to this many CPUs by a cgroup CPU quota, e.g. 0.1: N small workers on one machine stand
+    /// for N nodes. Unset: workers run in the load test's process, unlimited.
+    #[serde(default)]
+    pub worker_cpu_quota: Option<f64>,
     pub cameras: Cameras,
+}
+
+fn check_quota(quota: Option<f64>) -> Result<(), String> {
+    match quota {
+        Some(cores) if !(0.01..=1024.0).contains(&cores) => {
+            Err(format!("worker_cpu_quota {cores} is outside [0.01, 1024] CPUs"))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn default_drain_timeout() -> u64 {
@@ -112,6 +126,9 @@ pub struct ScalingScenario {
     pub workers: Vec<u32>,
     /// Frames each camera writes before the workers start.
     pub frames_per_camera: u64,
+    /// As in a lag scenario: each worker a process of its own limited to this many CPUs.
+    #[serde(default)]
+    pub worker_cpu_quota: Option<f64>,
     pub cameras: Cameras,
 }
 
@@ -200,6 +217,7 @@ impl Scenario {
                 if scenario.generation_secs == 0 {
                     return Err("generation_secs must be at least 1".into());
                 }
+                check_quota(scenario.worker_cpu_quota)?;
                 (&scenario.name, &scenario.cameras)
             }
             Self::Scaling(scenario) => {
@@ -209,6 +227,7 @@ impl Scenario {
                 if scenario.frames_per_camera == 0 {
                     return Err("frames_per_camera must be at least 1".into());
                 }
+                check_quota(scenario.worker_cpu_quota)?;
                 (&scenario.name, &scenario.cameras)
             }
             Self::Baselines(scenario) => {

@@ -1,5 +1,5 @@
-//! A consumer measured as a process of its own: started pinned to one CPU core with
-//! `taskset`, its CPU time (user + system, every thread, from `/proc/<pid>/stat`) sampled while
+//! A consumer measured as a process of its own: started pinned to CPU cores with `taskset`,
+//! or inside a CPU quota (a cgroup of its own, [`CpuQuota`]), its CPU time (user + system, every thread, from `/proc/<pid>/stat`) sampled while
 //! it runs, so that the CPU it spent within any window of its run can be read afterwards.
 //! Output goes to a log file; nothing here looks at what the process does.
 
@@ -78,10 +78,35 @@ impl PinnedProcess {
     /// Starts `program args…` on the CPUs of `cpu_list` (taskset's syntax: `0`, `0-3`), its
     /// stdout and stderr into `log`.
     pub fn spawn(label: &str, cpu_list: &str, program: &Path, args: &[String], log: &Path) -> anyhow::Result<Self> {
+        Self::spawn_with(label, &["taskset", "--cpu-list", cpu_list], program, args, log)
+    }
+
+    /// Starts `program args…` inside `quota`'s cgroup, from its first instruction on.
+    pub fn spawn_in(
+        label: &str,
+        quota: &CpuQuota,
+        program: &Path,
+        args: &[String],
+        log: &Path,
+    ) -> anyhow::Result<Self> {
+        let procs = quota.procs_file();
+        let procs = procs.to_string_lossy();
+        // The shell moves itself into the group, then becomes the program.
+        Self::spawn_with(
+            label,
+            &["sh", "-c", "echo $$ > \"$0\" && exec \"$@\"", &procs],
+            program,
+            args,
+            log,
+        )
+    }
+
+    /// Starts `launcher… program args…`; the launcher must exec the program, so the pid is the
+    /// program's.
+    fn spawn_with(label: &str, launcher: &[&str], program: &Path, args: &[String], log: &Path) -> anyhow::Result<Self> {
         let log_file = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
-        let child = tokio::process::Command::new("taskset")
-            .arg("--cpu-list")
-            .arg(cpu_list)
+        let child = tokio::process::Command::new(launcher[0])
+            .args(&launcher[1..])
             .arg(program)
             .args(args)
             .stdin(Stdio::null())
@@ -89,8 +114,7 @@ impl PinnedProcess {
             .stderr(log_file)
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("cannot start {} under taskset (util-linux)", program.display()))?;
-        // taskset execs the program: the pid is the program's.
+            .with_context(|| format!("cannot start {} under {}", program.display(), launcher[0]))?;
         let pid = child.id().context("the process exited at once")?;
         let stop_sampling = Arc::new(AtomicBool::new(false));
         let stop = Arc::clone(&stop_sampling);
@@ -176,6 +200,82 @@ impl PinnedProcess {
             }
         }
     }
+}
+
+/// A CPU quota for the processes started in it: a cgroup of its own with `cores` CPUs' worth
+/// of time per period, on the cgroup v2 `cpu` controller (`cpu.max`) where the machine has
+/// it, else on the v1 `cpu` controller (`cpu.cfs_quota_us`). Needs root; the group is removed
+/// when this is dropped (after its processes exited).
+#[derive(Debug)]
+pub struct CpuQuota {
+    directory: PathBuf,
+}
+
+/// The scheduler period the quota is a share of: the kernel's default, 100 ms.
+const QUOTA_PERIOD_US: u64 = 100_000;
+
+impl CpuQuota {
+    pub fn create(name: &str, cores: f64) -> anyhow::Result<Self> {
+        anyhow::ensure!(cores > 0.0, "a CPU quota must be positive, got {cores}");
+        let quota_us = ((cores * QUOTA_PERIOD_US as f64).round() as u64).max(1_000);
+        let v2_controllers = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers").unwrap_or_default();
+        let (directory, file, value) = if v2_controllers.split_whitespace().any(|controller| controller == "cpu") {
+            (
+                Path::new("/sys/fs/cgroup").join(name),
+                "cpu.max",
+                format!("{quota_us} {QUOTA_PERIOD_US}"),
+            )
+        } else {
+            (
+                Path::new("/sys/fs/cgroup/cpu").join(name),
+                "cpu.cfs_quota_us",
+                quota_us.to_string(),
+            )
+        };
+        std::fs::create_dir_all(&directory).with_context(|| {
+            format!(
+                "cannot create the cgroup {} for a CPU quota (needs root and a cgroup CPU controller)",
+                directory.display()
+            )
+        })?;
+        let quota = Self { directory };
+        if file == "cpu.cfs_quota_us" {
+            std::fs::write(quota.directory.join("cpu.cfs_period_us"), QUOTA_PERIOD_US.to_string())
+                .context("cannot set the cgroup's CPU period")?;
+        }
+        std::fs::write(quota.directory.join(file), &value)
+            .with_context(|| format!("cannot write {value} to {}", quota.directory.join(file).display()))?;
+        Ok(quota)
+    }
+
+    pub fn procs_file(&self) -> PathBuf {
+        self.directory.join("cgroup.procs")
+    }
+}
+
+impl Drop for CpuQuota {
+    fn drop(&mut self) {
+        // Fails while a process is still inside; a leftover empty group costs nothing.
+        let _ = std::fs::remove_dir(&self.directory);
+    }
+}
+
+/// The `framefleet-worker` binary of this build: cargo puts a profile's binaries in one
+/// directory, and a test binary sits in its `deps/`.
+pub fn worker_binary() -> anyhow::Result<PathBuf> {
+    let this = std::env::current_exe().context("cannot find this program's path")?;
+    let directory = this.parent().context("this program has no directory")?;
+    [Some(directory), directory.parent()]
+        .into_iter()
+        .flatten()
+        .map(|candidate| candidate.join("framefleet-worker"))
+        .find(|candidate| candidate.is_file())
+        .with_context(|| {
+            format!(
+                "no framefleet-worker beside {}: build it with the same profile (`cargo build -p framefleet-worker`; scripts/loadtest.sh does)",
+                this.display()
+            )
+        })
 }
 
 impl Drop for PinnedProcess {
