@@ -1,6 +1,7 @@
 //! A frame's whole compute on one core — JPEG payload in, scores and motion out — against
 //! OpenCV's C++ implementation of the same work, on real frames (Debian's `vtest.avi`
-//! resized to 640×480 and 1920×1080 and JPEG-encoded by OpenCV at its default quality 95).
+//! resized to 640×480 and 1920×1080 and JPEG-encoded by OpenCV at quality 90, the ingestor's
+//! default).
 //!
 //! Run: `cargo bench -p framefleet-worker --bench ops`. Criterion prints frames/s ("thrpt",
 //! elements = frames) per group `frame_<size>`:
@@ -41,6 +42,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const SIZES: [(&str, i32, i32); 2] = [("640x480", 640, 480), ("1920x1080", 1920, 1080)];
 const FRAMES: usize = 32;
+/// The ingestor's default `--jpeg-quality`, so the payloads are the ones the worker meets.
+const JPEG_QUALITY: i32 = 90;
 
 /// `count` consecutive frames of the sample video as JPEGs of `width`×`height`.
 fn video_jpegs(count: usize, width: i32, height: i32) -> Vec<Vec<u8>> {
@@ -59,7 +62,8 @@ fn video_jpegs(count: usize, width: i32, height: i32) -> Vec<Vec<u8>> {
         )
         .expect("resize");
         let mut jpeg = cv::Vector::<u8>::new();
-        imgcodecs::imencode_def(".jpg", &resized, &mut jpeg).expect("encode");
+        let quality = cv::Vector::<i32>::from_slice(&[imgcodecs::IMWRITE_JPEG_QUALITY, JPEG_QUALITY]);
+        imgcodecs::imencode(".jpg", &resized, &mut jpeg, &quality).expect("encode");
         frames.push(jpeg.to_vec());
     }
     assert_eq!(frames.len(), count, "the sample video is too short");
