@@ -57,7 +57,7 @@ pub struct WorkerConfig {
     /// Frames fetched ahead of compute, in MiB: the worker gathers up to this much, and
     /// librdkafka prefetches up to as much again (`queued.max.messages.kbytes`) before it stops
     /// fetching. Fetching is never paused.
-    #[arg(long, env = "FRAMEFLEET_MAX_BUFFERED_MIB", default_value_t = 32)]
+    #[arg(long, env = "FRAMEFLEET_MAX_BUFFERED_MIB", default_value_t = 8)]
     pub max_buffered_mib: u32,
 
     /// Threads that decode and analyse frames (0: one per CPU this process may use, which

@@ -18,6 +18,7 @@ use anyhow::Context;
 use futures::StreamExt;
 use futures::future::OptionFuture;
 use futures::stream::FuturesOrdered;
+use rdkafka::consumer::Consumer;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -51,6 +52,21 @@ impl Gathering {
         }
         self.bytes += frame.size_bytes();
         self.frames.push_back(frame);
+    }
+
+    /// Drops the records of `partitions`; returns how many were dropped.
+    fn forget_partitions(&mut self, partitions: &[(String, i32)]) -> usize {
+        let before = self.frames.len();
+        self.frames.retain(|frame| {
+            !partitions
+                .iter()
+                .any(|(topic, partition)| *topic == frame.topic && *partition == frame.partition)
+        });
+        self.bytes = self.frames.iter().map(ConsumedFrame::size_bytes).sum();
+        if self.frames.is_empty() {
+            self.deadline = None;
+        }
+        before - self.frames.len()
     }
 
     fn take(&mut self, count: usize, batch_wait: Duration) -> Vec<ConsumedFrame> {
@@ -115,6 +131,13 @@ impl Worker {
                 _ = tokio::time::sleep(LONGEST_POLL_GAP), if !room => {}
                 message = self.consumer.recv(), if room => {
                     last_poll = Instant::now();
+                    // A rebalance runs inside the poll: records gathered from partitions this
+                    // worker just lost are left to their new owner instead of processed twice.
+                    let revoked = self.consumer.context().take_revoked();
+                    if !revoked.is_empty() {
+                        let dropped = gathering.forget_partitions(&revoked);
+                        tracing::info!(partitions = revoked.len(), dropped, "left gathered records of revoked partitions to their new owner");
+                    }
                     match message {
                         Ok(message) => gathering.push(ConsumedFrame::from_message(&message), batch_wait),
                         Err(error) => {

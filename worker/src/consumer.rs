@@ -4,8 +4,8 @@
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{ClientContext, Statistics};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// What the consumer context shares with the worker's reporter.
 #[derive(Debug, Default)]
@@ -19,6 +19,26 @@ pub struct ConsumerGauges {
 
 pub struct WorkerConsumerContext {
     pub gauges: Arc<ConsumerGauges>,
+    /// Partitions revoked since the consume loop last looked: the records of theirs it has
+    /// gathered but not started belong to the partitions' new owner now.
+    pub revoked: Mutex<Vec<(String, i32)>>,
+}
+
+impl WorkerConsumerContext {
+    pub fn new(gauges: Arc<ConsumerGauges>) -> Self {
+        Self {
+            gauges,
+            revoked: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The partitions revoked since the last call, as (topic, partition).
+    pub fn take_revoked(&self) -> Vec<(String, i32)> {
+        self.revoked
+            .lock()
+            .map(|mut revoked| std::mem::take(&mut *revoked))
+            .unwrap_or_default()
+    }
 }
 
 impl ClientContext for WorkerConsumerContext {
@@ -47,6 +67,14 @@ impl ConsumerContext for WorkerConsumerContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         self.gauges.rebalances.fetch_add(1, Ordering::Relaxed);
         if let Rebalance::Revoke(partitions) = rebalance {
+            if let Ok(mut revoked) = self.revoked.lock() {
+                revoked.extend(
+                    partitions
+                        .elements()
+                        .iter()
+                        .map(|element| (element.topic().to_owned(), element.partition())),
+                );
+            }
             match consumer.commit_consumer_state(CommitMode::Sync) {
                 Ok(()) => tracing::info!(revoked = partitions.count(), "offsets committed before revocation"),
                 Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}

@@ -91,9 +91,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
     let gauges = Arc::new(consumer::ConsumerGauges::default());
     gauges.lag_frames.store(-1, Ordering::Relaxed);
     let consumer: WorkerConsumer = consumer_config
-        .create_with_context(consumer::WorkerConsumerContext {
-            gauges: Arc::clone(&gauges),
-        })
+        .create_with_context(consumer::WorkerConsumerContext::new(Arc::clone(&gauges)))
         .context("cannot create the Kafka consumer")?;
     let mut producer_config = kafka::producer_config(&config.kafka_brokers, config.max_frame_bytes());
     producer_config.set("client.id", &worker_id);
