@@ -25,14 +25,17 @@ height = 120
 encoding = "jpeg"
 "#;
 
-// 640×480 so that one worker needs seconds for the backlog: the scaling clock starts only
-// once both workers hold partitions, and there must be frames left by then.
+// Workers of 0.05 CPU each (processes of their own in a cgroup CPU quota; the test runs as
+// root, as CI does) so that one worker needs seconds for the backlog: the scaling clock starts
+// only once both workers hold partitions, and there must be frames left for both by then. An
+// unlimited worker drained the whole backlog while the second one was still joining.
 const SCALING: &str = r#"
 kind = "scaling"
 name = "smoke-scaling"
 title = "scaling"
 workers = [1, 2]
 frames_per_camera = 200
+worker_cpu_quota = 0.05
 [cameras]
 count = 2
 fps = 10
