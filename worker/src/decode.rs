@@ -122,10 +122,8 @@ fn stage_jpeg(
             None => slot.insert(turbojpeg::Decompressor::new().map_err(corrupt)?),
         };
         // Header first: a frame of the wrong size is refused as such, before any pixel memory
-        // is allocated for it.
-        decompressor
-            .set_scaling_factor(turbojpeg::ScalingFactor::ONE)
-            .map_err(corrupt)?;
+        // is allocated for it. (The header's size is the full size whatever the scaling factor
+        // the previous frame left set.)
         let header = decompressor.read_header(payload).map_err(corrupt)?;
         check_size(size, (header.width, header.height))?;
         // Lossless JPEG has no DCT to scale in.

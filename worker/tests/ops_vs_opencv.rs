@@ -27,9 +27,14 @@ fn rgb_frame(index: usize) -> Mat {
             "the video has fewer than {index} frames"
         );
     }
-    let mut rgb = Mat::default();
-    imgproc::cvt_color_def(&bgr, &mut rgb, imgproc::COLOR_BGR2RGB).expect("bgr → rgb");
-    rgb
+    converted(&bgr, imgproc::COLOR_BGR2RGB)
+}
+
+/// `image` through OpenCV's `cvtColor` with `code`.
+fn converted(image: &Mat, code: i32) -> Mat {
+    let mut out = Mat::default();
+    imgproc::cvt_color_def(image, &mut out, code).expect("cvtColor");
+    out
 }
 
 fn mat_values(mat: &Mat) -> Vec<f32> {
@@ -125,14 +130,11 @@ fn staging_matches_opencv_luma_and_inter_area() {
 #[test]
 fn jpeg_staging_matches_opencv_decode_luma_and_inter_area() {
     let frame = rgb_frame(40);
-    let mut bgr = Mat::default();
-    imgproc::cvt_color_def(&frame, &mut bgr, imgproc::COLOR_RGB2BGR).expect("rgb → bgr");
+    let bgr = converted(&frame, imgproc::COLOR_RGB2BGR);
     let mut jpeg = cv::Vector::<u8>::new();
     imgcodecs::imencode_def(".jpg", &bgr, &mut jpeg).expect("encode jpeg");
     let decoded = imgcodecs::imdecode(&jpeg, imgcodecs::IMREAD_COLOR).expect("decode");
-    let mut decoded_rgb = Mat::default();
-    imgproc::cvt_color_def(&decoded, &mut decoded_rgb, imgproc::COLOR_BGR2RGB).expect("bgr → rgb");
-    let reference_luma = opencv_reference::luma(&decoded_rgb);
+    let reference_luma = opencv_reference::luma(&converted(&decoded, imgproc::COLOR_BGR2RGB));
     for (max_side, factor) in [(0, 1), (384, 2), (192, 4)] {
         let staged = stage_frame(jpeg.as_slice(), &schema(FrameEncoding::Jpeg), max_side).expect("stage");
         assert_eq!(staged.factor, factor);
@@ -152,10 +154,8 @@ fn jpeg_staging_matches_opencv_decode_luma_and_inter_area() {
 #[test]
 fn png_frames_stage_to_the_luma_of_the_pixels_opencv_encoded() {
     let rgb = rgb_frame(5);
-    let mut bgr = Mat::default();
-    imgproc::cvt_color_def(&rgb, &mut bgr, imgproc::COLOR_RGB2BGR).expect("rgb → bgr");
-    let mut gray = Mat::default();
-    imgproc::cvt_color_def(&rgb, &mut gray, imgproc::COLOR_RGB2GRAY).expect("gray");
+    let bgr = converted(&rgb, imgproc::COLOR_RGB2BGR);
+    let gray = converted(&rgb, imgproc::COLOR_RGB2GRAY);
     let mut gray_f32 = Mat::default();
     gray.convert_to(&mut gray_f32, cv::CV_32F, 1.0, 0.0).expect("to f32");
     for (source, expected) in [(&bgr, opencv_reference::luma(&rgb)), (&gray, gray_f32)] {
