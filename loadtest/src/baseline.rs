@@ -349,10 +349,11 @@ async fn drain(
     let names = &fleet.names;
     let brokers = fleet.infrastructure.kafka_brokers.as_str();
     let is_framefleet = matches!(drainer, Drainer::Framefleet | Drainer::FramefleetAllCores);
-    let (program, arguments, results_topic) = if is_framefleet {
-        // Each run its own group and results topic, so each drains the whole backlog.
-        let results_topic = format!("{}-{system}", names.results_topic);
-        crate::create_plain_topic(brokers, &results_topic, 1 << 20).await?;
+    // Each run its own group and results topic, so each drains the whole backlog.
+    let group = format!("{}-{system}", names.worker_group);
+    let results_topic = format!("{}-{system}", names.results_topic);
+    crate::create_plain_topic(brokers, &results_topic, 1 << 20).await?;
+    let (program, arguments) = if is_framefleet {
         // Defaults only: tuning flags would measure a configuration, not the worker.
         let arguments = [
             "--worker-id",
@@ -362,7 +363,7 @@ async fn drain(
             "--kafka-brokers",
             brokers,
             "--group",
-            &format!("{}-{system}", names.worker_group),
+            &group,
             "--results-topic",
             &results_topic,
             "--dead-letter-topic",
@@ -371,10 +372,8 @@ async fn drain(
             &names.suffix,
         ]
         .map(str::to_owned);
-        (programs.worker.clone(), arguments.to_vec(), results_topic)
+        (programs.worker.clone(), arguments.to_vec())
     } else {
-        let results_topic = format!("{}-{system}", names.results_topic);
-        crate::create_plain_topic(brokers, &results_topic, 1 << 20).await?;
         let mut arguments = [
             PYTHON_CONSUMER,
             "--brokers",
@@ -382,7 +381,7 @@ async fn drain(
             "--topic",
             &backlog.topic,
             "--group",
-            &format!("{}-{system}", names.worker_group),
+            &group,
             "--results-topic",
             &results_topic,
             "--frames",
@@ -393,9 +392,9 @@ async fn drain(
         if drainer == Drainer::PythonOpencvReduced {
             arguments.push("--reduced-decode".to_owned());
         }
-        (programs.python.clone(), arguments, results_topic)
+        (programs.python.clone(), arguments)
     };
-    let log = log_path(&format!("{}-{system}.log", names.suffix))?;
+    let log = crate::process::log_path(&format!("{}-{system}.log", names.suffix))?;
     let mut process = PinnedProcess::spawn(system, &drainer.cpu_list(), &program, &arguments, &log)?;
     let results = read_results(brokers, &results_topic, backlog.frames, &mut process).await?;
     let cpu = process.cpu_profile();
@@ -438,15 +437,6 @@ impl ConsumerRun {
             difference_from_framefleet: None,
         })
     }
-}
-
-/// A consumer's log file, under the run directory of `deploy/local/infra.sh` when there is one.
-fn log_path(name: &str) -> anyhow::Result<PathBuf> {
-    let directory = std::env::var_os("FRAMEFLEET_RUN_DIR")
-        .map_or_else(std::env::temp_dir, PathBuf::from)
-        .join("logs");
-    std::fs::create_dir_all(&directory).with_context(|| format!("cannot create {}", directory.display()))?;
-    Ok(directory.join(name))
 }
 
 /// Reads `topic` from the beginning until a result for each of `frames` frames arrived (one

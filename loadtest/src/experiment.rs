@@ -131,11 +131,7 @@ pub(crate) async fn start_workers(
 ) -> anyhow::Result<()> {
     let worker_args: Vec<&str> = worker_args.iter().map(String::as_str).collect();
     for index in 1..=count {
-        let worker_id = format!("{label}-worker-{index}");
-        match cpu_quota {
-            Some(cores) => fleet.spawn_worker_process(&worker_id, &worker_args, cores)?,
-            None => fleet.spawn_worker(&worker_id, &worker_args)?,
-        }
+        fleet.spawn_worker_in(&format!("{label}-worker-{index}"), &worker_args, cpu_quota)?;
     }
     fleet
         .wait_for_status(Duration::from_secs(60), |status| {
@@ -382,11 +378,7 @@ pub async fn run_scaling(
         backlog_frames = acknowledged(&summary)?;
 
         for index in 1..=workers {
-            let worker_id = format!("{label}-worker-{index}");
-            match scenario.worker_cpu_quota {
-                Some(cores) => fleet.spawn_worker_process(&worker_id, &[], cores)?,
-                None => fleet.spawn_worker(&worker_id, &[])?,
-            }
+            fleet.spawn_worker_in(&format!("{label}-worker-{index}"), &[], scenario.worker_cpu_quota)?;
         }
         let partitions = scenario.cameras.count;
         fleet

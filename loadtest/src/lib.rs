@@ -161,9 +161,23 @@ impl Fleet {
         args
     }
 
+    /// Starts a worker in this process, or, with a `cpu_quota`, as a process of its own in
+    /// that quota ([`Self::spawn_worker_process`]).
+    pub fn spawn_worker_in(
+        &mut self,
+        worker_id: &str,
+        extra_args: &[&str],
+        cpu_quota: Option<f64>,
+    ) -> anyhow::Result<()> {
+        match cpu_quota {
+            Some(cores) => self.spawn_worker_process(worker_id, extra_args, cores),
+            None => self.spawn_worker(worker_id, extra_args),
+        }
+    }
+
     /// Starts a worker as a process of its own (the `framefleet-worker` binary of this build)
     /// inside a CPU quota of `cores` CPUs, so that several small workers on one machine stand
-    /// for several nodes. Its output goes to `<run dir>/<worker id>.log`.
+    /// for several nodes. Its output goes to `$FRAMEFLEET_RUN_DIR/logs/<worker id>.log`.
     pub fn spawn_worker_process(&mut self, worker_id: &str, extra_args: &[&str], cores: f64) -> anyhow::Result<()> {
         let program = process::worker_binary()?;
         let args: Vec<String> = self
@@ -173,7 +187,7 @@ impl Fleet {
             .map(str::to_owned)
             .collect();
         let quota = process::CpuQuota::create(&format!("framefleet-{worker_id}"), cores)?;
-        let log = std::env::temp_dir().join(format!("{worker_id}.log"));
+        let log = process::log_path(&format!("{worker_id}.log"))?;
         let child = process::PinnedProcess::spawn_in(worker_id, &quota, &program, &args, &log)?;
         self.worker_processes.push((child, quota));
         Ok(())

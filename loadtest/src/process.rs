@@ -260,6 +260,16 @@ impl Drop for CpuQuota {
     }
 }
 
+/// Where a process's output goes: `$FRAMEFLEET_RUN_DIR/logs/<name>` (the system's temporary
+/// directory when no run directory is set).
+pub fn log_path(name: &str) -> anyhow::Result<PathBuf> {
+    let directory = std::env::var_os("FRAMEFLEET_RUN_DIR")
+        .map_or_else(std::env::temp_dir, PathBuf::from)
+        .join("logs");
+    std::fs::create_dir_all(&directory).with_context(|| format!("cannot create {}", directory.display()))?;
+    Ok(directory.join(name))
+}
+
 /// The `framefleet-worker` binary of this build: cargo puts a profile's binaries in one
 /// directory, and a test binary sits in its `deps/`.
 pub fn worker_binary() -> anyhow::Result<PathBuf> {
