@@ -5,7 +5,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Server reflection needs the descriptors so grpcurl works without .proto files.
         .file_descriptor_set_path(out_dir.join("framefleet_descriptor.bin"))
-        .compile_protos(&["proto/framefleet/v1/control.proto"], &["proto"])?;
+        .compile_protos(
+            &["proto/framefleet/v1/control.proto", "proto/framefleet/v1/records.proto"],
+            &["proto"],
+        )?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

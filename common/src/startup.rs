@@ -30,6 +30,18 @@ pub fn unix_time_us() -> i64 {
     i64::try_from(since_epoch.as_micros()).unwrap_or(i64::MAX)
 }
 
+/// Another binary of this build, `name`, beside this program: cargo puts a profile's binaries
+/// in one directory, and test binaries in its `deps/`. `None` when there is none.
+pub fn sibling_binary(name: &str) -> Option<std::path::PathBuf> {
+    let this = std::env::current_exe().ok()?;
+    let directory = this.parent()?;
+    [Some(directory), directory.parent()]
+        .into_iter()
+        .flatten()
+        .map(|candidate| candidate.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
 pub fn unix_time_ms() -> i64 {
     unix_time_us() / 1000
 }

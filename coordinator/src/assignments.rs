@@ -37,9 +37,23 @@ impl WatchScope {
     }
 }
 
-pub fn validate_after_revision(after_revision: i64) -> Result<(), CoordinatorError> {
+/// Checks a resume point: a watcher may resume after any revision the store has reached
+/// (0: from a fresh listing). A later one names history that has not happened, so the client
+/// is confused about which cluster it talks to; it is refused rather than waited for.
+pub async fn validate_after_revision<S: MetadataStore>(store: &S, after_revision: i64) -> Result<(), CoordinatorError> {
     if after_revision < 0 {
         return Err(CoordinatorError::invalid("after_revision", "must be ≥ 0"));
+    }
+    if after_revision > 0 {
+        let current = store.snapshot(CHANNEL_KEY_PREFIX).await?.revision;
+        if after_revision > current {
+            return Err(CoordinatorError::OutOfRange {
+                field: "after_revision",
+                reason: format!(
+                    "{after_revision} is beyond the store's current revision {current}; resume after a revision this cluster has sent, or 0 for a fresh listing"
+                ),
+            });
+        }
     }
     Ok(())
 }
@@ -80,7 +94,9 @@ async fn feed<S: MetadataStore>(
         seen = send_listing(store, scope, sender).await?;
     }
     loop {
-        let mut batches = store.watch(CHANNEL_KEY_PREFIX, seen + 1).await?;
+        // Exact resume point: the first change after `seen`. (`seen` is at most the store's
+        // revision, checked at the request, so this cannot overflow.)
+        let mut batches = store.watch(CHANNEL_KEY_PREFIX, seen.saturating_add(1)).await?;
         loop {
             let Some(batch) = batches.next().await else {
                 return Err(CoordinatorError::StoreUnavailable("etcd closed the watch".to_owned()));

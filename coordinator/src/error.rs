@@ -10,6 +10,12 @@ pub enum CoordinatorError {
     NotFound { kind: &'static str, id: String },
     #[error("{kind} `{id}` already exists with a different definition")]
     AlreadyExists { kind: &'static str, id: String },
+    #[error(
+        "invalid `channel_id`: `{channel_id}` would get Kafka topics that collide with those of channel `{existing}` (Kafka treats `.` and `_` in topic names alike)"
+    )]
+    TopicCollision { channel_id: String, existing: String },
+    #[error("`{field}` is out of range: {reason}")]
+    OutOfRange { field: &'static str, reason: String },
     #[error("{kind} `{id}` is registered by another live process; give this one another id")]
     MemberInUse { kind: &'static str, id: String },
     #[error("{0}")]
@@ -39,9 +45,10 @@ impl From<CoordinatorError> for Status {
         match error {
             CoordinatorError::InvalidArgument { .. } => Status::invalid_argument(message),
             CoordinatorError::NotFound { .. } => Status::not_found(message),
-            CoordinatorError::AlreadyExists { .. } | CoordinatorError::MemberInUse { .. } => {
-                Status::already_exists(message)
-            }
+            CoordinatorError::OutOfRange { .. } => Status::out_of_range(message),
+            CoordinatorError::AlreadyExists { .. }
+            | CoordinatorError::MemberInUse { .. }
+            | CoordinatorError::TopicCollision { .. } => Status::already_exists(message),
             CoordinatorError::FailedPrecondition(_) => Status::failed_precondition(message),
             CoordinatorError::StoreTimeout(_) => Status::deadline_exceeded(message),
             CoordinatorError::StoreUnavailable(_) | CoordinatorError::KafkaUnavailable(_) => {

@@ -180,7 +180,7 @@ impl<S: MetadataStore + Clone> AssignmentService for AssignmentApi<S> {
         request: Request<WatchAssignmentsRequest>,
     ) -> Result<Response<Self::WatchAssignmentsStream>, Status> {
         let request = request.into_inner();
-        validate_after_revision(request.after_revision)?;
+        validate_after_revision(&self.store, request.after_revision).await?;
         if !request.ingestor_id.is_empty() {
             crate::fleet::validate_process_id("ingestor_id", &request.ingestor_id)?;
         }

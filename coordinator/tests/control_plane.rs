@@ -664,3 +664,101 @@ async fn an_unauthenticated_mutating_call_is_refused_and_writes_nothing() {
     assert_eq!(etcd_keys(&format!("{prefix}channels/")).await.len(), 1);
     coordinator.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watch_refuses_revisions_the_store_has_not_reached_and_resumes_exactly() {
+    let coordinator = Coordinator::start(&prefix(), &[]).await;
+    let channel = coordinator.channel(None).await;
+    let mut client = AssignmentServiceClient::new(channel.clone());
+    let mut watch = client
+        .watch_assignments(WatchAssignmentsRequest::default())
+        .await
+        .expect("watch")
+        .into_inner();
+    let current = next_update(&mut watch).await.revision;
+    drop(watch);
+
+    // Other tests share this etcd, so "beyond" is far beyond, not current + 1.
+    for after_revision in [i64::MAX, current + 1_000_000] {
+        let status = client
+            .watch_assignments(WatchAssignmentsRequest {
+                ingestor_id: String::new(),
+                after_revision,
+            })
+            .await
+            .expect_err("a revision from the future");
+        assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+        assert!(status.message().contains("after_revision"), "{}", status.message());
+    }
+
+    // Resuming after the revision last seen gets the very next change.
+    let mut resumed = client
+        .watch_assignments(WatchAssignmentsRequest {
+            ingestor_id: String::new(),
+            after_revision: current,
+        })
+        .await
+        .expect("resume")
+        .into_inner();
+    let cam = unique("cam");
+    ChannelServiceClient::new(channel)
+        .register_channel(register(&cam, 64, 48))
+        .await
+        .expect("register");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let update = next_update(&mut resumed).await;
+        assert!(!update.reset, "{update:?}");
+        assert!(update.revision > current);
+        if update.channels.iter().any(|c| c.channel_id == cam) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the registration never arrived");
+    }
+    coordinator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn channel_ids_that_make_unusable_or_colliding_topics_are_refused() {
+    let coordinator = Coordinator::start(&prefix(), &[]).await;
+    let mut channels = ChannelServiceClient::new(coordinator.channel(None).await);
+    for bad in ["..", ".", ".cam", "cam.", "cam..1"] {
+        let status = channels
+            .register_channel(register(bad, 64, 48))
+            .await
+            .expect_err("unusable id");
+        assert_eq!(status.code(), Code::InvalidArgument, "{bad}: {status:?}");
+        assert!(status.message().contains("channel_id"), "{}", status.message());
+    }
+    let dotted = format!("{}.north", unique("site"));
+    channels
+        .register_channel(register(&dotted, 64, 48))
+        .await
+        .expect("register the first");
+    let underscored = dotted.replace('.', "_");
+    let status = channels
+        .register_channel(register(&underscored, 64, 48))
+        .await
+        .expect_err("colliding topics");
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    assert!(
+        status.message().contains(&dotted),
+        "names the other channel: {}",
+        status.message()
+    );
+    let listed = channels
+        .list_channels(ListChannelsRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(
+        !listed.channels.iter().any(|c| c.channel_id == underscored),
+        "nothing written for the refused id"
+    );
+    // Registering the first again is still idempotent.
+    channels
+        .register_channel(register(&dotted, 64, 48))
+        .await
+        .expect("same registration again");
+    coordinator.stop().await;
+}

@@ -47,6 +47,9 @@ pub struct CaptureOptions {
 pub struct CaptureJob {
     pub source_uri: String,
     pub spec: SourceSpec,
+    /// The channel's frame rate (its schema's): what `--pace realtime` plays files at, so
+    /// `--fps` and `?fps=` govern pacing as they govern the schema. 0: the source's own.
+    pub fps: f64,
     pub encoder: FrameEncoder,
     pub options: CaptureOptions,
     pub queue: Arc<FrameQueue<EncodedFrame>>,
@@ -119,7 +122,8 @@ fn capture(job: &mut CaptureJob) -> SourceState {
         job.ledger.set_state(SourceState::Capturing);
         let info = source.info();
         let paced = job.options.pace == Pace::Realtime && !job.spec.is_live();
-        let frame_interval = Duration::from_secs_f64(1.0 / info.fps.max(0.001));
+        let fps = if job.fps > 0.0 { job.fps } else { info.fps };
+        let frame_interval = Duration::from_secs_f64(1.0 / fps.max(0.001));
 
         let mut consecutive_undecodable = 0;
         let ended = loop {
@@ -144,6 +148,11 @@ fn capture(job: &mut CaptureJob) -> SourceState {
                     if consecutive_undecodable >= MAX_CONSECUTIVE_UNDECODABLE {
                         break ReadsEnded::Damaged(reason);
                     }
+                    continue;
+                }
+                Ok(ReadOutcome::UnreadableItem(reason)) => {
+                    tracing::warn!(source = %job.source_uri, "{reason}");
+                    job.ledger.record_undecodable(reason);
                     continue;
                 }
                 Ok(ReadOutcome::End) => break ReadsEnded::End,

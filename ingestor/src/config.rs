@@ -118,6 +118,12 @@ pub struct IngestorConfig {
     #[arg(long, value_enum, default_value_t = QueuePolicy::Block)]
     pub queue_policy: QueuePolicy,
 
+    /// Where each channel's source is read and decoded: `process` (one capture process per
+    /// channel, so a decoder crash fails or restarts that channel alone) or `thread` (all in
+    /// this process: cheaper, but one crash stops every channel).
+    #[arg(long, value_enum, default_value_t = CaptureIsolation::Process)]
+    pub capture_isolation: CaptureIsolation,
+
     /// A live source with no frame for this long is reconnected.
     #[arg(long, default_value_t = 10)]
     pub stall_timeout_secs: u64,
@@ -141,6 +147,14 @@ pub struct IngestorConfig {
     /// Deadline for reaching the coordinator and the broker, in seconds.
     #[arg(long, env = "FRAMEFLEET_REQUEST_TIMEOUT_SECS", default_value_t = 10)]
     pub request_timeout_secs: u64,
+}
+
+/// See `--capture-isolation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CaptureIsolation {
+    Process,
+    Thread,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]

@@ -20,6 +20,20 @@ pub enum SourceState {
 }
 
 impl SourceState {
+    /// The state [`Self::as_str`] names; `None` for any other text.
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            Self::Opening,
+            Self::Capturing,
+            Self::Reconnecting,
+            Self::Ended,
+            Self::Failed,
+            Self::Stopped,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == name)
+    }
+
     fn from_u8(value: u8) -> Self {
         match value {
             1 => Self::Capturing,
@@ -52,6 +66,7 @@ pub struct ChannelLedger {
     failed_possibly_persisted: AtomicU64,
     dropped: AtomicU64,
     undecodable: AtomicU64,
+    capture_crashes: AtomicU64,
     gaps: AtomicU64,
     gap_ms: AtomicU64,
     bytes_acknowledged: AtomicU64,
@@ -61,6 +76,7 @@ pub struct ChannelLedger {
     state: AtomicU8,
     finished: AtomicBool,
     last_error: Mutex<String>,
+    last_undecodable: Mutex<String>,
 }
 
 /// How a failed delivery may have ended on the broker.
@@ -115,6 +131,37 @@ impl ChannelLedger {
     pub fn record_undecodable(&self, reason: String) {
         self.undecodable.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(channel = %self.channel_id, %reason, "undecodable frame skipped");
+        *self.last_undecodable.lock().unwrap_or_else(PoisonError::into_inner) = reason;
+    }
+
+    /// The channel's capture process died (a decoder crash); see [`crate::isolation`].
+    pub fn record_capture_crash(&self) {
+        self.capture_crashes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes on what a capture process reported of the source (undecodable frames, gaps,
+    /// state, errors): `current` is its latest report, `previous` the one before (zeros for
+    /// a new process), so counts add up across restarts.
+    pub fn adopt_source_report(&self, previous: &v1::ChannelLedger, current: &v1::ChannelLedger) {
+        let grow = |counter: &AtomicU64, before: u64, now: u64| {
+            counter.fetch_add(now.saturating_sub(before), Ordering::Relaxed);
+        };
+        grow(
+            &self.undecodable,
+            previous.frames_undecodable,
+            current.frames_undecodable,
+        );
+        grow(&self.gaps, previous.source_gaps, current.source_gaps);
+        grow(&self.gap_ms, previous.source_gap_ms, current.source_gap_ms);
+        if current.last_error != previous.last_error {
+            self.set_error(current.last_error.clone());
+        }
+        if current.last_undecodable != previous.last_undecodable {
+            *self.last_undecodable.lock().unwrap_or_else(PoisonError::into_inner) = current.last_undecodable.clone();
+        }
+        if let Some(state) = SourceState::parse(&current.source_state) {
+            self.set_state(state);
+        }
     }
 
     pub fn record_gap(&self, length: Duration) {
@@ -187,9 +234,15 @@ impl ChannelLedger {
             frames_dropped: self.dropped.load(Ordering::Relaxed),
             source_finished: self.is_finished(),
             last_error: self.last_error.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+            last_undecodable: self
+                .last_undecodable
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
             source_gaps: self.gaps.load(Ordering::Relaxed),
             source_gap_ms: self.gap_ms.load(Ordering::Relaxed),
             frames_undecodable: self.undecodable.load(Ordering::Relaxed),
+            capture_crashes: self.capture_crashes.load(Ordering::Relaxed),
             frames_failed_possibly_persisted: self.failed_possibly_persisted.load(Ordering::Relaxed),
             source_state: self.state().as_str().to_owned(),
             frames_queued: self.queued.load(Ordering::Relaxed),

@@ -1,13 +1,15 @@
 //! The framefleet ingestor. It registers with the coordinator (a report stream under an etcd
 //! lease), registers the channels it was configured with (claiming them), and captures
 //! whatever the coordinator's assignment watch says is its own: channels start, restart and
-//! stop at runtime as assignments change. Each channel reads its source on its own thread,
+//! stop at runtime as assignments change. Each channel reads its source in its own capture
+//! process (see [`isolation`]; a thread with `--capture-isolation thread`),
 //! converts frames to the channel schema and produces every frame to each of the channel's
 //! topics, keeping a ledger of what happened to each one.
 
 pub mod capture;
 pub mod config;
 pub mod encode;
+pub mod isolation;
 pub mod ledger;
 pub mod membership;
 pub mod producer;
@@ -15,7 +17,7 @@ pub mod queue;
 pub mod source;
 
 use crate::capture::{CaptureJob, CaptureOptions, EncodedFrame};
-use crate::config::{IngestorConfig, LocalChannel};
+use crate::config::{CaptureIsolation, IngestorConfig, LocalChannel};
 use crate::encode::{FrameEncoder, Quality};
 use crate::ledger::SourceState;
 use crate::membership::{Coordinator, Ledgers};
@@ -119,6 +121,19 @@ pub async fn run(config: IngestorConfig, shutdown: CancellationToken) -> anyhow:
         ended: HashMap::new(),
         finished: finished_sender,
         generation: 0,
+        capture_binary: match config.capture_isolation {
+            CaptureIsolation::Process => {
+                let binary = isolation::ingestor_binary();
+                if binary.is_none() {
+                    tracing::warn!(
+                        "no framefleet-ingestor binary found to run capture processes from (set {}); capturing in threads, so a decoder crash stops every channel",
+                        isolation::INGESTOR_BINARY_ENV
+                    );
+                }
+                binary
+            }
+            CaptureIsolation::Thread => None,
+        },
     };
     let mut local = LocalChannels {
         config: Arc::clone(&config),
@@ -235,6 +250,8 @@ struct Supervisor {
     ended: HashMap<String, ChannelKey>,
     finished: mpsc::UnboundedSender<(String, u64)>,
     generation: u64,
+    /// The binary that capture processes run from; `None`: capture threads.
+    capture_binary: Option<std::path::PathBuf>,
 }
 
 impl Supervisor {
@@ -299,20 +316,44 @@ impl Supervisor {
             self.config.queue_policy,
         ));
         let producer = self.producers.for_encoding(prepared.encoder.encoding()).clone();
-        let job = CaptureJob {
-            source_uri: channel.source_uri.clone(),
-            spec: prepared.spec,
-            encoder: prepared.encoder,
-            options: self.capture_options(),
-            queue: Arc::clone(&queue),
-            ledger: Arc::clone(&ledger),
-            stop: stop.clone(),
+        let options = self.capture_options();
+        tracing::info!(channel = %channel_id, source = %channel.source_uri, topics = ?key.topics, isolated = self.capture_binary.is_some(), "capturing");
+        let run_capture: Box<dyn FnOnce() + Send> = match &self.capture_binary {
+            Some(binary) => {
+                let request = isolation::CaptureRequest::new(
+                    &channel_id,
+                    &channel.source_uri,
+                    &prepared.schema,
+                    prepared.quality,
+                    &options,
+                );
+                let (binary, spec, queue, ledger, stop) = (
+                    binary.clone(),
+                    prepared.spec,
+                    Arc::clone(&queue),
+                    Arc::clone(&ledger),
+                    stop.clone(),
+                );
+                Box::new(move || isolation::supervise(&binary, &request, &spec, &queue, &ledger, &stop))
+            }
+            None => {
+                let job = CaptureJob {
+                    source_uri: channel.source_uri.clone(),
+                    spec: prepared.spec,
+                    fps: prepared.schema.fps,
+                    encoder: prepared.encoder,
+                    options,
+                    queue: Arc::clone(&queue),
+                    ledger: Arc::clone(&ledger),
+                    stop: stop.clone(),
+                };
+                Box::new(move || capture::capture_loop(job))
+            }
         };
-        tracing::info!(channel = %channel_id, source = %channel.source_uri, topics = ?key.topics, "capturing");
         let finished = self.finished.clone();
         let task = tokio::spawn(async move {
             let capture_ledger = Arc::clone(&ledger);
-            let capture = tokio::task::spawn_blocking(move || capture::capture_loop(job));
+            let capture = tokio::task::spawn_blocking(run_capture);
             let delivery = tokio::spawn(producer::deliver_channel(
                 producer,
                 prepared.stream,
@@ -365,6 +406,8 @@ impl Supervisor {
         Ok(PreparedChannel {
             spec,
             encoder,
+            schema: *schema,
+            quality,
             stream: ChannelStream {
                 channel_id: channel.channel_id.clone(),
                 topics: key.topics.clone(),
@@ -422,6 +465,8 @@ impl Supervisor {
 struct PreparedChannel {
     spec: SourceSpec,
     encoder: FrameEncoder,
+    schema: FrameSchema,
+    quality: Quality,
     stream: ChannelStream,
 }
 

@@ -1,8 +1,16 @@
 use framefleet_ingestor::config::IngestorConfig;
 use std::process::ExitCode;
 
+fn main() -> ExitCode {
+    // A capture child (see `framefleet_ingestor::isolation`) is this binary with one argument.
+    if std::env::args().nth(1).as_deref() == Some(framefleet_ingestor::isolation::CHILD_COMMAND) {
+        return framefleet_ingestor::isolation::child_main();
+    }
+    service()
+}
+
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn service() -> ExitCode {
     framefleet_common::startup::run_service("framefleet-ingestor", |config: IngestorConfig, shutdown| async {
         let summary = framefleet_ingestor::run(config, shutdown).await?;
         let failed = summary.failed_channels();

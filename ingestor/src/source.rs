@@ -16,8 +16,15 @@ use opencv::{core, imgcodecs, imgproc, videoio};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Used when a file does not say its frame rate.
+/// Used when a file does not say its frame rate and its timestamps do not tell it either
+/// (PAL's 25 frames/s, the most common CCTV rate).
 pub const FALLBACK_FPS: f64 = 25.0;
+/// A reported frame rate above this is taken as a container artefact, not a camera's rate:
+/// Matroska/WebM recordings without a frame rate are reported by OpenCV as their timebase
+/// (1 ms → 1000 frames/s). Faster sources need `?fps=` or `--fps`.
+pub const MAX_PLAUSIBLE_FPS: f64 = 240.0;
+/// Frames whose timestamps are read to derive a rate the file does not state.
+const FPS_PROBE_FRAMES: usize = 50;
 /// The largest side the coordinator accepts; larger is refused before any allocation.
 pub const MAX_DIMENSION: u32 = 16_384;
 const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp", "ppm", "pgm"];
@@ -64,6 +71,9 @@ pub enum SourceSpec {
         width: u32,
         height: u32,
         fps: f64,
+        /// Fault injection (`?crash_after=N`): the process reading the pattern aborts when it
+        /// reaches frame N, as a decoder crash would; for testing capture supervision.
+        crash_after: Option<u64>,
     },
 }
 
@@ -172,6 +182,20 @@ pub fn check_dimensions(width: u32, height: u32) -> Result<(), String> {
 }
 
 fn parse_synthetic(rest: &str) -> Result<SourceSpec, String> {
+    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut crash_after = None;
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        match pair.split_once('=') {
+            Some(("crash_after", value)) => {
+                crash_after = Some(
+                    value
+                        .parse::<u64>()
+                        .map_err(|_| format!("crash_after `{value}` is not a frame count"))?,
+                );
+            }
+            _ => return Err(format!("unknown option `{pair}` (crash_after=N)")),
+        }
+    }
     let (size, fps) = match rest.split_once('@') {
         Some((size, fps)) => (
             size,
@@ -191,6 +215,7 @@ fn parse_synthetic(rest: &str) -> Result<SourceSpec, String> {
         width,
         height,
         fps: check_fps(fps)?,
+        crash_after,
     })
 }
 
@@ -201,7 +226,11 @@ pub enum ReadOutcome {
     /// A frame, read after this many reads that gave nothing (damage in a file).
     FrameAfterSkipping(u32),
     /// The source returned something for this frame that could not be decoded; skip it.
+    /// Many in a row mean the source is damaged.
     Undecodable(String),
+    /// One item of a source whose items are independent (an image of a directory) could not
+    /// be read; skip it. However many there are, the items after it are still read.
+    UnreadableItem(String),
     /// A file or directory has no more frames.
     End,
     /// A live source gave no frame within the read timeout (stalled or disconnected).
@@ -221,7 +250,16 @@ pub struct OpenOptions {
 
 pub fn open(uri: &str, spec: &SourceSpec, options: OpenOptions) -> Result<Box<dyn FrameSource>, SourceError> {
     match spec {
-        SourceSpec::Synthetic { width, height, fps } => Ok(Box::new(SyntheticSource::new(*width, *height, *fps)?)),
+        SourceSpec::Synthetic {
+            width,
+            height,
+            fps,
+            crash_after,
+        } => {
+            let mut source = SyntheticSource::new(*width, *height, *fps)?;
+            source.crash_after = *crash_after;
+            Ok(Box::new(source))
+        }
         SourceSpec::Path { path, fps, .. } if path.is_dir() => Ok(Box::new(ImageDirSource::open(uri, path, *fps)?)),
         SourceSpec::Path { path, fps, .. } => {
             if !path.exists() {
@@ -281,7 +319,7 @@ impl VideoSource {
             videoio::CAP_PROP_READ_TIMEOUT_MSEC,
             timeout_ms,
         ]);
-        let capture = if live {
+        let mut capture = if live {
             videoio::VideoCapture::from_file_with_params(target, backend, &params).map_err(&error)?
         } else {
             videoio::VideoCapture::from_file(target, backend).map_err(&error)?
@@ -301,7 +339,26 @@ impl VideoSource {
                 height,
             });
         }
-        let fps = fps_override.unwrap_or_else(|| check_fps(fps).unwrap_or(FALLBACK_FPS));
+        let fps = match fps_override {
+            Some(fps) => fps,
+            None if fps.is_finite() && fps > 0.0 && fps <= MAX_PLAUSIBLE_FPS => fps,
+            None if live => FALLBACK_FPS,
+            None => {
+                let derived = rate_from_timestamps(&mut capture);
+                tracing::info!(
+                    source = uri,
+                    reported = fps,
+                    ?derived,
+                    "frame rate not stated; derived from timestamps"
+                );
+                // The probe read frames: start again from the first.
+                capture = videoio::VideoCapture::from_file(target, backend).map_err(&error)?;
+                if !capture.is_opened().map_err(&error)? {
+                    return Err(SourceError::CannotOpen(uri.to_owned()));
+                }
+                derived.unwrap_or(FALLBACK_FPS)
+            }
+        };
         Ok(Self {
             uri: uri.to_owned(),
             capture,
@@ -344,6 +401,39 @@ impl FrameSource for VideoSource {
     }
 }
 
+/// The frame rate of a file from its frames' presentation timestamps: the median interval
+/// between consecutive frames of the first [`FPS_PROBE_FRAMES`]. `None` when the file has too
+/// few frames or no usable timestamps.
+fn rate_from_timestamps(capture: &mut videoio::VideoCapture) -> Option<f64> {
+    let mut frame = Mat::default();
+    let mut stamps_ms = Vec::with_capacity(FPS_PROBE_FRAMES);
+    for _ in 0..FPS_PROBE_FRAMES {
+        if !capture.read(&mut frame).unwrap_or(false) {
+            break;
+        }
+        if let Ok(position) = capture.get(videoio::CAP_PROP_POS_MSEC) {
+            stamps_ms.push(position);
+        }
+    }
+    median_rate(&stamps_ms)
+}
+
+/// Frames per second from timestamps in milliseconds, robust to a few odd intervals.
+fn median_rate(stamps_ms: &[f64]) -> Option<f64> {
+    let mut intervals: Vec<f64> = stamps_ms
+        .windows(2)
+        .map(|pair| pair[1] - pair[0])
+        .filter(|interval| interval.is_finite() && *interval > 0.0)
+        .collect();
+    if intervals.len() < 2 {
+        return None;
+    }
+    intervals.sort_by(f64::total_cmp);
+    let median = intervals[intervals.len() / 2];
+    let fps = 1000.0 / median;
+    (fps > 0.0 && fps <= MAX_PLAUSIBLE_FPS).then_some(fps)
+}
+
 /// Failed reads tried past before a file is taken to have ended.
 const MAX_READ_SKIPS: u32 = 25;
 
@@ -361,11 +451,36 @@ impl VideoSource {
     }
 }
 
-/// Every image of a directory, in name order.
+/// Every image of a directory, in name order. Hidden files (`.name`, which includes the
+/// `._name.jpg` AppleDouble twins a Mac leaves beside every file) are not images of the
+/// directory and are never read. Each image is independent: one that cannot be read is
+/// counted and the next one read, however many there are.
 struct ImageDirSource {
     files: Vec<PathBuf>,
     next: usize,
     info: SourceInfo,
+}
+
+/// Why one image of a directory is not a frame: its header declares a size beyond the limits
+/// or cannot be read, or it does not decode.
+fn read_image(path: &Path) -> Result<Mat, String> {
+    // The size from the header first: an image claiming 100000×100000 pixels is refused
+    // before gigabytes are allocated to decode it.
+    let declared =
+        imagesize::size(path).map_err(|error| format!("`{}` is not a readable image ({error})", path.display()))?;
+    let within = |side: usize| (1..=MAX_DIMENSION as usize).contains(&side);
+    if !(within(declared.width) && within(declared.height)) {
+        return Err(format!(
+            "`{}` declares {}×{} pixels, beyond the {MAX_DIMENSION}-pixel limit per side; not decoded",
+            path.display(),
+            declared.width,
+            declared.height
+        ));
+    }
+    match imgcodecs::imread(path, imgcodecs::IMREAD_COLOR) {
+        Ok(image) if !image.empty() => Ok(image),
+        _ => Err(format!("`{}` is not a readable image", path.display())),
+    }
 }
 
 impl ImageDirSource {
@@ -375,20 +490,22 @@ impl ImageDirSource {
             .filter_map(Result::ok)
             .map(|entry| entry.path())
             .filter(|path| {
-                path.extension()
+                let hidden = path
+                    .file_name()
+                    .and_then(|name| name.to_str())
+                    .is_none_or(|name| name.starts_with('.'));
+                let image_extension = path
+                    .extension()
                     .and_then(|extension| extension.to_str())
-                    .is_some_and(|extension| IMAGE_EXTENSIONS.contains(&extension.to_ascii_lowercase().as_str()))
+                    .is_some_and(|extension| IMAGE_EXTENSIONS.contains(&extension.to_ascii_lowercase().as_str()));
+                !hidden && image_extension && path.is_file()
             })
             .collect();
         files.sort();
         // The first readable image sets the directory's size; later images are resized to it.
         let first = files
             .iter()
-            .find_map(|path| {
-                imgcodecs::imread(path, imgcodecs::IMREAD_COLOR)
-                    .ok()
-                    .filter(|image| !image.empty())
-            })
+            .find_map(|path| read_image(path).ok())
             .ok_or_else(|| SourceError::NoImages(uri.to_owned()))?;
         let (width, height) = (first.cols(), first.rows());
         Ok(Self {
@@ -413,15 +530,12 @@ impl FrameSource for ImageDirSource {
             return Ok(ReadOutcome::End);
         };
         self.next += 1;
-        match imgcodecs::imread(path, imgcodecs::IMREAD_COLOR) {
-            Ok(image) if !image.empty() => {
+        match read_image(path) {
+            Ok(image) => {
                 *frame = image;
                 Ok(ReadOutcome::Frame)
             }
-            _ => Ok(ReadOutcome::Undecodable(format!(
-                "`{}` is not a readable image",
-                path.display()
-            ))),
+            Err(reason) => Ok(ReadOutcome::UnreadableItem(reason)),
         }
     }
 }
@@ -431,6 +545,8 @@ impl FrameSource for ImageDirSource {
 pub struct SyntheticSource {
     info: SourceInfo,
     frame_number: u64,
+    /// See [`SourceSpec::Synthetic`]'s `crash_after`.
+    crash_after: Option<u64>,
 }
 
 impl SyntheticSource {
@@ -442,6 +558,7 @@ impl SyntheticSource {
         Ok(Self {
             info: SourceInfo { width, height, fps },
             frame_number: 0,
+            crash_after: None,
         })
     }
 
@@ -486,6 +603,13 @@ impl FrameSource for SyntheticSource {
     }
 
     fn read(&mut self, frame: &mut Mat) -> Result<ReadOutcome, SourceError> {
+        if self.crash_after == Some(self.frame_number) {
+            tracing::error!(
+                frame = self.frame_number,
+                "crash_after reached: aborting this process (fault injection)"
+            );
+            std::process::abort();
+        }
         self.draw(self.frame_number, frame)
             .map_err(opencv_error("synthetic://"))?;
         self.frame_number += 1;
@@ -498,15 +622,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_rate_is_derived_from_timestamps_and_odd_intervals_do_not_move_it() {
+        let stamps: Vec<f64> = (0..30).map(|n| f64::from(n) * 40.0).collect();
+        assert_eq!(median_rate(&stamps), Some(25.0));
+        // A 1 ms-timebase file at 30 frames/s: intervals of 33 and 34 ms, and one long gap.
+        let mut stamps: Vec<f64> = (0..30).map(|n| (f64::from(n) * 1000.0 / 30.0).round()).collect();
+        stamps[20] += 500.0;
+        let fps = median_rate(&stamps).expect("a rate");
+        assert!((29.0..=31.0).contains(&fps), "{fps}");
+        assert_eq!(median_rate(&[0.0, 0.0, 0.0]), None, "no usable timestamps");
+        assert_eq!(
+            median_rate(&[0.0, 1.0, 2.0, 3.0]),
+            None,
+            "1000 frames/s is not plausible"
+        );
+    }
+
+    #[test]
     fn uris_name_their_source() {
         assert_eq!(
             SourceSpec::parse("synthetic://640x480@30").expect("synthetic"),
             SourceSpec::Synthetic {
                 width: 640,
                 height: 480,
-                fps: 30.0
+                fps: 30.0,
+                crash_after: None,
             }
         );
+        assert_eq!(
+            SourceSpec::parse("synthetic://64x48@5?crash_after=10").expect("fault injection"),
+            SourceSpec::Synthetic {
+                width: 64,
+                height: 48,
+                fps: 5.0,
+                crash_after: Some(10),
+            }
+        );
+        assert!(SourceSpec::parse("synthetic://64x48?crash=1").is_err());
         assert!(matches!(
             SourceSpec::parse("rtsp://127.0.0.1:8554/cam").expect("rtsp"),
             SourceSpec::Network { .. }

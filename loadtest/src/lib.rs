@@ -408,6 +408,20 @@ pub fn header_value<'a>(record: &'a rdkafka::message::OwnedMessage, name: &str) 
     record.headers()?.iter().find(|header| header.key == name)?.value
 }
 
+/// The framefleet headers of a frame record, parsed as the worker parses them.
+pub fn frame_headers(
+    record: &rdkafka::message::OwnedMessage,
+) -> Result<framefleet_proto::wire::FrameHeaders, framefleet_proto::wire::HeaderError> {
+    use rdkafka::message::{Headers, Message};
+    framefleet_proto::wire::FrameHeaders::parse(
+        record
+            .headers()
+            .into_iter()
+            .flat_map(|headers| headers.iter())
+            .map(|header| (header.key, header.value)),
+    )
+}
+
 /// Reads a topic from the beginning of every partition with a plain Kafka consumer (manual
 /// assignment, no group, nothing committed), until `expected` records arrived or `timeout`
 /// passed, then `settle` longer so a duplicate beyond `expected` would show. Blocking: call it

@@ -273,19 +273,12 @@ pub fn log_path(name: &str) -> anyhow::Result<PathBuf> {
 /// The `framefleet-worker` binary of this build: cargo puts a profile's binaries in one
 /// directory, and a test binary sits in its `deps/`.
 pub fn worker_binary() -> anyhow::Result<PathBuf> {
-    let this = std::env::current_exe().context("cannot find this program's path")?;
-    let directory = this.parent().context("this program has no directory")?;
-    [Some(directory), directory.parent()]
-        .into_iter()
-        .flatten()
-        .map(|candidate| candidate.join("framefleet-worker"))
-        .find(|candidate| candidate.is_file())
-        .with_context(|| {
-            format!(
-                "no framefleet-worker beside {}: build it with the same profile (`cargo build -p framefleet-worker`; scripts/loadtest.sh does)",
-                this.display()
-            )
-        })
+    framefleet_common::startup::sibling_binary("framefleet-worker").with_context(|| {
+        format!(
+            "no framefleet-worker beside {}: build it with the same profile (`cargo build -p framefleet-worker`; scripts/loadtest.sh does)",
+            std::env::current_exe().unwrap_or_default().display()
+        )
+    })
 }
 
 impl Drop for PinnedProcess {

@@ -5,7 +5,6 @@
 //! acknowledged survives its restart.
 
 use framefleet_loadtest::{Fleet, Infrastructure};
-use framefleet_proto::wire::FrameHeaders;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
@@ -146,7 +145,7 @@ async fn a_20_second_broker_outage_loses_no_acknowledged_frame() {
     .expect("read the topic");
     let mut copies: BTreeMap<u64, usize> = BTreeMap::new();
     for record in &records {
-        let headers = FrameHeaders::parse(|name| framefleet_loadtest::header_value(record, name)).expect("headers");
+        let headers = framefleet_loadtest::frame_headers(record).expect("headers");
         *copies.entry(headers.sequence).or_default() += 1;
     }
     assert_eq!(

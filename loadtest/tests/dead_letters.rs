@@ -205,3 +205,246 @@ async fn garbage_in_a_topic_is_dead_lettered_and_the_next_good_frame_processed()
     let summaries = fleet.stop().await.expect("stop");
     assert_eq!(summaries[0].frames_dead_lettered, expected_dead_letters as u64);
 }
+
+async fn register_channel(
+    fleet: &Fleet,
+    name: &str,
+    (width, height): (u32, u32),
+    encoding: FrameEncoding,
+) -> framefleet_proto::v1::Channel {
+    let channel_id = fleet.names.channel_id(name);
+    let channel = framefleet_proto::client::connect_coordinator(
+        &fleet.coordinator_address,
+        Duration::from_secs(10),
+        &Default::default(),
+    )
+    .await
+    .expect("connect");
+    ChannelServiceClient::new(channel)
+        .register_channel(RegisterChannelRequest {
+            channel_id,
+            source_uri: "test://other-clients".to_owned(),
+            schema: Some(FrameSchema {
+                version: 1,
+                width,
+                height,
+                channels: 3,
+                pixel_format: PixelFormat::Rgb24.into(),
+                encoding: encoding.into(),
+                fps: 10.0,
+            }),
+            ..RegisterChannelRequest::default()
+        })
+        .await
+        .expect("register")
+        .into_inner()
+        .channel
+        .expect("channel")
+}
+
+/// Removes the JPEG's Huffman tables (DHT segments), as Motion-JPEG cameras do.
+fn without_huffman_tables(jpeg: &[u8]) -> Vec<u8> {
+    let mut out = jpeg[..2].to_vec();
+    let mut at = 2;
+    while at + 4 <= jpeg.len() {
+        let marker = jpeg[at + 1];
+        if marker == 0xDA {
+            out.extend_from_slice(&jpeg[at..]);
+            return out;
+        }
+        let length = usize::from(u16::from_be_bytes([jpeg[at + 2], jpeg[at + 3]]));
+        if marker != 0xC4 {
+            out.extend_from_slice(&jpeg[at..at + 2 + length]);
+        }
+        at += 2 + length;
+    }
+    out
+}
+
+/// Records written by other Kafka clients, through the real broker: each kind of bad record
+/// gets a dead letter with its code (and the record as it was, nulls kept null), each kind of
+/// odd but valid frame gets a result, and none of them stops the partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_from_other_clients_get_a_coded_dead_letter_or_a_result() {
+    let mut fleet = Fleet::start("other-clients").await.expect("start the coordinator");
+    let cam = register_channel(&fleet, "cam", (WIDTH as u32, HEIGHT as u32), FrameEncoding::Jpeg).await;
+    let line_scan = register_channel(&fleet, "linescan", (1920, 3), FrameEncoding::Jpeg).await;
+    // Large frames (3 MiB raw), for a record bigger than the worker's own limit.
+    let big = register_channel(&fleet, "big", (1024, 1024), FrameEncoding::Jpeg).await;
+    fleet
+        .spawn_worker("worker-oc", &["--max-frame-mib", "1"])
+        .expect("worker");
+
+    let plain: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &fleet.infrastructure.kafka_brokers)
+        .set("message.max.bytes", "4000000")
+        .create()
+        .expect("producer");
+    // Another producer's choice of codec: every standard one must be readable.
+    let zstd: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &fleet.infrastructure.kafka_brokers)
+        .set("compression.codec", "zstd")
+        .create()
+        .expect("a zstd producer (librdkafka built with zstd)");
+
+    let good = jpeg(WIDTH, HEIGHT);
+    let third = good[..good.len() / 3].to_vec();
+    let mjpeg = without_huffman_tables(&good);
+    assert!(mjpeg.len() < good.len());
+    let line = jpeg(1920, 3);
+    let huge: Vec<u8> = (0..2_400_000_u32).map(|index| (index % 251) as u8).collect();
+
+    struct Case {
+        topic: String,
+        key: Option<Vec<u8>>,
+        payload: Option<Vec<u8>>,
+        headers: OwnedHeaders,
+        zstd: bool,
+        /// `None`: a result is expected.
+        code: Option<&'static str>,
+    }
+    let id = |channel: &framefleet_proto::v1::Channel| channel.channel_id.clone();
+    let frame =
+        |channel: &framefleet_proto::v1::Channel, sequence: u64, payload: &[u8], code: Option<&'static str>| Case {
+            topic: channel.topic.clone(),
+            key: Some(channel.channel_id.clone().into_bytes()),
+            payload: Some(payload.to_vec()),
+            headers: headers_for(&channel.channel_id, sequence, payload),
+            zstd: false,
+            code,
+        };
+    let mut cases = vec![
+        // Two different sequence numbers: ambiguous, whichever comes first.
+        Case {
+            headers: headers_for(&id(&cam), 1, &good).insert(rdkafka::message::Header {
+                key: wire::HEADER_SEQUENCE,
+                value: Some("2"),
+            }),
+            ..frame(&cam, 1, &good, Some("DEAD_LETTER_CODE_AMBIGUOUS_HEADER"))
+        },
+        // A tombstone.
+        Case {
+            payload: None,
+            headers: headers_for(&id(&cam), 3, b""),
+            ..frame(&cam, 3, b"", Some("DEAD_LETTER_CODE_NULL_VALUE"))
+        },
+        // Keyed as another channel.
+        Case {
+            key: Some(b"some-other-camera".to_vec()),
+            ..frame(&cam, 4, &good, Some("DEAD_LETTER_CODE_KEY_MISMATCH"))
+        },
+        // A third of a JPEG, its checksum recomputed to match.
+        frame(&cam, 5, &third, Some("DEAD_LETTER_CODE_TRUNCATED_IMAGE")),
+        // Larger than the worker's --max-frame-mib 1: the dead letter must still be written.
+        frame(&big, 0, &huge, Some("DEAD_LETTER_CODE_PAYLOAD_TOO_LARGE")),
+        // Valid frames in the liberties other clients and cameras take.
+        Case {
+            zstd: true,
+            ..frame(&cam, 6, &good, None)
+        },
+        Case {
+            key: None,
+            ..frame(&cam, 7, &good, None)
+        },
+        frame(&cam, 8, &mjpeg, None),
+        frame(&line_scan, 0, &line, None),
+    ];
+    // The last record of each partition is a good frame, so nothing is left behind a bad one.
+    cases.push(frame(&big, 1, &jpeg(1024, 1024), None));
+    cases.push(frame(&cam, 9, &good, None));
+    for case in &cases {
+        let mut record = FutureRecord::<[u8], [u8]>::to(&case.topic).headers(case.headers.clone());
+        if let Some(key) = &case.key {
+            record = record.key(key.as_slice());
+        }
+        if let Some(payload) = &case.payload {
+            record = record.payload(payload.as_slice());
+        }
+        let producer = if case.zstd { &zstd } else { &plain };
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .expect("produce as another client");
+    }
+
+    let expected_dead: Vec<&Case> = cases.iter().filter(|case| case.code.is_some()).collect();
+    let expected_results = cases.len() - expected_dead.len();
+    let brokers = fleet.infrastructure.kafka_brokers.clone();
+    let (dead_letter_topic, results_topic) = (fleet.names.dead_letter_topic.clone(), fleet.names.results_topic.clone());
+    let dead_count = expected_dead.len();
+    let (dead_letters, results) = tokio::task::spawn_blocking(move || {
+        (
+            framefleet_loadtest::read_topic(
+                &brokers,
+                &dead_letter_topic,
+                dead_count,
+                Duration::from_secs(90),
+                Duration::ZERO,
+            )
+            .expect("read dead letters"),
+            framefleet_loadtest::read_topic(
+                &brokers,
+                &results_topic,
+                expected_results,
+                Duration::from_secs(90),
+                Duration::from_secs(2),
+            )
+            .expect("read results"),
+        )
+    })
+    .await
+    .expect("read");
+
+    let mut codes: Vec<String> = dead_letters
+        .iter()
+        .map(|dead_letter| header(dead_letter, wire::HEADER_DEAD_LETTER_CODE))
+        .collect();
+    codes.sort();
+    let mut expected_codes: Vec<String> = expected_dead
+        .iter()
+        .filter_map(|case| case.code)
+        .map(str::to_owned)
+        .collect();
+    expected_codes.sort();
+    assert_eq!(codes, expected_codes, "one coded dead letter per bad record");
+    for dead_letter in &dead_letters {
+        assert!(!header(dead_letter, wire::HEADER_DEAD_LETTER_REASON).is_empty());
+        match header(dead_letter, wire::HEADER_DEAD_LETTER_CODE).as_str() {
+            "DEAD_LETTER_CODE_NULL_VALUE" => assert!(dead_letter.payload().is_none(), "a null value stays null"),
+            "DEAD_LETTER_CODE_PAYLOAD_TOO_LARGE" => {
+                assert!(dead_letter.payload().is_none(), "the oversized payload is not copied");
+                assert_eq!(
+                    header(dead_letter, wire::HEADER_PAYLOAD_DROPPED_BYTES),
+                    huge.len().to_string()
+                );
+            }
+            "DEAD_LETTER_CODE_KEY_MISMATCH" => assert_eq!(dead_letter.key(), Some(b"some-other-camera".as_slice())),
+            _ => assert!(dead_letter.payload().is_some_and(|payload| !payload.is_empty())),
+        }
+    }
+    let mut processed: Vec<(String, u64)> = results
+        .iter()
+        .map(|record| {
+            let result: FrameResult = serde_json::from_slice(record.payload().expect("payload")).expect("result JSON");
+            assert_eq!(
+                record.key(),
+                Some(result.channel_id.as_bytes()),
+                "results are keyed by channel"
+            );
+            (result.channel_id, result.sequence)
+        })
+        .collect();
+    processed.sort();
+    let mut expected: Vec<(String, u64)> = vec![
+        (id(&cam), 6),
+        (id(&cam), 7),
+        (id(&cam), 8),
+        (id(&cam), 9),
+        (id(&line_scan), 0),
+        (id(&big), 1),
+    ];
+    expected.sort();
+    assert_eq!(processed, expected, "every valid frame processed once");
+    let summaries = fleet.stop().await.expect("stop");
+    assert_eq!(summaries[0].frames_dead_lettered, dead_count as u64);
+}

@@ -4,7 +4,7 @@
 //! Kafka consumer.
 
 use framefleet_loadtest::Fleet;
-use framefleet_proto::wire::{self, FrameHeaders};
+use framefleet_proto::wire;
 use rdkafka::message::Message;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -121,8 +121,7 @@ async fn a_real_video_travels_camera_to_result_exactly_once() {
     let mut epochs = HashSet::new();
     let mut by_sequence = BTreeMap::new();
     for record in &frame_records {
-        let headers =
-            FrameHeaders::parse(|name| framefleet_loadtest::header_value(record, name)).expect("valid frame headers");
+        let headers = framefleet_loadtest::frame_headers(record).expect("valid frame headers");
         let payload = record.payload().expect("frame payload");
         assert_eq!(record.key(), Some(channel_id.as_bytes()), "key is the channel id");
         assert_eq!(headers.channel_id, channel_id);

@@ -8,7 +8,6 @@ use framefleet_proto::v1::channel_service_client::ChannelServiceClient;
 use framefleet_proto::v1::{
     DeregisterChannelRequest, FrameEncoding, FrameSchema, PixelFormat, RegisterChannelRequest, TopicStrategy,
 };
-use framefleet_proto::wire::FrameHeaders;
 use rdkafka::message::Message;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -326,8 +325,7 @@ async fn assigned_channels_start_and_stop_at_runtime_and_fan_out_to_every_topic(
         let sequences: BTreeSet<u64> = records
             .iter()
             .map(|record| {
-                let headers =
-                    FrameHeaders::parse(|name| framefleet_loadtest::header_value(record, name)).expect("headers");
+                let headers = framefleet_loadtest::frame_headers(record).expect("headers");
                 assert_eq!(
                     record.payload().map(<[u8]>::len),
                     Some(96 * 64 * 3),

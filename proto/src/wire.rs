@@ -7,6 +7,7 @@
 //!
 //! Results are small JSON documents, one per processed frame, on the results topic.
 
+use crate::v1::DeadLetterCode;
 use serde::{Deserialize, Serialize};
 
 pub const HEADER_CHANNEL: &str = "ff-channel";
@@ -19,8 +20,34 @@ pub const HEADER_CHECKSUM: &str = "ff-crc32c";
 /// W3C trace context, so one frame's capture → process → result is one trace.
 pub const HEADER_TRACEPARENT: &str = "traceparent";
 
-/// A dead-letter record carries the reason it could not be processed in this header.
+/// Why a dead letter was written: the [`DeadLetterCode`]'s proto name, stable and
+/// machine-readable (filter and count on this one).
+pub const HEADER_DEAD_LETTER_CODE: &str = "ff-dead-letter-code";
+/// Why a dead letter was written, in words for people.
 pub const HEADER_DEAD_LETTER_REASON: &str = "ff-dead-letter-reason";
+/// Where a dead letter's record came from, as `topic/partition@offset`.
+pub const HEADER_SOURCE: &str = "ff-source";
+/// Present when a dead letter carries no payload because the original would not fit in a
+/// record: the original payload's size in bytes.
+pub const HEADER_PAYLOAD_DROPPED_BYTES: &str = "ff-payload-dropped-bytes";
+/// Present when a dead letter carries no key because the original would not fit in a
+/// record: the original key's size in bytes.
+pub const HEADER_KEY_DROPPED_BYTES: &str = "ff-key-dropped-bytes";
+/// Present when a dead letter carries none of the original headers because they would not
+/// fit in a record: their total size in bytes.
+pub const HEADER_HEADERS_DROPPED_BYTES: &str = "ff-headers-dropped-bytes";
+
+/// The headers [`FrameHeaders`] reads; each may appear at most once (or repeated with the
+/// same value), since a frame whose metadata says two things is not trusted either way.
+const FRAME_HEADER_NAMES: [&str; 7] = [
+    HEADER_CHANNEL,
+    HEADER_SCHEMA_VERSION,
+    HEADER_SEQUENCE,
+    HEADER_INGESTOR_EPOCH,
+    HEADER_CAPTURE_TIME_US,
+    HEADER_CHECKSUM,
+    HEADER_TRACEPARENT,
+];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum HeaderError {
@@ -28,6 +55,19 @@ pub enum HeaderError {
     Missing(&'static str),
     #[error("frame header `{name}` is not valid: {detail}")]
     Invalid { name: &'static str, detail: String },
+    #[error("frame header `{0}` appears more than once with different values")]
+    Ambiguous(&'static str),
+}
+
+impl HeaderError {
+    /// The dead-letter code of a frame whose headers fail this way.
+    pub fn code(&self) -> DeadLetterCode {
+        match self {
+            Self::Missing(_) => DeadLetterCode::MissingHeader,
+            Self::Invalid { .. } => DeadLetterCode::InvalidHeader,
+            Self::Ambiguous(_) => DeadLetterCode::AmbiguousHeader,
+        }
+    }
 }
 
 /// Metadata that travels with every frame record.
@@ -61,11 +101,34 @@ impl FrameHeaders {
         pairs
     }
 
-    /// Parses headers through `lookup`, which returns the raw value of a header by name.
-    /// Everything here comes from outside the process, so nothing is trusted.
-    pub fn parse<'a>(lookup: impl Fn(&str) -> Option<&'a [u8]>) -> Result<Self, HeaderError> {
+    /// Parses a record's headers, given in record order as (name, value) with `None` for a
+    /// null value. Everything here comes from outside the process, so nothing is trusted:
+    /// a framefleet header repeated with different values is [`HeaderError::Ambiguous`]
+    /// (never "the first one wins"), a null one is invalid. Other headers are ignored.
+    pub fn parse<'a>(headers: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>) -> Result<Self, HeaderError> {
+        let mut values: [Option<Option<&'a [u8]>>; FRAME_HEADER_NAMES.len()] = [None; FRAME_HEADER_NAMES.len()];
+        for (name, value) in headers {
+            let Some(slot) = FRAME_HEADER_NAMES.iter().position(|known| *known == name) else {
+                continue;
+            };
+            match values[slot] {
+                Some(seen) if seen != value => return Err(HeaderError::Ambiguous(FRAME_HEADER_NAMES[slot])),
+                _ => values[slot] = Some(value),
+            }
+        }
+        let lookup = |name: &'static str| -> Option<Option<&'a [u8]>> {
+            FRAME_HEADER_NAMES
+                .iter()
+                .position(|known| *known == name)
+                .and_then(|slot| values[slot])
+        };
         let text = |name: &'static str| -> Result<&'a str, HeaderError> {
-            let raw = lookup(name).ok_or(HeaderError::Missing(name))?;
+            let raw = lookup(name)
+                .ok_or(HeaderError::Missing(name))?
+                .ok_or_else(|| HeaderError::Invalid {
+                    name,
+                    detail: "null".to_owned(),
+                })?;
             std::str::from_utf8(raw).map_err(|_| HeaderError::Invalid {
                 name,
                 detail: "not UTF-8".to_owned(),
@@ -96,7 +159,9 @@ impl FrameHeaders {
             ingestor_epoch: number(HEADER_INGESTOR_EPOCH, text(HEADER_INGESTOR_EPOCH)?)?,
             capture_time_us: number(HEADER_CAPTURE_TIME_US, text(HEADER_CAPTURE_TIME_US)?)?,
             checksum,
+            // Optional and only passed on, so an unusable one is dropped rather than fatal.
             traceparent: lookup(HEADER_TRACEPARENT)
+                .flatten()
                 .and_then(|raw| std::str::from_utf8(raw).ok())
                 .map(str::to_owned),
         })
@@ -183,13 +248,8 @@ mod tests {
         }
     }
 
-    fn lookup_in<'a>(pairs: &'a [(&'static str, String)]) -> impl Fn(&str) -> Option<&'a [u8]> {
-        move |name: &str| {
-            pairs
-                .iter()
-                .find(|(key, _)| *key == name)
-                .map(|(_, value)| value.as_bytes())
-        }
+    fn lookup_in<'a>(pairs: &'a [(&'static str, String)]) -> impl Iterator<Item = (&'a str, Option<&'a [u8]>)> {
+        pairs.iter().map(|(name, value)| (*name, Some(value.as_bytes())))
     }
 
     #[test]
@@ -220,6 +280,39 @@ mod tests {
                 name: HEADER_CHECKSUM,
                 ..
             })
+        ));
+    }
+
+    #[test]
+    fn repeated_headers_must_agree() {
+        let mut pairs = sample().to_pairs();
+        pairs.push((HEADER_CHANNEL, "cam-1".to_owned()));
+        assert_eq!(
+            FrameHeaders::parse(lookup_in(&pairs)),
+            Ok(sample()),
+            "same value twice is fine"
+        );
+        pairs.push((HEADER_SEQUENCE, "43".to_owned()));
+        let error = FrameHeaders::parse(lookup_in(&pairs)).expect_err("two sequences");
+        assert_eq!(error, HeaderError::Ambiguous(HEADER_SEQUENCE));
+        assert_eq!(error.code(), DeadLetterCode::AmbiguousHeader);
+        // Unrelated headers may repeat freely.
+        let mut pairs = sample().to_pairs();
+        pairs.push(("x-other", "1".to_owned()));
+        pairs.push(("x-other", "2".to_owned()));
+        assert!(FrameHeaders::parse(lookup_in(&pairs)).is_ok());
+    }
+
+    #[test]
+    fn a_null_header_value_is_invalid_not_empty() {
+        let pairs = sample().to_pairs();
+        let headers = pairs.iter().map(|(name, value)| {
+            let value = (*name != HEADER_CHECKSUM).then_some(value.as_bytes());
+            (*name, value)
+        });
+        assert!(matches!(
+            FrameHeaders::parse(headers),
+            Err(HeaderError::Invalid { name: HEADER_CHECKSUM, ref detail }) if detail == "null"
         ));
     }
 

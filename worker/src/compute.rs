@@ -5,8 +5,9 @@
 
 use crate::catalog::Catalog;
 use crate::ops::{self, AnalysisSettings, FrameInput, MotionState, StagedFrame};
-use crate::record::{ConsumedFrame, validate_and_stage};
+use crate::record::{ConsumedFrame, Rejection, validate_and_stage};
 use candle_core::Device;
+use framefleet_proto::v1::DeadLetterCode;
 use framefleet_proto::wire::{FrameHeaders, FrameResult};
 use rayon::prelude::*;
 use std::time::Instant;
@@ -14,7 +15,7 @@ use std::time::Instant;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Result(FrameResult),
-    DeadLetter { reason: String },
+    DeadLetter(Rejection),
 }
 
 /// Where the batch runs and who runs it.
@@ -36,7 +37,7 @@ pub fn process_batch(
     motion: &mut MotionState,
 ) -> Vec<Outcome> {
     let started = Instant::now();
-    let staged: Vec<Result<(FrameHeaders, StagedFrame), String>> = frames
+    let staged: Vec<Result<(FrameHeaders, StagedFrame), Rejection>> = frames
         .par_iter()
         .map(|frame| validate_and_stage(frame, catalog, context.max_payload_bytes, context.analysis.max_side))
         .collect();
@@ -45,7 +46,7 @@ pub fn process_batch(
     for (index, staged) in staged.iter().enumerate() {
         match staged {
             Ok((headers, frame)) => analysable.push((index, headers, frame)),
-            Err(reason) => outcomes[index] = Some(Outcome::DeadLetter { reason: reason.clone() }),
+            Err(rejection) => outcomes[index] = Some(Outcome::DeadLetter(rejection.clone())),
         }
     }
     let inputs: Vec<FrameInput<'_>> = analysable
@@ -86,9 +87,10 @@ pub fn process_batch(
         }
         Err(error) => {
             for (index, _, _) in &analysable {
-                outcomes[*index] = Some(Outcome::DeadLetter {
-                    reason: format!("processing failed: {error}"),
-                });
+                outcomes[*index] = Some(Outcome::DeadLetter(Rejection::new(
+                    DeadLetterCode::ProcessingFailed,
+                    format!("processing failed: {error}"),
+                )));
             }
         }
     }
@@ -96,8 +98,11 @@ pub fn process_batch(
     outcomes
         .into_iter()
         .map(|outcome| {
-            outcome.unwrap_or_else(|| Outcome::DeadLetter {
-                reason: "internal: frame was neither processed nor rejected".to_owned(),
+            outcome.unwrap_or_else(|| {
+                Outcome::DeadLetter(Rejection::new(
+                    DeadLetterCode::ProcessingFailed,
+                    "internal: frame was neither processed nor rejected",
+                ))
             })
         })
         .collect()
@@ -146,11 +151,11 @@ mod tests {
             partition: 0,
             offset,
             key: Some(b"cam-1".to_vec()),
-            payload,
+            payload: Some(payload),
             headers: headers
                 .to_pairs()
                 .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.into_bytes()))
+                .map(|(k, v)| (k.to_owned(), Some(v.into_bytes())))
                 .collect(),
         }
     }
@@ -165,48 +170,83 @@ mod tests {
         process_batch(frames, &channels(), &context, &mut MotionState::default())
     }
 
-    fn reason(outcome: &Outcome) -> &str {
+    fn code(outcome: &Outcome) -> DeadLetterCode {
         match outcome {
-            Outcome::DeadLetter { reason } => reason,
+            Outcome::DeadLetter(rejection) => rejection.code,
             Outcome::Result(_) => panic!("expected a dead letter, got a result"),
         }
     }
 
+    fn with_header(mut frame: ConsumedFrame, name: &str, value: Option<&[u8]>) -> ConsumedFrame {
+        frame.headers.push((name.to_owned(), value.map(<[u8]>::to_vec)));
+        frame
+    }
+
     #[test]
-    fn bad_frames_are_dead_lettered_and_good_ones_still_processed() {
+    fn bad_frames_are_dead_lettered_with_their_code_and_good_ones_still_processed() {
+        use framefleet_proto::wire::{HEADER_CHANNEL, HEADER_SEQUENCE};
         let good = frame(0, vec![128; 24]);
-        let wrong_size = frame(1, vec![1; 10]);
         let mut tampered = frame(2, vec![7; 24]);
-        tampered.payload[0] = 8;
+        if let Some(payload) = tampered.payload.as_mut() {
+            payload[0] = 8;
+        }
         let mut no_headers = frame(3, vec![1; 24]);
         no_headers.headers.clear();
         let mut stranger = frame(4, vec![1; 24]);
         for (name, value) in &mut stranger.headers {
-            if name == "ff-channel" {
-                *value = b"cam-unknown".to_vec();
+            if name == HEADER_CHANNEL {
+                *value = Some(b"cam-unknown".to_vec());
             }
         }
-        let oversized = frame(5, vec![0; 2048]);
-        let also_good = frame(6, vec![64; 24]);
-
-        let outcomes = run(&[good, wrong_size, tampered, no_headers, stranger, oversized, also_good]);
-        assert_eq!(outcomes.len(), 7);
+        stranger.key = Some(b"cam-unknown".to_vec());
+        let mut tombstone = frame(7, Vec::new());
+        tombstone.payload = None;
+        let mut wrong_key = frame(10, vec![1; 24]);
+        wrong_key.key = Some(b"cam-2".to_vec());
+        let mut no_key = frame(11, vec![32; 24]);
+        no_key.key = None;
+        let cases: Vec<(ConsumedFrame, Option<DeadLetterCode>)> = vec![
+            (good, None),
+            (frame(1, vec![1; 10]), Some(DeadLetterCode::SizeMismatch)),
+            (tampered, Some(DeadLetterCode::ChecksumMismatch)),
+            (no_headers, Some(DeadLetterCode::MissingHeader)),
+            (stranger, Some(DeadLetterCode::UnknownChannel)),
+            (frame(5, vec![0; 2048]), Some(DeadLetterCode::PayloadTooLarge)),
+            (frame(6, Vec::new()), Some(DeadLetterCode::EmptyPayload)),
+            (tombstone, Some(DeadLetterCode::NullValue)),
+            (
+                with_header(frame(8, vec![1; 24]), HEADER_SEQUENCE, Some(b"99")),
+                Some(DeadLetterCode::AmbiguousHeader),
+            ),
+            (
+                with_header(frame(9, vec![1; 24]), HEADER_CHANNEL, None),
+                Some(DeadLetterCode::AmbiguousHeader),
+            ),
+            (wrong_key, Some(DeadLetterCode::KeyMismatch)),
+            (no_key, None),
+            // The same header twice with the same value says one thing.
+            (
+                with_header(frame(12, vec![64; 24]), HEADER_CHANNEL, Some(b"cam-1")),
+                None,
+            ),
+        ];
+        let frames: Vec<ConsumedFrame> = cases.iter().map(|(frame, _)| frame.clone()).collect();
+        let outcomes = run(&frames);
+        assert_eq!(outcomes.len(), cases.len());
+        for ((frame, expected), outcome) in cases.iter().zip(&outcomes) {
+            match expected {
+                Some(expected) => assert_eq!(code(outcome), *expected, "offset {}: {outcome:?}", frame.offset),
+                None => assert!(
+                    matches!(outcome, Outcome::Result(result) if result.source_offset == frame.offset && result.batch_size == cases.len() as u32 && result.worker_id == "w1"),
+                    "offset {}: {outcome:?}",
+                    frame.offset
+                ),
+            }
+        }
         assert!(
-            matches!(&outcomes[0], Outcome::Result(result) if result.source_offset == 0 && (result.scores.mean_luma - 128.0).abs() < 0.01)
+            matches!(&outcomes[0], Outcome::Result(result) if (result.scores.mean_luma - 128.0).abs() < 0.01),
+            "{:?}",
+            outcomes[0]
         );
-        assert!(
-            reason(&outcomes[1]).contains("raw frame has 10 bytes"),
-            "{}",
-            reason(&outcomes[1])
-        );
-        assert!(reason(&outcomes[2]).contains("checksum"), "{}", reason(&outcomes[2]));
-        assert!(reason(&outcomes[3]).contains("missing"), "{}", reason(&outcomes[3]));
-        assert!(
-            reason(&outcomes[4]).contains("unknown channel"),
-            "{}",
-            reason(&outcomes[4])
-        );
-        assert!(reason(&outcomes[5]).contains("exceeds"), "{}", reason(&outcomes[5]));
-        assert!(matches!(&outcomes[6], Outcome::Result(result) if result.batch_size == 7 && result.worker_id == "w1"));
     }
 }

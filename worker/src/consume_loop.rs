@@ -33,6 +33,49 @@ const CONSUMER_ERROR_BACKOFF: Duration = Duration::from_millis(500);
 /// bound.
 const LONGEST_POLL_GAP: Duration = Duration::from_secs(10);
 
+/// A record librdkafka cannot hand over (a codec it was built without, a corrupt batch) is
+/// refetched forever and never reaches this loop, so it can be neither processed nor
+/// dead-lettered, and committing past it would lose whatever frames it holds. When such
+/// errors keep coming for this long, the worker stops with the reason instead of stalling
+/// silently. (Every standard codec is built in, so this is a corrupt or future record.)
+const UNREADABLE_RECORD_LIMIT: Duration = Duration::from_secs(60);
+/// Quiet time after which a run of unreadable-record errors is taken to have ended.
+const UNREADABLE_RECORD_QUIET: Duration = Duration::from_secs(10);
+
+/// Consumption errors that mean a record the broker holds cannot be read by this client, as
+/// opposed to a broker or network problem that passes.
+fn unreadable_record(error: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        error,
+        rdkafka::error::KafkaError::MessageConsumption(
+            Code::NotImplemented | Code::BadCompression | Code::InvalidRecord | Code::InvalidMessage | Code::BadMessage
+        )
+    )
+}
+
+/// Follows runs of [`unreadable_record`] errors.
+#[derive(Default)]
+struct UnreadableRun {
+    since: Option<Instant>,
+    last: Option<Instant>,
+}
+
+impl UnreadableRun {
+    /// Records one error; true once the run has lasted [`UNREADABLE_RECORD_LIMIT`].
+    fn record(&mut self, now: Instant) -> bool {
+        if self
+            .last
+            .is_none_or(|last| now.duration_since(last) > UNREADABLE_RECORD_QUIET)
+        {
+            self.since = Some(now);
+        }
+        self.last = Some(now);
+        self.since
+            .is_some_and(|since| now.duration_since(since) >= UNREADABLE_RECORD_LIMIT)
+    }
+}
+
 /// A batch handed to the compute pool, with what it needs back.
 type ComputingBatch = tokio::task::JoinHandle<(Vec<ConsumedFrame>, Vec<Outcome>, MotionState)>;
 
@@ -91,6 +134,7 @@ impl Worker {
         let mut computing: Option<(ComputingBatch, Instant)> = None;
         let mut gathering = Gathering::default();
         let mut last_poll = Instant::now();
+        let mut unreadable = UnreadableRun::default();
         loop {
             let can_dispatch = computing.is_none() && in_flight.len() < max_in_flight;
             let deadline_passed = gathering
@@ -140,6 +184,16 @@ impl Worker {
                     }
                     match message {
                         Ok(message) => gathering.push(ConsumedFrame::from_message(&message), batch_wait),
+                        Err(error) if unreadable_record(&error) => {
+                            tracing::error!(%error, "a record cannot be read by this worker; its partition is stuck on it");
+                            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                            if unreadable.record(Instant::now()) {
+                                anyhow::bail!(
+                                    "a partition has held a record this worker cannot read for {UNREADABLE_RECORD_LIMIT:?} ({error}); stopping rather than skipping it, so no frame is lost: inspect the record with kcat and remove it, or dead-letter it by hand"
+                                );
+                            }
+                            tokio::time::sleep(CONSUMER_ERROR_BACKOFF).await;
+                        }
                         Err(error) => {
                             tracing::warn!(%error, "consumer error");
                             self.counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -193,5 +247,37 @@ async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_lasting_run_of_unreadable_records_stops_the_worker() {
+        let start = Instant::now();
+        let mut run = UnreadableRun::default();
+        let mut at = start;
+        // One error every 0.5 s (librdkafka's refetch) for just under the limit: keep going.
+        while at.duration_since(start) < UNREADABLE_RECORD_LIMIT - Duration::from_secs(1) {
+            assert!(!run.record(at));
+            at += Duration::from_millis(500);
+        }
+        // Quiet for longer than the quiet time: a new run starts from zero.
+        at += UNREADABLE_RECORD_QUIET + Duration::from_secs(1);
+        assert!(!run.record(at));
+        let restart = at;
+        while at.duration_since(restart) < UNREADABLE_RECORD_LIMIT {
+            assert!(!run.record(at));
+            at += Duration::from_millis(500);
+        }
+        assert!(run.record(at), "a minute of the same stuck record stops the worker");
+        assert!(unreadable_record(&rdkafka::error::KafkaError::MessageConsumption(
+            rdkafka::types::RDKafkaErrorCode::NotImplemented
+        )));
+        assert!(!unreadable_record(&rdkafka::error::KafkaError::MessageConsumption(
+            rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure
+        )));
     }
 }

@@ -11,7 +11,7 @@
 
 use crate::ops::staging::{PixelLayout, PixelView, area_luma};
 use crate::ops::{OpsError, StagedFrame, analysis_factor};
-use framefleet_proto::v1::{FrameEncoding, FrameSchema, PixelFormat};
+use framefleet_proto::v1::{DeadLetterCode, FrameEncoding, FrameSchema, PixelFormat};
 use std::cell::RefCell;
 use zune_core::colorspace::ColorSpace;
 use zune_core::options::DecoderOptions;
@@ -23,6 +23,8 @@ pub enum DecodeError {
     Empty,
     #[error("corrupt jpeg: {0}")]
     CorruptJpeg(String),
+    #[error("truncated jpeg: {0}")]
+    TruncatedJpeg(String),
     #[error("corrupt png: {0}")]
     CorruptPng(String),
     #[error("frame is {actual_width}×{actual_height} but the schema says {expected_width}×{expected_height}")]
@@ -40,6 +42,20 @@ pub enum DecodeError {
     BadSchema(String),
     #[error("cannot stage the frame for analysis: {0}")]
     Staging(String),
+}
+
+impl DecodeError {
+    /// The dead-letter code of a frame that fails this way.
+    pub fn code(&self) -> DeadLetterCode {
+        match self {
+            Self::Empty => DeadLetterCode::EmptyPayload,
+            Self::CorruptJpeg(_) | Self::CorruptPng(_) => DeadLetterCode::CorruptImage,
+            Self::TruncatedJpeg(_) => DeadLetterCode::TruncatedImage,
+            Self::SizeMismatch { .. } | Self::RawLengthMismatch { .. } => DeadLetterCode::SizeMismatch,
+            Self::UnsupportedEncoding(_) | Self::BadSchema(_) => DeadLetterCode::UnsupportedSchema,
+            Self::Staging(_) => DeadLetterCode::ProcessingFailed,
+        }
+    }
 }
 
 impl From<OpsError> for DecodeError {
@@ -138,9 +154,9 @@ fn stage_jpeg(
             height: scaled.height,
             format: turbojpeg::PixelFormat::GRAY,
         };
-        decompressor
-            .decompress(payload, image.as_deref_mut())
-            .map_err(corrupt)?;
+        if let Err(error) = decompressor.decompress(payload, image.as_deref_mut()) {
+            judge_jpeg_warning(error)?;
+        }
         // A scaled side is rounded up; the analysis size is the full size over the factor,
         // rounded down, so only whole blocks of the remaining factor are read.
         let remaining = factor / scale;
@@ -153,6 +169,41 @@ fn stage_jpeg(
         };
         Ok(area_luma(view, remaining)?)
     })
+}
+
+/// libjpeg-turbo reports a warning as a failed decompression, with every pixel it could
+/// decode written. Decoders (OpenCV, PIL, browsers) accept the warnings that are about
+/// metadata or padding, which camera MJPEG streams produce all the time: those frames are
+/// good. Missing data is never accepted — libjpeg fills it with grey and the scores would be
+/// made up — nor is entropy-coded data it had to conceal. Messages are libjpeg's `jerror.h`
+/// texts; anything not known to be harmless is refused.
+fn judge_jpeg_warning(error: turbojpeg::Error) -> Result<(), DecodeError> {
+    const HARMLESS: [&str; 6] = [
+        // JWRN_EXTRANEOUS_DATA: padding or junk between segments, typical of camera MJPEG.
+        "extraneous bytes before marker",
+        // JWRN_NOT_SEQUENTIAL: webcams writing Ss/Se/Ah/Al wrongly in a baseline scan.
+        "Invalid SOS parameters for sequential JPEG",
+        // JWRN_JFIF_MAJOR, JWRN_ADOBE_XFORM, JWRN_BOGUS_ICC: metadata libjpeg ignores.
+        "unknown JFIF revision number",
+        "Unknown Adobe color transform code",
+        "bad ICC marker",
+        // JWRN_JFIF_BADTHUMBNAILSIZE / JWRN_JFXX_BAD_THUMBNAILSIZE.
+        "thumbnail image size does not match data length",
+    ];
+    const TRUNCATED: [&str; 2] = [
+        // JWRN_JPEG_EOF: the data ends without an end-of-image marker.
+        "Premature end of JPEG file",
+        // JWRN_HIT_MARKER: a scan's data stops before its last block.
+        "premature end of data segment",
+    ];
+    let message = error.to_string();
+    if HARMLESS.iter().any(|known| message.contains(known)) {
+        Ok(())
+    } else if TRUNCATED.iter().any(|known| message.contains(known)) {
+        Err(DecodeError::TruncatedJpeg(message))
+    } else {
+        Err(DecodeError::CorruptJpeg(message))
+    }
 }
 
 fn stage_png(
@@ -361,5 +412,82 @@ mod tests {
             matches!(error, DecodeError::SizeMismatch { actual_width: 32, .. }),
             "{error}"
         );
+    }
+
+    /// Splits a JPEG into its marker segments: (marker, bytes of the whole segment).
+    fn segments(jpeg: &[u8]) -> Vec<(u8, std::ops::Range<usize>)> {
+        let mut segments = vec![(0xD8, 0..2)];
+        let mut at = 2;
+        while at + 4 <= jpeg.len() {
+            let marker = jpeg[at + 1];
+            let length = usize::from(u16::from_be_bytes([jpeg[at + 2], jpeg[at + 3]]));
+            segments.push((marker, at..at + 2 + length));
+            if marker == 0xDA {
+                break;
+            }
+            at += 2 + length;
+        }
+        segments
+    }
+
+    fn stage_jpeg_payload(payload: &[u8]) -> Result<StagedFrame, DecodeError> {
+        stage_frame(payload, &schema(FrameEncoding::Jpeg, PixelFormat::Rgb24, 64, 48), 480)
+    }
+
+    #[test]
+    fn jpeg_liberties_camera_streams_take_are_decoded() {
+        let jpeg = gradient_jpeg(64, 48);
+        let reference = stage_jpeg_payload(&jpeg).expect("the original");
+
+        // Motion-JPEG (AVI1) frames leave out the Huffman tables and rely on the standard ones.
+        let mut without_tables = Vec::new();
+        for (marker, range) in segments(&jpeg) {
+            if marker != 0xC4 {
+                without_tables.extend_from_slice(&jpeg[range]);
+            }
+        }
+        let scan_start = segments(&jpeg).last().expect("a scan").1.end;
+        without_tables.extend_from_slice(&jpeg[scan_start..]);
+        assert!(without_tables.len() < jpeg.len(), "tables removed");
+        assert_eq!(stage_jpeg_payload(&without_tables).expect("no DHT"), reference);
+
+        // Padding before the end-of-image marker ("N extraneous bytes before marker 0xd9").
+        let mut padded = jpeg[..jpeg.len() - 2].to_vec();
+        padded.extend_from_slice(&[0; 16]);
+        padded.extend_from_slice(&[0xFF, 0xD9]);
+        assert_eq!(stage_jpeg_payload(&padded).expect("padding"), reference);
+
+        // Bytes after the end-of-image marker are not the image's.
+        let mut trailing = jpeg.clone();
+        trailing.extend_from_slice(b"trailer");
+        assert_eq!(stage_jpeg_payload(&trailing).expect("trailer"), reference);
+    }
+
+    #[test]
+    fn a_truncated_jpeg_is_refused_as_truncated() {
+        let jpeg = gradient_jpeg(64, 48);
+        let scan_start = segments(&jpeg).last().expect("a scan").1.end;
+        for cut in [
+            jpeg.len() - 2,
+            scan_start + (jpeg.len() - scan_start) / 3,
+            scan_start + 1,
+        ] {
+            let error = stage_jpeg_payload(&jpeg[..cut]).expect_err("truncated");
+            assert!(matches!(error, DecodeError::TruncatedJpeg(_)), "cut at {cut}: {error}");
+            assert_eq!(error.code(), DeadLetterCode::TruncatedImage);
+        }
+        // Cut inside the headers: not an image at all.
+        let error = stage_jpeg_payload(&jpeg[..scan_start - 4]).expect_err("headers cut");
+        assert_eq!(error.code(), DeadLetterCode::CorruptImage, "{error}");
+    }
+
+    #[test]
+    fn a_line_scan_frame_keeps_at_least_one_row() {
+        let width = 1920;
+        let raw: Vec<u8> = (0..width * 3).map(|index| (index % 256) as u8).collect();
+        let staged = stage_frame(&raw, &schema(FrameEncoding::Raw, PixelFormat::Gray8, 1920, 3), 480).expect("1920×3");
+        assert_eq!((staged.luma.width, staged.luma.height, staged.factor), (640, 1, 3));
+        let tall = stage_frame(&raw, &schema(FrameEncoding::Raw, PixelFormat::Gray8, 1, 5760), 480).expect("1×5760");
+        assert_eq!((tall.luma.width, tall.luma.height, tall.factor), (1, 5760, 1));
     }
 }

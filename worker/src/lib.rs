@@ -12,6 +12,8 @@ pub mod decode;
 mod discovery;
 pub mod ops;
 pub mod record;
+#[cfg(test)]
+mod record_properties;
 pub mod report;
 mod sink;
 

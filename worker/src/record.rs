@@ -6,18 +6,20 @@
 use crate::catalog::Catalog;
 use crate::decode::stage_frame;
 use crate::ops::StagedFrame;
+use framefleet_proto::v1::DeadLetterCode;
 use framefleet_proto::wire::{FrameHeaders, payload_checksum};
 use rdkafka::message::{Headers, Message};
 
-/// A consumed record, copied out of librdkafka's buffers.
+/// A consumed record, copied out of librdkafka's buffers. Null values (a tombstone, a header
+/// written without a value) stay `None`, so a dead letter can give them back as they were.
 #[derive(Debug, Clone)]
 pub struct ConsumedFrame {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
     pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
 impl ConsumedFrame {
@@ -27,12 +29,7 @@ impl ConsumedFrame {
             .map(|headers| {
                 headers
                     .iter()
-                    .map(|header| {
-                        (
-                            header.key.to_owned(),
-                            header.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                        )
-                    })
+                    .map(|header| (header.key.to_owned(), header.value.map(<[u8]>::to_vec)))
                     .collect()
             })
             .unwrap_or_default();
@@ -41,19 +38,25 @@ impl ConsumedFrame {
             partition: message.partition(),
             offset: message.offset(),
             key: message.key().map(<[u8]>::to_vec),
-            payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            payload: message.payload().map(<[u8]>::to_vec),
             headers,
         }
     }
 
+    /// The payload's bytes; empty for a null value.
+    pub fn payload_bytes(&self) -> &[u8] {
+        self.payload.as_deref().unwrap_or_default()
+    }
+
+    /// The value of the first header called `name` (`None` when absent or null).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers
             .iter()
             .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_slice())
+            .and_then(|(_, value)| value.as_deref())
     }
 
-    /// A header as text; `None` when absent or not UTF-8.
+    /// A header as text; `None` when absent, null or not UTF-8.
     pub fn header_text(&self, name: &str) -> Option<&str> {
         self.header(name).and_then(|raw| std::str::from_utf8(raw).ok())
     }
@@ -63,55 +66,118 @@ impl ConsumedFrame {
         format!("{}/{}@{}", self.topic, self.partition, self.offset)
     }
 
+    /// Bytes of the record's headers (names and values).
+    pub fn headers_size_bytes(&self) -> usize {
+        self.headers
+            .iter()
+            .map(|(name, value)| name.len() + value.as_ref().map_or(0, Vec::len))
+            .sum()
+    }
+
     /// Bytes this record holds in memory (payload, key and headers).
     pub fn size_bytes(&self) -> usize {
-        self.payload.len()
-            + self.key.as_ref().map_or(0, Vec::len)
-            + self
-                .headers
-                .iter()
-                .map(|(name, value)| name.len() + value.len())
-                .sum::<usize>()
+        self.payload_bytes().len() + self.key.as_ref().map_or(0, Vec::len) + self.headers_size_bytes()
     }
 }
 
-/// Checks `frame` against the contract and stages it for analysis at `max_side`. The error is
-/// the dead-letter reason.
+/// Why a record cannot be processed: a stable code for machines and the details for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub code: DeadLetterCode,
+    pub reason: String,
+}
+
+impl Rejection {
+    pub fn new(code: DeadLetterCode, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.reason, self.code.as_str_name())
+    }
+}
+
+/// Checks `frame` against the contract and stages it for analysis at `max_side`. The error
+/// says why it must be dead-lettered.
 pub fn validate_and_stage(
     frame: &ConsumedFrame,
     catalog: &Catalog,
     max_payload_bytes: usize,
     max_side: usize,
-) -> Result<(FrameHeaders, StagedFrame), String> {
-    if frame.payload.len() > max_payload_bytes {
-        return Err(format!(
-            "payload of {} bytes exceeds the {max_payload_bytes}-byte limit",
-            frame.payload.len()
+) -> Result<(FrameHeaders, StagedFrame), Rejection> {
+    let Some(payload) = frame.payload.as_deref() else {
+        return Err(Rejection::new(
+            DeadLetterCode::NullValue,
+            "record has a null value (a tombstone?), not a frame",
+        ));
+    };
+    if payload.len() > max_payload_bytes {
+        return Err(Rejection::new(
+            DeadLetterCode::PayloadTooLarge,
+            format!(
+                "payload of {} bytes exceeds the {max_payload_bytes}-byte limit",
+                payload.len()
+            ),
         ));
     }
-    let headers = FrameHeaders::parse(|name| frame.header(name)).map_err(|error| error.to_string())?;
+    let headers = FrameHeaders::parse(
+        frame
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_deref())),
+    )
+    .map_err(|error| Rejection::new(error.code(), error.to_string()))?;
+    // The key decides the partition, and so the order of a channel's frames: a record keyed
+    // otherwise may be out of order with its channel's others, so it is not trusted. A record
+    // without a key (another client's) is accepted; its result is keyed by the channel.
+    if let Some(key) = &frame.key
+        && key.as_slice() != headers.channel_id.as_bytes()
+    {
+        return Err(Rejection::new(
+            DeadLetterCode::KeyMismatch,
+            format!(
+                "record key `{}` is not the channel `{}` named in its headers",
+                String::from_utf8_lossy(key),
+                headers.channel_id
+            ),
+        ));
+    }
     // The frame's topic is not checked against the channel's: after MoveChannel the frames
     // still in the old topics are valid and must be processed.
-    let channel = catalog
-        .channels
-        .get(&headers.channel_id)
-        .ok_or_else(|| format!("unknown channel `{}`", headers.channel_id))?;
+    let channel = catalog.channels.get(&headers.channel_id).ok_or_else(|| {
+        Rejection::new(
+            DeadLetterCode::UnknownChannel,
+            format!("unknown channel `{}`", headers.channel_id),
+        )
+    })?;
     let schema = catalog
         .schema(&headers.channel_id, headers.schema_version)
         .ok_or_else(|| {
             let current = channel.schema.as_ref().map_or(0, |schema| schema.version);
-            format!(
-                "schema version {} of channel `{}` is unknown (current is {current})",
-                headers.schema_version, headers.channel_id
+            Rejection::new(
+                DeadLetterCode::UnknownSchemaVersion,
+                format!(
+                    "schema version {} of channel `{}` is unknown (current is {current})",
+                    headers.schema_version, headers.channel_id
+                ),
             )
         })?;
-    let actual_checksum = payload_checksum(&frame.payload);
+    let actual_checksum = payload_checksum(payload);
     if actual_checksum != headers.checksum {
-        return Err(format!(
-            "checksum mismatch: header says {:08x}, payload is {actual_checksum:08x}",
-            headers.checksum
+        return Err(Rejection::new(
+            DeadLetterCode::ChecksumMismatch,
+            format!(
+                "checksum mismatch: header says {:08x}, payload is {actual_checksum:08x}",
+                headers.checksum
+            ),
         ));
     }
-    let staged = stage_frame(&frame.payload, schema, max_side).map_err(|error| error.to_string())?;
+    let staged =
+        stage_frame(payload, schema, max_side).map_err(|error| Rejection::new(error.code(), error.to_string()))?;
     Ok((headers, staged))
 }

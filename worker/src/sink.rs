@@ -4,10 +4,10 @@
 
 use crate::Worker;
 use crate::compute::Outcome;
-use crate::record::ConsumedFrame;
+use crate::record::{ConsumedFrame, Rejection};
 use anyhow::Context;
 use framefleet_common::kafka;
-use framefleet_proto::wire::{self, HEADER_DEAD_LETTER_REASON};
+use framefleet_proto::wire;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
@@ -92,9 +92,9 @@ impl Worker {
         frame: &ConsumedFrame,
         outcome: &Outcome,
     ) -> anyhow::Result<rdkafka::producer::DeliveryFuture> {
-        let (topic, payload, headers) = match outcome {
+        match outcome {
             Outcome::Result(result) => {
-                let payload = Cow::Owned(serde_json::to_vec(result).context("encoding a result")?);
+                let payload = serde_json::to_vec(result).context("encoding a result")?;
                 let mut headers = OwnedHeaders::new().insert(Header {
                     key: wire::HEADER_CHANNEL,
                     value: Some(result.channel_id.as_str()),
@@ -105,38 +105,42 @@ impl Worker {
                         value: Some(traceparent),
                     });
                 }
-                (&self.config.results_topic, payload, headers)
+                // Keyed by the channel whatever the frame's key was, so a channel's results
+                // share a partition and stay in order.
+                let record = FutureRecord::to(&self.config.results_topic)
+                    .payload(payload.as_slice())
+                    .key(result.channel_id.as_bytes())
+                    .headers(headers);
+                self.send(record).await
             }
-            Outcome::DeadLetter { reason } => {
-                tracing::warn!(topic = %frame.topic, partition = frame.partition, offset = frame.offset, %reason, "dead-lettering frame");
-                let mut headers = OwnedHeaders::new();
-                for (name, value) in &frame.headers {
+            Outcome::DeadLetter(rejection) => {
+                tracing::warn!(topic = %frame.topic, partition = frame.partition, offset = frame.offset, code = rejection.code.as_str_name(), reason = %rejection.reason, "dead-lettering frame");
+                let dead_letter = DeadLetter::new(frame, rejection, self.config.max_frame_bytes());
+                let mut headers = OwnedHeaders::new_with_capacity(dead_letter.headers.len());
+                for (name, value) in &dead_letter.headers {
                     headers = headers.insert(Header {
-                        key: name.as_str(),
-                        value: Some(value.as_slice()),
+                        key: name,
+                        value: value.as_deref(),
                     });
                 }
-                let source = frame.source();
-                headers = headers
-                    .insert(Header {
-                        key: HEADER_DEAD_LETTER_REASON,
-                        value: Some(reason.as_str()),
-                    })
-                    .insert(Header {
-                        key: "ff-source",
-                        value: Some(source.as_str()),
-                    });
-                (
-                    &self.config.dead_letter_topic,
-                    Cow::Borrowed(frame.payload.as_slice()),
-                    headers,
-                )
+                let mut record = FutureRecord::<[u8], [u8]>::to(&self.config.dead_letter_topic).headers(headers);
+                if let Some(payload) = dead_letter.payload {
+                    record = record.payload(payload);
+                }
+                if let Some(key) = dead_letter.key {
+                    record = record.key(key);
+                }
+                self.send(record).await
             }
-        };
-        let mut record = FutureRecord::to(topic).payload(payload.as_ref()).headers(headers);
-        if let Some(key) = &frame.key {
-            record = record.key(key.as_slice());
         }
+    }
+
+    async fn send<K, P>(&self, record: FutureRecord<'_, K, P>) -> anyhow::Result<rdkafka::producer::DeliveryFuture>
+    where
+        K: rdkafka::message::ToBytes + ?Sized,
+        P: rdkafka::message::ToBytes + ?Sized,
+    {
+        let topic = record.topic.to_owned();
         kafka::send_when_queue_has_room(&self.producer, record)
             .await
             .with_context(|| format!("cannot produce to `{topic}`"))
@@ -154,6 +158,111 @@ impl Worker {
         if let Err(error) = self.consumer.store_offsets(&partitions) {
             tracing::info!(%error, "offsets not stored (partition revoked?); frames will be redelivered");
         }
+    }
+}
+
+/// Longest reason text written; a reason quoting a hostile key or header stays readable.
+const MAX_REASON_BYTES: usize = 1024;
+
+/// A dead letter as it will be written: the original record (key, value and headers as they
+/// were, nulls kept null) plus why and where from — trimmed so that it always fits in a
+/// record of `max_bytes`. A dead letter that cannot be written would stop the worker and
+/// bring it back to the same record forever, so the original payload is dropped first when
+/// it does not fit, then the original headers, then the key, each noted with its size.
+/// A header of a dead letter: name, and value (`None` for null).
+type HeaderPair<'a> = (Cow<'a, str>, Option<Cow<'a, [u8]>>);
+
+fn headers_bytes(headers: &[HeaderPair<'_>]) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.len() + value.as_ref().map_or(0, |value| value.len()))
+        .sum()
+}
+
+pub(crate) struct DeadLetter<'a> {
+    pub(crate) key: Option<&'a [u8]>,
+    pub(crate) payload: Option<&'a [u8]>,
+    pub(crate) headers: Vec<HeaderPair<'a>>,
+}
+
+impl<'a> DeadLetter<'a> {
+    pub(crate) fn new(frame: &'a ConsumedFrame, rejection: &Rejection, max_bytes: usize) -> Self {
+        let mut reason = rejection.reason.clone();
+        if reason.len() > MAX_REASON_BYTES {
+            let mut end = MAX_REASON_BYTES;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason.truncate(end);
+            reason.push('…');
+        }
+        let mut ours: Vec<HeaderPair<'a>> = vec![
+            (
+                Cow::Borrowed(wire::HEADER_DEAD_LETTER_CODE),
+                Some(Cow::Borrowed(rejection.code.as_str_name().as_bytes())),
+            ),
+            (
+                Cow::Borrowed(wire::HEADER_DEAD_LETTER_REASON),
+                Some(Cow::Owned(reason.into_bytes())),
+            ),
+            (
+                Cow::Borrowed(wire::HEADER_SOURCE),
+                Some(Cow::Owned(frame.source().into_bytes())),
+            ),
+        ];
+        let mut key = frame.key.as_deref();
+        let mut payload = frame.payload.as_deref();
+        let mut original_headers = true;
+        // Room for the size notes added below and the record's framing.
+        let budget = max_bytes.saturating_sub(1024);
+        let size = |key: Option<&[u8]>, payload: Option<&[u8]>, original_headers: bool, ours: &[HeaderPair<'_>]| {
+            key.map_or(0, <[u8]>::len)
+                + payload.map_or(0, <[u8]>::len)
+                + if original_headers {
+                    frame.headers_size_bytes()
+                } else {
+                    0
+                }
+                + headers_bytes(ours)
+        };
+        fn note(ours: &mut Vec<HeaderPair<'_>>, name: &'static str, bytes: usize) {
+            ours.push((Cow::Borrowed(name), Some(Cow::Owned(bytes.to_string().into_bytes()))));
+        }
+        if size(key, payload, original_headers, &ours) > budget
+            && let Some(dropped) = payload.take()
+        {
+            note(&mut ours, wire::HEADER_PAYLOAD_DROPPED_BYTES, dropped.len());
+        }
+        if size(key, payload, original_headers, &ours) > budget && !frame.headers.is_empty() {
+            original_headers = false;
+            note(
+                &mut ours,
+                wire::HEADER_HEADERS_DROPPED_BYTES,
+                frame.headers_size_bytes(),
+            );
+        }
+        if size(key, payload, original_headers, &ours) > budget
+            && let Some(dropped) = key.take()
+        {
+            note(&mut ours, wire::HEADER_KEY_DROPPED_BYTES, dropped.len());
+        }
+        let mut headers: Vec<HeaderPair<'a>> = Vec::new();
+        if original_headers {
+            headers.extend(
+                frame
+                    .headers
+                    .iter()
+                    .map(|(name, value)| (Cow::Borrowed(name.as_str()), value.as_deref().map(Cow::Borrowed))),
+            );
+        }
+        headers.extend(ours);
+        Self { key, payload, headers }
+    }
+
+    /// Bytes of key, payload and headers.
+    #[cfg(test)]
+    pub(crate) fn size_bytes(&self) -> usize {
+        self.key.map_or(0, <[u8]>::len) + self.payload.map_or(0, <[u8]>::len) + headers_bytes(&self.headers)
     }
 }
 
@@ -176,6 +285,7 @@ fn next_offsets(frames: &[ConsumedFrame]) -> Vec<(String, i32, i64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use framefleet_proto::v1::DeadLetterCode;
 
     fn frame(topic: &str, partition: i32, offset: i64) -> ConsumedFrame {
         ConsumedFrame {
@@ -183,9 +293,80 @@ mod tests {
             partition,
             offset,
             key: None,
-            payload: Vec::new(),
+            payload: Some(Vec::new()),
             headers: Vec::new(),
         }
+    }
+
+    fn header<'a>(dead_letter: &'a DeadLetter<'_>, name: &str) -> Option<&'a [u8]> {
+        dead_letter
+            .headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .and_then(|(_, value)| value.as_deref())
+    }
+
+    #[test]
+    fn a_dead_letter_keeps_the_record_as_it_was_when_it_fits() {
+        let mut record = frame("t", 0, 5);
+        record.key = None;
+        record.payload = None;
+        record.headers = vec![("x-null".to_owned(), None), ("x-a".to_owned(), Some(b"1".to_vec()))];
+        let rejection = Rejection::new(DeadLetterCode::NullValue, "tombstone");
+        let dead_letter = DeadLetter::new(&record, &rejection, 1 << 20);
+        assert_eq!((dead_letter.key, dead_letter.payload), (None, None), "nulls stay null");
+        assert_eq!(dead_letter.headers[0], (Cow::Borrowed("x-null"), None));
+        assert_eq!(
+            header(&dead_letter, wire::HEADER_DEAD_LETTER_CODE),
+            Some(b"DEAD_LETTER_CODE_NULL_VALUE".as_slice())
+        );
+        assert_eq!(header(&dead_letter, wire::HEADER_SOURCE), Some(b"t/0@5".as_slice()));
+        assert_eq!(header(&dead_letter, wire::HEADER_PAYLOAD_DROPPED_BYTES), None);
+    }
+
+    #[test]
+    fn a_dead_letter_always_fits_in_a_record() {
+        let max_bytes = 1 << 20;
+        let mut record = frame("t", 0, 5);
+        record.key = Some(b"cam".to_vec());
+        record.payload = Some(vec![7; 2_400_000]);
+        record.headers = vec![("ff-channel".to_owned(), Some(b"cam".to_vec()))];
+        let rejection = Rejection::new(DeadLetterCode::PayloadTooLarge, "x".repeat(10_000));
+        let dead_letter = DeadLetter::new(&record, &rejection, max_bytes);
+        assert_eq!(dead_letter.payload, None);
+        assert_eq!(dead_letter.key, Some(b"cam".as_slice()));
+        assert_eq!(
+            header(&dead_letter, wire::HEADER_PAYLOAD_DROPPED_BYTES),
+            Some(b"2400000".as_slice())
+        );
+        assert_eq!(
+            header(&dead_letter, "ff-channel"),
+            Some(b"cam".as_slice()),
+            "headers kept"
+        );
+        let reason = header(&dead_letter, wire::HEADER_DEAD_LETTER_REASON).expect("reason");
+        assert!(
+            reason.len() <= MAX_REASON_BYTES + 3,
+            "reason trimmed to {}",
+            reason.len()
+        );
+
+        // Headers and key that cannot fit either go too, each noted.
+        record.payload = Some(vec![1; 10]);
+        record.headers = vec![("big".to_owned(), Some(vec![0; 2_000_000]))];
+        record.key = Some(vec![b'k'; 1_500_000]);
+        let dead_letter = DeadLetter::new(&record, &rejection, max_bytes);
+        assert_eq!(header(&dead_letter, "big"), None);
+        assert_eq!(
+            header(&dead_letter, wire::HEADER_HEADERS_DROPPED_BYTES),
+            Some(b"2000003".as_slice())
+        );
+        assert_eq!(
+            header(&dead_letter, wire::HEADER_KEY_DROPPED_BYTES),
+            Some(b"1500000".as_slice())
+        );
+        let size = dead_letter.size_bytes();
+        assert!(size <= max_bytes, "{size} bytes");
     }
 
     #[test]

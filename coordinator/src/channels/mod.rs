@@ -114,6 +114,7 @@ impl<S: MetadataStore, T: TopicAdmin> ChannelRegistry<S, T> {
             return Ok((self.claim(spec, channel).await?, false));
         }
 
+        self.refuse_colliding_id(&spec.channel_id).await?;
         let topic_specs = self
             .place(
                 &spec.channel_id,
@@ -233,6 +234,25 @@ impl<S: MetadataStore, T: TopicAdmin> ChannelRegistry<S, T> {
                 vec![chosen]
             }
         })
+    }
+
+    /// Refuses a new channel id whose topics would collide in Kafka with an existing
+    /// channel's (see [`validate::topic_collision_key`]), naming that channel. Checked before
+    /// anything is written, whatever the broker would say.
+    async fn refuse_colliding_id(&self, channel_id: &str) -> Result<(), CoordinatorError> {
+        let collision_key = validate::topic_collision_key(channel_id);
+        for stored in self.store.list(CHANNEL_KEY_PREFIX).await? {
+            let Some(other) = stored.key.strip_prefix(CHANNEL_KEY_PREFIX) else {
+                continue;
+            };
+            if other != channel_id && validate::topic_collision_key(other) == collision_key {
+                return Err(CoordinatorError::TopicCollision {
+                    channel_id: channel_id.to_owned(),
+                    existing: other.to_owned(),
+                });
+            }
+        }
+        Ok(())
     }
 
     pub async fn get(&self, channel_id: &str) -> Result<Channel, CoordinatorError> {

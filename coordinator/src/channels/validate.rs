@@ -11,9 +11,25 @@ const MAX_FPS: f64 = 1_000.0;
 const MAX_PIPELINE_LEN: usize = 32;
 const MAX_PIPELINES: usize = 16;
 
-/// Channel ids become Kafka topic names and etcd keys, so they use Kafka's topic alphabet.
+/// Channel ids become Kafka topic names and etcd keys, so they use Kafka's topic alphabet;
+/// dots only between other characters, one at a time (`.`, `..` and `a..b` make topic names
+/// Kafka refuses or that read as paths).
 pub fn channel_id(channel_id: &str) -> Result<(), CoordinatorError> {
-    topic_safe_name("channel_id", channel_id, MAX_CHANNEL_ID_LEN, &['-', '_', '.'])
+    topic_safe_name("channel_id", channel_id, MAX_CHANNEL_ID_LEN, &['-', '_', '.'])?;
+    if channel_id.starts_with('.') || channel_id.ends_with('.') || channel_id.contains("..") {
+        return Err(CoordinatorError::invalid(
+            "channel_id",
+            "`.` must stand between other characters, one at a time",
+        ));
+    }
+    Ok(())
+}
+
+/// Apache Kafka treats topic names that differ only by `.` versus `_` as colliding (both map
+/// to the same metric names) and refuses the second; two channel ids with the same key here
+/// would get such topics.
+pub fn topic_collision_key(channel_id: &str) -> String {
+    channel_id.replace('.', "_")
 }
 
 fn topic_safe_name(

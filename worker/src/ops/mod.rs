@@ -60,12 +60,13 @@ pub fn describe_device(device: &Device) -> String {
 }
 
 /// The integer factor that brings the longer side of a `width`×`height` frame to at most
-/// `max_side` (1 when it already fits, or when `max_side` is 0 meaning "full size").
+/// `max_side` (1 when it already fits, or when `max_side` is 0 meaning "full size"), but never
+/// more than the shorter side: a line-scan frame (1920×3) keeps at least one row.
 pub fn analysis_factor(width: usize, height: usize, max_side: usize) -> usize {
     if max_side == 0 {
         return 1;
     }
-    width.max(height).div_ceil(max_side).max(1)
+    width.max(height).div_ceil(max_side).min(width.min(height)).max(1)
 }
 
 /// How a frame is analysed; the same for every frame a worker processes.
