@@ -131,6 +131,21 @@ fn stage_jpeg(
     size: (usize, usize),
     factor: usize,
 ) -> Result<crate::ops::staging::LumaPlane, DecodeError> {
+    let staged = stage_jpeg_with_thread_decompressor(payload, size, factor);
+    if staged.is_err() {
+        // A decompressor that failed mid-stream keeps state from the bad frame (Huffman
+        // tables half-read): every later frame on this thread then failed with "Bogus Huffman
+        // table definition". One bad frame must cost one frame, so start afresh.
+        DECOMPRESSOR.with_borrow_mut(Option::take);
+    }
+    staged
+}
+
+fn stage_jpeg_with_thread_decompressor(
+    payload: &[u8],
+    size: (usize, usize),
+    factor: usize,
+) -> Result<crate::ops::staging::LumaPlane, DecodeError> {
     let corrupt = |error: turbojpeg::Error| DecodeError::CorruptJpeg(error.to_string());
     DECOMPRESSOR.with_borrow_mut(|slot| {
         let decompressor = match slot {
@@ -479,6 +494,26 @@ mod tests {
         // Cut inside the headers: not an image at all.
         let error = stage_jpeg_payload(&jpeg[..scan_start - 4]).expect_err("headers cut");
         assert_eq!(error.code(), DeadLetterCode::CorruptImage, "{error}");
+    }
+
+    #[test]
+    fn a_bad_frame_does_not_poison_the_next_ones_on_its_thread() {
+        let jpeg = gradient_jpeg(64, 48);
+        let reference = stage_jpeg_payload(&jpeg).expect("the original");
+        let (_, tables) = segments(&jpeg)
+            .into_iter()
+            .find(|(marker, _)| *marker == 0xC4)
+            .expect("a DHT segment");
+        // Cut inside the Huffman tables, then garbage after a start marker, then a cut scan.
+        let scan_start = segments(&jpeg).last().expect("a scan").1.end;
+        for bad in [
+            &jpeg[..tables.start + 20],
+            &[0xFF, 0xD8, 0xFF, 0xC4, 0x00, 0x40, 0x13][..],
+            &jpeg[..scan_start + 5],
+        ] {
+            assert!(stage_jpeg_payload(bad).is_err());
+            assert_eq!(stage_jpeg_payload(&jpeg).expect("the next good frame"), reference);
+        }
     }
 
     #[test]
