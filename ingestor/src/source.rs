@@ -327,6 +327,9 @@ impl VideoSource {
         if !capture.is_opened().map_err(&error)? {
             return Err(SourceError::CannotOpen(uri.to_owned()));
         }
+        // Play a file's rotation metadata the way players do (a phone's portrait video arrives
+        // upright), whatever this OpenCV build defaults to; backends without it ignore this.
+        let _ = capture.set(videoio::CAP_PROP_ORIENTATION_AUTO, 1.0);
         let width = capture.get(videoio::CAP_PROP_FRAME_WIDTH).map_err(&error)?;
         let height = capture.get(videoio::CAP_PROP_FRAME_HEIGHT).map_err(&error)?;
         let fps = capture.get(videoio::CAP_PROP_FPS).map_err(&error)?;
