@@ -179,7 +179,7 @@ async fn garbage_in_a_topic_is_dead_lettered_and_the_next_good_frame_processed()
             "expected a reason containing {reason:?}, got {stated:?}"
         );
         assert!(
-            header(dead_letter, "ff-source").starts_with(&registered.topic),
+            header(dead_letter, wire::HEADER_SOURCE).starts_with(&registered.topic),
             "dead letter names its source"
         );
         assert_eq!(

@@ -156,7 +156,7 @@ impl Worker {
         // After a rebalance a partition may no longer be ours; its new owner will process
         // those frames again (at-least-once), so a refused store is expected, not fatal.
         if let Err(error) = self.consumer.store_offsets(&partitions) {
-            tracing::info!(%error, "offsets not stored (partition revoked?); frames will be redelivered");
+            tracing::info!(%error, ?next_offsets, "offsets not stored (partition revoked?); frames will be redelivered");
         }
     }
 }
@@ -330,7 +330,7 @@ mod tests {
         let mut record = frame("t", 0, 5);
         record.key = Some(b"cam".to_vec());
         record.payload = Some(vec![7; 2_400_000]);
-        record.headers = vec![("ff-channel".to_owned(), Some(b"cam".to_vec()))];
+        record.headers = vec![(wire::HEADER_CHANNEL.to_owned(), Some(b"cam".to_vec()))];
         let rejection = Rejection::new(DeadLetterCode::PayloadTooLarge, "x".repeat(10_000));
         let dead_letter = DeadLetter::new(&record, &rejection, max_bytes);
         assert_eq!(dead_letter.payload, None);
@@ -340,7 +340,7 @@ mod tests {
             Some(b"2400000".as_slice())
         );
         assert_eq!(
-            header(&dead_letter, "ff-channel"),
+            header(&dead_letter, wire::HEADER_CHANNEL),
             Some(b"cam".as_slice()),
             "headers kept"
         );

@@ -1,0 +1,234 @@
+//! Channels this ingestor registers (and claims) itself: the `--channel` flags and the
+//! channel file, registered at start and kept in step with the file as it changes.
+
+use crate::config::{IngestorConfig, LocalChannel};
+use crate::encode::Quality;
+use crate::ledger::SourceState;
+use crate::membership::Ledgers;
+use crate::source::{OpenOptions, SourceSpec};
+use crate::supervisor::Supervisor;
+use crate::{config, source};
+use framefleet_proto::client::CoordinatorChannel;
+use framefleet_proto::v1::channel_service_client::ChannelServiceClient;
+use framefleet_proto::v1::{
+    Channel, DeregisterChannelRequest, FrameEncoding, FrameSchema, PixelFormat, RegisterChannelRequest,
+    UpdateChannelRequest,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Channels this ingestor registers (and claims) itself: the `--channel` flags and the
+/// channel file.
+pub(crate) struct LocalChannels {
+    pub(crate) config: Arc<IngestorConfig>,
+    pub(crate) ingestor_id: String,
+    /// Registered channels and the spec they were registered with.
+    pub(crate) registered: HashMap<String, LocalChannel>,
+    /// The channel file's modification time and channels when last read.
+    pub(crate) file_seen: Option<(SystemTime, Vec<LocalChannel>)>,
+}
+
+impl LocalChannels {
+    pub(crate) fn all_finished(&self, ledgers: &Ledgers) -> bool {
+        self.config
+            .flag_channels()
+            .iter()
+            .all(|channel| ledgers.get(&channel.id).is_some_and(|ledger| ledger.is_finished()))
+    }
+
+    pub(crate) async fn register(
+        &mut self,
+        client: &mut ChannelServiceClient<CoordinatorChannel>,
+        supervisor: &mut Supervisor,
+        channel: LocalChannel,
+    ) {
+        let ledger = supervisor.ledgers.get_or_create(&channel.id);
+        supervisor.quality.insert(
+            channel.id.clone(),
+            Quality {
+                jpeg: channel.jpeg_quality.unwrap_or(self.config.jpeg_quality).clamp(1, 100),
+                png_compression: channel.png_compression.unwrap_or(self.config.png_compression).min(9),
+            },
+        );
+        match self.register_channel(client, &channel).await {
+            Ok(registered) => {
+                if registered.ingestor_id != self.ingestor_id {
+                    tracing::warn!(channel = %channel.id, owner = %registered.ingestor_id, "channel registered but captured elsewhere");
+                }
+                self.registered.insert(channel.id.clone(), channel);
+            }
+            Err(reason) => {
+                // One bad channel must not stop the others.
+                tracing::error!(channel = %channel.id, "{reason}");
+                ledger.record_error(reason);
+                ledger.set_state(SourceState::Failed);
+                ledger.mark_finished();
+            }
+        }
+    }
+
+    pub(crate) async fn register_channel(
+        &self,
+        client: &mut ChannelServiceClient<CoordinatorChannel>,
+        channel: &LocalChannel,
+    ) -> Result<Channel, String> {
+        let spec = SourceSpec::parse(&channel.source).map_err(|error| error.to_string())?;
+        let width = channel.width.or(self.config.width);
+        let height = channel.height.or(self.config.height);
+        let fps = channel.fps.or(self.config.fps);
+        let (width, height, fps) = match (width, height, fps) {
+            (Some(width), Some(height), Some(fps)) => (width, height, fps),
+            _ => {
+                // Ask the source for what was not configured.
+                let uri = channel.source.clone();
+                let probe_spec = spec.clone();
+                let options = OpenOptions {
+                    stall_timeout: Duration::from_secs(self.config.stall_timeout_secs.max(1)),
+                };
+                let info = tokio::task::spawn_blocking(move || {
+                    source::open(&uri, &probe_spec, options).map(|source| source.info())
+                })
+                .await
+                .map_err(|error| format!("probing the source panicked: {error}"))?
+                .map_err(|error| format!("{error} (to register it without opening it, give width, height and fps)"))?;
+                (
+                    width.unwrap_or(info.width),
+                    height.unwrap_or(info.height),
+                    fps.unwrap_or(info.fps),
+                )
+            }
+        };
+        source::check_dimensions(width, height).map_err(|reason| format!("channel `{}`: {reason}", channel.id))?;
+        let pixel_format = PixelFormat::from(channel.pixel_format.unwrap_or(self.config.pixel_format));
+        let encoding = FrameEncoding::from(channel.encoding.unwrap_or(self.config.encoding));
+        let schema = FrameSchema {
+            version: 1,
+            width,
+            height,
+            channels: if pixel_format == PixelFormat::Gray8 { 1 } else { 3 },
+            pixel_format: pixel_format.into(),
+            encoding: encoding.into(),
+            fps,
+        };
+        let strategy = channel.topic_strategy.unwrap_or(self.config.topic_strategy);
+        let pipelines = if channel.pipelines.is_empty() {
+            self.config.pipelines.clone()
+        } else {
+            channel.pipelines.clone()
+        };
+        let response = client
+            .register_channel(RegisterChannelRequest {
+                channel_id: channel.id.clone(),
+                source_uri: channel.source.clone(),
+                schema: Some(schema),
+                topic_strategy: framefleet_proto::v1::TopicStrategy::from(strategy).into(),
+                pipelines,
+                declared_bytes_per_second: 0,
+                ingestor_id: self.ingestor_id.clone(),
+            })
+            .await
+            .map_err(|status| format!("registering channel `{}` failed: {}", channel.id, status.message()))?
+            .into_inner();
+        let registered = response
+            .channel
+            .ok_or_else(|| "the coordinator answered a registration without the channel".to_owned())?;
+        tracing::info!(
+            channel = %channel.id, topics = ?registered.topics, width, height, fps,
+            created = response.created, "channel registered"
+        );
+        Ok(registered)
+    }
+
+    /// Registers channels added to the channel file, updates changed sources and drains
+    /// channels taken out of it.
+    pub(crate) async fn reload_file(
+        &mut self,
+        client: &mut ChannelServiceClient<CoordinatorChannel>,
+        supervisor: &mut Supervisor,
+    ) {
+        let Some(path) = self.config.channel_file.clone() else {
+            return;
+        };
+        let modified = std::fs::metadata(&path).and_then(|metadata| metadata.modified()).ok();
+        if let (Some(modified), Some((seen, _))) = (modified, &self.file_seen)
+            && modified == *seen
+        {
+            return;
+        }
+        let channels = match config::read_channel_file(&path) {
+            Ok(channels) => channels,
+            Err(error) => {
+                tracing::error!("{error}; keeping the channels as they are");
+                if let Some(modified) = modified {
+                    let previous = self.file_seen.take().map(|(_, channels)| channels).unwrap_or_default();
+                    self.file_seen = Some((modified, previous));
+                }
+                return;
+            }
+        };
+        let previous = self.file_seen.take().map(|(_, channels)| channels).unwrap_or_default();
+        self.apply_file(client, supervisor, &path, &previous, &channels).await;
+        self.file_seen = Some((modified.unwrap_or(SystemTime::UNIX_EPOCH), channels));
+    }
+
+    pub(crate) async fn apply_file(
+        &mut self,
+        client: &mut ChannelServiceClient<CoordinatorChannel>,
+        supervisor: &mut Supervisor,
+        path: &std::path::Path,
+        previous: &[LocalChannel],
+        current: &[LocalChannel],
+    ) {
+        for channel in current {
+            match previous.iter().find(|old| old.id == channel.id) {
+                Some(old) if old == channel && self.registered.contains_key(&channel.id) => {}
+                Some(old) if self.registered.contains_key(&channel.id) && only_source_changed(old, channel) => {
+                    let request = UpdateChannelRequest {
+                        channel_id: channel.id.clone(),
+                        source_uri: Some(channel.source.clone()),
+                        ..UpdateChannelRequest::default()
+                    };
+                    match client.update_channel(request).await {
+                        Ok(_) => {
+                            tracing::info!(channel = %channel.id, source = %channel.source, "channel source changed");
+                            self.registered.insert(channel.id.clone(), channel.clone());
+                        }
+                        Err(status) => {
+                            tracing::error!(channel = %channel.id, "updating the source failed: {}", status.message())
+                        }
+                    }
+                }
+                Some(_) if self.registered.contains_key(&channel.id) => tracing::warn!(
+                    channel = %channel.id,
+                    "{}: only a source change is applied at runtime; change the schema with `framefleet schemas add`",
+                    path.display()
+                ),
+                _ => self.register(client, supervisor, channel.clone()).await,
+            }
+        }
+        for old in previous {
+            if current.iter().any(|channel| channel.id == old.id) || self.registered.remove(&old.id).is_none() {
+                continue;
+            }
+            // Draining lets the workers finish the frames already in Kafka before the channel
+            // is deleted; the assignment watch stops the capture.
+            match client
+                .deregister_channel(DeregisterChannelRequest {
+                    channel_id: old.id.clone(),
+                    ..DeregisterChannelRequest::default()
+                })
+                .await
+            {
+                Ok(_) => tracing::info!(channel = %old.id, "channel removed from {}; draining", path.display()),
+                Err(status) => tracing::error!(channel = %old.id, "deregistering failed: {}", status.message()),
+            }
+        }
+    }
+}
+
+pub(crate) fn only_source_changed(old: &LocalChannel, new: &LocalChannel) -> bool {
+    let mut same_source = new.clone();
+    same_source.source = old.source.clone();
+    &same_source == old && old.source != new.source
+}
