@@ -209,7 +209,9 @@ fn run_child(
         ledger: Arc::clone(&ledger),
         stop,
     };
-    let capture = std::thread::spawn(move || capture::capture_loop(job));
+    // The child's log lines say whose they are (they share the parent's stderr).
+    let span = tracing::info_span!("capture_child", channel = %request.channel_id);
+    let capture = std::thread::spawn(move || span.in_scope(|| capture::capture_loop(job)));
     let outcome = runtime.block_on(async {
         let mut report = tokio::time::interval(LEDGER_INTERVAL);
         loop {

@@ -34,6 +34,9 @@ struct Args {
     /// Where the CSV and JSON go.
     #[arg(long, default_value = "loadtest/results")]
     out: PathBuf,
+    /// The ingestor's `--capture-isolation`: `process` (its default) or `thread`.
+    #[arg(long, default_value = "process")]
+    capture_isolation: String,
 }
 
 struct Case {
@@ -107,7 +110,7 @@ async fn main() -> anyhow::Result<()> {
                 "jpeg"
             }
         );
-        let framefleet = run_framefleet(&infrastructure, case, frames)
+        let framefleet = run_framefleet(&infrastructure, case, frames, &args.capture_isolation)
             .await
             .with_context(|| format!("{label}: framefleet"))?;
         let (plain, encode_only) = run_plain(&infrastructure, case, frames)
@@ -175,7 +178,12 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_framefleet(infrastructure: &Infrastructure, case: &Case, frames: u64) -> anyhow::Result<Measured> {
+async fn run_framefleet(
+    infrastructure: &Infrastructure,
+    case: &Case,
+    frames: u64,
+    capture_isolation: &str,
+) -> anyhow::Result<Measured> {
     let fleet = Fleet::start_on("bench", infrastructure.clone()).await?;
     let channel_id = fleet.names.channel_id("bench");
     let source = format!("synthetic://{}x{}@30", case.width, case.height);
@@ -197,6 +205,8 @@ async fn run_framefleet(infrastructure: &Infrastructure, case: &Case, frames: u6
             encoding,
             "--queue-frames",
             "256",
+            "--capture-isolation",
+            capture_isolation,
         ],
     )?;
     let started = Instant::now();
