@@ -24,6 +24,35 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+/// Writes to stdout. A reader that went away (`framefleet --json status | head`) ends the
+/// program quietly with status 0, as other command-line tools do, instead of a panic.
+fn write_stdout(text: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout.write_fmt(text).and_then(|()| stdout.flush()) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write the output: {error}");
+        std::process::exit(1);
+    }
+}
+
+macro_rules! out {
+    ($($arg:tt)*) => {
+        write_stdout(format_args!($($arg)*))
+    };
+}
+
+macro_rules! outln {
+    () => {
+        write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "framefleet", version, about = "Administer a framefleet coordinator", after_help = EXIT_CODES)]
 struct Cli {
@@ -336,18 +365,18 @@ fn exit_code_for(code: tonic::Code) -> u8 {
 
 fn print_channels(json: bool, channels: &[framefleet_proto::v1::Channel]) {
     if json {
-        println!("{}", render::channels_json(channels));
+        outln!("{}", render::channels_json(channels));
     } else {
-        print!("{}", render::channels_table(channels));
+        out!("{}", render::channels_table(channels));
     }
 }
 
 fn print_schemas(json: bool, schemas: &[FrameSchema]) {
     if json {
         let values: Vec<serde_json::Value> = schemas.iter().map(render::schema_value).collect();
-        println!("{}", serde_json::Value::Array(values));
+        outln!("{}", serde_json::Value::Array(values));
     } else {
-        print!("{}", render::schemas_table(schemas));
+        out!("{}", render::schemas_table(schemas));
     }
 }
 
@@ -430,7 +459,7 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
             let registered: Vec<_> = response.channel.into_iter().collect();
             print_channels(json, &registered);
             if !json {
-                println!(
+                outln!(
                     "{}",
                     if response.created {
                         "created"
@@ -469,7 +498,7 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
             let channel: Vec<_> = response.channel.into_iter().collect();
             print_channels(json, &channel);
             if !json {
-                println!("{}", if response.deleted { "deleted" } else { "draining" });
+                outln!("{}", if response.deleted { "deleted" } else { "draining" });
             }
         }
         Command::Channels(ChannelsCommand::Move {
@@ -523,9 +552,9 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
         Command::Status => {
             let status = fleet.get_fleet_status(GetFleetStatusRequest {}).await?.into_inner();
             if json {
-                println!("{}", render::status_json(&status, None));
+                outln!("{}", render::status_json(&status, None));
             } else {
-                print!("{}", render::status_report(&status));
+                out!("{}", render::status_report(&status));
             }
         }
         Command::Watch {
@@ -558,7 +587,7 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
             };
             fleet.report_worker(report).await?;
             if !json {
-                println!("reported");
+                outln!("reported");
             }
         }
         Command::Report(ReportCommand::Ingestor {
@@ -580,7 +609,7 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
             };
             fleet.report_ingestor(report).await?;
             if !json {
-                println!("reported");
+                outln!("reported");
             }
         }
     }
@@ -613,9 +642,9 @@ async fn follow_assignments(
             return Err(Failure::Other(anyhow::anyhow!("the coordinator ended the watch"), 6));
         };
         if json {
-            println!("{}", render::assignment_update_json(&update));
+            outln!("{}", render::assignment_update_json(&update));
         } else {
-            println!("{}", render::assignment_update_line(&update));
+            outln!("{}", render::assignment_update_line(&update));
         }
         received += 1;
     }
@@ -652,9 +681,9 @@ async fn watch(
         };
         let elapsed = started.elapsed();
         if json {
-            println!("{}", render::status_json(&status, Some(elapsed)));
+            outln!("{}", render::status_json(&status, Some(elapsed)));
         } else {
-            println!("{}", render::progress_line(&status, elapsed));
+            outln!("{}", render::progress_line(&status, elapsed));
         }
         let drained = render::is_drained(&status);
         last = Some(status);
@@ -672,8 +701,8 @@ async fn watch(
         }
     }
     if let (Some(status), false) = (&last, json) {
-        println!();
-        print!("{}", render::final_summary(status, started.elapsed()));
+        outln!();
+        out!("{}", render::final_summary(status, started.elapsed()));
     }
     if interrupted {
         // 130 (128 + SIGINT) tells a calling script that the user interrupted the run.

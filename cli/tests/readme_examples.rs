@@ -29,16 +29,13 @@ fn example_script(readme: &str) -> String {
     script
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn readme_examples_run_against_a_real_coordinator() {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).expect("README");
-    let script = example_script(&readme);
-
+/// A coordinator on the test infrastructure under a prefix of its own.
+async fn start_coordinator(label: &str) -> (String, CancellationToken, framefleet_coordinator::RunningCoordinator) {
     let etcd =
         std::env::var("FRAMEFLEET_ETCD_ENDPOINTS").expect("FRAMEFLEET_ETCD_ENDPOINTS: run through scripts/test.sh");
     let kafka =
         std::env::var("FRAMEFLEET_KAFKA_BROKERS").expect("FRAMEFLEET_KAFKA_BROKERS: run through scripts/test.sh");
-    let prefix = format!("/framefleet-test/readme-{}/", uuid::Uuid::new_v4().simple());
+    let prefix = format!("/framefleet-test/{label}-{}/", uuid::Uuid::new_v4().simple());
     let config = framefleet_coordinator::config::CoordinatorConfig::try_parse_from([
         "framefleet-coordinator",
         "--listen",
@@ -57,6 +54,15 @@ async fn readme_examples_run_against_a_real_coordinator() {
         .expect("coordinator");
     let address = coordinator.local_addr.to_string();
 
+    (address, shutdown, coordinator)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readme_examples_run_against_a_real_coordinator() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).expect("README");
+    let script = example_script(&readme);
+
+    let (address, shutdown, coordinator) = start_coordinator("readme").await;
     let cli = Path::new(env!("CARGO_BIN_EXE_framefleet"));
     let path = format!(
         "{}:{}",
@@ -87,4 +93,37 @@ async fn readme_examples_run_against_a_real_coordinator() {
     assert!(stdout.contains("framefleet.pool."), "{stdout}");
     assert!(stdout.contains("framefleet.fanout.detect.door"), "{stdout}");
     assert!(stdout.contains("\"status\": \"SERVING\""), "{stdout}");
+}
+
+/// `framefleet --json status | head -c0`: a reader that goes away early is how scripts use a
+/// CLI; the output is cut short and the program ends quietly, not with a panic.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_stdout_ends_the_cli_quietly() {
+    let (address, shutdown, coordinator) = start_coordinator("pipe").await;
+    let cli = Path::new(env!("CARGO_BIN_EXE_framefleet")).to_owned();
+    for args in [&["--json", "status"][..], &["status"][..], &["channels", "list"][..]] {
+        let cli = cli.clone();
+        let address = address.clone();
+        let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+        let output = tokio::task::spawn_blocking(move || {
+            let mut child = Command::new(&cli)
+                .arg("--coordinator")
+                .arg(&address)
+                .args(&args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("run the CLI");
+            // Close the reading end before the CLI writes anything.
+            drop(child.stdout.take());
+            child.wait_with_output().expect("wait")
+        })
+        .await
+        .expect("task");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert_eq!(output.status.code(), Some(0), "{stderr}");
+    }
+    shutdown.cancel();
+    coordinator.wait().await.expect("coordinator stops");
 }
