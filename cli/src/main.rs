@@ -85,7 +85,7 @@ struct Cli {
     command: Command,
 }
 
-const EXIT_CODES: &str = "Exit codes: 0 ok, 1 failure, 2 usage, 3 not found, 4 already exists, 5 invalid argument, 6 unavailable, 7 watch timed out, 8 failed precondition, 9 unauthenticated, 130 watch interrupted";
+const EXIT_CODES: &str = "Exit codes: 0 ok, 1 failure, 2 usage (also an unusable --coordinator, token or CA file), 3 not found, 4 already exists, 5 invalid argument, 6 unavailable, 7 watch timed out, 8 failed precondition, 9 unauthenticated, 130 watch interrupted";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -392,7 +392,10 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
     } else {
         framefleet_proto::client::connect_coordinator(&cli.coordinator, timeout, &options).await
     }
-    .map_err(|error| Failure::Other(error.into(), 6))?;
+    .map_err(|error| {
+        let code = if error.is_usage_error() { 2 } else { 6 };
+        Failure::Other(error.into(), code)
+    })?;
     let mut channels = ChannelServiceClient::new(channel.clone());
     let mut schemas = SchemaServiceClient::new(channel.clone());
     let mut fleet = FleetServiceClient::new(channel.clone());

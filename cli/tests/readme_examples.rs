@@ -127,3 +127,23 @@ async fn a_closed_stdout_ends_the_cli_quietly() {
     shutdown.cancel();
     coordinator.wait().await.expect("coordinator stops");
 }
+
+/// Wrong settings are usage errors (exit 2), an absent coordinator is unavailable (exit 6),
+/// and the reason is said once.
+#[test]
+fn connection_failures_exit_with_the_code_of_their_kind() {
+    let cli = Path::new(env!("CARGO_BIN_EXE_framefleet"));
+    let run = |address: &str| {
+        Command::new(cli)
+            .args(["--coordinator", address, "--timeout-secs", "2", "status"])
+            .output()
+            .expect("run the CLI")
+    };
+    let bad = run("ht tp://not an address");
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    // Port 1 on loopback: nothing listens there.
+    let absent = run("http://127.0.0.1:1");
+    assert_eq!(absent.status.code(), Some(6), "{absent:?}");
+    let stderr = String::from_utf8_lossy(&absent.stderr);
+    assert_eq!(stderr.matches("tcp connect error").count(), 1, "{stderr}");
+}

@@ -152,12 +152,67 @@ async fn connect(
     }
 }
 
+/// The causes below `error`, joined with `: `. Layers that repeat the text of the layer
+/// above (hyper wraps "tcp connect error" in "tcp connect error") are said once.
 fn source_chain(error: &dyn std::error::Error) -> String {
-    let mut parts = Vec::new();
+    let mut parts: Vec<String> = Vec::new();
+    let mut above = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        parts.push(cause.to_string());
+        let text = cause.to_string();
+        if text != above && !above.ends_with(&text) {
+            parts.push(text.clone());
+        }
+        above = text;
         source = cause.source();
     }
     parts.join(": ")
+}
+
+impl ConnectError {
+    /// True when the caller's settings are wrong (address, token, TLS files), as opposed to
+    /// a coordinator that cannot be reached: a usage error, not an outage.
+    pub fn is_usage_error(&self) -> bool {
+        !matches!(self, Self::Unreachable { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1
+                .as_deref()
+                .map(|layer| layer as &(dyn std::error::Error + 'static))
+        }
+    }
+
+    #[test]
+    fn repeated_causes_are_said_once() {
+        let error = Layer(
+            "transport error",
+            Some(Box::new(Layer(
+                "tcp connect error",
+                Some(Box::new(Layer(
+                    "tcp connect error",
+                    Some(Box::new(Layer("Connection refused (os error 111)", None))),
+                ))),
+            ))),
+        );
+        assert_eq!(
+            format!("{error}: {}", source_chain(&error)),
+            "transport error: tcp connect error: Connection refused (os error 111)"
+        );
+    }
 }
