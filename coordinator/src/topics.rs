@@ -92,11 +92,7 @@ impl TopicAdmin for KafkaTopicAdmin {
                         self.bootstrap_servers
                     )));
                 }
-                Err((topic, code)) => {
-                    return Err(CoordinatorError::KafkaUnavailable(format!(
-                        "creating topic `{topic}` failed: {code}"
-                    )));
-                }
+                Err((topic, code)) => return Err(creation_refused(&self.bootstrap_servers, &topic, code)),
             }
         }
         tracing::info!(topic = %spec.name, partitions = spec.partitions, max_message_bytes = %max_message_bytes, "topic ready");
@@ -205,5 +201,63 @@ impl Placement {
             max_payload_bytes,
             retention_ms: self.retention_ms,
         }
+    }
+}
+
+/// A broker's answer to a topic creation, as the error the caller should see: a request the
+/// cluster cannot satisfy as configured (too few brokers for the replication factor, a
+/// refused config, no permission) is a failed precondition to fix, not an outage to retry.
+fn creation_refused(bootstrap_servers: &str, topic: &str, code: RDKafkaErrorCode) -> CoordinatorError {
+    use RDKafkaErrorCode as Code;
+    match code {
+        Code::InvalidTopic => CoordinatorError::invalid(
+            "channel_id",
+            format!("the broker refuses `{topic}` as a topic name ({code})"),
+        ),
+        Code::InvalidReplicationFactor
+        | Code::InvalidPartitions
+        | Code::InvalidConfig
+        | Code::InvalidRequest
+        | Code::PolicyViolation
+        | Code::TopicAuthorizationFailed
+        | Code::ClusterAuthorizationFailed
+        | Code::UnsupportedVersion => CoordinatorError::FailedPrecondition(format!(
+            "the broker at {bootstrap_servers} refuses to create topic `{topic}`: {code}; check the coordinator's topic settings (--topic-partitions, --topic-replication, --topic-retention-hours) against the cluster"
+        )),
+        _ => CoordinatorError::KafkaUnavailable(format!("creating topic `{topic}` failed: {code}")),
+    }
+}
+
+#[cfg(test)]
+mod refusal_tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_topic_is_a_precondition_or_an_argument_not_an_outage() {
+        let code = |error: CoordinatorError| tonic::Status::from(error).code();
+        assert_eq!(
+            code(creation_refused(
+                "b:9092",
+                "t",
+                RDKafkaErrorCode::InvalidReplicationFactor
+            )),
+            tonic::Code::FailedPrecondition
+        );
+        assert_eq!(
+            code(creation_refused(
+                "b:9092",
+                "t",
+                RDKafkaErrorCode::TopicAuthorizationFailed
+            )),
+            tonic::Code::FailedPrecondition
+        );
+        assert_eq!(
+            code(creation_refused("b:9092", "t", RDKafkaErrorCode::InvalidTopic)),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            code(creation_refused("b:9092", "t", RDKafkaErrorCode::NotController)),
+            tonic::Code::Unavailable
+        );
     }
 }
