@@ -45,12 +45,17 @@ pub fn totals(status: &FleetStatus) -> Totals {
         lag: status.topics.iter().map(|topic| topic.lag).sum(),
         frames_per_second: status.frames_per_second,
         workers: status.workers.len(),
-        ingestors_finished: !status.ingestors.is_empty()
-            && status
+        // At least one channel, and every reported one finished: an ingestor's first report
+        // has no channels yet, and "all of none" said "finished" before the first frame.
+        ingestors_finished: {
+            let mut reported = status
                 .ingestors
                 .iter()
                 .filter_map(|ingestor| ingestor.report.as_ref())
-                .all(|report| report.channels.iter().all(|ledger| ledger.source_finished)),
+                .flat_map(|report| &report.channels)
+                .peekable();
+            reported.peek().is_some() && reported.all(|ledger| ledger.source_finished)
+        },
     }
 }
 
@@ -475,6 +480,17 @@ mod tests {
         assert!(!is_drained(&status(false, 0)));
         assert!(!is_drained(&status(true, 3)));
         assert!(!is_drained(&FleetStatus::default()));
+    }
+
+    #[test]
+    fn an_ingestor_that_reported_no_channel_yet_has_not_finished() {
+        let mut fresh = status(true, 0);
+        if let Some(report) = fresh.ingestors[0].report.as_mut() {
+            report.channels.clear();
+        }
+        assert!(!totals(&fresh).ingestors_finished);
+        assert!(!progress_line(&fresh, Duration::from_secs(1)).contains("sources finished"));
+        assert!(!is_drained(&fresh));
     }
 
     #[test]
