@@ -127,24 +127,45 @@ pub fn status_report(status: &FleetStatus) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{:<24} {:<24} {:>9} {:>9} {:>7} {:>8}",
-        "INGESTOR", "CHANNEL", "CAPTURED", "ACKED", "FAILED", "FINISHED"
+        "\n{:<24} {:<24} {:<12} {:>9} {:>9} {:>7} {:>7} {:>7} {:>8}",
+        "INGESTOR", "CHANNEL", "STATE", "CAPTURED", "ACKED", "FAILED", "UNDEC", "CRASHES", "FINISHED"
     );
+    let mut problems = Vec::new();
     for ingestor in &status.ingestors {
         if let Some(report) = &ingestor.report {
             for ledger in &report.channels {
                 let _ = writeln!(
                     out,
-                    "{:<24} {:<24} {:>9} {:>9} {:>7} {:>8}",
+                    "{:<24} {:<24} {:<12} {:>9} {:>9} {:>7} {:>7} {:>7} {:>8}",
                     report.ingestor_id,
                     ledger.channel_id,
+                    if ledger.source_state.is_empty() {
+                        "-"
+                    } else {
+                        &ledger.source_state
+                    },
                     ledger.frames_captured,
                     ledger.frames_acknowledged,
                     ledger.frames_failed,
+                    ledger.frames_undecodable,
+                    ledger.capture_crashes,
                     ledger.source_finished
                 );
+                if !ledger.last_error.is_empty() {
+                    problems.push(format!("  {}: {}", ledger.channel_id, ledger.last_error));
+                }
+                if !ledger.last_undecodable.is_empty() {
+                    problems.push(format!(
+                        "  {}: last undecodable: {}",
+                        ledger.channel_id, ledger.last_undecodable
+                    ));
+                }
             }
         }
+    }
+    // A failed channel must not read like an empty success: say why, under the table.
+    for problem in problems {
+        let _ = writeln!(out, "{problem}");
     }
     let _ = writeln!(
         out,
@@ -419,6 +440,30 @@ pub fn status_json(status: &FleetStatus, elapsed: Option<Duration>) -> String {
             })
         })
         .collect();
+    // Each channel's source as its ingestor last reported it: state, errors, damage.
+    let sources: Vec<Value> = status
+        .ingestors
+        .iter()
+        .filter_map(|ingestor| ingestor.report.as_ref())
+        .flat_map(|report| report.channels.iter().map(move |ledger| (report, ledger)))
+        .map(|(report, ledger)| {
+            json!({
+                "ingestor_id": report.ingestor_id,
+                "channel_id": ledger.channel_id,
+                "source_state": ledger.source_state,
+                "source_finished": ledger.source_finished,
+                "frames_captured": ledger.frames_captured,
+                "frames_acknowledged": ledger.frames_acknowledged,
+                "frames_failed": ledger.frames_failed,
+                "frames_undecodable": ledger.frames_undecodable,
+                "capture_crashes": ledger.capture_crashes,
+                "source_gaps": ledger.source_gaps,
+                "source_gap_ms": ledger.source_gap_ms,
+                "last_error": ledger.last_error,
+                "last_undecodable": ledger.last_undecodable,
+            })
+        })
+        .collect();
     json!({
         "elapsed_s": elapsed.map(|e| e.as_secs_f64()),
         "captured": totals.captured,
@@ -434,6 +479,7 @@ pub fn status_json(status: &FleetStatus, elapsed: Option<Duration>) -> String {
         "workers": workers,
         "topics": topics,
         "channels": channels,
+        "sources": sources,
         "leader_id": status.leader_id,
         "coordinator_id": status.coordinator_id,
         "registered_ingestors": status.registered_ingestors,
@@ -483,6 +529,33 @@ mod tests {
     }
 
     #[test]
+    fn the_status_report_says_why_a_channel_failed() {
+        let mut failed = status(true, 0);
+        if let Some(report) = failed.ingestors[0].report.as_mut() {
+            let ledger = &mut report.channels[0];
+            ledger.source_state = "failed".into();
+            ledger.capture_crashes = 1;
+            ledger.frames_undecodable = 4;
+            ledger.last_error = "capture process of `x.mp4` crashed (killed by signal 11 (SIGSEGV))".into();
+            ledger.last_undecodable = "`a.jpg` is not a readable image".into();
+        }
+        let report = status_report(&failed);
+        assert!(report.contains("failed"), "{report}");
+        assert!(report.contains("cam: capture process of `x.mp4` crashed"), "{report}");
+        assert!(report.contains("cam: last undecodable: `a.jpg`"), "{report}");
+        let row = report
+            .lines()
+            .find(|line| line.starts_with("i1 "))
+            .expect("the channel's row");
+        let columns: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            columns,
+            ["i1", "cam", "failed", "10", "10", "0", "4", "1", "true"],
+            "{row}"
+        );
+    }
+
+    #[test]
     fn an_ingestor_that_reported_no_channel_yet_has_not_finished() {
         let mut fresh = status(true, 0);
         if let Some(report) = fresh.ingestors[0].report.as_mut() {
@@ -499,5 +572,8 @@ mod tests {
         assert_eq!(value["captured"], 10);
         assert_eq!(value["lag"], 2);
         assert_eq!(value["drained"], false);
+        assert_eq!(value["sources"][0]["channel_id"], "cam");
+        assert_eq!(value["sources"][0]["source_finished"], true);
+        assert_eq!(value["sources"][0]["capture_crashes"], 0);
     }
 }
