@@ -125,6 +125,21 @@ pub fn status_report(status: &FleetStatus) -> String {
             );
         }
     }
+    // Dead letters by code over the whole fleet, so an operator sees what kind of bad input
+    // arrives, not only how much.
+    let mut by_code: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for report in status.workers.iter().filter_map(|worker| worker.report.as_ref()) {
+        for (code, count) in &report.dead_letters_by_code {
+            *by_code.entry(code.as_str()).or_default() += count;
+        }
+    }
+    if !by_code.is_empty() {
+        let listed: Vec<String> = by_code
+            .iter()
+            .map(|(code, count)| format!("{} {count}", code.trim_start_matches("DEAD_LETTER_CODE_")))
+            .collect();
+        let _ = writeln!(out, "dead letters by code: {}", listed.join(", "));
+    }
     let _ = writeln!(
         out,
         "\n{:<24} {:<24} {:<12} {:>9} {:>9} {:>7} {:>7} {:>7} {:>8}",
@@ -405,6 +420,7 @@ pub fn status_json(status: &FleetStatus, elapsed: Option<Duration>) -> String {
                 "lag_frames": report.lag_frames,
                 "assigned_partitions": report.assigned_partitions,
                 "rebalances": report.rebalances,
+                "dead_letters_by_code": report.dead_letters_by_code,
                 "last_seen_ms_ago": worker.last_seen_ms_ago,
                 "registered": worker.registered,
             })
@@ -539,7 +555,25 @@ mod tests {
             ledger.last_error = "capture process of `x.mp4` crashed (killed by signal 11 (SIGSEGV))".into();
             ledger.last_undecodable = "`a.jpg` is not a readable image".into();
         }
+        failed.workers = vec![framefleet_proto::v1::WorkerStatus {
+            report: Some(framefleet_proto::v1::WorkerReport {
+                worker_id: "w1".into(),
+                frames_dead_lettered: 3,
+                dead_letters_by_code: [
+                    ("DEAD_LETTER_CODE_TRUNCATED_IMAGE".to_owned(), 2),
+                    ("DEAD_LETTER_CODE_KEY_MISMATCH".to_owned(), 1),
+                ]
+                .into_iter()
+                .collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }];
         let report = status_report(&failed);
+        assert!(
+            report.contains("dead letters by code: KEY_MISMATCH 1, TRUNCATED_IMAGE 2"),
+            "{report}"
+        );
         assert!(report.contains("failed"), "{report}");
         assert!(report.contains("cam: capture process of `x.mp4` crashed"), "{report}");
         assert!(report.contains("cam: last undecodable: `a.jpg`"), "{report}");

@@ -465,4 +465,9 @@ async fn records_from_other_clients_get_a_coded_dead_letter_or_a_result() {
     assert_eq!(processed, expected, "every valid frame processed once");
     let summaries = fleet.stop().await.expect("stop");
     assert_eq!(summaries[0].frames_dead_lettered, dead_count as u64);
+    let mut counted: Vec<String> = Vec::new();
+    for (code, count) in &summaries[0].dead_letters_by_code {
+        counted.extend(std::iter::repeat_n(code.clone(), *count as usize));
+    }
+    assert_eq!(counted, expected_codes, "the worker counts its dead letters by code");
 }

@@ -31,11 +31,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WorkerSummary {
     pub frames_processed: u64,
     pub frames_dead_lettered: u64,
     pub batches: u64,
+    /// `DeadLetterCode` name → dead letters written with it.
+    pub dead_letters_by_code: std::collections::BTreeMap<String, u64>,
 }
 
 type WorkerConsumer = StreamConsumer<consumer::WorkerConsumerContext>;
@@ -152,6 +154,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
         frames_processed: counters.frames_processed.load(Ordering::Relaxed),
         frames_dead_lettered: counters.frames_dead_lettered.load(Ordering::Relaxed),
         batches: counters.batches.load(Ordering::Relaxed),
+        dead_letters_by_code: counters.dead_letters_by_code(),
     })
 }
 

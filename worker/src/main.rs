@@ -15,6 +15,7 @@ async fn main() -> ExitCode {
             processed = summary.frames_processed,
             dead_lettered = summary.frames_dead_lettered,
             batches = summary.batches,
+            dead_letters_by_code = ?summary.dead_letters_by_code,
             "worker stopped"
         );
         Ok(ExitCode::SUCCESS)

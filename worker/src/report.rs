@@ -26,9 +26,36 @@ pub struct WorkerCounters {
     pub last_batch_us: AtomicU64,
     /// Batch latencies (compute start → all results acknowledged) since the last report, µs.
     batch_latencies_us: Mutex<Vec<u64>>,
+    /// Dead letters by `DeadLetterCode` name, cumulative.
+    dead_letters_by_code: Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl WorkerCounters {
+    /// Counts settled dead letters, by code.
+    pub fn record_dead_letters(&self, codes: &[framefleet_proto::v1::DeadLetterCode]) {
+        if codes.is_empty() {
+            return;
+        }
+        let mut by_code = self
+            .dead_letters_by_code
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for code in codes {
+            *by_code.entry(code.as_str_name()).or_default() += 1;
+        }
+        self.frames_dead_lettered
+            .fetch_add(codes.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Dead letters so far, by code name.
+    pub fn dead_letters_by_code(&self) -> std::collections::BTreeMap<String, u64> {
+        self.dead_letters_by_code
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(code, count)| ((*code).to_owned(), *count))
+            .collect()
+    }
     pub fn record_batch_latency(&self, latency: Duration) {
         let mut samples = self
             .batch_latencies_us
@@ -74,6 +101,7 @@ impl WorkerCounters {
             lag_frames: gauges.lag_frames.load(Ordering::Relaxed),
             assigned_partitions: u32::try_from(gauges.assigned_partitions.load(Ordering::Relaxed)).unwrap_or(u32::MAX),
             rebalances: gauges.rebalances.load(Ordering::Relaxed),
+            dead_letters_by_code: self.dead_letters_by_code().into_iter().collect(),
         }
     }
 }

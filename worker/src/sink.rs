@@ -25,7 +25,8 @@ pub(crate) type PendingBatch = Pin<Box<dyn Future<Output = anyhow::Result<Settle
 pub(crate) struct SettledBatch {
     next_offsets: Vec<(String, i32, i64)>,
     processed: u64,
-    dead_lettered: u64,
+    /// The code of each dead letter of the batch.
+    dead_letter_codes: Vec<framefleet_proto::v1::DeadLetterCode>,
     compute_time: Duration,
     /// When its computation started: settling it ends the batch's latency.
     started: Instant,
@@ -52,7 +53,13 @@ impl Worker {
         let settled = SettledBatch {
             next_offsets: next_offsets(&frames),
             processed,
-            dead_lettered: outcomes.len() as u64 - processed,
+            dead_letter_codes: outcomes
+                .iter()
+                .filter_map(|outcome| match outcome {
+                    Outcome::DeadLetter(rejection) => Some(rejection.code),
+                    Outcome::Result(_) => None,
+                })
+                .collect(),
             compute_time,
             started,
         };
@@ -76,9 +83,7 @@ impl Worker {
         self.counters
             .frames_processed
             .fetch_add(settled.processed, Ordering::Relaxed);
-        self.counters
-            .frames_dead_lettered
-            .fetch_add(settled.dead_lettered, Ordering::Relaxed);
+        self.counters.record_dead_letters(&settled.dead_letter_codes);
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
         self.counters.record_batch_latency(settled.started.elapsed());
         self.counters.last_batch_us.store(
