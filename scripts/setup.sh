@@ -11,6 +11,8 @@ APT_PACKAGES=(
   etcd-server etcd-client          # metadata store
   postgresql                       # durable storage for the broker
   libopencv-dev clang libclang-dev pkg-config   # the ingestor's OpenCV bindings
+  libavcodec-dev libavformat-dev libswscale-dev libavutil-dev
+                                   # the ingestor reads video files with FFmpeg directly (ffmpeg-next)
   opencv-doc                       # sample videos (vtest.avi, tree.avi, Megamind.avi)
   protobuf-compiler libprotobuf-dev   # gRPC code generation; the well-known google/protobuf/*.proto for etcd-client
   build-essential python3          # C builds (bundled librdkafka: configure + make); free-port helper

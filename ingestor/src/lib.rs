@@ -9,6 +9,7 @@
 pub mod capture;
 pub mod config;
 pub mod encode;
+pub mod ffmpeg_source;
 pub mod isolation;
 pub mod ledger;
 mod local_channels;

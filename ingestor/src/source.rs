@@ -265,8 +265,16 @@ pub fn open(uri: &str, spec: &SourceSpec, options: OpenOptions) -> Result<Box<dy
             if !path.exists() {
                 return Err(SourceError::NotFound(uri.to_owned()));
             }
-            VideoSource::open(uri, &path.to_string_lossy(), videoio::CAP_ANY, false, *fps, options)
-                .map(|source| Box::new(source) as Box<dyn FrameSource>)
+            // FFmpeg directly sees resolution changes that OpenCV hides (see
+            // `ffmpeg_source`); what FFmpeg cannot open, OpenCV's other backends may.
+            match crate::ffmpeg_source::FfmpegFileSource::open(uri, path, *fps) {
+                Ok(source) => Ok(Box::new(source)),
+                Err(SourceError::CannotOpen(_)) => {
+                    VideoSource::open(uri, &path.to_string_lossy(), videoio::CAP_ANY, false, *fps, options)
+                        .map(|source| Box::new(source) as Box<dyn FrameSource>)
+                }
+                Err(error) => Err(error),
+            }
         }
         SourceSpec::Network { url } => VideoSource::open(uri, url, videoio::CAP_FFMPEG, true, None, options)
             .map(|source| Box::new(source) as Box<dyn FrameSource>),
@@ -422,7 +430,7 @@ fn rate_from_timestamps(capture: &mut videoio::VideoCapture) -> Option<f64> {
 }
 
 /// Frames per second from timestamps in milliseconds, robust to a few odd intervals.
-fn median_rate(stamps_ms: &[f64]) -> Option<f64> {
+pub(crate) fn median_rate(stamps_ms: &[f64]) -> Option<f64> {
     let mut intervals: Vec<f64> = stamps_ms
         .windows(2)
         .map(|pair| pair[1] - pair[0])
