@@ -280,8 +280,12 @@ async fn records_from_other_clients_get_a_coded_dead_letter_or_a_result() {
     let line_scan = register_channel(&fleet, "linescan", (1920, 3), FrameEncoding::Jpeg).await;
     // Large frames (3 MiB raw), for a record bigger than the worker's own limit.
     let big = register_channel(&fleet, "big", (1024, 1024), FrameEncoding::Jpeg).await;
+    let metrics_addr: std::net::SocketAddr = format!("127.0.0.1:{}", framefleet_loadtest::free_port())
+        .parse()
+        .expect("address");
+    let metrics_arg = metrics_addr.to_string();
     fleet
-        .spawn_worker("worker-oc", &["--max-frame-mib", "1"])
+        .spawn_worker("worker-oc", &["--max-frame-mib", "1", "--metrics-addr", &metrics_arg])
         .expect("worker");
 
     let plain: FutureProducer = ClientConfig::new()
@@ -463,6 +467,28 @@ async fn records_from_other_clients_get_a_coded_dead_letter_or_a_result() {
     ];
     expected.sort();
     assert_eq!(processed, expected, "every valid frame processed once");
+    // Prometheus sees the same: every result and every dead letter, by code. Results are
+    // counted once their batch settles, which may be a moment after they can be read.
+    let mut metrics = String::new();
+    let want_processed =
+        format!("framefleet_worker_frames_processed_total{{worker_id=\"worker-oc\"}} {expected_results}");
+    for _ in 0..50 {
+        metrics = framefleet_loadtest::scrape_metrics(metrics_addr)
+            .await
+            .expect("scrape the worker");
+        if metrics.contains(&want_processed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(metrics.contains(&want_processed), "{metrics}");
+    for case in &expected_dead {
+        let line = format!(
+            "framefleet_worker_dead_letters_total{{worker_id=\"worker-oc\",code=\"{}\"}} 1",
+            case.code.unwrap_or_default()
+        );
+        assert!(metrics.contains(&line), "missing `{line}` in\n{metrics}");
+    }
     let summaries = fleet.stop().await.expect("stop");
     assert_eq!(summaries[0].frames_dead_lettered, dead_count as u64);
     let mut counted: Vec<String> = Vec::new();

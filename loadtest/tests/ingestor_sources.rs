@@ -19,13 +19,6 @@ use tokio_util::sync::CancellationToken;
 const SAMPLE_VIDEO: &str = "/usr/share/doc/opencv-doc/examples/data/vtest.avi";
 const GOOD_VIDEO: &str = "/usr/share/doc/opencv-doc/examples/data/tree.avi";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
-}
-
 /// The RTSP server process; killed when dropped, so a failing test leaves none behind.
 struct RtspServer(Child);
 
@@ -63,7 +56,7 @@ fn start_rtsp_server(port: u16) -> RtspServer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_rtsp_camera_that_disconnects_resumes_and_the_gap_is_recorded() {
     let fleet = Fleet::start("rtsp").await.expect("start the coordinator");
-    let port = free_port();
+    let port = framefleet_loadtest::free_port();
     let mut server = start_rtsp_server(port);
     let channel_id = fleet.names.channel_id("rtsp");
     let url = format!("rtsp://127.0.0.1:{port}/cam");

@@ -104,6 +104,10 @@ pub struct WorkerConfig {
     #[arg(long, default_value_t = 1000)]
     pub report_interval_ms: u64,
 
+    /// Serve Prometheus metrics on this address (`/metrics`), e.g. 127.0.0.1:9465.
+    #[arg(long, env = "FRAMEFLEET_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
     /// Largest frame payload accepted, in MiB (dead letters carry the original frame).
     #[arg(long, env = "FRAMEFLEET_MAX_FRAME_MIB", default_value_t = 64)]
     pub max_frame_mib: u32,

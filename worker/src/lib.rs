@@ -10,6 +10,7 @@ mod consume_loop;
 pub mod consumer;
 pub mod decode;
 mod discovery;
+pub mod metrics;
 pub mod ops;
 pub mod record;
 #[cfg(test)]
@@ -56,6 +57,7 @@ struct Worker {
     subscribed_topics: Vec<String>,
     last_unknown_channel_lookup: Option<Instant>,
     counters: Arc<WorkerCounters>,
+    metrics: Arc<metrics::WorkerMetrics>,
     /// Each channel's background model; lent to the blocking thread for every batch.
     motion: Option<ops::MotionState>,
     /// Threads that decode and analyse frames (`--compute-threads`).
@@ -114,6 +116,13 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
 
     let counters = Arc::new(WorkerCounters::default());
     let reporter_stop = CancellationToken::new();
+    let worker_metrics = Arc::new(metrics::WorkerMetrics::new(&worker_id, Arc::clone(&gauges)));
+    if let Some(addr) = config.metrics_addr {
+        let scraped = Arc::clone(&worker_metrics);
+        framefleet_common::metrics::serve(addr, Arc::new(move || scraped.render()), reporter_stop.clone())
+            .await
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+    }
     let reporter = tokio::spawn(
         Reporter {
             coordinator: config.coordinator.clone(),
@@ -142,6 +151,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
         subscribed_topics: Vec::new(),
         last_unknown_channel_lookup: None,
         counters: Arc::clone(&counters),
+        metrics: worker_metrics,
         motion: Some(ops::MotionState::default()),
         compute_pool,
     };

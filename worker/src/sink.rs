@@ -85,7 +85,14 @@ impl Worker {
             .fetch_add(settled.processed, Ordering::Relaxed);
         self.counters.record_dead_letters(&settled.dead_letter_codes);
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
-        self.counters.record_batch_latency(settled.started.elapsed());
+        let latency = settled.started.elapsed();
+        self.counters.record_batch_latency(latency);
+        self.metrics.record_batch(
+            settled.processed,
+            &settled.dead_letter_codes,
+            settled.compute_time,
+            latency,
+        );
         self.counters.last_batch_us.store(
             u64::try_from(settled.compute_time.as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,

@@ -1,0 +1,173 @@
+//! The worker's Prometheus metrics (`--metrics-addr`, text format at `/metrics`), through the
+//! `prometheus-client` crate. Names follow Prometheus conventions: `_total` counters, base
+//! units (`_seconds`), a `framefleet_worker_` prefix, the worker id as a label.
+
+use crate::consumer::ConsumerGauges;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    /// A `DeadLetterCode` name (proto/framefleet/v1/records.proto).
+    code: String,
+}
+
+/// Every metric the worker exports. Cheap to update from the consume loop (atomics).
+pub struct WorkerMetrics {
+    registry: Registry,
+    frames_processed: Counter,
+    dead_letters: Family<CodeLabel, Counter>,
+    batches: Counter,
+    /// Compute start → every result of the batch acknowledged by Kafka.
+    batch_latency: Histogram,
+    /// Validation, decode and analysis of one batch.
+    batch_compute: Histogram,
+    consumer_lag: Gauge,
+    assigned_partitions: Gauge,
+    rebalances: Gauge,
+    gauges: Arc<ConsumerGauges>,
+}
+
+impl WorkerMetrics {
+    pub fn new(worker_id: &str, gauges: Arc<ConsumerGauges>) -> Self {
+        let mut registry = Registry::with_prefix_and_labels(
+            "framefleet_worker",
+            [(
+                std::borrow::Cow::Borrowed("worker_id"),
+                std::borrow::Cow::Owned(worker_id.to_owned()),
+            )]
+            .into_iter(),
+        );
+        let metrics = Self {
+            registry: Registry::default(),
+            frames_processed: Counter::default(),
+            dead_letters: Family::default(),
+            batches: Counter::default(),
+            // 1 ms … ≈ 33 s.
+            batch_latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            batch_compute: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
+            consumer_lag: Gauge::default(),
+            assigned_partitions: Gauge::default(),
+            rebalances: Gauge::default(),
+            gauges,
+        };
+        registry.register(
+            "frames_processed",
+            "Frames analysed with their result acknowledged by Kafka",
+            metrics.frames_processed.clone(),
+        );
+        registry.register(
+            "dead_letters",
+            "Records written to the dead-letter topic, by DeadLetterCode",
+            metrics.dead_letters.clone(),
+        );
+        registry.register(
+            "batches",
+            "Batches settled (every result acknowledged, offsets stored)",
+            metrics.batches.clone(),
+        );
+        registry.register(
+            "batch_latency_seconds",
+            "From a batch's compute start to every one of its results acknowledged by Kafka",
+            metrics.batch_latency.clone(),
+        );
+        registry.register(
+            "batch_compute_seconds",
+            "Validation, decode and analysis of one batch",
+            metrics.batch_compute.clone(),
+        );
+        registry.register(
+            "consumer_lag_frames",
+            "Frames between the stored offsets and the high watermarks of the partitions this worker owns (-1: not known yet)",
+            metrics.consumer_lag.clone(),
+        );
+        registry.register(
+            "assigned_partitions",
+            "Partitions assigned to this worker",
+            metrics.assigned_partitions.clone(),
+        );
+        registry.register(
+            "rebalances",
+            "Consumer group rebalances seen by this worker",
+            metrics.rebalances.clone(),
+        );
+        Self { registry, ..metrics }
+    }
+
+    /// A settled batch: its frames, its dead letters' codes and its timings.
+    pub fn record_batch(
+        &self,
+        processed: u64,
+        dead_letter_codes: &[framefleet_proto::v1::DeadLetterCode],
+        compute: Duration,
+        latency: Duration,
+    ) {
+        self.frames_processed.inc_by(processed);
+        for code in dead_letter_codes {
+            self.dead_letters
+                .get_or_create(&CodeLabel {
+                    code: code.as_str_name().to_owned(),
+                })
+                .inc();
+        }
+        self.batches.inc();
+        self.batch_compute.observe(compute.as_secs_f64());
+        self.batch_latency.observe(latency.as_secs_f64());
+    }
+
+    /// The text exposition, with the consumer's gauges read now.
+    pub fn render(&self) -> String {
+        self.consumer_lag.set(self.gauges.lag_frames.load(Ordering::Relaxed));
+        self.assigned_partitions
+            .set(i64::try_from(self.gauges.assigned_partitions.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
+        self.rebalances
+            .set(i64::try_from(self.gauges.rebalances.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
+        let mut text = String::new();
+        if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            tracing::warn!(%error, "encoding metrics failed");
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use framefleet_proto::v1::DeadLetterCode;
+
+    #[test]
+    fn metrics_are_named_by_prometheus_conventions_and_count_what_was_recorded() {
+        let gauges = Arc::new(ConsumerGauges::default());
+        gauges.lag_frames.store(12, Ordering::Relaxed);
+        let metrics = WorkerMetrics::new("w-1", Arc::clone(&gauges));
+        metrics.record_batch(
+            7,
+            &[
+                DeadLetterCode::TruncatedImage,
+                DeadLetterCode::TruncatedImage,
+                DeadLetterCode::KeyMismatch,
+            ],
+            Duration::from_millis(3),
+            Duration::from_millis(40),
+        );
+        let text = metrics.render();
+        for expected in [
+            "framefleet_worker_frames_processed_total{worker_id=\"w-1\"} 7",
+            "framefleet_worker_dead_letters_total{worker_id=\"w-1\",code=\"DEAD_LETTER_CODE_TRUNCATED_IMAGE\"} 2",
+            "framefleet_worker_dead_letters_total{worker_id=\"w-1\",code=\"DEAD_LETTER_CODE_KEY_MISMATCH\"} 1",
+            "framefleet_worker_batches_total{worker_id=\"w-1\"} 1",
+            "framefleet_worker_batch_latency_seconds_count{worker_id=\"w-1\"} 1",
+            "framefleet_worker_consumer_lag_frames{worker_id=\"w-1\"} 12",
+            "# TYPE framefleet_worker_batch_compute_seconds histogram",
+        ] {
+            assert!(text.contains(expected), "missing `{expected}` in\n{text}");
+        }
+    }
+}
