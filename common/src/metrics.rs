@@ -46,6 +46,21 @@ pub async fn serve(addr: SocketAddr, render: Render, stop: CancellationToken) ->
     Ok(bound)
 }
 
+/// `GET /metrics` from a Prometheus endpoint (this one or any other); the body.
+pub async fn scrape(addr: SocketAddr) -> std::io::Result<String> {
+    let mut socket = tokio::net::TcpStream::connect(addr).await?;
+    socket
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut response = String::new();
+    socket.read_to_string(&mut response).await?;
+    match response.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_owned()),
+        Some((head, _)) => Err(std::io::Error::other(format!("metrics answered `{head}`"))),
+        None => Err(std::io::Error::other("no HTTP head in the metrics response")),
+    }
+}
+
 async fn answer(mut socket: tokio::net::TcpStream, render: Render) -> std::io::Result<()> {
     let mut request = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];

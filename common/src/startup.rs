@@ -42,6 +42,13 @@ pub fn sibling_binary(name: &str) -> Option<std::path::PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
+/// A loopback port nothing listens on right now, for a process that must be told its port
+/// (tests, scripts). Another process may take it before it is used; bind port 0 where the
+/// program itself can.
+pub fn free_loopback_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
 pub fn unix_time_ms() -> i64 {
     unix_time_us() / 1000
 }

@@ -69,6 +69,10 @@ pub struct CoordinatorConfig {
     #[arg(long, env = "FRAMEFLEET_MEMBER_TTL_SECS", default_value_t = 5)]
     pub member_ttl_secs: u64,
 
+    /// Serve Prometheus metrics on this address (`/metrics`), e.g. 127.0.0.1:9466.
+    #[arg(long, env = "FRAMEFLEET_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
     /// Write the bound address here once the server accepts connections.
     #[arg(long, env = "FRAMEFLEET_READY_FILE")]
     pub ready_file: Option<PathBuf>,

@@ -10,6 +10,7 @@ pub mod error;
 pub mod fleet;
 pub mod leader;
 pub mod members;
+pub mod metrics;
 pub mod reconciler;
 pub mod service;
 pub mod store;
@@ -38,6 +39,8 @@ use tokio_util::sync::CancellationToken;
 /// gRPC requests above this size are refused before they are decoded.
 const MAX_REQUEST_BYTES: usize = 4 << 20;
 const RESULT_RECORD_MAX_BYTES: u64 = 1 << 20;
+/// How old the fleet status behind `/metrics` may be.
+const METRICS_REFRESH: Duration = Duration::from_secs(2);
 
 /// A coordinator that is accepting connections.
 pub struct RunningCoordinator {
@@ -169,15 +172,31 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
         shutdown: shutdown.clone(),
     })
     .max_decoding_message_size(MAX_REQUEST_BYTES);
-    let fleet_api = FleetServiceServer::new(FleetApi {
+    let fleet_status = FleetApi {
         fleet,
         members,
         channels,
         inspector,
         election: Arc::clone(&election),
         coordinator_id: coordinator_id.clone(),
-    })
-    .max_decoding_message_size(MAX_REQUEST_BYTES);
+    };
+    let mut metrics_tasks = Vec::new();
+    if let Some(addr) = config.metrics_addr {
+        let (latest, refresher) = metrics::spawn_refresher(fleet_status.clone(), METRICS_REFRESH, shutdown.clone());
+        let id = coordinator_id.clone();
+        framefleet_common::metrics::serve(
+            addr,
+            Arc::new(move || {
+                let latest = latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                metrics::render(latest.as_ref(), &id)
+            }),
+            shutdown.clone(),
+        )
+        .await
+        .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        metrics_tasks.push(refresher);
+    }
+    let fleet_api = FleetServiceServer::new(fleet_status).max_decoding_message_size(MAX_REQUEST_BYTES);
 
     let mut builder = tonic::transport::Server::builder();
     if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
@@ -228,7 +247,10 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
         local_addr,
         coordinator_id,
         server,
-        background: vec![election_task, reconciler_task],
+        background: [election_task, reconciler_task]
+            .into_iter()
+            .chain(metrics_tasks)
+            .collect(),
     })
 }
 

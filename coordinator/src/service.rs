@@ -3,6 +3,7 @@
 
 use crate::assignments::{WatchScope, spawn_watch, validate_after_revision};
 use crate::channels::{ChannelChange, ChannelRegistry, ChannelSpec, ListFilter};
+use crate::error::CoordinatorError;
 use crate::fleet::{FleetRegistry, KafkaInspector, TopicLoad};
 use crate::leader::Election;
 use crate::members::Membership;
@@ -193,6 +194,20 @@ impl<S: MetadataStore + Clone> AssignmentService for AssignmentApi<S> {
     }
 }
 
+/// Clone by hand: every field is shared, whatever `S` and `T` are.
+impl<S, T> Clone for FleetApi<S, T> {
+    fn clone(&self) -> Self {
+        Self {
+            fleet: Arc::clone(&self.fleet),
+            members: Arc::clone(&self.members),
+            channels: Arc::clone(&self.channels),
+            inspector: Arc::clone(&self.inspector),
+            election: Arc::clone(&self.election),
+            coordinator_id: self.coordinator_id.clone(),
+        }
+    }
+}
+
 pub struct FleetApi<S, T> {
     pub fleet: Arc<FleetRegistry>,
     pub members: Arc<Membership<S>>,
@@ -234,6 +249,14 @@ impl<S: MetadataStore + Clone, T: TopicAdmin> FleetService for FleetApi<S, T> {
         &self,
         _request: Request<GetFleetStatusRequest>,
     ) -> Result<Response<FleetStatus>, Status> {
+        Ok(Response::new(self.status().await?))
+    }
+}
+
+impl<S: MetadataStore + Clone, T: TopicAdmin> FleetApi<S, T> {
+    /// The fleet as this coordinator sees it now: reports in memory, registrations in etcd,
+    /// topic metrics from Kafka (a Kafka failure is returned beside the rest, not instead).
+    pub async fn status(&self) -> Result<FleetStatus, CoordinatorError> {
         let registered = self.members.registered_workers().await?;
         let mut registered_ingestors: Vec<String> = self.members.registered_ingestors().await?.into_iter().collect();
         registered_ingestors.sort();
@@ -259,7 +282,7 @@ impl<S: MetadataStore + Clone, T: TopicAdmin> FleetService for FleetApi<S, T> {
             Ok(metrics) => (metrics, String::new()),
             Err(error) => (Vec::new(), error.to_string()),
         };
-        Ok(Response::new(FleetStatus {
+        Ok(FleetStatus {
             workers,
             ingestors,
             topics,
@@ -270,6 +293,6 @@ impl<S: MetadataStore + Clone, T: TopicAdmin> FleetService for FleetApi<S, T> {
             leader_id: self.election.leader_id().await?,
             coordinator_id: self.coordinator_id.clone(),
             registered_ingestors,
-        }))
+        })
     }
 }

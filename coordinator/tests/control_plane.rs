@@ -762,3 +762,34 @@ async fn channel_ids_that_make_unusable_or_colliding_topics_are_refused() {
         .expect("same registration again");
     coordinator.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prometheus_sees_the_papers_metrics_per_topic() {
+    let port = framefleet_common::startup::free_loopback_port().expect("a free port");
+    let metrics_addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let coordinator = Coordinator::start(&prefix(), &["--metrics-addr", &metrics_addr.to_string()]).await;
+    let cam = unique("cam");
+    let registered = ChannelServiceClient::new(coordinator.channel(None).await)
+        .register_channel(register(&cam, 64, 48))
+        .await
+        .expect("register")
+        .into_inner()
+        .channel
+        .expect("channel");
+    let expected = [
+        format!("framefleet_topic_accumulate_frames{{topic=\"{}\"}} 0", registered.topic),
+        format!("framefleet_topic_lag_frames{{topic=\"{}\"}} 0", registered.topic),
+        "framefleet_coordinator_is_leader 1".to_owned(),
+        "framefleet_kafka_up 1".to_owned(),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = framefleet_common::metrics::scrape(metrics_addr).await.expect("scrape");
+        if expected.iter().all(|line| text.contains(line)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "expected {expected:?} in\n{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    coordinator.stop().await;
+}

@@ -410,26 +410,12 @@ pub fn header_value<'a>(record: &'a rdkafka::message::OwnedMessage, name: &str) 
 
 /// A loopback port nothing listens on right now (for a process that must be told its port).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
+    framefleet_common::startup::free_loopback_port().expect("a free port")
 }
 
 /// `GET /metrics` from a Prometheus endpoint; the body.
 pub async fn scrape_metrics(addr: std::net::SocketAddr) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut socket = tokio::net::TcpStream::connect(addr).await?;
-    socket
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await?;
-    let mut response = String::new();
-    socket.read_to_string(&mut response).await?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .context("no HTTP head in the metrics response")?;
-    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "metrics answered `{head}`");
-    Ok(body.to_owned())
+    Ok(framefleet_common::metrics::scrape(addr).await?)
 }
 
 /// The framefleet headers of a frame record, parsed as the worker parses them.
