@@ -44,7 +44,9 @@ pub fn totals(status: &FleetStatus) -> Totals {
         consume: status.topics.iter().map(|topic| topic.consume).sum(),
         lag: status.topics.iter().map(|topic| topic.lag).sum(),
         frames_per_second: status.frames_per_second,
-        workers: status.workers.len(),
+        // Workers whose registration is gone (stopped, killed) keep their last report for a
+        // while so their frames stay counted, but they are not part of the fleet any more.
+        workers: status.workers.iter().filter(|worker| worker.registered).count(),
         // At least one channel, and every reported one finished: an ingestor's first report
         // has no channels yet, and "all of none" said "finished" before the first frame.
         ingestors_finished: {
@@ -106,7 +108,14 @@ pub fn status_report(status: &FleetStatus) -> String {
         "SEEN-MS",
         "REGISTERED"
     );
+    let mut gone = Vec::new();
     for worker in &status.workers {
+        if !worker.registered {
+            if let Some(report) = &worker.report {
+                gone.push(format!("{} ({} processed)", report.worker_id, report.frames_processed));
+            }
+            continue;
+        }
         if let Some(report) = &worker.report {
             let _ = writeln!(
                 out,
@@ -124,6 +133,9 @@ pub fn status_report(status: &FleetStatus) -> String {
                 if worker.registered { "yes" } else { "no" }
             );
         }
+    }
+    if !gone.is_empty() {
+        let _ = writeln!(out, "left the fleet: {}", gone.join(", "));
     }
     // Dead letters by code over the whole fleet, so an operator sees what kind of bad input
     // arrives, not only how much.
@@ -587,6 +599,27 @@ mod tests {
             ["i1", "cam", "failed", "10", "10", "0", "4", "1", "true"],
             "{row}"
         );
+    }
+
+    #[test]
+    fn a_worker_that_left_is_not_counted_or_listed_as_part_of_the_fleet() {
+        let mut fleet = status(true, 0);
+        let worker = |id: &str, registered: bool| framefleet_proto::v1::WorkerStatus {
+            report: Some(framefleet_proto::v1::WorkerReport {
+                worker_id: id.into(),
+                frames_processed: 5,
+                ..Default::default()
+            }),
+            registered,
+            ..Default::default()
+        };
+        fleet.workers = vec![worker("alive", true), worker("killed", false)];
+        assert_eq!(totals(&fleet).workers, 1);
+        let report = status_report(&fleet);
+        assert!(report.lines().any(|line| line.starts_with("alive ")), "{report}");
+        assert!(!report.lines().any(|line| line.starts_with("killed ")), "{report}");
+        assert!(report.contains("left the fleet: killed (5 processed)"), "{report}");
+        assert!(progress_line(&fleet, Duration::from_secs(1)).contains("1 workers"));
     }
 
     #[test]
