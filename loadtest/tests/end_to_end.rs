@@ -90,6 +90,15 @@ async fn a_real_video_travels_camera_to_result_exactly_once() {
             .iter()
             .all(|result| result.processed_time_us >= result.capture_time_us)
     );
+    // Each result breaks its latency down by stage, in order: capture → produced (the
+    // record's timestamp, ms resolution) → consumed → processed.
+    for result in &results {
+        let produced = result.produced_time_us.expect("the record's Kafka timestamp");
+        assert!(produced + 1000 >= result.capture_time_us, "{result:?}");
+        assert!(result.consumed_time_us + 1000 >= produced, "{result:?}");
+        assert!(result.processed_time_us >= result.consumed_time_us, "{result:?}");
+        assert!(result.decode_us > 0 && result.decode_us <= result.batch_compute_us, "{result:?}");
+    }
 
     // The fleet status agrees with what is in the results topic.
     assert_eq!(

@@ -183,7 +183,8 @@ pub fn parse_checksum(text: &str) -> Option<u32> {
     u32::from_str_radix(text, 16).ok()
 }
 
-/// One per processed frame, JSON-encoded on the results topic (key = channel id).
+/// One per processed frame, JSON-encoded on the results topic (key = channel id). The times
+/// break a frame's latency down by stage: capture → produced → consumed → processed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FrameResult {
     pub channel_id: String,
@@ -193,6 +194,17 @@ pub struct FrameResult {
     pub capture_time_us: i64,
     /// When the worker finished computing this frame.
     pub processed_time_us: i64,
+    /// The record's Kafka timestamp (the producer's create time: when the ingestor handed the
+    /// frame to Kafka), unix µs; absent when the record has none.
+    #[serde(default)]
+    pub produced_time_us: Option<i64>,
+    /// When the worker took the record from its consumer, unix µs.
+    #[serde(default)]
+    pub consumed_time_us: i64,
+    /// Checks, decode and downscale of this frame alone, µs (the rest of `batch_compute_us`
+    /// is the batch's analysis and its other frames).
+    #[serde(default)]
+    pub decode_us: u64,
     pub worker_id: String,
     /// Where the frame came from, so a result can be traced back to its record.
     pub source_topic: String,

@@ -12,6 +12,9 @@ use framefleet_proto::wire::{FrameHeaders, FrameResult};
 use rayon::prelude::*;
 use std::time::Instant;
 
+/// A record checked and staged for analysis, or why it cannot be.
+type Staged = Result<(FrameHeaders, StagedFrame), Rejection>;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Result(FrameResult),
@@ -37,13 +40,17 @@ pub fn process_batch(
     motion: &mut MotionState,
 ) -> Vec<Outcome> {
     let started = Instant::now();
-    let staged: Vec<Result<(FrameHeaders, StagedFrame), Rejection>> = frames
+    let staged: Vec<(Staged, u64)> = frames
         .par_iter()
-        .map(|frame| validate_and_stage(frame, catalog, context.max_payload_bytes, context.analysis.max_side))
+        .map(|frame| {
+            let started = Instant::now();
+            let staged = validate_and_stage(frame, catalog, context.max_payload_bytes, context.analysis.max_side);
+            (staged, u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX))
+        })
         .collect();
     let mut outcomes: Vec<Option<Outcome>> = vec![None; frames.len()];
     let mut analysable: Vec<(usize, &FrameHeaders, &StagedFrame)> = Vec::with_capacity(frames.len());
-    for (index, staged) in staged.iter().enumerate() {
+    for (index, (staged, _)) in staged.iter().enumerate() {
         match staged {
             Ok((headers, frame)) => analysable.push((index, headers, frame)),
             Err(rejection) => outcomes[index] = Some(Outcome::DeadLetter(rejection.clone())),
@@ -74,6 +81,9 @@ pub fn process_batch(
                     schema_version: headers.schema_version,
                     capture_time_us: headers.capture_time_us,
                     processed_time_us,
+                    produced_time_us: frame.timestamp_ms.map(|ms| ms.saturating_mul(1000)),
+                    consumed_time_us: frame.consumed_time_us,
+                    decode_us: staged[*index].1,
                     worker_id: context.worker_id.to_owned(),
                     source_topic: frame.topic.clone(),
                     source_partition: frame.partition,
@@ -157,6 +167,8 @@ mod tests {
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), Some(v.into_bytes())))
                 .collect(),
+            timestamp_ms: Some(1_700_000_000_000),
+            consumed_time_us: 1_700_000_000_050_000,
         }
     }
 
@@ -248,5 +260,11 @@ mod tests {
             "{:?}",
             outcomes[0]
         );
+        // Each result carries its stage times.
+        if let Outcome::Result(result) = &outcomes[0] {
+            assert_eq!(result.produced_time_us, Some(1_700_000_000_000_000));
+            assert_eq!(result.consumed_time_us, 1_700_000_000_050_000);
+            assert!(result.decode_us <= result.batch_compute_us, "{result:?}");
+        }
     }
 }

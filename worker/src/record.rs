@@ -20,6 +20,10 @@ pub struct ConsumedFrame {
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
     pub headers: Vec<(String, Option<Vec<u8>>)>,
+    /// The record's Kafka timestamp, unix ms.
+    pub timestamp_ms: Option<i64>,
+    /// When this worker took the record from its consumer, unix µs.
+    pub consumed_time_us: i64,
 }
 
 impl ConsumedFrame {
@@ -40,6 +44,8 @@ impl ConsumedFrame {
             key: message.key().map(<[u8]>::to_vec),
             payload: message.payload().map(<[u8]>::to_vec),
             headers,
+            timestamp_ms: message.timestamp().to_millis(),
+            consumed_time_us: framefleet_common::startup::unix_time_us(),
         }
     }
 

@@ -196,6 +196,8 @@ fn build(input: &RecordInput, offset: i64, jpeg: &[u8]) -> ConsumedFrame {
         },
         payload,
         headers: pairs,
+        timestamp_ms: Some(1_700_000_000_000),
+        consumed_time_us: 1_700_000_000_100_000,
     }
 }
 

@@ -307,6 +307,8 @@ mod tests {
             key: None,
             payload: Some(Vec::new()),
             headers: Vec::new(),
+            timestamp_ms: None,
+            consumed_time_us: 0,
         }
     }
 
