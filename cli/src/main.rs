@@ -567,6 +567,7 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
         } => {
             watch(
                 &mut fleet,
+                &mut channels,
                 json,
                 until_drained,
                 timeout_secs.map(Duration::from_secs),
@@ -654,8 +655,28 @@ async fn follow_assignments(
     Ok(())
 }
 
+/// Every channel, all pages.
+async fn all_channels(
+    channels: &mut ChannelServiceClient<CoordinatorChannel>,
+) -> Result<Vec<framefleet_proto::v1::Channel>, tonic::Status> {
+    let mut request = ListChannelsRequest {
+        page_size: 1000,
+        ..ListChannelsRequest::default()
+    };
+    let mut listed = Vec::new();
+    loop {
+        let page = channels.list_channels(request.clone()).await?.into_inner();
+        listed.extend(page.channels);
+        if page.next_page_token.is_empty() {
+            return Ok(listed);
+        }
+        request.page_token = page.next_page_token;
+    }
+}
+
 async fn watch(
     fleet: &mut FleetServiceClient<CoordinatorChannel>,
+    channels: &mut ChannelServiceClient<CoordinatorChannel>,
     json: bool,
     until_drained: bool,
     timeout: Option<Duration>,
@@ -665,6 +686,7 @@ async fn watch(
     let mut ticker = tokio::time::interval(interval);
     let mut last: Option<FleetStatus> = None;
     let mut interrupted = false;
+    let mut drain = render::DrainTracker::default();
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -683,12 +705,28 @@ async fn watch(
             Err(status) => return Err(status.into()),
         };
         let elapsed = started.elapsed();
+        let drained = until_drained && {
+            let listed = match all_channels(channels).await {
+                Ok(listed) => listed,
+                Err(status) if matches!(status.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) => {
+                    eprintln!("coordinator not answering: {}", status.message());
+                    continue;
+                }
+                Err(status) => return Err(status.into()),
+            };
+            drain.drained(&status, &listed)
+        };
         if json {
             outln!("{}", render::status_json(&status, Some(elapsed)));
+        } else if until_drained {
+            outln!(
+                "{}  [until drained: {} channels]",
+                render::progress_line(&status, elapsed),
+                drain.tracked()
+            );
         } else {
             outln!("{}", render::progress_line(&status, elapsed));
         }
-        let drained = render::is_drained(&status);
         last = Some(status);
         if until_drained && drained {
             break;

@@ -68,6 +68,69 @@ pub fn is_drained(status: &FleetStatus) -> bool {
     status.kafka_error.is_empty() && totals.ingestors_finished && totals.accumulate > 0 && totals.lag == 0
 }
 
+/// What `watch --until-drained` waits for, decided from durable facts only: the ledgers the
+/// coordinator keeps in etcd (they outlive ingestors) and Kafka's committed offsets — never
+/// from in-memory reports that expire, and never from channels of earlier runs.
+#[derive(Debug, Default)]
+pub struct DrainTracker {
+    /// Channels this watch waits for: those whose source had not ended when it started or
+    /// that started since (a stored ledger not finished, or an active channel not captured
+    /// yet).
+    tracked: std::collections::BTreeSet<String>,
+}
+
+impl DrainTracker {
+    /// Takes in one poll; true when every tracked channel's source has ended (its stored
+    /// ledger says so) and the worker group has committed every frame of its topics.
+    pub fn drained(&mut self, status: &FleetStatus, channels: &[framefleet_proto::v1::Channel]) -> bool {
+        use std::collections::HashMap;
+        let ledgers: HashMap<&str, &framefleet_proto::v1::ChannelLedger> = status
+            .ledgers
+            .iter()
+            .map(|ledger| (ledger.channel_id.as_str(), ledger))
+            .collect();
+        for ledger in &status.ledgers {
+            if !ledger.source_finished {
+                self.tracked.insert(ledger.channel_id.clone());
+            }
+        }
+        for channel in channels {
+            let active = channel.state == framefleet_proto::v1::ChannelState::Active as i32;
+            if active && !ledgers.contains_key(channel.channel_id.as_str()) {
+                self.tracked.insert(channel.channel_id.clone());
+            }
+        }
+        if self.tracked.is_empty() || !status.kafka_error.is_empty() {
+            return false;
+        }
+        let lags: HashMap<&str, u64> = status
+            .topics
+            .iter()
+            .map(|topic| (topic.topic.as_str(), topic.lag))
+            .collect();
+        self.tracked.iter().all(|channel_id| {
+            let Some(channel) = channels.iter().find(|channel| &channel.channel_id == channel_id) else {
+                // Deregistered and deleted: the coordinator drained it already.
+                return true;
+            };
+            let ended = ledgers
+                .get(channel_id.as_str())
+                .is_some_and(|ledger| ledger.source_finished);
+            let topics = if channel.topics.is_empty() {
+                std::slice::from_ref(&channel.topic)
+            } else {
+                channel.topics.as_slice()
+            };
+            ended && topics.iter().all(|topic| lags.get(topic.as_str()) == Some(&0))
+        })
+    }
+
+    /// How many channels this watch waits for.
+    pub fn tracked(&self) -> usize {
+        self.tracked.len()
+    }
+}
+
 pub fn progress_line(status: &FleetStatus, elapsed: Duration) -> String {
     let totals = totals(status);
     let mut line = format!(
@@ -546,6 +609,54 @@ mod tests {
             }],
             ..FleetStatus::default()
         }
+    }
+
+    fn channel(id: &str, topic: &str) -> framefleet_proto::v1::Channel {
+        framefleet_proto::v1::Channel {
+            channel_id: id.into(),
+            topic: topic.into(),
+            state: framefleet_proto::v1::ChannelState::Active.into(),
+            ..Default::default()
+        }
+    }
+
+    fn ledger(id: &str, finished: bool) -> ChannelLedger {
+        ChannelLedger {
+            channel_id: id.into(),
+            source_finished: finished,
+            ..ChannelLedger::default()
+        }
+    }
+
+    #[test]
+    fn until_drained_waits_for_the_new_run_not_the_old_one() {
+        let mut tracker = DrainTracker::default();
+        let lag = |topic: &str, lag: u64| TopicMetrics {
+            topic: topic.into(),
+            accumulate: 300,
+            consume: 300 - lag,
+            lag,
+            ..TopicMetrics::default()
+        };
+        // History: channel `old` finished and drained. A new channel `new` is registered but
+        // its ingestor has not reported yet.
+        let mut fleet = FleetStatus {
+            ledgers: vec![ledger("old", true)],
+            topics: vec![lag("t-old", 0), lag("t-new", 0)],
+            ..FleetStatus::default()
+        };
+        let channels = [channel("old", "t-old"), channel("new", "t-new")];
+        assert!(!tracker.drained(&fleet, &channels), "the new run has not even started");
+        assert_eq!(tracker.tracked(), 1);
+        fleet.ledgers.push(ledger("new", false));
+        fleet.topics[1] = lag("t-new", 40);
+        assert!(!tracker.drained(&fleet, &channels));
+        fleet.ledgers[1].source_finished = true;
+        assert!(!tracker.drained(&fleet, &channels), "ended but 40 frames not committed");
+        fleet.topics[1] = lag("t-new", 0);
+        assert!(tracker.drained(&fleet, &channels));
+        // Nothing at all to wait for is not "drained".
+        assert!(!DrainTracker::default().drained(&FleetStatus::default(), &[]));
     }
 
     #[test]

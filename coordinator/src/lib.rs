@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod fleet;
 pub mod leader;
+pub mod ledgers;
 pub mod members;
 pub mod metrics;
 pub mod reconciler;
@@ -172,7 +173,9 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
         shutdown: shutdown.clone(),
     })
     .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let ledger_keeper = ledgers::spawn_keeper(store.clone(), Arc::clone(&fleet), shutdown.clone());
     let fleet_status = FleetApi {
+        store: store.clone(),
         fleet,
         members,
         channels,
@@ -247,7 +250,7 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
         local_addr,
         coordinator_id,
         server,
-        background: [election_task, reconciler_task]
+        background: [election_task, reconciler_task, ledger_keeper]
             .into_iter()
             .chain(metrics_tasks)
             .collect(),

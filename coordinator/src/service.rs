@@ -194,10 +194,11 @@ impl<S: MetadataStore + Clone> AssignmentService for AssignmentApi<S> {
     }
 }
 
-/// Clone by hand: every field is shared, whatever `S` and `T` are.
-impl<S, T> Clone for FleetApi<S, T> {
+/// Clone by hand: every field is shared, whatever `T` is.
+impl<S: Clone, T> Clone for FleetApi<S, T> {
     fn clone(&self) -> Self {
         Self {
+            store: self.store.clone(),
             fleet: Arc::clone(&self.fleet),
             members: Arc::clone(&self.members),
             channels: Arc::clone(&self.channels),
@@ -209,6 +210,8 @@ impl<S, T> Clone for FleetApi<S, T> {
 }
 
 pub struct FleetApi<S, T> {
+    /// Where the channel ledgers are kept.
+    pub store: S,
     pub fleet: Arc<FleetRegistry>,
     pub members: Arc<Membership<S>>,
     pub channels: Arc<ChannelRegistry<S, T>>,
@@ -293,6 +296,7 @@ impl<S: MetadataStore + Clone, T: TopicAdmin> FleetApi<S, T> {
             leader_id: self.election.leader_id().await?,
             coordinator_id: self.coordinator_id.clone(),
             registered_ingestors,
+            ledgers: crate::ledgers::list(&self.store).await?,
         })
     }
 }

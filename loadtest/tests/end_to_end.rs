@@ -97,7 +97,10 @@ async fn a_real_video_travels_camera_to_result_exactly_once() {
         assert!(produced + 1000 >= result.capture_time_us, "{result:?}");
         assert!(result.consumed_time_us + 1000 >= produced, "{result:?}");
         assert!(result.processed_time_us >= result.consumed_time_us, "{result:?}");
-        assert!(result.decode_us > 0 && result.decode_us <= result.batch_compute_us, "{result:?}");
+        assert!(
+            result.decode_us > 0 && result.decode_us <= result.batch_compute_us,
+            "{result:?}"
+        );
     }
 
     // The fleet status agrees with what is in the results topic.

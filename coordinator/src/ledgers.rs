@@ -1,0 +1,132 @@
+//! Channel ledgers kept in etcd (`ledgers/<channel id>`), so that what an ingestor reported
+//! of a channel — captured, acknowledged, failed, its source's final state and last error —
+//! outlives the ingestor. Reports arrive in memory ([`FleetRegistry`]); a background task of
+//! each coordinator stores the ledgers of the reports it received whenever they change, at
+//! most once per [`PERSIST_INTERVAL`] per channel.
+
+use crate::error::CoordinatorError;
+use crate::fleet::FleetRegistry;
+use crate::store::{Condition, MetadataStore, Write};
+use framefleet_proto::v1::ChannelLedger;
+use prost::Message;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub const LEDGER_KEY_PREFIX: &str = "ledgers/";
+/// How often reports are looked at for changed ledgers.
+pub const PERSIST_INTERVAL: Duration = Duration::from_secs(1);
+
+fn key(channel_id: &str) -> String {
+    format!("{LEDGER_KEY_PREFIX}{channel_id}")
+}
+
+/// Stores changed ledgers until `stop`.
+pub fn spawn_keeper<S: MetadataStore + Clone + Send + Sync + 'static>(
+    store: S,
+    fleet: Arc<FleetRegistry>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut stored: HashMap<String, ChannelLedger> = HashMap::new();
+        let mut ticks = tokio::time::interval(PERSIST_INTERVAL);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = ticks.tick() => {}
+            }
+            if let Err(error) = persist_changed(&store, &fleet, &mut stored).await {
+                tracing::warn!(%error, "storing channel ledgers failed; will retry");
+            }
+        }
+        // A last look, so the final reports of ingestors that just finished are kept.
+        if let Err(error) = persist_changed(&store, &fleet, &mut stored).await {
+            tracing::warn!(%error, "storing the last channel ledgers failed");
+        }
+    })
+}
+
+async fn persist_changed<S: MetadataStore>(
+    store: &S,
+    fleet: &FleetRegistry,
+    stored: &mut HashMap<String, ChannelLedger>,
+) -> Result<(), CoordinatorError> {
+    let mut writes = Vec::new();
+    let mut changed = Vec::new();
+    for ingestor in fleet.ingestors() {
+        let Some(report) = ingestor.report else { continue };
+        for ledger in report.channels {
+            let mut ledger = ChannelLedger {
+                ingestor_id: report.ingestor_id.clone(),
+                ..ledger
+            };
+            if stored.get(&ledger.channel_id) == Some(&ledger) {
+                continue;
+            }
+            changed.push(ledger.clone());
+            ledger.stored_unix_ms = framefleet_common::startup::unix_time_ms();
+            writes.push(Write::Put(key(&ledger.channel_id), ledger.encode_to_vec()));
+        }
+    }
+    if writes.is_empty() {
+        return Ok(());
+    }
+    store.commit(Vec::<Condition>::new(), writes).await?;
+    for ledger in changed {
+        stored.insert(ledger.channel_id.clone(), ledger);
+    }
+    Ok(())
+}
+
+/// Every stored ledger, by channel id order.
+pub async fn list<S: MetadataStore>(store: &S) -> Result<Vec<ChannelLedger>, CoordinatorError> {
+    let mut ledgers = Vec::new();
+    for value in store.list(LEDGER_KEY_PREFIX).await? {
+        match ChannelLedger::decode(value.value.as_slice()) {
+            Ok(ledger) => ledgers.push(ledger),
+            Err(error) => tracing::warn!(key = %value.key, %error, "an unreadable stored ledger is skipped"),
+        }
+    }
+    ledgers.sort_by(|a, b| a.channel_id.cmp(&b.channel_id));
+    Ok(ledgers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+    use framefleet_proto::v1::IngestorReport;
+
+    #[tokio::test]
+    async fn a_ledger_is_kept_after_its_report_and_stored_again_only_when_it_changes() {
+        let store = MemoryStore::default();
+        let fleet = FleetRegistry::default();
+        let report = |captured: u64, finished: bool| IngestorReport {
+            ingestor_id: "i1".into(),
+            channels: vec![ChannelLedger {
+                channel_id: "cam".into(),
+                frames_captured: captured,
+                source_finished: finished,
+                ..ChannelLedger::default()
+            }],
+            accepts_assignments: false,
+        };
+        let mut stored = HashMap::new();
+        fleet.record_ingestor(report(10, false)).expect("record");
+        persist_changed(&store, &fleet, &mut stored).await.expect("persist");
+        let first = list(&store).await.expect("list");
+        assert_eq!(first.len(), 1);
+        assert_eq!((first[0].frames_captured, first[0].ingestor_id.as_str()), (10, "i1"));
+        // Unchanged: not written again (the stored time stays).
+        persist_changed(&store, &fleet, &mut stored).await.expect("persist");
+        assert_eq!(
+            list(&store).await.expect("list")[0].stored_unix_ms,
+            first[0].stored_unix_ms
+        );
+        fleet.record_ingestor(report(300, true)).expect("record");
+        persist_changed(&store, &fleet, &mut stored).await.expect("persist");
+        let last = list(&store).await.expect("list");
+        assert_eq!((last[0].frames_captured, last[0].source_finished), (300, true));
+    }
+}
