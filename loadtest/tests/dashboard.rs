@@ -1,0 +1,70 @@
+//! The Grafana dashboard (`deploy/grafana/framefleet-dashboard.json`) queries only metrics
+//! that the coordinator and the worker really export, so it cannot drift from them.
+
+use framefleet_proto::v1::{ChannelStatus, DeadLetterCode, FleetStatus, TopicMetrics};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Metric names in the exposition text, without the series suffixes Prometheus derives.
+fn exported_names(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .filter_map(|line| line.split(['{', ' ']).next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn every_dashboard_query_names_an_exported_metric() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/framefleet-dashboard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("the dashboard")).expect("dashboard JSON");
+
+    let worker = framefleet_worker::metrics::WorkerMetrics::new("w", Arc::default());
+    worker.record_batch(
+        1,
+        &[DeadLetterCode::CorruptImage],
+        Duration::from_millis(1),
+        Duration::from_millis(2),
+    );
+    let status = FleetStatus {
+        topics: vec![TopicMetrics {
+            topic: "t".into(),
+            ..TopicMetrics::default()
+        }],
+        channels: vec![ChannelStatus {
+            channel_id: "c".into(),
+            ..ChannelStatus::default()
+        }],
+        ..FleetStatus::default()
+    };
+    let mut exported = exported_names(&worker.render());
+    exported.extend(exported_names(&framefleet_coordinator::metrics::render(
+        Some(&status),
+        "c1",
+    )));
+
+    let mut queried = BTreeSet::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            let mut rest = expr;
+            while let Some(at) = rest.find("framefleet_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[at + name.len()..];
+                queried.insert(name);
+            }
+        }
+    }
+    assert!(queried.len() >= 10, "{queried:?}");
+    let missing: Vec<&String> = queried.iter().filter(|name| !exported.contains(*name)).collect();
+    assert!(
+        missing.is_empty(),
+        "queried but not exported: {missing:?}\nexported: {exported:?}"
+    );
+}
