@@ -14,6 +14,37 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabel {
+    /// `capture_to_kafka` (ingestor: capture → record created), `kafka_to_worker` (the
+    /// record waiting in Kafka and in the worker's buffers), `decode` (this frame's checks and
+    /// decode), `worker` (consumed → analysed, batch included), `end_to_end` (capture →
+    /// result acknowledged by Kafka).
+    stage: &'static str,
+}
+
+/// One processed frame's times, unix µs, from its result.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameTimes {
+    capture_us: i64,
+    produced_us: Option<i64>,
+    consumed_us: i64,
+    processed_us: i64,
+    decode_us: u64,
+}
+
+impl FrameTimes {
+    pub fn of(result: &framefleet_proto::wire::FrameResult) -> Self {
+        Self {
+            capture_us: result.capture_time_us,
+            produced_us: result.produced_time_us,
+            consumed_us: result.consumed_time_us,
+            processed_us: result.processed_time_us,
+            decode_us: result.decode_us,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CodeLabel {
     /// A `DeadLetterCode` name (proto/framefleet/v1/records.proto).
     code: String,
@@ -29,6 +60,8 @@ pub struct WorkerMetrics {
     batch_latency: Histogram,
     /// Validation, decode and analysis of one batch.
     batch_compute: Histogram,
+    /// Each stage of a processed frame's life.
+    frame_stages: Family<StageLabel, Histogram>,
     consumer_lag: Gauge,
     assigned_partitions: Gauge,
     rebalances: Gauge,
@@ -53,6 +86,8 @@ impl WorkerMetrics {
             // 1 ms … ≈ 33 s.
             batch_latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             batch_compute: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
+            // 0.25 ms … ≈ 131 s: a frame may wait minutes in a backlog.
+            frame_stages: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_25, 2.0, 20))),
             consumer_lag: Gauge::default(),
             assigned_partitions: Gauge::default(),
             rebalances: Gauge::default(),
@@ -82,6 +117,11 @@ impl WorkerMetrics {
             "batch_compute_seconds",
             "Validation, decode and analysis of one batch",
             metrics.batch_compute.clone(),
+        );
+        registry.register(
+            "frame_stage_seconds",
+            "Each stage of a processed frame's life (times from the frame's result; stages spanning hosts include their clock difference)",
+            metrics.frame_stages.clone(),
         );
         registry.register(
             "consumer_lag_frames",
@@ -122,6 +162,23 @@ impl WorkerMetrics {
         self.batch_latency.observe(latency.as_secs_f64());
     }
 
+    /// Processed frames whose results Kafka acknowledged at `acknowledged_us` (unix µs).
+    pub fn record_frames(&self, frames: &[FrameTimes], acknowledged_us: i64) {
+        let seconds = |from: i64, to: i64| (to - from).max(0) as f64 / 1e6;
+        let observe = |stage: &'static str, value: f64| {
+            self.frame_stages.get_or_create(&StageLabel { stage }).observe(value);
+        };
+        for frame in frames {
+            if let Some(produced) = frame.produced_us {
+                observe("capture_to_kafka", seconds(frame.capture_us, produced));
+                observe("kafka_to_worker", seconds(produced, frame.consumed_us));
+            }
+            observe("decode", frame.decode_us as f64 / 1e6);
+            observe("worker", seconds(frame.consumed_us, frame.processed_us));
+            observe("end_to_end", seconds(frame.capture_us, acknowledged_us));
+        }
+    }
+
     /// The text exposition, with the consumer's gauges read now.
     pub fn render(&self) -> String {
         self.consumer_lag.set(self.gauges.lag_frames.load(Ordering::Relaxed));
@@ -157,6 +214,16 @@ mod tests {
             Duration::from_millis(3),
             Duration::from_millis(40),
         );
+        metrics.record_frames(
+            &[FrameTimes {
+                capture_us: 1_000_000,
+                produced_us: Some(1_002_000),
+                consumed_us: 1_010_000,
+                processed_us: 1_030_000,
+                decode_us: 700,
+            }],
+            1_050_000,
+        );
         let text = metrics.render();
         for expected in [
             "framefleet_worker_frames_processed_total{worker_id=\"w-1\"} 7",
@@ -166,6 +233,9 @@ mod tests {
             "framefleet_worker_batch_latency_seconds_count{worker_id=\"w-1\"} 1",
             "framefleet_worker_consumer_lag_frames{worker_id=\"w-1\"} 12",
             "# TYPE framefleet_worker_batch_compute_seconds histogram",
+            "framefleet_worker_frame_stage_seconds_sum{worker_id=\"w-1\",stage=\"end_to_end\"} 0.05",
+            "framefleet_worker_frame_stage_seconds_sum{worker_id=\"w-1\",stage=\"kafka_to_worker\"} 0.008",
+            "framefleet_worker_frame_stage_seconds_count{worker_id=\"w-1\",stage=\"decode\"} 1",
         ] {
             assert!(text.contains(expected), "missing `{expected}` in\n{text}");
         }

@@ -30,6 +30,8 @@ pub(crate) struct SettledBatch {
     compute_time: Duration,
     /// When its computation started: settling it ends the batch's latency.
     started: Instant,
+    /// Each processed frame's stage times, for the stage histograms.
+    frame_times: Vec<crate::metrics::FrameTimes>,
 }
 
 impl Worker {
@@ -62,6 +64,13 @@ impl Worker {
                 .collect(),
             compute_time,
             started,
+            frame_times: outcomes
+                .iter()
+                .filter_map(|outcome| match outcome {
+                    Outcome::Result(result) => Some(crate::metrics::FrameTimes::of(result)),
+                    Outcome::DeadLetter(_) => None,
+                })
+                .collect(),
         };
         Ok(Box::pin(async move {
             for (source, delivery) in deliveries {
@@ -93,6 +102,8 @@ impl Worker {
             settled.compute_time,
             latency,
         );
+        self.metrics
+            .record_frames(&settled.frame_times, framefleet_common::startup::unix_time_us());
         self.counters.last_batch_us.store(
             u64::try_from(settled.compute_time.as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
