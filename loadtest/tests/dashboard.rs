@@ -29,6 +29,32 @@ fn every_dashboard_query_names_an_exported_metric() {
         Duration::from_millis(1),
         Duration::from_millis(2),
     );
+    let result = framefleet_proto::wire::FrameResult {
+        channel_id: "c".into(),
+        sequence: 0,
+        ingestor_epoch: 1,
+        schema_version: 1,
+        capture_time_us: 1_000,
+        processed_time_us: 5_000,
+        produced_time_us: Some(2_000),
+        consumed_time_us: 3_000,
+        decode_us: 500,
+        worker_id: "w".into(),
+        source_topic: "t".into(),
+        source_partition: 0,
+        source_offset: 0,
+        batch_size: 1,
+        batch_compute_us: 1_000,
+        scores: framefleet_proto::wire::FrameScores {
+            mean_luma: 0.0,
+            contrast: 0.0,
+            sharpness: 0.0,
+            edge_strength: 0.0,
+            motion: 0.0,
+        },
+        motion_box: None,
+    };
+    worker.record_frames(&[framefleet_worker::metrics::FrameTimes::of(&result)], 6_000);
     let status = FleetStatus {
         topics: vec![TopicMetrics {
             topic: "t".into(),
