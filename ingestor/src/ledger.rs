@@ -3,7 +3,6 @@
 //! undecodable frames. The counts go to the coordinator and to the metrics endpoint.
 
 use framefleet_proto::v1;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -254,92 +253,112 @@ impl ChannelLedger {
 }
 
 /// The ledgers in Prometheus' text exposition format.
+/// The ingestor's Prometheus metrics, through `prometheus-client`: every ledger counter per
+/// channel (`framefleet_ingestor_*{ingestor, channel}`), read from the ledgers at each scrape.
 pub fn render_metrics(ingestor_id: &str, ledgers: &[v1::ChannelLedger]) -> String {
-    type Counter = fn(&v1::ChannelLedger) -> u64;
-    let series: [(&str, &str, &str, Counter); 11] = [
-        (
-            "frames_captured_total",
-            "counter",
-            "Frames read from the source.",
-            |l| l.frames_captured,
-        ),
-        (
-            "frames_acknowledged_total",
-            "counter",
-            "Frames acknowledged by Kafka (acks=all).",
-            |l| l.frames_acknowledged,
-        ),
-        (
-            "frames_failed_total",
-            "counter",
-            "Frames Kafka did not acknowledge.",
-            |l| l.frames_failed,
-        ),
-        (
-            "frames_failed_possibly_persisted_total",
-            "counter",
-            "Failed frames that may still be in the log.",
-            |l| l.frames_failed_possibly_persisted,
-        ),
-        (
-            "frames_dropped_total",
-            "counter",
-            "Frames dropped by the drop-oldest queue policy.",
-            |l| l.frames_dropped,
-        ),
-        (
-            "frames_undecodable_total",
-            "counter",
-            "Source frames that could not be decoded.",
-            |l| l.frames_undecodable,
-        ),
-        (
-            "source_gaps_total",
-            "counter",
-            "Times the source stopped and capture resumed.",
-            |l| l.source_gaps,
-        ),
-        (
-            "source_gap_milliseconds_total",
-            "counter",
-            "Time without frames in source gaps.",
-            |l| l.source_gap_ms,
-        ),
-        (
-            "bytes_acknowledged_total",
-            "counter",
-            "Payload bytes acknowledged by Kafka.",
-            |l| l.bytes_acknowledged,
-        ),
-        ("frames_queued", "gauge", "Frames encoded and waiting for Kafka.", |l| {
-            l.frames_queued
-        }),
-        (
-            "source_finished",
-            "gauge",
-            "1 when the source ended and every frame settled.",
-            |l| u64::from(l.source_finished),
-        ),
-    ];
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(LedgerCollector {
+        ingestor_id: ingestor_id.to_owned(),
+        ledgers: ledgers.to_vec(),
+    }));
     let mut text = String::new();
-    for (name, kind, help, value) in series {
-        let _ = writeln!(text, "# HELP framefleet_ingestor_{name} {help}");
-        let _ = writeln!(text, "# TYPE framefleet_ingestor_{name} {kind}");
-        for ledger in ledgers {
-            let _ = writeln!(
-                text,
-                "framefleet_ingestor_{name}{{ingestor=\"{}\",channel=\"{}\"}} {}",
-                escape_label(ingestor_id),
-                escape_label(&ledger.channel_id),
-                value(ledger)
-            );
-        }
+    if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &registry) {
+        tracing::warn!(%error, "encoding metrics failed");
     }
     text
 }
 
-fn escape_label(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct ChannelLabels {
+    ingestor: String,
+    channel: String,
+}
+
+/// Ledger snapshots as Prometheus families: the values are the ledgers' own cumulative
+/// counts, so they are exported as they are (constant metrics), not re-counted.
+#[derive(Debug)]
+struct LedgerCollector {
+    ingestor_id: String,
+    ledgers: Vec<v1::ChannelLedger>,
+}
+
+impl prometheus_client::collector::Collector for LedgerCollector {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::MetricType;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        type Value = fn(&v1::ChannelLedger) -> f64;
+        let counters: [(&str, &str, Value); 10] = [
+            ("frames_captured", "Frames read from the source", |l| {
+                l.frames_captured as f64
+            }),
+            ("frames_acknowledged", "Frames acknowledged by Kafka (acks=all)", |l| {
+                l.frames_acknowledged as f64
+            }),
+            ("frames_failed", "Frames Kafka did not acknowledge", |l| {
+                l.frames_failed as f64
+            }),
+            (
+                "frames_failed_possibly_persisted",
+                "Failed frames that may still be in the log",
+                |l| l.frames_failed_possibly_persisted as f64,
+            ),
+            (
+                "frames_dropped",
+                "Frames dropped by the drop-oldest queue policy",
+                |l| l.frames_dropped as f64,
+            ),
+            ("frames_undecodable", "Source frames that could not be decoded", |l| {
+                l.frames_undecodable as f64
+            }),
+            ("capture_crashes", "Times the channel's capture process died", |l| {
+                l.capture_crashes as f64
+            }),
+            ("source_gaps", "Times the source stopped and capture resumed", |l| {
+                l.source_gaps as f64
+            }),
+            ("source_gap_seconds", "Time without frames in source gaps", |l| {
+                l.source_gap_ms as f64 / 1000.0
+            }),
+            ("bytes_acknowledged", "Payload bytes acknowledged by Kafka", |l| {
+                l.bytes_acknowledged as f64
+            }),
+        ];
+        let gauges: [(&str, &str, Value); 2] = [
+            ("frames_queued", "Frames encoded and waiting for Kafka", |l| {
+                l.frames_queued as f64
+            }),
+            (
+                "source_finished",
+                "1 when the source ended and every frame settled",
+                |l| f64::from(u8::from(l.source_finished)),
+            ),
+        ];
+        let labels: Vec<ChannelLabels> = self
+            .ledgers
+            .iter()
+            .map(|ledger| ChannelLabels {
+                ingestor: self.ingestor_id.clone(),
+                channel: ledger.channel_id.clone(),
+            })
+            .collect();
+        for (name, help, value) in counters {
+            let name = format!("framefleet_ingestor_{name}");
+            let mut family = encoder.encode_descriptor(&name, help, None, MetricType::Counter)?;
+            for (ledger, labels) in self.ledgers.iter().zip(&labels) {
+                ConstCounter::new(value(ledger)).encode(family.encode_family(labels)?)?;
+            }
+        }
+        for (name, help, value) in gauges {
+            let name = format!("framefleet_ingestor_{name}");
+            let mut family = encoder.encode_descriptor(&name, help, None, MetricType::Gauge)?;
+            for (ledger, labels) in self.ledgers.iter().zip(&labels) {
+                ConstGauge::new(value(ledger)).encode(family.encode_family(labels)?)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -363,5 +382,19 @@ mod tests {
             text.contains("frames_failed_possibly_persisted_total{ingestor=\"ing-1\",channel=\"cam-\\\"1\\\"\"} 1")
         );
         assert_eq!(ledger.snapshot().last_error, "timed out");
+        ledger.record_gap(Duration::from_millis(1500));
+        ledger.record_capture_crash();
+        let text = render_metrics("ing-1", &[ledger.snapshot()]);
+        assert!(
+            text.contains("# TYPE framefleet_ingestor_source_gap_seconds counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "framefleet_ingestor_source_gap_seconds_total{ingestor=\"ing-1\",channel=\"cam-\\\"1\\\"\"} 1.5"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("framefleet_ingestor_capture_crashes_total{"), "{text}");
     }
 }
