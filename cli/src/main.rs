@@ -9,6 +9,7 @@
 mod render;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use framefleet_proto::client::CallError;
 use framefleet_proto::client::{ClientOptions, CoordinatorChannel, Token};
 use framefleet_proto::v1::assignment_service_client::AssignmentServiceClient;
 use framefleet_proto::v1::channel_service_client::ChannelServiceClient;
@@ -341,8 +342,9 @@ async fn main() -> ExitCode {
     match execute(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Status(status)) => {
-            eprintln!("error: {:?}: {}", status.code(), status.message());
-            ExitCode::from(exit_code_for(status.code()))
+            let error = CallError::new(format!("`framefleet {}`", command_words()), status);
+            eprintln!("error: {error}");
+            ExitCode::from(error.exit_code())
         }
         Err(Failure::Other(error, code)) => {
             eprintln!("error: {error:#}");
@@ -351,16 +353,24 @@ async fn main() -> ExitCode {
     }
 }
 
-fn exit_code_for(code: tonic::Code) -> u8 {
-    match code {
-        tonic::Code::NotFound => 3,
-        tonic::Code::AlreadyExists => 4,
-        tonic::Code::InvalidArgument => 5,
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => 6,
-        tonic::Code::FailedPrecondition => 8,
-        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => 9,
-        _ => 1,
+/// The subcommand as typed (`channels get`), without flags and their values.
+fn command_words() -> String {
+    let mut words = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg.starts_with("--") {
+            // A global flag's value follows it unless it was written `--flag=value`.
+            if !arg.contains('=') && !matches!(arg.as_str(), "--json" | "--until-drained") {
+                args.next();
+            }
+            continue;
+        }
+        words.push(arg);
+        if words.len() == 2 {
+            break;
+        }
     }
+    words.join(" ")
 }
 
 fn print_channels(json: bool, channels: &[framefleet_proto::v1::Channel]) {
@@ -697,22 +707,28 @@ async fn watch(
         }
         let status = match fleet.get_fleet_status(GetFleetStatusRequest {}).await {
             Ok(response) => response.into_inner(),
-            // A missed poll is not worth stopping the watch for.
-            Err(status) if matches!(status.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) => {
-                eprintln!("coordinator not answering: {}", status.message());
+            Err(status) => {
+                let error = CallError::new("fleet status", status);
+                // A missed poll is not worth stopping the watch for.
+                if !error.is_transient() {
+                    return Err(error.status.into());
+                }
+                eprintln!("{error}");
                 continue;
             }
-            Err(status) => return Err(status.into()),
         };
         let elapsed = started.elapsed();
         let drained = until_drained && {
             let listed = match all_channels(channels).await {
                 Ok(listed) => listed,
-                Err(status) if matches!(status.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) => {
-                    eprintln!("coordinator not answering: {}", status.message());
+                Err(status) => {
+                    let error = CallError::new("listing channels", status);
+                    if !error.is_transient() {
+                        return Err(error.status.into());
+                    }
+                    eprintln!("{error}");
                     continue;
                 }
-                Err(status) => return Err(status.into()),
             };
             drain.drained(&status, &listed)
         };

@@ -147,3 +147,27 @@ fn connection_failures_exit_with_the_code_of_their_kind() {
     let stderr = String::from_utf8_lossy(&absent.stderr);
     assert_eq!(stderr.matches("tcp connect error").count(), 1, "{stderr}");
 }
+
+/// A refused call says which command failed, the coordinator's reason and the gRPC code, and
+/// exits with that code's status — the same wording the ingestor and worker log.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_call_names_the_command_the_reason_and_the_code() {
+    let (address, shutdown, coordinator) = start_coordinator("refused").await;
+    let cli = Path::new(env!("CARGO_BIN_EXE_framefleet")).to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(cli)
+            .args(["--coordinator", &address, "channels", "get", "ghost"])
+            .output()
+            .expect("run the CLI")
+    })
+    .await
+    .expect("task");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "error: `framefleet channels get` failed: channel `ghost` not found (NOT_FOUND)"
+    );
+    shutdown.cancel();
+    coordinator.wait().await.expect("coordinator stops");
+}

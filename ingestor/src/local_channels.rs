@@ -8,6 +8,7 @@ use crate::membership::Ledgers;
 use crate::source::{OpenOptions, SourceSpec};
 use crate::supervisor::Supervisor;
 use crate::{config, source};
+use framefleet_proto::client::CallError;
 use framefleet_proto::client::CoordinatorChannel;
 use framefleet_proto::v1::channel_service_client::ChannelServiceClient;
 use framefleet_proto::v1::{
@@ -128,7 +129,7 @@ impl LocalChannels {
                 ingestor_id: self.ingestor_id.clone(),
             })
             .await
-            .map_err(|status| format!("registering channel `{}` failed: {}", channel.id, status.message()))?
+            .map_err(|status| CallError::new(format!("registering channel `{}`", channel.id), status).to_string())?
             .into_inner();
         let registered = response
             .channel
@@ -195,7 +196,7 @@ impl LocalChannels {
                             self.registered.insert(channel.id.clone(), channel.clone());
                         }
                         Err(status) => {
-                            tracing::error!(channel = %channel.id, "updating the source failed: {}", status.message())
+                            tracing::error!(channel = %channel.id, "{}", CallError::new("updating the source", status))
                         }
                     }
                 }
@@ -221,7 +222,7 @@ impl LocalChannels {
                 .await
             {
                 Ok(_) => tracing::info!(channel = %old.id, "channel removed from {}; draining", path.display()),
-                Err(status) => tracing::error!(channel = %old.id, "deregistering failed: {}", status.message()),
+                Err(status) => tracing::error!(channel = %old.id, "{}", CallError::new("deregistering", status)),
             }
         }
     }

@@ -3,6 +3,7 @@
 //! says which channels to capture. Both reopen on failure; capture goes on meanwhile.
 
 use crate::ledger::ChannelLedger;
+use framefleet_proto::client::CallError;
 use framefleet_proto::client::{ClientOptions, CoordinatorChannel};
 use framefleet_proto::v1::assignment_service_client::AssignmentServiceClient;
 use framefleet_proto::v1::fleet_service_client::FleetServiceClient;
@@ -94,7 +95,7 @@ impl Coordinator {
                         _ = stop.cancelled() => break,
                         ended = &mut call => return Err(match ended {
                             Ok(Ok(_)) => "the coordinator closed the stream".to_owned(),
-                            Ok(Err(status)) => format!("{:?}: {}", status.code(), status.message()),
+                            Ok(Err(status)) => CallError::new("the report stream", status).to_string(),
                             Err(error) => format!("report task failed: {error}"),
                         }),
                         _ = ticker.tick() => {
@@ -140,7 +141,7 @@ impl Coordinator {
                         after_revision,
                     })
                     .await
-                    .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?
+                    .map_err(|status| CallError::new("watching assignments", status).to_string())?
                     .into_inner();
                 loop {
                     let update = tokio::select! {
@@ -155,7 +156,7 @@ impl Coordinator {
                             }
                         }
                         Ok(None) => return Err("the coordinator ended the watch".to_owned()),
-                        Err(status) => return Err(format!("{:?}: {}", status.code(), status.message())),
+                        Err(status) => return Err(CallError::new("the assignment watch", status).to_string()),
                     }
                 }
             }

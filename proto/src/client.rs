@@ -169,6 +169,81 @@ fn source_chain(error: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
+/// A call to the coordinator that failed, as every client (CLI, ingestor, worker) reports
+/// it: what was being done, the gRPC code and the coordinator's message. One place decides
+/// how a status reads, whether retrying may help, and which exit code the CLI gives it.
+#[derive(Debug, thiserror::Error)]
+#[error("{action} failed: {} ({})", .status.message(), code_name(.status.code()))]
+pub struct CallError {
+    pub action: String,
+    pub status: tonic::Status,
+}
+
+/// The gRPC code as its specification spells it (`NOT_FOUND`), as grpcurl prints it.
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+impl CallError {
+    pub fn new(action: impl Into<String>, status: tonic::Status) -> Self {
+        Self {
+            action: action.into(),
+            status,
+        }
+    }
+
+    /// `map_err` helper: `.map_err(CallError::doing("listing channels"))`.
+    pub fn doing(action: impl Into<String>) -> impl FnOnce(tonic::Status) -> Self {
+        let action = action.into();
+        move |status| Self::new(action, status)
+    }
+
+    pub fn code(&self) -> tonic::Code {
+        self.status.code()
+    }
+
+    /// The coordinator could not be reached or did not answer in time: the same call may
+    /// succeed later. Anything else is an answer, and asking again gets the same one.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.code(),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::ResourceExhausted
+        )
+    }
+
+    /// The CLI's exit status for this failure (see `framefleet --help`).
+    pub fn exit_code(&self) -> u8 {
+        match self.code() {
+            tonic::Code::NotFound => 3,
+            tonic::Code::AlreadyExists => 4,
+            tonic::Code::InvalidArgument | tonic::Code::OutOfRange => 5,
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => 6,
+            tonic::Code::FailedPrecondition => 8,
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => 9,
+            _ => 1,
+        }
+    }
+}
+
 impl ConnectError {
     /// True when the caller's settings are wrong (address, token, TLS files), as opposed to
     /// a coordinator that cannot be reached: a usage error, not an outage.
@@ -196,6 +271,23 @@ mod tests {
                 .as_deref()
                 .map(|layer| layer as &(dyn std::error::Error + 'static))
         }
+    }
+
+    #[test]
+    fn a_failed_call_reads_the_same_everywhere() {
+        let error = CallError::new(
+            "registering channel `cam`",
+            tonic::Status::not_found("channel `cam` not found"),
+        );
+        assert_eq!(
+            error.to_string(),
+            "registering channel `cam` failed: channel `cam` not found (NOT_FOUND)"
+        );
+        assert_eq!(error.exit_code(), 3);
+        assert!(!error.is_transient());
+        let outage = CallError::doing("status")(tonic::Status::unavailable("connection refused"));
+        assert!(outage.is_transient());
+        assert_eq!(outage.exit_code(), 6);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use crate::Worker;
 use crate::catalog::Catalog;
 use crate::record::ConsumedFrame;
 use anyhow::Context;
+use framefleet_proto::client::CallError;
 use framefleet_proto::v1::{Channel, GetSchemaRequest, ListChannelsRequest, TopicStrategy};
 use framefleet_proto::wire;
 use rdkafka::consumer::Consumer;
@@ -34,7 +35,7 @@ impl Worker {
                     ..ListChannelsRequest::default()
                 })
                 .await
-                .map_err(|status| anyhow::anyhow!("listing channels failed: {}", status.message()))?
+                .map_err(CallError::doing("listing channels"))?
                 .into_inner();
             channels.extend(page.channels);
             if page.next_page_token.is_empty() {
@@ -117,7 +118,9 @@ impl Worker {
                 Ok(schema) => learned.push(((channel_id, version), schema.into_inner())),
                 // NOT_FOUND: the frame really names a version that does not exist; it will be
                 // dead-lettered with that reason.
-                Err(status) => tracing::debug!(channel = %channel_id, version, "schema lookup: {}", status.message()),
+                Err(status) => {
+                    tracing::debug!(channel = %channel_id, version, "{}", CallError::new("schema lookup", status))
+                }
             }
         }
         if !learned.is_empty() {

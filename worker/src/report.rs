@@ -3,6 +3,7 @@
 //! a lease; when the worker stops, the stream closes and the registration goes with it.
 
 use crate::consumer::ConsumerGauges;
+use framefleet_proto::client::CallError;
 use framefleet_proto::v1::WorkerReport;
 use framefleet_proto::v1::fleet_service_client::FleetServiceClient;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -182,7 +183,7 @@ impl Reporter {
                 ended = &mut call => {
                     return Err(match ended {
                         Ok(Ok(_)) => "the coordinator closed the stream".to_owned(),
-                        Ok(Err(status)) => format!("{:?}: {}", status.code(), status.message()),
+                        Ok(Err(status)) => CallError::new("the report stream", status).to_string(),
                         Err(error) => format!("report task failed: {error}"),
                     });
                 }
