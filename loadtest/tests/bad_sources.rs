@@ -113,10 +113,16 @@ async fn a_crashing_decoder_fails_its_channel_alone() {
         "{}",
         crashed.last_error
     );
+    // Every frame the ingestor took from its capture process is delivered. The one frame the
+    // process may still have held (its one-frame queue to the pipe) dies with it: it was
+    // never accepted, so nothing accepted is lost.
     assert_eq!(
-        (crashed.frames_captured, crashed.frames_acknowledged),
-        (5, 5),
-        "the frames before the crash are delivered"
+        crashed.frames_acknowledged, crashed.frames_captured,
+        "the frames received before the crash are delivered"
+    );
+    assert!(
+        (4..=5).contains(&crashed.frames_captured),
+        "frames 0–3 at least came through: {crashed:?}"
     );
     assert_eq!(summary.failed_channels().len(), 1);
     fleet.stop().await.expect("stop");
