@@ -372,7 +372,11 @@ pub fn channels_table(channels: &[Channel]) -> String {
             out,
             "{:<24} {:<8} {:<11} {:>5} {:<6} {:>4} {:>8} {:<36} {:<16} {}",
             channel.channel_id,
-            state_name(channel.state),
+            if channel.ended_unix_ms > 0 {
+                "ended".to_owned()
+            } else {
+                state_name(channel.state)
+            },
             size,
             fps,
             encoding,
@@ -413,6 +417,7 @@ pub fn channel_value(channel: &Channel) -> Value {
         "topic_strategy": TopicStrategy::try_from(channel.topic_strategy).map(|s| s.as_str_name()).unwrap_or("UNKNOWN"),
         "pipelines": channel.pipelines,
         "state": ChannelState::try_from(channel.state).map(|s| s.as_str_name()).unwrap_or("UNKNOWN"),
+        "ended_unix_ms": channel.ended_unix_ms,
         "ingestor_id": channel.ingestor_id,
         "declared_bytes_per_second": channel.declared_bytes_per_second,
         "created_unix_ms": channel.created_unix_ms,

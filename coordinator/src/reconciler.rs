@@ -45,6 +45,8 @@ pub struct Reconciler<S, T, P> {
 pub struct Pass {
     pub assigned: Vec<(String, String)>,
     pub unassigned: Vec<String>,
+    /// Channels found ended (source read to its end, ingestor gone) and left unassigned.
+    pub ended: Vec<String>,
     pub drain_marked: Vec<String>,
     pub deleted: Vec<String>,
 }
@@ -76,9 +78,17 @@ impl<S: MetadataStore, T: TopicAdmin, P: DrainProbe> Reconciler<S, T, P> {
         let live: HashSet<String> = self.members.registered_ingestors().await?;
         let assignable: HashSet<String> = self.members.assignable_ingestors().await?;
         let records = self.channels.all_records().await?;
+        // Sources that ended, as their stored ledgers say, and when that was stored.
+        let ended_sources: std::collections::HashMap<String, i64> = crate::ledgers::list(self.channels.store())
+            .await?
+            .into_iter()
+            .filter(|ledger| ledger.source_finished && ledger.source_state == "ended")
+            .map(|ledger| (ledger.channel_id, ledger.stored_unix_ms))
+            .collect();
         let mut load: BTreeMap<String, u64> = assignable.iter().map(|id| (id.clone(), 0)).collect();
         for (record, _) in &records {
             if record.is_active()
+                && record.ended_unix_ms.is_none()
                 && let Some(total) = load.get_mut(&record.ingestor_id)
             {
                 *total = total.saturating_add(record.declared_bytes_per_second);
@@ -91,7 +101,17 @@ impl<S: MetadataStore, T: TopicAdmin, P: DrainProbe> Reconciler<S, T, P> {
                 self.advance_drain(term, record, &mut pass).await?;
                 continue;
             }
-            if live.contains(&record.ingestor_id) {
+            if record.ended_unix_ms.is_some() || live.contains(&record.ingestor_id) {
+                continue;
+            }
+            // Its ingestor is gone. A file it read to the end (since the channel last changed)
+            // is not handed to another ingestor, which would capture it again from the start.
+            if ended_sources
+                .get(&channel_id)
+                .is_some_and(|stored| *stored >= record.updated_unix_ms)
+            {
+                self.mark_ended(term, &channel_id).await?;
+                pass.ended.push(channel_id);
                 continue;
             }
             // Least declared load first; ties by id, so every leader decides the same.
@@ -115,6 +135,23 @@ impl<S: MetadataStore, T: TopicAdmin, P: DrainProbe> Reconciler<S, T, P> {
             }
         }
         Ok(pass)
+    }
+
+    async fn mark_ended(&self, term: &Term, channel_id: &str) -> Result<(), CoordinatorError> {
+        self.channels
+            .edit(channel_id, 0, vec![term.fence()], |record, _| {
+                if !record.is_active() || record.ended_unix_ms.is_some() {
+                    return Ok(Edit::Keep(()));
+                }
+                let mut ended = record.clone();
+                ended.ingestor_id = String::new();
+                ended.assigned_by = term.label();
+                ended.ended_unix_ms = Some(framefleet_common::startup::unix_time_ms());
+                Ok(Edit::Write(Box::new(ended), Vec::new(), ()))
+            })
+            .await?;
+        tracing::info!(channel = %channel_id, term = term.revision, "source ended and its ingestor is gone; the channel is not assigned again until it changes");
+        Ok(())
     }
 
     async fn assign(&self, term: &Term, channel_id: &str, ingestor: &str) -> Result<(), CoordinatorError> {

@@ -10,8 +10,8 @@ use framefleet_proto::v1::channel_service_client::ChannelServiceClient;
 use framefleet_proto::v1::fleet_service_client::FleetServiceClient;
 use framefleet_proto::v1::schema_service_client::SchemaServiceClient;
 use framefleet_proto::v1::{
-    AddSchemaVersionRequest, AssignmentUpdate, ChannelState, DeregisterChannelRequest, FrameEncoding, FrameSchema,
-    GetChannelRequest, GetFleetStatusRequest, GetSchemaRequest, IngestorReport, ListChannelsRequest,
+    AddSchemaVersionRequest, AssignmentUpdate, ChannelLedger, ChannelState, DeregisterChannelRequest, FrameEncoding,
+    FrameSchema, GetChannelRequest, GetFleetStatusRequest, GetSchemaRequest, IngestorReport, ListChannelsRequest,
     ListSchemaVersionsRequest, MoveChannelRequest, PixelFormat, RegisterChannelRequest, TopicStrategy,
     UpdateChannelRequest, WatchAssignmentsRequest,
 };
@@ -791,5 +791,132 @@ async fn prometheus_sees_the_papers_metrics_per_topic() {
         assert!(Instant::now() < deadline, "expected {expected:?} in\n{text}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    coordinator.stop().await;
+}
+
+/// Opens an ingestor's report stream and sends `first`; the returned sender sends more, and
+/// dropping it closes the stream (the ingestor leaves).
+fn ingestor_stream(channel: CoordinatorChannel, first: IngestorReport) -> tokio::sync::mpsc::Sender<IngestorReport> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    let mut fleet = FleetServiceClient::new(channel);
+    tokio::spawn(async move {
+        let _ = fleet
+            .stream_ingestor_reports(tokio_stream::wrappers::ReceiverStream::new(receiver))
+            .await;
+    });
+    sender.try_send(first).expect("first report");
+    sender
+}
+
+/// A file read to its end is not handed to another ingestor when its own goes away (that
+/// would capture the file again from the start); it waits, unassigned, until it is updated.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ended_file_is_not_replayed_by_another_ingestor() {
+    let coordinator = Coordinator::start(&prefix(), &[]).await;
+    let channel = coordinator.channel(None).await;
+    let mut channels = ChannelServiceClient::new(channel.clone());
+    let cam = unique("cam");
+    channels
+        .register_channel(register(&cam, 64, 48))
+        .await
+        .expect("register");
+    let owner_of = |channels: &ChannelServiceClient<CoordinatorChannel>, cam: &str| {
+        let (mut channels, cam) = (channels.clone(), cam.to_owned());
+        async move {
+            channels
+                .get_channel(GetChannelRequest { channel_id: cam })
+                .await
+                .expect("get")
+                .into_inner()
+        }
+    };
+    let report = |ingestor: &str, ledgers: Vec<ChannelLedger>| IngestorReport {
+        ingestor_id: ingestor.to_owned(),
+        channels: ledgers,
+        accepts_assignments: true,
+    };
+
+    let first = unique("ing-a");
+    let first_reports = ingestor_stream(channel.clone(), report(&first, Vec::new()));
+    wait_until(
+        "the channel assigned to the first ingestor",
+        Duration::from_secs(10),
+        || async { owner_of(&channels, &cam).await.ingestor_id == first },
+    )
+    .await;
+    // The second ingestor is live (it keeps reporting, so its lease holds) and accepts
+    // assignments from here on.
+    let second = unique("ing-b");
+    let second_reports = ingestor_stream(channel.clone(), report(&second, Vec::new()));
+    let keep_alive = tokio::spawn({
+        let (sender, second) = (second_reports.clone(), second.clone());
+        async move {
+            while sender.send(report(&second, Vec::new())).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    });
+
+    // The first reads its file to the end, and the coordinator keeps that ledger.
+    let ended = ChannelLedger {
+        channel_id: cam.clone(),
+        frames_captured: 10,
+        frames_acknowledged: 10,
+        source_finished: true,
+        source_state: "ended".to_owned(),
+        ..ChannelLedger::default()
+    };
+    first_reports.send(report(&first, vec![ended])).await.expect("report");
+    let mut fleet = FleetServiceClient::new(channel.clone());
+    wait_until("the ended ledger stored", Duration::from_secs(10), || {
+        let mut fleet = fleet.clone();
+        let cam = cam.clone();
+        async move {
+            fleet
+                .get_fleet_status(GetFleetStatusRequest {})
+                .await
+                .expect("status")
+                .into_inner()
+                .ledgers
+                .iter()
+                .any(|ledger| ledger.channel_id == cam && ledger.source_finished)
+        }
+    })
+    .await;
+    drop(first_reports);
+
+    wait_until("the ended channel left unassigned", Duration::from_secs(10), || async {
+        let record = owner_of(&channels, &cam).await;
+        record.ingestor_id.is_empty() && record.ended_unix_ms > 0
+    })
+    .await;
+    // Several reconcile passes later, still nobody captures it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        owner_of(&channels, &cam).await.ingestor_id,
+        "",
+        "an ended file is not replayed"
+    );
+
+    // A new source is worth capturing: the live ingestor gets it.
+    channels
+        .update_channel(UpdateChannelRequest {
+            channel_id: cam.clone(),
+            source_uri: Some("synthetic://64x48@10".to_owned()),
+            ..UpdateChannelRequest::default()
+        })
+        .await
+        .expect("update");
+    wait_until(
+        "the updated channel assigned again",
+        Duration::from_secs(10),
+        || async {
+            let record = owner_of(&channels, &cam).await;
+            record.ingestor_id == second && record.ended_unix_ms == 0
+        },
+    )
+    .await;
+    keep_alive.abort();
+    drop(second_reports);
     coordinator.stop().await;
 }

@@ -40,6 +40,11 @@ pub struct ChannelRecord {
     pub updated_unix_ms: i64,
     #[serde(default)]
     pub drain: Option<DrainRecord>,
+    /// Set by the leader when the channel's source ended (a file read to its end, as its
+    /// stored ledger says) and its ingestor is gone: it is not assigned again — another
+    /// ingestor would replay the file — until the channel is updated or claimed.
+    #[serde(default)]
+    pub ended_unix_ms: Option<i64>,
 }
 
 fn dedicated() -> String {
@@ -133,6 +138,7 @@ impl ChannelRecord {
             ingestor_id: self.ingestor_id.clone(),
             updated_unix_ms: self.updated_unix_ms,
             pipelines: self.pipelines.clone(),
+            ended_unix_ms: self.ended_unix_ms.unwrap_or_default(),
         }
     }
 
