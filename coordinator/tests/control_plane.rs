@@ -867,7 +867,7 @@ async fn an_ended_file_is_not_replayed_by_another_ingestor() {
         ..ChannelLedger::default()
     };
     first_reports.send(report(&first, vec![ended])).await.expect("report");
-    let mut fleet = FleetServiceClient::new(channel.clone());
+    let fleet = FleetServiceClient::new(channel.clone());
     wait_until("the ended ledger stored", Duration::from_secs(10), || {
         let mut fleet = fleet.clone();
         let cam = cam.clone();
