@@ -759,7 +759,10 @@ async fn watch(
     }
     if let (Some(status), false) = (&last, json) {
         outln!();
-        out!("{}", render::final_summary(status, started.elapsed()));
+        // The channels' topics, for the per-channel accounting; a summary without them is
+        // still worth printing.
+        let listed = all_channels(channels).await.unwrap_or_default();
+        out!("{}", render::final_summary(status, started.elapsed(), &listed));
     }
     if interrupted {
         // 130 (128 + SIGINT) tells a calling script that the user interrupted the run.

@@ -316,7 +316,79 @@ pub fn status_report(status: &FleetStatus) -> String {
     out
 }
 
-pub fn final_summary(status: &FleetStatus, elapsed: Duration) -> String {
+/// Per channel, end to end, from durable sources only: what the ingestor had acknowledged by
+/// Kafka (its ledger as kept in etcd) against what the worker group has committed on the
+/// channel's topics (every committed frame has a result or a dead letter). A channel whose
+/// topic other channels share (the pool) has no count of its own there.
+pub fn accounting_table(status: &FleetStatus, channels: &[Channel]) -> String {
+    use std::collections::HashMap;
+    let mut users: HashMap<&str, usize> = HashMap::new();
+    for channel in channels {
+        for topic in channel_topics(channel) {
+            *users.entry(topic).or_default() += 1;
+        }
+    }
+    let consume: HashMap<&str, u64> = status
+        .topics
+        .iter()
+        .map(|topic| (topic.topic.as_str(), topic.consume))
+        .collect();
+    let mut out = format!(
+        "{:<24} {:<12} {:>9} {:>9} {:>7} {:>10} {:>11}\n",
+        "CHANNEL", "SOURCE", "CAPTURED", "ACKED", "FAILED", "COMMITTED", "OUTSTANDING"
+    );
+    for ledger in &status.ledgers {
+        let committed = channels
+            .iter()
+            .find(|channel| channel.channel_id == ledger.channel_id)
+            .and_then(|channel| {
+                let topics = channel_topics(channel);
+                // Each frame goes to every topic of the channel: the least committed one counts.
+                topics
+                    .iter()
+                    .map(|topic| {
+                        (users.get(topic).copied() == Some(1))
+                            .then(|| consume.get(topic).copied())
+                            .flatten()
+                    })
+                    .collect::<Option<Vec<u64>>>()
+                    .and_then(|committed| committed.into_iter().min())
+            });
+        let (committed, outstanding) = match committed {
+            Some(committed) => (
+                committed.to_string(),
+                ledger.frames_acknowledged.saturating_sub(committed).to_string(),
+            ),
+            None => ("shared".to_owned(), "-".to_owned()),
+        };
+        let _ = writeln!(
+            out,
+            "{:<24} {:<12} {:>9} {:>9} {:>7} {:>10} {:>11}",
+            ledger.channel_id,
+            if ledger.source_state.is_empty() {
+                "-"
+            } else {
+                &ledger.source_state
+            },
+            ledger.frames_captured,
+            ledger.frames_acknowledged,
+            ledger.frames_failed,
+            committed,
+            outstanding
+        );
+    }
+    out
+}
+
+fn channel_topics(channel: &Channel) -> Vec<&str> {
+    if channel.topics.is_empty() {
+        vec![channel.topic.as_str()]
+    } else {
+        channel.topics.iter().map(String::as_str).collect()
+    }
+}
+
+pub fn final_summary(status: &FleetStatus, elapsed: Duration, channels: &[Channel]) -> String {
     let totals = totals(status);
     let seconds = elapsed.as_secs_f64().max(f64::EPSILON);
     let mut out = String::from("== framefleet run summary ==\n");
@@ -324,8 +396,16 @@ pub fn final_summary(status: &FleetStatus, elapsed: Duration) -> String {
         ("frames captured", totals.captured.to_string()),
         ("frames acknowledged by Kafka", totals.acknowledged.to_string()),
         ("frames failed to deliver", totals.failed.to_string()),
-        ("frames processed (results)", totals.processed.to_string()),
-        ("frames dead-lettered", totals.dead_lettered.to_string()),
+        ("results written", totals.processed.to_string()),
+        ("dead letters written", totals.dead_lettered.to_string()),
+        // Workers report what they wrote, Kafka what the group committed: the difference is
+        // frames processed again after a rebalance (at-least-once), not extra frames.
+        (
+            "written again after rebalances",
+            (totals.processed + totals.dead_lettered)
+                .saturating_sub(totals.consume)
+                .to_string(),
+        ),
         (
             "kafka accumulate / consume",
             format!("{} / {}", totals.accumulate, totals.consume),
@@ -340,6 +420,10 @@ pub fn final_summary(status: &FleetStatus, elapsed: Duration) -> String {
     ];
     for (label, value) in rows {
         let _ = writeln!(out, "  {label:<30} {value}");
+    }
+    if !status.ledgers.is_empty() {
+        out.push_str("\nEnd to end per channel (ledgers kept in etcd; offsets committed in Kafka):\n");
+        out.push_str(&accounting_table(status, channels));
     }
     out.push('\n');
     out.push_str(&status_report(status));
@@ -715,6 +799,58 @@ mod tests {
             ["i1", "cam", "failed", "10", "10", "0", "4", "1", "true"],
             "{row}"
         );
+    }
+
+    #[test]
+    fn end_to_end_accounting_per_channel_from_durable_sources() {
+        let mut fleet = FleetStatus {
+            ledgers: vec![
+                ChannelLedger {
+                    channel_id: "lobby".into(),
+                    frames_captured: 100,
+                    frames_acknowledged: 100,
+                    source_state: "ended".into(),
+                    ..ChannelLedger::default()
+                },
+                ChannelLedger {
+                    channel_id: "door".into(),
+                    frames_acknowledged: 50,
+                    ..ChannelLedger::default()
+                },
+            ],
+            topics: vec![
+                TopicMetrics {
+                    topic: "t-lobby".into(),
+                    consume: 97,
+                    ..TopicMetrics::default()
+                },
+                TopicMetrics {
+                    topic: "pool".into(),
+                    consume: 80,
+                    ..TopicMetrics::default()
+                },
+            ],
+            ..FleetStatus::default()
+        };
+        let channels = [
+            channel("lobby", "t-lobby"),
+            channel("door", "pool"),
+            channel("gate", "pool"),
+        ];
+        let table = accounting_table(&fleet, &channels);
+        let row = |id: &str| -> Vec<String> {
+            table
+                .lines()
+                .find(|line| line.starts_with(id))
+                .expect("row")
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(row("lobby"), ["lobby", "ended", "100", "100", "0", "97", "3"]);
+        assert_eq!(row("door"), ["door", "-", "0", "50", "0", "shared", "-"]);
+        fleet.ledgers.clear();
+        assert!(!final_summary(&fleet, Duration::from_secs(1), &channels).contains("End to end per channel"));
     }
 
     #[test]
