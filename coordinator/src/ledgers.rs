@@ -1,4 +1,5 @@
-//! Channel ledgers kept in etcd (`ledgers/<channel id>`), so that what an ingestor reported
+//! Channel ledgers kept in etcd — the latest per channel (`ledgers/<channel id>`) and the last
+//! of every run (`ledger-runs/<channel id>/<ingestor epoch>`) — so that what an ingestor reported
 //! of a channel — captured, acknowledged, failed, its source's final state and last error —
 //! outlives the ingestor. Reports arrive in memory ([`FleetRegistry`]); a background task of
 //! each coordinator stores the ledgers of the reports it received whenever they change, at
@@ -15,6 +16,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub const LEDGER_KEY_PREFIX: &str = "ledgers/";
+/// The last ledger of each run of each channel.
+pub const RUN_LEDGER_KEY_PREFIX: &str = "ledger-runs/";
 /// How often reports are looked at for changed ledgers.
 pub const PERSIST_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -66,7 +69,15 @@ async fn persist_changed<S: MetadataStore>(
             }
             changed.push(ledger.clone());
             ledger.stored_unix_ms = framefleet_common::startup::unix_time_ms();
-            writes.push(Write::Put(key(&ledger.channel_id), ledger.encode_to_vec()));
+            let encoded = ledger.encode_to_vec();
+            writes.push(Write::Put(
+                format!(
+                    "{RUN_LEDGER_KEY_PREFIX}{}/{:020}",
+                    ledger.channel_id, ledger.ingestor_epoch
+                ),
+                encoded.clone(),
+            ));
+            writes.push(Write::Put(key(&ledger.channel_id), encoded));
         }
     }
     if writes.is_empty() {
@@ -77,6 +88,18 @@ async fn persist_changed<S: MetadataStore>(
         stored.insert(ledger.channel_id.clone(), ledger);
     }
     Ok(())
+}
+
+/// The last ledger of every run of `channel_id`, oldest run first.
+pub async fn runs<S: MetadataStore>(store: &S, channel_id: &str) -> Result<Vec<ChannelLedger>, CoordinatorError> {
+    let mut ledgers = Vec::new();
+    for value in store.list(&format!("{RUN_LEDGER_KEY_PREFIX}{channel_id}/")).await? {
+        if let Ok(ledger) = ChannelLedger::decode(value.value.as_slice()) {
+            ledgers.push(ledger);
+        }
+    }
+    ledgers.sort_by_key(|ledger| ledger.ingestor_epoch);
+    Ok(ledgers)
 }
 
 /// Every stored ledger, by channel id order.
@@ -108,6 +131,7 @@ mod tests {
                 channel_id: "cam".into(),
                 frames_captured: captured,
                 source_finished: finished,
+                ingestor_epoch: if finished { 2 } else { 1 },
                 ..ChannelLedger::default()
             }],
             accepts_assignments: false,
@@ -128,5 +152,9 @@ mod tests {
         persist_changed(&store, &fleet, &mut stored).await.expect("persist");
         let last = list(&store).await.expect("list");
         assert_eq!((last[0].frames_captured, last[0].source_finished), (300, true));
+        // Each run keeps its own last ledger; the latest is the newest run's.
+        let runs = runs(&store, "cam").await.expect("runs");
+        let by_run: Vec<(u64, u64)> = runs.iter().map(|l| (l.ingestor_epoch, l.frames_captured)).collect();
+        assert_eq!(by_run, [(1, 10), (2, 300)]);
     }
 }

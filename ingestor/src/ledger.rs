@@ -245,9 +245,11 @@ impl ChannelLedger {
             frames_failed_possibly_persisted: self.failed_possibly_persisted.load(Ordering::Relaxed),
             source_state: self.state().as_str().to_owned(),
             frames_queued: self.queued.load(Ordering::Relaxed),
-            // Filled in by the coordinator when it stores the ledger.
+            // Filled in by `Ledgers` (the epoch) and by the coordinator when it stores the
+            // ledger.
             ingestor_id: String::new(),
             stored_unix_ms: 0,
+            ingestor_epoch: 0,
         }
     }
 }

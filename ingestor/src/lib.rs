@@ -75,7 +75,8 @@ pub async fn run(config: IngestorConfig, shutdown: CancellationToken) -> anyhow:
         .context("cannot create the Kafka producer")?;
     kafka::check_reachable(producers.any(), &config.kafka_brokers, timeout).await?;
 
-    let ledgers = Ledgers::default();
+    let ingestor_epoch = u64::try_from(framefleet_common::startup::unix_time_ms()).unwrap_or_default();
+    let ledgers = Ledgers::new(ingestor_epoch);
     let coordinator = Arc::new(Coordinator {
         address: config.coordinator.clone(),
         options: config.client_options(),
@@ -110,7 +111,7 @@ pub async fn run(config: IngestorConfig, shutdown: CancellationToken) -> anyhow:
     let (finished_sender, mut finished) = mpsc::unbounded_channel();
     let mut supervisor = Supervisor {
         config: Arc::clone(&config),
-        ingestor_epoch: u64::try_from(framefleet_common::startup::unix_time_ms()).unwrap_or_default(),
+        ingestor_epoch,
         producers: producers.clone(),
         ledgers: ledgers.clone(),
         quality: HashMap::new(),

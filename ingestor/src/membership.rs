@@ -17,12 +17,25 @@ use tokio_util::sync::CancellationToken;
 const RECONNECT_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Every channel's ledger, kept after the channel stops so the counts stay cumulative.
+/// Every channel ledger of this ingestor, shared by its capture, delivery, reports and
+/// metrics; `epoch` (this run's start, unix ms, as in each frame's `ff-epoch`) goes into every
+/// reported ledger, so the coordinator keeps one per channel and run.
 #[derive(Clone, Default)]
-pub struct Ledgers(Arc<Mutex<BTreeMap<String, Arc<ChannelLedger>>>>);
+pub struct Ledgers {
+    channels: Arc<Mutex<BTreeMap<String, Arc<ChannelLedger>>>>,
+    epoch: u64,
+}
 
 impl Ledgers {
+    pub fn new(epoch: u64) -> Self {
+        Self {
+            channels: Arc::default(),
+            epoch,
+        }
+    }
+
     pub fn get_or_create(&self, channel_id: &str) -> Arc<ChannelLedger> {
-        let mut ledgers = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut ledgers = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         Arc::clone(
             ledgers
                 .entry(channel_id.to_owned())
@@ -31,7 +44,7 @@ impl Ledgers {
     }
 
     pub fn get(&self, channel_id: &str) -> Option<Arc<ChannelLedger>> {
-        self.0
+        self.channels
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(channel_id)
@@ -39,11 +52,14 @@ impl Ledgers {
     }
 
     pub fn snapshots(&self) -> Vec<framefleet_proto::v1::ChannelLedger> {
-        self.0
+        self.channels
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
-            .map(|ledger| ledger.snapshot())
+            .map(|ledger| framefleet_proto::v1::ChannelLedger {
+                ingestor_epoch: self.epoch,
+                ..ledger.snapshot()
+            })
             .collect()
     }
 }

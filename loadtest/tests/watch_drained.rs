@@ -91,6 +91,10 @@ async fn until_drained_waits_for_the_new_run_on_a_cluster_with_history() {
         ledger.source_finished && ledger.frames_acknowledged == 300,
         "{ledger:?}"
     );
+    assert!(
+        ledger.ingestor_epoch > 0 && ledger.ingestor_id == "ingestor-new",
+        "the kept ledger names its run: {ledger:?}"
+    );
     let topic = format!("framefleet.frames.{new}");
     let metrics = status
         .topics
