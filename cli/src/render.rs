@@ -116,12 +116,11 @@ impl DrainTracker {
             let ended = ledgers
                 .get(channel_id.as_str())
                 .is_some_and(|ledger| ledger.source_finished);
-            let topics = if channel.topics.is_empty() {
-                std::slice::from_ref(&channel.topic)
-            } else {
-                channel.topics.as_slice()
-            };
-            ended && topics.iter().all(|topic| lags.get(topic.as_str()) == Some(&0))
+            ended
+                && channel
+                    .all_topics()
+                    .iter()
+                    .all(|topic| lags.get(topic.as_str()) == Some(&0))
         })
     }
 
@@ -324,8 +323,8 @@ pub fn accounting_table(status: &FleetStatus, channels: &[Channel]) -> String {
     use std::collections::HashMap;
     let mut users: HashMap<&str, usize> = HashMap::new();
     for channel in channels {
-        for topic in channel_topics(channel) {
-            *users.entry(topic).or_default() += 1;
+        for topic in channel.all_topics() {
+            *users.entry(topic.as_str()).or_default() += 1;
         }
     }
     let consume: HashMap<&str, u64> = status
@@ -342,10 +341,11 @@ pub fn accounting_table(status: &FleetStatus, channels: &[Channel]) -> String {
             .iter()
             .find(|channel| channel.channel_id == ledger.channel_id)
             .and_then(|channel| {
-                let topics = channel_topics(channel);
                 // Each frame goes to every topic of the channel: the least committed one counts.
-                topics
+                channel
+                    .all_topics()
                     .iter()
+                    .map(String::as_str)
                     .map(|topic| {
                         (users.get(topic).copied() == Some(1))
                             .then(|| consume.get(topic).copied())
@@ -378,14 +378,6 @@ pub fn accounting_table(status: &FleetStatus, channels: &[Channel]) -> String {
         );
     }
     out
-}
-
-fn channel_topics(channel: &Channel) -> Vec<&str> {
-    if channel.topics.is_empty() {
-        vec![channel.topic.as_str()]
-    } else {
-        channel.topics.iter().map(String::as_str).collect()
-    }
 }
 
 pub fn final_summary(status: &FleetStatus, elapsed: Duration, channels: &[Channel]) -> String {

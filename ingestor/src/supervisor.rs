@@ -33,16 +33,8 @@ impl ChannelKey {
         Self {
             source_uri: channel.source_uri.clone(),
             schema_version: channel.schema.as_ref().map(|schema| schema.version).unwrap_or_default(),
-            topics: channel_topics(channel),
+            topics: channel.all_topics().to_vec(),
         }
-    }
-}
-
-pub(crate) fn channel_topics(channel: &Channel) -> Vec<String> {
-    if channel.topics.is_empty() {
-        vec![channel.topic.clone()]
-    } else {
-        channel.topics.clone()
     }
 }
 

@@ -15,6 +15,18 @@ pub mod v1 {
 /// Encoded `FileDescriptorSet` of every framefleet service, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("framefleet_descriptor");
 
+impl v1::Channel {
+    /// Every topic the channel's frames go to: `topics`, or `topic` alone for a record written
+    /// before fan-out existed.
+    pub fn all_topics(&self) -> &[String] {
+        if self.topics.is_empty() {
+            std::slice::from_ref(&self.topic)
+        } else {
+            &self.topics
+        }
+    }
+}
+
 impl v1::FrameSchema {
     /// Bytes of one decoded frame (width × height × channels); saturates instead of overflowing
     /// so absurd declared sizes are caught by validation rather than wrapping.

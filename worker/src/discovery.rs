@@ -135,11 +135,7 @@ impl Worker {
 
 /// The topics of `channel` this worker consumes.
 fn consumed_topics(channel: &Channel, pipeline: Option<&str>) -> Vec<String> {
-    let topics = if channel.topics.is_empty() {
-        vec![channel.topic.clone()]
-    } else {
-        channel.topics.clone()
-    };
+    let topics = channel.all_topics().to_vec();
     if channel.topic_strategy != i32::from(TopicStrategy::FanOut) {
         return topics;
     }
