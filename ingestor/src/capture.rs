@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 /// After this many undecodable frames in a row a file is taken as damaged from there on.
 const MAX_CONSECUTIVE_UNDECODABLE: u32 = 100;
-const INITIAL_BACKOFF: Duration = Duration::from_millis(250);
+pub(crate) const INITIAL_BACKOFF: Duration = Duration::from_millis(250);
 
 pub struct EncodedFrame {
     pub payload: Vec<u8>,
@@ -233,7 +233,7 @@ fn looping(spec: &SourceSpec) -> bool {
 }
 
 /// Sleeps in short steps so a stop is noticed; false if stopped.
-fn sleep_unless_stopped(stop: &CancellationToken, duration: Duration) -> bool {
+pub(crate) fn sleep_unless_stopped(stop: &CancellationToken, duration: Duration) -> bool {
     let deadline = Instant::now() + duration;
     loop {
         if stop.is_cancelled() {

@@ -331,7 +331,7 @@ fn supervise_children(
     stop: &CancellationToken,
 ) -> SourceState {
     let mut sequence: u64 = 0;
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = capture::INITIAL_BACKOFF;
     let max_backoff = Duration::from_millis(request.max_backoff_ms.max(1));
     loop {
         if stop.is_cancelled() {
@@ -364,7 +364,7 @@ fn supervise_children(
             tracing::error!("{reason}");
             ledger.record_error(reason);
             ledger.set_state(SourceState::Reconnecting);
-            if !sleep_unless_stopped(stop, backoff) {
+            if !capture::sleep_unless_stopped(stop, backoff) {
                 return SourceState::Stopped;
             }
             backoff = (backoff * 2).min(max_backoff);
@@ -526,17 +526,6 @@ fn describe_exit(status: ExitStatus) -> String {
         (None, Some(code)) => format!("exit status {code}"),
         (None, None) => "unknown exit".to_owned(),
     }
-}
-
-fn sleep_unless_stopped(stop: &CancellationToken, duration: Duration) -> bool {
-    let deadline = std::time::Instant::now() + duration;
-    while std::time::Instant::now() < deadline {
-        if stop.is_cancelled() {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    !stop.is_cancelled()
 }
 
 #[cfg(test)]
