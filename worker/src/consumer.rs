@@ -25,7 +25,8 @@ pub struct WorkerConsumerContext {
     /// The partitions this worker owns, from the last rebalance. librdkafka may still hand
     /// over records it prefetched for a partition after revoking it (measured: seconds of a
     /// revoked partition's backlog, every record processed twice); those are not ours.
-    owned: std::sync::RwLock<std::collections::HashSet<(String, i32)>>,
+    /// topic → partitions, so the per-record check looks up by `&str` without allocating.
+    owned: std::sync::RwLock<std::collections::HashMap<String, std::collections::HashSet<i32>>>,
 }
 
 impl WorkerConsumerContext {
@@ -41,7 +42,7 @@ impl WorkerConsumerContext {
     pub fn owns(&self, topic: &str, partition: i32) -> bool {
         self.owned
             .read()
-            .map(|owned| owned.contains(&(topic.to_owned(), partition)))
+            .map(|owned| owned.get(topic).is_some_and(|partitions| partitions.contains(&partition)))
             .unwrap_or(true)
     }
 
@@ -98,17 +99,18 @@ impl ConsumerContext for WorkerConsumerContext {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         // The assignment itself, not the statistics, which lag by up to an interval.
-        let assignment: std::collections::HashSet<(String, i32)> = consumer
-            .assignment()
-            .map(|assignment| {
+        let mut assignment: std::collections::HashMap<String, std::collections::HashSet<i32>> =
+            std::collections::HashMap::new();
+        let mut owned = 0;
+        if let Ok(partitions) = consumer.assignment() {
+            for element in partitions.elements() {
                 assignment
-                    .elements()
-                    .iter()
-                    .map(|element| (element.topic().to_owned(), element.partition()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let owned = assignment.len();
+                    .entry(element.topic().to_owned())
+                    .or_default()
+                    .insert(element.partition());
+                owned += 1;
+            }
+        }
         if let Ok(mut current) = self.owned.write() {
             *current = assignment;
         }
