@@ -408,16 +408,6 @@ pub fn header_value<'a>(record: &'a rdkafka::message::OwnedMessage, name: &str) 
     record.headers()?.iter().find(|header| header.key == name)?.value
 }
 
-/// A loopback port nothing listens on right now (for a process that must be told its port).
-pub fn free_port() -> u16 {
-    framefleet_common::startup::free_loopback_port().expect("a free port")
-}
-
-/// `GET /metrics` from a Prometheus endpoint; the body.
-pub async fn scrape_metrics(addr: std::net::SocketAddr) -> anyhow::Result<String> {
-    Ok(framefleet_common::metrics::scrape(addr).await?)
-}
-
 /// The framefleet headers of a frame record, parsed as the worker parses them.
 pub fn frame_headers(
     record: &rdkafka::message::OwnedMessage,

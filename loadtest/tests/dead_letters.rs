@@ -280,9 +280,12 @@ async fn records_from_other_clients_get_a_coded_dead_letter_or_a_result() {
     let line_scan = register_channel(&fleet, "linescan", (1920, 3), FrameEncoding::Jpeg).await;
     // Large frames (3 MiB raw), for a record bigger than the worker's own limit.
     let big = register_channel(&fleet, "big", (1024, 1024), FrameEncoding::Jpeg).await;
-    let metrics_addr: std::net::SocketAddr = format!("127.0.0.1:{}", framefleet_loadtest::free_port())
-        .parse()
-        .expect("address");
+    let metrics_addr: std::net::SocketAddr = format!(
+        "127.0.0.1:{}",
+        framefleet_common::startup::free_loopback_port().expect("a free port")
+    )
+    .parse()
+    .expect("address");
     let metrics_arg = metrics_addr.to_string();
     fleet
         .spawn_worker("worker-oc", &["--max-frame-mib", "1", "--metrics-addr", &metrics_arg])
@@ -473,7 +476,7 @@ async fn records_from_other_clients_get_a_coded_dead_letter_or_a_result() {
     let want_processed =
         format!("framefleet_worker_frames_processed_total{{worker_id=\"worker-oc\"}} {expected_results}");
     for _ in 0..50 {
-        metrics = framefleet_loadtest::scrape_metrics(metrics_addr)
+        metrics = framefleet_common::metrics::scrape(metrics_addr)
             .await
             .expect("scrape the worker");
         if metrics.contains(&want_processed) {

@@ -56,7 +56,7 @@ fn start_rtsp_server(port: u16) -> RtspServer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_rtsp_camera_that_disconnects_resumes_and_the_gap_is_recorded() {
     let fleet = Fleet::start("rtsp").await.expect("start the coordinator");
-    let port = framefleet_loadtest::free_port();
+    let port = framefleet_common::startup::free_loopback_port().expect("a free port");
     let mut server = start_rtsp_server(port);
     let channel_id = fleet.names.channel_id("rtsp");
     let url = format!("rtsp://127.0.0.1:{port}/cam");

@@ -42,7 +42,11 @@ impl WorkerConsumerContext {
     pub fn owns(&self, topic: &str, partition: i32) -> bool {
         self.owned
             .read()
-            .map(|owned| owned.get(topic).is_some_and(|partitions| partitions.contains(&partition)))
+            .map(|owned| {
+                owned
+                    .get(topic)
+                    .is_some_and(|partitions| partitions.contains(&partition))
+            })
             .unwrap_or(true)
     }
 
