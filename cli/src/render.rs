@@ -228,11 +228,7 @@ pub fn status_report(status: &FleetStatus) -> String {
                     "{:<24} {:<24} {:<12} {:>9} {:>9} {:>7} {:>7} {:>7} {:>8}",
                     report.ingestor_id,
                     ledger.channel_id,
-                    if ledger.source_state.is_empty() {
-                        "-"
-                    } else {
-                        &ledger.source_state
-                    },
+                    source_state(ledger),
                     ledger.frames_captured,
                     ledger.frames_acknowledged,
                     ledger.frames_failed,
@@ -365,11 +361,7 @@ pub fn accounting_table(status: &FleetStatus, channels: &[Channel]) -> String {
             out,
             "{:<24} {:<12} {:>9} {:>9} {:>7} {:>10} {:>11}",
             ledger.channel_id,
-            if ledger.source_state.is_empty() {
-                "-"
-            } else {
-                &ledger.source_state
-            },
+            source_state(ledger),
             ledger.frames_captured,
             ledger.frames_acknowledged,
             ledger.frames_failed,
@@ -378,6 +370,15 @@ pub fn accounting_table(status: &FleetStatus, channels: &[Channel]) -> String {
         );
     }
     out
+}
+
+/// A ledger's source state, `-` when the ingestor has not said.
+fn source_state(ledger: &framefleet_proto::v1::ChannelLedger) -> &str {
+    if ledger.source_state.is_empty() {
+        "-"
+    } else {
+        &ledger.source_state
+    }
 }
 
 pub fn final_summary(status: &FleetStatus, elapsed: Duration, channels: &[Channel]) -> String {
