@@ -103,3 +103,7 @@ if ! wait "$INGESTOR_PID"; then
   echo "the ingestor reported errors:"; grep -i error "$LOGS/ingestor.log" | tail -n 5
   exit 1
 fi
+
+echo
+echo "== audit: each acknowledged frame's outcome, read back from Kafka's result and dead-letter topics"
+"$BIN/framefleet" audit

@@ -4,8 +4,10 @@
 //! Exit codes: 0 success, 1 other failure, 2 usage error, 3 not found, 4 already exists,
 //! 5 invalid argument, 6 coordinator or its dependencies unavailable, 7 `watch` timed out,
 //! 8 failed precondition (stale revision, draining channel, unconfirmed size change),
-//! 9 unauthenticated, 130 `watch` interrupted by Ctrl-C (after printing the summary so far).
+//! 9 unauthenticated, 10 `audit` found acknowledged frames without an outcome, 130 `watch`
+//! interrupted by Ctrl-C (after printing the summary so far).
 
+mod audit;
 mod render;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -86,7 +88,7 @@ struct Cli {
     command: Command,
 }
 
-const EXIT_CODES: &str = "Exit codes: 0 ok, 1 failure, 2 usage (also an unusable --coordinator, token or CA file), 3 not found, 4 already exists, 5 invalid argument, 6 unavailable, 7 watch timed out, 8 failed precondition, 9 unauthenticated, 130 watch interrupted";
+const EXIT_CODES: &str = "Exit codes: 0 ok, 1 failure, 2 usage (also an unusable --coordinator, token or CA file), 3 not found, 4 already exists, 5 invalid argument, 6 unavailable, 7 watch timed out, 8 failed precondition, 9 unauthenticated, 10 audit found frames without an outcome, 130 watch interrupted";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -121,6 +123,21 @@ enum Command {
         /// Refresh interval in milliseconds.
         #[arg(long, default_value_t = 1000)]
         interval_ms: u64,
+    },
+    /// End-to-end audit read from Kafka itself: per channel run, the frames Kafka acknowledged
+    /// (the run's ledger kept in etcd) against the results and dead letters on the fleet's
+    /// topics, each frame counted once and duplicates apart. Exits 10 when an acknowledged frame
+    /// has no outcome yet (run it once `watch --until-drained` says drained).
+    Audit {
+        /// Kafka bootstrap servers to read from; default: the coordinator's.
+        #[arg(long, env = "FRAMEFLEET_KAFKA_BROKERS")]
+        kafka_brokers: Option<String>,
+        /// Only channels whose id starts with this.
+        #[arg(long, default_value = "")]
+        channel_prefix: String,
+        /// Give up reading the topics after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        read_timeout_secs: u64,
     },
     /// Send one fleet report by hand (FleetService.ReportWorker / ReportIngestor), for scripts
     /// and checks; processes report by themselves.
@@ -568,6 +585,46 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
                 outln!("{}", render::status_json(&status, None));
             } else {
                 out!("{}", render::status_report(&status));
+            }
+        }
+        Command::Audit {
+            kafka_brokers,
+            channel_prefix,
+            read_timeout_secs,
+        } => {
+            let status = fleet.get_fleet_status(GetFleetStatusRequest {}).await?.into_inner();
+            let kafka = status.kafka.clone().unwrap_or_default();
+            let brokers = kafka_brokers.unwrap_or(kafka.bootstrap_servers);
+            if brokers.is_empty() {
+                return Err(Failure::Other(
+                    anyhow::anyhow!("the coordinator did not say which Kafka it uses; pass --kafka-brokers"),
+                    2,
+                ));
+            }
+            let prefix = channel_prefix.clone();
+            let outcomes = tokio::task::spawn_blocking(move || {
+                framefleet_common::audit::read(
+                    &brokers,
+                    &kafka.results_topic,
+                    &kafka.dead_letter_topic,
+                    &prefix,
+                    Duration::from_secs(read_timeout_secs),
+                )
+            })
+            .await
+            .map_err(|error| Failure::Other(error.into(), 1))?
+            .map_err(|error| Failure::Other(error.into(), 6))?;
+            let report = audit::audit_report(&status, &outcomes, &channel_prefix);
+            if json {
+                outln!("{}", report.json);
+            } else {
+                out!("{}", report.text);
+            }
+            if report.missing > 0 {
+                return Err(Failure::Other(
+                    anyhow::anyhow!("{} acknowledged frames have no result or dead letter", report.missing),
+                    10,
+                ));
             }
         }
         Command::Watch {

@@ -449,7 +449,9 @@ pub fn channels_table(channels: &[Channel]) -> String {
             out,
             "{:<24} {:<8} {:<11} {:>5} {:<6} {:>4} {:>8} {:<36} {:<16} {}",
             channel.channel_id,
-            if channel.ended_unix_ms > 0 {
+            if channel.drained_unix_ms > 0 {
+                "drained".to_owned()
+            } else if channel.ended_unix_ms > 0 {
                 "ended".to_owned()
             } else {
                 state_name(channel.state)
@@ -495,6 +497,7 @@ pub fn channel_value(channel: &Channel) -> Value {
         "pipelines": channel.pipelines,
         "state": ChannelState::try_from(channel.state).map(|s| s.as_str_name()).unwrap_or("UNKNOWN"),
         "ended_unix_ms": channel.ended_unix_ms,
+        "drained_unix_ms": channel.drained_unix_ms,
         "ingestor_id": channel.ingestor_id,
         "declared_bytes_per_second": channel.declared_bytes_per_second,
         "created_unix_ms": channel.created_unix_ms,

@@ -1,13 +1,18 @@
 //! Logging and tracing set-up. Logs go to stderr through `tracing` with an env filter
 //! (`RUST_LOG`, default `info`). When `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans are also
-//! exported over OTLP/gRPC; when it is not, nothing is exported and nothing is attempted.
+//! exported over OTLP/gRPC (with the SDK's standard settings: `OTEL_TRACES_SAMPLER`,
+//! `OTEL_TRACES_SAMPLER_ARG`, `OTEL_BSP_*`), including one trace per frame
+//! ([`crate::frame_trace`]); when it is not, nothing is exported and nothing is attempted.
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+
+static EXPORTING: AtomicBool = AtomicBool::new(false);
 
 pub const OTLP_ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
@@ -58,28 +63,15 @@ pub fn init(service_name: &'static str) -> anyhow::Result<TelemetryGuard> {
         .with(fmt_layer)
         .with(tracing_opentelemetry::layer().with_tracer(tracer))
         .try_init()?;
+    EXPORTING.store(true, Ordering::Relaxed);
     tracing::info!(%endpoint, "exporting traces over OTLP");
     Ok(TelemetryGuard {
         tracer_provider: Some(provider),
     })
 }
 
-/// A W3C `traceparent` for a frame: the current span's when tracing is exported, otherwise
-/// fresh random ids, so a frame's records can still be correlated across topics.
-pub fn frame_traceparent() -> String {
-    use opentelemetry::trace::TraceContextExt as _;
-    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-    let context = tracing::Span::current().context();
-    let span_context = context.span().span_context().clone();
-    if span_context.is_valid() {
-        return format!(
-            "00-{}-{}-{:02x}",
-            span_context.trace_id(),
-            span_context.span_id(),
-            span_context.trace_flags().to_u8()
-        );
-    }
-    let trace_id: u128 = rand::random::<u128>().max(1);
-    let span_id: u64 = rand::random::<u64>().max(1);
-    format!("00-{trace_id:032x}-{span_id:016x}-00")
+/// Whether spans are exported (an OTLP endpoint was configured and [`init`] succeeded).
+/// Per-frame spans ([`crate::frame_trace`]) are only built when they are.
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
 }

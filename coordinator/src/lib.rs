@@ -182,6 +182,12 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
         inspector,
         election: Arc::clone(&election),
         coordinator_id: coordinator_id.clone(),
+        kafka: framefleet_proto::v1::KafkaSettings {
+            bootstrap_servers: config.kafka_brokers.clone(),
+            worker_group: config.worker_group.clone(),
+            results_topic: config.results_topic.clone(),
+            dead_letter_topic: config.dead_letter_topic.clone(),
+        },
     };
     let mut metrics_tasks = Vec::new();
     if let Some(addr) = config.metrics_addr {

@@ -47,6 +47,8 @@ pub struct Pass {
     pub unassigned: Vec<String>,
     /// Channels found ended (source read to its end, ingestor gone) and left unassigned.
     pub ended: Vec<String>,
+    /// Ended channels whose every frame the worker group has now committed.
+    pub drained_after_end: Vec<String>,
     pub drain_marked: Vec<String>,
     pub deleted: Vec<String>,
 }
@@ -101,7 +103,13 @@ impl<S: MetadataStore, T: TopicAdmin, P: DrainProbe> Reconciler<S, T, P> {
                 self.advance_drain(term, record, &mut pass).await?;
                 continue;
             }
-            if record.ended_unix_ms.is_some() || live.contains(&record.ingestor_id) {
+            if record.ended_unix_ms.is_some() {
+                if record.drained_unix_ms.is_none() {
+                    self.mark_drained_if_committed(term, &record, &mut pass).await?;
+                }
+                continue;
+            }
+            if live.contains(&record.ingestor_id) {
                 continue;
             }
             // Its ingestor is gone. A file it read to the end (since the channel last changed)
@@ -154,6 +162,49 @@ impl<S: MetadataStore, T: TopicAdmin, P: DrainProbe> Reconciler<S, T, P> {
         Ok(())
     }
 
+    /// An ended channel's topics get no more frames from it, so once the worker group has
+    /// committed up to their high watermarks it is drained, and workers can let its
+    /// partitions go. A topic other channels share is only let go when all of them are.
+    async fn mark_drained_if_committed(
+        &self,
+        term: &Term,
+        record: &ChannelRecord,
+        pass: &mut Pass,
+    ) -> Result<(), CoordinatorError> {
+        // Kafka trouble with one finished channel must not hold up assignments of live ones:
+        // it is tried again next pass.
+        let offsets = async {
+            let marks = self.probe.high_watermarks(record.topics()).await?;
+            let committed = self.probe.committed(record.topics()).await?;
+            Ok::<_, CoordinatorError>((marks, committed))
+        };
+        let (marks, committed) = match offsets.await {
+            Ok(offsets) => offsets,
+            Err(error) => {
+                tracing::debug!(channel = %record.channel_id, %error, "cannot tell yet whether the ended channel is drained");
+                return Ok(());
+            }
+        };
+        if !committed_up_to(&marks, &committed) {
+            return Ok(());
+        }
+        let ended_at = record.ended_unix_ms;
+        self.channels
+            .edit(&record.channel_id, 0, vec![term.fence()], |current, _| {
+                // Updated or claimed since this pass read it: no longer the ended channel.
+                if current.ended_unix_ms != ended_at || current.drained_unix_ms.is_some() {
+                    return Ok(Edit::Keep(()));
+                }
+                let mut drained = current.clone();
+                drained.drained_unix_ms = Some(framefleet_common::startup::unix_time_ms());
+                Ok(Edit::Write(Box::new(drained), Vec::new(), ()))
+            })
+            .await?;
+        tracing::info!(channel = %record.channel_id, "ended channel drained; workers let its topics go");
+        pass.drained_after_end.push(record.channel_id.clone());
+        Ok(())
+    }
+
     async fn assign(&self, term: &Term, channel_id: &str, ingestor: &str) -> Result<(), CoordinatorError> {
         self.channels
             .edit(channel_id, 0, vec![term.fence()], |record, _| {
@@ -199,13 +250,7 @@ impl<S: MetadataStore, T: TopicAdmin, P: DrainProbe> Reconciler<S, T, P> {
             return Ok(());
         };
         let committed = self.probe.committed(record.topics()).await?;
-        let drained = marks.iter().all(|(topic, partition, mark)| {
-            committed
-                .iter()
-                .any(|(t, p, offset)| t == topic && p == partition && offset >= mark)
-                || *mark == 0
-        });
-        if drained {
+        if committed_up_to(&marks, &committed) {
             self.channels
                 .edit(&channel_id, 0, vec![term.fence()], |_, _| Ok(Edit::Delete(())))
                 .await?;
@@ -214,4 +259,15 @@ impl<S: MetadataStore, T: TopicAdmin, P: DrainProbe> Reconciler<S, T, P> {
         }
         Ok(())
     }
+}
+
+/// Whether the group has committed at least up to every mark (an empty partition needs no
+/// commit).
+fn committed_up_to(marks: &PartitionOffsets, committed: &PartitionOffsets) -> bool {
+    marks.iter().all(|(topic, partition, mark)| {
+        *mark == 0
+            || committed
+                .iter()
+                .any(|(t, p, offset)| t == topic && p == partition && offset >= mark)
+    })
 }

@@ -205,6 +205,7 @@ impl<S: Clone, T> Clone for FleetApi<S, T> {
             inspector: Arc::clone(&self.inspector),
             election: Arc::clone(&self.election),
             coordinator_id: self.coordinator_id.clone(),
+            kafka: self.kafka.clone(),
         }
     }
 }
@@ -218,6 +219,7 @@ pub struct FleetApi<S, T> {
     pub inspector: Arc<KafkaInspector>,
     pub election: Arc<Election<S>>,
     pub coordinator_id: String,
+    pub kafka: framefleet_proto::v1::KafkaSettings,
 }
 
 #[tonic::async_trait]
@@ -297,6 +299,7 @@ impl<S: MetadataStore + Clone, T: TopicAdmin> FleetApi<S, T> {
             coordinator_id: self.coordinator_id.clone(),
             registered_ingestors,
             ledgers: crate::ledgers::list(&self.store).await?,
+            kafka: Some(self.kafka.clone()),
         })
     }
 }

@@ -890,6 +890,11 @@ async fn an_ended_file_is_not_replayed_by_another_ingestor() {
         record.ingestor_id.is_empty() && record.ended_unix_ms > 0
     })
     .await;
+    // No frame reached its topic, so nothing is left to commit: it is drained too.
+    wait_until("the ended, empty channel drained", Duration::from_secs(10), || async {
+        owner_of(&channels, &cam).await.drained_unix_ms > 0
+    })
+    .await;
     // Several reconcile passes later, still nobody captures it.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
@@ -912,7 +917,7 @@ async fn an_ended_file_is_not_replayed_by_another_ingestor() {
         Duration::from_secs(10),
         || async {
             let record = owner_of(&channels, &cam).await;
-            record.ingestor_id == second && record.ended_unix_ms == 0
+            record.ingestor_id == second && record.ended_unix_ms == 0 && record.drained_unix_ms == 0
         },
     )
     .await;

@@ -3,6 +3,7 @@
 //! undecodable frames. The counts go to the coordinator and to the metrics endpoint.
 
 use framefleet_proto::v1;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -56,7 +57,7 @@ impl SourceState {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ChannelLedger {
     pub channel_id: String,
     captured: AtomicU64,
@@ -76,6 +77,38 @@ pub struct ChannelLedger {
     finished: AtomicBool,
     last_error: Mutex<String>,
     last_undecodable: Mutex<String>,
+    /// Capture → every copy acknowledged by Kafka, per acknowledged frame, seconds.
+    capture_to_acked: Histogram,
+}
+
+/// Buckets of the capture → acknowledged histogram: 1 ms to ≈ 65 s.
+fn capture_to_acked_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.001, 2.0, 17)
+}
+
+impl Default for ChannelLedger {
+    fn default() -> Self {
+        Self {
+            channel_id: String::new(),
+            captured: AtomicU64::default(),
+            acknowledged: AtomicU64::default(),
+            failed: AtomicU64::default(),
+            failed_possibly_persisted: AtomicU64::default(),
+            dropped: AtomicU64::default(),
+            undecodable: AtomicU64::default(),
+            capture_crashes: AtomicU64::default(),
+            gaps: AtomicU64::default(),
+            gap_ms: AtomicU64::default(),
+            bytes_acknowledged: AtomicU64::default(),
+            queued: AtomicU64::default(),
+            last_frame_unix_ms: AtomicU64::default(),
+            state: AtomicU8::default(),
+            finished: AtomicBool::default(),
+            last_error: Mutex::default(),
+            last_undecodable: Mutex::default(),
+            capture_to_acked: Histogram::new(capture_to_acked_buckets()),
+        }
+    }
 }
 
 /// How a failed delivery may have ended on the broker.
@@ -109,9 +142,18 @@ impl ChannelLedger {
         );
     }
 
-    pub fn record_acknowledged(&self, bytes: usize) {
+    /// Kafka acknowledged every copy of a frame of `bytes`, captured at `capture_time_us`
+    /// (unix µs).
+    pub fn record_acknowledged(&self, bytes: usize, capture_time_us: i64) {
         self.acknowledged.fetch_add(1, Ordering::Relaxed);
         self.bytes_acknowledged.fetch_add(bytes as u64, Ordering::Relaxed);
+        let elapsed_us = (framefleet_common::startup::unix_time_us() - capture_time_us).max(0);
+        self.capture_to_acked.observe(elapsed_us as f64 / 1e6);
+    }
+
+    /// The capture → acknowledged histogram (a handle on the same counts).
+    pub fn capture_to_acked(&self) -> Histogram {
+        self.capture_to_acked.clone()
     }
 
     pub fn record_failed(&self, reason: String, persisted: Persisted) {
@@ -254,14 +296,15 @@ impl ChannelLedger {
     }
 }
 
-/// The ledgers in Prometheus' text exposition format.
 /// The ingestor's Prometheus metrics, through `prometheus-client`: every ledger counter per
-/// channel (`framefleet_ingestor_*{ingestor, channel}`), read from the ledgers at each scrape.
-pub fn render_metrics(ingestor_id: &str, ledgers: &[v1::ChannelLedger]) -> String {
+/// channel (`framefleet_ingestor_*{ingestor, channel}`), read from the ledgers at each scrape,
+/// and each channel's `framefleet_ingestor_frame_capture_to_acked_seconds` histogram.
+pub fn render_metrics(ingestor_id: &str, ledgers: &[&ChannelLedger]) -> String {
     let mut registry = prometheus_client::registry::Registry::default();
     registry.register_collector(Box::new(LedgerCollector {
         ingestor_id: ingestor_id.to_owned(),
-        ledgers: ledgers.to_vec(),
+        ledgers: ledgers.iter().map(|ledger| ledger.snapshot()).collect(),
+        capture_to_acked: ledgers.iter().map(|ledger| ledger.capture_to_acked()).collect(),
     }));
     let mut text = String::new();
     if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &registry) {
@@ -282,6 +325,8 @@ struct ChannelLabels {
 struct LedgerCollector {
     ingestor_id: String,
     ledgers: Vec<v1::ChannelLedger>,
+    /// One per ledger, in the same order.
+    capture_to_acked: Vec<Histogram>,
 }
 
 impl prometheus_client::collector::Collector for LedgerCollector {
@@ -359,6 +404,15 @@ impl prometheus_client::collector::Collector for LedgerCollector {
                 ConstGauge::new(value(ledger)).encode(family.encode_family(labels)?)?;
             }
         }
+        let mut family = encoder.encode_descriptor(
+            "framefleet_ingestor_frame_capture_to_acked_seconds",
+            "Capture to every copy acknowledged by Kafka, per frame",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (histogram, labels) in self.capture_to_acked.iter().zip(&labels) {
+            histogram.encode(family.encode_family(labels)?)?;
+        }
         Ok(())
     }
 }
@@ -373,7 +427,16 @@ mod tests {
         ledger.record_captured();
         ledger.record_dropped();
         ledger.record_failed("timed out".into(), Persisted::Possibly);
-        let text = render_metrics("ing-1", &[ledger.snapshot()]);
+        ledger.record_acknowledged(10, framefleet_common::startup::unix_time_us() - 20_000);
+        let text = render_metrics("ing-1", &[&ledger]);
+        assert!(
+            text.contains(
+                "framefleet_ingestor_frame_capture_to_acked_seconds_bucket{le=\"0.016\",ingestor=\"ing-1\",channel=\"cam-\\\"1\\\"\"} 0"
+            ) && text.contains(
+                "framefleet_ingestor_frame_capture_to_acked_seconds_bucket{le=\"0.032\",ingestor=\"ing-1\",channel=\"cam-\\\"1\\\"\"} 1"
+            ),
+            "{text}"
+        );
         assert!(
             text.contains("framefleet_ingestor_frames_captured_total{ingestor=\"ing-1\",channel=\"cam-\\\"1\\\"\"} 1")
         );
@@ -386,7 +449,7 @@ mod tests {
         assert_eq!(ledger.snapshot().last_error, "timed out");
         ledger.record_gap(Duration::from_millis(1500));
         ledger.record_capture_crash();
-        let text = render_metrics("ing-1", &[ledger.snapshot()]);
+        let text = render_metrics("ing-1", &[&ledger]);
         assert!(
             text.contains("# TYPE framefleet_ingestor_source_gap_seconds counter"),
             "{text}"

@@ -95,7 +95,10 @@ pub async fn run(config: IngestorConfig, shutdown: CancellationToken) -> anyhow:
         let metrics_id = ingestor_id.clone();
         framefleet_common::metrics::serve(
             addr,
-            Arc::new(move || ledger::render_metrics(&metrics_id, &metrics_ledgers.snapshots())),
+            Arc::new(move || {
+                let all = metrics_ledgers.all();
+                ledger::render_metrics(&metrics_id, &all.iter().map(Arc::as_ref).collect::<Vec<_>>())
+            }),
             background_stop.clone(),
         )
         .await

@@ -51,6 +51,16 @@ impl Ledgers {
             .cloned()
     }
 
+    /// Every channel's ledger, by channel id.
+    pub fn all(&self) -> Vec<Arc<ChannelLedger>> {
+        self.channels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
     pub fn snapshots(&self) -> Vec<framefleet_proto::v1::ChannelLedger> {
         self.channels
             .lock()

@@ -6,6 +6,7 @@
 use crate::capture::EncodedFrame;
 use crate::ledger::{ChannelLedger, Persisted};
 use crate::queue::FrameQueue;
+use framefleet_common::frame_trace::IngestSpan;
 use framefleet_common::kafka;
 use framefleet_proto::v1::FrameEncoding;
 use framefleet_proto::wire::{FrameHeaders, payload_checksum};
@@ -15,7 +16,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Frames handed to librdkafka but not yet acknowledged, per channel. Bounds memory when the
 /// broker is slow; beyond it the capture queue fills and the queue policy decides.
@@ -120,21 +121,28 @@ pub async fn deliver_channel(
                 }
                 let payload_bytes = frame.payload.len();
                 let sequence = frame.sequence;
+                // One trace per frame, whatever number of topics it is copied to.
+                let trace = IngestSpan::start(&stream.channel_id, sequence, frame.capture_time_us, &stream.topics);
+                let sent = SystemTime::now();
                 let mut deliveries = Vec::with_capacity(stream.topics.len());
                 let mut refused = None;
                 for topic in &stream.topics {
-                    match send_frame(&producer, &stream, topic, &frame).await {
+                    match send_frame(&producer, &stream, topic, &frame, trace.traceparent()).await {
                         Ok(delivery) => deliveries.push(delivery),
                         Err(error) => refused = Some(format!("frame {sequence} refused by the producer for `{topic}`: {error}")),
                     }
                 }
+                let capture_time_us = frame.capture_time_us;
                 in_flight.push(async move {
                     let outcomes = futures::future::join_all(deliveries).await;
-                    (settle(sequence, outcomes, refused), payload_bytes)
+                    let settled = settle(sequence, outcomes, refused);
+                    let failure = settled.as_ref().err().map(|(reason, _)| reason.as_str());
+                    trace.end(capture_time_us, sent, SystemTime::now(), failure);
+                    (settled, payload_bytes, capture_time_us)
                 });
             }
-            Some((outcome, payload_bytes)) = in_flight.next() => match outcome {
-                Ok(()) => ledger.record_acknowledged(payload_bytes),
+            Some((outcome, payload_bytes, capture_time_us)) = in_flight.next() => match outcome {
+                Ok(()) => ledger.record_acknowledged(payload_bytes, capture_time_us),
                 Err((reason, persisted)) => ledger.record_failed(reason, persisted),
             },
         }
@@ -197,11 +205,8 @@ async fn send_frame(
     stream: &ChannelStream,
     topic: &str,
     frame: &EncodedFrame,
+    traceparent: &str,
 ) -> Result<rdkafka::producer::DeliveryFuture, KafkaError> {
-    // One span per frame: when traces are exported, its context is the frame's traceparent,
-    // so capture → process → result can be one trace.
-    let span = tracing::info_span!("produce_frame", channel = %stream.channel_id, sequence = frame.sequence);
-    let traceparent = span.in_scope(framefleet_common::telemetry::frame_traceparent);
     let headers = FrameHeaders {
         channel_id: stream.channel_id.clone(),
         schema_version: stream.schema_version,
@@ -209,7 +214,7 @@ async fn send_frame(
         ingestor_epoch: stream.ingestor_epoch,
         capture_time_us: frame.capture_time_us,
         checksum: payload_checksum(&frame.payload),
-        traceparent: Some(traceparent),
+        traceparent: Some(traceparent.to_owned()),
     };
     let kafka_headers = kafka::frame_record_headers(&headers);
     // Keyed by channel: all of a channel's frames land in one partition, in order, also on

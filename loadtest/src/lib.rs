@@ -134,7 +134,8 @@ impl Fleet {
     }
 
     /// The command line of a worker of this fleet, program name first.
-    fn worker_args<'a>(&'a self, worker_id: &'a str, extra_args: &[&'a str]) -> Vec<&'a str> {
+    /// A worker's command line in this fleet (program name first).
+    pub fn worker_args<'a>(&'a self, worker_id: &'a str, extra_args: &[&'a str]) -> Vec<&'a str> {
         let mut args = vec![
             "framefleet-worker",
             "--worker-id",
@@ -224,8 +225,17 @@ impl Fleet {
         channels: &[(&str, &str)],
         extra_args: &[&str],
     ) -> anyhow::Result<IngestorConfig> {
-        let channel_args: Vec<String> = channels.iter().map(|(id, source)| format!("{id}={source}")).collect();
-        let mut args = vec![
+        Ok(IngestorConfig::try_parse_from(self.ingestor_args(
+            ingestor_id,
+            channels,
+            extra_args,
+        ))?)
+    }
+
+    /// An ingestor's command line in this fleet (program name first), capturing `channels`
+    /// (`(id, source URI)`).
+    pub fn ingestor_args(&self, ingestor_id: &str, channels: &[(&str, &str)], extra_args: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = [
             "framefleet-ingestor",
             "--ingestor-id",
             ingestor_id,
@@ -235,13 +245,15 @@ impl Fleet {
             &self.infrastructure.kafka_brokers,
             "--report-interval-ms",
             "200",
-        ];
-        for channel in &channel_args {
-            args.push("--channel");
-            args.push(channel);
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        for (id, source) in channels {
+            args.push("--channel".to_owned());
+            args.push(format!("{id}={source}"));
         }
-        args.extend_from_slice(extra_args);
-        Ok(IngestorConfig::try_parse_from(args)?)
+        args.extend(extra_args.iter().map(|arg| (*arg).to_owned()));
+        args
     }
 
     pub async fn fleet_client(

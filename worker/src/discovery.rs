@@ -20,7 +20,7 @@ const UNKNOWN_CHANNEL_LOOKUP_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Worker {
     /// Re-reads the channel list (every page) and subscribes to every topic the channels
-    /// write to. A fan-out channel contributes only its `--pipeline` topic (its first when no
+    /// write to, except those of drained channels. A fan-out channel contributes only its `--pipeline` topic (its first when no
     /// pipeline is set): the other topics belong to other pipelines' consumers.
     pub(crate) async fn refresh_channels(&mut self) -> anyhow::Result<()> {
         let mut channels: Vec<Channel> = Vec::new();
@@ -43,8 +43,11 @@ impl Worker {
             }
             page_token = page.next_page_token;
         }
+        // A drained channel (ended, every frame committed) holds no partitions: they would
+        // only take a share of the group's assignment from channels that still have frames.
         let mut topics: Vec<String> = channels
             .iter()
+            .filter(|channel| channel.drained_unix_ms == 0)
             .flat_map(|channel| consumed_topics(channel, self.config.pipeline.as_deref()))
             .collect();
         topics.sort();
@@ -57,14 +60,20 @@ impl Worker {
             catalog.insert_channel(channel);
         }
         self.catalog = Arc::new(catalog);
-        if topics != self.subscribed_topics && !topics.is_empty() {
+        if topics == self.subscribed_topics {
+            return Ok(());
+        }
+        if topics.is_empty() {
+            self.consumer.unsubscribe();
+            tracing::info!("no channel has frames left to consume; unsubscribed");
+        } else {
             let topic_names: Vec<&str> = topics.iter().map(String::as_str).collect();
             self.consumer
                 .subscribe(&topic_names)
                 .context("subscribing to channel topics")?;
             tracing::info!(topics = ?topics, "subscribed");
-            self.subscribed_topics = topics;
         }
+        self.subscribed_topics = topics;
         Ok(())
     }
 

@@ -6,6 +6,7 @@ use crate::Worker;
 use crate::compute::Outcome;
 use crate::record::{ConsumedFrame, Rejection};
 use anyhow::Context;
+use framefleet_common::frame_trace::{self, ProcessedFrame};
 use framefleet_common::kafka;
 use framefleet_proto::wire;
 use rdkafka::consumer::Consumer;
@@ -32,6 +33,40 @@ pub(crate) struct SettledBatch {
     started: Instant,
     /// Each processed frame's stage times, for the stage histograms.
     frame_times: Vec<crate::metrics::FrameTimes>,
+    /// Each frame's part of its trace; empty when traces are not exported.
+    traced: Vec<TracedFrame>,
+    /// Unix µs: the batch's compute started and ended.
+    compute_started_us: i64,
+    computed_us: i64,
+}
+
+/// What a frame's spans need once its outcome is acknowledged.
+struct TracedFrame {
+    traceparent: Option<String>,
+    topic: String,
+    partition: i32,
+    offset: i64,
+    consumed_us: i64,
+    decode_us: u64,
+    dead_letter_code: Option<&'static str>,
+}
+
+impl TracedFrame {
+    fn of(frame: &ConsumedFrame, outcome: &Outcome) -> Self {
+        let (decode_us, dead_letter_code) = match outcome {
+            Outcome::Result(result) => (result.decode_us, None),
+            Outcome::DeadLetter(rejection) => (0, Some(rejection.code.as_str_name())),
+        };
+        Self {
+            traceparent: frame.header_text(wire::HEADER_TRACEPARENT).map(str::to_owned),
+            topic: frame.topic.clone(),
+            partition: frame.partition,
+            offset: frame.offset,
+            consumed_us: frame.consumed_time_us,
+            decode_us,
+            dead_letter_code,
+        }
+    }
 }
 
 impl Worker {
@@ -44,6 +79,17 @@ impl Worker {
         started: Instant,
     ) -> anyhow::Result<PendingBatch> {
         let compute_time = started.elapsed();
+        let computed_us = framefleet_common::startup::unix_time_us();
+        let compute_started_us = computed_us - i64::try_from(compute_time.as_micros()).unwrap_or(i64::MAX);
+        let traced = if framefleet_common::telemetry::exporting() {
+            frames
+                .iter()
+                .zip(&outcomes)
+                .map(|(frame, outcome)| TracedFrame::of(frame, outcome))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut deliveries = Vec::with_capacity(frames.len());
         for (frame, outcome) in frames.iter().zip(&outcomes) {
             deliveries.push((frame.source(), self.send_outcome(frame, outcome).await?));
@@ -71,6 +117,9 @@ impl Worker {
                     Outcome::DeadLetter(_) => None,
                 })
                 .collect(),
+            traced,
+            compute_started_us,
+            computed_us,
         };
         Ok(Box::pin(async move {
             for (source, delivery) in deliveries {
@@ -102,8 +151,27 @@ impl Worker {
             settled.compute_time,
             latency,
         );
-        self.metrics
-            .record_frames(&settled.frame_times, framefleet_common::startup::unix_time_us());
+        let acknowledged_us = framefleet_common::startup::unix_time_us();
+        self.metrics.record_frames(&settled.frame_times, acknowledged_us);
+        if !settled.traced.is_empty() {
+            let frames: Vec<ProcessedFrame<'_>> = settled
+                .traced
+                .iter()
+                .map(|frame| ProcessedFrame {
+                    traceparent: frame.traceparent.as_deref(),
+                    topic: &frame.topic,
+                    partition: frame.partition,
+                    offset: frame.offset,
+                    consumed_us: frame.consumed_us,
+                    compute_started_us: settled.compute_started_us,
+                    computed_us: settled.computed_us,
+                    decode_us: frame.decode_us,
+                    batch_size: settled.traced.len(),
+                    dead_letter_code: frame.dead_letter_code,
+                })
+                .collect();
+            frame_trace::record_processed(&frames, frame_trace::unix_us(acknowledged_us));
+        }
         self.counters.last_batch_us.store(
             u64::try_from(settled.compute_time.as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,

@@ -149,6 +149,7 @@ impl<S: MetadataStore, T: TopicAdmin> ChannelRegistry<S, T> {
             drain: None,
             schema,
             ended_unix_ms: None,
+            drained_unix_ms: None,
         };
         let schema_key = schema_key(&spec.channel_id, record.schema.version);
         let outcome = self
@@ -194,6 +195,7 @@ impl<S: MetadataStore, T: TopicAdmin> ChannelRegistry<S, T> {
                 let mut claimed = record.clone();
                 claimed.ingestor_id = spec.claimed_by.clone();
                 claimed.ended_unix_ms = None;
+                claimed.drained_unix_ms = None;
                 claimed.assigned_by = CLAIMED_BY_REGISTRATION.to_owned();
                 claimed.updated_unix_ms = framefleet_common::startup::unix_time_ms();
                 Ok(Edit::Write(Box::new(claimed), Vec::new(), ()))
@@ -370,6 +372,7 @@ impl<S: MetadataStore, T: TopicAdmin> ChannelRegistry<S, T> {
             updated.updated_unix_ms = framefleet_common::startup::unix_time_ms();
             // A new source (or schema) is worth capturing even if the old one had ended.
             updated.ended_unix_ms = None;
+            updated.drained_unix_ms = None;
             Ok(Edit::Write(Box::new(updated), Vec::new(), None))
         })
         .await

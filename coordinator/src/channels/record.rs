@@ -45,6 +45,10 @@ pub struct ChannelRecord {
     /// ingestor would replay the file — until the channel is updated or claimed.
     #[serde(default)]
     pub ended_unix_ms: Option<i64>,
+    /// Set by the leader once the worker group has committed every frame of an ended
+    /// channel's topics; workers then stop subscribing to them. Cleared with `ended_unix_ms`.
+    #[serde(default)]
+    pub drained_unix_ms: Option<i64>,
 }
 
 fn dedicated() -> String {
@@ -139,6 +143,7 @@ impl ChannelRecord {
             updated_unix_ms: self.updated_unix_ms,
             pipelines: self.pipelines.clone(),
             ended_unix_ms: self.ended_unix_ms.unwrap_or_default(),
+            drained_unix_ms: self.drained_unix_ms.unwrap_or_default(),
         }
     }
 

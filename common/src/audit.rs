@@ -1,0 +1,252 @@
+//! An end-to-end audit read from Kafka itself: every result and dead letter on the fleet's
+//! topics, tallied per channel run (channel id, ingestor epoch) by frame sequence number, so
+//! duplicates (at-least-once redelivery after a rebalance or a crash) are counted apart from
+//! frames. Compared with the frames each run's ledger says Kafka acknowledged, it tells
+//! whether every accepted frame got exactly one outcome.
+//!
+//! It reads each partition of both topics from its start to the high watermark it had when
+//! the audit began, with a plain consumer (manual assignment; it joins no group and commits
+//! nothing), so it never disturbs the workers.
+
+use framefleet_proto::wire::{FrameHeaders, FrameResult};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("reading `{topic}` from Kafka: {source}")]
+    Kafka {
+        topic: String,
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("`{topic}` was not read to its end within {timeout:?} ({remaining} records left)")]
+    Incomplete {
+        topic: String,
+        timeout: Duration,
+        remaining: i64,
+    },
+}
+
+/// Outcomes of one channel run, by sequence number.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RunTally {
+    /// Frames with at least one result.
+    pub processed: u64,
+    /// Frames with a dead letter and no result.
+    pub dead_lettered: u64,
+    /// Outcome records beyond each frame's first.
+    pub duplicates: u64,
+}
+
+impl RunTally {
+    /// Frames with an outcome, each counted once.
+    pub fn frames(&self) -> u64 {
+        self.processed + self.dead_lettered
+    }
+}
+
+/// What the fleet's result and dead-letter topics hold.
+#[derive(Debug, Default, Clone)]
+pub struct Audit {
+    /// Per (channel id, ingestor epoch).
+    pub runs: BTreeMap<(String, u64), RunTally>,
+    /// Result records that are not a readable `FrameResult`.
+    pub unreadable_results: u64,
+    /// Dead letters whose frame headers were missing or unreadable (records of other
+    /// producers, or headers dropped to make the dead letter fit): no channel to count them
+    /// against.
+    pub unattributed_dead_letters: u64,
+    pub records_read: u64,
+}
+
+#[derive(Default)]
+struct Outcomes {
+    results: u32,
+    dead_letters: u32,
+}
+
+/// Reads both topics to their current ends (blocking: call it from `spawn_blocking`).
+/// Only channels whose id starts with `channel_prefix` are tallied.
+pub fn read(
+    bootstrap_servers: &str,
+    results_topic: &str,
+    dead_letter_topic: &str,
+    channel_prefix: &str,
+    timeout: Duration,
+) -> Result<Audit, AuditError> {
+    let mut outcomes: HashMap<(String, u64), HashMap<u64, Outcomes>> = HashMap::new();
+    let mut audit = Audit::default();
+    let deadline = Instant::now() + timeout;
+    read_topic(bootstrap_servers, results_topic, deadline, timeout, |record| {
+        audit.records_read += 1;
+        let Some(result) = record
+            .payload()
+            .and_then(|payload| serde_json::from_slice::<FrameResult>(payload).ok())
+        else {
+            audit.unreadable_results += 1;
+            return;
+        };
+        if result.channel_id.starts_with(channel_prefix) {
+            outcomes
+                .entry((result.channel_id, result.ingestor_epoch))
+                .or_default()
+                .entry(result.sequence)
+                .or_default()
+                .results += 1;
+        }
+    })?;
+    read_topic(bootstrap_servers, dead_letter_topic, deadline, timeout, |record| {
+        audit.records_read += 1;
+        let headers = record
+            .headers()
+            .into_iter()
+            .flat_map(|headers| headers.iter())
+            .map(|header| (header.key, header.value));
+        let Ok(frame) = FrameHeaders::parse(headers) else {
+            audit.unattributed_dead_letters += 1;
+            return;
+        };
+        if frame.channel_id.starts_with(channel_prefix) {
+            outcomes
+                .entry((frame.channel_id, frame.ingestor_epoch))
+                .or_default()
+                .entry(frame.sequence)
+                .or_default()
+                .dead_letters += 1;
+        }
+    })?;
+    audit.runs = tally(outcomes);
+    Ok(audit)
+}
+
+/// Per run: each frame once (processed if any of its outcomes is a result), and every
+/// outcome beyond a frame's first as a duplicate.
+fn tally(outcomes: HashMap<(String, u64), HashMap<u64, Outcomes>>) -> BTreeMap<(String, u64), RunTally> {
+    let mut runs = BTreeMap::new();
+    for (run, frames) in outcomes {
+        let tally: &mut RunTally = runs.entry(run).or_default();
+        for frame in frames.values() {
+            if frame.results > 0 {
+                tally.processed += 1;
+            } else {
+                tally.dead_lettered += 1;
+            }
+            tally.duplicates += u64::from((frame.results + frame.dead_letters).saturating_sub(1));
+        }
+    }
+    runs
+}
+
+fn read_topic(
+    bootstrap_servers: &str,
+    topic: &str,
+    deadline: Instant,
+    timeout: Duration,
+    mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+) -> Result<(), AuditError> {
+    let kafka = |source| AuditError::Kafka {
+        topic: topic.to_owned(),
+        source,
+    };
+    let consumer: BaseConsumer = crate::kafka::base_config(bootstrap_servers)
+        .set("group.id", "framefleet-audit")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("max.partition.fetch.bytes", "16777216")
+        .set("fetch.max.bytes", "67108864")
+        .create()
+        .map_err(kafka)?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), deadline.saturating_duration_since(Instant::now()))
+        .map_err(kafka)?;
+    // Per partition: the offset to read up to (exclusive), taken now, and the next to read.
+    let mut pending: HashMap<i32, (i64, i64)> = HashMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for partition in metadata.topics().iter().flat_map(|topic| topic.partitions()) {
+        let (low, high) = consumer
+            .fetch_watermarks(
+                topic,
+                partition.id(),
+                deadline.saturating_duration_since(Instant::now()),
+            )
+            .map_err(kafka)?;
+        if high > low {
+            pending.insert(partition.id(), (high, low));
+            assignment
+                .add_partition_offset(topic, partition.id(), Offset::Offset(low))
+                .map_err(kafka)?;
+        }
+    }
+    if pending.is_empty() {
+        return Ok(());
+    }
+    consumer.assign(&assignment).map_err(kafka)?;
+    while !pending.is_empty() {
+        if Instant::now() > deadline {
+            return Err(AuditError::Incomplete {
+                topic: topic.to_owned(),
+                timeout,
+                remaining: pending.values().map(|(end, next)| end - next).sum(),
+            });
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(record) => {
+                let record = record.map_err(kafka)?;
+                if let Some((end, next)) = pending.get_mut(&record.partition())
+                    && record.offset() < *end
+                {
+                    *next = record.offset() + 1;
+                    each(&record);
+                }
+            }
+            // Offsets without a record to deliver (transaction markers, compaction) end a
+            // partition without its last offset ever being seen: ask where the consumer is.
+            None => {
+                if let Ok(positions) = consumer.position() {
+                    for element in positions.elements_for_topic(topic) {
+                        if let (Offset::Offset(position), Some((_, next))) =
+                            (element.offset(), pending.get_mut(&element.partition()))
+                        {
+                            *next = (*next).max(position);
+                        }
+                    }
+                }
+            }
+        }
+        pending.retain(|_, (end, next)| next < end);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_frame_counts_once_and_extra_outcomes_are_duplicates() {
+        let outcome = |results, dead_letters| Outcomes { results, dead_letters };
+        let run = ("cam".to_owned(), 7);
+        let frames: HashMap<u64, Outcomes> = [
+            (0, outcome(1, 0)),
+            (1, outcome(2, 0)),
+            (2, outcome(0, 1)),
+            (3, outcome(1, 1)),
+            (4, outcome(0, 3)),
+        ]
+        .into_iter()
+        .collect();
+        let runs = tally([(run.clone(), frames)].into_iter().collect());
+        assert_eq!(
+            runs[&run],
+            RunTally {
+                processed: 3,
+                dead_lettered: 2,
+                duplicates: 4,
+            }
+        );
+        assert_eq!(runs[&run].frames(), 5);
+    }
+}
