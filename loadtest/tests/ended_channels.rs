@@ -72,6 +72,14 @@ async fn a_drained_channel_gives_its_partitions_back() {
         .wait_for_status(Duration::from_secs(30), |status| worker_partitions(status) == Some(0))
         .await
         .expect("the worker lets the drained channel's partition go");
+    // With nothing assigned, nothing lags here (not the last lag of a partition it let go).
+    let lag = status
+        .workers
+        .iter()
+        .filter_map(|worker| worker.report.as_ref())
+        .map(|report| report.lag_frames)
+        .next();
+    assert!(lag.is_some_and(|lag| lag <= 0), "worker lag {lag:?} with no partitions");
     let old_topic = status
         .topics
         .iter()

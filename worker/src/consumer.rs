@@ -62,9 +62,14 @@ impl WorkerConsumerContext {
 impl ClientContext for WorkerConsumerContext {
     fn stats(&self, statistics: Statistics) {
         let mut lag = 0_i64;
-        for topic in statistics.topics.values() {
-            // Partition -1 is librdkafka's internal "unassigned" bucket.
-            for partition in topic.partitions.values().filter(|p| p.partition >= 0 && p.desired) {
+        for (name, topic) in &statistics.topics {
+            // Partition -1 is librdkafka's internal "unassigned" bucket; a partition this
+            // worker no longer owns may linger in the statistics with its last lag.
+            for partition in topic
+                .partitions
+                .values()
+                .filter(|p| p.partition >= 0 && p.desired && self.owns(name, p.partition))
+            {
                 // Stored offsets move with every acknowledged batch; committed ones only on
                 // commit. Fall back to the committed lag while nothing has been stored.
                 lag += if partition.consumer_lag_stored >= 0 {
@@ -119,6 +124,10 @@ impl ConsumerContext for WorkerConsumerContext {
             *current = assignment;
         }
         self.gauges.assigned_partitions.store(owned as u64, Ordering::Relaxed);
+        if owned == 0 {
+            // No statistics may come for partitions it no longer has: nothing is lagging here.
+            self.gauges.lag_frames.store(0, Ordering::Relaxed);
+        }
         let names = |partitions: &rdkafka::TopicPartitionList| -> Vec<String> {
             partitions
                 .elements()
