@@ -24,6 +24,7 @@ APT_PACKAGES=(
                                    # deploy/local/rtsp-test-server.py: a real RTSP camera on loopback
   fonts-dejavu-core                # text in the load test's PNG figures
   python3-venv                     # scripts/python-baseline-env.sh: the load test's Python/OpenCV baseline
+  debootstrap                      # scripts/build-images.sh: the Debian 12 base image where none can be pulled
 )
 
 log() { echo "setup: $*" >&2; }

@@ -112,6 +112,13 @@ enum Command {
     },
     /// One snapshot of the fleet: workers, ingestors, channels, per-topic accumulate / consume / lag.
     Status,
+    /// Ask the coordinator's gRPC health service (grpc.health.v1.Health/Check); exit 0 when it
+    /// says SERVING, 6 otherwise. For container health checks and load balancers.
+    Health {
+        /// The service to ask about; empty: the server as a whole.
+        #[arg(long, default_value = "")]
+        service: String,
+    },
     /// Live progress until stopped, or until everything ingested is processed.
     Watch {
         /// Exit once every ingestor has finished its sources and every topic's lag is 0.
@@ -579,6 +586,25 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
             after_revision,
             count,
         } => follow_assignments(channel, json, ingestor, after_revision, count).await?,
+        Command::Health { service } => {
+            use tonic_health::pb::health_check_response::ServingStatus;
+            let response = tonic_health::pb::health_client::HealthClient::new(channel)
+                .check(tonic_health::pb::HealthCheckRequest { service })
+                .await?
+                .into_inner();
+            let status = ServingStatus::try_from(response.status).unwrap_or(ServingStatus::Unknown);
+            if json {
+                outln!("{}", serde_json::json!({ "status": status.as_str_name() }));
+            } else {
+                outln!("{}", status.as_str_name());
+            }
+            if status != ServingStatus::Serving {
+                return Err(Failure::Other(
+                    anyhow::anyhow!("the coordinator is {}", status.as_str_name()),
+                    6,
+                ));
+            }
+        }
         Command::Status => {
             let status = fleet.get_fleet_status(GetFleetStatusRequest {}).await?.into_inner();
             if json {

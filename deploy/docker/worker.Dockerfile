@@ -1,0 +1,13 @@
+# The framefleet worker (CPU build: candle's CPU backend, libjpeg-turbo linked in). The CUDA
+# variant is worker-cuda.Dockerfile.
+FROM debian:bookworm-slim
+RUN groupadd --system --gid 10001 framefleet \
+ && useradd --system --uid 10001 --gid framefleet --no-create-home --shell /usr/sbin/nologin framefleet
+COPY bin/framefleet-worker /usr/local/bin/
+COPY probe-metrics /usr/local/bin/
+USER framefleet
+ENV FRAMEFLEET_METRICS_ADDR=0.0.0.0:9466
+EXPOSE 9466
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=5s --timeout=4s --start-period=10s --retries=3 CMD ["probe-metrics", "9466"]
+ENTRYPOINT ["framefleet-worker"]
