@@ -171,3 +171,31 @@ async fn a_refused_call_names_the_command_the_reason_and_the_code() {
     shutdown.cancel();
     coordinator.wait().await.expect("coordinator stops");
 }
+
+/// Several coordinator addresses: calls go to one that answers, whichever is down, and
+/// `framefleet health` says SERVING.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_list_of_coordinators_is_served_by_any_that_answers() {
+    let (address, shutdown, coordinator) = start_coordinator("several").await;
+    let cli = Path::new(env!("CARGO_BIN_EXE_framefleet")).to_owned();
+    // Port 1 on loopback: nothing listens there.
+    let addresses = format!("http://127.0.0.1:1,{address}");
+    let output = tokio::task::spawn_blocking(move || {
+        let run = |args: &[&str]| {
+            Command::new(&cli)
+                .args(["--coordinator", &addresses, "--timeout-secs", "5"])
+                .args(args)
+                .output()
+                .expect("run the CLI")
+        };
+        (run(&["health"]), run(&["--json", "status"]))
+    })
+    .await
+    .expect("task");
+    let (health, status) = output;
+    assert_eq!(health.status.code(), Some(0), "{health:?}");
+    assert_eq!(String::from_utf8_lossy(&health.stdout).trim(), "SERVING");
+    assert_eq!(status.status.code(), Some(0), "{status:?}");
+    shutdown.cancel();
+    coordinator.wait().await.expect("coordinator stops");
+}

@@ -49,6 +49,17 @@ pub fn free_loopback_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// `<host name>-<pid>`: a default process id that stays unique where every process is pid 1
+/// (containers: the host name is the container's or pod's name).
+pub fn host_process_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
 pub fn unix_time_ms() -> i64 {
     unix_time_us() / 1000
 }

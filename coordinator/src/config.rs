@@ -131,12 +131,9 @@ impl CoordinatorConfig {
     }
 
     pub fn coordinator_id(&self) -> String {
-        self.coordinator_id.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|name| name.trim().to_owned())
-                .unwrap_or_else(|_| "coordinator".to_owned());
-            format!("{host}-{}", std::process::id())
-        })
+        self.coordinator_id
+            .clone()
+            .unwrap_or_else(framefleet_common::startup::host_process_id)
     }
 
     /// The bearer token from --auth-token or --auth-token-file, if either is set.

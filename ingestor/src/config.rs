@@ -57,7 +57,7 @@ pub struct IngestorConfig {
     #[arg(long, env = "FRAMEFLEET_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub kafka_brokers: String,
 
-    /// Identifies this process in fleet reports and assignments; defaults to ingestor-<pid>.
+    /// Identifies this process in fleet reports and assignments; defaults to ingestor-<host name>-<pid>.
     #[arg(long, env = "FRAMEFLEET_INGESTOR_ID")]
     pub ingestor_id: Option<String>,
 
@@ -301,7 +301,7 @@ impl IngestorConfig {
     pub fn ingestor_id(&self) -> String {
         self.ingestor_id
             .clone()
-            .unwrap_or_else(|| format!("ingestor-{}", std::process::id()))
+            .unwrap_or_else(|| format!("ingestor-{}", framefleet_common::startup::host_process_id()))
     }
 
     pub fn accepts_assignments(&self) -> bool {

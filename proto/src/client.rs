@@ -115,6 +115,35 @@ async fn connect(
                 .map_err(|error| ConnectError::BadToken(error.to_string()))
         })
         .transpose()?;
+    let addresses: Vec<&str> = address
+        .split(',')
+        .map(str::trim)
+        .filter(|address| !address.is_empty())
+        .collect();
+    if addresses.len() > 1 {
+        // Several coordinators (they all serve the API): calls are spread over those that
+        // answer, and one that goes away is left out until it is back.
+        let endpoints = addresses
+            .iter()
+            .map(|address| endpoint(address, timeout, call_deadline, options))
+            .collect::<Result<Vec<_>, _>>()?;
+        let channel = Channel::balance_list(endpoints.into_iter());
+        return Ok(InterceptedService::new(channel, Credentials { authorization }));
+    }
+    let endpoint = endpoint(address, timeout, call_deadline, options)?;
+    let unreachable = |reason: String| ConnectError::Unreachable {
+        address: address.to_owned(),
+        reason,
+    };
+    match tokio::time::timeout(timeout, endpoint.connect()).await {
+        Ok(Ok(channel)) => Ok(InterceptedService::new(channel, Credentials { authorization })),
+        Ok(Err(error)) => Err(unreachable(format!("{error}: {}", source_chain(&error)))),
+        Err(_elapsed) => Err(unreachable(format!("no answer within {timeout:?}"))),
+    }
+}
+
+/// One coordinator's endpoint with the client's timeouts and TLS settings.
+fn endpoint(address: &str, timeout: Duration, call_deadline: bool, options: &ClientOptions) -> Result<Endpoint, ConnectError> {
     let with_scheme = if address.contains("://") {
         address.to_owned()
     } else {
@@ -141,15 +170,7 @@ async fn connect(
             .tls_config(tls)
             .map_err(|error| ConnectError::Tls(error.to_string()))?;
     }
-    let unreachable = |reason: String| ConnectError::Unreachable {
-        address: address.to_owned(),
-        reason,
-    };
-    match tokio::time::timeout(timeout, endpoint.connect()).await {
-        Ok(Ok(channel)) => Ok(InterceptedService::new(channel, Credentials { authorization })),
-        Ok(Err(error)) => Err(unreachable(format!("{error}: {}", source_chain(&error)))),
-        Err(_elapsed) => Err(unreachable(format!("no answer within {timeout:?}"))),
-    }
+    Ok(endpoint)
 }
 
 /// The causes below `error`, joined with `: `. Layers that repeat the text of the layer

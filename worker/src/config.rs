@@ -42,7 +42,7 @@ pub struct WorkerConfig {
     #[arg(long, env = "FRAMEFLEET_GROUP_INSTANCE_ID")]
     pub group_instance_id: Option<String>,
 
-    /// Identifies this process in fleet reports and results; defaults to worker-<pid>.
+    /// Identifies this process in fleet reports and results; defaults to worker-<host name>-<pid>.
     #[arg(long, env = "FRAMEFLEET_WORKER_ID")]
     pub worker_id: Option<String>,
 
@@ -128,7 +128,7 @@ impl WorkerConfig {
     pub fn worker_id(&self) -> String {
         self.worker_id
             .clone()
-            .unwrap_or_else(|| format!("worker-{}", std::process::id()))
+            .unwrap_or_else(|| format!("worker-{}", framefleet_common::startup::host_process_id()))
     }
 
     /// Refuses settings that would make every frame's analysis meaningless.

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The compose cluster of deploy/compose/docker-compose.yml.
+#   cluster.sh up [--workers N]   build missing images, start everything, wait until healthy
+#   cluster.sh down               stop and remove containers, network and volumes
+#   cluster.sh cli ARGS…          run the framefleet CLI on the cluster's network
+# COMPOSE_PROJECT_NAME picks the cluster (default framefleet), so several can coexist.
+set -euo pipefail
+[[ -d "$HOME/.cargo/bin" ]] && export PATH="$HOME/.cargo/bin:$PATH"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-framefleet}"
+compose() { docker-compose --project-directory "$HERE" -f "$HERE/docker-compose.yml" "$@"; }
+log() { echo "cluster: $*" >&2; }
+
+wait_healthy() {
+  local deadline=$((SECONDS + ${1:-180})) unhealthy
+  while ((SECONDS < deadline)); do
+    unhealthy="$(compose ps -q | xargs -r docker inspect --format '{{.Name}} {{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' \
+      | grep -v -E ' (healthy|running)$' || true)"
+    [[ -z "$unhealthy" ]] && return 0
+    sleep 2
+  done
+  log "not healthy after ${1:-180} s: $unhealthy"
+  return 1
+}
+
+case "${1:-}" in
+  up)
+    shift
+    workers=2
+    while (($#)); do
+      case "$1" in
+        --workers) workers="$2"; shift 2 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+      esac
+    done
+    "$ROOT/scripts/docker-up.sh"
+    missing=()
+    for service in coordinator ingestor worker cli nisshi etcd postgres; do
+      docker image inspect "framefleet-$service:latest" >/dev/null 2>&1 || missing+=("$service")
+    done
+    ((${#missing[@]} == 0)) || "$ROOT/scripts/build-images.sh" "${missing[@]}"
+    compose up -d --scale "worker=$workers"
+    wait_healthy 240
+    log "up: $(compose ps --services | tr '\n' ' ')"
+    ;;
+  down) compose down --volumes --remove-orphans --timeout 10 ;;
+  cli) shift; compose run --rm -T cli "$@" ;;
+  wait-healthy) wait_healthy "${2:-180}" ;;
+  compose) shift; compose "$@" ;;
+  *) echo "usage: $0 up [--workers N] | down | cli ARGS… | wait-healthy [SECS] | compose ARGS…" >&2; exit 2 ;;
+esac
