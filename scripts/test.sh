@@ -21,3 +21,13 @@ eval "$(deploy/local/infra.sh up --storage postgres)"
 
 echo "== tests (etcd $FRAMEFLEET_ETCD_ENDPOINTS, kafka $FRAMEFLEET_KAFKA_BROKERS on $FRAMEFLEET_BROKER_STORAGE)"
 cargo test --workspace --locked "$@"
+
+# The compose cluster: images from this build's binaries, then faults across hosts (worker,
+# ingestor, leading coordinator, etcd member, broker and PostgreSQL killed; a worker frozen past
+# its session timeout; a worker and an ingestor cut off the network), each checked by
+# `framefleet audit` against the ledgers. FRAMEFLEET_SKIP_CLUSTER=1 leaves it out of a local run.
+if [[ "${FRAMEFLEET_SKIP_CLUSTER:-0}" != 1 ]]; then
+  echo "== cluster faults (deploy/compose/fault-suite.sh)"
+  FRAMEFLEET_PROFILE=dev scripts/build-images.sh
+  deploy/compose/fault-suite.sh
+fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The compose cluster of deploy/compose/docker-compose.yml.
-#   cluster.sh up [--workers N]   build missing images, start everything, wait until healthy
+#   cluster.sh up [--workers N] [--ingestors N]
+#                                 build missing images, start everything, wait until healthy
 #   cluster.sh down               stop and remove containers, network and volumes
 #   cluster.sh cli ARGS…          run the framefleet CLI on the cluster's network
 # COMPOSE_PROJECT_NAME picks the cluster (default framefleet), so several can coexist.
@@ -27,10 +28,11 @@ wait_healthy() {
 case "${1:-}" in
   up)
     shift
-    workers=2
+    workers=2 ingestors=1
     while (($#)); do
       case "$1" in
         --workers) workers="$2"; shift 2 ;;
+        --ingestors) ingestors="$2"; shift 2 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
       esac
     done
@@ -40,7 +42,7 @@ case "${1:-}" in
       docker image inspect "framefleet-$service:latest" >/dev/null 2>&1 || missing+=("$service")
     done
     ((${#missing[@]} == 0)) || "$ROOT/scripts/build-images.sh" "${missing[@]}"
-    compose up -d --scale "worker=$workers"
+    compose up -d --scale "worker=$workers" --scale "ingestor=$ingestors"
     wait_healthy 240
     log "up: $(compose ps --services | tr '\n' ' ')"
     ;;
@@ -48,5 +50,5 @@ case "${1:-}" in
   cli) shift; compose run --rm -T cli "$@" ;;
   wait-healthy) wait_healthy "${2:-180}" ;;
   compose) shift; compose "$@" ;;
-  *) echo "usage: $0 up [--workers N] | down | cli ARGS… | wait-healthy [SECS] | compose ARGS…" >&2; exit 2 ;;
+  *) echo "usage: $0 up [--workers N] [--ingestors N] | down | cli ARGS… | wait-healthy [SECS] | compose ARGS…" >&2; exit 2 ;;
 esac

@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# Faults across hosts, each while frames flow, each checked by an independent ledger check.
+#
+# Brings up the compose cluster (its own project), then runs one phase per fault: an ingestor
+# container captures 4 synthetic cameras × 15 frames/s for 20 s (channels named after the
+# phase), the fault hits a few seconds in, and once the ingestor has finished the phase waits
+# until `framefleet audit` — which reads the result and dead-letter topics back from Kafka
+# and sets them against the frames Kafka acknowledged to the ingestor (its ledger in etcd) —
+# finds every acknowledged frame with an outcome. A negative control first: the audit must fail
+# while no worker runs.
+#
+# Writes $OUT/faults.csv and $OUT/faults.md (fault, frames acked, lost, duplicated, seconds
+# from the fault until every frame was processed) and exits 1 if any frame was lost.
+#   deploy/compose/fault-suite.sh [fault…]     (default: every fault; --list names them)
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-fffaults$$}"
+OUT="${FRAMEFLEET_FAULTS_OUT:-$ROOT/target/faults}"
+FPS=15
+SECONDS_PER_PHASE=20
+FRAMES=$((FPS * SECONDS_PER_PHASE))
+FAULT_AFTER=6
+ALL_FAULTS=(worker-kill ingestor-kill leader-kill etcd-member-kill broker-kill postgres-kill
+  worker-pause worker-partition ingestor-partition)
+
+cluster() { "$HERE/cluster.sh" "$@"; }
+compose() { cluster compose "$@"; }
+log() { echo "faults: $*" >&2; }
+container() { compose ps -q "$1" | head -n "${2:-1}" | tail -n 1; }
+
+if [[ "${1:-}" == "--list" ]]; then printf '%s\n' "${ALL_FAULTS[@]}"; exit 0; fi
+FAULTS=("$@")
+((${#FAULTS[@]})) || FAULTS=("${ALL_FAULTS[@]}")
+
+mkdir -p "$OUT"
+cleanup() {
+  compose logs --no-color >"$OUT/cluster.log" 2>&1 || true
+  cluster down >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+# The cluster without its default ingestor: each phase runs its own.
+"$ROOT/scripts/docker-up.sh"
+cluster up --workers 0 --ingestors 0 >/dev/null
+NETWORK="${COMPOSE_PROJECT_NAME}_fleet"
+
+# `framefleet --json audit` for one phase's channels: prints its JSON, returns its exit code.
+audit() {
+  compose run --rm -T cli --json audit --channel-prefix "$1-" --read-timeout-secs 60 2>/dev/null
+}
+
+start_ingestor() {
+  local phase="$1" channels=()
+  for camera in 1 2 3 4; do channels+=("--channel=$phase-cam-$camera=synthetic://320x240@$FPS"); done
+  compose run -d -T --name "${COMPOSE_PROJECT_NAME}-ingestor-$phase" ingestor \
+    "--ingestor-id=ingestor-$phase" "${channels[@]}" --pace=realtime "--max-frames=$FRAMES" >/dev/null
+  echo "${COMPOSE_PROJECT_NAME}-ingestor-$phase"
+}
+
+wait_exit() { timeout "$2" docker wait "$1" >/dev/null 2>&1 || true; }
+
+leader() {
+  compose run --rm -T cli --json status 2>/dev/null \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin).get("leader_id",""))' || true
+}
+
+# Waits until the phase's audit passes; prints "acked lost duplicated".
+settle() {
+  local phase="$1" deadline=$((SECONDS + ${2:-180})) report=""
+  while ((SECONDS < deadline)); do
+    if report="$(audit "$phase")"; then break; fi
+    sleep 2
+  done
+  python3 -c '
+import json, sys
+report = json.loads(sys.argv[1]) if sys.argv[1] else {"runs": [], "frames_missing": -1}
+acked = sum(run["frames_acknowledged"] or 0 for run in report["runs"])
+duplicates = sum(run["duplicates"] for run in report["runs"])
+print(acked, report["frames_missing"], duplicates)' "$report"
+}
+
+inject() {
+  local fault="$1" phase_ingestor="$2" target
+  case "$fault" in
+    worker-kill)
+      target="$(container worker 1)"; docker kill --signal KILL "$target" >/dev/null
+      sleep 5; docker start "$target" >/dev/null ;;
+    ingestor-kill)
+      # Frames it had acknowledged before it died must all be processed; a restarted ingestor
+      # would start a new run (epoch) of the same channels.
+      docker kill --signal KILL "$phase_ingestor" >/dev/null ;;
+    leader-kill)
+      local id; id="$(leader)"; [[ -n "$id" ]] || { log "no leader found"; return 1; }
+      target="$(container "$id")"; docker kill --signal KILL "$target" >/dev/null
+      sleep 5; docker start "$target" >/dev/null ;;
+    etcd-member-kill)
+      target="$(container etcd-2)"; docker kill --signal KILL "$target" >/dev/null
+      sleep 5; docker start "$target" >/dev/null ;;
+    broker-kill)
+      target="$(container broker)"; docker kill --signal KILL "$target" >/dev/null
+      sleep 5; docker start "$target" >/dev/null ;;
+    postgres-kill)
+      target="$(container postgres)"; docker kill --signal KILL "$target" >/dev/null
+      sleep 5; docker start "$target" >/dev/null ;;
+    worker-pause)
+      # Frozen (SIGSTOP-like, the cgroup freezer) past the group's 10-s session timeout.
+      target="$(container worker 1)"; docker pause "$target" >/dev/null
+      sleep 15; docker unpause "$target" >/dev/null ;;
+    worker-partition)
+      target="$(container worker 1)"; docker network disconnect "$NETWORK" "$target"
+      sleep 15; docker network connect "$NETWORK" "$target" ;;
+    ingestor-partition)
+      docker network disconnect "$NETWORK" "$phase_ingestor"
+      sleep 30; docker network connect "$NETWORK" "$phase_ingestor" ;;
+    *) log "unknown fault $fault"; return 1 ;;
+  esac
+}
+
+echo "fault,frames_acked,frames_lost,duplicates,seconds_to_processed" >"$OUT/faults.csv"
+
+# Negative control: with no worker, acknowledged frames have no outcome and the audit says so.
+log "negative control: frames without a worker"
+ingestor="$(start_ingestor control)"
+wait_exit "$ingestor" 60
+sleep 3
+if audit control >/dev/null; then
+  log "the audit passed with no worker: it cannot tell lost frames"; exit 1
+fi
+docker rm -f "$ingestor" >/dev/null
+log "negative control ok: the audit fails while frames lack outcomes"
+compose up -d --scale worker=2 --no-recreate worker >/dev/null
+cluster wait-healthy 120
+settle control 120 >/dev/null
+
+lost_total=0
+for fault in "${FAULTS[@]}"; do
+  phase="$fault"
+  log "$fault: 4 cameras × $FPS frames/s for $SECONDS_PER_PHASE s; fault at ${FAULT_AFTER} s"
+  ingestor="$(start_ingestor "$phase")"
+  sleep "$FAULT_AFTER"
+  fault_at=$SECONDS
+  inject "$fault" "$ingestor"
+  wait_exit "$ingestor" 120
+  read -r acked lost duplicates < <(settle "$phase" 240)
+  recovered=$((SECONDS - fault_at))
+  docker rm -f "$ingestor" >/dev/null 2>&1 || true
+  cluster wait-healthy 120 || true
+  log "$fault: acked $acked, lost $lost, duplicated $duplicates, all processed $recovered s after the fault"
+  echo "$fault,$acked,$lost,$duplicates,$recovered" >>"$OUT/faults.csv"
+  if [[ "$lost" != 0 ]]; then lost_total=$((lost_total + 1)); fi
+done
+
+python3 - "$OUT/faults.csv" >"$OUT/faults.md" <<'EOF'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+print("| fault | frames acked | lost | duplicated | all processed after (s) |")
+print("|---|---|---|---|---|")
+for row in rows:
+    print(f"| {row['fault']} | {row['frames_acked']} | {row['frames_lost']} | {row['duplicates']} | {row['seconds_to_processed']} |")
+EOF
+cat "$OUT/faults.md"
+((lost_total == 0)) || { log "$lost_total faults lost frames"; exit 1; }
