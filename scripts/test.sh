@@ -14,6 +14,9 @@ echo "== format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== Kubernetes manifests"
+deploy/kubernetes/validate.sh
+
 export FRAMEFLEET_RUN_DIR="$PWD/.run/test"
 deploy/local/infra.sh down --purge >/dev/null 2>&1 || true
 trap 'deploy/local/infra.sh down --purge' EXIT

@@ -9,7 +9,8 @@ use std::fmt::Write as _;
 pub struct AuditReport {
     pub text: String,
     pub json: String,
-    /// Acknowledged frames of runs with a ledger that have no outcome.
+    /// Per run, the larger of: acknowledged frames (by its ledger) without an outcome, and
+    /// frames found in the frame topics without one; summed over runs.
     pub missing: u64,
 }
 
@@ -29,7 +30,8 @@ impl Row<'_> {
     }
 }
 
-pub fn audit_report(status: &FleetStatus, audit: &Audit, channel_prefix: &str) -> AuditReport {
+/// `frame_topics`: whether the audit read the channels' frame topics too.
+pub fn audit_report(status: &FleetStatus, audit: &Audit, channel_prefix: &str, frame_topics: bool) -> AuditReport {
     let mut rows: Vec<Row<'_>> = status
         .ledgers
         .iter()
@@ -61,23 +63,30 @@ pub fn audit_report(status: &FleetStatus, audit: &Audit, channel_prefix: &str) -
     rows.sort_by(|a, b| (a.channel_id, a.epoch).cmp(&(b.channel_id, b.epoch)));
 
     let mut text = format!(
-        "{:<24} {:>20} {:>9} {:>10} {:>13} {:>10} {:>8}\n",
+        "{:<24} {:>20} {:>9} {:>10} {:>13} {:>10} {:>8}",
         "CHANNEL", "RUN (EPOCH)", "ACKED", "PROCESSED", "DEAD-LETTERED", "DUPLICATES", "MISSING"
     );
+    if frame_topics {
+        let _ = write!(text, " {:>9} {:>11}", "IN-KAFKA", "NO-OUTCOME");
+    }
+    text.push('\n');
     for row in &rows {
-        let _ = writeln!(
+        let dash_or = |value: Option<u64>| value.map_or_else(|| "-".to_owned(), |value| value.to_string());
+        let _ = write!(
             text,
             "{:<24} {:>20} {:>9} {:>10} {:>13} {:>10} {:>8}",
             row.channel_id,
             row.epoch,
-            row.acknowledged
-                .map_or_else(|| "-".to_owned(), |acked| acked.to_string()),
+            dash_or(row.acknowledged),
             row.tally.processed,
             row.tally.dead_lettered,
             row.tally.duplicates,
-            row.acknowledged
-                .map_or_else(|| "-".to_owned(), |_| row.missing().to_string()),
+            dash_or(row.acknowledged.map(|_| row.missing())),
         );
+        if frame_topics {
+            let _ = write!(text, " {:>9} {:>11}", row.tally.in_kafka, row.tally.without_outcome);
+        }
+        text.push('\n');
     }
     let _ = writeln!(
         text,
@@ -87,7 +96,11 @@ pub fn audit_report(status: &FleetStatus, audit: &Audit, channel_prefix: &str) -
     if rows.iter().any(|row| row.acknowledged.is_none()) {
         text.push_str("ACKED `-`: an earlier run of the channel; only each channel's latest ledger is kept\n");
     }
-    let missing = rows.iter().map(Row::missing).sum();
+    // The ledger's acknowledged frames are in the topics too: the larger count covers both.
+    let missing = rows
+        .iter()
+        .map(|row| row.missing().max(row.tally.without_outcome))
+        .sum();
     let json = json!({
         "runs": rows.iter().map(|row| json!({
             "channel_id": row.channel_id,
@@ -97,6 +110,8 @@ pub fn audit_report(status: &FleetStatus, audit: &Audit, channel_prefix: &str) -
             "frames_dead_lettered": row.tally.dead_lettered,
             "duplicates": row.tally.duplicates,
             "frames_missing": row.acknowledged.map(|_| row.missing()),
+            "frames_in_kafka": frame_topics.then_some(row.tally.in_kafka),
+            "frames_without_outcome": frame_topics.then_some(row.tally.without_outcome),
         })).collect::<Vec<_>>(),
         "records_read": audit.records_read,
         "unreadable_results": audit.unreadable_results,
@@ -130,6 +145,7 @@ mod tests {
                 processed: 95,
                 dead_lettered: 3,
                 duplicates: 7,
+                ..RunTally::default()
             },
         );
         audit.runs.insert(
@@ -139,7 +155,7 @@ mod tests {
                 ..RunTally::default()
             },
         );
-        let report = audit_report(&status, &audit, "");
+        let report = audit_report(&status, &audit, "", false);
         assert_eq!(report.missing, 2);
         let rows: Vec<Vec<&str>> = report
             .text
@@ -152,5 +168,25 @@ mod tests {
         assert_eq!(rows[1], ["lobby", "2", "100", "95", "3", "7", "2"]);
         let value: serde_json::Value = serde_json::from_str(&report.json).expect("json");
         assert_eq!(value["frames_missing"], 2);
+
+        // A frame in the topic with no outcome counts whether or not a ledger says it was
+        // acknowledged (here: the earlier run, whose ledger is gone).
+        if let Some(tally) = audit.runs.get_mut(&("lobby".to_owned(), 1)) {
+            tally.in_kafka = 41;
+            tally.without_outcome = 1;
+        }
+        let report = audit_report(&status, &audit, "", true);
+        assert_eq!(report.missing, 3, "2 for the latest run, 1 for the earlier");
+        assert!(
+            report
+                .text
+                .lines()
+                .next()
+                .is_some_and(|header| header.ends_with("IN-KAFKA  NO-OUTCOME")),
+            "{}",
+            report.text
+        );
+        let value: serde_json::Value = serde_json::from_str(&report.json).expect("json");
+        assert_eq!(value["runs"][0]["frames_without_outcome"], 1);
     }
 }

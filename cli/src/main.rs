@@ -145,6 +145,10 @@ enum Command {
         /// Give up reading the topics after this many seconds.
         #[arg(long, default_value_t = 120)]
         read_timeout_secs: u64,
+        /// Also read the channels' own frame topics, and count every frame found there
+        /// without a result or dead letter (not only the frames the ledgers count).
+        #[arg(long)]
+        frame_topics: bool,
     },
     /// Send one fleet report by hand (FleetService.ReportWorker / ReportIngestor), for scripts
     /// and checks; processes report by themselves.
@@ -617,8 +621,19 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
             kafka_brokers,
             channel_prefix,
             read_timeout_secs,
+            frame_topics,
         } => {
             let status = fleet.get_fleet_status(GetFleetStatusRequest {}).await?.into_inner();
+            let mut topics: Vec<String> = Vec::new();
+            if frame_topics {
+                for channel in all_channels(&mut channels).await? {
+                    if channel.channel_id.starts_with(&channel_prefix) {
+                        topics.extend(channel.all_topics().iter().cloned());
+                    }
+                }
+                topics.sort();
+                topics.dedup();
+            }
             let kafka = status.kafka.clone().unwrap_or_default();
             let brokers = kafka_brokers.unwrap_or(kafka.bootstrap_servers);
             if brokers.is_empty() {
@@ -631,8 +646,11 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
             let outcomes = tokio::task::spawn_blocking(move || {
                 framefleet_common::audit::read(
                     &brokers,
-                    &kafka.results_topic,
-                    &kafka.dead_letter_topic,
+                    &framefleet_common::audit::Topics {
+                        results: &kafka.results_topic,
+                        dead_letters: &kafka.dead_letter_topic,
+                        frames: &topics,
+                    },
                     &prefix,
                     Duration::from_secs(read_timeout_secs),
                 )
@@ -640,7 +658,7 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
             .await
             .map_err(|error| Failure::Other(error.into(), 1))?
             .map_err(|error| Failure::Other(error.into(), 6))?;
-            let report = audit::audit_report(&status, &outcomes, &channel_prefix);
+            let report = audit::audit_report(&status, &outcomes, &channel_prefix, frame_topics);
             if json {
                 outln!("{}", report.json);
             } else {
@@ -648,7 +666,7 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
             }
             if report.missing > 0 {
                 return Err(Failure::Other(
-                    anyhow::anyhow!("{} acknowledged frames have no result or dead letter", report.missing),
+                    anyhow::anyhow!("{} frames have no result or dead letter", report.missing),
                     10,
                 ));
             }

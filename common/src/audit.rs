@@ -39,6 +39,10 @@ pub struct RunTally {
     pub dead_lettered: u64,
     /// Outcome records beyond each frame's first.
     pub duplicates: u64,
+    /// Frames found in the channel's own topics (each once); 0 when they were not read.
+    pub in_kafka: u64,
+    /// Frames found in the channel's topics with neither a result nor a dead letter.
+    pub without_outcome: u64,
 }
 
 impl RunTally {
@@ -64,22 +68,58 @@ pub struct Audit {
 
 #[derive(Default)]
 struct Outcomes {
+    /// Seen in the channel's own topics.
+    written: bool,
     results: u32,
     dead_letters: u32,
 }
 
-/// Reads both topics to their current ends (blocking: call it from `spawn_blocking`).
-/// Only channels whose id starts with `channel_prefix` are tallied.
+/// The topics an audit reads.
+pub struct Topics<'a> {
+    pub results: &'a str,
+    pub dead_letters: &'a str,
+    /// The channels' frame topics: read first, so that every frame found there can be
+    /// checked for an outcome (not only the frames the ingestors' ledgers count).
+    pub frames: &'a [String],
+}
+
+/// Reads the topics to their current ends, frame topics first (blocking: call it from
+/// `spawn_blocking`). Only channels whose id starts with `channel_prefix` are tallied.
 pub fn read(
     bootstrap_servers: &str,
-    results_topic: &str,
-    dead_letter_topic: &str,
+    topics: &Topics<'_>,
     channel_prefix: &str,
     timeout: Duration,
 ) -> Result<Audit, AuditError> {
     let mut outcomes: HashMap<(String, u64), HashMap<u64, Outcomes>> = HashMap::new();
     let mut audit = Audit::default();
     let deadline = Instant::now() + timeout;
+    let headers_of = |record: &rdkafka::message::BorrowedMessage<'_>| {
+        let headers = record
+            .headers()
+            .into_iter()
+            .flat_map(|headers| headers.iter())
+            .map(|header| (header.key, header.value));
+        FrameHeaders::parse(headers)
+    };
+    for topic in topics.frames {
+        read_topic(bootstrap_servers, topic, deadline, timeout, |record| {
+            audit.records_read += 1;
+            // Records of other producers get dead letters, counted below.
+            if let Ok(frame) = headers_of(record)
+                && frame.channel_id.starts_with(channel_prefix)
+            {
+                outcomes
+                    .entry((frame.channel_id, frame.ingestor_epoch))
+                    .or_default()
+                    .entry(frame.sequence)
+                    .or_default()
+                    .written = true;
+            }
+        })?;
+    }
+    let results_topic = topics.results;
+    let dead_letter_topic = topics.dead_letters;
     read_topic(bootstrap_servers, results_topic, deadline, timeout, |record| {
         audit.records_read += 1;
         let Some(result) = record
@@ -100,12 +140,7 @@ pub fn read(
     })?;
     read_topic(bootstrap_servers, dead_letter_topic, deadline, timeout, |record| {
         audit.records_read += 1;
-        let headers = record
-            .headers()
-            .into_iter()
-            .flat_map(|headers| headers.iter())
-            .map(|header| (header.key, header.value));
-        let Ok(frame) = FrameHeaders::parse(headers) else {
+        let Ok(frame) = headers_of(record) else {
             audit.unattributed_dead_letters += 1;
             return;
         };
@@ -129,10 +164,13 @@ fn tally(outcomes: HashMap<(String, u64), HashMap<u64, Outcomes>>) -> BTreeMap<(
     for (run, frames) in outcomes {
         let tally: &mut RunTally = runs.entry(run).or_default();
         for frame in frames.values() {
+            tally.in_kafka += u64::from(frame.written);
             if frame.results > 0 {
                 tally.processed += 1;
-            } else {
+            } else if frame.dead_letters > 0 {
                 tally.dead_lettered += 1;
+            } else {
+                tally.without_outcome += 1;
             }
             tally.duplicates += u64::from((frame.results + frame.dead_letters).saturating_sub(1));
         }
@@ -227,7 +265,11 @@ mod tests {
 
     #[test]
     fn each_frame_counts_once_and_extra_outcomes_are_duplicates() {
-        let outcome = |results, dead_letters| Outcomes { results, dead_letters };
+        let outcome = |results, dead_letters| Outcomes {
+            written: true,
+            results,
+            dead_letters,
+        };
         let run = ("cam".to_owned(), 7);
         let frames: HashMap<u64, Outcomes> = [
             (0, outcome(1, 0)),
@@ -235,6 +277,7 @@ mod tests {
             (2, outcome(0, 1)),
             (3, outcome(1, 1)),
             (4, outcome(0, 3)),
+            (5, outcome(0, 0)),
         ]
         .into_iter()
         .collect();
@@ -245,6 +288,8 @@ mod tests {
                 processed: 3,
                 dead_lettered: 2,
                 duplicates: 4,
+                in_kafka: 6,
+                without_outcome: 1,
             }
         );
         assert_eq!(runs[&run].frames(), 5);

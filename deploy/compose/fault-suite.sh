@@ -4,13 +4,14 @@
 # Brings up the compose cluster (its own project), then runs one phase per fault: an ingestor
 # container captures 4 synthetic cameras × 15 frames/s for 20 s (channels named after the
 # phase), the fault hits a few seconds in, and once the ingestor has finished the phase waits
-# until `framefleet audit` — which reads the result and dead-letter topics back from Kafka
-# and sets them against the frames Kafka acknowledged to the ingestor (its ledger in etcd) —
-# finds every acknowledged frame with an outcome. A negative control first: the audit must fail
+# until `framefleet audit --frame-topics` — which reads the channels' frame topics and the
+# result and dead-letter topics back from Kafka, and the frames Kafka acknowledged to the
+# ingestor (its ledger in etcd) — finds an outcome for every frame in Kafka and every frame
+# acknowledged. A negative control first: the audit must fail
 # while no worker runs.
 #
-# Writes $OUT/faults.csv and $OUT/faults.md (fault, frames acked, lost, duplicated, seconds
-# from the fault until every frame was processed) and exits 1 if any frame was lost.
+# Writes $OUT/faults.csv and $OUT/faults.md (fault, frames acked, frames in Kafka, lost,
+# duplicated, seconds from the fault until every frame was processed) and exits 1 if any frame was lost.
 #   deploy/compose/fault-suite.sh [fault…]     (default: every fault; --list names them)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -47,15 +48,18 @@ NETWORK="${COMPOSE_PROJECT_NAME}_fleet"
 
 # `framefleet --json audit` for one phase's channels: prints its JSON, returns its exit code.
 audit() {
-  compose run --rm -T cli --json audit --channel-prefix "$1-" --read-timeout-secs 60 2>/dev/null
+  compose run --rm -T cli --json audit --frame-topics --channel-prefix "$1-" --read-timeout-secs 60 2>/dev/null
 }
 
+# Starts an ingestor container for a phase's 4 cameras; prints its name. $2 names a second
+# run of the same channels (a restart).
 start_ingestor() {
-  local phase="$1" channels=()
+  local phase="$1" run="${2:-}" channels=()
   for camera in 1 2 3 4; do channels+=("--channel=$phase-cam-$camera=synthetic://320x240@$FPS"); done
-  compose run -d -T --name "${COMPOSE_PROJECT_NAME}-ingestor-$phase" ingestor \
-    "--ingestor-id=ingestor-$phase" "${channels[@]}" --pace=realtime "--max-frames=$FRAMES" >/dev/null
-  echo "${COMPOSE_PROJECT_NAME}-ingestor-$phase"
+  local name="${COMPOSE_PROJECT_NAME}-ingestor-$phase${run:+-$run}"
+  compose run -d -T --name "$name" ingestor \
+    "--ingestor-id=ingestor-$phase${run:+-$run}" "${channels[@]}" --pace=realtime "--max-frames=$FRAMES" >/dev/null
+  echo "$name"
 }
 
 wait_exit() { timeout "$2" docker wait "$1" >/dev/null 2>&1 || true; }
@@ -65,7 +69,7 @@ leader() {
     | python3 -c 'import json,sys; print(json.load(sys.stdin).get("leader_id",""))' || true
 }
 
-# Waits until the phase's audit passes; prints "acked lost duplicated".
+# Waits until the phase's audit passes; prints "acked in_kafka lost duplicated".
 settle() {
   local phase="$1" deadline=$((SECONDS + ${2:-180})) report=""
   while ((SECONDS < deadline)); do
@@ -76,8 +80,9 @@ settle() {
 import json, sys
 report = json.loads(sys.argv[1]) if sys.argv[1] else {"runs": [], "frames_missing": -1}
 acked = sum(run["frames_acknowledged"] or 0 for run in report["runs"])
+in_kafka = sum(run["frames_in_kafka"] or 0 for run in report["runs"])
 duplicates = sum(run["duplicates"] for run in report["runs"])
-print(acked, report["frames_missing"], duplicates)' "$report"
+print(acked, in_kafka, report["frames_missing"], duplicates)' "$report"
 }
 
 inject() {
@@ -87,9 +92,10 @@ inject() {
       target="$(container worker 1)"; docker kill --signal KILL "$target" >/dev/null
       sleep 5; docker start "$target" >/dev/null ;;
     ingestor-kill)
-      # Frames it had acknowledged before it died must all be processed; a restarted ingestor
-      # would start a new run (epoch) of the same channels.
-      docker kill --signal KILL "$phase_ingestor" >/dev/null ;;
+      # The frames its killed run wrote must all be processed; the restarted ingestor
+      # captures the same channels again as a new run (epoch).
+      docker kill --signal KILL "$phase_ingestor" >/dev/null
+      sleep 3; INGESTOR="$(start_ingestor "$phase" restarted)" ;;
     leader-kill)
       local id; id="$(leader)"; [[ -n "$id" ]] || { log "no leader found"; return 1; }
       target="$(container "$id")"; docker kill --signal KILL "$target" >/dev/null
@@ -117,7 +123,7 @@ inject() {
   esac
 }
 
-echo "fault,frames_acked,frames_lost,duplicates,seconds_to_processed" >"$OUT/faults.csv"
+echo "fault,frames_acked,frames_in_kafka,frames_lost,duplicates,seconds_to_processed" >"$OUT/faults.csv"
 
 # Negative control: with no worker, acknowledged frames have no outcome and the audit says so.
 log "negative control: frames without a worker"
@@ -137,27 +143,28 @@ lost_total=0
 for fault in "${FAULTS[@]}"; do
   phase="$fault"
   log "$fault: 4 cameras × $FPS frames/s for $SECONDS_PER_PHASE s; fault at ${FAULT_AFTER} s"
-  ingestor="$(start_ingestor "$phase")"
+  INGESTOR="$(start_ingestor "$phase")"
+  first_ingestor="$INGESTOR"
   sleep "$FAULT_AFTER"
   fault_at=$SECONDS
-  inject "$fault" "$ingestor"
-  wait_exit "$ingestor" 120
-  read -r acked lost duplicates < <(settle "$phase" 240)
+  inject "$fault" "$INGESTOR"
+  wait_exit "$INGESTOR" 120
+  read -r acked in_kafka lost duplicates < <(settle "$phase" 240)
   recovered=$((SECONDS - fault_at))
-  docker rm -f "$ingestor" >/dev/null 2>&1 || true
+  docker rm -f "$first_ingestor" "$INGESTOR" >/dev/null 2>&1 || true
   cluster wait-healthy 120 || true
-  log "$fault: acked $acked, lost $lost, duplicated $duplicates, all processed $recovered s after the fault"
-  echo "$fault,$acked,$lost,$duplicates,$recovered" >>"$OUT/faults.csv"
+  log "$fault: acked $acked, in Kafka $in_kafka, lost $lost, duplicated $duplicates, all processed $recovered s after the fault"
+  echo "$fault,$acked,$in_kafka,$lost,$duplicates,$recovered" >>"$OUT/faults.csv"
   if [[ "$lost" != 0 ]]; then lost_total=$((lost_total + 1)); fi
 done
 
 python3 - "$OUT/faults.csv" >"$OUT/faults.md" <<'EOF'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
-print("| fault | frames acked | lost | duplicated | all processed after (s) |")
-print("|---|---|---|---|---|")
+print("| fault | frames acked | frames in Kafka | lost | duplicated | all processed after (s) |")
+print("|---|---|---|---|---|---|")
 for row in rows:
-    print(f"| {row['fault']} | {row['frames_acked']} | {row['frames_lost']} | {row['duplicates']} | {row['seconds_to_processed']} |")
+    print(f"| {row['fault']} | {row['frames_acked']} | {row['frames_in_kafka']} | {row['frames_lost']} | {row['duplicates']} | {row['seconds_to_processed']} |")
 EOF
 cat "$OUT/faults.md"
 ((lost_total == 0)) || { log "$lost_total faults lost frames"; exit 1; }

@@ -26,6 +26,7 @@ async fn audit(fleet: &Fleet) -> (i32, Value) {
             &fleet.names.channel_id(""),
             "--read-timeout-secs",
             "30",
+            "--frame-topics",
         ])
         .output()
         .await
@@ -68,6 +69,8 @@ async fn the_audit_accounts_for_every_acknowledged_frame() {
     let (code, report) = audit(&fleet).await;
     assert_eq!(code, 10, "{report}");
     assert_eq!(report["frames_missing"], FRAMES, "{report}");
+    assert_eq!(report["runs"][0]["frames_in_kafka"], FRAMES, "{report}");
+    assert_eq!(report["runs"][0]["frames_without_outcome"], FRAMES, "{report}");
 
     // A frame copied back into the topic by another producer (processed twice), and a copy
     // whose payload was damaged under a sequence number of its own (dead-lettered).
@@ -135,5 +138,11 @@ async fn the_audit_accounts_for_every_acknowledged_frame() {
     assert_eq!(run["frames_dead_lettered"], 1, "the damaged copy: {report}");
     assert_eq!(run["duplicates"], 1, "the copied frame: {report}");
     assert_eq!(run["frames_missing"], 0, "{report}");
+    assert_eq!(
+        run["frames_in_kafka"],
+        FRAMES + 1,
+        "the copy is the same frame: {report}"
+    );
+    assert_eq!(run["frames_without_outcome"], 0, "{report}");
     fleet.stop().await.expect("stop");
 }

@@ -143,7 +143,12 @@ async fn connect(
 }
 
 /// One coordinator's endpoint with the client's timeouts and TLS settings.
-fn endpoint(address: &str, timeout: Duration, call_deadline: bool, options: &ClientOptions) -> Result<Endpoint, ConnectError> {
+fn endpoint(
+    address: &str,
+    timeout: Duration,
+    call_deadline: bool,
+    options: &ClientOptions,
+) -> Result<Endpoint, ConnectError> {
     let with_scheme = if address.contains("://") {
         address.to_owned()
     } else {
