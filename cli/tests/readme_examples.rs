@@ -1,10 +1,9 @@
 //! The README's grpcurl and CLI examples, run as written against a coordinator on real etcd
 //! and Kafka, so the documentation cannot drift from the API.
 
-use clap::Parser;
+use framefleet_test_support::{FleetNames, Infrastructure, TestCoordinator};
 use std::path::Path;
 use std::process::Command;
-use tokio_util::sync::CancellationToken;
 
 const START: &str = "<!-- ci:examples -->";
 const END: &str = "<!-- /ci:examples -->";
@@ -30,31 +29,11 @@ fn example_script(readme: &str) -> String {
 }
 
 /// A coordinator on the test infrastructure under a prefix of its own.
-async fn start_coordinator(label: &str) -> (String, CancellationToken, framefleet_coordinator::RunningCoordinator) {
-    let etcd =
-        std::env::var("FRAMEFLEET_ETCD_ENDPOINTS").expect("FRAMEFLEET_ETCD_ENDPOINTS: run through scripts/test.sh");
-    let kafka =
-        std::env::var("FRAMEFLEET_KAFKA_BROKERS").expect("FRAMEFLEET_KAFKA_BROKERS: run through scripts/test.sh");
-    let prefix = format!("/framefleet-test/{label}-{}/", uuid::Uuid::new_v4().simple());
-    let config = framefleet_coordinator::config::CoordinatorConfig::try_parse_from([
-        "framefleet-coordinator",
-        "--listen",
-        "127.0.0.1:0",
-        "--etcd-endpoints",
-        &etcd,
-        "--kafka-brokers",
-        &kafka,
-        "--etcd-prefix",
-        &prefix,
-    ])
-    .expect("config");
-    let shutdown = CancellationToken::new();
-    let coordinator = framefleet_coordinator::start(config, shutdown.clone())
+async fn start_coordinator(label: &str) -> TestCoordinator {
+    let names = FleetNames::unique(label);
+    TestCoordinator::start(&Infrastructure::required(), &names.coordinator_args())
         .await
-        .expect("coordinator");
-    let address = coordinator.local_addr.to_string();
-
-    (address, shutdown, coordinator)
+        .expect("coordinator")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -62,7 +41,8 @@ async fn readme_examples_run_against_a_real_coordinator() {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).expect("README");
     let script = example_script(&readme);
 
-    let (address, shutdown, coordinator) = start_coordinator("readme").await;
+    let coordinator = start_coordinator("readme").await;
+    let address = coordinator.address.clone();
     let cli = Path::new(env!("CARGO_BIN_EXE_framefleet"));
     let path = format!(
         "{}:{}",
@@ -80,8 +60,7 @@ async fn readme_examples_run_against_a_real_coordinator() {
     })
     .await
     .expect("script task");
-    shutdown.cancel();
-    coordinator.wait().await.expect("coordinator stops");
+    coordinator.stop().await.expect("coordinator stops");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -99,7 +78,8 @@ async fn readme_examples_run_against_a_real_coordinator() {
 /// CLI; the output is cut short and the program ends quietly, not with a panic.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_closed_stdout_ends_the_cli_quietly() {
-    let (address, shutdown, coordinator) = start_coordinator("pipe").await;
+    let coordinator = start_coordinator("pipe").await;
+    let address = coordinator.address.clone();
     let cli = Path::new(env!("CARGO_BIN_EXE_framefleet")).to_owned();
     for args in [&["--json", "status"][..], &["status"][..], &["channels", "list"][..]] {
         let cli = cli.clone();
@@ -124,8 +104,7 @@ async fn a_closed_stdout_ends_the_cli_quietly() {
         assert!(!stderr.contains("panicked"), "{stderr}");
         assert_eq!(output.status.code(), Some(0), "{stderr}");
     }
-    shutdown.cancel();
-    coordinator.wait().await.expect("coordinator stops");
+    coordinator.stop().await.expect("coordinator stops");
 }
 
 /// Wrong settings are usage errors (exit 2), an absent coordinator is unavailable (exit 6),
@@ -152,7 +131,8 @@ fn connection_failures_exit_with_the_code_of_their_kind() {
 /// exits with that code's status — the same wording the ingestor and worker log.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_call_names_the_command_the_reason_and_the_code() {
-    let (address, shutdown, coordinator) = start_coordinator("refused").await;
+    let coordinator = start_coordinator("refused").await;
+    let address = coordinator.address.clone();
     let cli = Path::new(env!("CARGO_BIN_EXE_framefleet")).to_owned();
     let output = tokio::task::spawn_blocking(move || {
         Command::new(cli)
@@ -168,15 +148,15 @@ async fn a_refused_call_names_the_command_the_reason_and_the_code() {
         stderr.trim(),
         "error: `framefleet channels get` failed: channel `ghost` not found (NOT_FOUND)"
     );
-    shutdown.cancel();
-    coordinator.wait().await.expect("coordinator stops");
+    coordinator.stop().await.expect("coordinator stops");
 }
 
 /// Several coordinator addresses: calls go to one that answers, whichever is down, and
 /// `framefleet health` says SERVING.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_list_of_coordinators_is_served_by_any_that_answers() {
-    let (address, shutdown, coordinator) = start_coordinator("several").await;
+    let coordinator = start_coordinator("several").await;
+    let address = coordinator.address.clone();
     let cli = Path::new(env!("CARGO_BIN_EXE_framefleet")).to_owned();
     // Port 1 on loopback: nothing listens there.
     let addresses = format!("http://127.0.0.1:1,{address}");
@@ -196,6 +176,5 @@ async fn a_list_of_coordinators_is_served_by_any_that_answers() {
     assert_eq!(health.status.code(), Some(0), "{health:?}");
     assert_eq!(String::from_utf8_lossy(&health.stdout).trim(), "SERVING");
     assert_eq!(status.status.code(), Some(0), "{status:?}");
-    shutdown.cancel();
-    coordinator.wait().await.expect("coordinator stops");
+    coordinator.stop().await.expect("coordinator stops");
 }

@@ -7,7 +7,7 @@
 
 use crate::error::CoordinatorError;
 use crate::fleet::FleetRegistry;
-use crate::store::{Condition, MetadataStore, Write};
+use crate::store::{CommitOutcome, Condition, MetadataStore, Write};
 use framefleet_proto::v1::ChannelLedger;
 use prost::Message;
 use std::collections::HashMap;
@@ -32,7 +32,7 @@ pub fn spawn_keeper<S: MetadataStore + Clone + Send + Sync + 'static>(
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut stored: HashMap<String, ChannelLedger> = HashMap::new();
+        let mut stored: HashMap<(String, u64), ChannelLedger> = HashMap::new();
         let mut ticks = tokio::time::interval(PERSIST_INTERVAL);
         loop {
             tokio::select! {
@@ -50,43 +50,84 @@ pub fn spawn_keeper<S: MetadataStore + Clone + Send + Sync + 'static>(
     })
 }
 
+/// Stores each changed ledger under its run, and as the channel's latest unless a newer run's
+/// ledger is there already: a coordinator may hold the last report of a run that was replaced
+/// (an ingestor killed and started again: its report lingers), and another coordinator the
+/// new run's, so "latest" must mean the newest run, not the last writer.
 async fn persist_changed<S: MetadataStore>(
     store: &S,
     fleet: &FleetRegistry,
-    stored: &mut HashMap<String, ChannelLedger>,
+    stored: &mut HashMap<(String, u64), ChannelLedger>,
 ) -> Result<(), CoordinatorError> {
-    let mut writes = Vec::new();
-    let mut changed = Vec::new();
+    let mut newest: HashMap<String, ChannelLedger> = HashMap::new();
     for ingestor in fleet.ingestors() {
         let Some(report) = ingestor.report else { continue };
         for ledger in report.channels {
-            let mut ledger = ChannelLedger {
+            let ledger = ChannelLedger {
                 ingestor_id: report.ingestor_id.clone(),
                 ..ledger
             };
-            if stored.get(&ledger.channel_id) == Some(&ledger) {
+            if stored.get(&(ledger.channel_id.clone(), ledger.ingestor_epoch)) == Some(&ledger) {
                 continue;
             }
-            changed.push(ledger.clone());
-            ledger.stored_unix_ms = framefleet_common::startup::unix_time_ms();
-            let encoded = ledger.encode_to_vec();
-            writes.push(Write::Put(
-                format!(
-                    "{RUN_LEDGER_KEY_PREFIX}{}/{:020}",
-                    ledger.channel_id, ledger.ingestor_epoch
-                ),
-                encoded.clone(),
-            ));
-            writes.push(Write::Put(key(&ledger.channel_id), encoded));
+            match newest.get(&ledger.channel_id) {
+                Some(kept) if kept.ingestor_epoch > ledger.ingestor_epoch => {
+                    // An older run: only its own key is written.
+                    store_run(store, &ledger).await?;
+                    stored.insert((ledger.channel_id.clone(), ledger.ingestor_epoch), ledger);
+                }
+                _ => {
+                    if let Some(replaced) = newest.insert(ledger.channel_id.clone(), ledger) {
+                        store_run(store, &replaced).await?;
+                        stored.insert((replaced.channel_id.clone(), replaced.ingestor_epoch), replaced);
+                    }
+                }
+            }
         }
     }
-    if writes.is_empty() {
-        return Ok(());
+    for (channel_id, ledger) in newest {
+        let mut record = ledger.clone();
+        record.stored_unix_ms = framefleet_common::startup::unix_time_ms();
+        let encoded = record.encode_to_vec();
+        let current = store.get(&key(&channel_id)).await?;
+        let newer_stored = current.as_ref().is_some_and(|current| {
+            ChannelLedger::decode(current.value.as_slice())
+                .is_ok_and(|current| current.ingestor_epoch > ledger.ingestor_epoch)
+        });
+        let mut writes = vec![Write::Put(run_key(&ledger), encoded.clone())];
+        let condition = match &current {
+            Some(current) => Condition::ModifiedAt(current.key.clone(), current.mod_revision),
+            None => Condition::Absent(key(&channel_id)),
+        };
+        if !newer_stored {
+            writes.push(Write::Put(key(&channel_id), encoded));
+        }
+        // A concurrent write by another coordinator fails the condition: the next pass
+        // looks again.
+        let conditions = if newer_stored { Vec::new() } else { vec![condition] };
+        if matches!(store.commit(conditions, writes).await?, CommitOutcome::Committed { .. }) {
+            stored.insert((channel_id, ledger.ingestor_epoch), ledger);
+        }
     }
-    store.commit(Vec::<Condition>::new(), writes).await?;
-    for ledger in changed {
-        stored.insert(ledger.channel_id.clone(), ledger);
-    }
+    Ok(())
+}
+
+fn run_key(ledger: &ChannelLedger) -> String {
+    format!(
+        "{RUN_LEDGER_KEY_PREFIX}{}/{:020}",
+        ledger.channel_id, ledger.ingestor_epoch
+    )
+}
+
+async fn store_run<S: MetadataStore>(store: &S, ledger: &ChannelLedger) -> Result<(), CoordinatorError> {
+    let mut record = ledger.clone();
+    record.stored_unix_ms = framefleet_common::startup::unix_time_ms();
+    store
+        .commit(
+            Vec::<Condition>::new(),
+            vec![Write::Put(run_key(ledger), record.encode_to_vec())],
+        )
+        .await?;
     Ok(())
 }
 
@@ -156,5 +197,28 @@ mod tests {
         let runs = runs(&store, "cam").await.expect("runs");
         let by_run: Vec<(u64, u64)> = runs.iter().map(|l| (l.ingestor_epoch, l.frames_captured)).collect();
         assert_eq!(by_run, [(1, 10), (2, 300)]);
+
+        // A killed run's report lingers beside its restart's (or reaches another coordinator):
+        // the latest stays the newest run's, whoever writes last.
+        let other = FleetRegistry::default();
+        other
+            .record_ingestor(IngestorReport {
+                ingestor_id: "i0".into(),
+                channels: vec![ChannelLedger {
+                    channel_id: "cam".into(),
+                    frames_captured: 7,
+                    ingestor_epoch: 1,
+                    ..ChannelLedger::default()
+                }],
+                accepts_assignments: false,
+            })
+            .expect("record");
+        persist_changed(&store, &other, &mut HashMap::new())
+            .await
+            .expect("persist");
+        let latest = list(&store).await.expect("list");
+        assert_eq!((latest[0].ingestor_epoch, latest[0].frames_captured), (2, 300));
+        let first_run = &super::runs(&store, "cam").await.expect("runs")[0];
+        assert_eq!(first_run.frames_captured, 7, "the old run's own key is updated");
     }
 }

@@ -203,19 +203,26 @@ impl<S: MetadataStore> Membership<S> {
                 Err(_) => break StreamEnd::Silent,
             }
             if last_renewal.elapsed() >= renew_every {
-                last_renewal = Instant::now();
                 match self.store.keep_alive(lease).await {
-                    Ok(true) => {}
+                    Ok(true) => last_renewal = Instant::now(),
                     // The lease ran out (etcd or this coordinator stalled for a TTL): register
                     // again rather than leave a live worker unlisted.
                     Ok(false) => match self.store.create_leased(&key, record.clone(), self.ttl).await {
-                        Ok(LeasedOutcome::Created { lease: renewed, .. }) => lease = renewed,
+                        Ok(LeasedOutcome::Created { lease: renewed, .. }) => {
+                            lease = renewed;
+                            last_renewal = Instant::now();
+                        }
                         Ok(LeasedOutcome::Exists(_)) => {
                             tracing::warn!(kind, member = %member_id, "registration taken over by another process");
                         }
                         Err(error) => tracing::warn!(kind, member = %member_id, %error, "cannot register again"),
                     },
-                    Err(error) => tracing::warn!(kind, member = %member_id, %error, "cannot renew the registration"),
+                    // Tried again with the next report (about a second), not a third of the TTL
+                    // later: when the etcd member this coordinator talked to dies, the next
+                    // attempt goes to another member before the lease runs out.
+                    Err(error) => {
+                        tracing::warn!(kind, member = %member_id, %error, "cannot renew the registration; retrying with the next report")
+                    }
                 }
             }
         };

@@ -2,8 +2,6 @@
 //! `deploy/local/infra.sh`, through `scripts/test.sh`). Each test uses its own etcd prefix
 //! and channel ids, so tests run in parallel and twice in a row.
 
-use clap::Parser;
-use framefleet_coordinator::config::CoordinatorConfig;
 use framefleet_proto::client::{ClientOptions, CoordinatorChannel, Token, connect_coordinator_for_streams};
 use framefleet_proto::v1::assignment_service_client::AssignmentServiceClient;
 use framefleet_proto::v1::channel_service_client::ChannelServiceClient;
@@ -15,57 +13,41 @@ use framefleet_proto::v1::{
     ListSchemaVersionsRequest, MoveChannelRequest, PixelFormat, RegisterChannelRequest, TopicStrategy,
     UpdateChannelRequest, WatchAssignmentsRequest,
 };
+use framefleet_test_support::{Infrastructure, TestCoordinator};
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
-struct Coordinator {
-    address: String,
-    shutdown: CancellationToken,
-    running: Option<framefleet_coordinator::RunningCoordinator>,
-}
+/// A coordinator with short membership and drain timings, and clients for it.
+struct Coordinator(TestCoordinator);
 
 impl Coordinator {
     async fn start(prefix: &str, extra: &[&str]) -> Self {
-        let etcd =
-            std::env::var("FRAMEFLEET_ETCD_ENDPOINTS").expect("FRAMEFLEET_ETCD_ENDPOINTS: run through scripts/test.sh");
-        let kafka =
-            std::env::var("FRAMEFLEET_KAFKA_BROKERS").expect("FRAMEFLEET_KAFKA_BROKERS: run through scripts/test.sh");
-        let mut args = vec![
-            "framefleet-coordinator".to_owned(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--etcd-endpoints".into(),
-            etcd,
-            "--kafka-brokers".into(),
-            kafka,
-            "--etcd-prefix".into(),
-            prefix.to_owned(),
-            "--member-ttl-secs".into(),
-            "2".into(),
-            "--drain-settle-secs".into(),
-            "1".into(),
-            "--request-timeout-secs".into(),
-            "5".into(),
-        ];
+        let mut args: Vec<String> = [
+            "--etcd-prefix",
+            prefix,
+            "--member-ttl-secs",
+            "2",
+            "--drain-settle-secs",
+            "1",
+            "--request-timeout-secs",
+            "5",
+        ]
+        .map(str::to_owned)
+        .to_vec();
         args.extend(extra.iter().map(|arg| (*arg).to_owned()));
-        let config = CoordinatorConfig::try_parse_from(args).expect("config");
-        let shutdown = CancellationToken::new();
-        let running = framefleet_coordinator::start(config, shutdown.clone())
-            .await
-            .expect("start coordinator");
-        Self {
-            address: format!("http://{}", running.local_addr),
-            shutdown,
-            running: Some(running),
-        }
+        Self(
+            TestCoordinator::start(&Infrastructure::required(), &args)
+                .await
+                .expect("start coordinator"),
+        )
     }
 
-    async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(running) = self.running.take() {
-            running.wait().await.expect("clean stop");
-        }
+    async fn stop(self) {
+        self.0.stop().await.expect("clean stop");
+    }
+
+    fn address(&self) -> &str {
+        &self.0.address
     }
 
     async fn channel(&self, token: Option<&str>) -> CoordinatorChannel {
@@ -73,15 +55,9 @@ impl Coordinator {
             token: token.map(Token::new),
             tls_ca: None,
         };
-        connect_coordinator_for_streams(&self.address, Duration::from_secs(5), &options)
+        connect_coordinator_for_streams(self.address(), Duration::from_secs(5), &options)
             .await
             .expect("connect")
-    }
-}
-
-impl Drop for Coordinator {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
     }
 }
 
@@ -115,7 +91,7 @@ fn register(channel_id: &str, width: u32, height: u32) -> RegisterChannelRequest
 }
 
 async fn etcd_keys(prefix: &str) -> Vec<String> {
-    let endpoints = std::env::var("FRAMEFLEET_ETCD_ENDPOINTS").expect("etcd");
+    let endpoints = Infrastructure::required().etcd_endpoints;
     let mut client = etcd_client::Client::connect([endpoints], None)
         .await
         .expect("etcd client");
@@ -475,7 +451,7 @@ async fn a_watch_resumes_after_a_coordinator_outage_and_relists_after_compaction
     drop(resumed);
 
     // Compact etcd past `seen` the way an operator would, then resume from `seen` again.
-    let endpoints = std::env::var("FRAMEFLEET_ETCD_ENDPOINTS").expect("etcd");
+    let endpoints = Infrastructure::required().etcd_endpoints;
     let output = std::process::Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
         .args(["--endpoints", &endpoints, "endpoint", "status", "--write-out", "json"])
@@ -593,7 +569,7 @@ async fn two_coordinators_agree_on_one_leader_and_one_owner_per_channel() {
     assert!(["coord-a", "coord-b"].contains(&status_a.leader_id.as_str()));
 
     // Every channel record changed owner at most once: read etcd's history of each key.
-    let endpoints = std::env::var("FRAMEFLEET_ETCD_ENDPOINTS").expect("etcd");
+    let endpoints = Infrastructure::required().etcd_endpoints;
     let mut etcd = etcd_client::Client::connect([endpoints], None).await.expect("etcd");
     for id in &ids {
         let key = format!("{prefix}channels/{id}");

@@ -29,10 +29,8 @@ fn run_coordinator(args: &[&str]) -> (Output, Duration) {
 
 /// The real etcd and broker of `deploy/local/infra.sh`, as (etcd endpoints, Kafka brokers).
 fn infrastructure() -> (String, String) {
-    let read = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/test.sh"))
-    };
-    (read("FRAMEFLEET_ETCD_ENDPOINTS"), read("FRAMEFLEET_KAFKA_BROKERS"))
+    let infrastructure = framefleet_test_support::Infrastructure::required();
+    (infrastructure.etcd_endpoints, infrastructure.kafka_brokers)
 }
 
 fn stderr(output: &Output) -> String {

@@ -14,63 +14,16 @@ pub mod scenario;
 
 use anyhow::Context;
 use clap::Parser;
-use framefleet_coordinator::RunningCoordinator;
-use framefleet_coordinator::config::CoordinatorConfig;
 use framefleet_ingestor::config::IngestorConfig;
 use framefleet_proto::v1::fleet_service_client::FleetServiceClient;
 use framefleet_proto::v1::{FleetStatus, GetFleetStatusRequest};
+pub use framefleet_test_support::{
+    FleetNames, Infrastructure, TestCoordinator, create_plain_topic, frame_headers, header_value, read_topic,
+};
 use framefleet_worker::config::WorkerConfig;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-/// Addresses of the real services, from the environment `deploy/local/infra.sh up` prints.
-#[derive(Debug, Clone)]
-pub struct Infrastructure {
-    pub etcd_endpoints: String,
-    pub kafka_brokers: String,
-}
-
-impl Infrastructure {
-    pub fn from_env() -> anyhow::Result<Self> {
-        let read = |name: &str| {
-            std::env::var(name).with_context(|| {
-                format!("{name} is not set: run the tests through scripts/test.sh, or `eval \"$(deploy/local/infra.sh up)\"` first")
-            })
-        };
-        Ok(Self {
-            etcd_endpoints: read("FRAMEFLEET_ETCD_ENDPOINTS")?,
-            kafka_brokers: read("FRAMEFLEET_KAFKA_BROKERS")?,
-        })
-    }
-}
-
-/// Names no other fleet uses.
-#[derive(Debug, Clone)]
-pub struct FleetNames {
-    pub suffix: String,
-    pub etcd_prefix: String,
-    pub worker_group: String,
-    pub results_topic: String,
-    pub dead_letter_topic: String,
-}
-
-impl FleetNames {
-    pub fn unique(label: &str) -> Self {
-        let suffix = format!("{label}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        Self {
-            etcd_prefix: format!("/framefleet-test/{suffix}/"),
-            worker_group: format!("workers-{suffix}"),
-            results_topic: format!("results-{suffix}"),
-            dead_letter_topic: format!("dead-letter-{suffix}"),
-            suffix,
-        }
-    }
-
-    pub fn channel_id(&self, name: &str) -> String {
-        format!("{}-{name}", self.suffix)
-    }
-}
 
 struct RunningWorker {
     worker_id: String,
@@ -82,8 +35,7 @@ pub struct Fleet {
     pub infrastructure: Infrastructure,
     pub names: FleetNames,
     pub coordinator_address: String,
-    coordinator: Option<RunningCoordinator>,
-    coordinator_shutdown: CancellationToken,
+    coordinator: Option<TestCoordinator>,
     workers: Vec<RunningWorker>,
     /// Workers running as processes of their own, each in its CPU quota.
     worker_processes: Vec<(process::PinnedProcess, process::CpuQuota)>,
@@ -99,31 +51,12 @@ impl Fleet {
     /// stops its broker runs its own set, not the shared one).
     pub async fn start_on(label: &str, infrastructure: Infrastructure) -> anyhow::Result<Self> {
         let names = FleetNames::unique(label);
-        let config = CoordinatorConfig::try_parse_from([
-            "framefleet-coordinator",
-            "--listen",
-            "127.0.0.1:0",
-            "--etcd-endpoints",
-            &infrastructure.etcd_endpoints,
-            "--etcd-prefix",
-            &names.etcd_prefix,
-            "--kafka-brokers",
-            &infrastructure.kafka_brokers,
-            "--worker-group",
-            &names.worker_group,
-            "--results-topic",
-            &names.results_topic,
-            "--dead-letter-topic",
-            &names.dead_letter_topic,
-        ])?;
-        let coordinator_shutdown = CancellationToken::new();
-        let coordinator = framefleet_coordinator::start(config, coordinator_shutdown.clone()).await?;
+        let coordinator = TestCoordinator::start(&infrastructure, &names.coordinator_args()).await?;
         Ok(Self {
-            coordinator_address: format!("http://{}", coordinator.local_addr),
+            coordinator_address: coordinator.address.clone(),
             infrastructure,
             names,
             coordinator: Some(coordinator),
-            coordinator_shutdown,
             workers: Vec::new(),
             worker_processes: Vec::new(),
         })
@@ -362,9 +295,8 @@ impl Fleet {
             worker.terminate(Duration::from_secs(30)).await?;
             drop(quota);
         }
-        self.coordinator_shutdown.cancel();
         if let Some(coordinator) = self.coordinator.take() {
-            coordinator.wait().await?;
+            coordinator.stop().await?;
         }
         Ok(summaries)
     }
@@ -376,29 +308,8 @@ impl Drop for Fleet {
         for worker in &self.workers {
             worker.shutdown.cancel();
         }
-        self.coordinator_shutdown.cancel();
+        // The coordinator stops when its `TestCoordinator` drops.
     }
-}
-
-/// Creates a one-partition topic outside framefleet (for the plain-client baselines) that
-/// accepts records of `max_payload_bytes`.
-pub async fn create_plain_topic(brokers: &str, topic: &str, max_payload_bytes: u64) -> anyhow::Result<()> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    let admin: AdminClient<_> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
-    let limit = framefleet_common::kafka::topic_max_message_bytes(max_payload_bytes).to_string();
-    let new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(1)).set("max.message.bytes", &limit);
-    let results = admin
-        .create_topics(
-            [&new_topic],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await?;
-    for result in results {
-        result.map_err(|(topic, code)| anyhow::anyhow!("cannot create {topic}: {code}"))?;
-    }
-    Ok(())
 }
 
 /// Counts a video's frames by decoding it with OpenCV, independently of the ingestor.
@@ -412,69 +323,4 @@ pub fn count_frames_with_opencv(path: &str) -> anyhow::Result<u64> {
         frames += 1;
     }
     Ok(frames)
-}
-
-/// The value of a record's header `name`, as any Kafka client sees it.
-pub fn header_value<'a>(record: &'a rdkafka::message::OwnedMessage, name: &str) -> Option<&'a [u8]> {
-    use rdkafka::message::{Headers, Message};
-    record.headers()?.iter().find(|header| header.key == name)?.value
-}
-
-/// The framefleet headers of a frame record, parsed as the worker parses them.
-pub fn frame_headers(
-    record: &rdkafka::message::OwnedMessage,
-) -> Result<framefleet_proto::wire::FrameHeaders, framefleet_proto::wire::HeaderError> {
-    use rdkafka::message::{Headers, Message};
-    framefleet_proto::wire::FrameHeaders::parse(
-        record
-            .headers()
-            .into_iter()
-            .flat_map(|headers| headers.iter())
-            .map(|header| (header.key, header.value)),
-    )
-}
-
-/// Reads a topic from the beginning of every partition with a plain Kafka consumer (manual
-/// assignment, no group, nothing committed), until `expected` records arrived or `timeout`
-/// passed, then `settle` longer so a duplicate beyond `expected` would show. Blocking: call it
-/// from `spawn_blocking`.
-pub fn read_topic(
-    brokers: &str,
-    topic: &str,
-    expected: usize,
-    timeout: Duration,
-    settle: Duration,
-) -> anyhow::Result<Vec<rdkafka::message::OwnedMessage>> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::Message;
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("reader-{topic}"))
-        .set("enable.auto.commit", "false")
-        .set("max.partition.fetch.bytes", "16777216")
-        .set("fetch.max.bytes", "67108864")
-        .create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let mut assignment = rdkafka::TopicPartitionList::new();
-    for partition in metadata.topics().iter().flat_map(|topic| topic.partitions()) {
-        assignment.add_partition_offset(topic, partition.id(), rdkafka::Offset::Beginning)?;
-    }
-    consumer.assign(&assignment)?;
-    let mut records = Vec::new();
-    let deadline = Instant::now() + timeout;
-    while records.len() < expected && Instant::now() < deadline {
-        if let Some(result) = consumer.poll(Duration::from_millis(300)) {
-            records.push(result?.detach());
-        }
-    }
-    let settled = Instant::now() + settle;
-    while Instant::now() < settled {
-        if let Some(result) = consumer.poll(Duration::from_millis(200)) {
-            let record = result?.detach();
-            if record.payload().is_some() || record.key().is_some() {
-                records.push(record);
-            }
-        }
-    }
-    Ok(records)
 }

@@ -2,12 +2,11 @@
 //! is killed with SIGKILL mid-stream, and every frame still gets a result. Duplicates (work
 //! the killed worker did but had not committed) are counted and must stay bounded.
 
-use clap::Parser;
-use framefleet_coordinator::config::CoordinatorConfig;
 use framefleet_proto::v1::channel_service_client::ChannelServiceClient;
 use framefleet_proto::v1::fleet_service_client::FleetServiceClient;
 use framefleet_proto::v1::{FrameEncoding, FrameSchema, GetFleetStatusRequest, PixelFormat, RegisterChannelRequest};
 use framefleet_proto::wire::{self, FrameHeaders, FrameResult};
+use framefleet_test_support::{FleetNames, Infrastructure, TestCoordinator};
 use opencv::core::{Mat, Vector};
 use opencv::prelude::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -84,7 +83,7 @@ fn read_results(
     results
 }
 
-fn spawn_worker(worker_id: &str, coordinator: &str, brokers: &str, names: &Names) -> Child {
+fn spawn_worker(worker_id: &str, coordinator: &str, brokers: &str, names: &FleetNames) -> Child {
     Command::new(env!("CARGO_BIN_EXE_framefleet-worker"))
         .args([
             "--worker-id",
@@ -96,11 +95,11 @@ fn spawn_worker(worker_id: &str, coordinator: &str, brokers: &str, names: &Names
         ])
         .args([
             "--group",
-            &names.group,
+            &names.worker_group,
             "--results-topic",
-            &names.results,
+            &names.results_topic,
             "--dead-letter-topic",
-            &names.dead_letters,
+            &names.dead_letter_topic,
         ])
         .args([
             "--channel-prefix",
@@ -117,54 +116,18 @@ fn spawn_worker(worker_id: &str, coordinator: &str, brokers: &str, names: &Names
         .expect("start a worker process")
 }
 
-struct Names {
-    suffix: String,
-    prefix: String,
-    group: String,
-    results: String,
-    dead_letters: String,
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_stream_loses_no_frame() {
-    let read_env =
-        |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run through scripts/test.sh"));
+    let infrastructure = Infrastructure::required();
     let (etcd, brokers) = (
-        read_env("FRAMEFLEET_ETCD_ENDPOINTS"),
-        read_env("FRAMEFLEET_KAFKA_BROKERS"),
+        infrastructure.etcd_endpoints.clone(),
+        infrastructure.kafka_brokers.clone(),
     );
-    let suffix = format!("kill-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let names = Names {
-        prefix: format!("/framefleet-test/{suffix}/"),
-        group: format!("workers-{suffix}"),
-        results: format!("results-{suffix}"),
-        dead_letters: format!("dead-letter-{suffix}"),
-        suffix,
-    };
-
-    let config = CoordinatorConfig::try_parse_from([
-        "framefleet-coordinator",
-        "--listen",
-        "127.0.0.1:0",
-        "--etcd-endpoints",
-        &etcd,
-        "--etcd-prefix",
-        &names.prefix,
-        "--kafka-brokers",
-        &brokers,
-        "--worker-group",
-        &names.group,
-        "--results-topic",
-        &names.results,
-        "--dead-letter-topic",
-        &names.dead_letters,
-    ])
-    .expect("coordinator config");
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let coordinator = framefleet_coordinator::start(config, shutdown.clone())
+    let names = FleetNames::unique("kill");
+    let coordinator = TestCoordinator::start(&infrastructure, &names.coordinator_args())
         .await
         .expect("coordinator");
-    let coordinator_address = format!("http://{}", coordinator.local_addr);
+    let coordinator_address = coordinator.address.clone();
     let channel = framefleet_proto::client::connect_coordinator(
         &coordinator_address,
         Duration::from_secs(10),
@@ -228,7 +191,7 @@ async fn a_worker_killed_mid_stream_loses_no_frame() {
             .filter(|result| result.worker_id == "worker-doomed")
             .count()
     };
-    let (reader_brokers, results_topic) = (brokers.clone(), names.results.clone());
+    let (reader_brokers, results_topic) = (brokers.clone(), names.results_topic.clone());
     let results_before_kill = tokio::task::spawn_blocking(move || {
         let enough = |results: &[FrameResult]| written_by_doomed(results) >= 20;
         read_results(&reader_brokers, &results_topic, enough, false, Duration::from_secs(120))
@@ -237,7 +200,7 @@ async fn a_worker_killed_mid_stream_loses_no_frame() {
     .expect("read");
     // Both workers hold a registration in etcd, under a lease the coordinator keeps alive.
     let mut etcd_client = etcd_client::Client::connect([etcd.as_str()], None).await.expect("etcd");
-    let member_key = |worker_id: &str| format!("{}members/workers/{worker_id}", names.prefix);
+    let member_key = |worker_id: &str| format!("{}members/workers/{worker_id}", names.etcd_prefix);
     for worker_id in ["worker-doomed", "worker-survivor"] {
         let stored = etcd_client.get(member_key(worker_id), None).await.expect("etcd get");
         let lease = stored.kvs().first().map(|kv| kv.lease());
@@ -309,7 +272,7 @@ async fn a_worker_killed_mid_stream_loses_no_frame() {
     }
 
     let total = channel_ids.len() * FRAMES_PER_CHANNEL;
-    let (reader_brokers, results_topic) = (brokers.clone(), names.results.clone());
+    let (reader_brokers, results_topic) = (brokers.clone(), names.results_topic.clone());
     let results = tokio::task::spawn_blocking(move || {
         read_results(
             &reader_brokers,
@@ -360,6 +323,5 @@ async fn a_worker_killed_mid_stream_loses_no_frame() {
         status.success(),
         "the survivor drains and exits cleanly on SIGTERM: {status}"
     );
-    shutdown.cancel();
-    coordinator.wait().await.expect("coordinator stops");
+    coordinator.stop().await.expect("coordinator stops");
 }

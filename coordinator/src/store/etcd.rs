@@ -286,11 +286,18 @@ impl MetadataStore for EtcdStore {
 
     async fn keep_alive(&self, lease: i64) -> Result<bool, StoreError> {
         let mut leases = self.client.lease_client();
-        let (mut keeper, mut responses) = self.bounded("lease keep-alive", leases.keep_alive(lease)).await?;
-        self.bounded("lease keep-alive", keeper.keep_alive()).await?;
-        let response = self.bounded("lease keep-alive", responses.message()).await?;
-        // etcd answers an expired or unknown lease with a TTL of 0.
-        Ok(response.is_some_and(|response| response.ttl() > 0))
+        let renewed = async {
+            let (mut keeper, mut responses) = self.bounded("lease keep-alive", leases.keep_alive(lease)).await?;
+            self.bounded("lease keep-alive", keeper.keep_alive()).await?;
+            self.bounded("lease keep-alive", responses.message()).await
+        };
+        match renewed.await {
+            // etcd answers an expired or unknown lease with a TTL of 0…
+            Ok(response) => Ok(response.is_some_and(|response| response.ttl() > 0)),
+            // …or, through another member, with an error saying so.
+            Err(StoreError::Unavailable(reason)) if reason.contains("lease not found") => Ok(false),
+            Err(error) => Err(error),
+        }
     }
 
     async fn revoke(&self, lease: i64) -> Result<(), StoreError> {

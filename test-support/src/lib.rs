@@ -1,0 +1,216 @@
+//! What framefleet's tests share across crates, in one place: the addresses of the real
+//! infrastructure `deploy/local/infra.sh` starts ([`Infrastructure`]), names no other test
+//! uses ([`FleetNames`]), a coordinator on a free port under its own etcd prefix
+//! ([`TestCoordinator`]), and plain Kafka readers that check records from outside the
+//! services ([`read_topic`], [`frame_headers`], [`header_value`], [`create_plain_topic`]).
+
+use anyhow::Context;
+use clap::Parser;
+use framefleet_coordinator::RunningCoordinator;
+use framefleet_coordinator::config::CoordinatorConfig;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Addresses of the real services, from the environment `deploy/local/infra.sh up` prints.
+#[derive(Debug, Clone)]
+pub struct Infrastructure {
+    pub etcd_endpoints: String,
+    pub kafka_brokers: String,
+}
+
+impl Infrastructure {
+    pub fn from_env() -> anyhow::Result<Self> {
+        let read = |name: &str| {
+            std::env::var(name).with_context(|| {
+                format!("{name} is not set: run the tests through scripts/test.sh, or `eval \"$(deploy/local/infra.sh up)\"` first")
+            })
+        };
+        Ok(Self {
+            etcd_endpoints: read("FRAMEFLEET_ETCD_ENDPOINTS")?,
+            kafka_brokers: read("FRAMEFLEET_KAFKA_BROKERS")?,
+        })
+    }
+
+    /// [`Self::from_env`] for tests: panics with the reason when the variables are missing.
+    pub fn required() -> Self {
+        Self::from_env().unwrap_or_else(|error| panic!("{error:#}"))
+    }
+}
+
+/// Names no other fleet uses: tests run in parallel and twice in a row.
+#[derive(Debug, Clone)]
+pub struct FleetNames {
+    pub suffix: String,
+    pub etcd_prefix: String,
+    pub worker_group: String,
+    pub results_topic: String,
+    pub dead_letter_topic: String,
+}
+
+impl FleetNames {
+    pub fn unique(label: &str) -> Self {
+        let suffix = format!("{label}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        Self {
+            etcd_prefix: format!("/framefleet-test/{suffix}/"),
+            worker_group: format!("workers-{suffix}"),
+            results_topic: format!("results-{suffix}"),
+            dead_letter_topic: format!("dead-letter-{suffix}"),
+            suffix,
+        }
+    }
+
+    pub fn channel_id(&self, name: &str) -> String {
+        format!("{}-{name}", self.suffix)
+    }
+
+    /// The coordinator arguments that put a fleet under these names.
+    pub fn coordinator_args(&self) -> Vec<String> {
+        [
+            "--etcd-prefix",
+            &self.etcd_prefix,
+            "--worker-group",
+            &self.worker_group,
+            "--results-topic",
+            &self.results_topic,
+            "--dead-letter-topic",
+            &self.dead_letter_topic,
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+}
+
+/// A coordinator of this process on a free loopback port; stopped when dropped.
+pub struct TestCoordinator {
+    /// `http://127.0.0.1:<port>`.
+    pub address: String,
+    shutdown: CancellationToken,
+    running: Option<RunningCoordinator>,
+}
+
+impl TestCoordinator {
+    /// Starts one on `infrastructure`; `args` add to (or override) the defaults, and should
+    /// name an etcd prefix of its own ([`FleetNames::coordinator_args`]).
+    pub async fn start(infrastructure: &Infrastructure, args: &[String]) -> anyhow::Result<Self> {
+        let mut command_line: Vec<String> = [
+            "framefleet-coordinator",
+            "--listen",
+            "127.0.0.1:0",
+            "--etcd-endpoints",
+            &infrastructure.etcd_endpoints,
+            "--kafka-brokers",
+            &infrastructure.kafka_brokers,
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        command_line.extend(args.iter().cloned());
+        let config = CoordinatorConfig::try_parse_from(command_line)?;
+        let shutdown = CancellationToken::new();
+        let running = framefleet_coordinator::start(config, shutdown.clone()).await?;
+        Ok(Self {
+            address: format!("http://{}", running.local_addr),
+            shutdown,
+            running: Some(running),
+        })
+    }
+
+    /// Stops it and waits until it has.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        if let Some(running) = self.running.take() {
+            running.wait().await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TestCoordinator {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Creates a one-partition topic the way another Kafka client would (not through the
+/// coordinator), sized for records of `max_payload_bytes`.
+pub async fn create_plain_topic(brokers: &str, topic: &str, max_payload_bytes: u64) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<_> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let limit = framefleet_common::kafka::topic_max_message_bytes(max_payload_bytes).to_string();
+    let new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(1)).set("max.message.bytes", &limit);
+    let results = admin
+        .create_topics(
+            [&new_topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await?;
+    for result in results {
+        result.map_err(|(topic, code)| anyhow::anyhow!("cannot create {topic}: {code}"))?;
+    }
+    Ok(())
+}
+
+/// A header's value, if the record has the header (and it is not null).
+pub fn header_value<'a>(record: &'a rdkafka::message::OwnedMessage, name: &str) -> Option<&'a [u8]> {
+    use rdkafka::message::{Headers, Message};
+    record.headers()?.iter().find(|header| header.key == name)?.value
+}
+
+/// A frame record's framefleet headers, parsed as the worker parses them.
+pub fn frame_headers(
+    record: &rdkafka::message::OwnedMessage,
+) -> Result<framefleet_proto::wire::FrameHeaders, framefleet_proto::wire::HeaderError> {
+    use rdkafka::message::{Headers, Message};
+    framefleet_proto::wire::FrameHeaders::parse(
+        record
+            .headers()
+            .into_iter()
+            .flat_map(|headers| headers.iter())
+            .map(|header| (header.key, header.value)),
+    )
+}
+/// Reads a topic from the beginning of every partition with a plain Kafka consumer (manual
+/// assignment, no group, nothing committed), until `expected` records arrived or `timeout`
+/// passed, then `settle` longer so a duplicate beyond `expected` would show. Blocking: call it
+/// from `spawn_blocking`.
+pub fn read_topic(
+    brokers: &str,
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+    settle: Duration,
+) -> anyhow::Result<Vec<rdkafka::message::OwnedMessage>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("reader-{topic}"))
+        .set("enable.auto.commit", "false")
+        .set("max.partition.fetch.bytes", "16777216")
+        .set("fetch.max.bytes", "67108864")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for partition in metadata.topics().iter().flat_map(|topic| topic.partitions()) {
+        assignment.add_partition_offset(topic, partition.id(), rdkafka::Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let mut records = Vec::new();
+    let deadline = Instant::now() + timeout;
+    while records.len() < expected && Instant::now() < deadline {
+        if let Some(result) = consumer.poll(Duration::from_millis(300)) {
+            records.push(result?.detach());
+        }
+    }
+    let settled = Instant::now() + settle;
+    while Instant::now() < settled {
+        if let Some(result) = consumer.poll(Duration::from_millis(200)) {
+            let record = result?.detach();
+            if record.payload().is_some() || record.key().is_some() {
+                records.push(record);
+            }
+        }
+    }
+    Ok(records)
+}
