@@ -52,7 +52,8 @@ async fn readme_examples_run_against_a_real_coordinator() {
     let output = tokio::task::spawn_blocking(move || {
         Command::new("bash")
             .args(["-euo", "pipefail", "-c", &script])
-            .env("COORD", &address)
+            // host:port, as grpcurl takes it (the CLI takes it too).
+            .env("COORD", address.trim_start_matches("http://"))
             .env("PATH", path)
             .env_remove("FRAMEFLEET_AUTH_TOKEN")
             .output()

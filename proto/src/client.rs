@@ -121,13 +121,11 @@ async fn connect(
         .filter(|address| !address.is_empty())
         .collect();
     if addresses.len() > 1 {
-        // Several coordinators (they all serve the API): calls are spread over those that
-        // answer, and one that goes away is left out until it is back.
         let endpoints = addresses
             .iter()
-            .map(|address| endpoint(address, timeout, call_deadline, options))
-            .collect::<Result<Vec<_>, _>>()?;
-        let channel = Channel::balance_list(endpoints.into_iter());
+            .map(|address| Ok((address.to_string(), endpoint(address, timeout, call_deadline, options)?)))
+            .collect::<Result<Vec<_>, ConnectError>>()?;
+        let channel = failover_channel(endpoints, timeout).await?;
         return Ok(InterceptedService::new(channel, Credentials { authorization }));
     }
     let endpoint = endpoint(address, timeout, call_deadline, options)?;
@@ -140,6 +138,62 @@ async fn connect(
         Ok(Err(error)) => Err(unreachable(format!("{error}: {}", source_chain(&error)))),
         Err(_elapsed) => Err(unreachable(format!("no answer within {timeout:?}"))),
     }
+}
+
+/// How often the coordinators of a list are probed for whether they accept connections.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Several coordinators (they all serve the API): calls are spread over those that accept
+/// connections, probed every [`PROBE_INTERVAL`]; one that goes away is left out until it
+/// is back. (A plain balanced list hands calls to an endpoint that cannot connect, and each
+/// such call fails.) Waits up to `timeout` for the first one to answer.
+async fn failover_channel(endpoints: Vec<(String, Endpoint)>, timeout: Duration) -> Result<Channel, ConnectError> {
+    use tonic::transport::channel::Change;
+    let (channel, changes) = Channel::balance_channel::<String>(endpoints.len().max(1));
+    let (first_up, mut first_up_seen) = tokio::sync::watch::channel(false);
+    let addresses: Vec<String> = endpoints.iter().map(|(address, _)| address.clone()).collect();
+    tokio::spawn(async move {
+        let mut inserted = vec![false; endpoints.len()];
+        loop {
+            for ((address, endpoint), inserted) in endpoints.iter().zip(inserted.iter_mut()) {
+                let authority = endpoint
+                    .uri()
+                    .authority()
+                    .map(|authority| authority.as_str().to_owned());
+                let reachable = match authority {
+                    Some(authority) => tokio::time::timeout(PROBE_INTERVAL, tokio::net::TcpStream::connect(authority))
+                        .await
+                        .is_ok_and(|connected| connected.is_ok()),
+                    None => false,
+                };
+                let change = match (reachable, *inserted) {
+                    (true, false) => Change::Insert(address.clone(), endpoint.clone()),
+                    (false, true) => Change::Remove(address.clone()),
+                    _ => continue,
+                };
+                *inserted = reachable;
+                if changes.send(change).await.is_err() {
+                    // The channel is gone: nobody needs the probes any more.
+                    return;
+                }
+            }
+            if inserted.iter().any(|up| *up) {
+                first_up.send_replace(true);
+            }
+            tokio::select! {
+                () = changes.closed() => return,
+                () = tokio::time::sleep(PROBE_INTERVAL) => {}
+            }
+        }
+    });
+    let answered = tokio::time::timeout(timeout, first_up_seen.wait_for(|up| *up)).await;
+    if !matches!(answered, Ok(Ok(_))) {
+        return Err(ConnectError::Unreachable {
+            address: addresses.join(","),
+            reason: format!("none accepted a connection within {timeout:?}"),
+        });
+    }
+    Ok(channel)
 }
 
 /// One coordinator's endpoint with the client's timeouts and TLS settings.
