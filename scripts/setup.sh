@@ -25,6 +25,8 @@ APT_PACKAGES=(
   fonts-dejavu-core                # text in the load test's PNG figures
   python3-venv                     # scripts/python-baseline-env.sh: the load test's Python/OpenCV baseline
   debootstrap                      # scripts/build-images.sh: the Debian 12 base image where none can be pulled
+  iptables nftables fuse-overlayfs # the Docker engine's bridge networks (the fault suite cuts hosts off them)
+                                   # and its storage driver on these machines
 )
 
 log() { echo "setup: $*" >&2; }
