@@ -50,16 +50,18 @@ pub fn spawn_keeper<S: MetadataStore + Clone + Send + Sync + 'static>(
     })
 }
 
-/// Stores each changed ledger under its run, and as the channel's latest unless a newer run's
-/// ledger is there already: a coordinator may hold the last report of a run that was replaced
-/// (an ingestor killed and started again: its report lingers), and another coordinator the
-/// new run's, so "latest" must mean the newest run, not the last writer.
+/// Stores each changed ledger under its run, and as the channel's latest — each only if what
+/// is stored there is not further along ([`progress`]). A coordinator may hold a stale report:
+/// the last one of a run that was replaced (an ingestor killed and started again), or of a
+/// run whose ingestor moved to another coordinator while this one was cut off. "Latest" must
+/// mean the furthest report of the newest run, not the last writer.
 async fn persist_changed<S: MetadataStore>(
     store: &S,
     fleet: &FleetRegistry,
     stored: &mut HashMap<(String, u64), ChannelLedger>,
 ) -> Result<(), CoordinatorError> {
     let mut newest: HashMap<String, ChannelLedger> = HashMap::new();
+    let mut changed: Vec<ChannelLedger> = Vec::new();
     for ingestor in fleet.ingestors() {
         let Some(report) = ingestor.report else { continue };
         for ledger in report.channels {
@@ -70,46 +72,68 @@ async fn persist_changed<S: MetadataStore>(
             if stored.get(&(ledger.channel_id.clone(), ledger.ingestor_epoch)) == Some(&ledger) {
                 continue;
             }
-            match newest.get(&ledger.channel_id) {
-                Some(kept) if kept.ingestor_epoch > ledger.ingestor_epoch => {
-                    // An older run: only its own key is written.
-                    store_run(store, &ledger).await?;
-                    stored.insert((ledger.channel_id.clone(), ledger.ingestor_epoch), ledger);
-                }
-                _ => {
-                    if let Some(replaced) = newest.insert(ledger.channel_id.clone(), ledger) {
-                        store_run(store, &replaced).await?;
-                        stored.insert((replaced.channel_id.clone(), replaced.ingestor_epoch), replaced);
-                    }
-                }
+            if newest
+                .get(&ledger.channel_id)
+                .is_none_or(|kept| progress(kept) <= progress(&ledger))
+            {
+                newest.insert(ledger.channel_id.clone(), ledger.clone());
             }
+            changed.push(ledger);
         }
     }
-    for (channel_id, ledger) in newest {
-        let mut record = ledger.clone();
-        record.stored_unix_ms = framefleet_common::startup::unix_time_ms();
-        let encoded = record.encode_to_vec();
-        let current = store.get(&key(&channel_id)).await?;
-        let newer_stored = current.as_ref().is_some_and(|current| {
-            ChannelLedger::decode(current.value.as_slice())
-                .is_ok_and(|current| current.ingestor_epoch > ledger.ingestor_epoch)
-        });
-        let mut writes = vec![Write::Put(run_key(&ledger), encoded.clone())];
-        let condition = match &current {
-            Some(current) => Condition::ModifiedAt(current.key.clone(), current.mod_revision),
-            None => Condition::Absent(key(&channel_id)),
+    for ledger in changed {
+        let run_done = store_if_further(store, &run_key(&ledger), &ledger).await?;
+        let latest_done = if newest.get(&ledger.channel_id) == Some(&ledger) {
+            store_if_further(store, &key(&ledger.channel_id), &ledger).await?
+        } else {
+            true
         };
-        if !newer_stored {
-            writes.push(Write::Put(key(&channel_id), encoded));
-        }
-        // A concurrent write by another coordinator fails the condition: the next pass
-        // looks again.
-        let conditions = if newer_stored { Vec::new() } else { vec![condition] };
-        if matches!(store.commit(conditions, writes).await?, CommitOutcome::Committed { .. }) {
-            stored.insert((channel_id, ledger.ingestor_epoch), ledger);
+        // A write that lost a race with another coordinator is looked at again next pass.
+        if run_done && latest_done {
+            stored.insert((ledger.channel_id.clone(), ledger.ingestor_epoch), ledger);
         }
     }
     Ok(())
+}
+
+/// How far along a report is: the newer run first, then (reports of one run only grow) the
+/// more frames counted, then finished.
+fn progress(ledger: &ChannelLedger) -> (u64, u64, u64, bool) {
+    (
+        ledger.ingestor_epoch,
+        ledger.frames_captured,
+        ledger.frames_acknowledged + ledger.frames_failed + ledger.frames_dropped,
+        ledger.source_finished,
+    )
+}
+
+/// Writes `ledger` under `key` unless the stored one is further along; false when another
+/// writer changed the key meanwhile (nothing written).
+async fn store_if_further<S: MetadataStore>(
+    store: &S,
+    key: &str,
+    ledger: &ChannelLedger,
+) -> Result<bool, CoordinatorError> {
+    let current = store.get(key).await?;
+    let condition = match &current {
+        Some(current) => {
+            if ChannelLedger::decode(current.value.as_slice()).is_ok_and(|stored| progress(&stored) > progress(ledger))
+            {
+                return Ok(true);
+            }
+            Condition::ModifiedAt(current.key.clone(), current.mod_revision)
+        }
+        None => Condition::Absent(key.to_owned()),
+    };
+    let mut record = ledger.clone();
+    record.stored_unix_ms = framefleet_common::startup::unix_time_ms();
+    let outcome = store
+        .commit(
+            vec![condition],
+            vec![Write::Put(key.to_owned(), record.encode_to_vec())],
+        )
+        .await?;
+    Ok(matches!(outcome, CommitOutcome::Committed { .. }))
 }
 
 fn run_key(ledger: &ChannelLedger) -> String {
@@ -117,18 +141,6 @@ fn run_key(ledger: &ChannelLedger) -> String {
         "{RUN_LEDGER_KEY_PREFIX}{}/{:020}",
         ledger.channel_id, ledger.ingestor_epoch
     )
-}
-
-async fn store_run<S: MetadataStore>(store: &S, ledger: &ChannelLedger) -> Result<(), CoordinatorError> {
-    let mut record = ledger.clone();
-    record.stored_unix_ms = framefleet_common::startup::unix_time_ms();
-    store
-        .commit(
-            Vec::<Condition>::new(),
-            vec![Write::Put(run_key(ledger), record.encode_to_vec())],
-        )
-        .await?;
-    Ok(())
 }
 
 /// The last ledger of every run of `channel_id`, oldest run first.
@@ -198,27 +210,35 @@ mod tests {
         let by_run: Vec<(u64, u64)> = runs.iter().map(|l| (l.ingestor_epoch, l.frames_captured)).collect();
         assert_eq!(by_run, [(1, 10), (2, 300)]);
 
-        // A killed run's report lingers beside its restart's (or reaches another coordinator):
-        // the latest stays the newest run's, whoever writes last.
-        let other = FleetRegistry::default();
-        other
-            .record_ingestor(IngestorReport {
-                ingestor_id: "i0".into(),
-                channels: vec![ChannelLedger {
-                    channel_id: "cam".into(),
-                    frames_captured: 7,
-                    ingestor_epoch: 1,
-                    ..ChannelLedger::default()
-                }],
-                accepts_assignments: false,
-            })
-            .expect("record");
-        persist_changed(&store, &other, &mut HashMap::new())
-            .await
-            .expect("persist");
+        // Stale reports — a killed run's lingering beside its restart's, or an older report of
+        // the newest run held by a coordinator that was cut off — reach the store through
+        // another coordinator: neither the latest nor a run's own ledger goes back.
+        for (epoch, captured) in [(1, 7), (2, 200)] {
+            let other = FleetRegistry::default();
+            other
+                .record_ingestor(IngestorReport {
+                    ingestor_id: "i0".into(),
+                    channels: vec![ChannelLedger {
+                        channel_id: "cam".into(),
+                        frames_captured: captured,
+                        ingestor_epoch: epoch,
+                        ..ChannelLedger::default()
+                    }],
+                    accepts_assignments: false,
+                })
+                .expect("record");
+            persist_changed(&store, &other, &mut HashMap::new())
+                .await
+                .expect("persist");
+        }
         let latest = list(&store).await.expect("list");
         assert_eq!((latest[0].ingestor_epoch, latest[0].frames_captured), (2, 300));
-        let first_run = &super::runs(&store, "cam").await.expect("runs")[0];
-        assert_eq!(first_run.frames_captured, 7, "the old run's own key is updated");
+        let by_run: Vec<(u64, u64)> = super::runs(&store, "cam")
+            .await
+            .expect("runs")
+            .iter()
+            .map(|l| (l.ingestor_epoch, l.frames_captured))
+            .collect();
+        assert_eq!(by_run, [(1, 10), (2, 300)]);
     }
 }

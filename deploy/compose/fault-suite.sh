@@ -23,7 +23,7 @@ SECONDS_PER_PHASE=20
 FRAMES=$((FPS * SECONDS_PER_PHASE))
 FAULT_AFTER=6
 ALL_FAULTS=(worker-kill ingestor-kill leader-kill etcd-member-kill broker-kill postgres-kill
-  worker-pause worker-partition ingestor-partition)
+  worker-pause worker-partition ingestor-partition leader-partition etcd-member-partition)
 
 cluster() { "$HERE/cluster.sh" "$@"; }
 compose() { cluster compose "$@"; }
@@ -119,6 +119,18 @@ inject() {
     ingestor-partition)
       docker network disconnect "$NETWORK" "$phase_ingestor"
       sleep 30; docker network connect "$NETWORK" "$phase_ingestor" ;;
+    leader-partition)
+      # The leader loses etcd (and everyone else): the other coordinator must take over, and
+      # the cut-off one's writes are fenced off.
+      local id new_id; id="$(leader)"; [[ -n "$id" ]] || { log "no leader found"; return 1; }
+      target="$(container "$id")"; docker network disconnect "$NETWORK" "$target"
+      sleep 20; new_id="$(leader)"
+      docker network connect "$NETWORK" "$target"
+      log "leader while $id was cut off: ${new_id:-none}"
+      [[ -n "$new_id" && "$new_id" != "$id" ]] || { log "no other coordinator took the lead"; return 1; } ;;
+    etcd-member-partition)
+      target="$(container etcd-2)"; docker network disconnect "$NETWORK" "$target"
+      sleep 20; docker network connect "$NETWORK" "$target" ;;
     *) log "unknown fault $fault"; return 1 ;;
   esac
 }

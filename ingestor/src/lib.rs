@@ -141,12 +141,15 @@ pub async fn run(config: IngestorConfig, shutdown: CancellationToken) -> anyhow:
         ingestor_id: ingestor_id.clone(),
         registered: HashMap::new(),
         file_seen: None,
+        reclaimed: HashMap::new(),
+        to_reclaim: Default::default(),
     };
     for channel in config.flag_channels() {
         local.register(&mut channel_client, &mut supervisor, channel).await;
     }
     local.reload_file(&mut channel_client, &mut supervisor).await;
 
+    let mut reclaim_poll = tokio::time::interval(Duration::from_secs(1));
     let mut config_poll = tokio::time::interval(CONFIG_POLL);
     config_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -156,8 +159,13 @@ pub async fn run(config: IngestorConfig, shutdown: CancellationToken) -> anyhow:
         }
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            Some(update) = updates.recv() => supervisor.apply(update).await,
+            Some(update) = updates.recv() => {
+                let taken = supervisor.taken_by(&update);
+                supervisor.apply(update).await;
+                local.reclaim(&mut channel_client, &supervisor, &taken).await;
+            }
             Some((channel_id, generation)) = finished.recv() => supervisor.on_finished(&channel_id, generation),
+            _ = reclaim_poll.tick(), if local.reclaims_pending() => local.retry_reclaims(&mut channel_client, &supervisor).await,
             _ = config_poll.tick(), if config.channel_file.is_some() => local.reload_file(&mut channel_client, &mut supervisor).await,
         }
     }

@@ -28,14 +28,25 @@ pub(crate) struct LocalChannels {
     pub(crate) registered: HashMap<String, LocalChannel>,
     /// The channel file's modification time and channels when last read.
     pub(crate) file_seen: Option<(SystemTime, Vec<LocalChannel>)>,
+    /// When each channel was last claimed again after being taken away.
+    pub(crate) reclaimed: HashMap<String, std::time::Instant>,
+    /// Channels configured here that were taken away and may need claiming again.
+    pub(crate) to_reclaim: std::collections::BTreeSet<String>,
 }
+
+/// At most one claim per channel per this interval: while this ingestor's registration is
+/// itself lapsed, the leader takes the channel away again, and the claims must not spin.
+const RECLAIM_INTERVAL: Duration = Duration::from_secs(5);
 
 impl LocalChannels {
     pub(crate) fn all_finished(&self, ledgers: &Ledgers) -> bool {
-        self.config
-            .flag_channels()
-            .iter()
-            .all(|channel| ledgers.get(&channel.id).is_some_and(|ledger| ledger.is_finished()))
+        // A channel stopped because it was taken away is not done: it may be claimed back
+        // (`reclaim`) or come back by assignment.
+        self.config.flag_channels().iter().all(|channel| {
+            ledgers
+                .get(&channel.id)
+                .is_some_and(|ledger| ledger.is_finished() && ledger.state() != SourceState::Stopped)
+        })
     }
 
     pub(crate) async fn register(
@@ -65,6 +76,90 @@ impl LocalChannels {
                 ledger.record_error(reason);
                 ledger.set_state(SourceState::Failed);
                 ledger.mark_finished();
+            }
+        }
+    }
+
+    /// Channels configured here that the coordinator took away without anyone moving,
+    /// ending or deregistering them — this ingestor's registration lapsed (an etcd member
+    /// failing under its coordinator, a network blip) and the leader unassigned them — are
+    /// claimed again, as at start. A channel moved to another ingestor, drained or ended is
+    /// left alone, as is one whose source this ingestor saw end.
+    pub(crate) async fn reclaim(
+        &mut self,
+        client: &mut ChannelServiceClient<CoordinatorChannel>,
+        supervisor: &Supervisor,
+        taken: &[String],
+    ) {
+        self.to_reclaim.extend(
+            taken
+                .iter()
+                .filter(|channel_id| self.registered.contains_key(channel_id.as_str()))
+                .cloned(),
+        );
+        self.retry_reclaims(client, supervisor).await;
+    }
+
+    /// Whether some taken channel still waits to be claimed again.
+    pub(crate) fn reclaims_pending(&self) -> bool {
+        !self.to_reclaim.is_empty()
+    }
+
+    /// Claims the channels waiting for it whose last claim is [`RECLAIM_INTERVAL`] old; drops
+    /// those that someone else now owns, that ended, drained or are gone.
+    pub(crate) async fn retry_reclaims(
+        &mut self,
+        client: &mut ChannelServiceClient<CoordinatorChannel>,
+        supervisor: &Supervisor,
+    ) {
+        let pending: Vec<String> = self.to_reclaim.iter().cloned().collect();
+        for channel_id in &pending {
+            let Some(local) = self.registered.get(channel_id).cloned() else {
+                self.to_reclaim.remove(channel_id);
+                continue;
+            };
+            let source_done = supervisor
+                .ledgers
+                .get(channel_id)
+                .is_some_and(|ledger| matches!(ledger.state(), SourceState::Ended | SourceState::Failed));
+            if source_done {
+                self.to_reclaim.remove(channel_id);
+                continue;
+            }
+            if self
+                .reclaimed
+                .get(channel_id)
+                .is_some_and(|at| at.elapsed() < RECLAIM_INTERVAL)
+            {
+                continue;
+            }
+            let current = client
+                .get_channel(framefleet_proto::v1::GetChannelRequest {
+                    channel_id: channel_id.clone(),
+                })
+                .await;
+            let current = match current {
+                Ok(current) => current.into_inner(),
+                Err(status) if status.code() == tonic::Code::NotFound => {
+                    self.to_reclaim.remove(channel_id);
+                    continue;
+                }
+                // The coordinator is unreachable: try again later.
+                Err(_) => continue,
+            };
+            let unowned = current.ingestor_id.is_empty()
+                && current.ended_unix_ms == 0
+                && current.state == i32::from(framefleet_proto::v1::ChannelState::Active);
+            self.to_reclaim.remove(channel_id);
+            if !unowned {
+                continue;
+            }
+            self.reclaimed.insert(channel_id.clone(), std::time::Instant::now());
+            match self.register_channel(client, &local).await {
+                Ok(_) => {
+                    tracing::warn!(channel = %channel_id, "the channel was taken away while this ingestor's registration lapsed; claimed it again")
+                }
+                Err(reason) => tracing::warn!(channel = %channel_id, "cannot claim the channel again: {reason}"),
             }
         }
     }

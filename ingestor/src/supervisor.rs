@@ -63,6 +63,25 @@ pub(crate) struct Supervisor {
 }
 
 impl Supervisor {
+    /// The running channels `update` takes away from this ingestor.
+    pub(crate) fn taken_by(&self, update: &AssignmentUpdate) -> Vec<String> {
+        let mut taken: Vec<String> = update
+            .removed_channel_ids
+            .iter()
+            .filter(|id| self.running.contains_key(id.as_str()))
+            .cloned()
+            .collect();
+        if update.reset {
+            taken.extend(
+                self.running
+                    .keys()
+                    .filter(|id| !update.channels.iter().any(|channel| &channel.channel_id == *id))
+                    .cloned(),
+            );
+        }
+        taken
+    }
+
     pub(crate) async fn apply(&mut self, update: AssignmentUpdate) {
         if update.reset {
             let listed: HashSet<&str> = update
