@@ -20,6 +20,8 @@ struct Row<'a> {
     /// From the run's ledger; `None` for an earlier run of the channel (only each channel's
     /// latest ledger is kept in the status).
     acknowledged: Option<u64>,
+    /// Whether that ledger is the run's last (its source finished, every frame settled).
+    finished: Option<bool>,
     tally: RunTally,
 }
 
@@ -40,6 +42,7 @@ pub fn audit_report(status: &FleetStatus, audit: &Audit, channel_prefix: &str, f
             channel_id: &ledger.channel_id,
             epoch: ledger.ingestor_epoch,
             acknowledged: Some(ledger.frames_acknowledged),
+            finished: Some(ledger.source_finished),
             tally: audit
                 .runs
                 .get(&(ledger.channel_id.clone(), ledger.ingestor_epoch))
@@ -56,6 +59,7 @@ pub fn audit_report(status: &FleetStatus, audit: &Audit, channel_prefix: &str, f
                 channel_id,
                 epoch: *epoch,
                 acknowledged: None,
+                finished: None,
                 tally: tally.clone(),
             });
         }
@@ -106,6 +110,7 @@ pub fn audit_report(status: &FleetStatus, audit: &Audit, channel_prefix: &str, f
             "channel_id": row.channel_id,
             "ingestor_epoch": row.epoch,
             "frames_acknowledged": row.acknowledged,
+            "source_finished": row.finished,
             "frames_processed": row.tally.processed,
             "frames_dead_lettered": row.tally.dead_lettered,
             "duplicates": row.tally.duplicates,

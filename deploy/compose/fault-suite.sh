@@ -69,11 +69,17 @@ leader() {
     | python3 -c 'import json,sys; print(json.load(sys.stdin).get("leader_id",""))' || true
 }
 
-# Waits until the phase's audit passes; prints "acked in_kafka lost duplicated".
+# Waits until the phase's audit passes and its runs' ledgers are final (a ledger reaches etcd
+# with the ingestor's next report, which a fault can delay); prints "acked in_kafka lost
+# duplicated".
 settle() {
-  local phase="$1" deadline=$((SECONDS + ${2:-180})) report=""
+  local phase="$1" deadline=$((SECONDS + ${2:-180})) report="" candidate
   while ((SECONDS < deadline)); do
-    if report="$(audit "$phase")"; then break; fi
+    if candidate="$(audit "$phase")"; then
+      report="$candidate"
+      python3 -c 'import json,sys; sys.exit(not all(run["source_finished"] in (True, None) for run in json.loads(sys.argv[1])["runs"]))' \
+        "$report" && break
+    fi
     sleep 2
   done
   python3 -c '

@@ -85,7 +85,7 @@ fn capture(job: &mut CaptureJob) -> SourceState {
     // Set while the source is away: when it went away, for the gap's length.
     let mut gap_since: Option<Instant> = None;
     let mut frame = Mat::default();
-    let mut sequence: u64 = 0;
+    let mut sequence: u64 = job.ledger.next_sequence();
     let mut paced_from: Option<(Instant, u64)> = None;
 
     while !job.stop.is_cancelled() {
@@ -174,6 +174,7 @@ fn capture(job: &mut CaptureJob) -> SourceState {
                         // Stopped while waiting for room: the frame was never accepted.
                         Pushed::Refused => break ReadsEnded::Stopped,
                     }
+                    job.ledger.sequence_used(sequence);
                     sequence += 1;
                     job.ledger.record_captured();
                 }

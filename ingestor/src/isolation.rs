@@ -330,7 +330,7 @@ fn supervise_children(
     ledger: &ChannelLedger,
     stop: &CancellationToken,
 ) -> SourceState {
-    let mut sequence: u64 = 0;
+    let mut sequence: u64 = ledger.next_sequence();
     let mut backoff = capture::INITIAL_BACKOFF;
     let max_backoff = Duration::from_millis(request.max_backoff_ms.max(1));
     loop {
@@ -450,6 +450,7 @@ fn run_one_child(
                     }
                 }
                 ledger.record_captured();
+                ledger.sequence_used(*sequence);
                 *sequence += 1;
                 run.frames += 1;
             }

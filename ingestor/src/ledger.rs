@@ -79,6 +79,10 @@ pub struct ChannelLedger {
     last_undecodable: Mutex<String>,
     /// Capture → every copy acknowledged by Kafka, per acknowledged frame, seconds.
     capture_to_acked: Histogram,
+    /// The sequence number the channel's next frame gets. It lives here, not in a capture
+    /// job, so that a channel stopped and started again in the same run (taken away and
+    /// claimed back) goes on numbering: (channel, epoch, sequence) names one frame.
+    next_sequence: AtomicU64,
 }
 
 /// Buckets of the capture → acknowledged histogram: 1 ms to ≈ 65 s.
@@ -107,6 +111,7 @@ impl Default for ChannelLedger {
             last_error: Mutex::default(),
             last_undecodable: Mutex::default(),
             capture_to_acked: Histogram::new(capture_to_acked_buckets()),
+            next_sequence: AtomicU64::default(),
         }
     }
 }
@@ -126,6 +131,16 @@ impl ChannelLedger {
             channel_id: channel_id.to_owned(),
             ..Self::default()
         }
+    }
+
+    /// The sequence number for the channel's next frame in this run.
+    pub fn next_sequence(&self) -> u64 {
+        self.next_sequence.load(Ordering::Acquire)
+    }
+
+    /// A frame numbered `sequence` was taken: the next one is numbered after it.
+    pub fn sequence_used(&self, sequence: u64) {
+        self.next_sequence.fetch_max(sequence + 1, Ordering::AcqRel);
     }
 
     /// A frame was encoded and queued for Kafka: from here on it is accounted for as

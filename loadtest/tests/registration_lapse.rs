@@ -2,7 +2,7 @@
 //! its coordinator talked to dies) is registered again, and claims its own channels back once
 //! the leader has taken them away: capture resumes without a restart.
 
-use framefleet_loadtest::Fleet;
+use framefleet_loadtest::{Fleet, frame_headers, read_topic};
 use framefleet_proto::v1::GetChannelRequest;
 use framefleet_proto::v1::channel_service_client::ChannelServiceClient;
 use std::time::{Duration, Instant};
@@ -101,6 +101,37 @@ async fn a_lapsed_registration_comes_back_with_its_channels() {
     assert!(status.registered_ingestors.iter().any(|id| id == ingestor_id));
 
     stop.cancel();
-    ingestor.await.expect("ingestor task").expect("ingestor run");
+    let summary = ingestor.await.expect("ingestor task").expect("ingestor run");
+    // Captured before and after the channel was taken away, in one run: every frame in the
+    // topic has a (channel, epoch, sequence) of its own.
+    let acknowledged = summary.channels[0].frames_acknowledged;
+    let (brokers, topic) = (
+        fleet.infrastructure.kafka_brokers.clone(),
+        format!("framefleet.frames.{channel_id}"),
+    );
+    let records = tokio::task::spawn_blocking(move || {
+        read_topic(
+            &brokers,
+            &topic,
+            acknowledged as usize,
+            Duration::from_secs(30),
+            Duration::from_millis(500),
+        )
+    })
+    .await
+    .expect("reader")
+    .expect("read the channel topic");
+    let mut names: Vec<(u64, u64)> = records
+        .iter()
+        .map(|record| {
+            let headers = frame_headers(record).expect("frame headers");
+            (headers.ingestor_epoch, headers.sequence)
+        })
+        .collect();
+    let written = names.len();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), written, "a sequence number was given to two frames");
+    assert_eq!(written as u64, acknowledged);
     fleet.stop().await.expect("stop");
 }

@@ -140,6 +140,11 @@ async fn connect(
     }
 }
 
+/// HTTP/2 keep-alive pings to the coordinator: every interval, and a connection whose ping is
+/// not answered within the timeout is closed.
+const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(3);
+const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// How often the coordinators of a list are probed for whether they accept connections.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -212,9 +217,16 @@ fn endpoint(
         address: address.to_owned(),
         reason: error.to_string(),
     })?;
+    // HTTP/2 pings on every connection, idle or not: a report stream or watch to a coordinator
+    // that vanished without closing the connection (cut off the network, its host gone) is
+    // noticed within ping interval + timeout and reopened, instead of hanging for the
+    // kernel's TCP timeouts while the process's registration lapses.
     let mut endpoint = endpoint
         .connect_timeout(timeout)
-        .tcp_keepalive(Some(Duration::from_secs(10)));
+        .tcp_keepalive(Some(Duration::from_secs(10)))
+        .http2_keep_alive_interval(HTTP2_PING_INTERVAL)
+        .keep_alive_timeout(HTTP2_PING_TIMEOUT)
+        .keep_alive_while_idle(true);
     if call_deadline {
         endpoint = endpoint.timeout(timeout);
     }
