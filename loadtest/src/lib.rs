@@ -15,6 +15,7 @@ pub mod scenario;
 use anyhow::Context;
 use clap::Parser;
 use framefleet_ingestor::config::IngestorConfig;
+use framefleet_proto::v1::channel_service_client::ChannelServiceClient;
 use framefleet_proto::v1::fleet_service_client::FleetServiceClient;
 use framefleet_proto::v1::{FleetStatus, GetFleetStatusRequest};
 pub use framefleet_test_support::{
@@ -189,16 +190,26 @@ impl Fleet {
         args
     }
 
-    pub async fn fleet_client(
-        &self,
-    ) -> anyhow::Result<FleetServiceClient<framefleet_proto::client::CoordinatorChannel>> {
-        let channel = framefleet_proto::client::connect_coordinator(
+    /// A connection to this fleet's coordinator (10-s deadline per call).
+    async fn coordinator_channel(&self) -> anyhow::Result<framefleet_proto::client::CoordinatorChannel> {
+        Ok(framefleet_proto::client::connect_coordinator(
             &self.coordinator_address,
             Duration::from_secs(10),
             &Default::default(),
         )
-        .await?;
-        Ok(FleetServiceClient::new(channel))
+        .await?)
+    }
+
+    pub async fn fleet_client(
+        &self,
+    ) -> anyhow::Result<FleetServiceClient<framefleet_proto::client::CoordinatorChannel>> {
+        Ok(FleetServiceClient::new(self.coordinator_channel().await?))
+    }
+
+    pub async fn channel_client(
+        &self,
+    ) -> anyhow::Result<ChannelServiceClient<framefleet_proto::client::CoordinatorChannel>> {
+        Ok(ChannelServiceClient::new(self.coordinator_channel().await?))
     }
 
     /// The ledger an ingestor last reported for `channel_id`, if any.

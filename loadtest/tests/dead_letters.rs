@@ -3,7 +3,6 @@
 //! behind them still gets its result.
 
 use framefleet_loadtest::Fleet;
-use framefleet_proto::v1::channel_service_client::ChannelServiceClient;
 use framefleet_proto::v1::{FrameEncoding, FrameSchema, PixelFormat, RegisterChannelRequest};
 use framefleet_proto::wire::{self, FrameHeaders, FrameResult};
 use opencv::core::{Mat, Scalar, Vector};
@@ -64,14 +63,10 @@ fn header(message: &rdkafka::message::OwnedMessage, name: &str) -> String {
 async fn garbage_in_a_topic_is_dead_lettered_and_the_next_good_frame_processed() {
     let mut fleet = Fleet::start("dead-letters").await.expect("start the coordinator");
     let channel_id = fleet.names.channel_id("cam");
-    let channel = framefleet_proto::client::connect_coordinator(
-        &fleet.coordinator_address,
-        Duration::from_secs(10),
-        &Default::default(),
-    )
-    .await
-    .expect("connect");
-    let registered = ChannelServiceClient::new(channel)
+    let registered = fleet
+        .channel_client()
+        .await
+        .expect("connect")
         .register_channel(RegisterChannelRequest {
             channel_id: channel_id.clone(),
             source_uri: "test://garbage".to_owned(),
@@ -222,14 +217,10 @@ async fn register_channel(
     encoding: FrameEncoding,
 ) -> framefleet_proto::v1::Channel {
     let channel_id = fleet.names.channel_id(name);
-    let channel = framefleet_proto::client::connect_coordinator(
-        &fleet.coordinator_address,
-        Duration::from_secs(10),
-        &Default::default(),
-    )
-    .await
-    .expect("connect");
-    ChannelServiceClient::new(channel)
+    fleet
+        .channel_client()
+        .await
+        .expect("connect")
         .register_channel(RegisterChannelRequest {
             channel_id,
             source_uri: "test://other-clients".to_owned(),

@@ -3,32 +3,24 @@
 //! longer take partitions (and with them a worker's share of the group) from live ones.
 
 use framefleet_loadtest::Fleet;
-use framefleet_proto::v1::channel_service_client::ChannelServiceClient;
-use framefleet_proto::v1::{FleetStatus, ListChannelsRequest};
+use framefleet_proto::v1::{FleetStatus, ListChannelsRequest, WorkerReport};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+/// The fleet's one worker's last report.
+fn worker_report(status: &FleetStatus) -> Option<&WorkerReport> {
+    status.workers.iter().find_map(|worker| worker.report.as_ref())
+}
+
 fn worker_partitions(status: &FleetStatus) -> Option<u32> {
-    status
-        .workers
-        .iter()
-        .filter_map(|worker| worker.report.as_ref())
-        .map(|report| report.assigned_partitions)
-        .next()
+    worker_report(status).map(|report| report.assigned_partitions)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_channel_gives_its_partitions_back() {
     let mut fleet = Fleet::start("ended-drained").await.expect("start the coordinator");
     fleet.spawn_worker("worker-d", &[]).expect("worker");
-    let channel = framefleet_proto::client::connect_coordinator(
-        &fleet.coordinator_address,
-        Duration::from_secs(10),
-        &Default::default(),
-    )
-    .await
-    .expect("connect");
-    let mut channels = ChannelServiceClient::new(channel);
+    let mut channels = fleet.channel_client().await.expect("connect");
 
     // A finished run: its ingestor read 30 frames and exited.
     let old = fleet.names.channel_id("old");
@@ -73,12 +65,7 @@ async fn a_drained_channel_gives_its_partitions_back() {
         .await
         .expect("the worker lets the drained channel's partition go");
     // With nothing assigned, nothing lags here (not the last lag of a partition it let go).
-    let lag = status
-        .workers
-        .iter()
-        .filter_map(|worker| worker.report.as_ref())
-        .map(|report| report.lag_frames)
-        .next();
+    let lag = worker_report(&status).map(|report| report.lag_frames);
     assert!(lag.is_some_and(|lag| lag <= 0), "worker lag {lag:?} with no partitions");
     let old_topic = status
         .topics

@@ -4,7 +4,6 @@
 //! assignments while the ingestor runs.
 
 use framefleet_loadtest::Fleet;
-use framefleet_proto::v1::channel_service_client::ChannelServiceClient;
 use framefleet_proto::v1::{
     DeregisterChannelRequest, FrameEncoding, FrameSchema, PixelFormat, RegisterChannelRequest, TopicStrategy,
 };
@@ -227,14 +226,7 @@ async fn assigned_channels_start_and_stop_at_runtime_and_fan_out_to_every_topic(
         .expect("the ingestor registers");
 
     let channel_id = fleet.names.channel_id("pattern");
-    let channel = framefleet_proto::client::connect_coordinator(
-        &fleet.coordinator_address,
-        Duration::from_secs(10),
-        &Default::default(),
-    )
-    .await
-    .expect("connect");
-    let mut channels = ChannelServiceClient::new(channel);
+    let mut channels = fleet.channel_client().await.expect("connect");
     let registered = channels
         .register_channel(RegisterChannelRequest {
             channel_id: channel_id.clone(),

@@ -4,7 +4,6 @@
 
 use framefleet_loadtest::{Fleet, frame_headers, read_topic};
 use framefleet_proto::v1::GetChannelRequest;
-use framefleet_proto::v1::channel_service_client::ChannelServiceClient;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -22,14 +21,7 @@ async fn a_lapsed_registration_comes_back_with_its_channels() {
         .expect("config");
     let stop = CancellationToken::new();
     let ingestor = tokio::spawn(framefleet_ingestor::run(config, stop.clone()));
-    let channel = framefleet_proto::client::connect_coordinator(
-        &fleet.coordinator_address,
-        Duration::from_secs(10),
-        &Default::default(),
-    )
-    .await
-    .expect("connect");
-    let channels = ChannelServiceClient::new(channel);
+    let channels = fleet.channel_client().await.expect("connect");
     let owner = || {
         let mut channels = channels.clone();
         let channel_id = channel_id.clone();
