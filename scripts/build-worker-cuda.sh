@@ -7,29 +7,20 @@
 # machine, where the real libcuda.so.1 is loaded.
 #
 # Usage: scripts/build-worker-cuda.sh [COMPUTE_CAP]   (default 90 = H100/H200)
-# Output: target/cuda/release/framefleet-worker
+# Output: target/cuda/release/framefleet-worker and framefleet-ops-check (the device check)
 # The GPU machine needs: the NVIDIA driver (libcuda.so.1) and the CUDA 13 runtime libraries
 # this script copies next to the binary (target/cuda/release/cuda-libs: cudart, cublas,
 # cublasLt, curand, nvrtc); run with LD_LIBRARY_PATH=<that folder>.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 compute_cap="${1:-90}"
-toolkit_dir="${FRAMEFLEET_CUDA_TOOLKIT_DIR:-.run/cuda}"
-mkdir -p "$toolkit_dir/wheels" "$toolkit_dir/root" "$toolkit_dir/link"
-
-echo "==> CUDA 13.0 toolkit wheels into $toolkit_dir"
-python3 -m pip download --quiet --no-deps -d "$toolkit_dir/wheels" \
-  "nvidia-cuda-nvcc==13.0.*" "nvidia-cuda-crt==13.0.*" "nvidia-nvvm==13.0.*" \
-  "nvidia-cuda-runtime==13.0.*" "nvidia-cuda-cccl==13.0.*" "nvidia-cuda-nvrtc==13.0.*" \
-  "nvidia-cublas==13.0.*" "nvidia-curand"
-for wheel in "$toolkit_dir"/wheels/*.whl; do
-  python3 -m zipfile -e "$wheel" "$toolkit_dir/root/"
-done
-cuda_root="$(cd "$toolkit_dir/root/nvidia/cu13" && pwd)"
-chmod +x "$cuda_root"/bin/* "$cuda_root"/bin/crt/* "$cuda_root"/nvvm/bin/* 2>/dev/null || true
+# shellcheck source=scripts/cuda-toolkit.sh
+source scripts/cuda-toolkit.sh
+cuda_toolkit "nvidia-cuda-cccl==13.0.*" "nvidia-cuda-nvrtc==13.0.*" "nvidia-cublas==13.0.*" "nvidia-curand"
+mkdir -p "${FRAMEFLEET_CUDA_TOOLKIT_DIR:-.run/cuda}/link"
 
 echo "==> link folder: unversioned names for the wheels' libraries, and the libcuda stub"
-link_dir="$(cd "$toolkit_dir/link" && pwd)"
+link_dir="$(cd "${FRAMEFLEET_CUDA_TOOLKIT_DIR:-.run/cuda}/link" && pwd)"
 for library in "$cuda_root"/lib/lib*.so.*; do
   name="$(basename "$library")"
   ln -sf "$library" "$link_dir/${name%%.so.*}.so"
@@ -48,8 +39,10 @@ export LIBRARY_PATH="$link_dir${LIBRARY_PATH:+:$LIBRARY_PATH}"
 # symbol, so the linker would drop it under --as-needed; --no-as-needed keeps libcuda.so.1 in
 # the binary's needed libraries, which is what makes the loader bring in the driver.
 export RUSTFLAGS="-L $link_dir -C link-arg=-Wl,--unresolved-symbols=ignore-in-object-files"
-cargo rustc --release --locked -p framefleet-worker --bin framefleet-worker --features cuda \
-  --target-dir target/cuda -- -C link-arg=-Wl,--no-as-needed,-lcuda,--as-needed
+for binary in framefleet-worker framefleet-ops-check; do
+  cargo rustc --release --locked -p framefleet-worker --bin "$binary" --features cuda \
+    --target-dir target/cuda -- -C link-arg=-Wl,--no-as-needed,-lcuda,--as-needed
+done
 
 mkdir -p target/cuda/release/cuda-libs
 cp -L "$cuda_root"/lib/libcudart.so.13 "$cuda_root"/lib/libcublas.so.13 "$cuda_root"/lib/libcublasLt.so.13 \

@@ -25,9 +25,18 @@ eval "$(deploy/local/infra.sh up --storage postgres)"
 echo "== tests (etcd $FRAMEFLEET_ETCD_ENDPOINTS, kafka $FRAMEFLEET_KAFKA_BROKERS on $FRAMEFLEET_BROKER_STORAGE)"
 cargo test --workspace --locked "$@"
 
+# The GPU device check's CPU half (the candle graph, i.e. the GPU path, on the CPU against
+# the fused kernel over real frames), the fused CUDA kernels compiled to PTX for sm_90, and the
+# PyTorch script compiled. The GPU half needs a GPU machine: see README, "The device check".
+echo "== device check, CPU half (scripts/device-check.sh --cpu-only)"
+FRAMEFLEET_PROFILE=dev scripts/device-check.sh prepare --cpu-only
+scripts/device-check.sh run --cpu-only
+
 # The compose cluster: images from this build's binaries, then faults across hosts (worker,
-# ingestor, leading coordinator, etcd member, broker and PostgreSQL killed; a worker frozen past
-# its session timeout; a worker and an ingestor cut off the network), each checked by
+# ingestor, leading coordinator, etcd member, one or both brokers and PostgreSQL killed; a
+# worker frozen past its session timeout; a worker, an ingestor, the leader and an etcd member
+# cut off the network, the leader from etcd alone; slow, lossy links to the brokers and to their
+# storage), each checked by
 # `framefleet audit` against the ledgers. FRAMEFLEET_SKIP_CLUSTER=1 leaves it out of a local run.
 if [[ "${FRAMEFLEET_SKIP_CLUSTER:-0}" != 1 ]]; then
   echo "== cluster faults (deploy/compose/fault-suite.sh)"

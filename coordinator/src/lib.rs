@@ -192,12 +192,13 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
     let mut metrics_tasks = Vec::new();
     if let Some(addr) = config.metrics_addr {
         let (latest, refresher) = metrics::spawn_refresher(fleet_status.clone(), METRICS_REFRESH, shutdown.clone());
-        let id = coordinator_id.clone();
+        let term = election.subscribe();
         framefleet_common::metrics::serve(
             addr,
             Arc::new(move || {
                 let latest = latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                metrics::render(latest.as_ref(), &id)
+                let status = latest.as_ref().map(|(status, read_at)| (status, read_at.elapsed()));
+                metrics::render(term.borrow().is_some(), status)
             }),
             shutdown.clone(),
         )

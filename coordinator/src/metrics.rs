@@ -3,6 +3,10 @@
 //! ingest counts and fleet totals, from the same fleet status `GetFleetStatus` answers,
 //! refreshed every few seconds in the background so a scrape never waits on Kafka.
 //! Names: a `framefleet_` prefix, base units; values are the status's, so they are gauges.
+//! Two gauges do not come from that status: `coordinator_is_leader` is this process's own
+//! belief (its election term), so a coordinator cut off from etcd shows 0 as soon as it steps
+//! down rather than the last status it could read; `coordinator_status_age_seconds` says how old
+//! the status behind the other gauges is, so a scrape can tell stale figures from fresh ones.
 
 use crate::service::FleetApi;
 use crate::store::MetadataStore;
@@ -14,7 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -31,8 +35,9 @@ struct ChannelLabel {
 type IntGauges<L> = Family<L, Gauge>;
 type FloatGauges<L> = Family<L, Gauge<f64, AtomicU64>>;
 
-/// The last fleet status, shared between the refresher and the scrape endpoint.
-pub type LatestStatus = Arc<Mutex<Option<FleetStatus>>>;
+/// The last fleet status and when it was read, shared between the refresher and the scrape
+/// endpoint.
+pub type LatestStatus = Arc<Mutex<Option<(FleetStatus, Instant)>>>;
 
 /// Keeps `latest` at most `interval` old until `stop`.
 pub fn spawn_refresher<S, T>(
@@ -54,7 +59,9 @@ where
                 _ = ticks.tick() => {}
             }
             match api.status().await {
-                Ok(status) => *shared.lock().unwrap_or_else(PoisonError::into_inner) = Some(status),
+                Ok(status) => {
+                    *shared.lock().unwrap_or_else(PoisonError::into_inner) = Some((status, Instant::now()));
+                }
                 Err(error) => tracing::warn!(%error, "fleet status for metrics failed"),
             }
         }
@@ -66,12 +73,35 @@ fn gauge(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// `status` in the Prometheus text format; empty before the first status.
-pub fn render(status: Option<&FleetStatus>, coordinator_id: &str) -> String {
-    let Some(status) = status else {
-        return String::new();
-    };
+/// The Prometheus text format of `leading` (whether this coordinator holds a term now) and,
+/// once there is one, of the last fleet status and its age (`status_age`).
+pub fn render(leading: bool, status: Option<(&FleetStatus, Duration)>) -> String {
     let mut registry = Registry::with_prefix("framefleet");
+    let leader = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+    leader.set(i64::from(leading));
+    registry.register(
+        "coordinator_is_leader",
+        "1 while this coordinator holds the leader term (its own view, not read from etcd)",
+        leader,
+    );
+    if let Some((status, age)) = status {
+        register_status(&mut registry, status, age);
+    }
+    let mut text = String::new();
+    if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &registry) {
+        tracing::warn!(%error, "encoding metrics failed");
+    }
+    text
+}
+
+fn register_status(registry: &mut Registry, status: &FleetStatus, age: Duration) {
+    let status_age = Gauge::<f64, AtomicU64>::default();
+    status_age.set(age.as_secs_f64());
+    registry.register(
+        "coordinator_status_age_seconds",
+        "Age of the fleet status the other gauges come from (grows while etcd or Kafka cannot be read)",
+        status_age,
+    );
     let accumulate = IntGauges::<TopicLabel>::default();
     let consume = IntGauges::<TopicLabel>::default();
     let lag = IntGauges::<TopicLabel>::default();
@@ -111,8 +141,6 @@ pub fn render(status: Option<&FleetStatus>, coordinator_id: &str) -> String {
     processed.set(gauge(status.frames_processed));
     let fleet_rate = Gauge::<f64, AtomicU64>::default();
     fleet_rate.set(status.frames_per_second);
-    let leader = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
-    leader.set(i64::from(status.leader_id == coordinator_id));
     let kafka_up = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
     kafka_up.set(i64::from(status.kafka_error.is_empty()));
 
@@ -173,17 +201,11 @@ pub fn render(status: Option<&FleetStatus>, coordinator_id: &str) -> String {
         "Frames processed per second over the fleet",
         fleet_rate,
     );
-    registry.register("coordinator_is_leader", "1 when this coordinator leads", leader);
     registry.register(
         "kafka_up",
         "1 when the last status could read Kafka's offsets",
         kafka_up,
     );
-    let mut text = String::new();
-    if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &registry) {
-        tracing::warn!(%error, "encoding metrics failed");
-    }
-    text
 }
 
 #[cfg(test)]
@@ -212,7 +234,7 @@ mod tests {
             leader_id: "c1".into(),
             ..FleetStatus::default()
         };
-        let text = render(Some(&status), "c1");
+        let text = render(true, Some((&status, Duration::from_millis(1500))));
         for expected in [
             "framefleet_topic_accumulate_frames{topic=\"framefleet.frames.cam\"} 100",
             "framefleet_topic_consume_frames{topic=\"framefleet.frames.cam\"} 90",
@@ -221,9 +243,25 @@ mod tests {
             "framefleet_channel_acknowledged_frames{channel_id=\"cam\",ingestor_id=\"i1\"} 100",
             "framefleet_coordinator_is_leader 1",
             "framefleet_kafka_up 1",
+            "framefleet_coordinator_status_age_seconds 1.5",
         ] {
             assert!(text.contains(expected), "missing `{expected}` in\n{text}");
         }
-        assert_eq!(render(None, "c1"), "");
+    }
+
+    #[test]
+    fn leadership_is_this_coordinators_own_view_even_without_a_status() {
+        // The status names this coordinator as leader (read from etcd before it was cut off),
+        // but it no longer holds a term: the gauge follows the term.
+        let status = FleetStatus {
+            leader_id: "c1".into(),
+            ..FleetStatus::default()
+        };
+        let text = render(false, Some((&status, Duration::from_secs(30))));
+        assert!(text.contains("framefleet_coordinator_is_leader 0"), "{text}");
+        assert!(text.contains("framefleet_coordinator_status_age_seconds 30"), "{text}");
+        let text = render(true, None);
+        assert!(text.contains("framefleet_coordinator_is_leader 1"), "{text}");
+        assert!(!text.contains("framefleet_topic_"), "{text}");
     }
 }

@@ -68,8 +68,8 @@ fn every_dashboard_query_names_an_exported_metric() {
     };
     let mut exported = exported_names(&worker.render());
     exported.extend(exported_names(&framefleet_coordinator::metrics::render(
-        Some(&status),
-        "c1",
+        true,
+        Some((&status, std::time::Duration::from_secs(1))),
     )));
 
     let mut queried = BTreeSet::new();

@@ -46,7 +46,17 @@ pub fn select_device(requested: &str) -> anyhow::Result<Device> {
         "cuda" => Device::new_cuda(0).map_err(|error| {
             anyhow::anyhow!("cannot use CUDA device 0 ({error}); build with `--features cuda` on a machine with the NVIDIA driver, or pass --device cpu")
         }),
-        "auto" => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
+        "auto" => Ok(match Device::cuda_if_available(0) {
+            Ok(device) if !device.is_cpu() => device,
+            Ok(_) => {
+                tracing::warn!("--device auto: no CUDA device (or a build without the cuda feature); running on the CPU");
+                Device::Cpu
+            }
+            Err(error) => {
+                tracing::warn!(%error, "--device auto: the CUDA device cannot be used; running on the CPU");
+                Device::Cpu
+            }
+        }),
         other => anyhow::bail!("unknown device `{other}`; use cpu, cuda or auto"),
     }
 }
@@ -128,7 +138,7 @@ pub fn analyse_batch(
     settings: &AnalysisSettings,
 ) -> Result<Vec<FrameAnalysis>, OpsError> {
     if !device.is_cpu() {
-        return tensor::analyse_batch(frames, &mut motion.device, device, settings);
+        return analyse_batch_graph(frames, motion, device, settings);
     }
     let features: Vec<filters::FrameFeatures> = frames
         .par_iter()
@@ -186,6 +196,18 @@ pub fn analyse_batch(
     }
     // Every index belongs to exactly one channel group, so every slot is filled.
     Ok(analyses.into_iter().flatten().collect())
+}
+
+/// [`analyse_batch`] through the candle op graph on any device, the CPU included: the GPU
+/// path, which the device check (`framefleet-ops-check`) also runs on the CPU to compare with
+/// the fused kernel. Errors: a device error, or frames of one analysis size mixed wrongly.
+pub fn analyse_batch_graph(
+    frames: &[FrameInput<'_>],
+    motion: &mut MotionState,
+    device: &Device,
+    settings: &AnalysisSettings,
+) -> Result<Vec<FrameAnalysis>, OpsError> {
+    tensor::analyse_batch(frames, &mut motion.device, device, settings)
 }
 
 #[cfg(test)]
