@@ -102,7 +102,10 @@ impl<S: MetadataStore + Clone> Election<S> {
 
     /// Renews the lease every TTL/3 until shutdown or until leadership cannot be proven: a
     /// renewal refused, or none succeeded for 2/3 of the TTL (the lease may be about to run out,
-    /// and a successor could take over before this coordinator hears of it).
+    /// and a successor could take over before this coordinator hears of it). A renewal that
+    /// hangs — etcd cut off, so the request only times out after seconds — counts as failed at
+    /// that point, not when it finally returns. Times are taken when a renewal is sent, which
+    /// is before etcd restarts the lease's clock, so this coordinator always steps down first.
     async fn hold(&self, lease: i64, shutdown: &CancellationToken) {
         let renew_every = self.ttl / 3;
         let mut last_renewed = Instant::now();
@@ -111,14 +114,20 @@ impl<S: MetadataStore + Clone> Election<S> {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(renew_every) => {}
             }
-            match self.store.keep_alive(lease).await {
-                Ok(true) => last_renewed = Instant::now(),
-                Ok(false) => return,
-                Err(error) => {
+            let step_down_at = tokio::time::Instant::from_std(last_renewed + renew_every * 2);
+            let sent = Instant::now();
+            match tokio::time::timeout_at(step_down_at, self.store.keep_alive(lease)).await {
+                Ok(Ok(true)) => last_renewed = sent,
+                Ok(Ok(false)) => return,
+                Ok(Err(error)) => {
                     tracing::warn!(%error, "cannot renew leadership");
                     if last_renewed.elapsed() >= renew_every * 2 {
                         return;
                     }
+                }
+                Err(_elapsed) => {
+                    tracing::warn!("leadership renewals unanswered for 2/3 of the lease; stepping down");
+                    return;
                 }
             }
         }
@@ -169,5 +178,32 @@ mod tests {
         assert!(successor.revision > term.revision, "terms grow");
         stop_second.cancel();
         second_task.await.expect("task");
+    }
+
+    #[tokio::test]
+    async fn a_leader_cut_off_from_the_store_steps_down_before_its_lease_runs_out() {
+        let store = MemoryStore::default();
+        let ttl = Duration::from_secs(3);
+        let election = std::sync::Arc::new(Election::new(store.clone(), "c1".into(), ttl));
+        let mut term = election.subscribe();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let (election, stop) = (election.clone(), stop.clone());
+            async move { election.run(stop).await }
+        });
+        wait_for(&mut term, true).await.expect("c1 leads");
+        store.set_reachable(false);
+        let cut_at = Instant::now();
+        wait_for(&mut term, false).await;
+        // Renewals go every TTL/3 and it steps down once none succeeded for 2/3 of the TTL: at
+        // most 2/3 of the TTL after the cut, before a successor can hold the key (the lease runs
+        // a full TTL from its last renewal). The margin is for timers on a loaded machine.
+        assert!(
+            cut_at.elapsed() < ttl * 2 / 3 + Duration::from_millis(500),
+            "stepped down after {:?}",
+            cut_at.elapsed()
+        );
+        stop.cancel();
+        task.await.expect("task");
     }
 }

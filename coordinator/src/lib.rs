@@ -8,6 +8,7 @@ pub mod channels;
 pub mod config;
 pub mod error;
 pub mod fleet;
+pub mod health;
 pub mod leader;
 pub mod ledgers;
 pub mod members;
@@ -140,16 +141,7 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
     let local_addr = listener.local_addr()?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    for service_name in [
-        "framefleet.v1.ChannelService",
-        "framefleet.v1.SchemaService",
-        "framefleet.v1.AssignmentService",
-        "framefleet.v1.FleetService",
-    ] {
-        health_reporter
-            .set_service_status(service_name, tonic_health::ServingStatus::Serving)
-            .await;
-    }
+    health::set_all(&health_reporter, tonic_health::ServingStatus::Serving).await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(framefleet_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -232,6 +224,7 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
         .serve_with_incoming_shutdown(incoming, async move { server_shutdown.cancelled().await });
     let server = tokio::spawn(server);
 
+    let health_task = tokio::spawn(health::follow_store(store.clone(), health_reporter, shutdown.clone()));
     let election_task = tokio::spawn({
         let (election, shutdown) = (Arc::clone(&election), shutdown.clone());
         async move { election.run(shutdown).await }
@@ -257,7 +250,7 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
         local_addr,
         coordinator_id,
         server,
-        background: [election_task, reconciler_task, ledger_keeper]
+        background: [election_task, reconciler_task, ledger_keeper, health_task]
             .into_iter()
             .chain(metrics_tasks)
             .collect(),

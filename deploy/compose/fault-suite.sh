@@ -114,14 +114,19 @@ PY
 # The leader loses etcd only; clients still reach it. Samples both coordinators' own view every
 # second: the cut-off one must step down, the other must take the lead, and never may both hold
 # it at once (the old one would then write unfenced; its writes are fenced by the term anyway).
-# Fails the phase otherwise. Prints a summary for the log.
+# From 8 s after the cut, 10 `framefleet status` calls to the pair must all succeed: the
+# cut-off coordinator reports NOT_SERVING and clients leave it out. Fails the phase otherwise.
 leader_loses_etcd() {
-  local id other target other_target etcd_addresses=() sample old_view new_view both=0 stepped_down="" took_over=""
+  local id other target other_target etcd_addresses=() sample old_view new_view both=0 stepped_down="" took_over="" calls failed_calls
   id="$(leader)"; [[ -n "$id" ]] || { log "no leader found"; return 1; }
   other="coordinator-1"; [[ "$id" == coordinator-1 ]] && other="coordinator-2"
   target="$(container "$id")"; other_target="$(container "$other")"
   for member in etcd-1 etcd-2 etcd-3; do etcd_addresses+=("$(address "$(container "$member")")"); done
   firewall -I "$target" "${etcd_addresses[@]}"
+  calls="$(mktemp)"
+  (sleep 8; compose run --rm -T --entrypoint bash cli -c \
+    'failed=0; for call in $(seq 10); do framefleet status >/dev/null 2>&1 || failed=$((failed + 1)); sleep 1; done; echo $failed' \
+    >"$calls" 2>/dev/null) &
   for sample in $(seq 1 25); do
     old_view="$(leading "$target")"; new_view="$(leading "$other_target")"
     [[ "$old_view" == 1 && "$new_view" == 1 ]] && both=$((both + 1))
@@ -129,11 +134,13 @@ leader_loses_etcd() {
     [[ -z "$took_over" && "$new_view" == 1 ]] && took_over="$sample"
     sleep 1
   done
+  wait
   firewall -D "$target" "${etcd_addresses[@]}"
+  failed_calls="$(cat "$calls")"; rm -f "$calls"
   sleep 3
   old_view="$(leading "$target")"; new_view="$(leading "$other_target")"
-  log "$id cut off from etcd: stepped down after ${stepped_down:-never} s, $other led after ${took_over:-never} s, samples with two leaders: $both; after healing $id=$old_view $other=$new_view"
-  [[ -n "$stepped_down" && -n "$took_over" && "$both" == 0 && "$old_view" == 0 && "$new_view" == 1 ]]
+  log "$id cut off from etcd: stepped down after ${stepped_down:-never} s, $other led after ${took_over:-never} s, samples with two leaders: $both; status calls failed: ${failed_calls:-?} of 10; after healing $id=$old_view $other=$new_view"
+  [[ -n "$stepped_down" && -n "$took_over" && "$both" == 0 && "$old_view" == 0 && "$new_view" == 1 && "$failed_calls" == 0 ]]
 }
 
 leader() {

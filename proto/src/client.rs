@@ -145,13 +145,15 @@ async fn connect(
 const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(3);
 const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// How often the coordinators of a list are probed for whether they accept connections.
+/// How often the coordinators of a list are probed for whether they serve.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Several coordinators (they all serve the API): calls are spread over those that accept
-/// connections, probed every [`PROBE_INTERVAL`]; one that goes away is left out until it
-/// is back. (A plain balanced list hands calls to an endpoint that cannot connect, and each
-/// such call fails.) Waits up to `timeout` for the first one to answer.
+/// Several coordinators (they all serve the API): calls are spread over those whose gRPC
+/// health check answers SERVING, probed every [`PROBE_INTERVAL`]; one that goes away, or
+/// reports NOT_SERVING because it cannot reach etcd, is left out until it serves again. (A
+/// plain balanced list hands calls to an endpoint that cannot connect, and each such call
+/// fails; probing only for TCP kept sending calls to a coordinator cut off from etcd.) Waits
+/// up to `timeout` for the first one to serve.
 async fn failover_channel(endpoints: Vec<(String, Endpoint)>, timeout: Duration) -> Result<Channel, ConnectError> {
     use tonic::transport::channel::Change;
     let (channel, changes) = Channel::balance_channel::<String>(endpoints.len().max(1));
@@ -159,18 +161,15 @@ async fn failover_channel(endpoints: Vec<(String, Endpoint)>, timeout: Duration)
     let addresses: Vec<String> = endpoints.iter().map(|(address, _)| address.clone()).collect();
     tokio::spawn(async move {
         let mut inserted = vec![false; endpoints.len()];
+        // One connection per coordinator for the probes alone, so a probe never waits behind
+        // (or holds up) the calls.
+        let probes: Vec<Channel> = endpoints
+            .iter()
+            .map(|(_, endpoint)| endpoint.clone().timeout(PROBE_INTERVAL).connect_lazy())
+            .collect();
         loop {
-            for ((address, endpoint), inserted) in endpoints.iter().zip(inserted.iter_mut()) {
-                let authority = endpoint
-                    .uri()
-                    .authority()
-                    .map(|authority| authority.as_str().to_owned());
-                let reachable = match authority {
-                    Some(authority) => tokio::time::timeout(PROBE_INTERVAL, tokio::net::TcpStream::connect(authority))
-                        .await
-                        .is_ok_and(|connected| connected.is_ok()),
-                    None => false,
-                };
+            for (((address, endpoint), inserted), probe) in endpoints.iter().zip(inserted.iter_mut()).zip(&probes) {
+                let reachable = serving(probe).await;
                 let change = match (reachable, *inserted) {
                     (true, false) => Change::Insert(address.clone(), endpoint.clone()),
                     (false, true) => Change::Remove(address.clone()),
@@ -195,10 +194,23 @@ async fn failover_channel(endpoints: Vec<(String, Endpoint)>, timeout: Duration)
     if !matches!(answered, Ok(Ok(_))) {
         return Err(ConnectError::Unreachable {
             address: addresses.join(","),
-            reason: format!("none accepted a connection within {timeout:?}"),
+            reason: format!("none answered its health check with SERVING within {timeout:?}"),
         });
     }
     Ok(channel)
+}
+
+/// Whether the coordinator behind `probe` answers its gRPC health check with SERVING within
+/// [`PROBE_INTERVAL`]. One without the health service counts as serving if it answers at all.
+async fn serving(probe: &Channel) -> bool {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    let mut client = HealthClient::new(probe.clone());
+    let check = client.check(HealthCheckRequest { service: String::new() });
+    match tokio::time::timeout(PROBE_INTERVAL, check).await {
+        Ok(Ok(response)) => response.into_inner().status == ServingStatus::Serving as i32,
+        Ok(Err(status)) => status.code() == tonic::Code::Unimplemented,
+        Err(_elapsed) => false,
+    }
 }
 
 /// One coordinator's endpoint with the client's timeouts and TLS settings.

@@ -36,6 +36,8 @@ struct MemoryState {
     /// Every committed change, oldest first, back to `compacted`.
     history: Vec<(i64, WatchEvent)>,
     compacted: i64,
+    /// Set by [`MemoryStore::set_reachable`]: every call fails as etcd's would when cut off.
+    unreachable: bool,
 }
 
 impl MemoryState {
@@ -141,6 +143,22 @@ impl MemoryStore {
         drop(self.locked());
     }
 
+    /// Makes every call fail with [`StoreError::Unavailable`] (false) or work again (true), as
+    /// a coordinator cut off from etcd sees it.
+    pub fn set_reachable(&self, reachable: bool) {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unreachable = !reachable;
+    }
+
+    fn reachable(&self) -> Result<(), StoreError> {
+        if self.locked().unreachable {
+            return Err(StoreError::Unavailable("the memory store is set unreachable".into()));
+        }
+        Ok(())
+    }
+
     fn notify(&self, revision: i64) {
         self.changed.send_replace(revision);
     }
@@ -148,14 +166,17 @@ impl MemoryStore {
 
 impl MetadataStore for MemoryStore {
     async fn get(&self, key: &str) -> Result<Option<StoredValue>, StoreError> {
+        self.reachable()?;
         Ok(self.locked().entries.get(key).cloned())
     }
 
     async fn list(&self, key_prefix: &str) -> Result<Vec<StoredValue>, StoreError> {
+        self.reachable()?;
         Ok(self.snapshot(key_prefix).await?.values)
     }
 
     async fn snapshot(&self, key_prefix: &str) -> Result<Listing, StoreError> {
+        self.reachable()?;
         let state = self.locked();
         let values = state
             .entries
@@ -170,6 +191,7 @@ impl MetadataStore for MemoryStore {
     }
 
     async fn commit(&self, conditions: Vec<Condition>, writes: Vec<Write>) -> Result<CommitOutcome, StoreError> {
+        self.reachable()?;
         let mut state = self.locked();
         if !conditions.iter().all(|condition| state.holds(condition)) {
             return Ok(CommitOutcome::Conflict);
@@ -188,6 +210,7 @@ impl MetadataStore for MemoryStore {
     }
 
     async fn watch(&self, key_prefix: &str, from_revision: i64) -> Result<WatchStream, StoreError> {
+        self.reachable()?;
         let store = self.clone();
         let prefix = key_prefix.to_owned();
         let changed = self.changed.subscribe();
@@ -239,6 +262,7 @@ impl MetadataStore for MemoryStore {
     }
 
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<CreateOutcome, StoreError> {
+        self.reachable()?;
         let mut state = self.locked();
         if let Some(existing) = state.entries.get(key) {
             return Ok(CreateOutcome::Exists(existing.clone()));
@@ -252,6 +276,7 @@ impl MetadataStore for MemoryStore {
     }
 
     async fn create_leased(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<LeasedOutcome, StoreError> {
+        self.reachable()?;
         let lease = {
             let mut state = self.locked();
             state.next_lease += 1;
@@ -272,6 +297,7 @@ impl MetadataStore for MemoryStore {
     }
 
     async fn keep_alive(&self, lease: i64) -> Result<bool, StoreError> {
+        self.reachable()?;
         let mut state = self.locked();
         Ok(match state.leases.get_mut(&lease) {
             Some((_, ttl, expiry)) => {
@@ -283,6 +309,7 @@ impl MetadataStore for MemoryStore {
     }
 
     async fn revoke(&self, lease: i64) -> Result<(), StoreError> {
+        self.reachable()?;
         let mut state = self.locked();
         if let Some((key, _, _)) = state.leases.remove(&lease) {
             state.revision += 1;
