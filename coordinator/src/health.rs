@@ -2,7 +2,7 @@
 //! answer it gives depends on the metadata store, so a coordinator cut off from etcd but not
 //! from its clients reports NOT_SERVING, and clients with several coordinators
 //! (`framefleet_proto::client`) send their calls to the others instead of failing half of them.
-//! It serves again after the first successful read.
+//! It serves again after the first successful probe.
 
 use crate::leader::LEADER_KEY;
 use crate::store::MetadataStore;
@@ -20,11 +20,15 @@ pub const SERVICES: [&str; 5] = [
     "framefleet.v1.FleetService",
 ];
 
-/// How often etcd is read, and how long one read may take.
+/// How often etcd is probed, and how long one probe may take.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
-/// Failed reads in a row before the coordinator says it is not serving: one slow read during
-/// an etcd leader change should not send every client elsewhere.
-const FAILURES_BEFORE_NOT_SERVING: u32 = 2;
+/// Reads per probe, sent at once: the etcd client spreads requests over the cluster's
+/// members, so one member cut off fails single reads now and then while etcd as a whole
+/// answers; a probe succeeds when any of its reads does.
+const READS_PER_PROBE: usize = 3;
+/// How long without a successful probe before the coordinator says it is not serving: one
+/// slow probe during an etcd leader change should not send every client elsewhere.
+const UNREACHABLE_AFTER: Duration = Duration::from_secs(3);
 
 pub async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
     for service in SERVICES {
@@ -32,29 +36,36 @@ pub async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
     }
 }
 
-/// Reads the leader key every [`PROBE_INTERVAL`] until shutdown and keeps the health status
-/// in step with the outcome.
+/// Probes etcd every [`PROBE_INTERVAL`] until shutdown and keeps the health status in step:
+/// NOT_SERVING once no probe has succeeded for [`UNREACHABLE_AFTER`], SERVING after the next
+/// one that does.
 pub async fn follow_store<S: MetadataStore>(store: S, reporter: HealthReporter, shutdown: CancellationToken) {
-    let mut failures = 0_u32;
+    let mut last_success = tokio::time::Instant::now();
     let mut serving = true;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(PROBE_INTERVAL) => {}
         }
-        let reachable = matches!(
-            tokio::time::timeout(PROBE_INTERVAL, store.get(LEADER_KEY)).await,
-            Ok(Ok(_))
-        );
-        failures = if reachable { 0 } else { failures.saturating_add(1) };
-        let should_serve = failures < FAILURES_BEFORE_NOT_SERVING;
+        let reads = (0..READS_PER_PROBE).map(|_| tokio::time::timeout(PROBE_INTERVAL, store.get(LEADER_KEY)));
+        if futures::future::join_all(reads)
+            .await
+            .iter()
+            .any(|read| matches!(read, Ok(Ok(_))))
+        {
+            last_success = tokio::time::Instant::now();
+        }
+        let should_serve = last_success.elapsed() < UNREACHABLE_AFTER;
         if should_serve != serving {
             serving = should_serve;
             if serving {
                 tracing::info!("etcd reachable again: serving");
                 set_all(&reporter, ServingStatus::Serving).await;
             } else {
-                tracing::warn!(failures, "etcd unreachable: health NOT_SERVING until it answers");
+                tracing::warn!(
+                    unreachable_for = ?last_success.elapsed(),
+                    "etcd unreachable: health NOT_SERVING until it answers"
+                );
                 set_all(&reporter, ServingStatus::NotServing).await;
             }
         }

@@ -150,10 +150,12 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Several coordinators (they all serve the API): calls are spread over those whose gRPC
 /// health check answers SERVING, probed every [`PROBE_INTERVAL`]; one that goes away, or
-/// reports NOT_SERVING because it cannot reach etcd, is left out until it serves again. (A
-/// plain balanced list hands calls to an endpoint that cannot connect, and each such call
-/// fails; probing only for TCP kept sending calls to a coordinator cut off from etcd.) Waits
-/// up to `timeout` for the first one to serve.
+/// reports NOT_SERVING because it cannot reach etcd, is left out until it serves again. When
+/// none serves but some answer, calls go to those that answer rather than nowhere: a call
+/// may still work, and waiting for none would fail it for sure. (A plain balanced list hands
+/// calls to an endpoint that cannot connect, and each such call fails; probing only for TCP
+/// kept sending calls to a coordinator cut off from etcd.) Waits up to `timeout` for the
+/// first one to answer.
 async fn failover_channel(endpoints: Vec<(String, Endpoint)>, timeout: Duration) -> Result<Channel, ConnectError> {
     use tonic::transport::channel::Change;
     let (channel, changes) = Channel::balance_channel::<String>(endpoints.len().max(1));
@@ -168,14 +170,23 @@ async fn failover_channel(endpoints: Vec<(String, Endpoint)>, timeout: Duration)
             .map(|(_, endpoint)| endpoint.clone().timeout(PROBE_INTERVAL).connect_lazy())
             .collect();
         loop {
-            for (((address, endpoint), inserted), probe) in endpoints.iter().zip(inserted.iter_mut()).zip(&probes) {
-                let reachable = serving(probe).await;
-                let change = match (reachable, *inserted) {
+            let mut health = Vec::with_capacity(probes.len());
+            for probe in &probes {
+                health.push(probe_health(probe).await);
+            }
+            let wanted = if health.contains(&Health::Serving) {
+                Health::Serving
+            } else {
+                Health::NotServing
+            };
+            for (((address, endpoint), inserted), health) in endpoints.iter().zip(inserted.iter_mut()).zip(&health) {
+                let use_it = *health == Health::Serving || *health == wanted;
+                let change = match (use_it, *inserted) {
                     (true, false) => Change::Insert(address.clone(), endpoint.clone()),
                     (false, true) => Change::Remove(address.clone()),
                     _ => continue,
                 };
-                *inserted = reachable;
+                *inserted = use_it;
                 if changes.send(change).await.is_err() {
                     // The channel is gone: nobody needs the probes any more.
                     return;
@@ -194,22 +205,36 @@ async fn failover_channel(endpoints: Vec<(String, Endpoint)>, timeout: Duration)
     if !matches!(answered, Ok(Ok(_))) {
         return Err(ConnectError::Unreachable {
             address: addresses.join(","),
-            reason: format!("none answered its health check with SERVING within {timeout:?}"),
+            reason: format!("none answered within {timeout:?}"),
         });
     }
     Ok(channel)
 }
 
-/// Whether the coordinator behind `probe` answers its gRPC health check with SERVING within
-/// [`PROBE_INTERVAL`]. One without the health service counts as serving if it answers at all.
-async fn serving(probe: &Channel) -> bool {
+/// What one probe of a coordinator found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    Serving,
+    /// It answered, with NOT_SERVING (it cannot reach etcd) or another status.
+    NotServing,
+    Down,
+}
+
+/// The gRPC health check of the coordinator behind `probe`, within [`PROBE_INTERVAL`]. One
+/// without the health service counts as serving if it answers at all.
+async fn probe_health(probe: &Channel) -> Health {
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
     let mut client = HealthClient::new(probe.clone());
     let check = client.check(HealthCheckRequest { service: String::new() });
     match tokio::time::timeout(PROBE_INTERVAL, check).await {
-        Ok(Ok(response)) => response.into_inner().status == ServingStatus::Serving as i32,
-        Ok(Err(status)) => status.code() == tonic::Code::Unimplemented,
-        Err(_elapsed) => false,
+        Ok(Ok(response)) if response.get_ref().status == ServingStatus::Serving as i32 => Health::Serving,
+        Ok(Ok(_)) => Health::NotServing,
+        Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => Health::Serving,
+        Ok(Err(status)) if status.code() == tonic::Code::Unavailable || status.code() == tonic::Code::Unknown => {
+            Health::Down
+        }
+        Ok(Err(_)) => Health::NotServing,
+        Err(_elapsed) => Health::Down,
     }
 }
 
