@@ -220,6 +220,16 @@ impl<S: MetadataStore> Membership<S> {
                     // Tried again with the next report (about a second), not a third of the TTL
                     // later: when the etcd member this coordinator talked to dies, the next
                     // attempt goes to another member before the lease runs out.
+                    // Past two thirds of the TTL the lease may run out before the next try: this
+                    // coordinator cannot keep the member registered (it is cut off from etcd), so
+                    // the stream ends UNAVAILABLE and the client reopens it, through its health
+                    // probes, on a coordinator that can.
+                    Err(error) if last_renewal.elapsed() >= self.ttl * 2 / 3 => {
+                        tracing::warn!(kind, member = %member_id, %error, "cannot renew the registration for 2/3 of its TTL; ending the stream so the member reports elsewhere");
+                        return Err(CoordinatorError::StoreUnavailable(format!(
+                            "this coordinator cannot renew the registration of {kind} {member_id} ({error}); report to another"
+                        )));
+                    }
                     Err(error) => {
                         tracing::warn!(kind, member = %member_id, %error, "cannot renew the registration; retrying with the next report")
                     }
@@ -245,6 +255,43 @@ mod tests {
             device: "cpu".to_owned(),
             ..WorkerReport::default()
         })
+    }
+
+    #[tokio::test]
+    async fn a_coordinator_that_cannot_renew_ends_the_stream_so_the_member_reports_elsewhere() {
+        let store = MemoryStore::default();
+        let ttl = Duration::from_millis(1500);
+        let membership = std::sync::Arc::new(Membership::new(store.clone(), ttl));
+        let fleet = std::sync::Arc::new(FleetRegistry::default());
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(receiver);
+        let serving = tokio::spawn({
+            let (membership, fleet) = (membership.clone(), fleet.clone());
+            async move { membership.serve_stream(&fleet, stream).await }
+        });
+        let reporting = tokio::spawn(async move {
+            while sender.send(report("w1")).is_ok() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while membership
+            .registered_workers()
+            .await
+            .map_or(true, |workers| workers.is_empty())
+        {
+            assert!(Instant::now() < deadline, "never registered");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        store.set_reachable(false);
+        let cut_at = Instant::now();
+        let end = tokio::time::timeout(ttl * 2, serving)
+            .await
+            .expect("stream ended in time")
+            .expect("task");
+        assert!(matches!(end, Err(CoordinatorError::StoreUnavailable(_))), "{end:?}");
+        assert!(cut_at.elapsed() < ttl, "ended after {:?}", cut_at.elapsed());
+        reporting.abort();
     }
 
     #[tokio::test]

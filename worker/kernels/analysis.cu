@@ -36,6 +36,21 @@ __device__ __forceinline__ int clamp_index(int value, int size) {
     return value < 0 ? 0 : (value >= size ? size - 1 : value);
 }
 
+// Copies the TILE_W × TILE_H pixels of `plane` this block covers into `tile`, with RADIUS more
+// on each side (edge pixels repeated beyond the plane), and waits for the whole block.
+template <int RADIUS>
+__device__ void load_tile(const float *plane, float (*tile)[TILE_W + 2 * RADIUS], int width, int height) {
+    const int x0 = blockIdx.x * TILE_W, y0 = blockIdx.y * TILE_H;
+    for (int ty = threadIdx.y; ty < TILE_H + 2 * RADIUS; ty += TILE_H) {
+        for (int tx = threadIdx.x; tx < TILE_W + 2 * RADIUS; tx += TILE_W) {
+            const int sy = clamp_index(y0 + ty - RADIUS, height);
+            const int sx = clamp_index(x0 + tx - RADIUS, width);
+            tile[ty][tx] = plane[(size_t)sy * width + sx];
+        }
+    }
+    __syncthreads();
+}
+
 // Sums `value` over the block (blockDim.x * blockDim.y ≤ 1024 threads) and adds the block's
 // total to *total from one thread.
 __device__ void block_sum_into(float value, double *total) {
@@ -94,14 +109,7 @@ extern "C" __global__ void blur_statistics(const float *luma, float *blurred, do
     const int x0 = blockIdx.x * TILE_W, y0 = blockIdx.y * TILE_H;
     const int x = x0 + threadIdx.x, y = y0 + threadIdx.y;
 
-    for (int ty = threadIdx.y; ty < TILE_H + 2 * BLUR_RADIUS; ty += TILE_H) {
-        for (int tx = threadIdx.x; tx < TILE_W + 2 * BLUR_RADIUS; tx += TILE_W) {
-            const int sy = clamp_index(y0 + ty - BLUR_RADIUS, height);
-            const int sx = clamp_index(x0 + tx - BLUR_RADIUS, width);
-            tile[ty][tx] = source[(size_t)sy * width + sx];
-        }
-    }
-    __syncthreads();
+    load_tile<BLUR_RADIUS>(source, tile, width, height);
     const float k0 = 1.0f / 16.0f, k1 = 4.0f / 16.0f, k2 = 6.0f / 16.0f;
     for (int ty = threadIdx.y; ty < TILE_H + 2 * BLUR_RADIUS; ty += TILE_H) {
         const float *row = tile[ty] + threadIdx.x;
@@ -143,14 +151,7 @@ extern "C" __global__ void sobel_motion(const float *blurred, float *background,
     const float *source = blurred + frame * plane;
     const int x0 = blockIdx.x * TILE_W, y0 = blockIdx.y * TILE_H;
     const int x = x0 + threadIdx.x, y = y0 + threadIdx.y;
-    for (int ty = threadIdx.y; ty < TILE_H + 2 * SOBEL_RADIUS; ty += TILE_H) {
-        for (int tx = threadIdx.x; tx < TILE_W + 2 * SOBEL_RADIUS; tx += TILE_W) {
-            const int sy = clamp_index(y0 + ty - SOBEL_RADIUS, height);
-            const int sx = clamp_index(x0 + tx - SOBEL_RADIUS, width);
-            tile[ty][tx] = source[(size_t)sy * width + sx];
-        }
-    }
-    __syncthreads();
+    load_tile<SOBEL_RADIUS>(source, tile, width, height);
 
     float magnitude = 0.0f;
     unsigned int moved = 0;
