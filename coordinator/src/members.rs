@@ -257,18 +257,27 @@ mod tests {
         })
     }
 
-    #[tokio::test]
-    async fn a_coordinator_that_cannot_renew_ends_the_stream_so_the_member_reports_elsewhere() {
-        let store = MemoryStore::default();
-        let ttl = Duration::from_millis(1500);
-        let membership = std::sync::Arc::new(Membership::new(store.clone(), ttl));
+    type Sender = tokio::sync::mpsc::UnboundedSender<Result<WorkerReport, tonic::Status>>;
+    type Serving = tokio::task::JoinHandle<Result<StreamEnd, CoordinatorError>>;
+
+    /// A report stream being served: the membership, the client's end and the serving task.
+    fn open_stream(store: MemoryStore, ttl: Duration) -> (std::sync::Arc<Membership<MemoryStore>>, Sender, Serving) {
+        let membership = std::sync::Arc::new(Membership::new(store, ttl));
         let fleet = std::sync::Arc::new(FleetRegistry::default());
         let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
         let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(receiver);
         let serving = tokio::spawn({
-            let (membership, fleet) = (membership.clone(), fleet.clone());
+            let membership = membership.clone();
             async move { membership.serve_stream(&fleet, stream).await }
         });
+        (membership, sender, serving)
+    }
+
+    #[tokio::test]
+    async fn a_coordinator_that_cannot_renew_ends_the_stream_so_the_member_reports_elsewhere() {
+        let store = MemoryStore::default();
+        let ttl = Duration::from_millis(1500);
+        let (membership, sender, serving) = open_stream(store.clone(), ttl);
         let reporting = tokio::spawn(async move {
             while sender.send(report("w1")).is_ok() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -296,14 +305,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_closed_stream_deregisters_and_a_taken_id_is_refused() {
-        let membership = std::sync::Arc::new(Membership::new(MemoryStore::default(), Duration::from_secs(2)));
-        let fleet = std::sync::Arc::new(FleetRegistry::default());
-        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
-        let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(receiver);
-        let serving = tokio::spawn({
-            let (membership, fleet) = (membership.clone(), fleet.clone());
-            async move { membership.serve_stream(&fleet, stream).await }
-        });
+        let (membership, sender, serving) = open_stream(MemoryStore::default(), Duration::from_secs(2));
         sender.send(report("w1")).expect("send");
         let deadline = Instant::now() + Duration::from_secs(2);
         while membership.registered_workers().await.expect("list").is_empty() {
@@ -312,7 +314,7 @@ mod tests {
         }
 
         let duplicate = membership
-            .serve_stream(&fleet, futures::stream::iter([report("w1")]))
+            .serve_stream(&FleetRegistry::default(), futures::stream::iter([report("w1")]))
             .await;
         assert!(
             matches!(duplicate, Err(CoordinatorError::MemberInUse { .. })),
