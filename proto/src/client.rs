@@ -180,7 +180,7 @@ async fn failover_channel(endpoints: Vec<(String, Endpoint)>, timeout: Duration)
                 Health::NotServing
             };
             for (((address, endpoint), inserted), health) in endpoints.iter().zip(inserted.iter_mut()).zip(&health) {
-                let use_it = *health == Health::Serving || *health == wanted;
+                let use_it = *health == wanted;
                 let change = match (use_it, *inserted) {
                     (true, false) => Change::Insert(address.clone(), endpoint.clone()),
                     (false, true) => Change::Remove(address.clone()),

@@ -68,17 +68,19 @@ pub struct CheckSettings {
     pub tolerance: Tolerance,
 }
 
+/// Maps an I/O error on `path` to [`CheckError::Io`].
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> CheckError {
+    let path = path.display().to_string();
+    move |source| CheckError::Io { path, source }
+}
+
 /// JPEG payloads grouped by their (width, height) in pixels.
 pub type JpegsBySize = BTreeMap<(usize, usize), Vec<Vec<u8>>>;
 
 /// JPEG files of `dir` in name order, grouped by their size.
 pub fn load_jpegs(dir: &Path) -> Result<JpegsBySize, CheckError> {
-    let io = |path: &Path| {
-        let path = path.display().to_string();
-        move |source| CheckError::Io { path, source }
-    };
     let mut paths: Vec<_> = std::fs::read_dir(dir)
-        .map_err(io(dir))?
+        .map_err(io_error(dir))?
         .filter_map(Result::ok)
         .map(|entry| entry.path())
         .filter(|path| {
@@ -90,7 +92,7 @@ pub fn load_jpegs(dir: &Path) -> Result<JpegsBySize, CheckError> {
     paths.sort();
     let mut by_size = JpegsBySize::new();
     for path in &paths {
-        let jpeg = std::fs::read(path).map_err(io(path))?;
+        let jpeg = std::fs::read(path).map_err(io_error(path))?;
         let header = turbojpeg::read_header(&jpeg).map_err(|error| CheckError::NotJpeg {
             path: path.display().to_string(),
             reason: error.to_string(),
@@ -299,18 +301,14 @@ pub fn dump_reference(
     reference: &Reference,
     settings: &CheckSettings,
 ) -> Result<(), CheckError> {
-    let io = |path: &Path| {
-        let path = path.display().to_string();
-        move |source| CheckError::Io { path, source }
-    };
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
     let stem = format!("{}x{}", size.0, size.1);
     let mut bytes = Vec::new();
     for frame in &reference.frames {
         bytes.extend(frame.luma.values.iter().flat_map(|value| value.to_le_bytes()));
     }
     let planes = dir.join(format!("{stem}.planes.f32"));
-    std::fs::write(&planes, bytes).map_err(io(&planes))?;
+    std::fs::write(&planes, bytes).map_err(io_error(&planes))?;
     let first = reference.frames.first();
     let document = json!({
         "full_size": [size.0, size.1],
@@ -324,7 +322,7 @@ pub fn dump_reference(
         "analyses": reference.analyses.iter().map(analysis_json).collect::<Vec<_>>(),
     });
     let path = dir.join(format!("{stem}.reference.json"));
-    std::fs::write(&path, format!("{document:#}\n")).map_err(io(&path))?;
+    std::fs::write(&path, format!("{document:#}\n")).map_err(io_error(&path))?;
     Ok(())
 }
 
