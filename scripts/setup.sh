@@ -27,6 +27,8 @@ APT_PACKAGES=(
   debootstrap                      # scripts/build-images.sh: the Debian 12 base image where none can be pulled
   iptables nftables fuse-overlayfs # the Docker engine's bridge networks (the fault suite cuts hosts off them)
                                    # and its storage driver on these machines
+  iproute2 util-linux binutils     # the fault suite's slow links (tc) and netns entry (nsenter);
+                                   # strip for the device check's bundle
 )
 
 log() { echo "setup: $*" >&2; }
