@@ -16,6 +16,9 @@
 //! - `opencv_cpp_reduced`: the same, but decoding with `IMREAD_REDUCED_GRAYSCALE_{2,4,8}`
 //!   when the factor allows — the fastest OpenCV route an expert would write.
 //! - `framefleet_stage_only`, `framefleet_analyse_only`: the two halves of `framefleet`.
+//! - `libjpeg_turbo_gray_scaled`: the decoder alone, as the worker calls it (grayscale, DCT
+//!   scale), into a reused buffer: the JPEG-decode limit of a consumer on one core.
+//!   `libjpeg_turbo_colour`: the full colour decode a hand-written OpenCV script starts with.
 //! - `framefleet_batch32`: 32 frames of 32 channels, staged and analysed as the worker does a
 //!   batch, on a pool of every core (the worker's default).
 
@@ -210,6 +213,39 @@ fn whole_frame(criterion: &mut Criterion) {
                 }
             });
         });
+        // The decoder alone, the floor under any consumer of these frames: libjpeg-turbo to
+        // grayscale at the DCT scale the worker uses into a reused buffer (nothing else the
+        // worker does), and to full colour (what `imdecode(IMREAD_COLOR)` does first).
+        for (name, format, scaled) in [
+            ("libjpeg_turbo_gray_scaled", turbojpeg::PixelFormat::GRAY, true),
+            ("libjpeg_turbo_colour", turbojpeg::PixelFormat::BGR, false),
+        ] {
+            let mut decompressor = turbojpeg::Decompressor::new().expect("decompressor");
+            let factor = ops::analysis_factor(width as usize, height as usize, settings.max_side);
+            let denominator = if scaled {
+                [8, 4, 2].into_iter().find(|d| factor % d == 0).unwrap_or(1)
+            } else {
+                1
+            };
+            let scaling = turbojpeg::ScalingFactor::new(1, denominator);
+            decompressor.set_scaling_factor(scaling).expect("scaling");
+            let header = decompressor.read_header(&jpegs[0]).expect("header").scaled(scaling);
+            let mut image = turbojpeg::Image {
+                pixels: vec![0_u8; header.width * header.height * format.size()],
+                width: header.width,
+                pitch: header.width * format.size(),
+                height: header.height,
+                format,
+            };
+            group.bench_function(BenchmarkId::new(name, "1 core"), |bencher| {
+                bencher.iter(|| {
+                    for jpeg in &jpegs {
+                        decompressor.decompress(jpeg, image.as_deref_mut()).expect("decode");
+                    }
+                    black_box(&image.pixels);
+                });
+            });
+        }
         let staged: Vec<StagedFrame> = jpegs
             .iter()
             .map(|jpeg| stage_frame(jpeg, &schema, settings.max_side).expect("stage"))

@@ -1,11 +1,17 @@
 //! The CPU kernel of the analysis: 5×5 Gaussian blur, 3×3 Sobel gradients and every
-//! per-frame statistic in three passes over one analysis-size plane, with no intermediate
-//! tensor and no allocation beyond the blurred plane (which motion detection needs) and two
-//! row buffers. It is the reference the candle graph in [`super::tensor`] (the CUDA path) is
-//! checked against, and both are checked against OpenCV (`tests/ops_vs_opencv.rs`).
+//! per-frame statistic in one pass down the rows of an analysis-size plane. Each row is
+//! blurred across into a ring of five rows, blurred down from the ring, and its Sobel
+//! gradients are taken as soon as the blurred rows below it exist, so apart from the input
+//! and the blurred plane (which motion detection needs) everything the kernel touches stays
+//! in the L1 cache. It is the reference the candle graph in [`super::tensor`] (the CUDA path)
+//! is checked against, and both are checked against OpenCV (`tests/ops_vs_opencv.rs`).
 //!
-//! Borders repeat the edge pixel (OpenCV's `BORDER_REPLICATE`). Rows are copied into a padded
-//! buffer so the inner loops have no edge cases and the compiler vectorises them.
+//! Borders repeat the edge pixel (OpenCV's `BORDER_REPLICATE`). Rows are copied into padded
+//! buffers so the inner loops have no edge cases and the compiler vectorises them; the
+//! kernel is compiled once per x86-64 instruction set level and the widest one the CPU has
+//! is chosen at run time ([`pulp::Arch`]), so one binary runs everywhere and uses AVX2 where
+//! it exists. No fused multiply-add is formed (Rust never contracts `a * b + c`), so every
+//! level computes the same values.
 
 use super::staging::LumaPlane;
 
@@ -33,8 +39,8 @@ pub struct FrameFeatures {
 const LANES: usize = 8;
 
 /// Σ f(a, b) over paired values, in `LANES` partial sums.
-#[inline]
-fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
+#[inline(always)]
+pub(super) fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
     let mut lanes = [0_f32; LANES];
     let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let tail: f32 = a_chunks
@@ -52,6 +58,7 @@ fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
 }
 
 /// Copies `row` into `padded` with `radius` repeated edge values on each side.
+#[inline(always)]
 fn pad_row(row: &[f32], radius: usize, padded: &mut [f32]) {
     let width = row.len();
     padded[radius..radius + width].copy_from_slice(row);
@@ -60,106 +67,199 @@ fn pad_row(row: &[f32], radius: usize, padded: &mut [f32]) {
     padded[radius + width..].fill(last);
 }
 
+/// Rows of the blur's vertical window: five rows blurred across, slot `row % 5`.
+const WINDOW_ROWS: usize = 5;
+
+/// Rows of the Sobel window: three blurred rows, slot `row % 3`.
+const SOBEL_ROWS: usize = 3;
+
+/// Running sums of one frame's statistics.
+#[derive(Default)]
+struct Sums {
+    luma: f64,
+    luma_square: f64,
+    blurred: f64,
+    detail: f64,
+    magnitude: f64,
+}
+
+/// Row buffers the kernel reuses from row to row.
+struct Scratch {
+    /// One input row with two repeated edge values each side.
+    padded: Vec<f32>,
+    /// [`WINDOW_ROWS`] rows blurred across, `width` values each.
+    window: Vec<f32>,
+    /// [`SOBEL_ROWS`] blurred rows with one repeated edge value each side, slot `row % 3`.
+    sobel_rows: [Vec<f32>; SOBEL_ROWS],
+    across: Vec<f32>,
+    down: Vec<f32>,
+    magnitude: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(width: usize) -> Self {
+        Self {
+            padded: vec![0.0; width + 4],
+            window: vec![0.0; width * WINDOW_ROWS],
+            sobel_rows: [vec![0.0; width + 2], vec![0.0; width + 2], vec![0.0; width + 2]],
+            across: vec![0.0; width + 2],
+            down: vec![0.0; width + 2],
+            magnitude: vec![0.0; width],
+        }
+    }
+}
+
 /// Blur, gradients and statistics of `luma` (any size of at least 1×1).
 pub fn analyse_plane(luma: &LumaPlane) -> FrameFeatures {
+    pulp::Arch::new().dispatch(AnalysePlane(luma))
+}
+
+/// [`analyse_rows`] as a pulp operation. A closure would not do: it is compiled as a function
+/// of its own, without the instruction set pulp enables, unless the optimiser chooses to
+/// inline it, and it did not (the kernel ran on SSE2 on an AVX2 machine).
+struct AnalysePlane<'a>(&'a LumaPlane);
+
+impl pulp::WithSimd for AnalysePlane<'_> {
+    type Output = FrameFeatures;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) -> FrameFeatures {
+        analyse_rows(self.0)
+    }
+}
+
+#[inline(always)]
+fn analyse_rows(luma: &LumaPlane) -> FrameFeatures {
     let (width, height) = (luma.width, luma.height);
-    let pixels = (width * height) as f64;
-    let [k0, k1, k2, _, _] = GAUSSIAN_5;
-
-    // Pass 1: horizontal blur, and the luma's first and second moments.
-    let mut horizontal = vec![0_f32; width * height];
-    let mut padded = vec![0_f32; width + 4];
-    let (mut luma_sum, mut luma_square_sum) = (0_f64, 0_f64);
-    for y in 0..height {
-        let row = luma.row(y);
-        pad_row(row, 2, &mut padded);
-        let out = &mut horizontal[y * width..(y + 1) * width];
-        // Five shifted views zipped, not indexed: no bounds checks, so the loop vectorises.
-        let shifted = |offset: usize| &padded[offset..offset + width];
-        for (((((value, &left2), &left1), &centre), &right1), &right2) in out
-            .iter_mut()
-            .zip(shifted(0))
-            .zip(shifted(1))
-            .zip(shifted(2))
-            .zip(shifted(3))
-            .zip(shifted(4))
-        {
-            *value = k0 * (left2 + right2) + k1 * (left1 + right1) + k2 * centre;
-        }
-        luma_sum += f64::from(lane_sum(row, row, |value, _| value));
-        luma_square_sum += f64::from(lane_sum(row, row, |value, _| value * value));
-    }
-
-    // Pass 2: vertical blur, with the blurred mean and the detail the blur removed.
+    let last_row = height - 1;
+    let clamp_row = |y: isize| y.clamp(0, last_row as isize) as usize;
+    let mut scratch = Scratch::new(width);
     let mut blurred = vec![0_f32; width * height];
-    let (mut blurred_sum, mut detail_sum) = (0_f64, 0_f64);
-    let clamp_row = |y: isize| y.clamp(0, height as isize - 1) as usize * width;
+    let mut sums = Sums::default();
+    let mut next_across = 0;
     for y in 0..height {
-        let at = |offset: isize| &horizontal[clamp_row(y as isize + offset)..][..width];
-        let (above2, above1, centre, below1, below2) = (at(-2), at(-1), at(0), at(1), at(2));
+        // The window needs the rows up to two below this one blurred across.
+        while next_across <= (y + 2).min(last_row) {
+            blur_across(luma.row(next_across), next_across, &mut scratch, &mut sums);
+            next_across += 1;
+        }
+        let window_row = |offset: isize| {
+            let slot = clamp_row(y as isize + offset) % WINDOW_ROWS;
+            &scratch.window[slot * width..][..width]
+        };
+        let rows = [
+            window_row(-2),
+            window_row(-1),
+            window_row(0),
+            window_row(1),
+            window_row(2),
+        ];
         let out = &mut blurred[y * width..(y + 1) * width];
-        for (((((value, &up2), &up1), &middle), &down1), &down2) in out
-            .iter_mut()
-            .zip(above2)
-            .zip(above1)
-            .zip(centre)
-            .zip(below1)
-            .zip(below2)
-        {
-            *value = k0 * (up2 + down2) + k1 * (up1 + down1) + k2 * middle;
+        blur_down(rows, out);
+        sums.blurred += f64::from(lane_sum(out, out, |value, _| value));
+        sums.detail += f64::from(lane_sum(luma.row(y), out, |original, value| (original - value).abs()));
+        pad_row(out, 1, &mut scratch.sobel_rows[y % SOBEL_ROWS]);
+        // The row above now has its blurred neighbours on both sides.
+        if y >= 1 {
+            sobel_row([clamp_row(y as isize - 2), y - 1, y], &mut scratch, &mut sums);
         }
-        blurred_sum += f64::from(lane_sum(out, out, |value, _| value));
-        detail_sum += f64::from(lane_sum(luma.row(y), out, |original, value| (original - value).abs()));
     }
+    sobel_row(
+        [clamp_row(last_row as isize - 1), last_row, last_row],
+        &mut scratch,
+        &mut sums,
+    );
 
-    // Pass 3: Sobel x/y of the blurred plane (OpenCV's ksize 3: [-1 0 1] across, [1 2 1]
-    // along) and the mean magnitude.
-    let mut rows = [vec![0_f32; width + 2], vec![0_f32; width + 2], vec![0_f32; width + 2]];
-    let (mut across, mut down) = (vec![0_f32; width + 2], vec![0_f32; width + 2]);
-    let mut magnitude = vec![0_f32; width];
-    let mut magnitude_sum = 0_f64;
-    for y in 0..height {
-        for (slot, offset) in [-1_isize, 0, 1].into_iter().enumerate() {
-            let source = clamp_row(y as isize + offset);
-            pad_row(&blurred[source..source + width], 1, &mut rows[slot]);
-        }
-        let [above, centre, below] = &rows;
-        // The difference of the right and left neighbours, smoothed [1 2 1] down the rows,
-        // and the difference of the rows below and above, smoothed [1 2 1] across.
-        for (((value, &up), &middle), &low) in across.iter_mut().zip(above).zip(centre).zip(below) {
-            *value = up + 2.0 * middle + low;
-        }
-        for ((value, &up), &low) in down.iter_mut().zip(above).zip(below) {
-            *value = low - up;
-        }
-        for (((((value, &left), &right), &down_left), &down_middle), &down_right) in magnitude
-            .iter_mut()
-            .zip(&across)
-            .zip(&across[2..])
-            .zip(&down)
-            .zip(&down[1..])
-            .zip(&down[2..])
-        {
-            let gradient_x = right - left;
-            let gradient_y = down_left + 2.0 * down_middle + down_right;
-            *value = (gradient_x * gradient_x + gradient_y * gradient_y).sqrt();
-        }
-        magnitude_sum += f64::from(lane_sum(&magnitude, &magnitude, |value, _| value));
-    }
-
-    let luma_mean = luma_sum / pixels;
-    let variance = (luma_square_sum / pixels - luma_mean * luma_mean).max(0.0);
+    let pixels = (width * height) as f64;
+    let luma_mean = sums.luma / pixels;
+    let variance = (sums.luma_square / pixels - luma_mean * luma_mean).max(0.0);
     FrameFeatures {
         blurred: LumaPlane {
             width,
             height,
             values: blurred,
         },
-        mean_luma: (blurred_sum / pixels) as f32,
+        mean_luma: (sums.blurred / pixels) as f32,
         contrast: variance.sqrt() as f32,
-        sharpness: (detail_sum / pixels) as f32,
-        edge_strength: (magnitude_sum / pixels) as f32,
+        sharpness: (sums.detail / pixels) as f32,
+        edge_strength: (sums.magnitude / pixels) as f32,
     }
+}
+
+/// Blurs input row `y` across into its window slot and adds its luma moments.
+#[inline(always)]
+fn blur_across(row: &[f32], y: usize, scratch: &mut Scratch, sums: &mut Sums) {
+    let width = row.len();
+    let [k0, k1, k2, _, _] = GAUSSIAN_5;
+    pad_row(row, 2, &mut scratch.padded);
+    let padded = &scratch.padded;
+    let out = &mut scratch.window[(y % WINDOW_ROWS) * width..][..width];
+    // Five shifted views zipped, not indexed: no bounds checks, so the loop vectorises.
+    let shifted = |offset: usize| &padded[offset..offset + width];
+    for (((((value, &left2), &left1), &centre), &right1), &right2) in out
+        .iter_mut()
+        .zip(shifted(0))
+        .zip(shifted(1))
+        .zip(shifted(2))
+        .zip(shifted(3))
+        .zip(shifted(4))
+    {
+        *value = k0 * (left2 + right2) + k1 * (left1 + right1) + k2 * centre;
+    }
+    sums.luma += f64::from(lane_sum(row, row, |value, _| value));
+    sums.luma_square += f64::from(lane_sum(row, row, |value, _| value * value));
+}
+
+/// Blurs five rows (two above to two below) down into `out`.
+#[inline(always)]
+fn blur_down([above2, above1, centre, below1, below2]: [&[f32]; 5], out: &mut [f32]) {
+    let [k0, k1, k2, _, _] = GAUSSIAN_5;
+    for (((((value, &up2), &up1), &middle), &down1), &down2) in out
+        .iter_mut()
+        .zip(above2)
+        .zip(above1)
+        .zip(centre)
+        .zip(below1)
+        .zip(below2)
+    {
+        *value = k0 * (up2 + down2) + k1 * (up1 + down1) + k2 * middle;
+    }
+}
+
+/// Adds the Sobel magnitudes of one blurred row, given the indexes of the blurred rows
+/// above, at and below it, which must be in the Sobel window (OpenCV's ksize 3: [-1 0 1]
+/// across, [1 2 1] along).
+#[inline(always)]
+fn sobel_row(source_rows: [usize; 3], scratch: &mut Scratch, sums: &mut Sums) {
+    let Scratch {
+        sobel_rows,
+        across,
+        down,
+        magnitude,
+        ..
+    } = scratch;
+    let [above, centre, below] = source_rows.map(|row| &sobel_rows[row % SOBEL_ROWS]);
+    // The difference of the right and left neighbours, smoothed [1 2 1] down the rows, and
+    // the difference of the rows below and above, smoothed [1 2 1] across.
+    for (((value, &up), &middle), &low) in across.iter_mut().zip(above).zip(centre).zip(below) {
+        *value = up + 2.0 * middle + low;
+    }
+    for ((value, &up), &low) in down.iter_mut().zip(above).zip(below) {
+        *value = low - up;
+    }
+    for (((((value, &left), &right), &down_left), &down_middle), &down_right) in magnitude
+        .iter_mut()
+        .zip(across.iter())
+        .zip(&across[2..])
+        .zip(down.iter())
+        .zip(&down[1..])
+        .zip(&down[2..])
+    {
+        let gradient_x = right - left;
+        let gradient_y = down_left + 2.0 * down_middle + down_right;
+        *value = (gradient_x * gradient_x + gradient_y * gradient_y).sqrt();
+    }
+    sums.magnitude += f64::from(lane_sum(magnitude, magnitude, |value, _| value));
 }
 
 #[cfg(test)]

@@ -58,6 +58,43 @@ pub fn detect_on_host(
             };
         }
     };
+    // Compiled per instruction-set level like the filters (see `super::filters`).
+    pulp::Arch::new().dispatch(CompareAndUpdate {
+        model,
+        blurred,
+        factor,
+        full_size,
+        settings,
+    })
+}
+
+/// [`compare_and_update`] as a pulp operation (a struct, not a closure: see
+/// `super::filters::AnalysePlane`).
+struct CompareAndUpdate<'a> {
+    model: &'a mut LumaPlane,
+    blurred: &'a LumaPlane,
+    factor: usize,
+    full_size: (usize, usize),
+    settings: &'a AnalysisSettings,
+}
+
+impl pulp::WithSimd for CompareAndUpdate<'_> {
+    type Output = Movement;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) -> Movement {
+        compare_and_update(self.model, self.blurred, self.factor, self.full_size, self.settings)
+    }
+}
+
+#[inline(always)]
+fn compare_and_update(
+    model: &mut LumaPlane,
+    blurred: &LumaPlane,
+    factor: usize,
+    full_size: (usize, usize),
+    settings: &AnalysisSettings,
+) -> Movement {
     let width = blurred.width;
     let (keep, rate) = (1.0 - settings.background_rate, settings.background_rate);
     let mut moving_columns = vec![0_u8; width];
