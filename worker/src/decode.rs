@@ -113,9 +113,17 @@ fn check_size(
     Ok(())
 }
 
+/// What a compute thread keeps from frame to frame to decode JPEGs.
+struct JpegDecoder {
+    decompressor: turbojpeg::Decompressor,
+    /// The decoded (scaled) grayscale pixels; grown to the largest frame seen, never shrunk,
+    /// so a frame costs no allocation and no zeroing of its pixel memory.
+    pixels: Vec<u8>,
+}
+
 thread_local! {
-    /// One libjpeg-turbo decompressor per compute thread, reused for every frame.
-    static DECOMPRESSOR: RefCell<Option<turbojpeg::Decompressor>> = const { RefCell::new(None) };
+    /// One libjpeg-turbo decoder per compute thread, reused for every frame.
+    static JPEG_DECODER: RefCell<Option<JpegDecoder>> = const { RefCell::new(None) };
 }
 
 /// The largest DCT-domain scale denominator (8, 4, 2 or 1) that divides `factor`.
@@ -131,26 +139,29 @@ fn stage_jpeg(
     size: (usize, usize),
     factor: usize,
 ) -> Result<crate::ops::staging::LumaPlane, DecodeError> {
-    let staged = stage_jpeg_with_thread_decompressor(payload, size, factor);
+    let staged = stage_jpeg_with_thread_decoder(payload, size, factor);
     if staged.is_err() {
-        // A decompressor that failed mid-stream keeps state from the bad frame (Huffman
+        // A decoder that failed mid-stream keeps state from the bad frame (Huffman
         // tables half-read): every later frame on this thread then failed with "Bogus Huffman
         // table definition". One bad frame must cost one frame, so start afresh.
-        DECOMPRESSOR.with_borrow_mut(Option::take);
+        JPEG_DECODER.with_borrow_mut(Option::take);
     }
     staged
 }
 
-fn stage_jpeg_with_thread_decompressor(
+fn stage_jpeg_with_thread_decoder(
     payload: &[u8],
     size: (usize, usize),
     factor: usize,
 ) -> Result<crate::ops::staging::LumaPlane, DecodeError> {
     let corrupt = |error: turbojpeg::Error| DecodeError::CorruptJpeg(error.to_string());
-    DECOMPRESSOR.with_borrow_mut(|slot| {
-        let decompressor = match slot {
-            Some(decompressor) => decompressor,
-            None => slot.insert(turbojpeg::Decompressor::new().map_err(corrupt)?),
+    JPEG_DECODER.with_borrow_mut(|slot| {
+        let JpegDecoder { decompressor, pixels } = match slot {
+            Some(decoder) => decoder,
+            None => slot.insert(JpegDecoder {
+                decompressor: turbojpeg::Decompressor::new().map_err(corrupt)?,
+                pixels: Vec::new(),
+            }),
         };
         // Header first: a frame of the wrong size is refused as such, before any pixel memory
         // is allocated for it. (The header's size is the full size whatever the scaling factor
@@ -162,21 +173,27 @@ fn stage_jpeg_with_thread_decompressor(
         let scaling = turbojpeg::ScalingFactor::new(1, scale);
         decompressor.set_scaling_factor(scaling).map_err(corrupt)?;
         let scaled = header.scaled(scaling);
-        let mut image = turbojpeg::Image {
-            pixels: vec![0_u8; scaled.width * scaled.height],
+        let size_bytes = scaled.width * scaled.height;
+        if pixels.len() < size_bytes {
+            pixels.resize(size_bytes, 0);
+        }
+        // libjpeg-turbo writes every row (a warning's rows too), so nothing of an earlier
+        // frame is left in the part read below.
+        let image = turbojpeg::Image {
+            pixels: &mut pixels[..size_bytes],
             width: scaled.width,
             pitch: scaled.width,
             height: scaled.height,
             format: turbojpeg::PixelFormat::GRAY,
         };
-        if let Err(error) = decompressor.decompress(payload, image.as_deref_mut()) {
+        if let Err(error) = decompressor.decompress(payload, image) {
             judge_jpeg_warning(error)?;
         }
         // A scaled side is rounded up; the analysis size is the full size over the factor,
         // rounded down, so only whole blocks of the remaining factor are read.
         let remaining = factor / scale;
         let view = PixelView {
-            pixels: &image.pixels,
+            pixels: &pixels[..size_bytes],
             width: (size.0 / factor * remaining).min(scaled.width),
             height: (size.1 / factor * remaining).min(scaled.height),
             stride: scaled.width,
@@ -416,6 +433,27 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_threads_reused_decoder_gives_what_a_fresh_one_gives() {
+        let (large, small) = (gradient_jpeg(100, 60), gradient_jpeg(40, 24));
+        let (large_schema, small_schema) = (
+            schema(FrameEncoding::Jpeg, PixelFormat::Rgb24, 100, 60),
+            schema(FrameEncoding::Jpeg, PixelFormat::Rgb24, 40, 24),
+        );
+        let fresh_small = std::thread::scope(|scope| {
+            scope
+                .spawn(|| stage_frame(&small, &small_schema, 0).expect("small on a fresh thread"))
+                .join()
+                .expect("thread")
+        });
+        // The pixel buffer grew for the large frame (at full size and at 1/2 scale) and keeps
+        // its bytes, and a corrupt frame reset the decoder in between.
+        stage_frame(&large, &large_schema, 0).expect("large");
+        stage_frame(&large, &large_schema, 50).expect("large at 1/2 scale");
+        assert!(stage_frame(&large[..large.len() / 2], &large_schema, 0).is_err());
+        assert_eq!(stage_frame(&small, &small_schema, 0).expect("small"), fresh_small);
     }
 
     #[test]
