@@ -25,7 +25,7 @@
 use candle_core::Device;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use framefleet_proto::v1::{FrameEncoding, FrameSchema, PixelFormat};
-use framefleet_worker::decode::stage_frame;
+use framefleet_worker::decode::{dct_scale, stage_frame};
 use framefleet_worker::ops::{self, AnalysisSettings, FrameInput, MotionState, StagedFrame};
 use opencv::core::{self as cv, Mat, Size};
 use opencv::prelude::*;
@@ -222,11 +222,7 @@ fn whole_frame(criterion: &mut Criterion) {
         ] {
             let mut decompressor = turbojpeg::Decompressor::new().expect("decompressor");
             let factor = ops::analysis_factor(width as usize, height as usize, settings.max_side);
-            let denominator = if scaled {
-                [8, 4, 2].into_iter().find(|d| factor % d == 0).unwrap_or(1)
-            } else {
-                1
-            };
+            let denominator = if scaled { dct_scale(factor) } else { 1 };
             let scaling = turbojpeg::ScalingFactor::new(1, denominator);
             decompressor.set_scaling_factor(scaling).expect("scaling");
             let header = decompressor.read_header(&jpegs[0]).expect("header").scaled(scaling);

@@ -127,7 +127,7 @@ thread_local! {
 }
 
 /// The largest DCT-domain scale denominator (8, 4, 2 or 1) that divides `factor`.
-fn dct_scale(factor: usize) -> usize {
+pub fn dct_scale(factor: usize) -> usize {
     [8, 4, 2]
         .into_iter()
         .find(|scale| factor.is_multiple_of(*scale))
