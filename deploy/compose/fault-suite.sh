@@ -29,7 +29,10 @@ ALL_FAULTS=(worker-kill ingestor-kill leader-kill etcd-member-kill broker-kill b
 cluster() { "$HERE/cluster.sh" "$@"; }
 compose() { cluster compose "$@"; }
 log() { echo "faults: $*" >&2; }
-container() { compose ps -q "$1" | head -n "${2:-1}" | tail -n 1; }
+# The Nth container of a service. sed reads the whole listing: `head` stopped reading after its
+# line, and a listing written after that died of SIGPIPE, which pipefail made the suite's exit
+# (141, seen once in worker-partition).
+container() { compose ps -q "$1" | sed -n "${2:-1}p"; }
 
 if [[ "${1:-}" == "--list" ]]; then printf '%s\n' "${ALL_FAULTS[@]}"; exit 0; fi
 FAULTS=("$@")
