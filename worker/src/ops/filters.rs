@@ -2,8 +2,8 @@
 //! per-frame statistic in one pass down the rows of an analysis-size plane. Each row is
 //! blurred across into a ring of five rows, blurred down from the ring, and its Sobel
 //! gradients are taken as soon as the blurred rows below it exist, so apart from the input
-//! and the blurred plane (which motion detection needs) everything the kernel touches stays
-//! in the L1 cache. It is the reference the candle graph in [`super::tensor`] (the CUDA path)
+//! and the blurred plane (which motion detection needs) the kernel works on a dozen rows at a
+//! time (15 kB at 320 columns) instead of whole intermediate planes. It is the reference the candle graph in [`super::tensor`] (the CUDA path)
 //! is checked against, and both are checked against OpenCV (`tests/ops_vs_opencv.rs`).
 //!
 //! Borders repeat the edge pixel (OpenCV's `BORDER_REPLICATE`). Rows are copied into padded
@@ -155,7 +155,7 @@ fn analyse_rows(luma: &LumaPlane) -> FrameFeatures {
             window_row(2),
         ];
         let out = &mut blurred[y * width..(y + 1) * width];
-        blur_down(rows, out);
+        gaussian_taps(rows, out);
         sums.blurred += f64::from(lane_sum(out, out, |value, _| value));
         sums.detail += f64::from(lane_sum(luma.row(y), out, |original, value| (original - value).abs()));
         pad_row(out, 1, &mut scratch.sobel_rows[y % SOBEL_ROWS]);
@@ -190,39 +190,24 @@ fn analyse_rows(luma: &LumaPlane) -> FrameFeatures {
 #[inline(always)]
 fn blur_across(row: &[f32], y: usize, scratch: &mut Scratch, sums: &mut Sums) {
     let width = row.len();
-    let [k0, k1, k2, _, _] = GAUSSIAN_5;
     pad_row(row, 2, &mut scratch.padded);
     let padded = &scratch.padded;
-    let out = &mut scratch.window[(y % WINDOW_ROWS) * width..][..width];
-    // Five shifted views zipped, not indexed: no bounds checks, so the loop vectorises.
     let shifted = |offset: usize| &padded[offset..offset + width];
-    for (((((value, &left2), &left1), &centre), &right1), &right2) in out
-        .iter_mut()
-        .zip(shifted(0))
-        .zip(shifted(1))
-        .zip(shifted(2))
-        .zip(shifted(3))
-        .zip(shifted(4))
-    {
-        *value = k0 * (left2 + right2) + k1 * (left1 + right1) + k2 * centre;
-    }
+    let out = &mut scratch.window[(y % WINDOW_ROWS) * width..][..width];
+    gaussian_taps([shifted(0), shifted(1), shifted(2), shifted(3), shifted(4)], out);
     sums.luma += f64::from(lane_sum(row, row, |value, _| value));
     sums.luma_square += f64::from(lane_sum(row, row, |value, _| value * value));
 }
 
-/// Blurs five rows (two above to two below) down into `out`.
+/// The 5-tap Gaussian of five aligned views into `out`: across a row, the row shifted by 0–4
+/// values; down the rows, the five rows from two above to two below.
 #[inline(always)]
-fn blur_down([above2, above1, centre, below1, below2]: [&[f32]; 5], out: &mut [f32]) {
+fn gaussian_taps([first, second, centre, fourth, fifth]: [&[f32]; 5], out: &mut [f32]) {
     let [k0, k1, k2, _, _] = GAUSSIAN_5;
-    for (((((value, &up2), &up1), &middle), &down1), &down2) in out
-        .iter_mut()
-        .zip(above2)
-        .zip(above1)
-        .zip(centre)
-        .zip(below1)
-        .zip(below2)
+    // Zipped, not indexed: no bounds checks, so the loop vectorises.
+    for (((((value, &a), &b), &c), &d), &e) in out.iter_mut().zip(first).zip(second).zip(centre).zip(fourth).zip(fifth)
     {
-        *value = k0 * (up2 + down2) + k1 * (up1 + down1) + k2 * middle;
+        *value = k0 * (a + e) + k1 * (b + d) + k2 * c;
     }
 }
 
