@@ -296,6 +296,66 @@ mod tests {
         }
     }
 
+    /// Mean Sobel magnitude of the blurred plane, pixel by pixel with replicated borders.
+    fn reference_edge_strength(blurred: &[f32], width: usize, height: usize) -> f32 {
+        let at = |x: isize, y: isize| {
+            blurred[y.clamp(0, height as isize - 1) as usize * width + x.clamp(0, width as isize - 1) as usize]
+        };
+        let mut total = 0.0_f64;
+        for y in 0..height as isize {
+            for x in 0..width as isize {
+                let gradient_x = (at(x + 1, y - 1) + 2.0 * at(x + 1, y) + at(x + 1, y + 1))
+                    - (at(x - 1, y - 1) + 2.0 * at(x - 1, y) + at(x - 1, y + 1));
+                let gradient_y = (at(x - 1, y + 1) + 2.0 * at(x, y + 1) + at(x + 1, y + 1))
+                    - (at(x - 1, y - 1) + 2.0 * at(x, y - 1) + at(x + 1, y - 1));
+                total += f64::from((gradient_x * gradient_x + gradient_y * gradient_y).sqrt());
+            }
+        }
+        (total / (width * height) as f64) as f32
+    }
+
+    #[test]
+    fn every_statistic_matches_a_per_pixel_reference_at_every_edge_width() {
+        // Widths around the vector width and the kernels' reach, where the edge code runs.
+        for width in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 16, 17, 23, 33] {
+            for height in [1, 2, 3, 5, 8] {
+                let noisy = plane(width, height, |x, y| ((x * 7919 + y * 104_729 + x * y) % 251) as f32);
+                let features = analyse_plane(&noisy);
+                let blurred = reference_blur(&noisy);
+                let pixels = (width * height) as f64;
+                let mean = |values: &mut dyn Iterator<Item = f32>| (values.map(f64::from).sum::<f64>() / pixels) as f32;
+                let luma_mean = mean(&mut noisy.values.iter().copied());
+                let expected = [
+                    mean(&mut blurred.iter().copied()),
+                    mean(&mut noisy.values.iter().map(|value| (value - luma_mean).powi(2))).sqrt(),
+                    mean(
+                        &mut noisy
+                            .values
+                            .iter()
+                            .zip(&blurred)
+                            .map(|(value, blur)| (value - blur).abs()),
+                    ),
+                    reference_edge_strength(&blurred, width, height),
+                ];
+                let actual = [
+                    features.mean_luma,
+                    features.contrast,
+                    features.sharpness,
+                    features.edge_strength,
+                ];
+                for (name, (actual, expected)) in ["mean", "contrast", "sharpness", "edges"]
+                    .iter()
+                    .zip(actual.iter().zip(expected))
+                {
+                    assert!(
+                        (actual - expected).abs() <= 1e-3 * expected.abs().max(1.0),
+                        "{width}×{height} {name}: {actual} ≠ {expected}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn statistics_separate_flat_from_detailed_planes() {
         let flat = analyse_plane(&plane(32, 32, |_, _| 100.0));
