@@ -126,11 +126,7 @@ impl LocalChannels {
                 self.to_reclaim.remove(channel_id);
                 continue;
             }
-            if self
-                .reclaimed
-                .get(channel_id)
-                .is_some_and(|at| at.elapsed() < RECLAIM_INTERVAL)
-            {
+            if !self.claim_due(channel_id) {
                 continue;
             }
             let current = client
@@ -154,12 +150,31 @@ impl LocalChannels {
             if !unowned {
                 continue;
             }
-            self.reclaimed.insert(channel_id.clone(), std::time::Instant::now());
-            match self.register_channel(client, &local).await {
-                Ok(_) => {
-                    tracing::warn!(channel = %channel_id, "the channel was taken away while this ingestor's registration lapsed; claimed it again")
-                }
-                Err(reason) => tracing::warn!(channel = %channel_id, "cannot claim the channel again: {reason}"),
+            let claimed = self.register_channel(client, &local).await;
+            self.claim_settled(channel_id, claimed);
+        }
+    }
+
+    /// Whether `channel_id`'s last claim, if any, is [`RECLAIM_INTERVAL`] old.
+    fn claim_due(&self, channel_id: &str) -> bool {
+        self.reclaimed
+            .get(channel_id)
+            .is_none_or(|at| at.elapsed() >= RECLAIM_INTERVAL)
+    }
+
+    /// Records a claim of `channel_id` (taken out of the pending set before it was made). A
+    /// claim the coordinator refused or never answered goes back into the set, to be tried
+    /// again once [`RECLAIM_INTERVAL`] has passed: dropping it would leave a channel this
+    /// ingestor is configured to capture unowned until something else took it away again.
+    fn claim_settled(&mut self, channel_id: &str, claimed: Result<Channel, String>) {
+        self.reclaimed.insert(channel_id.to_owned(), std::time::Instant::now());
+        match claimed {
+            Ok(_) => {
+                tracing::warn!(channel = %channel_id, "the channel was taken away while this ingestor's registration lapsed; claimed it again")
+            }
+            Err(reason) => {
+                tracing::warn!(channel = %channel_id, "cannot claim the channel again, will retry: {reason}");
+                self.to_reclaim.insert(channel_id.to_owned());
             }
         }
     }
@@ -327,4 +342,56 @@ pub(crate) fn only_source_changed(old: &LocalChannel, new: &LocalChannel) -> boo
     let mut same_source = new.clone();
     same_source.source = old.source.clone();
     &same_source == old && old.source != new.source
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn local_channels() -> LocalChannels {
+        let config = IngestorConfig::try_parse_from(["framefleet-ingestor", "--channel", "cam-1=file:///tmp/a.mp4"])
+            .expect("parse");
+        let registered = config
+            .flag_channels()
+            .into_iter()
+            .map(|channel| (channel.id.clone(), channel))
+            .collect();
+        LocalChannels {
+            config: Arc::new(config),
+            ingestor_id: "ingestor-1".to_owned(),
+            registered,
+            file_seen: None,
+            reclaimed: HashMap::new(),
+            to_reclaim: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_refused_claim_stays_pending_and_waits_out_the_interval() {
+        let mut local = local_channels();
+        assert!(local.claim_due("cam-1"), "never claimed: due at once");
+        local.claim_settled("cam-1", Err("the coordinator is unavailable".to_owned()));
+        assert!(local.reclaims_pending(), "a refused claim must be retried");
+        assert!(local.to_reclaim.contains("cam-1"));
+        assert!(!local.claim_due("cam-1"), "not before the interval has passed");
+        // Once the interval has passed, it is due again.
+        local
+            .reclaimed
+            .insert("cam-1".to_owned(), std::time::Instant::now() - RECLAIM_INTERVAL);
+        assert!(local.claim_due("cam-1"));
+    }
+
+    #[test]
+    fn a_claim_that_succeeds_leaves_nothing_pending() {
+        let mut local = local_channels();
+        let channel = Channel {
+            channel_id: "cam-1".to_owned(),
+            ingestor_id: "ingestor-1".to_owned(),
+            ..Channel::default()
+        };
+        local.claim_settled("cam-1", Ok(channel));
+        assert!(!local.reclaims_pending());
+        assert!(!local.claim_due("cam-1"));
+    }
 }
