@@ -89,6 +89,7 @@ tail -n 1 "$LOGS/watch.log"
 # second half of the drain against the first (after the 20-s warm-up).
 awk -F, 'NR > 1 && $1 >= 20 { n++; rss[n] = $2; if ($2 > peak) peak = $2; if (min == "" || $2 < min) min = $2 }
   END {
+    if (n < 2) { print "RSS: the drain ended before two samples after the warm-up; no trend to report"; exit }
     half = int(n / 2)
     for (i = 1; i <= n; i++) { if (i <= half) first += rss[i]; else second += rss[i] }
     first /= half; second /= n - half

@@ -3,8 +3,9 @@
 //! blurred across into a ring of five rows, blurred down from the ring, and its Sobel
 //! gradients are taken as soon as the blurred rows below it exist, so apart from the input
 //! and the blurred plane (which motion detection needs) the kernel works on a dozen rows at a
-//! time (15 kB at 320 columns) instead of whole intermediate planes. It is the reference the candle graph in [`super::tensor`] (the CUDA path)
-//! is checked against, and both are checked against OpenCV (`tests/ops_vs_opencv.rs`).
+//! time (15 kB at 320 columns) instead of whole intermediate planes. It is the reference the
+//! candle graph in [`super::tensor`] (the CUDA path) is checked against, and both are checked
+//! against OpenCV (`tests/ops_vs_opencv.rs`).
 //!
 //! Borders repeat the edge pixel (OpenCV's `BORDER_REPLICATE`). Rows are copied into padded
 //! buffers so the inner loops have no edge cases and the compiler vectorises them; the
