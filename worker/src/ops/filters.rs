@@ -60,7 +60,7 @@ fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
 
 /// Copies `row` into `padded` with `radius` repeated edge values on each side.
 #[inline(always)]
-fn pad_row(row: &[f32], radius: usize, padded: &mut [f32]) {
+pub(super) fn pad_row(row: &[f32], radius: usize, padded: &mut [f32]) {
     let width = row.len();
     padded[radius..radius + width].copy_from_slice(row);
     let (first, last) = (row[0], row[width - 1]);
@@ -69,7 +69,7 @@ fn pad_row(row: &[f32], radius: usize, padded: &mut [f32]) {
 }
 
 /// Rows of the blur's vertical window: five rows blurred across, slot `row % 5`.
-const WINDOW_ROWS: usize = 5;
+pub(super) const WINDOW_ROWS: usize = 5;
 
 /// Rows of the Sobel window: three blurred rows, slot `row % 3`.
 const SOBEL_ROWS: usize = 3;
@@ -90,11 +90,7 @@ struct Scratch {
     padded: Vec<f32>,
     /// [`WINDOW_ROWS`] rows blurred across, `width` values each.
     window: Vec<f32>,
-    /// [`SOBEL_ROWS`] blurred rows with one repeated edge value each side, slot `row % 3`.
-    sobel_rows: [Vec<f32>; SOBEL_ROWS],
-    across: Vec<f32>,
-    down: Vec<f32>,
-    magnitude: Vec<f32>,
+    sobel: SobelScratch,
 }
 
 impl Scratch {
@@ -102,16 +98,50 @@ impl Scratch {
         Self {
             padded: vec![0.0; width + 4],
             window: vec![0.0; width * WINDOW_ROWS],
-            sobel_rows: [vec![0.0; width + 2], vec![0.0; width + 2], vec![0.0; width + 2]],
+            sobel: SobelScratch::new(width),
+        }
+    }
+}
+
+/// The rows the Sobel step keeps: shared by this kernel and the whole-byte one
+/// ([`super::integer_filters`]), which feed it the same blurred values.
+pub(super) struct SobelScratch {
+    /// [`SOBEL_ROWS`] blurred rows with one repeated edge value each side, slot `row % 3`.
+    rows: [Vec<f32>; SOBEL_ROWS],
+    across: Vec<f32>,
+    down: Vec<f32>,
+    magnitude: Vec<f32>,
+}
+
+impl SobelScratch {
+    pub(super) fn new(width: usize) -> Self {
+        Self {
+            rows: [vec![0.0; width + 2], vec![0.0; width + 2], vec![0.0; width + 2]],
             across: vec![0.0; width + 2],
             down: vec![0.0; width + 2],
             magnitude: vec![0.0; width],
         }
     }
+
+    /// Keeps blurred row `y` (`width` values) for the gradients of the rows around it.
+    #[inline(always)]
+    pub(super) fn keep_row(&mut self, y: usize, blurred: &[f32]) {
+        pad_row(blurred, 1, &mut self.rows[y % SOBEL_ROWS]);
+    }
 }
 
-/// Blur, gradients and statistics of `luma` (any size of at least 1×1).
+/// Blur, gradients and statistics of `luma` (any size of at least 1×1). A plane of whole
+/// bytes goes to the integer kernel ([`super::integer_filters`]), which gives the same blurred
+/// plane and edge strength, bit for bit, and exact sums for the other statistics.
 pub fn analyse_plane(luma: &LumaPlane) -> FrameFeatures {
+    if super::integer_filters::applies_to(luma) {
+        return super::integer_filters::analyse_plane(luma);
+    }
+    analyse_float_plane(luma)
+}
+
+/// The f32 kernel, whatever the plane holds.
+pub(super) fn analyse_float_plane(luma: &LumaPlane) -> FrameFeatures {
     pulp::Arch::new().dispatch(AnalysePlane(luma))
 }
 
@@ -159,16 +189,15 @@ fn analyse_rows(luma: &LumaPlane) -> FrameFeatures {
         gaussian_taps(rows, out);
         sums.blurred += f64::from(lane_sum(out, out, |value, _| value));
         sums.detail += f64::from(lane_sum(luma.row(y), out, |original, value| (original - value).abs()));
-        pad_row(out, 1, &mut scratch.sobel_rows[y % SOBEL_ROWS]);
+        scratch.sobel.keep_row(y, out);
         // The row above now has its blurred neighbours on both sides.
         if y >= 1 {
-            sobel_row([clamp_row(y as isize - 2), y - 1, y], &mut scratch, &mut sums);
+            sums.magnitude += sobel_row([clamp_row(y as isize - 2), y - 1, y], &mut scratch.sobel);
         }
     }
-    sobel_row(
+    sums.magnitude += sobel_row(
         [clamp_row(last_row as isize - 1), last_row, last_row],
-        &mut scratch,
-        &mut sums,
+        &mut scratch.sobel,
     );
 
     let pixels = (width * height) as f64;
@@ -179,6 +208,7 @@ fn analyse_rows(luma: &LumaPlane) -> FrameFeatures {
             width,
             height,
             values: blurred,
+            whole_bytes: false,
         },
         mean_luma: (sums.blurred / pixels) as f32,
         contrast: variance.sqrt() as f32,
@@ -212,19 +242,18 @@ fn gaussian_taps([first, second, centre, fourth, fifth]: [&[f32]; 5], out: &mut 
     }
 }
 
-/// Adds the Sobel magnitudes of one blurred row, given the indexes of the blurred rows
+/// The sum of the Sobel magnitudes of one blurred row, given the indexes of the blurred rows
 /// above, at and below it, which must be in the Sobel window (OpenCV's ksize 3: [-1 0 1]
 /// across, [1 2 1] along).
 #[inline(always)]
-fn sobel_row(source_rows: [usize; 3], scratch: &mut Scratch, sums: &mut Sums) {
-    let Scratch {
-        sobel_rows,
+pub(super) fn sobel_row(source_rows: [usize; 3], scratch: &mut SobelScratch) -> f64 {
+    let SobelScratch {
+        rows,
         across,
         down,
         magnitude,
-        ..
     } = scratch;
-    let [above, centre, below] = source_rows.map(|row| &sobel_rows[row % SOBEL_ROWS]);
+    let [above, centre, below] = source_rows.map(|row| &rows[row % SOBEL_ROWS]);
     // The difference of the right and left neighbours, smoothed [1 2 1] down the rows, and
     // the difference of the rows below and above, smoothed [1 2 1] across.
     for (((value, &up), &middle), &low) in across.iter_mut().zip(above).zip(centre).zip(below) {
@@ -245,7 +274,7 @@ fn sobel_row(source_rows: [usize; 3], scratch: &mut Scratch, sums: &mut Sums) {
         let gradient_y = down_left + 2.0 * down_middle + down_right;
         *value = (gradient_x * gradient_x + gradient_y * gradient_y).sqrt();
     }
-    sums.magnitude += f64::from(lane_sum(magnitude, magnitude, |value, _| value));
+    f64::from(lane_sum(magnitude, magnitude, |value, _| value))
 }
 
 #[cfg(test)]

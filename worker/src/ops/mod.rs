@@ -14,6 +14,7 @@
 //! kernel, which is the reference.
 
 pub mod filters;
+mod integer_filters;
 pub mod motion;
 pub mod staging;
 pub mod tensor;

@@ -16,6 +16,10 @@ pub struct LumaPlane {
     pub width: usize,
     pub height: usize,
     pub values: Vec<f32>,
+    /// Every value is a whole number 0–255, copied from 8-bit pixels (a grayscale decode at
+    /// the analysis size: the common JPEG case). The filters then blur in exact integer
+    /// arithmetic ([`super::integer_filters`]). Set only by staging, which copied the bytes.
+    pub(super) whole_bytes: bool,
 }
 
 impl LumaPlane {
@@ -27,7 +31,17 @@ impl LumaPlane {
                 values: values.len(),
             });
         }
-        Ok(Self { width, height, values })
+        Ok(Self {
+            width,
+            height,
+            values,
+            whole_bytes: false,
+        })
+    }
+
+    /// Whether every value is a whole number 0–255 copied from 8-bit pixels.
+    pub fn is_whole_bytes(&self) -> bool {
+        self.whole_bytes
     }
 
     pub fn row(&self, y: usize) -> &[f32] {
@@ -129,7 +143,9 @@ pub fn area_luma(image: PixelView<'_>, factor: usize) -> Result<LumaPlane, OpsEr
                     .map(|&byte| f32::from(byte)),
             );
         }
-        return LumaPlane::new(width, height, values);
+        let mut plane = LumaPlane::new(width, height, values)?;
+        plane.whole_bytes = true;
+        return Ok(plane);
     }
     if factor == 1 {
         for y in 0..height {

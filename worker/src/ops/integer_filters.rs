@@ -1,0 +1,269 @@
+//! The filters for a plane of whole bytes: luma copied from 8-bit pixels, which is what a
+//! grayscale decode at the analysis size gives (the common JPEG case, see [`crate::decode`]).
+//!
+//! OpenCV's 5×5 Gaussian is the binomial [1 4 6 4 1] / 16 each way, so on whole numbers it is
+//! exact in integers: a row blurred across is at most 16 × 255 = 4 080 and then blurred down
+//! at most 256 × 255 = 65 280, both u16. The f32 kernel ([`super::filters`]) computes the same
+//! values exactly too (every product and partial sum is a multiple of 1/256 below 256, which
+//! needs 16 significant bits of f32's 24), so this kernel's blurred plane is the f32 kernel's
+//! bit for bit, and so are the Sobel magnitudes, taken from it by the same code. What changes
+//! is the cost: a vector holds twice as many u16 lanes as f32 lanes, and integer sums may be
+//! reordered, so the compiler folds the luma, blur and detail sums into the loops that produce
+//! the values instead of needing a pass each (an f32 sum has an order it must keep). Those
+//! three statistics are exact integer sums here, where the f32 kernel rounds partial sums.
+
+use super::filters::{FrameFeatures, SobelScratch, WINDOW_ROWS, sobel_row};
+use super::staging::LumaPlane;
+
+/// Rows wider than this could overflow a row's u32 sums (each term is at most 256 × 255).
+const MAX_WIDTH: usize = u32::MAX as usize / (256 * 255);
+
+/// 2²³: the f32 whose last mantissa bit is worth 1.
+const MANTISSA_UNIT: f32 = 8_388_608.0;
+
+/// Whether [`analyse_plane`] can take `luma`: whole bytes, in rows its sums cannot overflow.
+pub(super) fn applies_to(luma: &LumaPlane) -> bool {
+    luma.is_whole_bytes() && luma.width <= MAX_WIDTH
+}
+
+/// Blur, gradients and statistics of a plane for which [`applies_to`] holds.
+pub(super) fn analyse_plane(luma: &LumaPlane) -> FrameFeatures {
+    debug_assert!(applies_to(luma));
+    pulp::Arch::new().dispatch(AnalyseWholePlane(luma))
+}
+
+/// [`analyse_rows`] as a pulp operation, compiled per instruction-set level (a struct, not a
+/// closure: see `super::filters::AnalysePlane`).
+struct AnalyseWholePlane<'a>(&'a LumaPlane);
+
+impl pulp::WithSimd for AnalyseWholePlane<'_> {
+    type Output = FrameFeatures;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) -> FrameFeatures {
+        analyse_rows(self.0)
+    }
+}
+
+/// Exact running sums of one frame: luma, luma², 256 × blurred and 256 × |luma − blurred|; the
+/// Sobel magnitudes are f32, summed as the f32 kernel sums them.
+#[derive(Default)]
+struct Sums {
+    luma: u64,
+    luma_square: u64,
+    blurred: u64,
+    detail: u64,
+    magnitude: f64,
+}
+
+/// Row buffers reused from row to row.
+struct Scratch {
+    /// [`WINDOW_ROWS`] input rows, `width + 4` values each (two repeated edge values each
+    /// side), slot `row % 5`: blurred across when they arrive, read again for the detail sum.
+    input: Vec<u16>,
+    /// [`WINDOW_ROWS`] rows blurred across, 16 × the blur, `width` values each.
+    window: Vec<u16>,
+    sobel: SobelScratch,
+}
+
+#[inline(always)]
+fn analyse_rows(luma: &LumaPlane) -> FrameFeatures {
+    let (width, height) = (luma.width, luma.height);
+    let padded_width = width + 4;
+    let last_row = height - 1;
+    let clamp_row = |y: isize| y.clamp(0, last_row as isize) as usize;
+    let mut scratch = Scratch {
+        input: vec![0; padded_width * WINDOW_ROWS],
+        window: vec![0; width * WINDOW_ROWS],
+        sobel: SobelScratch::new(width),
+    };
+    let mut blurred = vec![0_f32; width * height];
+    let mut sums = Sums::default();
+    let mut next_across = 0;
+    for y in 0..height {
+        // The window needs the rows up to two below this one blurred across.
+        while next_across <= (y + 2).min(last_row) {
+            blur_across(luma.row(next_across), next_across, &mut scratch, &mut sums);
+            next_across += 1;
+        }
+        let window_row = |offset: isize| {
+            let slot = clamp_row(y as isize + offset) % WINDOW_ROWS;
+            &scratch.window[slot * width..][..width]
+        };
+        let rows = [
+            window_row(-2),
+            window_row(-1),
+            window_row(0),
+            window_row(1),
+            window_row(2),
+        ];
+        let input = &scratch.input[(y % WINDOW_ROWS) * padded_width + 2..][..width];
+        let out = &mut blurred[y * width..(y + 1) * width];
+        blur_down(rows, input, out, &mut sums);
+        scratch.sobel.keep_row(y, out);
+        // The row above now has its blurred neighbours on both sides.
+        if y >= 1 {
+            sums.magnitude += sobel_row([clamp_row(y as isize - 2), y - 1, y], &mut scratch.sobel);
+        }
+    }
+    sums.magnitude += sobel_row(
+        [clamp_row(last_row as isize - 1), last_row, last_row],
+        &mut scratch.sobel,
+    );
+
+    let pixels = (width * height) as f64;
+    let luma_mean = sums.luma as f64 / pixels;
+    let variance = (sums.luma_square as f64 / pixels - luma_mean * luma_mean).max(0.0);
+    FrameFeatures {
+        blurred: LumaPlane {
+            width,
+            height,
+            values: blurred,
+            whole_bytes: false,
+        },
+        mean_luma: (sums.blurred as f64 / 256.0 / pixels) as f32,
+        contrast: variance.sqrt() as f32,
+        sharpness: (sums.detail as f64 / 256.0 / pixels) as f32,
+        edge_strength: (sums.magnitude / pixels) as f32,
+    }
+}
+
+/// Takes input row `y` into its slot as u16 with its luma sums, and blurs it across into its
+/// window slot: 16 × the blur, a + 4b + 6c + 4d + e.
+#[inline(always)]
+fn blur_across(row: &[f32], y: usize, scratch: &mut Scratch, sums: &mut Sums) {
+    let width = row.len();
+    let padded_width = width + 4;
+    let input = &mut scratch.input[(y % WINDOW_ROWS) * padded_width..][..padded_width];
+    let (mut luma, mut luma_square) = (0_u32, 0_u32);
+    for (pixel, &value) in input[2..2 + width].iter_mut().zip(row) {
+        // `value` is a whole number 0–255, so 2²³ + value is exact and its low mantissa bits
+        // are the value: one vector add, where Rust's saturating float-to-int casts compile
+        // element by element on x86.
+        let byte = (value + MANTISSA_UNIT).to_bits() as u16;
+        *pixel = byte;
+        luma += u32::from(byte);
+        // At most 255² = 65 025: a u16 product, which vectorises at twice the width of a u32 one.
+        luma_square += u32::from(byte * byte);
+    }
+    sums.luma += u64::from(luma);
+    sums.luma_square += u64::from(luma_square);
+    let (first, last) = (input[2], input[width + 1]);
+    input[..2].fill(first);
+    input[width + 2..].fill(last);
+    let input = &*input;
+    let shifted = |offset: usize| &input[offset..offset + width];
+    let out = &mut scratch.window[(y % WINDOW_ROWS) * width..][..width];
+    // Zipped, not indexed: no bounds checks, so the loop vectorises.
+    for (((((value, &a), &b), &c), &d), &e) in out
+        .iter_mut()
+        .zip(shifted(0))
+        .zip(shifted(1))
+        .zip(shifted(2))
+        .zip(shifted(3))
+        .zip(shifted(4))
+    {
+        *value = a + e + 4 * (b + d) + 6 * c;
+    }
+}
+
+/// Blurs down five rows of the window (from two above to two below) into `out`, the blurred
+/// row in 0–255, and adds its blur and detail sums against `input`, the row's luma.
+#[inline(always)]
+fn blur_down([first, second, centre, fourth, fifth]: [&[u16]; 5], input: &[u16], out: &mut [f32], sums: &mut Sums) {
+    let (mut blurred, mut detail) = (0_u32, 0_u32);
+    for ((((((value, &a), &b), &c), &d), &e), &pixel) in out
+        .iter_mut()
+        .zip(first)
+        .zip(second)
+        .zip(centre)
+        .zip(fourth)
+        .zip(fifth)
+        .zip(input)
+    {
+        // At most 256 × 255 = 65 280: a u16 without overflow.
+        let sum = a + e + 4 * (b + d) + 6 * c;
+        *value = f32::from(sum) * (1.0 / 256.0);
+        blurred += u32::from(sum);
+        detail += (i32::from(pixel) * 256 - i32::from(sum)).unsigned_abs();
+    }
+    sums.blurred += u64::from(blurred);
+    sums.detail += u64::from(detail);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::filters::analyse_float_plane;
+    use super::super::staging::{PixelLayout, PixelView, area_luma};
+    use super::*;
+
+    /// A plane staged from 8-bit gray pixels, as a grayscale decode gives it.
+    fn whole_plane(width: usize, height: usize, byte: impl Fn(usize, usize) -> u8) -> LumaPlane {
+        let bytes: Vec<u8> = (0..height)
+            .flat_map(|y| (0..width).map(move |x| (x, y)))
+            .map(|(x, y)| byte(x, y))
+            .collect();
+        area_luma(PixelView::packed(&bytes, width, height, PixelLayout::Gray), 1).expect("plane")
+    }
+
+    #[test]
+    fn only_planes_of_whole_bytes_take_the_integer_kernel() {
+        assert!(applies_to(&whole_plane(4, 3, |x, y| (x + y) as u8)));
+        assert!(!applies_to(&LumaPlane::new(4, 3, vec![0.5; 12]).expect("plane")));
+        // Area-averaged or weighted colour luma is not whole.
+        let rgb = [10_u8; 4 * 4 * 3];
+        assert!(!applies_to(
+            &area_luma(PixelView::packed(&rgb, 4, 4, PixelLayout::Rgb), 1).expect("plane")
+        ));
+        assert!(!applies_to(
+            &area_luma(PixelView::packed(&rgb[..16], 4, 4, PixelLayout::Gray), 2).expect("plane")
+        ));
+    }
+
+    #[test]
+    fn integer_kernel_gives_the_f32_kernels_blur_and_edges_bit_for_bit() {
+        // Widths around the vector widths (8 f32, 16 u16 lanes) and the kernels' reach, with
+        // noise over the whole 0–255 range, saturated planes and a hard step.
+        let patterns: [(&str, fn(usize, usize) -> u8); 4] = [
+            ("noise", |x, y| ((x * 7919 + y * 104_729 + x * y) % 256) as u8),
+            ("white", |_, _| 255),
+            ("checks", |x, y| if (x + y) % 2 == 0 { 255 } else { 0 }),
+            ("step", |x, _| if x < 9 { 0 } else { 255 }),
+        ];
+        for (name, pattern) in patterns {
+            for width in [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 320] {
+                for height in [1, 2, 3, 5, 8, 13] {
+                    let plane = whole_plane(width, height, pattern);
+                    let exact = analyse_plane(&plane);
+                    let float = analyse_float_plane(&plane);
+                    let at = format!("{name} {width}×{height}");
+                    assert_eq!(exact.blurred, float.blurred, "{at}: blurred planes differ");
+                    assert_eq!(exact.edge_strength, float.edge_strength, "{at}: edge strength");
+                    // The other sums are exact here and rounded in f32 there.
+                    for (statistic, exact, float) in [
+                        ("mean", exact.mean_luma, float.mean_luma),
+                        ("contrast", exact.contrast, float.contrast),
+                        ("sharpness", exact.sharpness, float.sharpness),
+                    ] {
+                        assert!(
+                            (exact - float).abs() <= 1e-5 * float.abs().max(1.0),
+                            "{at} {statistic}: {exact} ≠ {float}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn statistics_of_known_planes_are_exact() {
+        let white = analyse_plane(&whole_plane(40, 30, |_, _| 255));
+        assert_eq!(
+            (white.mean_luma, white.contrast, white.sharpness, white.edge_strength),
+            (255.0, 0.0, 0.0, 0.0)
+        );
+        // Half the pixels 0 and half 255: σ = 127.5 exactly.
+        let checks = analyse_plane(&whole_plane(40, 30, |x, y| if (x + y) % 2 == 0 { 255 } else { 0 }));
+        assert_eq!(checks.contrast, 127.5);
+    }
+}
