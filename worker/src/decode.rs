@@ -138,7 +138,7 @@ fn stage_jpeg(
     payload: &[u8],
     size: (usize, usize),
     factor: usize,
-) -> Result<crate::ops::staging::LumaPlane, DecodeError> {
+) -> Result<crate::ops::staging::StagedLuma, DecodeError> {
     let staged = stage_jpeg_with_thread_decoder(payload, size, factor);
     if staged.is_err() {
         // A decoder that failed mid-stream keeps state from the bad frame (Huffman
@@ -153,7 +153,7 @@ fn stage_jpeg_with_thread_decoder(
     payload: &[u8],
     size: (usize, usize),
     factor: usize,
-) -> Result<crate::ops::staging::LumaPlane, DecodeError> {
+) -> Result<crate::ops::staging::StagedLuma, DecodeError> {
     let corrupt = |error: turbojpeg::Error| DecodeError::CorruptJpeg(error.to_string());
     JPEG_DECODER.with_borrow_mut(|slot| {
         let JpegDecoder { decompressor, pixels } = match slot {
@@ -242,7 +242,7 @@ fn stage_png(
     payload: &[u8],
     size: (usize, usize),
     factor: usize,
-) -> Result<crate::ops::staging::LumaPlane, DecodeError> {
+) -> Result<crate::ops::staging::StagedLuma, DecodeError> {
     let options = DecoderOptions::default()
         .png_set_strip_to_8bit(true)
         .set_max_width(MAX_DIMENSION)
@@ -291,7 +291,7 @@ fn stage_raw(
     (width, height): (usize, usize),
     pixel_format: i32,
     factor: usize,
-) -> Result<crate::ops::staging::LumaPlane, DecodeError> {
+) -> Result<crate::ops::staging::StagedLuma, DecodeError> {
     let pixel_format = PixelFormat::try_from(pixel_format)
         .map_err(|_| DecodeError::BadSchema(format!("pixel format #{pixel_format}")))?;
     let layout = match pixel_format {
@@ -334,8 +334,9 @@ mod tests {
             0,
         )
         .expect("stage");
-        assert!((staged.luma.values[0] - 0.299 * 255.0).abs() < 1e-3, "{staged:?}");
-        assert!((staged.luma.values[1] - 0.114 * 255.0).abs() < 1e-3, "{staged:?}");
+        let luma = staged.luma.to_floats();
+        assert!((luma.values[0] - 0.299 * 255.0).abs() < 1e-3, "{staged:?}");
+        assert!((luma.values[1] - 0.114 * 255.0).abs() < 1e-3, "{staged:?}");
     }
 
     #[test]
@@ -409,23 +410,25 @@ mod tests {
         let payload = gradient_jpeg(100, 60);
         let jpeg = schema(FrameEncoding::Jpeg, PixelFormat::Rgb24, 100, 60);
         let full = stage_frame(&payload, &jpeg, 0).expect("full size");
-        assert_eq!((full.luma.width, full.luma.height, full.factor), (100, 60, 1));
+        assert_eq!((full.luma.width(), full.luma.height(), full.factor), (100, 60, 1));
+        let full_luma = full.luma.to_floats();
         for max_side in [50, 34, 25, 17, 15, 13, 12] {
             let staged = stage_frame(&payload, &jpeg, max_side).expect("stage");
             let factor = analysis_factor(100, 60, max_side);
             assert_eq!(staged.factor, factor);
-            assert_eq!((staged.luma.width, staged.luma.height), (100 / factor, 60 / factor));
+            let luma = staged.luma.to_floats();
+            assert_eq!((luma.width, luma.height), (100 / factor, 60 / factor));
             // Each analysis pixel is close to the mean of its block at full size.
-            for y in 0..staged.luma.height {
-                for x in 0..staged.luma.width {
+            for y in 0..luma.height {
+                for x in 0..luma.width {
                     let mut sum = 0.0;
                     for dy in 0..factor {
                         for dx in 0..factor {
-                            sum += full.luma.values[(y * factor + dy) * 100 + x * factor + dx];
+                            sum += full_luma.values[(y * factor + dy) * 100 + x * factor + dx];
                         }
                     }
                     let mean = sum / (factor * factor) as f32;
-                    let value = staged.luma.values[y * staged.luma.width + x];
+                    let value = luma.values[y * luma.width + x];
                     assert!(
                         (value - mean).abs() < 4.0,
                         "factor {factor} at ({x}, {y}): {value} vs {mean}"
@@ -559,8 +562,8 @@ mod tests {
         let width = 1920;
         let raw: Vec<u8> = (0..width * 3).map(|index| (index % 256) as u8).collect();
         let staged = stage_frame(&raw, &schema(FrameEncoding::Raw, PixelFormat::Gray8, 1920, 3), 480).expect("1920×3");
-        assert_eq!((staged.luma.width, staged.luma.height, staged.factor), (640, 1, 3));
+        assert_eq!((staged.luma.width(), staged.luma.height(), staged.factor), (640, 1, 3));
         let tall = stage_frame(&raw, &schema(FrameEncoding::Raw, PixelFormat::Gray8, 1, 5760), 480).expect("1×5760");
-        assert_eq!((tall.luma.width, tall.luma.height, tall.factor), (1, 5760, 1));
+        assert_eq!((tall.luma.width(), tall.luma.height(), tall.factor), (1, 5760, 1));
     }
 }

@@ -261,7 +261,8 @@ pub fn time_graph(
     for pass in 0..settings.passes.max(1) {
         let mut motion = MotionState::default();
         for (frames, channels) in reference.frames.chunks(batch).zip(reference.channels.chunks(batch)) {
-            let planes: Vec<_> = frames.iter().map(|frame| &frame.luma).collect();
+            let floats: Vec<_> = frames.iter().map(|frame| frame.luma.to_floats()).collect();
+            let planes: Vec<_> = floats.iter().map(|plane| &**plane).collect();
             let started = Instant::now();
             let uploaded = tensor::planes_to_tensor(&planes, device)?;
             device.synchronize()?;
@@ -305,14 +306,21 @@ pub fn dump_reference(
     let stem = format!("{}x{}", size.0, size.1);
     let mut bytes = Vec::new();
     for frame in &reference.frames {
-        bytes.extend(frame.luma.values.iter().flat_map(|value| value.to_le_bytes()));
+        bytes.extend(
+            frame
+                .luma
+                .to_floats()
+                .values
+                .iter()
+                .flat_map(|value| value.to_le_bytes()),
+        );
     }
     let planes = dir.join(format!("{stem}.planes.f32"));
     std::fs::write(&planes, bytes).map_err(io_error(&planes))?;
     let first = reference.frames.first();
     let document = json!({
         "full_size": [size.0, size.1],
-        "analysis_size": first.map(|frame| [frame.luma.width, frame.luma.height]),
+        "analysis_size": first.map(|frame| [frame.luma.width(), frame.luma.height()]),
         "factor": first.map(|frame| frame.factor),
         "frames": reference.frames.len(),
         "channels": reference.channels,

@@ -5,7 +5,7 @@
 use candle_core::Device;
 use framefleet_proto::v1::{FrameEncoding, FrameSchema, PixelFormat};
 use framefleet_worker::decode::stage_frame;
-use framefleet_worker::ops::staging::{LumaPlane, PixelLayout, PixelView, area_luma};
+use framefleet_worker::ops::staging::{BytePlane, LumaPlane, PixelLayout, PixelView, StagedLuma, area_luma};
 use framefleet_worker::ops::{self, AnalysisSettings, filters, motion, tensor};
 use opencv::core::{self as cv, Mat, Size};
 use opencv::prelude::*;
@@ -52,7 +52,7 @@ fn our_luma(rgb: &Mat, factor: usize) -> LumaPlane {
         rgb.rows() as usize,
         PixelLayout::Rgb,
     );
-    area_luma(view, factor).expect("luma")
+    area_luma(view, factor).expect("luma").to_floats().into_owned()
 }
 
 fn opencv_area(image: &Mat, factor: i32) -> Mat {
@@ -139,9 +139,10 @@ fn jpeg_staging_matches_opencv_decode_luma_and_inter_area() {
         let staged = stage_frame(jpeg.as_slice(), &schema(FrameEncoding::Jpeg), max_side).expect("stage");
         assert_eq!(staged.factor, factor);
         let expected = mat_values(&opencv_area(&reference_luma, factor as i32));
+        let luma = staged.luma.to_floats();
         let (mean, largest) = (
-            mean_difference(&staged.luma.values, &expected),
-            largest_difference(&staged.luma.values, &expected),
+            mean_difference(&luma.values, &expected),
+            largest_difference(&luma.values, &expected),
         );
         eprintln!("factor {factor}: mean |difference| {mean:.3}, largest {largest:.1}");
         assert!(
@@ -162,8 +163,8 @@ fn png_frames_stage_to_the_luma_of_the_pixels_opencv_encoded() {
         let mut png = cv::Vector::<u8>::new();
         imgcodecs::imencode_def(".png", source, &mut png).expect("encode png");
         let staged = stage_frame(png.as_slice(), &schema(FrameEncoding::Png), 0).expect("stage png");
-        assert_eq!((staged.luma.width, staged.luma.height), (768, 576));
-        let difference = largest_difference(&staged.luma.values, &mat_values(&expected));
+        assert_eq!((staged.luma.width(), staged.luma.height()), (768, 576));
+        let difference = largest_difference(&staged.luma.to_floats().values, &mat_values(&expected));
         assert!(
             difference < TOLERANCE,
             "PNG is lossless, yet luma differs by {difference}"
@@ -171,48 +172,69 @@ fn png_frames_stage_to_the_luma_of_the_pixels_opencv_encoded() {
     }
 }
 
-/// The CPU kernel's blur, Sobel magnitude and statistics against OpenCV's `GaussianBlur`,
-/// `Sobel`, `magnitude`, `mean`, `meanStdDev` and `absdiff`.
+/// Both CPU kernels' blur, Sobel magnitude and statistics against OpenCV's `GaussianBlur`,
+/// `Sobel`, `magnitude`, `mean`, `meanStdDev` and `absdiff`: the f32 kernel on OpenCV's f32
+/// luma, the integer kernel on that luma rounded to bytes (what a grayscale JPEG decode gives).
 #[test]
-fn cpu_kernel_matches_opencv_filters_and_statistics() {
+fn cpu_kernels_match_opencv_filters_and_statistics() {
     for index in [0, 40] {
-        let luma = opencv_reference::luma(&rgb_frame(index));
-        let features = filters::analyse_plane(&plane_of(&luma));
-        let blurred = opencv_reference::gaussian_blur_5(&luma);
-        let difference = largest_difference(&features.blurred.values, &mat_values(&blurred));
-        assert!(
-            difference < TOLERANCE,
-            "frame {index}: blur differs by up to {difference}"
-        );
-
-        let (gradient_x, gradient_y) = opencv_reference::sobel_xy(&blurred);
-        let mut magnitude = Mat::default();
-        cv::magnitude(&gradient_x, &gradient_y, &mut magnitude).expect("magnitude");
-        let mut mean = cv::Scalar::default();
-        let mut std_dev = cv::Scalar::default();
-        cv::mean_std_dev_def(&luma, &mut mean, &mut std_dev).expect("std");
-        let mut detail = Mat::default();
-        cv::absdiff(&luma, &blurred, &mut detail).expect("absdiff");
-        for (name, ours, theirs) in [
-            (
-                "mean luma",
-                features.mean_luma,
-                cv::mean_def(&blurred).expect("mean")[0],
-            ),
-            ("contrast", features.contrast, std_dev[0]),
-            ("sharpness", features.sharpness, cv::mean_def(&detail).expect("mean")[0]),
-            (
-                "edge strength",
-                features.edge_strength,
-                cv::mean_def(&magnitude).expect("mean")[0],
-            ),
-        ] {
-            let theirs = theirs as f32;
-            assert!(
-                (ours - theirs).abs() <= 1e-3 * theirs.abs().max(1.0),
-                "frame {index}: {name} is {ours}, OpenCV says {theirs}"
-            );
+        let float_luma = opencv_reference::luma(&rgb_frame(index));
+        let mut luma_bytes = Mat::default();
+        float_luma
+            .convert_to(&mut luma_bytes, cv::CV_8U, 1.0, 0.0)
+            .expect("to u8");
+        let mut byte_luma = Mat::default();
+        luma_bytes
+            .convert_to(&mut byte_luma, cv::CV_32F, 1.0, 0.0)
+            .expect("to f32");
+        let bytes = BytePlane::new(
+            luma_bytes.cols() as usize,
+            luma_bytes.rows() as usize,
+            luma_bytes.data_bytes().expect("continuous").to_vec(),
+        )
+        .expect("plane");
+        let kernels = [
+            ("f32", &float_luma, filters::analyse_plane(&plane_of(&float_luma))),
+            ("integer", &byte_luma, filters::analyse_luma(&StagedLuma::Bytes(bytes))),
+        ];
+        for (kernel, luma, features) in kernels {
+            check_filters_against_opencv(&format!("frame {index}, {kernel} kernel"), luma, &features);
         }
+    }
+}
+
+fn check_filters_against_opencv(case: &str, luma: &Mat, features: &filters::FrameFeatures) {
+    let blurred = opencv_reference::gaussian_blur_5(luma);
+    let difference = largest_difference(&features.blurred.values, &mat_values(&blurred));
+    assert!(difference < TOLERANCE, "{case}: blur differs by up to {difference}");
+
+    let (gradient_x, gradient_y) = opencv_reference::sobel_xy(&blurred);
+    let mut magnitude = Mat::default();
+    cv::magnitude(&gradient_x, &gradient_y, &mut magnitude).expect("magnitude");
+    let mut mean = cv::Scalar::default();
+    let mut std_dev = cv::Scalar::default();
+    cv::mean_std_dev_def(luma, &mut mean, &mut std_dev).expect("std");
+    let mut detail = Mat::default();
+    cv::absdiff(luma, &blurred, &mut detail).expect("absdiff");
+    for (name, ours, theirs) in [
+        (
+            "mean luma",
+            features.mean_luma,
+            cv::mean_def(&blurred).expect("mean")[0],
+        ),
+        ("contrast", features.contrast, std_dev[0]),
+        ("sharpness", features.sharpness, cv::mean_def(&detail).expect("mean")[0]),
+        (
+            "edge strength",
+            features.edge_strength,
+            cv::mean_def(&magnitude).expect("mean")[0],
+        ),
+    ] {
+        let theirs = theirs as f32;
+        assert!(
+            (ours - theirs).abs() <= 1e-3 * theirs.abs().max(1.0),
+            "{case}: {name} is {ours}, OpenCV says {theirs}"
+        );
     }
 }
 

@@ -109,7 +109,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
         let analysis_size = reference
             .frames
             .first()
-            .map_or((0, 0), |frame| (frame.luma.width, frame.luma.height));
+            .map_or((0, 0), |frame| (frame.luma.width(), frame.luma.height()));
         let mut batches = Vec::new();
         for &batch in &settings.batch_sizes {
             let timing = device_check::time_graph(&reference, &device, batch, &settings)

@@ -7,14 +7,14 @@
 //! candle graph in [`super::tensor`] (the CUDA path) is checked against, and both are checked
 //! against OpenCV (`tests/ops_vs_opencv.rs`).
 //!
-//! Borders repeat the edge pixel (OpenCV's `BORDER_REPLICATE`). Rows are copied into padded
-//! buffers so the inner loops have no edge cases and the compiler vectorises them; the
-//! kernel is compiled once per x86-64 instruction set level and the widest one the CPU has
+//! Borders repeat the edge pixel (OpenCV's `BORDER_REPLICATE`). Input rows are copied into
+//! padded buffers, and the Sobel sums pad their own rows, so the inner loops have no edge
+//! cases and the compiler vectorises them; the kernel is compiled once per x86-64 instruction set level and the widest one the CPU has
 //! is chosen at run time ([`pulp::Arch`]), so one binary runs everywhere and uses AVX2 where
 //! it exists. No fused multiply-add is formed (Rust never contracts `a * b + c`), so every
 //! level computes the same values.
 
-use super::staging::LumaPlane;
+use super::staging::{LumaPlane, StagedLuma};
 
 /// The 5-tap binomial kernel OpenCV uses for `GaussianBlur` with ksize 5 and sigma 0.
 pub const GAUSSIAN_5: [f32; 5] = [1.0 / 16.0, 4.0 / 16.0, 6.0 / 16.0, 4.0 / 16.0, 1.0 / 16.0];
@@ -71,9 +71,6 @@ pub(super) fn pad_row(row: &[f32], radius: usize, padded: &mut [f32]) {
 /// Rows of the blur's vertical window: five rows blurred across, slot `row % 5`.
 pub(super) const WINDOW_ROWS: usize = 5;
 
-/// Rows of the Sobel window: three blurred rows, slot `row % 3`.
-const SOBEL_ROWS: usize = 3;
-
 /// Running sums of one frame's statistics.
 #[derive(Default)]
 struct Sums {
@@ -103,11 +100,10 @@ impl Scratch {
     }
 }
 
-/// The rows the Sobel step keeps: shared by this kernel and the whole-byte one
+/// The Sobel step's row buffers: shared by this kernel and the whole-byte one
 /// ([`super::integer_filters`]), which feed it the same blurred values.
 pub(super) struct SobelScratch {
-    /// [`SOBEL_ROWS`] blurred rows with one repeated edge value each side, slot `row % 3`.
-    rows: [Vec<f32>; SOBEL_ROWS],
+    /// The rows' vertical sums, one repeated edge value each side (`width + 2`).
     across: Vec<f32>,
     down: Vec<f32>,
     magnitude: Vec<f32>,
@@ -116,32 +112,28 @@ pub(super) struct SobelScratch {
 impl SobelScratch {
     pub(super) fn new(width: usize) -> Self {
         Self {
-            rows: [vec![0.0; width + 2], vec![0.0; width + 2], vec![0.0; width + 2]],
             across: vec![0.0; width + 2],
             down: vec![0.0; width + 2],
             magnitude: vec![0.0; width],
         }
     }
+}
 
-    /// Keeps blurred row `y` (`width` values) for the gradients of the rows around it.
-    #[inline(always)]
-    pub(super) fn keep_row(&mut self, y: usize, blurred: &[f32]) {
-        pad_row(blurred, 1, &mut self.rows[y % SOBEL_ROWS]);
+/// Blur, gradients and statistics of staged luma (any size of at least 1×1): bytes go to the
+/// integer kernel ([`super::integer_filters`]), which gives the same blurred plane and edge
+/// strength as this one, bit for bit, and exact sums for the other statistics.
+pub fn analyse_luma(luma: &StagedLuma) -> FrameFeatures {
+    match luma {
+        StagedLuma::Bytes(plane) if super::integer_filters::applies_to(plane) => {
+            super::integer_filters::analyse_plane(plane)
+        }
+        StagedLuma::Bytes(_) => analyse_plane(&luma.to_floats()),
+        StagedLuma::Floats(plane) => analyse_plane(plane),
     }
 }
 
-/// Blur, gradients and statistics of `luma` (any size of at least 1×1). A plane of whole
-/// bytes goes to the integer kernel ([`super::integer_filters`]), which gives the same blurred
-/// plane and edge strength, bit for bit, and exact sums for the other statistics.
+/// Blur, gradients and statistics of an f32 plane (any size of at least 1×1).
 pub fn analyse_plane(luma: &LumaPlane) -> FrameFeatures {
-    if super::integer_filters::applies_to(luma) {
-        return super::integer_filters::analyse_plane(luma);
-    }
-    analyse_float_plane(luma)
-}
-
-/// The f32 kernel, whatever the plane holds.
-pub(super) fn analyse_float_plane(luma: &LumaPlane) -> FrameFeatures {
     pulp::Arch::new().dispatch(AnalysePlane(luma))
 }
 
@@ -189,16 +181,14 @@ fn analyse_rows(luma: &LumaPlane) -> FrameFeatures {
         gaussian_taps(rows, out);
         sums.blurred += f64::from(lane_sum(out, out, |value, _| value));
         sums.detail += f64::from(lane_sum(luma.row(y), out, |original, value| (original - value).abs()));
-        scratch.sobel.keep_row(y, out);
         // The row above now has its blurred neighbours on both sides.
         if y >= 1 {
-            sums.magnitude += sobel_row([clamp_row(y as isize - 2), y - 1, y], &mut scratch.sobel);
+            let rows = [clamp_row(y as isize - 2), y - 1, y].map(|row| &blurred[row * width..][..width]);
+            sums.magnitude += sobel_row(rows, &mut scratch.sobel);
         }
     }
-    sums.magnitude += sobel_row(
-        [clamp_row(last_row as isize - 1), last_row, last_row],
-        &mut scratch.sobel,
-    );
+    let rows = [clamp_row(last_row as isize - 1), last_row, last_row].map(|row| &blurred[row * width..][..width]);
+    sums.magnitude += sobel_row(rows, &mut scratch.sobel);
 
     let pixels = (width * height) as f64;
     let luma_mean = sums.luma / pixels;
@@ -208,7 +198,6 @@ fn analyse_rows(luma: &LumaPlane) -> FrameFeatures {
             width,
             height,
             values: blurred,
-            whole_bytes: false,
         },
         mean_luma: (sums.blurred / pixels) as f32,
         contrast: variance.sqrt() as f32,
@@ -242,25 +231,28 @@ fn gaussian_taps([first, second, centre, fourth, fifth]: [&[f32]; 5], out: &mut 
     }
 }
 
-/// The sum of the Sobel magnitudes of one blurred row, given the indexes of the blurred rows
-/// above, at and below it, which must be in the Sobel window (OpenCV's ksize 3: [-1 0 1]
-/// across, [1 2 1] along).
+/// The sum of the Sobel magnitudes of one blurred row, given the blurred rows above, at and
+/// below it (`width` values each; OpenCV's ksize 3: [-1 0 1] across, [1 2 1] along).
 #[inline(always)]
-pub(super) fn sobel_row(source_rows: [usize; 3], scratch: &mut SobelScratch) -> f64 {
+pub(super) fn sobel_row([above, centre, below]: [&[f32]; 3], scratch: &mut SobelScratch) -> f64 {
     let SobelScratch {
-        rows,
         across,
         down,
         magnitude,
     } = scratch;
-    let [above, centre, below] = source_rows.map(|row| &rows[row % SOBEL_ROWS]);
+    let width = centre.len();
     // The difference of the right and left neighbours, smoothed [1 2 1] down the rows, and
-    // the difference of the rows below and above, smoothed [1 2 1] across.
-    for (((value, &up), &middle), &low) in across.iter_mut().zip(above).zip(centre).zip(below) {
+    // the difference of the rows below and above, smoothed [1 2 1] across. Both are linear in
+    // the rows, so padding them by their own edge values is padding the rows (the edge pixel
+    // repeated, as OpenCV's BORDER_REPLICATE does).
+    for (((value, &up), &middle), &low) in across[1..=width].iter_mut().zip(above).zip(centre).zip(below) {
         *value = up + 2.0 * middle + low;
     }
-    for ((value, &up), &low) in down.iter_mut().zip(above).zip(below) {
+    for ((value, &up), &low) in down[1..=width].iter_mut().zip(above).zip(below) {
         *value = low - up;
+    }
+    for sums in [&mut *across, &mut *down] {
+        (sums[0], sums[width + 1]) = (sums[1], sums[width]);
     }
     for (((((value, &left), &right), &down_left), &down_middle), &down_right) in magnitude
         .iter_mut()

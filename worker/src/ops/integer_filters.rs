@@ -13,28 +13,25 @@
 //! three statistics are exact integer sums here, where the f32 kernel rounds partial sums.
 
 use super::filters::{FrameFeatures, SobelScratch, WINDOW_ROWS, sobel_row};
-use super::staging::LumaPlane;
+use super::staging::{BytePlane, LumaPlane};
 
 /// Rows wider than this could overflow a row's u32 sums (each term is at most 256 × 255).
 const MAX_WIDTH: usize = u32::MAX as usize / (256 * 255);
 
-/// 2²³: the f32 whose last mantissa bit is worth 1.
-const MANTISSA_UNIT: f32 = 8_388_608.0;
-
-/// Whether [`analyse_plane`] can take `luma`: whole bytes, in rows its sums cannot overflow.
-pub(super) fn applies_to(luma: &LumaPlane) -> bool {
-    luma.is_whole_bytes() && luma.width <= MAX_WIDTH
+/// Whether [`analyse_plane`] can take `luma`: rows its sums cannot overflow.
+pub(super) fn applies_to(luma: &BytePlane) -> bool {
+    luma.width <= MAX_WIDTH
 }
 
 /// Blur, gradients and statistics of a plane for which [`applies_to`] holds.
-pub(super) fn analyse_plane(luma: &LumaPlane) -> FrameFeatures {
+pub(super) fn analyse_plane(luma: &BytePlane) -> FrameFeatures {
     debug_assert!(applies_to(luma));
     pulp::Arch::new().dispatch(AnalyseWholePlane(luma))
 }
 
 /// [`analyse_rows`] as a pulp operation, compiled per instruction-set level (a struct, not a
 /// closure: see `super::filters::AnalysePlane`).
-struct AnalyseWholePlane<'a>(&'a LumaPlane);
+struct AnalyseWholePlane<'a>(&'a BytePlane);
 
 impl pulp::WithSimd for AnalyseWholePlane<'_> {
     type Output = FrameFeatures;
@@ -67,7 +64,7 @@ struct Scratch {
 }
 
 #[inline(always)]
-fn analyse_rows(luma: &LumaPlane) -> FrameFeatures {
+fn analyse_rows(luma: &BytePlane) -> FrameFeatures {
     let (width, height) = (luma.width, luma.height);
     let padded_width = width + 4;
     let last_row = height - 1;
@@ -77,7 +74,9 @@ fn analyse_rows(luma: &LumaPlane) -> FrameFeatures {
         window: vec![0; width * WINDOW_ROWS],
         sobel: SobelScratch::new(width),
     };
-    let mut blurred = vec![0_f32; width * height];
+    // Grown a row at a time as rows are blurred, never zeroed first: zeroing the plane up
+    // front cost a pass over memory as long as the blur's own.
+    let mut blurred: Vec<f32> = Vec::with_capacity(width * height);
     let mut sums = Sums::default();
     let mut next_across = 0;
     for y in 0..height {
@@ -98,18 +97,15 @@ fn analyse_rows(luma: &LumaPlane) -> FrameFeatures {
             window_row(2),
         ];
         let input = &scratch.input[(y % WINDOW_ROWS) * padded_width + 2..][..width];
-        let out = &mut blurred[y * width..(y + 1) * width];
-        blur_down(rows, input, out, &mut sums);
-        scratch.sobel.keep_row(y, out);
+        blur_down(rows, input, &mut blurred, &mut sums);
         // The row above now has its blurred neighbours on both sides.
         if y >= 1 {
-            sums.magnitude += sobel_row([clamp_row(y as isize - 2), y - 1, y], &mut scratch.sobel);
+            let rows = [clamp_row(y as isize - 2), y - 1, y].map(|row| &blurred[row * width..][..width]);
+            sums.magnitude += sobel_row(rows, &mut scratch.sobel);
         }
     }
-    sums.magnitude += sobel_row(
-        [clamp_row(last_row as isize - 1), last_row, last_row],
-        &mut scratch.sobel,
-    );
+    let rows = [clamp_row(last_row as isize - 1), last_row, last_row].map(|row| &blurred[row * width..][..width]);
+    sums.magnitude += sobel_row(rows, &mut scratch.sobel);
 
     let pixels = (width * height) as f64;
     let luma_mean = sums.luma as f64 / pixels;
@@ -119,7 +115,6 @@ fn analyse_rows(luma: &LumaPlane) -> FrameFeatures {
             width,
             height,
             values: blurred,
-            whole_bytes: false,
         },
         mean_luma: (sums.blurred as f64 / 256.0 / pixels) as f32,
         contrast: variance.sqrt() as f32,
@@ -131,16 +126,13 @@ fn analyse_rows(luma: &LumaPlane) -> FrameFeatures {
 /// Takes input row `y` into its slot as u16 with its luma sums, and blurs it across into its
 /// window slot: 16 × the blur, a + 4b + 6c + 4d + e.
 #[inline(always)]
-fn blur_across(row: &[f32], y: usize, scratch: &mut Scratch, sums: &mut Sums) {
+fn blur_across(row: &[u8], y: usize, scratch: &mut Scratch, sums: &mut Sums) {
     let width = row.len();
     let padded_width = width + 4;
     let input = &mut scratch.input[(y % WINDOW_ROWS) * padded_width..][..padded_width];
     let (mut luma, mut luma_square) = (0_u32, 0_u32);
-    for (pixel, &value) in input[2..2 + width].iter_mut().zip(row) {
-        // `value` is a whole number 0–255, so 2²³ + value is exact and its low mantissa bits
-        // are the value: one vector add, where Rust's saturating float-to-int casts compile
-        // element by element on x86.
-        let byte = (value + MANTISSA_UNIT).to_bits() as u16;
+    for (pixel, &byte) in input[2..2 + width].iter_mut().zip(row) {
+        let byte = u16::from(byte);
         *pixel = byte;
         luma += u32::from(byte);
         // At most 255² = 65 025: a u16 product, which vectorises at twice the width of a u32 one.
@@ -167,64 +159,64 @@ fn blur_across(row: &[f32], y: usize, scratch: &mut Scratch, sums: &mut Sums) {
     }
 }
 
-/// Blurs down five rows of the window (from two above to two below) into `out`, the blurred
-/// row in 0–255, and adds its blur and detail sums against `input`, the row's luma.
+/// Blurs down five rows of the window (from two above to two below), appending the blurred
+/// row in 0–255 to `out`, and adds its blur and detail sums against `input`, the row's luma.
 #[inline(always)]
-fn blur_down([first, second, centre, fourth, fifth]: [&[u16]; 5], input: &[u16], out: &mut [f32], sums: &mut Sums) {
+fn blur_down([first, second, centre, fourth, fifth]: [&[u16]; 5], input: &[u16], out: &mut Vec<f32>, sums: &mut Sums) {
     let (mut blurred, mut detail) = (0_u32, 0_u32);
-    for ((((((value, &a), &b), &c), &d), &e), &pixel) in out
-        .iter_mut()
-        .zip(first)
-        .zip(second)
-        .zip(centre)
-        .zip(fourth)
-        .zip(fifth)
-        .zip(input)
-    {
-        // At most 256 × 255 = 65 280: a u16 without overflow.
-        let sum = a + e + 4 * (b + d) + 6 * c;
-        *value = f32::from(sum) * (1.0 / 256.0);
-        blurred += u32::from(sum);
-        detail += (i32::from(pixel) * 256 - i32::from(sum)).unsigned_abs();
-    }
+    out.extend(
+        first
+            .iter()
+            .zip(second)
+            .zip(centre)
+            .zip(fourth)
+            .zip(fifth)
+            .zip(input)
+            .map(|(((((&a, &b), &c), &d), &e), &pixel)| {
+                // At most 256 × 255 = 65 280: a u16 without overflow.
+                let sum = a + e + 4 * (b + d) + 6 * c;
+                blurred += u32::from(sum);
+                detail += (i32::from(pixel) * 256 - i32::from(sum)).unsigned_abs();
+                f32::from(sum) * (1.0 / 256.0)
+            }),
+    );
     sums.blurred += u64::from(blurred);
     sums.detail += u64::from(detail);
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::filters::analyse_float_plane;
-    use super::super::staging::{PixelLayout, PixelView, area_luma};
+    use super::super::filters::analyse_plane as analyse_float_plane;
     use super::*;
 
-    /// A plane staged from 8-bit gray pixels, as a grayscale decode gives it.
-    fn whole_plane(width: usize, height: usize, byte: impl Fn(usize, usize) -> u8) -> LumaPlane {
+    fn whole_plane(width: usize, height: usize, byte: impl Fn(usize, usize) -> u8) -> BytePlane {
         let bytes: Vec<u8> = (0..height)
             .flat_map(|y| (0..width).map(move |x| (x, y)))
             .map(|(x, y)| byte(x, y))
             .collect();
-        area_luma(PixelView::packed(&bytes, width, height, PixelLayout::Gray), 1).expect("plane")
+        BytePlane::new(width, height, bytes).expect("plane")
+    }
+
+    /// The same plane as f32 values, for the f32 kernel.
+    fn floats(plane: &BytePlane) -> LumaPlane {
+        let values = plane.bytes.iter().map(|&byte| f32::from(byte)).collect();
+        LumaPlane::new(plane.width, plane.height, values).expect("plane")
     }
 
     #[test]
-    fn only_planes_of_whole_bytes_take_the_integer_kernel() {
-        assert!(applies_to(&whole_plane(4, 3, |x, y| (x + y) as u8)));
-        assert!(!applies_to(&LumaPlane::new(4, 3, vec![0.5; 12]).expect("plane")));
-        // Area-averaged or weighted colour luma is not whole.
-        let rgb = [10_u8; 4 * 4 * 3];
-        assert!(!applies_to(
-            &area_luma(PixelView::packed(&rgb, 4, 4, PixelLayout::Rgb), 1).expect("plane")
-        ));
-        assert!(!applies_to(
-            &area_luma(PixelView::packed(&rgb[..16], 4, 4, PixelLayout::Gray), 2).expect("plane")
-        ));
+    fn rows_too_wide_for_the_sums_are_refused() {
+        assert!(applies_to(&whole_plane(MAX_WIDTH, 1, |_, _| 255)));
+        assert!(!applies_to(&whole_plane(MAX_WIDTH + 1, 1, |_, _| 255)));
     }
+
+    /// A plane's byte at (x, y).
+    type Pattern = fn(usize, usize) -> u8;
 
     #[test]
     fn integer_kernel_gives_the_f32_kernels_blur_and_edges_bit_for_bit() {
         // Widths around the vector widths (8 f32, 16 u16 lanes) and the kernels' reach, with
         // noise over the whole 0–255 range, saturated planes and a hard step.
-        let patterns: [(&str, fn(usize, usize) -> u8); 4] = [
+        let patterns: [(&str, Pattern); 4] = [
             ("noise", |x, y| ((x * 7919 + y * 104_729 + x * y) % 256) as u8),
             ("white", |_, _| 255),
             ("checks", |x, y| if (x + y) % 2 == 0 { 255 } else { 0 }),
@@ -235,7 +227,7 @@ mod tests {
                 for height in [1, 2, 3, 5, 8, 13] {
                     let plane = whole_plane(width, height, pattern);
                     let exact = analyse_plane(&plane);
-                    let float = analyse_float_plane(&plane);
+                    let float = analyse_float_plane(&floats(&plane));
                     let at = format!("{name} {width}×{height}");
                     assert_eq!(exact.blurred, float.blurred, "{at}: blurred planes differ");
                     assert_eq!(exact.edge_strength, float.edge_strength, "{at}: edge strength");

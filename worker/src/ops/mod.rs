@@ -23,7 +23,7 @@ use candle_core::Device;
 use framefleet_proto::wire::{FrameScores, MotionBox};
 pub use motion::MotionState;
 use rayon::prelude::*;
-use staging::LumaPlane;
+use staging::{LumaPlane, StagedLuma};
 use std::collections::HashMap;
 
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +109,7 @@ pub struct StagedFrame {
     pub full_size: (usize, usize),
     /// Full size ÷ analysis size (integer, ≥ 1).
     pub factor: usize,
-    pub luma: LumaPlane,
+    pub luma: StagedLuma,
 }
 
 /// One frame to analyse and the channel it belongs to (whose background model it uses).
@@ -143,7 +143,7 @@ pub fn analyse_batch(
     }
     let features: Vec<filters::FrameFeatures> = frames
         .par_iter()
-        .map(|input| filters::analyse_plane(&input.frame.luma))
+        .map(|input| filters::analyse_luma(&input.frame.luma))
         .collect();
 
     // Each channel's frames, in stream order, with the channel's background taken out of the

@@ -99,21 +99,21 @@ fn compare_and_update(
     let (keep, rate) = (1.0 - settings.background_rate, settings.background_rate);
     let mut moving_columns = vec![0_u8; width];
     let mut moving_rows = vec![0_u8; blurred.height];
-    let mut row_mask = vec![0_u8; width];
     let mut moving = 0_usize;
-    // Each step its own simple loop over the row, so each one vectorises.
+    // Two simple loops over the row, so each one vectorises: the comparison with its integer
+    // count and column profile (integer sums may be reordered, so they fold into the loop),
+    // then the background update.
     for ((current, model_row), row_moves) in blurred
         .values
         .chunks_exact(width)
         .zip(model.values.chunks_exact_mut(width))
         .zip(moving_rows.iter_mut())
     {
-        for ((moved, &value), &model_value) in row_mask.iter_mut().zip(current).zip(model_row.iter()) {
-            *moved = u8::from((value - model_value).abs() >= settings.motion_threshold);
-        }
-        let row_moving: u32 = row_mask.iter().map(|&moved| u32::from(moved)).sum();
-        for (column_moves, &moved) in moving_columns.iter_mut().zip(&row_mask) {
+        let mut row_moving = 0_u32;
+        for ((column_moves, &value), &model_value) in moving_columns.iter_mut().zip(current).zip(model_row.iter()) {
+            let moved = u8::from((value - model_value).abs() >= settings.motion_threshold);
             *column_moves |= moved;
+            row_moving += u32::from(moved);
         }
         for (model_value, &value) in model_row.iter_mut().zip(current) {
             *model_value = *model_value * keep + value * rate;

@@ -10,16 +10,79 @@ use super::OpsError;
 /// YCbCr (JFIF, ITU-T T.871) use.
 pub const LUMA_WEIGHTS: [f32; 3] = [0.299, 0.587, 0.114];
 
+use std::borrow::Cow;
+
 /// One frame's luma, row-major, `width × height` values in 0–255.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LumaPlane {
     pub width: usize,
     pub height: usize,
     pub values: Vec<f32>,
-    /// Every value is a whole number 0–255, copied from 8-bit pixels (a grayscale decode at
-    /// the analysis size: the common JPEG case). The filters then blur in exact integer
-    /// arithmetic ([`super::integer_filters`]). Set only by staging, which copied the bytes.
-    pub(super) whole_bytes: bool,
+}
+
+/// 8-bit luma, row-major, `width × height` bytes: what a grayscale decode at the analysis
+/// size gives (the common JPEG case), copied as it is. A quarter of the memory of a
+/// [`LumaPlane`], and the filters blur it in exact integer arithmetic
+/// ([`super::integer_filters`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BytePlane {
+    pub width: usize,
+    pub height: usize,
+    pub bytes: Vec<u8>,
+}
+
+impl BytePlane {
+    /// Errors: `bytes` is not `width × height` long, or the plane is empty.
+    pub fn new(width: usize, height: usize, bytes: Vec<u8>) -> Result<Self, OpsError> {
+        if bytes.len() != width * height || width == 0 || height == 0 {
+            return Err(OpsError::BadPlane {
+                width,
+                height,
+                values: bytes.len(),
+            });
+        }
+        Ok(Self { width, height, bytes })
+    }
+
+    pub fn row(&self, y: usize) -> &[u8] {
+        &self.bytes[y * self.width..(y + 1) * self.width]
+    }
+}
+
+/// A frame's luma at the analysis size, as staging produced it: the decoder's bytes when no
+/// arithmetic was needed, f32 values when luma was weighted or area-averaged.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StagedLuma {
+    Bytes(BytePlane),
+    Floats(LumaPlane),
+}
+
+impl StagedLuma {
+    pub fn width(&self) -> usize {
+        match self {
+            Self::Bytes(plane) => plane.width,
+            Self::Floats(plane) => plane.width,
+        }
+    }
+
+    pub fn height(&self) -> usize {
+        match self {
+            Self::Bytes(plane) => plane.height,
+            Self::Floats(plane) => plane.height,
+        }
+    }
+
+    /// The luma as f32 values (converted from bytes when that is how it was staged).
+    pub fn to_floats(&self) -> Cow<'_, LumaPlane> {
+        match self {
+            Self::Floats(plane) => Cow::Borrowed(plane),
+            Self::Bytes(plane) => Cow::Owned(LumaPlane {
+                width: plane.width,
+                height: plane.height,
+                values: plane.bytes.iter().map(|&byte| f32::from(byte)).collect(),
+            }),
+        }
+    }
 }
 
 impl LumaPlane {
@@ -31,17 +94,7 @@ impl LumaPlane {
                 values: values.len(),
             });
         }
-        Ok(Self {
-            width,
-            height,
-            values,
-            whole_bytes: false,
-        })
-    }
-
-    /// Whether every value is a whole number 0–255 copied from 8-bit pixels.
-    pub fn is_whole_bytes(&self) -> bool {
-        self.whole_bytes
+        Ok(Self { width, height, values })
     }
 
     pub fn row(&self, y: usize) -> &[f32] {
@@ -110,7 +163,7 @@ impl<'a> PixelView<'a> {
 ///
 /// Errors: the view's buffer is shorter than its geometry says, or the frame is smaller than
 /// one block.
-pub fn area_luma(image: PixelView<'_>, factor: usize) -> Result<LumaPlane, OpsError> {
+pub fn area_luma(image: PixelView<'_>, factor: usize) -> Result<StagedLuma, OpsError> {
     let factor = factor.max(1);
     let bytes_per_pixel = image.layout.bytes_per_pixel();
     let row_bytes = image.width * bytes_per_pixel;
@@ -133,20 +186,15 @@ pub fn area_luma(image: PixelView<'_>, factor: usize) -> Result<LumaPlane, OpsEr
             factor,
         });
     }
+    if factor == 1 && image.layout == PixelLayout::Gray {
+        let mut bytes = Vec::with_capacity(width * height);
+        for y in 0..height {
+            bytes.extend_from_slice(&image.pixels[y * image.stride..][..width]);
+        }
+        return Ok(StagedLuma::Bytes(BytePlane::new(width, height, bytes)?));
+    }
     let weights = image.layout.weights();
     let mut values = Vec::with_capacity(width * height);
-    if factor == 1 && image.layout == PixelLayout::Gray {
-        for y in 0..height {
-            values.extend(
-                image.pixels[y * image.stride..][..width]
-                    .iter()
-                    .map(|&byte| f32::from(byte)),
-            );
-        }
-        let mut plane = LumaPlane::new(width, height, values)?;
-        plane.whole_bytes = true;
-        return Ok(plane);
-    }
     if factor == 1 {
         for y in 0..height {
             let row = &image.pixels[y * image.stride..][..row_bytes];
@@ -158,7 +206,7 @@ pub fn area_luma(image: PixelView<'_>, factor: usize) -> Result<LumaPlane, OpsEr
                     .sum::<f32>()
             }));
         }
-        return LumaPlane::new(width, height, values);
+        return Ok(StagedLuma::Floats(LumaPlane::new(width, height, values)?));
     }
     let scale = 1.0 / (factor * factor) as f32;
     let block_bytes = factor * bytes_per_pixel;
@@ -187,7 +235,7 @@ pub fn area_luma(image: PixelView<'_>, factor: usize) -> Result<LumaPlane, OpsEr
                 .sum::<f32>()
         }));
     }
-    LumaPlane::new(width, height, values)
+    Ok(StagedLuma::Floats(LumaPlane::new(width, height, values)?))
 }
 
 #[cfg(test)]
@@ -204,13 +252,16 @@ mod tests {
             (&bgr[..], PixelLayout::Bgr),
             (&rgba[..], PixelLayout::Rgba),
         ] {
-            let plane = area_luma(PixelView::packed(pixels, 2, 1, layout), 1).expect("luma");
+            let plane = area_luma(PixelView::packed(pixels, 2, 1, layout), 1)
+                .expect("luma")
+                .to_floats()
+                .into_owned();
             assert!((plane.values[0] - 0.299 * 255.0).abs() < 1e-3, "{layout:?}: {plane:?}");
             assert!((plane.values[1] - 0.587 * 255.0).abs() < 1e-3, "{layout:?}: {plane:?}");
         }
         let gray_alpha = [10_u8, 255, 20, 0];
         let plane = area_luma(PixelView::packed(&gray_alpha, 2, 1, PixelLayout::GrayAlpha), 1).expect("luma");
-        assert_eq!(plane.values, vec![10.0, 20.0]);
+        assert_eq!(plane.to_floats().values, vec![10.0, 20.0]);
     }
 
     #[test]
@@ -218,9 +269,9 @@ mod tests {
         // 5×3 gray, factor 2: a 2×1 output from the top-left 4×2 pixels.
         let pixels: Vec<u8> = (0..15).collect();
         let plane = area_luma(PixelView::packed(&pixels, 5, 3, PixelLayout::Gray), 2).expect("luma");
-        assert_eq!((plane.width, plane.height), (2, 1));
+        assert_eq!((plane.width(), plane.height()), (2, 1));
         assert_eq!(
-            plane.values,
+            plane.to_floats().values,
             vec![(0.0 + 1.0 + 5.0 + 6.0) / 4.0, (2.0 + 3.0 + 7.0 + 8.0) / 4.0]
         );
     }
@@ -235,8 +286,13 @@ mod tests {
             stride: 4,
             layout: PixelLayout::Gray,
         };
+        // Gray at factor 1 is the bytes themselves.
         let plane = area_luma(view, 1).expect("luma");
-        assert_eq!(plane.values, vec![0.0, 1.0, 4.0, 5.0, 8.0, 9.0]);
+        assert_eq!(
+            plane,
+            StagedLuma::Bytes(BytePlane::new(2, 3, vec![0, 1, 4, 5, 8, 9]).expect("plane"))
+        );
+        assert_eq!(plane.to_floats().values, vec![0.0, 1.0, 4.0, 5.0, 8.0, 9.0]);
     }
 
     #[test]

@@ -107,7 +107,7 @@ pub fn analyse_batch(
     let mut by_size: BTreeMap<(usize, usize), Vec<usize>> = BTreeMap::new();
     for (index, input) in frames.iter().enumerate() {
         let luma = &input.frame.luma;
-        by_size.entry((luma.width, luma.height)).or_default().push(index);
+        by_size.entry((luma.width(), luma.height())).or_default().push(index);
     }
     let mut analyses: Vec<Option<FrameAnalysis>> = vec![None; frames.len()];
     for indexes in by_size.values() {
@@ -129,7 +129,8 @@ fn analyse_group(
     device: &Device,
     settings: &AnalysisSettings,
 ) -> Result<Vec<FrameAnalysis>, OpsError> {
-    let planes: Vec<&LumaPlane> = frames.iter().map(|input| &input.frame.luma).collect();
+    let floats: Vec<_> = frames.iter().map(|input| input.frame.luma.to_floats()).collect();
+    let planes: Vec<&LumaPlane> = floats.iter().map(|plane| &**plane).collect();
     let luma = planes_to_tensor(&planes, device)?;
     let blurred = gaussian_blur_5(&luma)?;
     let (gradient_x, gradient_y) = sobel(&blurred)?;
