@@ -1,18 +1,20 @@
-//! The CPU kernel of the analysis: 5×5 Gaussian blur, 3×3 Sobel gradients and every
-//! per-frame statistic in one pass down the rows of an analysis-size plane. Each row is
+//! The CPU kernel of the analysis on f32 luma: 5×5 Gaussian blur, 3×3 Sobel gradients and
+//! every per-frame statistic in one pass down the rows of an analysis-size plane. Each row is
 //! blurred across into a ring of five rows, blurred down from the ring, and its Sobel
-//! gradients are taken as soon as the blurred rows below it exist, so apart from the input
-//! and the blurred plane (which motion detection needs) the kernel works on a dozen rows at a
-//! time (15 kB at 320 columns) instead of whole intermediate planes. It is the reference the
-//! candle graph in [`super::tensor`] (the CUDA path) is checked against, and both are checked
-//! against OpenCV (`tests/ops_vs_opencv.rs`).
+//! gradients are taken from the blurred plane as soon as the rows below it exist, so apart
+//! from the input and the blurred plane (which motion detection needs) the kernel works on
+//! nine rows at a time (11.5 kB at 320 columns) instead of whole intermediate planes. Byte
+//! planes take the integer kernel ([`super::integer_filters`]), which shares the Sobel step.
+//! This kernel is the reference the candle graph in [`super::tensor`] (the CUDA path) is
+//! checked against, and both are checked against OpenCV (`tests/ops_vs_opencv.rs`).
 //!
 //! Borders repeat the edge pixel (OpenCV's `BORDER_REPLICATE`). Input rows are copied into
-//! padded buffers, and the Sobel sums pad their own rows, so the inner loops have no edge
-//! cases and the compiler vectorises them; the kernel is compiled once per x86-64 instruction set level and the widest one the CPU has
-//! is chosen at run time ([`pulp::Arch`]), so one binary runs everywhere and uses AVX2 where
-//! it exists. No fused multiply-add is formed (Rust never contracts `a * b + c`), so every
-//! level computes the same values.
+//! padded buffers, and the Sobel step pads its own vertical sums, so the inner loops have no
+//! edge cases and the compiler vectorises them; the kernel is compiled once per x86-64
+//! instruction set level and the widest one the CPU has is chosen at run time
+//! ([`pulp::Arch`]), so one binary runs everywhere and uses AVX2 where it exists. No fused
+//! multiply-add is formed (Rust never contracts `a * b + c`), so every level computes the
+//! same values.
 
 use super::staging::{LumaPlane, StagedLuma};
 
@@ -60,7 +62,7 @@ fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
 
 /// Copies `row` into `padded` with `radius` repeated edge values on each side.
 #[inline(always)]
-pub(super) fn pad_row(row: &[f32], radius: usize, padded: &mut [f32]) {
+fn pad_row(row: &[f32], radius: usize, padded: &mut [f32]) {
     let width = row.len();
     padded[radius..radius + width].copy_from_slice(row);
     let (first, last) = (row[0], row[width - 1]);
@@ -103,9 +105,12 @@ impl Scratch {
 /// The Sobel step's row buffers: shared by this kernel and the whole-byte one
 /// ([`super::integer_filters`]), which feed it the same blurred values.
 pub(super) struct SobelScratch {
-    /// The rows' vertical sums, one repeated edge value each side (`width + 2`).
+    /// Per column, above + 2 × centre + below: the [1 2 1] smoothing of the x gradient;
+    /// `width + 2`, one repeated edge value each side.
     across: Vec<f32>,
+    /// Per column, below − above: the difference the y gradient smooths across; `width + 2`.
     down: Vec<f32>,
+    /// The row's gradient magnitudes, `width`.
     magnitude: Vec<f32>,
 }
 
@@ -251,8 +256,8 @@ pub(super) fn sobel_row([above, centre, below]: [&[f32]; 3], scratch: &mut Sobel
     for ((value, &up), &low) in down[1..=width].iter_mut().zip(above).zip(below) {
         *value = low - up;
     }
-    for sums in [&mut *across, &mut *down] {
-        (sums[0], sums[width + 1]) = (sums[1], sums[width]);
+    for vertical in [&mut *across, &mut *down] {
+        (vertical[0], vertical[width + 1]) = (vertical[1], vertical[width]);
     }
     for (((((value, &left), &right), &down_left), &down_middle), &down_right) in magnitude
         .iter_mut()

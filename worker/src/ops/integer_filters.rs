@@ -4,9 +4,9 @@
 //! OpenCV's 5×5 Gaussian is the binomial [1 4 6 4 1] / 16 each way, so on whole numbers it is
 //! exact in integers: a row blurred across is at most 16 × 255 = 4 080 and then blurred down
 //! at most 256 × 255 = 65 280, both u16. The f32 kernel ([`super::filters`]) computes the same
-//! values exactly too (every product and partial sum is a multiple of 1/256 below 256, which
-//! needs 16 significant bits of f32's 24), so this kernel's blurred plane is the f32 kernel's
-//! bit for bit, and so are the Sobel magnitudes, taken from it by the same code. What changes
+//! values exactly too (every intermediate, `a + e` and `b + d` included, is a multiple of 1/256
+//! below 512: at most 17 significant bits of f32's 24), so this kernel's blurred plane is the
+//! f32 kernel's bit for bit, and so are the Sobel magnitudes, taken from it by the same code. What changes
 //! is the cost: a vector holds twice as many u16 lanes as f32 lanes, and integer sums may be
 //! reordered, so the compiler folds the luma, blur and detail sums into the loops that produce
 //! the values instead of needing a pass each (an f32 sum has an order it must keep). Those
@@ -187,6 +187,7 @@ fn blur_down([first, second, centre, fourth, fifth]: [&[u16]; 5], input: &[u16],
 #[cfg(test)]
 mod tests {
     use super::super::filters::analyse_plane as analyse_float_plane;
+    use super::super::staging::StagedLuma;
     use super::*;
 
     fn whole_plane(width: usize, height: usize, byte: impl Fn(usize, usize) -> u8) -> BytePlane {
@@ -204,9 +205,41 @@ mod tests {
     }
 
     #[test]
-    fn rows_too_wide_for_the_sums_are_refused() {
-        assert!(applies_to(&whole_plane(MAX_WIDTH, 1, |_, _| 255)));
-        assert!(!applies_to(&whole_plane(MAX_WIDTH + 1, 1, |_, _| 255)));
+    fn the_widest_rows_sum_without_overflow_and_wider_ones_take_the_f32_kernel() {
+        // White rows give the largest blur sum (65 280 a pixel), isolated white pixels the
+        // largest detail; a debug build panics on any overflow.
+        let patterns: [(&str, Pattern); 2] = [
+            ("white", |_, _| 255),
+            ("dots", |x, y| if (x + y) % 3 == 0 { 255 } else { 0 }),
+        ];
+        for (name, pattern) in patterns {
+            let widest = whole_plane(MAX_WIDTH, 2, pattern);
+            assert!(applies_to(&widest));
+            let (exact, float) = (analyse_plane(&widest), analyse_float_plane(&floats(&widest)));
+            assert_eq!(exact.blurred, float.blurred, "{name}");
+            // Against f64 sums of the planes (the f32 kernel's own sums drift by ~1e-5 over
+            // rows this long).
+            let pixels = widest.bytes.len() as f64;
+            let mean = exact.blurred.values.iter().map(|&value| f64::from(value)).sum::<f64>() / pixels;
+            let detail = (widest.bytes.iter().zip(&exact.blurred.values))
+                .map(|(&byte, &blur)| (f64::from(byte) - f64::from(blur)).abs())
+                .sum::<f64>()
+                / pixels;
+            for (statistic, actual, expected) in
+                [("mean", exact.mean_luma, mean), ("sharpness", exact.sharpness, detail)]
+            {
+                let error = (f64::from(actual) - expected).abs();
+                assert!(
+                    error <= 1e-5 * expected.max(1.0),
+                    "{name} {statistic}: {actual} ≠ {expected}"
+                );
+            }
+
+            let wider = whole_plane(MAX_WIDTH + 1, 1, pattern);
+            assert!(!applies_to(&wider));
+            let through_dispatch = super::super::filters::analyse_luma(&StagedLuma::Bytes(wider.clone()));
+            assert_eq!(through_dispatch, analyse_float_plane(&floats(&wider)), "{name}");
+        }
     }
 
     /// A plane's byte at (x, y).

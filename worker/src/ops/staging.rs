@@ -1,16 +1,16 @@
 //! Staging: from a frame's pixels, in whatever layout its encoding gave, to the one thing
-//! every op reads — BT.601 luma at the analysis size, as f32. Area averaging and the luma
-//! weights are both linear, so the block means of the colour channels are taken first and
-//! weighted once per output pixel: one pass over the full-size pixels, factor² fewer
-//! multiplications, and the full-size frame is never converted to f32.
+//! every op reads — BT.601 luma at the analysis size: the decoder's bytes as they are when no
+//! arithmetic is needed (gray pixels already at the analysis size), f32 otherwise. Area
+//! averaging and the luma weights are both linear, so the block means of the colour channels
+//! are taken first and weighted once per output pixel: one pass over the full-size pixels,
+//! factor² fewer multiplications, and the full-size frame is never converted to f32.
 
 use super::OpsError;
+use std::borrow::Cow;
 
 /// ITU-R BT.601 luma weights (R, G, B), the ones OpenCV's `cvtColor(RGB2GRAY)` and JPEG's
 /// YCbCr (JFIF, ITU-T T.871) use.
 pub const LUMA_WEIGHTS: [f32; 3] = [0.299, 0.587, 0.114];
-
-use std::borrow::Cow;
 
 /// One frame's luma, row-major, `width × height` values in 0–255.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +44,7 @@ impl BytePlane {
         Ok(Self { width, height, bytes })
     }
 
+    /// Row `y` (`width` bytes). Panics if `y ≥ height`.
     pub fn row(&self, y: usize) -> &[u8] {
         &self.bytes[y * self.width..(y + 1) * self.width]
     }
@@ -58,6 +59,7 @@ pub enum StagedLuma {
 }
 
 impl StagedLuma {
+    /// Width of the analysis-size plane, in pixels.
     pub fn width(&self) -> usize {
         match self {
             Self::Bytes(plane) => plane.width,
@@ -65,6 +67,7 @@ impl StagedLuma {
         }
     }
 
+    /// Height of the analysis-size plane, in pixels.
     pub fn height(&self) -> usize {
         match self {
             Self::Bytes(plane) => plane.height,

@@ -187,10 +187,18 @@ fn detect(
             blurred.index_select(&indexes, 0)?
         };
         let mut models = Vec::with_capacity(members.len());
+        // A channel's first frame is its background as it is, as in the CPU kernel: updating
+        // it with itself (0.95·b + 0.05·b) rounds it, and the next frame's differences that
+        // lie exactly on the threshold (common on byte planes) then fall the other way.
+        let mut fresh = Vec::with_capacity(members.len());
         for (slot, &index) in members.iter().enumerate() {
-            models.push(match backgrounds.get(frames[index].channel_id) {
-                Some(background) if background.dims() == frame_dims.as_slice() => background.clone(),
-                _ => current.narrow(0, slot, 1)?,
+            let stored = backgrounds
+                .get(frames[index].channel_id)
+                .filter(|background| background.dims() == frame_dims.as_slice());
+            fresh.push(stored.is_none());
+            models.push(match stored {
+                Some(background) => background.clone(),
+                None => current.narrow(0, slot, 1)?,
             });
         }
         let background = Tensor::cat(&models, 0)?;
@@ -206,7 +214,8 @@ fn detect(
             let motion_box =
                 motion_box_from_profiles(&moving_columns[slot], &moving_rows[slot], frame.factor, frame.full_size);
             motion[index] = (fractions[slot], motion_box);
-            backgrounds.insert(frames[index].channel_id.to_owned(), updated.narrow(0, slot, 1)?);
+            let next = if fresh[slot] { &current } else { &updated };
+            backgrounds.insert(frames[index].channel_id.to_owned(), next.narrow(0, slot, 1)?);
         }
     }
     Ok(motion)

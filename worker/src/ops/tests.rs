@@ -17,6 +17,25 @@ fn staged(width: usize, height: usize, max_side: usize, pixel: impl Fn(usize, us
     }
 }
 
+/// A `width`×`height` 8-bit gray frame at full size: staged as the bytes themselves, so it
+/// takes the integer kernel.
+fn staged_gray(width: usize, height: usize, byte: impl Fn(usize, usize) -> u8) -> StagedFrame {
+    let gray: Vec<u8> = (0..height)
+        .flat_map(|y| (0..width).map(move |x| (x, y)))
+        .map(|(x, y)| byte(x, y))
+        .collect();
+    let luma = area_luma(PixelView::packed(&gray, width, height, PixelLayout::Gray), 1).expect("luma");
+    assert!(
+        matches!(luma, staging::StagedLuma::Bytes(_)),
+        "gray at factor 1 stays bytes"
+    );
+    StagedFrame {
+        full_size: (width, height),
+        factor: 1,
+        luma,
+    }
+}
+
 /// A grey frame with a white square whose top-left corner is at (`left`, `top`).
 fn square_at(left: usize, top: usize) -> StagedFrame {
     staged(64, 48, 480, move |x, y| {
@@ -144,14 +163,20 @@ fn tensor_graph_agrees_with_the_cpu_kernel() {
             [value, value.wrapping_mul(3), 255 - value]
         })
     };
+    // Byte planes blur onto a 1/256 grid, and frames that are shifts of each other put many
+    // differences exactly on the motion threshold: both paths must keep a first frame's
+    // background exactly (the graph once rounded it, and 12 of 1 200 pixels moved differently).
+    let gray = |seed: usize| staged_gray(40, 30, move |x, y| ((x * 7919 + y * 104_729 + seed * 31) % 256) as u8);
     let frames = [
         square_at(5, 5),
         noisy(1),
+        gray(1),
         square_at(40, 30),
         noisy(2),
+        gray(2),
         square_at(20, 10),
     ];
-    let channels = ["cam", "noise", "cam", "noise", "cam"];
+    let channels = ["cam", "noise", "gray", "cam", "noise", "gray", "cam"];
     let batch: Vec<(&str, &StagedFrame)> = channels.iter().copied().zip(&frames).collect();
     let mut kernel_motion = MotionState::default();
     let mut graph_motion = MotionState::default();
