@@ -73,14 +73,32 @@ fn pad_row(row: &[f32], radius: usize, padded: &mut [f32]) {
 /// Rows of the blur's vertical window: five rows blurred across, slot `row % 5`.
 pub(super) const WINDOW_ROWS: usize = 5;
 
-/// Running sums of one frame's statistics.
+/// Running sums of one frame's statistics over its pixels, in luma levels (0–255).
 #[derive(Default)]
-struct Sums {
-    luma: f64,
-    luma_square: f64,
-    blurred: f64,
-    detail: f64,
-    magnitude: f64,
+pub(super) struct Sums {
+    pub(super) luma: f64,
+    pub(super) luma_square: f64,
+    pub(super) blurred: f64,
+    /// Σ |luma − blurred|.
+    pub(super) detail: f64,
+    /// Σ Sobel gradient magnitude of the blurred plane.
+    pub(super) magnitude: f64,
+}
+
+impl Sums {
+    /// The frame's features: each statistic is its sum over the `blurred` plane's pixels.
+    pub(super) fn into_features(self, blurred: LumaPlane) -> FrameFeatures {
+        let pixels = (blurred.width * blurred.height) as f64;
+        let luma_mean = self.luma / pixels;
+        let variance = (self.luma_square / pixels - luma_mean * luma_mean).max(0.0);
+        FrameFeatures {
+            blurred,
+            mean_luma: (self.blurred / pixels) as f32,
+            contrast: variance.sqrt() as f32,
+            sharpness: (self.detail / pixels) as f32,
+            edge_strength: (self.magnitude / pixels) as f32,
+        }
+    }
 }
 
 /// Row buffers the kernel reuses from row to row.
@@ -188,27 +206,15 @@ fn analyse_rows(luma: &LumaPlane) -> FrameFeatures {
         sums.detail += f64::from(lane_sum(luma.row(y), out, |original, value| (original - value).abs()));
         // The row above now has its blurred neighbours on both sides.
         if y >= 1 {
-            let rows = [clamp_row(y as isize - 2), y - 1, y].map(|row| &blurred[row * width..][..width]);
-            sums.magnitude += sobel_row(rows, &mut scratch.sobel);
+            sums.magnitude += sobel_row(&blurred, width, y - 1, last_row, &mut scratch.sobel);
         }
     }
-    let rows = [clamp_row(last_row as isize - 1), last_row, last_row].map(|row| &blurred[row * width..][..width]);
-    sums.magnitude += sobel_row(rows, &mut scratch.sobel);
-
-    let pixels = (width * height) as f64;
-    let luma_mean = sums.luma / pixels;
-    let variance = (sums.luma_square / pixels - luma_mean * luma_mean).max(0.0);
-    FrameFeatures {
-        blurred: LumaPlane {
-            width,
-            height,
-            values: blurred,
-        },
-        mean_luma: (sums.blurred / pixels) as f32,
-        contrast: variance.sqrt() as f32,
-        sharpness: (sums.detail / pixels) as f32,
-        edge_strength: (sums.magnitude / pixels) as f32,
-    }
+    sums.magnitude += sobel_row(&blurred, width, last_row, last_row, &mut scratch.sobel);
+    sums.into_features(LumaPlane {
+        width,
+        height,
+        values: blurred,
+    })
 }
 
 /// Blurs input row `y` across into its window slot and adds its luma moments.
@@ -236,16 +242,18 @@ fn gaussian_taps([first, second, centre, fourth, fifth]: [&[f32]; 5], out: &mut 
     }
 }
 
-/// The sum of the Sobel magnitudes of one blurred row, given the blurred rows above, at and
-/// below it (`width` values each; OpenCV's ksize 3: [-1 0 1] across, [1 2 1] along).
+/// The sum of the Sobel magnitudes of row `y` of a blurred plane `width` values wide whose last
+/// row is `last_row` (OpenCV's ksize 3: [-1 0 1] across, [1 2 1] along; edge rows repeated).
+/// The rows from `y − 1` to `y + 1` must already be blurred; `blurred` may hold no more.
 #[inline(always)]
-pub(super) fn sobel_row([above, centre, below]: [&[f32]; 3], scratch: &mut SobelScratch) -> f64 {
+pub(super) fn sobel_row(blurred: &[f32], width: usize, y: usize, last_row: usize, scratch: &mut SobelScratch) -> f64 {
+    let row = |index: usize| &blurred[index * width..][..width];
+    let [above, centre, below] = [y.saturating_sub(1), y, (y + 1).min(last_row)].map(row);
     let SobelScratch {
         across,
         down,
         magnitude,
     } = scratch;
-    let width = centre.len();
     // The difference of the right and left neighbours, smoothed [1 2 1] down the rows, and
     // the difference of the rows below and above, smoothed [1 2 1] across. Both are linear in
     // the rows, so padding them by their own edge values is padding the rows (the edge pixel

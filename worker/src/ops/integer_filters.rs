@@ -12,7 +12,7 @@
 //! the values instead of needing a pass each (an f32 sum has an order it must keep). Those
 //! three statistics are exact integer sums here, where the f32 kernel rounds partial sums.
 
-use super::filters::{FrameFeatures, SobelScratch, WINDOW_ROWS, sobel_row};
+use super::filters::{FrameFeatures, SobelScratch, Sums as FloatSums, WINDOW_ROWS, sobel_row};
 use super::staging::{BytePlane, LumaPlane};
 
 /// Rows wider than this could overflow a row's u32 sums (each term is at most 256 × 255).
@@ -100,27 +100,23 @@ fn analyse_rows(luma: &BytePlane) -> FrameFeatures {
         blur_down(rows, input, &mut blurred, &mut sums);
         // The row above now has its blurred neighbours on both sides.
         if y >= 1 {
-            let rows = [clamp_row(y as isize - 2), y - 1, y].map(|row| &blurred[row * width..][..width]);
-            sums.magnitude += sobel_row(rows, &mut scratch.sobel);
+            sums.magnitude += sobel_row(&blurred, width, y - 1, last_row, &mut scratch.sobel);
         }
     }
-    let rows = [clamp_row(last_row as isize - 1), last_row, last_row].map(|row| &blurred[row * width..][..width]);
-    sums.magnitude += sobel_row(rows, &mut scratch.sobel);
-
-    let pixels = (width * height) as f64;
-    let luma_mean = sums.luma as f64 / pixels;
-    let variance = (sums.luma_square as f64 / pixels - luma_mean * luma_mean).max(0.0);
-    FrameFeatures {
-        blurred: LumaPlane {
-            width,
-            height,
-            values: blurred,
-        },
-        mean_luma: (sums.blurred as f64 / 256.0 / pixels) as f32,
-        contrast: variance.sqrt() as f32,
-        sharpness: (sums.detail as f64 / 256.0 / pixels) as f32,
-        edge_strength: (sums.magnitude / pixels) as f32,
-    }
+    sums.magnitude += sobel_row(&blurred, width, last_row, last_row, &mut scratch.sobel);
+    // The exact sums in luma levels (the blur and detail ones are 256 × those).
+    let sums = FloatSums {
+        luma: sums.luma as f64,
+        luma_square: sums.luma_square as f64,
+        blurred: sums.blurred as f64 / 256.0,
+        detail: sums.detail as f64 / 256.0,
+        magnitude: sums.magnitude,
+    };
+    sums.into_features(LumaPlane {
+        width,
+        height,
+        values: blurred,
+    })
 }
 
 /// Takes input row `y` into its slot as u16 with its luma sums, and blurs it across into its
@@ -198,12 +194,6 @@ mod tests {
         BytePlane::new(width, height, bytes).expect("plane")
     }
 
-    /// The same plane as f32 values, for the f32 kernel.
-    fn floats(plane: &BytePlane) -> LumaPlane {
-        let values = plane.bytes.iter().map(|&byte| f32::from(byte)).collect();
-        LumaPlane::new(plane.width, plane.height, values).expect("plane")
-    }
-
     #[test]
     fn the_widest_rows_sum_without_overflow_and_wider_ones_take_the_f32_kernel() {
         // White rows give the largest blur sum (65 280 a pixel), isolated white pixels the
@@ -215,7 +205,7 @@ mod tests {
         for (name, pattern) in patterns {
             let widest = whole_plane(MAX_WIDTH, 2, pattern);
             assert!(applies_to(&widest));
-            let (exact, float) = (analyse_plane(&widest), analyse_float_plane(&floats(&widest)));
+            let (exact, float) = (analyse_plane(&widest), analyse_float_plane(&widest.to_floats()));
             assert_eq!(exact.blurred, float.blurred, "{name}");
             // Against f64 sums of the planes (the f32 kernel's own sums drift by ~1e-5 over
             // rows this long).
@@ -238,7 +228,7 @@ mod tests {
             let wider = whole_plane(MAX_WIDTH + 1, 1, pattern);
             assert!(!applies_to(&wider));
             let through_dispatch = super::super::filters::analyse_luma(&StagedLuma::Bytes(wider.clone()));
-            assert_eq!(through_dispatch, analyse_float_plane(&floats(&wider)), "{name}");
+            assert_eq!(through_dispatch, analyse_float_plane(&wider.to_floats()), "{name}");
         }
     }
 
@@ -260,7 +250,7 @@ mod tests {
                 for height in [1, 2, 3, 5, 8, 13] {
                     let plane = whole_plane(width, height, pattern);
                     let exact = analyse_plane(&plane);
-                    let float = analyse_float_plane(&floats(&plane));
+                    let float = analyse_float_plane(&plane.to_floats());
                     let at = format!("{name} {width}×{height}");
                     assert_eq!(exact.blurred, float.blurred, "{at}: blurred planes differ");
                     assert_eq!(exact.edge_strength, float.edge_strength, "{at}: edge strength");

@@ -34,13 +34,7 @@ pub struct BytePlane {
 impl BytePlane {
     /// Errors: `bytes` is not `width × height` long, or the plane is empty.
     pub fn new(width: usize, height: usize, bytes: Vec<u8>) -> Result<Self, OpsError> {
-        if bytes.len() != width * height || width == 0 || height == 0 {
-            return Err(OpsError::BadPlane {
-                width,
-                height,
-                values: bytes.len(),
-            });
-        }
+        check_plane(width, height, bytes.len())?;
         Ok(Self { width, height, bytes })
     }
 
@@ -48,6 +42,23 @@ impl BytePlane {
     pub fn row(&self, y: usize) -> &[u8] {
         &self.bytes[y * self.width..(y + 1) * self.width]
     }
+
+    /// The same luma as f32 values.
+    pub fn to_floats(&self) -> LumaPlane {
+        LumaPlane {
+            width: self.width,
+            height: self.height,
+            values: self.bytes.iter().map(|&byte| f32::from(byte)).collect(),
+        }
+    }
+}
+
+/// A plane of `width × height` must hold that many values, and at least one.
+fn check_plane(width: usize, height: usize, values: usize) -> Result<(), OpsError> {
+    if values != width * height || width == 0 || height == 0 {
+        return Err(OpsError::BadPlane { width, height, values });
+    }
+    Ok(())
 }
 
 /// A frame's luma at the analysis size, as staging produced it: the decoder's bytes when no
@@ -79,24 +90,15 @@ impl StagedLuma {
     pub fn to_floats(&self) -> Cow<'_, LumaPlane> {
         match self {
             Self::Floats(plane) => Cow::Borrowed(plane),
-            Self::Bytes(plane) => Cow::Owned(LumaPlane {
-                width: plane.width,
-                height: plane.height,
-                values: plane.bytes.iter().map(|&byte| f32::from(byte)).collect(),
-            }),
+            Self::Bytes(plane) => Cow::Owned(plane.to_floats()),
         }
     }
 }
 
 impl LumaPlane {
+    /// Errors: `values` is not `width × height` long, or the plane is empty.
     pub fn new(width: usize, height: usize, values: Vec<f32>) -> Result<Self, OpsError> {
-        if values.len() != width * height || width == 0 || height == 0 {
-            return Err(OpsError::BadPlane {
-                width,
-                height,
-                values: values.len(),
-            });
-        }
+        check_plane(width, height, values.len())?;
         Ok(Self { width, height, values })
     }
 
