@@ -6,12 +6,18 @@
 #
 #   python=$(scripts/python-baseline-env.sh)
 #
+# `scripts/python-baseline-env.sh detect` does the same for the person-detection baselines
+# (detect_consumer.py, TensorFlow and ONNX Runtime): .run/venv-detect, requirements-detect.txt.
+#
 # Needs python3 with the venv module (Debian: python3-venv, which scripts/setup.sh installs).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-venv="$PWD/.run/venv"
-requirements="loadtest/python/requirements.txt"
+case "${1:-}" in
+  "") venv="$PWD/.run/venv" requirements="loadtest/python/requirements.txt" ;;
+  detect) venv="$PWD/.run/venv-detect" requirements="loadtest/python/requirements-detect.txt" ;;
+  *) echo "usage: $0 [detect]" >&2; exit 2 ;;
+esac
 log() { echo "python-baseline-env: $*" >&2; }
 
 if [[ ! -x "$venv/bin/python" ]]; then

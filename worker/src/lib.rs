@@ -9,6 +9,7 @@ pub mod config;
 mod consume_loop;
 pub mod consumer;
 pub mod decode;
+pub mod detect_input;
 pub mod device_check;
 mod discovery;
 pub mod metrics;

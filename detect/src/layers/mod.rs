@@ -1,0 +1,276 @@
+//! Convolution layers of mobile detectors on NHWC `f32` tensors (`[N, H, W, C]`), with
+//! batch normalisation folded into each convolution's weights and bias at load time (what
+//! every inference runtime does; the network's arithmetic is otherwise TensorFlow's).
+//!
+//! On the CPU the depthwise convolution and the bias/ReLU6 step are kernels of ours
+//! ([`depthwise_cpu`]): candle's grouped `conv2d` runs one group after another, hundreds of
+//! convolutions per layer. On other devices the same layers are candle tensor ops, which the
+//! CPU tests also run as the reference for the kernels.
+
+pub mod depthwise_cpu;
+
+use crate::architecture::TensorSource;
+use crate::error::DetectError;
+use candle_core::{Device, Tensor};
+
+/// ε of the Object Detection API's batch norms (`FusedBatchNorm`'s `epsilon` attribute in
+/// the frozen graphs; TF-slim's default for MobileNet).
+pub const BATCH_NORM_EPSILON: f64 = 0.001;
+
+/// TensorFlow's "SAME" padding for one spatial dimension: output size `ceil(input / stride)`,
+/// and the padding before it (the rest goes after: a stride-2 layer on an even input pads
+/// 0 before and 1 after).
+pub fn same_padding(input: usize, kernel: usize, stride: usize) -> (usize, usize) {
+    let output = input.div_ceil(stride);
+    let total = ((output - 1) * stride + kernel).saturating_sub(input);
+    (output, total / 2)
+}
+
+/// Reads `{prefix}/BatchNorm/{gamma,beta,moving_mean,moving_variance}` and folds them into
+/// `weights` (any layout whose last dimension, or whose `channels`-sized innermost group, is
+/// the output channel) and a bias: `w·γ/√(σ²+ε)` and `β − μ·γ/√(σ²+ε)`, computed in f64.
+fn fold_batch_norm(
+    source: &mut dyn TensorSource,
+    prefix: &str,
+    weights: &mut [f32],
+    channels: usize,
+) -> Result<Vec<f32>, DetectError> {
+    let gamma = source.get(&format!("{prefix}/BatchNorm/gamma"), &[channels])?;
+    let beta = source.get(&format!("{prefix}/BatchNorm/beta"), &[channels])?;
+    let mean = source.get(&format!("{prefix}/BatchNorm/moving_mean"), &[channels])?;
+    let variance = source.get(&format!("{prefix}/BatchNorm/moving_variance"), &[channels])?;
+    let scale: Vec<f64> = gamma
+        .iter()
+        .zip(&variance)
+        .map(|(&gamma, &variance)| f64::from(gamma) / (f64::from(variance) + BATCH_NORM_EPSILON).sqrt())
+        .collect();
+    for (index, weight) in weights.iter_mut().enumerate() {
+        *weight = (f64::from(*weight) * scale[index % channels]) as f32;
+    }
+    Ok((0..channels)
+        .map(|channel| (f64::from(beta[channel]) - f64::from(mean[channel]) * scale[channel]) as f32)
+        .collect())
+}
+
+/// What follows a convolution's bias.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `min(max(x, 0), 6)`.
+    Relu6,
+    /// None (a linear bottleneck's projection, a predictor's output).
+    Linear,
+}
+
+/// Adds `bias` (`[C]`) to the last dimension of `x` and applies `activation`. On the CPU in
+/// place, on a fresh tensor of ours; elsewhere as candle ops.
+fn add_bias(
+    x: Tensor,
+    bias: &Tensor,
+    bias_values: &std::sync::Arc<Vec<f32>>,
+    activation: Activation,
+) -> Result<Tensor, DetectError> {
+    if x.device().is_cpu() && x.is_contiguous() {
+        x.inplace_op1(&depthwise_cpu::BiasActivation {
+            bias: std::sync::Arc::clone(bias_values),
+            activation,
+        })?;
+        return Ok(x);
+    }
+    let biased = x.broadcast_add(bias)?;
+    Ok(match activation {
+        Activation::Relu6 => biased.clamp(0f32, 6f32)?,
+        Activation::Linear => biased,
+    })
+}
+
+/// A 1×1 convolution: a matrix product over `[N·H·W, C_in]`.
+pub struct Pointwise {
+    /// `[C_in, C_out]` (TensorFlow's HWIO kernel with H = W = 1).
+    weight: Tensor,
+    bias: Tensor,
+    bias_values: std::sync::Arc<Vec<f32>>,
+    activation: Activation,
+}
+
+impl Pointwise {
+    /// `{prefix}/weights` `[1, 1, C_in, C_out]` with `{prefix}/BatchNorm/*` folded in.
+    pub fn with_batch_norm(
+        source: &mut dyn TensorSource,
+        prefix: &str,
+        inputs: usize,
+        outputs: usize,
+        activation: Activation,
+        device: &Device,
+    ) -> Result<Self, DetectError> {
+        let mut weights = source.get(&format!("{prefix}/weights"), &[1, 1, inputs, outputs])?;
+        let bias = fold_batch_norm(source, prefix, &mut weights, outputs)?;
+        Self::new(weights, bias, inputs, outputs, activation, device)
+    }
+
+    /// `{prefix}/weights` `[1, 1, C_in, C_out]` and `{prefix}/biases` `[C_out]` (a box or
+    /// class predictor: no batch norm, no activation).
+    pub fn with_bias(
+        source: &mut dyn TensorSource,
+        prefix: &str,
+        inputs: usize,
+        outputs: usize,
+        device: &Device,
+    ) -> Result<Self, DetectError> {
+        let weights = source.get(&format!("{prefix}/weights"), &[1, 1, inputs, outputs])?;
+        let bias = source.get(&format!("{prefix}/biases"), &[outputs])?;
+        Self::new(weights, bias, inputs, outputs, Activation::Linear, device)
+    }
+
+    fn new(
+        weights: Vec<f32>,
+        bias: Vec<f32>,
+        inputs: usize,
+        outputs: usize,
+        activation: Activation,
+        device: &Device,
+    ) -> Result<Self, DetectError> {
+        Ok(Self {
+            weight: Tensor::from_vec(weights, (inputs, outputs), device)?,
+            bias: Tensor::from_slice(&bias, outputs, device)?,
+            bias_values: std::sync::Arc::new(bias),
+            activation,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, DetectError> {
+        let (batch, height, width, channels) = x.dims4()?;
+        let rows = x.reshape((batch * height * width, channels))?;
+        let product = rows.matmul(&self.weight)?;
+        let product = product.reshape((batch, height, width, self.weight.dim(1)?))?;
+        add_bias(product, &self.bias, &self.bias_values, self.activation)
+    }
+}
+
+/// A 3×3 depthwise convolution with "SAME" padding, folded batch norm and ReLU6.
+pub struct Depthwise {
+    /// `[9, C]`: tap (ky·3 + kx), then channel.
+    weight: Tensor,
+    bias: Tensor,
+    cpu: depthwise_cpu::Depthwise3x3,
+}
+
+impl Depthwise {
+    /// `{prefix}/depthwise_weights` `[3, 3, C, 1]` with `{prefix}/BatchNorm/*` folded in.
+    pub fn with_batch_norm(
+        source: &mut dyn TensorSource,
+        prefix: &str,
+        channels: usize,
+        stride: usize,
+        device: &Device,
+    ) -> Result<Self, DetectError> {
+        let mut weights = source.get(&format!("{prefix}/depthwise_weights"), &[3, 3, channels, 1])?;
+        let bias = fold_batch_norm(source, prefix, &mut weights, channels)?;
+        Ok(Self {
+            weight: Tensor::from_slice(&weights, (9, channels), device)?,
+            bias: Tensor::from_slice(&bias, channels, device)?,
+            cpu: depthwise_cpu::Depthwise3x3 {
+                weights: std::sync::Arc::new(weights),
+                bias: std::sync::Arc::new(bias),
+                stride,
+                activation: Activation::Relu6,
+            },
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, DetectError> {
+        if x.device().is_cpu() {
+            return Ok(x.apply_op1_no_bwd(&self.cpu)?);
+        }
+        self.forward_tensor_ops(x)
+    }
+
+    /// The same convolution as candle tensor ops (nine shifted, strided views of the padded
+    /// input, each scaled by its tap): the path on GPUs, and the CPU kernel's reference.
+    pub fn forward_tensor_ops(&self, x: &Tensor) -> Result<Tensor, DetectError> {
+        let stride = self.cpu.stride;
+        let (batch, height, width, channels) = x.dims4()?;
+        let (out_height, pad_top) = same_padding(height, 3, stride);
+        let (out_width, pad_left) = same_padding(width, 3, stride);
+        // Padded so that every tap's strided view exists and, for stride 2, the padded sizes
+        // are even (the view is then a reshape into pairs of rows and columns).
+        let padded_height = stride * (out_height + 1);
+        let padded_width = stride * (out_width + 1);
+        let padded = x
+            .pad_with_zeros(1, pad_top, padded_height - height - pad_top)?
+            .pad_with_zeros(2, pad_left, padded_width - width - pad_left)?;
+        let pairs = padded.reshape((
+            batch,
+            padded_height / stride,
+            stride,
+            padded_width / stride,
+            stride,
+            channels,
+        ))?;
+        let mut sum: Option<Tensor> = None;
+        for ky in 0..3 {
+            for kx in 0..3 {
+                let view = pairs
+                    .narrow(1, ky / stride, out_height)?
+                    .narrow(2, ky % stride, 1)?
+                    .narrow(3, kx / stride, out_width)?
+                    .narrow(4, kx % stride, 1)?
+                    .reshape((batch, out_height, out_width, channels))?;
+                let tap = self.weight.get(ky * 3 + kx)?;
+                let term = view.broadcast_mul(&tap)?;
+                sum = Some(match sum {
+                    Some(sum) => (sum + term)?,
+                    None => term,
+                });
+            }
+        }
+        let sum = sum.ok_or_else(|| candle_core::Error::Msg("depthwise kernel has no taps".to_owned()))?;
+        Ok(sum.broadcast_add(&self.bias)?.clamp(0f32, 6f32)?)
+    }
+}
+
+/// A full 3×3 convolution with stride 2, "SAME" padding, folded batch norm and ReLU6: a
+/// network's first layer on the image (3 input channels, so small), as candle's `conv2d`.
+pub struct Stem {
+    /// `[C_out, C_in, 3, 3]`, candle's layout.
+    weight: Tensor,
+    bias: Tensor,
+    bias_values: std::sync::Arc<Vec<f32>>,
+}
+
+impl Stem {
+    /// `{prefix}/weights` `[3, 3, C_in, C_out]` with `{prefix}/BatchNorm/*` folded in.
+    pub fn with_batch_norm(
+        source: &mut dyn TensorSource,
+        prefix: &str,
+        inputs: usize,
+        outputs: usize,
+        device: &Device,
+    ) -> Result<Self, DetectError> {
+        let mut weights = source.get(&format!("{prefix}/weights"), &[3, 3, inputs, outputs])?;
+        let bias = fold_batch_norm(source, prefix, &mut weights, outputs)?;
+        let hwio = Tensor::from_vec(weights, (3, 3, inputs, outputs), device)?;
+        Ok(Self {
+            weight: hwio.permute((3, 2, 0, 1))?.contiguous()?,
+            bias: Tensor::from_slice(&bias, outputs, device)?,
+            bias_values: std::sync::Arc::new(bias),
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, DetectError> {
+        let (_, height, width, _) = x.dims4()?;
+        let (out_height, pad_top) = same_padding(height, 3, 2);
+        let (out_width, pad_left) = same_padding(width, 3, 2);
+        let pad_bottom = (out_height - 1) * 2 + 3 - height - pad_top;
+        let pad_right = (out_width - 1) * 2 + 3 - width - pad_left;
+        let nchw = x
+            .permute((0, 3, 1, 2))?
+            .pad_with_zeros(2, pad_top, pad_bottom)?
+            .pad_with_zeros(3, pad_left, pad_right)?;
+        let convolved = nchw.conv2d(&self.weight, 0, 2, 1, 1)?;
+        let nhwc = convolved.permute((0, 2, 3, 1))?.contiguous()?;
+        add_bias(nhwc, &self.bias, &self.bias_values, Activation::Relu6)
+    }
+}
+
+#[cfg(test)]
+mod tests;
