@@ -134,25 +134,64 @@ impl pulp::WithSimd for DepthwiseRow<'_> {
                 .filter(|&y| y < g.height)
         });
         for out_x in 0..g.out_width {
-            let out = &mut self.out_row[out_x * channels..(out_x + 1) * channels];
-            out.copy_from_slice(self.bias);
+            let columns: [Option<usize>; 3] =
+                std::array::from_fn(|kx| (out_x * g.stride + kx).checked_sub(g.pad_left).filter(|&x| x < g.width));
+            // (input offset, tap offset) of every tap inside the image.
+            let mut taps = [(0usize, 0usize); 9];
+            let mut tap_count = 0;
             for (ky, row) in rows.iter().enumerate() {
                 let Some(y) = row else { continue };
-                for kx in 0..3 {
-                    let Some(x) = (out_x * g.stride + kx).checked_sub(g.pad_left).filter(|&x| x < g.width) else {
-                        continue;
-                    };
-                    let start = (y * g.width + x) * channels;
-                    let pixel = &self.input[start..start + channels];
-                    let tap = &self.weights[(ky * 3 + kx) * channels..(ky * 3 + kx + 1) * channels];
-                    for ((sum, value), weight) in out.iter_mut().zip(pixel).zip(tap) {
-                        *sum += value * weight;
-                    }
+                for (kx, column) in columns.iter().enumerate() {
+                    let Some(x) = column else { continue };
+                    taps[tap_count] = ((y * g.width + x) * channels, (ky * 3 + kx) * channels);
+                    tap_count += 1;
                 }
+            }
+            let taps = &taps[..tap_count];
+            let out = &mut self.out_row[out_x * channels..(out_x + 1) * channels];
+            // Channels in blocks whose sums stay in registers across the taps, so each output
+            // is written once: 64 (four independent AVX-512 sums, which hides the add
+            // latency), then 16, then one at a time.
+            let mut start = 0;
+            while start + 64 <= channels {
+                channel_block::<64>(self.input, self.weights, self.bias, taps, start, out);
+                start += 64;
+            }
+            while start + 16 <= channels {
+                channel_block::<16>(self.input, self.weights, self.bias, taps, start, out);
+                start += 16;
+            }
+            for channel in start..channels {
+                let mut sum = self.bias[channel];
+                for &(input, tap) in taps {
+                    sum += self.input[input + channel] * self.weights[tap + channel];
+                }
+                out[channel] = sum;
             }
             activate(out, self.activation);
         }
     }
+}
+
+/// The sums of channels `start..start + N` of one output pixel over its taps.
+#[inline(always)]
+fn channel_block<const N: usize>(
+    input: &[f32],
+    weights: &[f32],
+    bias: &[f32],
+    taps: &[(usize, usize)],
+    start: usize,
+    out: &mut [f32],
+) {
+    let mut sums: [f32; N] = std::array::from_fn(|lane| bias[start + lane]);
+    for &(pixel, tap) in taps {
+        let values = &input[pixel + start..pixel + start + N];
+        let kernel = &weights[tap + start..tap + start + N];
+        for ((sum, value), weight) in sums.iter_mut().zip(values).zip(kernel) {
+            *sum += value * weight;
+        }
+    }
+    out[start..start + N].copy_from_slice(&sums);
 }
 
 /// Adds a per-channel bias to the last dimension and applies an activation, in place.
@@ -209,5 +248,65 @@ impl pulp::WithSimd for BiasPixels<'_> {
             }
             activate(pixel, self.activation);
         }
+    }
+}
+
+/// The patches of a 3×3, stride-2, "SAME" convolution over an 8-bit NHWC image, scaled to
+/// the network's input range on the way (`value·scale + offset`; padding stays 0, as the
+/// graph pads after scaling): `[N, H, W, C]` u8 → `[N·ceil(H/2)·ceil(W/2), 9·C]` f32, each
+/// row in (ky, kx, channel) order, TensorFlow's HWIO kernel order. The stem's convolution is
+/// then one matrix product, with no layout changes.
+#[derive(Debug, Clone, Copy)]
+pub struct ImagePatches3x3 {
+    pub scale: f32,
+    pub offset: f32,
+}
+
+impl candle_core::CustomOp1 for ImagePatches3x3 {
+    fn name(&self) -> &'static str {
+        "image-patches3x3-s2"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::U8(values) = storage else {
+            candle_core::bail!("image patches need u8 input, got {:?}", storage.dtype());
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("image patches need contiguous input");
+        };
+        let image = &values[start..end];
+        let (batch, height, width, channels) = layout.shape().dims4()?;
+        let (out_height, pad_top) = same_padding(height, 3, 2);
+        let (out_width, pad_left) = same_padding(width, 3, 2);
+        let row_len = 9 * channels;
+        let mut patches = vec![0f32; batch * out_height * out_width * row_len];
+        patches
+            .par_chunks_mut(out_width * row_len)
+            .enumerate()
+            .for_each(|(row, out_row)| {
+                let (index, out_y) = (row / out_height, row % out_height);
+                let picture = &image[index * height * width * channels..(index + 1) * height * width * channels];
+                for (out_x, patch) in out_row.chunks_exact_mut(row_len).enumerate() {
+                    for ky in 0..3 {
+                        let Some(y) = (out_y * 2 + ky).checked_sub(pad_top).filter(|&y| y < height) else {
+                            continue;
+                        };
+                        for kx in 0..3 {
+                            let Some(x) = (out_x * 2 + kx).checked_sub(pad_left).filter(|&x| x < width) else {
+                                continue;
+                            };
+                            let pixel = &picture[(y * width + x) * channels..(y * width + x + 1) * channels];
+                            let target = &mut patch[(ky * 3 + kx) * channels..(ky * 3 + kx + 1) * channels];
+                            for (value, &byte) in target.iter_mut().zip(pixel) {
+                                *value = f32::from(byte) * self.scale + self.offset;
+                            }
+                        }
+                    }
+                }
+            });
+        Ok((
+            CpuStorage::F32(patches),
+            Shape::from((batch * out_height * out_width, row_len)),
+        ))
     }
 }

@@ -193,8 +193,8 @@ impl Depthwise {
         let (out_width, pad_left) = same_padding(width, 3, stride);
         // Padded so that every tap's strided view exists and, for stride 2, the padded sizes
         // are even (the view is then a reshape into pairs of rows and columns).
-        let padded_height = stride * (out_height + 1);
-        let padded_width = stride * (out_width + 1);
+        let padded_height = stride * (out_height + 2 / stride);
+        let padded_width = stride * (out_width + 2 / stride);
         let padded = x
             .pad_with_zeros(1, pad_top, padded_height - height - pad_top)?
             .pad_with_zeros(2, pad_left, padded_width - width - pad_left)?;
@@ -229,10 +229,14 @@ impl Depthwise {
 }
 
 /// A full 3×3 convolution with stride 2, "SAME" padding, folded batch norm and ReLU6: a
-/// network's first layer on the image (3 input channels, so small), as candle's `conv2d`.
+/// network's first layer, on the 8-bit image scaled to the network's range. On the CPU the
+/// image's patches ([`depthwise_cpu::ImagePatches3x3`]) times the kernel; elsewhere candle's
+/// `conv2d` (which on the CPU spent as long again on layout copies).
 pub struct Stem {
     /// `[C_out, C_in, 3, 3]`, candle's layout.
     weight: Tensor,
+    /// `[9·C_in, C_out]`: TensorFlow's HWIO kernel as a matrix.
+    weight_matrix: Tensor,
     bias: Tensor,
     bias_values: std::sync::Arc<Vec<f32>>,
 }
@@ -251,12 +255,31 @@ impl Stem {
         let hwio = Tensor::from_vec(weights, (3, 3, inputs, outputs), device)?;
         Ok(Self {
             weight: hwio.permute((3, 2, 0, 1))?.contiguous()?,
+            weight_matrix: hwio.reshape((9 * inputs, outputs))?,
             bias: Tensor::from_slice(&bias, outputs, device)?,
             bias_values: std::sync::Arc::new(bias),
         })
     }
 
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor, DetectError> {
+    /// `image`: `[N, H, W, C_in]` u8; the layer sees `value·scale + offset`.
+    pub fn forward(&self, image: &Tensor, scale: f32, offset: f32) -> Result<Tensor, DetectError> {
+        if image.device().is_cpu() {
+            let (batch, height, width, _) = image.dims4()?;
+            let patches = image.apply_op1_no_bwd(&depthwise_cpu::ImagePatches3x3 { scale, offset })?;
+            let product = patches.matmul(&self.weight_matrix)?;
+            let product =
+                product.reshape((batch, height.div_ceil(2), width.div_ceil(2), self.weight_matrix.dim(1)?))?;
+            return add_bias(product, &self.bias, &self.bias_values, Activation::Relu6);
+        }
+        let scaled = image
+            .to_dtype(candle_core::DType::F32)?
+            .affine(f64::from(scale), f64::from(offset))?;
+        self.forward_tensor_ops(&scaled)
+    }
+
+    /// The convolution of an already scaled f32 `[N, H, W, C_in]` input with candle's
+    /// `conv2d`: the path on GPUs and the CPU path's reference.
+    pub fn forward_tensor_ops(&self, x: &Tensor) -> Result<Tensor, DetectError> {
         let (_, height, width, _) = x.dims4()?;
         let (out_height, pad_top) = same_padding(height, 3, 2);
         let (out_width, pad_left) = same_padding(width, 3, 2);

@@ -152,13 +152,38 @@ fn batch_norm_folding_equals_convolution_then_normalisation() {
     }
 }
 
-#[test]
-fn stem_pads_like_tensorflow_same() {
-    // A 4×4 input, stride 2: outputs at rows/columns 0 and 2, the last tap on padding.
-    let layer = Stem::with_batch_norm(&mut Synthetic(3), "stem", 3, 4, &Device::Cpu).expect("layer");
-    let x = input(1, 4, 4, 3, 9);
-    let out = layer.forward(&x).expect("forward");
-    assert_eq!(out.dims(), &[1, 2, 2, 4]);
-    let odd = layer.forward(&input(2, 5, 3, 3, 1)).expect("forward");
-    assert_eq!(odd.dims(), &[2, 3, 2, 4]);
+fn image(batch: usize, height: usize, width: usize, seed: u64) -> Tensor {
+    let mut state = seed;
+    let bytes: Vec<u8> = (0..batch * height * width * 3)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 56) as u8
+        })
+        .collect();
+    Tensor::from_vec(bytes, (batch, height, width, 3), &Device::Cpu).expect("image")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// The CPU stem (patches × kernel, scaling fused) against candle's conv2d on the scaled
+    /// image, at odd and even sizes (TensorFlow pads the odd pixel after).
+    #[test]
+    fn stem_patches_match_candle_conv2d(
+        batch in 1usize..3,
+        height in 1usize..10,
+        width in 1usize..10,
+        seed in any::<u64>(),
+    ) {
+        let layer = Stem::with_batch_norm(&mut Synthetic(seed), "stem", 3, 8, &Device::Cpu).expect("layer");
+        let picture = image(batch, height, width, seed);
+        let (scale, offset) = (2.0 / 255.0, -1.0);
+        let fused = layer.forward(&picture, scale, offset).expect("patches");
+        prop_assert_eq!(fused.dims(), &[batch, height.div_ceil(2), width.div_ceil(2), 8]);
+        let scaled = picture.to_dtype(candle_core::DType::F32).and_then(|x| x.affine(f64::from(scale), f64::from(offset))).expect("scaled");
+        let reference = layer.forward_tensor_ops(&scaled).expect("conv2d");
+        prop_assert!(max_difference(&fused, &reference) < 1e-5);
+    }
 }

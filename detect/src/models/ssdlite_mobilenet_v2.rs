@@ -21,9 +21,12 @@ use crate::architecture::{Architecture, Network, RawDetection, TensorSource};
 use crate::error::DetectError;
 use crate::layers::{Activation, Depthwise, Pointwise, Stem};
 use crate::ssd::{anchors::AnchorConfig, decode_box, nms::non_max_suppression, sigmoid};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 
 const INPUT_SIZE: usize = 300;
+/// The graph's `Preprocessor`: `x·(2/255) − 1` maps 0–255 to [−1, 1].
+const INPUT_SCALE: f32 = 2.0 / 255.0;
+const INPUT_OFFSET: f32 = -1.0;
 const EXTRACTOR: &str = "FeatureExtractor/MobilenetV2";
 /// Non-maximum suppression of the exported graphs (`BatchMultiClassNonMaxSuppression`).
 const NMS_IOU_THRESHOLD: f32 = 0.6;
@@ -273,8 +276,7 @@ impl SsdliteNetwork {
 
     /// Box encodings `[N, anchors, 4]` and class logits `[N, anchors, classes + 1]`.
     fn predict(&self, input: &Tensor) -> Result<(Tensor, Tensor), DetectError> {
-        let scaled = input.to_dtype(DType::F32)?.affine(2.0 / 255.0, -1.0)?;
-        let mut x = self.stem.forward(&scaled)?;
+        let mut x = self.stem.forward(input, INPUT_SCALE, INPUT_OFFSET)?;
         let mut maps = Vec::with_capacity(self.heads.len());
         for (index, block) in self.blocks.iter().enumerate() {
             let (output, expanded) = block.forward(&x)?;
