@@ -141,3 +141,72 @@ impl TensorSource for LoadedTensors {
         Ok(tensor.flatten_all()?.to_vec1::<f32>()?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensors_of(architecture: &dyn Architecture) -> HashMap<String, Tensor> {
+        architecture
+            .tensors()
+            .into_iter()
+            .map(|(name, shape)| {
+                let tensor = Tensor::zeros(shape, DType::F32, &Device::Cpu).expect("zeros");
+                (name, tensor)
+            })
+            .collect()
+    }
+
+    fn build(architecture: &dyn Architecture, tensors: HashMap<String, Tensor>) -> Result<(), DetectError> {
+        let mut source = LoadedTensors::new(architecture.name(), tensors);
+        architecture.build(&mut source, &Device::Cpu)?;
+        source.finish()
+    }
+
+    #[test]
+    fn weights_are_refused_naming_the_tensor_that_is_wrong() {
+        let architecture = by_name("ssdlite_mobilenet_v2").expect("known");
+        assert!(build(architecture, tensors_of(architecture)).is_ok());
+        let name = "BoxPredictor_3/ClassPredictor/weights";
+
+        let mut missing = tensors_of(architecture);
+        missing.remove(name);
+        let error = build(architecture, missing).expect_err("missing");
+        assert!(
+            matches!(&error, DetectError::MissingTensor { name: missing, .. } if missing == name),
+            "{error}"
+        );
+
+        let mut reshaped = tensors_of(architecture);
+        reshaped.insert(
+            name.to_owned(),
+            Tensor::zeros((1, 1, 256, 7), DType::F32, &Device::Cpu).expect("zeros"),
+        );
+        let error = build(architecture, reshaped).expect_err("shape");
+        assert!(
+            error.to_string().contains(name) && error.to_string().contains("[1, 1, 256, 7]"),
+            "{error}"
+        );
+
+        let mut retyped = tensors_of(architecture);
+        retyped.insert(
+            name.to_owned(),
+            Tensor::zeros((1, 1, 256, 12), DType::F16, &Device::Cpu).expect("zeros"),
+        );
+        assert!(matches!(
+            build(architecture, retyped),
+            Err(DetectError::TensorDtype { .. })
+        ));
+
+        let mut extra = tensors_of(architecture);
+        extra.insert(
+            "model.22.dfl.conv.weight".to_owned(),
+            Tensor::zeros(1, DType::F32, &Device::Cpu).expect("zeros"),
+        );
+        let error = build(architecture, extra).expect_err("extra");
+        assert!(error.to_string().contains("model.22.dfl.conv.weight"), "{error}");
+
+        let error = by_name("yolov8n").err().expect("unknown");
+        assert!(error.to_string().contains("ssdlite_mobilenet_v2"), "{error}");
+    }
+}

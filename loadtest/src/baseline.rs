@@ -671,6 +671,10 @@ mod tests {
                 motion: 0.0,
             },
             motion_box: None,
+            detections: Vec::new(),
+            model: None,
+            detector_ran: false,
+            gated: false,
         }
     }
 

@@ -53,6 +53,10 @@ fn every_dashboard_query_names_an_exported_metric() {
             motion: 0.0,
         },
         motion_box: None,
+        detections: Vec::new(),
+        model: None,
+        detector_ran: false,
+        gated: false,
     };
     worker.record_frames(&[framefleet_worker::metrics::FrameTimes::of(&result)], 6_000);
     let status = FleetStatus {

@@ -217,6 +217,43 @@ pub struct FrameResult {
     /// The box around everything that moved against the channel's background model, in
     /// frame pixels; absent when nothing moved.
     pub motion_box: Option<MotionBox>,
+    /// The objects the detector found at or above the channel's score threshold, best first;
+    /// empty when it found none or did not run (see `detector_ran`, `gated`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub detections: Vec<DetectedObject>,
+    /// The model of the channel's detect stage; absent when the channel has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelRef>,
+    /// Whether the detector ran on this frame. With a `model` and neither this nor `gated`,
+    /// the stage's every-Nth-frame setting skipped the frame.
+    #[serde(default)]
+    pub detector_ran: bool,
+    /// The motion gate skipped the detector: the analysis saw no motion in this frame.
+    #[serde(default)]
+    pub gated: bool,
+}
+
+/// One detected object in a [`FrameResult`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetectedObject {
+    pub label: String,
+    /// The model's class id (1-based; 0 is background in the Object Detection API's models).
+    pub class_id: u32,
+    /// Model confidence, 0–1.
+    pub score: f32,
+    /// `[x1, y1, x2, y2]` in the frame's pixels (its schema size), top-left origin.
+    #[serde(rename = "box")]
+    pub box_pixels: [f32; 4],
+    /// The same box as fractions (0–1) of the frame's width and height.
+    pub box_norm: [f32; 4],
+}
+
+/// Which model produced a result's detections.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelRef {
+    pub name: String,
+    /// SHA-256 of the model's weights file, as in its manifest.
+    pub sha256: String,
 }
 
 /// Scores of one frame, computed on its luma at the worker's analysis size.

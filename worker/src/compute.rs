@@ -4,11 +4,14 @@
 //! no I/O: it runs on a blocking thread and is unit-testable.
 
 use crate::catalog::Catalog;
+use crate::detect_stage::{self, DetectRequest, StageOutcome};
 use crate::ops::{self, AnalysisSettings, FrameInput, MotionState, StagedFrame};
+use crate::processing::{ProcessingConfig, Skip};
 use crate::record::{ConsumedFrame, Rejection, validate_and_stage};
 use candle_core::Device;
+use framefleet_detect::Detector;
 use framefleet_proto::v1::DeadLetterCode;
-use framefleet_proto::wire::{FrameHeaders, FrameResult};
+use framefleet_proto::wire::{FrameHeaders, FrameResult, ModelRef};
 use rayon::prelude::*;
 use std::time::Instant;
 
@@ -27,6 +30,10 @@ pub struct BatchContext<'a> {
     pub worker_id: &'a str,
     pub max_payload_bytes: usize,
     pub analysis: AnalysisSettings,
+    /// Each channel's stages after the analysis.
+    pub processing: &'a ProcessingConfig,
+    /// The model of the detect stages, when the worker has one.
+    pub detector: Option<&'a Detector>,
 }
 
 /// Validates, decodes and analyses `frames` on the current rayon pool. Returns one outcome
@@ -68,12 +75,39 @@ pub fn process_batch(
     } else {
         ops::analyse_batch(&inputs, motion, context.device, &context.analysis)
     };
+    let analyses = analyses.map(|analyses| {
+        let requests: Vec<DetectRequest<'_>> = analysable
+            .iter()
+            .zip(&analyses)
+            .map(|((index, headers, _), analysis)| DetectRequest {
+                frame: &frames[*index],
+                headers,
+                moved: analysis.motion_box.is_some(),
+            })
+            .collect();
+        let detected = detect_stage::run(&requests, catalog, context.processing, context.detector);
+        (analyses, detected)
+    });
+    let model = context.detector.map(|detector| ModelRef {
+        name: detector.manifest().name.clone(),
+        sha256: detector.manifest().sha256.clone(),
+    });
     let processed_time_us = framefleet_common::startup::unix_time_us();
     let batch_compute_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     match analyses {
-        Ok(analyses) => {
-            for ((index, headers, _), analysis) in analysable.iter().zip(analyses) {
+        Ok((analyses, detected)) => {
+            for (((index, headers, _), analysis), detection) in analysable.iter().zip(analyses).zip(detected) {
                 let frame = &frames[*index];
+                let (detections, detector_ran, gated) = match detection {
+                    StageOutcome::Failed(rejection) => {
+                        outcomes[*index] = Some(Outcome::DeadLetter(rejection));
+                        continue;
+                    }
+                    StageOutcome::NoStage => (Vec::new(), false, false),
+                    StageOutcome::Skipped(skip) => (Vec::new(), false, skip == Skip::Gated),
+                    StageOutcome::Detected(detections) => (detections, true, false),
+                };
+                let has_stage = context.processing.for_channel(&headers.channel_id).detect.is_some();
                 outcomes[*index] = Some(Outcome::Result(FrameResult {
                     channel_id: headers.channel_id.clone(),
                     sequence: headers.sequence,
@@ -92,6 +126,10 @@ pub fn process_batch(
                     batch_compute_us,
                     scores: analysis.scores,
                     motion_box: analysis.motion_box,
+                    detections,
+                    model: if has_stage { model.clone() } else { None },
+                    detector_ran,
+                    gated,
                 }));
             }
         }
@@ -178,6 +216,8 @@ mod tests {
             worker_id: "w1",
             max_payload_bytes: 1024,
             analysis: AnalysisSettings::default(),
+            processing: &ProcessingConfig::default(),
+            detector: None,
         };
         process_batch(frames, &channels(), &context, &mut MotionState::default())
     }

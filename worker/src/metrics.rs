@@ -50,6 +50,49 @@ struct CodeLabel {
     code: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct DetectorLabel {
+    /// `ran`, `gated` (motion gate) or `not_this_frame` (every-Nth-frame rate).
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct ObjectLabel {
+    label: String,
+}
+
+/// What the detect stages did in a settled batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DetectTally {
+    pub ran: u64,
+    pub gated: u64,
+    pub not_this_frame: u64,
+    /// Detections reported in results, by label.
+    pub objects: std::collections::BTreeMap<String, u64>,
+}
+
+impl DetectTally {
+    pub fn of(results: &[&framefleet_proto::wire::FrameResult]) -> Self {
+        let mut tally = Self::default();
+        for result in results {
+            if result.model.is_none() {
+                continue;
+            }
+            if result.detector_ran {
+                tally.ran += 1;
+            } else if result.gated {
+                tally.gated += 1;
+            } else {
+                tally.not_this_frame += 1;
+            }
+            for object in &result.detections {
+                *tally.objects.entry(object.label.clone()).or_default() += 1;
+            }
+        }
+        tally
+    }
+}
+
 /// Every metric the worker exports. Cheap to update from the consume loop (atomics).
 pub struct WorkerMetrics {
     registry: Registry,
@@ -62,6 +105,8 @@ pub struct WorkerMetrics {
     batch_compute: Histogram,
     /// Each stage of a processed frame's life.
     frame_stages: Family<StageLabel, Histogram>,
+    detector_frames: Family<DetectorLabel, Counter>,
+    detected_objects: Family<ObjectLabel, Counter>,
     consumer_lag: Gauge,
     assigned_partitions: Gauge,
     rebalances: Gauge,
@@ -88,6 +133,8 @@ impl WorkerMetrics {
             batch_compute: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
             // 0.25 ms … ≈ 131 s: a frame may wait minutes in a backlog.
             frame_stages: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_25, 2.0, 20))),
+            detector_frames: Family::default(),
+            detected_objects: Family::default(),
             consumer_lag: Gauge::default(),
             assigned_partitions: Gauge::default(),
             rebalances: Gauge::default(),
@@ -124,6 +171,16 @@ impl WorkerMetrics {
             metrics.frame_stages.clone(),
         );
         registry.register(
+            "detector_frames",
+            "Frames of channels with a detect stage, by what the stage did (ran, gated by the motion gate, not_this_frame by its every-Nth-frame rate)",
+            metrics.detector_frames.clone(),
+        );
+        registry.register(
+            "detected_objects",
+            "Detections written in results, by label",
+            metrics.detected_objects.clone(),
+        );
+        registry.register(
             "consumer_lag_frames",
             "Frames between the stored offsets and the high watermarks of the partitions this worker owns (-1: not known yet)",
             metrics.consumer_lag.clone(),
@@ -139,6 +196,26 @@ impl WorkerMetrics {
             metrics.rebalances.clone(),
         );
         Self { registry, ..metrics }
+    }
+
+    /// A settled batch's detect-stage tally.
+    pub fn record_detections(&self, tally: &DetectTally) {
+        for (outcome, count) in [
+            ("ran", tally.ran),
+            ("gated", tally.gated),
+            ("not_this_frame", tally.not_this_frame),
+        ] {
+            if count > 0 {
+                self.detector_frames
+                    .get_or_create(&DetectorLabel { outcome })
+                    .inc_by(count);
+            }
+        }
+        for (label, count) in &tally.objects {
+            self.detected_objects
+                .get_or_create(&ObjectLabel { label: label.clone() })
+                .inc_by(*count);
+        }
     }
 
     /// A settled batch: its frames, its dead letters' codes and its timings.

@@ -211,6 +211,8 @@ fn every_record_gets_a_result_or_a_coded_dead_letter_that_fits() {
         worker_id: "w",
         max_payload_bytes: MAX_PAYLOAD_BYTES,
         analysis: AnalysisSettings::default(),
+        processing: &crate::processing::ProcessingConfig::default(),
+        detector: None,
     };
     let mut runner = TestRunner::new(Config {
         cases: CASES,

@@ -38,6 +38,7 @@ pub(crate) struct SettledBatch {
     /// Unix µs: the batch's compute started and ended.
     compute_started_us: i64,
     computed_us: i64,
+    detect: crate::metrics::DetectTally,
 }
 
 /// What a frame's spans need once its outcome is acknowledged.
@@ -93,7 +94,22 @@ impl Worker {
         let mut deliveries = Vec::with_capacity(frames.len());
         for (frame, outcome) in frames.iter().zip(&outcomes) {
             deliveries.push((frame.source(), self.send_outcome(frame, outcome).await?));
+            // Events go out with the batch's results, so a frame's offset is stored only once
+            // its event is acknowledged too.
+            if let (Some(events_topic), Outcome::Result(result)) = (&self.config.events_topic, outcome)
+                && !result.detections.is_empty()
+            {
+                deliveries.push((frame.source(), self.send_result(events_topic, frame, result).await?));
+            }
         }
+        let results: Vec<&wire::FrameResult> = outcomes
+            .iter()
+            .filter_map(|outcome| match outcome {
+                Outcome::Result(result) => Some(result),
+                Outcome::DeadLetter(_) => None,
+            })
+            .collect();
+        let detect = crate::metrics::DetectTally::of(&results);
         let processed = outcomes
             .iter()
             .filter(|outcome| matches!(outcome, Outcome::Result(_)))
@@ -120,6 +136,7 @@ impl Worker {
             traced,
             compute_started_us,
             computed_us,
+            detect,
         };
         Ok(Box::pin(async move {
             for (source, delivery) in deliveries {
@@ -142,6 +159,8 @@ impl Worker {
             .frames_processed
             .fetch_add(settled.processed, Ordering::Relaxed);
         self.counters.record_dead_letters(&settled.dead_letter_codes);
+        self.counters.record_detections(&settled.detect);
+        self.metrics.record_detections(&settled.detect);
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
         let latency = settled.started.elapsed();
         self.counters.record_batch_latency(latency);
@@ -184,26 +203,7 @@ impl Worker {
         outcome: &Outcome,
     ) -> anyhow::Result<rdkafka::producer::DeliveryFuture> {
         match outcome {
-            Outcome::Result(result) => {
-                let payload = serde_json::to_vec(result).context("encoding a result")?;
-                let mut headers = OwnedHeaders::new().insert(Header {
-                    key: wire::HEADER_CHANNEL,
-                    value: Some(result.channel_id.as_str()),
-                });
-                if let Some(traceparent) = frame.header(wire::HEADER_TRACEPARENT) {
-                    headers = headers.insert(Header {
-                        key: wire::HEADER_TRACEPARENT,
-                        value: Some(traceparent),
-                    });
-                }
-                // Keyed by the channel whatever the frame's key was, so a channel's results
-                // share a partition and stay in order.
-                let record = FutureRecord::to(&self.config.results_topic)
-                    .payload(payload.as_slice())
-                    .key(result.channel_id.as_bytes())
-                    .headers(headers);
-                self.send(record).await
-            }
+            Outcome::Result(result) => self.send_result(&self.config.results_topic, frame, result).await,
             Outcome::DeadLetter(rejection) => {
                 tracing::warn!(topic = %frame.topic, partition = frame.partition, offset = frame.offset, code = rejection.code.as_str_name(), reason = %rejection.reason, "dead-lettering frame");
                 let dead_letter = DeadLetter::new(frame, rejection, self.config.max_frame_bytes());
@@ -224,6 +224,33 @@ impl Worker {
                 self.send(record).await
             }
         }
+    }
+
+    /// Writes `result` to `topic`, keyed by its channel.
+    async fn send_result(
+        &self,
+        topic: &str,
+        frame: &ConsumedFrame,
+        result: &wire::FrameResult,
+    ) -> anyhow::Result<rdkafka::producer::DeliveryFuture> {
+        let payload = serde_json::to_vec(result).context("encoding a result")?;
+        let mut headers = OwnedHeaders::new().insert(Header {
+            key: wire::HEADER_CHANNEL,
+            value: Some(result.channel_id.as_str()),
+        });
+        if let Some(traceparent) = frame.header(wire::HEADER_TRACEPARENT) {
+            headers = headers.insert(Header {
+                key: wire::HEADER_TRACEPARENT,
+                value: Some(traceparent),
+            });
+        }
+        // Keyed by the channel whatever the frame's key was, so a channel's results
+        // share a partition and stay in order.
+        let record = FutureRecord::to(topic)
+            .payload(payload.as_slice())
+            .key(result.channel_id.as_bytes())
+            .headers(headers);
+        self.send(record).await
     }
 
     async fn send<K, P>(&self, record: FutureRecord<'_, K, P>) -> anyhow::Result<rdkafka::producer::DeliveryFuture>
