@@ -20,7 +20,8 @@ type Staged = Result<(FrameHeaders, StagedFrame), Rejection>;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Result(FrameResult),
+    /// Boxed: a result is several hundred bytes, a dead letter a few dozen.
+    Result(Box<FrameResult>),
     DeadLetter(Rejection),
 }
 
@@ -108,7 +109,7 @@ pub fn process_batch(
                     StageOutcome::Detected(detections) => (detections, true, false),
                 };
                 let has_stage = context.processing.for_channel(&headers.channel_id).detect.is_some();
-                outcomes[*index] = Some(Outcome::Result(FrameResult {
+                outcomes[*index] = Some(Outcome::Result(Box::new(FrameResult {
                     channel_id: headers.channel_id.clone(),
                     sequence: headers.sequence,
                     ingestor_epoch: headers.ingestor_epoch,
@@ -130,7 +131,7 @@ pub fn process_batch(
                     model: if has_stage { model.clone() } else { None },
                     detector_ran,
                     gated,
-                }));
+                })));
             }
         }
         Err(error) => {

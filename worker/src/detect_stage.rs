@@ -69,7 +69,7 @@ pub fn run(
     if selected.is_empty() {
         return outcomes;
     }
-    let prepared: Vec<Result<(PreparedFrame, (usize, usize)), Rejection>> = selected
+    let prepared: Vec<Prepared> = selected
         .par_iter()
         .map(|&(index, _)| prepare(&requests[index], catalog, detector))
         .collect();
@@ -97,12 +97,11 @@ pub fn run(
     outcomes
 }
 
+/// A frame resized for the detector with its full size, or why it cannot be.
+type Prepared = Result<(PreparedFrame, (usize, usize)), Rejection>;
+
 /// Decodes a frame to RGB and resizes it to the model's input; returns its full size too.
-fn prepare(
-    request: &DetectRequest<'_>,
-    catalog: &Catalog,
-    detector: &Detector,
-) -> Result<(PreparedFrame, (usize, usize)), Rejection> {
+fn prepare(request: &DetectRequest<'_>, catalog: &Catalog, detector: &Detector) -> Prepared {
     let headers = request.headers;
     let schema = catalog
         .schema(&headers.channel_id, headers.schema_version)

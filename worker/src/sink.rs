@@ -105,7 +105,7 @@ impl Worker {
         let results: Vec<&wire::FrameResult> = outcomes
             .iter()
             .filter_map(|outcome| match outcome {
-                Outcome::Result(result) => Some(result),
+                Outcome::Result(result) => Some(result.as_ref()),
                 Outcome::DeadLetter(_) => None,
             })
             .collect();

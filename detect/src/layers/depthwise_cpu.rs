@@ -33,7 +33,7 @@ fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> can
 fn activate(values: &mut [f32], activation: Activation) {
     if activation == Activation::Relu6 {
         for value in values {
-            *value = value.max(0.0).min(6.0);
+            *value = value.clamp(0.0, 6.0);
         }
     }
 }
@@ -161,12 +161,12 @@ impl pulp::WithSimd for DepthwiseRow<'_> {
                 channel_block::<16>(self.input, self.weights, self.bias, taps, start, out);
                 start += 16;
             }
-            for channel in start..channels {
+            for (channel, value) in out.iter_mut().enumerate().skip(start) {
                 let mut sum = self.bias[channel];
                 for &(input, tap) in taps {
                     sum += self.input[input + channel] * self.weights[tap + channel];
                 }
-                out[channel] = sum;
+                *value = sum;
             }
             activate(out, self.activation);
         }
