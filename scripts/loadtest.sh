@@ -21,6 +21,9 @@ scripts/setup.sh
 # The baselines' hand-written Python/OpenCV consumer runs in this venv (made once, from PyPI).
 FRAMEFLEET_BASELINE_PYTHON="$(scripts/python-baseline-env.sh)"
 export FRAMEFLEET_BASELINE_PYTHON
+# The detection scenario's TensorFlow / ONNX Runtime consumers run in a venv of their own.
+FRAMEFLEET_DETECT_PYTHON="$(scripts/python-baseline-env.sh detect)"
+export FRAMEFLEET_DETECT_PYTHON
 profile="${FRAMEFLEET_LOADTEST_PROFILE:-release}"
 # The baselines run the worker binary as a process of its own, found beside the load test's.
 echo "== building framefleet-loadtest and framefleet-worker ($profile profile)"

@@ -9,6 +9,7 @@
 
 mod audit;
 mod render;
+mod snapshot;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use framefleet_proto::client::CallError;
@@ -149,6 +150,22 @@ enum Command {
         /// without a result or dead letter (not only the frames the ledgers count).
         #[arg(long)]
         frame_topics: bool,
+    },
+    /// Draw a channel's latest frame with its detections as a PNG (the latest result with
+    /// detections, else the latest result, read back from Kafka), and print the channel's
+    /// detection tally: results, frames the detector ran on, frames gated, objects by label.
+    Snapshot {
+        /// The channel id.
+        channel: String,
+        /// Where to write the PNG.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Kafka bootstrap servers to read from; default: the coordinator's.
+        #[arg(long, env = "FRAMEFLEET_KAFKA_BROKERS")]
+        kafka_brokers: Option<String>,
+        /// Give up reading after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        read_timeout_secs: u64,
     },
     /// Send one fleet report by hand (FleetService.ReportWorker / ReportIngestor), for scripts
     /// and checks; processes report by themselves.
@@ -616,6 +633,35 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
             } else {
                 out!("{}", render::status_report(&status));
             }
+        }
+        Command::Snapshot {
+            channel,
+            out,
+            kafka_brokers,
+            read_timeout_secs,
+        } => {
+            let status = fleet.get_fleet_status(GetFleetStatusRequest {}).await?.into_inner();
+            let kafka = status.kafka.clone().unwrap_or_default();
+            let brokers = kafka_brokers.unwrap_or(kafka.bootstrap_servers);
+            if brokers.is_empty() {
+                return Err(Failure::Other(
+                    anyhow::anyhow!("the coordinator did not say which Kafka it uses; pass --kafka-brokers"),
+                    2,
+                ));
+            }
+            let line = tokio::task::spawn_blocking(move || {
+                snapshot::snapshot(
+                    &brokers,
+                    &kafka.results_topic,
+                    &channel,
+                    &out,
+                    Duration::from_secs(read_timeout_secs),
+                )
+            })
+            .await
+            .map_err(|error| Failure::Other(error.into(), 1))?
+            .map_err(|error| Failure::Other(error, 1))?;
+            outln!("{line}");
         }
         Command::Audit {
             kafka_brokers,

@@ -178,7 +178,9 @@ fn tally(outcomes: HashMap<(String, u64), HashMap<u64, Outcomes>>) -> BTreeMap<(
     runs
 }
 
-fn read_topic(
+/// Reads `topic` from its low watermarks up to the high watermarks taken when it starts, calling
+/// `each` on every record; errors when that takes past `deadline`.
+pub fn read_topic(
     bootstrap_servers: &str,
     topic: &str,
     deadline: Instant,

@@ -98,6 +98,22 @@ impl Detector {
         })
     }
 
+    /// A detector around a network built elsewhere (tests, or an embedder's own network);
+    /// `manifest` describes it. [`Self::load`] is the checked way in.
+    pub fn from_network(
+        manifest: ModelManifest,
+        architecture: &'static dyn Architecture,
+        network: Box<dyn Network>,
+        device: Device,
+    ) -> Self {
+        Self {
+            manifest,
+            architecture,
+            network,
+            device,
+        }
+    }
+
     pub fn manifest(&self) -> &ModelManifest {
         &self.manifest
     }

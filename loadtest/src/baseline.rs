@@ -154,7 +154,7 @@ impl Drainer {
     }
 }
 
-fn available_cores() -> usize {
+pub(crate) fn available_cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
@@ -277,22 +277,22 @@ impl Ratio {
     }
 }
 
-struct Backlog {
-    topic: String,
-    frames: u64,
+pub(crate) struct Backlog {
+    pub(crate) topic: String,
+    pub(crate) frames: u64,
     /// The ingestor's start to its last frame acknowledged.
-    seconds: f64,
-    records: Vec<OwnedMessage>,
+    pub(crate) seconds: f64,
+    pub(crate) records: Vec<OwnedMessage>,
 }
 
 impl Backlog {
-    fn bytes_per_frame(&self) -> f64 {
+    pub(crate) fn bytes_per_frame(&self) -> f64 {
         self.records.iter().map(record_bytes).sum::<u64>() as f64 / self.records.len().max(1) as f64
     }
 }
 
 /// The ingestor replays the scenario's video at full speed until `frames` are acknowledged.
-async fn write_backlog(fleet: &Fleet, scenario: &BaselineScenario) -> anyhow::Result<Backlog> {
+pub(crate) async fn write_backlog(fleet: &Fleet, scenario: &BaselineScenario) -> anyhow::Result<Backlog> {
     let channel_id = fleet.names.channel_id("cam0");
     let source = format!("file://{}?loop=true", scenario.video.display());
     let arguments = experiment::camera_args(&scenario.cameras, "max", scenario.frames);
@@ -408,7 +408,7 @@ async fn drain(
 }
 
 impl ConsumerRun {
-    fn measure(system: &'static str, results: &[FrameResult], cpu: &CpuProfile) -> anyhow::Result<Self> {
+    pub(crate) fn measure(system: &'static str, results: &[FrameResult], cpu: &CpuProfile) -> anyhow::Result<Self> {
         let started_us = results
             .iter()
             .map(|result| result.processed_time_us - i64::try_from(result.batch_compute_us).unwrap_or(i64::MAX))
@@ -442,7 +442,7 @@ impl ConsumerRun {
 /// Reads `topic` from the beginning until a result for each of `frames` frames arrived (one
 /// per frame: a duplicate of at-least-once delivery counts once), failing early when the
 /// process that writes them fails, or exits without having written them all.
-async fn read_results(
+pub(crate) async fn read_results(
     brokers: &str,
     topic: &str,
     frames: u64,

@@ -5,6 +5,7 @@
 //! in a row without seeing each other.
 
 pub mod baseline;
+pub mod detect_baseline;
 pub mod experiment;
 pub mod plot;
 pub mod process;

@@ -18,6 +18,7 @@ pub struct Summary {
     pub lag: Vec<LagRun>,
     pub scaling: Vec<ScalingRun>,
     pub baselines: Vec<BaselineRun>,
+    pub detection: Vec<crate::detect_baseline::DetectionRun>,
     /// Every file this run wrote, relative to the results directory.
     pub files: Vec<String>,
 }
@@ -35,6 +36,7 @@ pub async fn run_all(
         lag: Vec::new(),
         scaling: Vec::new(),
         baselines: Vec::new(),
+        detection: Vec::new(),
         files: Vec::new(),
     };
     let label = summary.machine.label();
@@ -94,6 +96,19 @@ pub async fn run_all(
                     plot::baselines_figure(&run, &label, path)
                 })?;
                 summary.baselines.push(run);
+            }
+            Scenario::Detection(detection) => {
+                let run = crate::detect_baseline::run_detection_baselines(infrastructure, detection, progress)
+                    .await
+                    .with_context(|| format!("scenario {}", detection.name))?;
+                write_file(
+                    results_dir,
+                    &format!("{}.csv", run.name),
+                    &crate::detect_baseline::detection_csv(&run),
+                    &mut summary.files,
+                )?;
+                write_json(results_dir, &format!("{}.json", run.name), &run, &mut summary.files)?;
+                summary.detection.push(run);
             }
         }
         let markdown = markdown(&summary);
@@ -238,6 +253,27 @@ pub fn markdown(summary: &Summary) -> String {
                 point.workers,
                 point.frames_per_second,
                 point.efficiency * 100.0
+            );
+        }
+        text.push('\n');
+    }
+    for run in &summary.detection {
+        let _ = writeln!(
+            text,
+            "Detection, {} ({}): a backlog of {} frames, the person detector on every frame, each consumer alone:\n\n\
+             | consumer | CPUs | frames/s | CPU ms/frame | persons ≥ 0.5 | framefleet ÷ frames/s |\n|---|---|---|---|---|---|",
+            run.title, run.source, run.frames
+        );
+        for consumer in &run.consumers {
+            let _ = writeln!(
+                text,
+                "| {} | {} | {:.1} | {:.2} | {} | {:.3} |",
+                consumer.run.system,
+                consumer.cpus,
+                consumer.run.frames_per_second,
+                consumer.run.cpu_ms_per_frame,
+                consumer.persons,
+                consumer.framefleet_over_this
             );
         }
         text.push('\n');

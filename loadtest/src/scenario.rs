@@ -152,6 +152,9 @@ pub enum Scenario {
     Lag(LagScenario),
     Scaling(ScalingScenario),
     Baselines(BaselineScenario),
+    /// The detector's baselines: the same backlog, detection on every frame
+    /// (`crate::detect_baseline`).
+    Detection(BaselineScenario),
 }
 
 impl Scenario {
@@ -159,7 +162,7 @@ impl Scenario {
         match self {
             Self::Lag(scenario) => &scenario.name,
             Self::Scaling(scenario) => &scenario.name,
-            Self::Baselines(scenario) => &scenario.name,
+            Self::Baselines(scenario) | Self::Detection(scenario) => &scenario.name,
         }
     }
 
@@ -230,7 +233,7 @@ impl Scenario {
                 check_quota(scenario.worker_cpu_quota)?;
                 (&scenario.name, &scenario.cameras)
             }
-            Self::Baselines(scenario) => {
+            Self::Baselines(scenario) | Self::Detection(scenario) => {
                 if scenario.cameras.count != 1 {
                     return Err("baselines run one camera (cameras.count = 1)".into());
                 }

@@ -213,6 +213,9 @@ pub struct FrameResult {
     pub batch_size: u32,
     /// Decode and analysis time of the frame's batch on the worker, in microseconds.
     pub batch_compute_us: u64,
+    /// Absent (zeros) only in results of other consumers, e.g. the load test's hand-written
+    /// detection baseline.
+    #[serde(default)]
     pub scores: FrameScores,
     /// The box around everything that moved against the channel's background model, in
     /// frame pixels; absent when nothing moved.
@@ -238,6 +241,7 @@ pub struct FrameResult {
 pub struct DetectedObject {
     pub label: String,
     /// The model's class id (1-based; 0 is background in the Object Detection API's models).
+    #[serde(default)]
     pub class_id: u32,
     /// Model confidence, 0–1.
     pub score: f32,
@@ -245,6 +249,7 @@ pub struct DetectedObject {
     #[serde(rename = "box")]
     pub box_pixels: [f32; 4],
     /// The same box as fractions (0–1) of the frame's width and height.
+    #[serde(default)]
     pub box_norm: [f32; 4],
 }
 
@@ -257,7 +262,7 @@ pub struct ModelRef {
 }
 
 /// Scores of one frame, computed on its luma at the worker's analysis size.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct FrameScores {
     /// Mean luma of the blurred frame, 0–255.
     pub mean_luma: f32,

@@ -172,6 +172,139 @@ fn keep(stage: &DetectStage, detections: Vec<Detection>, (width, height): (usize
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compute::{BatchContext, Outcome, process_batch};
+    use crate::ops::{AnalysisSettings, MotionState};
+    use framefleet_detect::architecture::{Network, RawDetection};
+    use framefleet_detect::manifest::{ModelManifest, ModelSource};
+    use framefleet_proto::v1::{Channel, FrameEncoding, FrameSchema, PixelFormat};
+    use framefleet_proto::wire::payload_checksum;
+
+    /// Finds one person in every frame, and fails on a frame whose resized first pixel is 0.
+    struct Flaky;
+
+    impl Network for Flaky {
+        fn detect(
+            &self,
+            input: &candle_core::Tensor,
+        ) -> Result<Vec<Vec<RawDetection>>, framefleet_detect::DetectError> {
+            let frames: Vec<u8> = input.flatten_from(1)?.get_on_dim(1, 0)?.to_vec1()?;
+            if frames.contains(&0) {
+                return Err(candle_core::Error::Msg("device error".to_owned()).into());
+            }
+            Ok(frames
+                .iter()
+                .map(|_| {
+                    vec![RawDetection {
+                        class_index: 0,
+                        score: 0.9,
+                        box_norm: [0.0, 0.0, 0.5, 0.5],
+                    }]
+                })
+                .collect())
+        }
+    }
+
+    fn flaky_detector() -> Detector {
+        let architecture = framefleet_detect::architecture::by_name("ssdlite_mobilenet_v2").expect("known");
+        Detector::from_network(
+            ModelManifest {
+                format_version: 1,
+                name: "flaky".to_owned(),
+                architecture: architecture.name().to_owned(),
+                input_size: [300, 300],
+                labels: vec!["person".to_owned()],
+                weights: "model.safetensors".to_owned(),
+                sha256: "00".to_owned(),
+                source: ModelSource {
+                    package: "test".to_owned(),
+                    file: "none".to_owned(),
+                    sha256: "00".to_owned(),
+                },
+            },
+            architecture,
+            Box::new(Flaky),
+            candle_core::Device::Cpu,
+        )
+    }
+
+    fn frame(sequence: u64, value: u8) -> ConsumedFrame {
+        let payload = vec![value; 4 * 2 * 3];
+        let headers = FrameHeaders {
+            channel_id: "cam".to_owned(),
+            schema_version: 1,
+            sequence,
+            ingestor_epoch: 1,
+            capture_time_us: 1,
+            checksum: payload_checksum(&payload),
+            traceparent: None,
+        };
+        ConsumedFrame {
+            topic: "t".to_owned(),
+            partition: 0,
+            offset: sequence as i64,
+            key: Some(b"cam".to_vec()),
+            payload: Some(payload),
+            headers: headers
+                .to_pairs()
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), Some(value.into_bytes())))
+                .collect(),
+            timestamp_ms: None,
+            consumed_time_us: 2,
+        }
+    }
+
+    #[test]
+    fn a_frame_that_fails_inference_is_dead_lettered_and_the_others_get_results() {
+        let catalog = Catalog::from_channels([Channel {
+            channel_id: "cam".to_owned(),
+            topic: "t".to_owned(),
+            schema: Some(FrameSchema {
+                version: 1,
+                width: 4,
+                height: 2,
+                channels: 3,
+                pixel_format: PixelFormat::Rgb24.into(),
+                encoding: FrameEncoding::Raw.into(),
+                fps: 10.0,
+            }),
+            ..Channel::default()
+        }]);
+        let processing = ProcessingConfig {
+            defaults: crate::processing::ChannelProcessing {
+                detect: Some(DetectStage {
+                    motion_gate: false,
+                    ..DetectStage::default()
+                }),
+            },
+            ..ProcessingConfig::default()
+        };
+        let detector = flaky_detector();
+        let context = BatchContext {
+            device: &candle_core::Device::Cpu,
+            worker_id: "w",
+            max_payload_bytes: 1 << 20,
+            analysis: AnalysisSettings::default(),
+            processing: &processing,
+            detector: Some(&detector),
+        };
+        let frames = [frame(0, 100), frame(1, 0), frame(2, 200)];
+        let outcomes = process_batch(&frames, &catalog, &context, &mut MotionState::default());
+        for index in [0, 2] {
+            let Outcome::Result(result) = &outcomes[index] else {
+                panic!("frame {index}: {:?}", outcomes[index]);
+            };
+            assert!(result.detector_ran);
+            assert_eq!(result.detections.len(), 1);
+            assert_eq!(result.detections[0].box_pixels, [0.0, 0.0, 2.0, 1.0]);
+            assert_eq!(result.model.as_ref().map(|model| model.name.as_str()), Some("flaky"));
+        }
+        assert!(
+            matches!(&outcomes[1], Outcome::DeadLetter(rejection) if rejection.code == DeadLetterCode::InferenceFailed && rejection.reason.contains("device error")),
+            "{:?}",
+            outcomes[1]
+        );
+    }
 
     #[test]
     fn boxes_are_scaled_to_the_frame_and_the_stage_filters() {
