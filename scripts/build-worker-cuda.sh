@@ -7,7 +7,8 @@
 # machine, where the real libcuda.so.1 is loaded.
 #
 # Usage: scripts/build-worker-cuda.sh [COMPUTE_CAP]   (default 90 = H100/H200)
-# Output: target/cuda/release/framefleet-worker and framefleet-ops-check (the device check)
+# Output: target/cuda/release/framefleet-worker, framefleet-ops-check and framefleet-detect-check
+# (the device check)
 # The GPU machine needs: the NVIDIA driver (libcuda.so.1) and the CUDA 13 runtime libraries
 # this script copies next to the binary (target/cuda/release/cuda-libs: cudart, cublas,
 # cublasLt, curand, nvrtc); run with LD_LIBRARY_PATH=<that folder>.
@@ -39,7 +40,7 @@ export LIBRARY_PATH="$link_dir${LIBRARY_PATH:+:$LIBRARY_PATH}"
 # symbol, so the linker would drop it under --as-needed; --no-as-needed keeps libcuda.so.1 in
 # the binary's needed libraries, which is what makes the loader bring in the driver.
 export RUSTFLAGS="-L $link_dir -C link-arg=-Wl,--unresolved-symbols=ignore-in-object-files"
-for binary in framefleet-worker framefleet-ops-check; do
+for binary in framefleet-worker framefleet-ops-check framefleet-detect-check; do
   cargo rustc --release --locked -p framefleet-worker --bin "$binary" --features cuda \
     --target-dir target/cuda -- -C link-arg=-Wl,--no-as-needed,-lcuda,--as-needed
 done

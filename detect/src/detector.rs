@@ -4,6 +4,7 @@
 
 use crate::architecture::{self, Architecture, LoadedTensors, Network};
 use crate::error::DetectError;
+use crate::layers::Target;
 use crate::manifest::{ModelFiles, ModelManifest};
 use crate::preprocess::resize_linear;
 use candle_core::{Device, Tensor};
@@ -60,6 +61,13 @@ impl Detector {
     /// architecture, an input size or label count the architecture does not have; the
     /// weights' sha256 differs; a tensor is missing, extra, of another shape or not f32.
     pub fn load(path: &Path, device: &Device) -> Result<Self, DetectError> {
+        Self::load_for(path, &Target::new(device))
+    }
+
+    /// [`Self::load`] for a [`Target`]: e.g. the CPU with the GPU's tensor-op path, which the
+    /// device check compares with the CPU kernels.
+    pub fn load_for(path: &Path, target: &Target) -> Result<Self, DetectError> {
+        let device = &target.device;
         let files = ModelFiles::read(path)?;
         let architecture = architecture::by_name(&files.manifest.architecture)?;
         let invalid = |message: String| DetectError::Manifest {
@@ -88,7 +96,7 @@ impl Detector {
             }
         })?;
         let mut source = LoadedTensors::new(architecture.name(), tensors);
-        let network = architecture.build(&mut source, device)?;
+        let network = architecture.build(&mut source, target)?;
         source.finish()?;
         Ok(Self {
             manifest: files.manifest,

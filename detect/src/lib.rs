@@ -11,6 +11,7 @@
 //!
 //! Nothing here reads Kafka or knows about channels: the worker decides which frames run.
 
+pub mod agreement;
 pub mod architecture;
 pub mod detector;
 pub mod error;

@@ -52,6 +52,32 @@ fn fold_batch_norm(
         .collect())
 }
 
+/// Where a network's layers run: the device, and whether the CPU kernels of ours are used
+/// there (on a CPU they are, unless a check wants the tensor-op path that GPUs take).
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub device: Device,
+    pub cpu_kernels: bool,
+}
+
+impl Target {
+    /// `device`, with our kernels wherever it is a CPU.
+    pub fn new(device: &Device) -> Self {
+        Self {
+            device: device.clone(),
+            cpu_kernels: device.is_cpu(),
+        }
+    }
+
+    /// The CPU, with every layer as candle tensor ops: the GPU's path, for checking it here.
+    pub fn cpu_tensor_ops() -> Self {
+        Self {
+            device: Device::Cpu,
+            cpu_kernels: false,
+        }
+    }
+}
+
 /// What follows a convolution's bias.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
@@ -68,8 +94,9 @@ fn add_bias(
     bias: &Tensor,
     bias_values: &std::sync::Arc<Vec<f32>>,
     activation: Activation,
+    cpu_kernels: bool,
 ) -> Result<Tensor, DetectError> {
-    if x.device().is_cpu() && x.is_contiguous() {
+    if cpu_kernels && x.device().is_cpu() && x.is_contiguous() {
         x.inplace_op1(&depthwise_cpu::BiasActivation {
             bias: std::sync::Arc::clone(bias_values),
             activation,
@@ -90,6 +117,7 @@ pub struct Pointwise {
     bias: Tensor,
     bias_values: std::sync::Arc<Vec<f32>>,
     activation: Activation,
+    cpu_kernels: bool,
 }
 
 impl Pointwise {
@@ -100,11 +128,11 @@ impl Pointwise {
         inputs: usize,
         outputs: usize,
         activation: Activation,
-        device: &Device,
+        target: &Target,
     ) -> Result<Self, DetectError> {
         let mut weights = source.get(&format!("{prefix}/weights"), &[1, 1, inputs, outputs])?;
         let bias = fold_batch_norm(source, prefix, &mut weights, outputs)?;
-        Self::new(weights, bias, inputs, outputs, activation, device)
+        Self::new(weights, bias, inputs, outputs, activation, target)
     }
 
     /// `{prefix}/weights` `[1, 1, C_in, C_out]` and `{prefix}/biases` `[C_out]` (a box or
@@ -114,11 +142,11 @@ impl Pointwise {
         prefix: &str,
         inputs: usize,
         outputs: usize,
-        device: &Device,
+        target: &Target,
     ) -> Result<Self, DetectError> {
         let weights = source.get(&format!("{prefix}/weights"), &[1, 1, inputs, outputs])?;
         let bias = source.get(&format!("{prefix}/biases"), &[outputs])?;
-        Self::new(weights, bias, inputs, outputs, Activation::Linear, device)
+        Self::new(weights, bias, inputs, outputs, Activation::Linear, target)
     }
 
     fn new(
@@ -127,13 +155,14 @@ impl Pointwise {
         inputs: usize,
         outputs: usize,
         activation: Activation,
-        device: &Device,
+        target: &Target,
     ) -> Result<Self, DetectError> {
         Ok(Self {
-            weight: Tensor::from_vec(weights, (inputs, outputs), device)?,
-            bias: Tensor::from_slice(&bias, outputs, device)?,
+            weight: Tensor::from_vec(weights, (inputs, outputs), &target.device)?,
+            bias: Tensor::from_slice(&bias, outputs, &target.device)?,
             bias_values: std::sync::Arc::new(bias),
             activation,
+            cpu_kernels: target.cpu_kernels,
         })
     }
 
@@ -142,7 +171,13 @@ impl Pointwise {
         let rows = x.reshape((batch * height * width, channels))?;
         let product = rows.matmul(&self.weight)?;
         let product = product.reshape((batch, height, width, self.weight.dim(1)?))?;
-        add_bias(product, &self.bias, &self.bias_values, self.activation)
+        add_bias(
+            product,
+            &self.bias,
+            &self.bias_values,
+            self.activation,
+            self.cpu_kernels,
+        )
     }
 }
 
@@ -152,6 +187,7 @@ pub struct Depthwise {
     weight: Tensor,
     bias: Tensor,
     cpu: depthwise_cpu::Depthwise3x3,
+    cpu_kernels: bool,
 }
 
 impl Depthwise {
@@ -161,24 +197,25 @@ impl Depthwise {
         prefix: &str,
         channels: usize,
         stride: usize,
-        device: &Device,
+        target: &Target,
     ) -> Result<Self, DetectError> {
         let mut weights = source.get(&format!("{prefix}/depthwise_weights"), &[3, 3, channels, 1])?;
         let bias = fold_batch_norm(source, prefix, &mut weights, channels)?;
         Ok(Self {
-            weight: Tensor::from_slice(&weights, (9, channels), device)?,
-            bias: Tensor::from_slice(&bias, channels, device)?,
+            weight: Tensor::from_slice(&weights, (9, channels), &target.device)?,
+            bias: Tensor::from_slice(&bias, channels, &target.device)?,
             cpu: depthwise_cpu::Depthwise3x3 {
                 weights: std::sync::Arc::new(weights),
                 bias: std::sync::Arc::new(bias),
                 stride,
                 activation: Activation::Relu6,
             },
+            cpu_kernels: target.cpu_kernels,
         })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, DetectError> {
-        if x.device().is_cpu() {
+        if self.cpu_kernels && x.device().is_cpu() {
             return Ok(x.apply_op1_no_bwd(&self.cpu)?);
         }
         self.forward_tensor_ops(x)
@@ -239,6 +276,7 @@ pub struct Stem {
     weight_matrix: Tensor,
     bias: Tensor,
     bias_values: std::sync::Arc<Vec<f32>>,
+    cpu_kernels: bool,
 }
 
 impl Stem {
@@ -248,28 +286,29 @@ impl Stem {
         prefix: &str,
         inputs: usize,
         outputs: usize,
-        device: &Device,
+        target: &Target,
     ) -> Result<Self, DetectError> {
         let mut weights = source.get(&format!("{prefix}/weights"), &[3, 3, inputs, outputs])?;
         let bias = fold_batch_norm(source, prefix, &mut weights, outputs)?;
-        let hwio = Tensor::from_vec(weights, (3, 3, inputs, outputs), device)?;
+        let hwio = Tensor::from_vec(weights, (3, 3, inputs, outputs), &target.device)?;
         Ok(Self {
             weight: hwio.permute((3, 2, 0, 1))?.contiguous()?,
             weight_matrix: hwio.reshape((9 * inputs, outputs))?,
-            bias: Tensor::from_slice(&bias, outputs, device)?,
+            bias: Tensor::from_slice(&bias, outputs, &target.device)?,
             bias_values: std::sync::Arc::new(bias),
+            cpu_kernels: target.cpu_kernels,
         })
     }
 
     /// `image`: `[N, H, W, C_in]` u8; the layer sees `value·scale + offset`.
     pub fn forward(&self, image: &Tensor, scale: f32, offset: f32) -> Result<Tensor, DetectError> {
-        if image.device().is_cpu() {
+        if self.cpu_kernels && image.device().is_cpu() {
             let (batch, height, width, _) = image.dims4()?;
             let patches = image.apply_op1_no_bwd(&depthwise_cpu::ImagePatches3x3 { scale, offset })?;
             let product = patches.matmul(&self.weight_matrix)?;
             let product =
                 product.reshape((batch, height.div_ceil(2), width.div_ceil(2), self.weight_matrix.dim(1)?))?;
-            return add_bias(product, &self.bias, &self.bias_values, Activation::Relu6);
+            return add_bias(product, &self.bias, &self.bias_values, Activation::Relu6, true);
         }
         let scaled = image
             .to_dtype(candle_core::DType::F32)?
@@ -291,7 +330,7 @@ impl Stem {
             .pad_with_zeros(3, pad_left, pad_right)?;
         let convolved = nchw.conv2d(&self.weight, 0, 2, 1, 1)?;
         let nhwc = convolved.permute((0, 2, 3, 1))?.contiguous()?;
-        add_bias(nhwc, &self.bias, &self.bias_values, Activation::Relu6)
+        add_bias(nhwc, &self.bias, &self.bias_values, Activation::Relu6, self.cpu_kernels)
     }
 }
 

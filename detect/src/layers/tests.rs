@@ -72,7 +72,7 @@ proptest! {
         stride in 1usize..3,
         seed in any::<u64>(),
     ) {
-        let layer = Depthwise::with_batch_norm(&mut Synthetic(seed), "dw", channels, stride, &Device::Cpu).expect("layer");
+        let layer = Depthwise::with_batch_norm(&mut Synthetic(seed), "dw", channels, stride, &Target::new(&Device::Cpu)).expect("layer");
         let x = input(batch, height, width, channels, seed ^ 1);
         let kernel = layer.forward(&x).expect("kernel");
         let reference = layer.forward_tensor_ops(&x).expect("tensor ops");
@@ -84,7 +84,8 @@ proptest! {
 fn depthwise_kernel_matches_a_per_pixel_convolution() {
     // Stride 2 on an even input: TensorFlow pads nothing before and one pixel after.
     let channels = 2;
-    let layer = Depthwise::with_batch_norm(&mut Synthetic(7), "dw", channels, 2, &Device::Cpu).expect("layer");
+    let layer =
+        Depthwise::with_batch_norm(&mut Synthetic(7), "dw", channels, 2, &Target::new(&Device::Cpu)).expect("layer");
     let x = input(1, 4, 4, channels, 3);
     let out = layer.forward(&x).expect("forward");
     assert_eq!(out.dims(), &[1, 2, 2, channels]);
@@ -123,7 +124,7 @@ fn batch_norm_folding_equals_convolution_then_normalisation() {
         inputs,
         outputs,
         Activation::Linear,
-        &Device::Cpu,
+        &Target::new(&Device::Cpu),
     )
     .expect("layer");
     let mut source = Synthetic(11);
@@ -177,7 +178,7 @@ proptest! {
         width in 1usize..10,
         seed in any::<u64>(),
     ) {
-        let layer = Stem::with_batch_norm(&mut Synthetic(seed), "stem", 3, 8, &Device::Cpu).expect("layer");
+        let layer = Stem::with_batch_norm(&mut Synthetic(seed), "stem", 3, 8, &Target::new(&Device::Cpu)).expect("layer");
         let picture = image(batch, height, width, seed);
         let (scale, offset) = (2.0 / 255.0, -1.0);
         let fused = layer.forward(&picture, scale, offset).expect("patches");

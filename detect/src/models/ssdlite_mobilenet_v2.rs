@@ -19,7 +19,7 @@
 
 use crate::architecture::{Architecture, Network, RawDetection, TensorSource};
 use crate::error::DetectError;
-use crate::layers::{Activation, Depthwise, Pointwise, Stem};
+use crate::layers::{Activation, Depthwise, Pointwise, Stem, Target};
 use crate::ssd::{anchors::AnchorConfig, decode_box, nms::non_max_suppression, sigmoid};
 use candle_core::{Device, Tensor};
 
@@ -85,8 +85,8 @@ impl Architecture for SsdliteMobilenetV2 {
         1
     }
 
-    fn build(&self, source: &mut dyn TensorSource, device: &Device) -> Result<Box<dyn Network>, DetectError> {
-        Ok(Box::new(SsdliteNetwork::build(source, device, self.num_classes())?))
+    fn build(&self, source: &mut dyn TensorSource, target: &Target) -> Result<Box<dyn Network>, DetectError> {
+        Ok(Box::new(SsdliteNetwork::build(source, target, self.num_classes())?))
     }
 }
 
@@ -105,7 +105,7 @@ impl InvertedResidual {
         name: &str,
         inputs: usize,
         (expansion, outputs, stride): (usize, usize, usize),
-        device: &Device,
+        target: &Target,
     ) -> Result<Self, DetectError> {
         let prefix = format!("{EXTRACTOR}/{name}");
         let expanded = inputs * expansion;
@@ -118,19 +118,19 @@ impl InvertedResidual {
                 inputs,
                 expanded,
                 Activation::Relu6,
-                device,
+                target,
             )?)
         };
         Ok(Self {
             expand,
-            depthwise: Depthwise::with_batch_norm(source, &format!("{prefix}/depthwise"), expanded, stride, device)?,
+            depthwise: Depthwise::with_batch_norm(source, &format!("{prefix}/depthwise"), expanded, stride, target)?,
             project: Pointwise::with_batch_norm(
                 source,
                 &format!("{prefix}/project"),
                 expanded,
                 outputs,
                 Activation::Linear,
-                device,
+                target,
             )?,
             residual: stride == 1 && inputs == outputs,
         })
@@ -169,11 +169,11 @@ impl Predictor {
         prefix: &str,
         channels: usize,
         outputs: usize,
-        device: &Device,
+        target: &Target,
     ) -> Result<Self, DetectError> {
         Ok(Self {
-            depthwise: Depthwise::with_batch_norm(source, &format!("{prefix}_depthwise"), channels, 1, device)?,
-            output: Pointwise::with_bias(source, prefix, channels, outputs, device)?,
+            depthwise: Depthwise::with_batch_norm(source, &format!("{prefix}_depthwise"), channels, 1, target)?,
+            output: Pointwise::with_bias(source, prefix, channels, outputs, target)?,
         })
     }
 
@@ -194,14 +194,14 @@ struct SsdliteNetwork {
 }
 
 impl SsdliteNetwork {
-    fn build(source: &mut dyn TensorSource, device: &Device, num_classes: usize) -> Result<Self, DetectError> {
-        let stem = Stem::with_batch_norm(source, &format!("{EXTRACTOR}/Conv"), 3, 32, device)?;
+    fn build(source: &mut dyn TensorSource, target: &Target, num_classes: usize) -> Result<Self, DetectError> {
+        let stem = Stem::with_batch_norm(source, &format!("{EXTRACTOR}/Conv"), 3, 32, target)?;
         let mut blocks = vec![InvertedResidual::build(
             source,
             "expanded_conv",
             32,
             (1, 16, 1),
-            device,
+            target,
         )?];
         let mut channels = 16;
         let mut first_map_channels = 0;
@@ -214,7 +214,7 @@ impl SsdliteNetwork {
                 &format!("expanded_conv_{}", index + 1),
                 channels,
                 block,
-                device,
+                target,
             )?);
             channels = block.1;
         }
@@ -224,7 +224,7 @@ impl SsdliteNetwork {
             channels,
             1280,
             Activation::Relu6,
-            device,
+            target,
         )?;
         let mut map_channels = vec![first_map_channels, 1280];
         let mut extras = Vec::new();
@@ -234,9 +234,9 @@ impl SsdliteNetwork {
             let reduce_name = format!("{EXTRACTOR}/layer_19_1_Conv2d_{layer}_1x1_{reduced}");
             let expand_name = format!("{EXTRACTOR}/layer_19_2_Conv2d_{layer}_3x3_s2_{outputs}");
             extras.push(ExtraStage {
-                reduce: Pointwise::with_batch_norm(source, &reduce_name, inputs, reduced, Activation::Relu6, device)?,
-                depthwise: Depthwise::with_batch_norm(source, &format!("{expand_name}_depthwise"), reduced, 2, device)?,
-                expand: Pointwise::with_batch_norm(source, &expand_name, reduced, outputs, Activation::Relu6, device)?,
+                reduce: Pointwise::with_batch_norm(source, &reduce_name, inputs, reduced, Activation::Relu6, target)?,
+                depthwise: Depthwise::with_batch_norm(source, &format!("{expand_name}_depthwise"), reduced, 2, target)?,
+                expand: Pointwise::with_batch_norm(source, &expand_name, reduced, outputs, Activation::Relu6, target)?,
             });
             map_channels.push(outputs);
             inputs = outputs;
@@ -251,14 +251,14 @@ impl SsdliteNetwork {
                     &format!("BoxPredictor_{map}/BoxEncodingPredictor"),
                     channels,
                     per_cell * 4,
-                    device,
+                    target,
                 )?,
                 Predictor::build(
                     source,
                     &format!("BoxPredictor_{map}/ClassPredictor"),
                     channels,
                     per_cell * (num_classes + 1),
-                    device,
+                    target,
                 )?,
                 per_cell,
             ));
