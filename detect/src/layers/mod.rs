@@ -3,11 +3,11 @@
 //! every inference runtime does; the network's arithmetic is otherwise TensorFlow's).
 //!
 //! On the CPU the depthwise convolution and the bias/ReLU6 step are kernels of ours
-//! ([`depthwise_cpu`]): candle's grouped `conv2d` runs one group after another, hundreds of
+//! ([`kernels`]): candle's grouped `conv2d` runs one group after another, hundreds of
 //! convolutions per layer. On other devices the same layers are candle tensor ops, which the
 //! CPU tests also run as the reference for the kernels.
 
-pub mod depthwise_cpu;
+pub mod kernels;
 
 use crate::architecture::TensorSource;
 use crate::error::DetectError;
@@ -97,7 +97,7 @@ fn add_bias(
     cpu_kernels: bool,
 ) -> Result<Tensor, DetectError> {
     if cpu_kernels && x.device().is_cpu() && x.is_contiguous() {
-        x.inplace_op1(&depthwise_cpu::BiasActivation {
+        x.inplace_op1(&kernels::BiasActivation {
             bias: std::sync::Arc::clone(bias_values),
             activation,
         })?;
@@ -186,7 +186,7 @@ pub struct Depthwise {
     /// `[9, C]`: tap (ky·3 + kx), then channel.
     weight: Tensor,
     bias: Tensor,
-    cpu: depthwise_cpu::Depthwise3x3,
+    cpu: kernels::Depthwise3x3,
     cpu_kernels: bool,
 }
 
@@ -204,7 +204,7 @@ impl Depthwise {
         Ok(Self {
             weight: Tensor::from_slice(&weights, (9, channels), &target.device)?,
             bias: Tensor::from_slice(&bias, channels, &target.device)?,
-            cpu: depthwise_cpu::Depthwise3x3 {
+            cpu: kernels::Depthwise3x3 {
                 weights: std::sync::Arc::new(weights),
                 bias: std::sync::Arc::new(bias),
                 stride,
@@ -267,7 +267,7 @@ impl Depthwise {
 
 /// A full 3×3 convolution with stride 2, "SAME" padding, folded batch norm and ReLU6: a
 /// network's first layer, on the 8-bit image scaled to the network's range. On the CPU the
-/// image's patches ([`depthwise_cpu::ImagePatches3x3`]) times the kernel; elsewhere candle's
+/// image's patches ([`kernels::ImagePatches3x3`]) times the kernel; elsewhere candle's
 /// `conv2d` (which on the CPU spent as long again on layout copies).
 pub struct Stem {
     /// `[C_out, C_in, 3, 3]`, candle's layout.
@@ -304,7 +304,7 @@ impl Stem {
     pub fn forward(&self, image: &Tensor, scale: f32, offset: f32) -> Result<Tensor, DetectError> {
         if self.cpu_kernels && image.device().is_cpu() {
             let (batch, height, width, _) = image.dims4()?;
-            let patches = image.apply_op1_no_bwd(&depthwise_cpu::ImagePatches3x3 { scale, offset })?;
+            let patches = image.apply_op1_no_bwd(&kernels::ImagePatches3x3 { scale, offset })?;
             let product = patches.matmul(&self.weight_matrix)?;
             let product =
                 product.reshape((batch, height.div_ceil(2), width.div_ceil(2), self.weight_matrix.dim(1)?))?;
