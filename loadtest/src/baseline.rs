@@ -234,15 +234,7 @@ pub async fn run_baselines(
     let run = BaselineRun {
         name: scenario.name.clone(),
         title: scenario.title.clone(),
-        source: format!(
-            "{} → {}×{} jpeg",
-            scenario.video.file_name().map_or_else(
-                || scenario.video.display().to_string(),
-                |name| name.to_string_lossy().into_owned()
-            ),
-            scenario.cameras.width,
-            scenario.cameras.height
-        ),
+        source: scenario.source(),
         frames: backlog.frames,
         bytes_per_frame: backlog.bytes_per_frame(),
         backlog_frames_per_second: backlog.frames as f64 / backlog.seconds.max(1e-6),

@@ -153,15 +153,7 @@ pub async fn run_detection_baselines(
     let run = DetectionRun {
         name: scenario.name.clone(),
         title: scenario.title.clone(),
-        source: format!(
-            "{} → {}×{} jpeg",
-            scenario.video.file_name().map_or_else(
-                || scenario.video.display().to_string(),
-                |name| name.to_string_lossy().into_owned()
-            ),
-            scenario.cameras.width,
-            scenario.cameras.height
-        ),
+        source: scenario.source(),
         frames: backlog.frames,
         consumers,
     };

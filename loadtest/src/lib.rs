@@ -213,6 +213,39 @@ impl Fleet {
         Ok(ChannelServiceClient::new(self.coordinator_channel().await?))
     }
 
+    /// Registers this fleet's channel `name` (its id from [`FleetNames::channel_id`]) with a
+    /// `width`×`height` RGB schema in `encoding`, for a test that writes the channel's records
+    /// itself (`source_uri` says so); returns the channel as the coordinator stored it.
+    pub async fn register_written_channel(
+        &self,
+        name: &str,
+        source_uri: &str,
+        (width, height): (u32, u32),
+        encoding: framefleet_proto::v1::FrameEncoding,
+    ) -> anyhow::Result<framefleet_proto::v1::Channel> {
+        let request = framefleet_proto::v1::RegisterChannelRequest {
+            channel_id: self.names.channel_id(name),
+            source_uri: source_uri.to_owned(),
+            schema: Some(framefleet_proto::v1::FrameSchema {
+                version: 1,
+                width,
+                height,
+                channels: 3,
+                pixel_format: framefleet_proto::v1::PixelFormat::Rgb24.into(),
+                encoding: encoding.into(),
+                fps: 10.0,
+            }),
+            ..Default::default()
+        };
+        self.channel_client()
+            .await?
+            .register_channel(request)
+            .await?
+            .into_inner()
+            .channel
+            .context("the coordinator returned no channel")
+    }
+
     /// The ledger an ingestor last reported for `channel_id`, if any.
     pub fn reported_ledger(status: &FleetStatus, channel_id: &str) -> Option<framefleet_proto::v1::ChannelLedger> {
         status

@@ -146,6 +146,21 @@ pub struct BaselineScenario {
     pub cameras: Cameras,
 }
 
+impl BaselineScenario {
+    /// What the backlog holds, e.g. `vtest.avi → 640×480 jpeg`.
+    pub fn source(&self) -> String {
+        format!(
+            "{} → {}×{} jpeg",
+            self.video.file_name().map_or_else(
+                || self.video.display().to_string(),
+                |name| name.to_string_lossy().into_owned()
+            ),
+            self.cameras.width,
+            self.cameras.height
+        )
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Scenario {

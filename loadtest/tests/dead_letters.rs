@@ -3,7 +3,7 @@
 //! behind them still gets its result.
 
 use framefleet_loadtest::Fleet;
-use framefleet_proto::v1::{FrameEncoding, FrameSchema, PixelFormat, RegisterChannelRequest};
+use framefleet_proto::v1::FrameEncoding;
 use framefleet_proto::wire::{self, FrameHeaders, FrameResult};
 use opencv::core::{Mat, Scalar, Vector};
 use opencv::prelude::*;
@@ -64,28 +64,14 @@ async fn garbage_in_a_topic_is_dead_lettered_and_the_next_good_frame_processed()
     let mut fleet = Fleet::start("dead-letters").await.expect("start the coordinator");
     let channel_id = fleet.names.channel_id("cam");
     let registered = fleet
-        .channel_client()
+        .register_written_channel(
+            "cam",
+            "test://garbage",
+            (WIDTH as u32, HEIGHT as u32),
+            FrameEncoding::Jpeg,
+        )
         .await
-        .expect("connect")
-        .register_channel(RegisterChannelRequest {
-            channel_id: channel_id.clone(),
-            source_uri: "test://garbage".to_owned(),
-            schema: Some(FrameSchema {
-                version: 1,
-                width: WIDTH as u32,
-                height: HEIGHT as u32,
-                channels: 3,
-                pixel_format: PixelFormat::Rgb24.into(),
-                encoding: FrameEncoding::Jpeg.into(),
-                fps: 10.0,
-            }),
-            ..RegisterChannelRequest::default()
-        })
-        .await
-        .expect("register")
-        .into_inner()
-        .channel
-        .expect("channel");
+        .expect("register");
     fleet.spawn_worker("worker-dl", &[]).expect("worker");
 
     let producer: FutureProducer = ClientConfig::new()
@@ -213,33 +199,13 @@ async fn garbage_in_a_topic_is_dead_lettered_and_the_next_good_frame_processed()
 async fn register_channel(
     fleet: &Fleet,
     name: &str,
-    (width, height): (u32, u32),
+    size: (u32, u32),
     encoding: FrameEncoding,
 ) -> framefleet_proto::v1::Channel {
-    let channel_id = fleet.names.channel_id(name);
     fleet
-        .channel_client()
-        .await
-        .expect("connect")
-        .register_channel(RegisterChannelRequest {
-            channel_id,
-            source_uri: "test://other-clients".to_owned(),
-            schema: Some(FrameSchema {
-                version: 1,
-                width,
-                height,
-                channels: 3,
-                pixel_format: PixelFormat::Rgb24.into(),
-                encoding: encoding.into(),
-                fps: 10.0,
-            }),
-            ..RegisterChannelRequest::default()
-        })
+        .register_written_channel(name, "test://other-clients", size, encoding)
         .await
         .expect("register")
-        .into_inner()
-        .channel
-        .expect("channel")
 }
 
 /// Removes the JPEG's Huffman tables (DHT segments), as Motion-JPEG cameras do.

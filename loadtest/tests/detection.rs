@@ -6,7 +6,7 @@
 //! detections, every result naming the model by sha256.
 
 use framefleet_loadtest::Fleet;
-use framefleet_proto::v1::{FrameEncoding, FrameSchema, PixelFormat, RegisterChannelRequest};
+use framefleet_proto::v1::FrameEncoding;
 use framefleet_proto::wire::{self, FrameHeaders, FrameResult};
 use rdkafka::ClientConfig;
 use rdkafka::message::Message;
@@ -22,31 +22,11 @@ fn fixture(name: &str) -> Vec<u8> {
 }
 
 async fn register(fleet: &Fleet, name: &str) -> (String, String) {
-    let channel_id = fleet.names.channel_id(name);
     let channel = fleet
-        .channel_client()
+        .register_written_channel(name, "test://detection", (640, 480), FrameEncoding::Jpeg)
         .await
-        .expect("connect")
-        .register_channel(RegisterChannelRequest {
-            channel_id: channel_id.clone(),
-            source_uri: "test://detection".to_owned(),
-            schema: Some(FrameSchema {
-                version: 1,
-                width: 640,
-                height: 480,
-                channels: 3,
-                pixel_format: PixelFormat::Rgb24.into(),
-                encoding: FrameEncoding::Jpeg.into(),
-                fps: 10.0,
-            }),
-            ..RegisterChannelRequest::default()
-        })
-        .await
-        .expect("register")
-        .into_inner()
-        .channel
-        .expect("channel");
-    (channel_id, channel.topic)
+        .expect("register");
+    (channel.channel_id, channel.topic)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -99,16 +99,15 @@ pub fn process_batch(
         Ok((analyses, detected)) => {
             for (((index, headers, _), analysis), detection) in analysable.iter().zip(analyses).zip(detected) {
                 let frame = &frames[*index];
-                let (detections, detector_ran, gated) = match detection {
+                let (detections, detector_ran, gated, has_stage) = match detection {
                     StageOutcome::Failed(rejection) => {
                         outcomes[*index] = Some(Outcome::DeadLetter(rejection));
                         continue;
                     }
-                    StageOutcome::NoStage => (Vec::new(), false, false),
-                    StageOutcome::Skipped(skip) => (Vec::new(), false, skip == Skip::Gated),
-                    StageOutcome::Detected(detections) => (detections, true, false),
+                    StageOutcome::NoStage => (Vec::new(), false, false, false),
+                    StageOutcome::Skipped(skip) => (Vec::new(), false, skip == Skip::Gated, true),
+                    StageOutcome::Detected(detections) => (detections, true, false, true),
                 };
-                let has_stage = context.processing.for_channel(&headers.channel_id).detect.is_some();
                 outcomes[*index] = Some(Outcome::Result(Box::new(FrameResult {
                     channel_id: headers.channel_id.clone(),
                     sequence: headers.sequence,

@@ -74,14 +74,7 @@ pub(crate) const MAX_DIMENSION: usize = 16_384;
 /// Errors: an empty or corrupt payload, one whose encoded size is not the schema's, a schema
 /// this worker cannot read.
 pub fn stage_frame(payload: &[u8], schema: &FrameSchema, max_side: usize) -> Result<StagedFrame, DecodeError> {
-    if payload.is_empty() {
-        return Err(DecodeError::Empty);
-    }
-    let width = usize::try_from(schema.width).map_err(|_| DecodeError::BadSchema("width".into()))?;
-    let height = usize::try_from(schema.height).map_err(|_| DecodeError::BadSchema("height".into()))?;
-    if width == 0 || height == 0 || width > MAX_DIMENSION || height > MAX_DIMENSION {
-        return Err(DecodeError::BadSchema(format!("{width}×{height}")));
-    }
+    let (width, height) = checked_size(payload, schema)?;
     let factor = analysis_factor(width, height, max_side);
     let luma = match FrameEncoding::try_from(schema.encoding) {
         Ok(FrameEncoding::Jpeg) => stage_jpeg(payload, (width, height), factor)?,
@@ -95,6 +88,20 @@ pub fn stage_frame(payload: &[u8], schema: &FrameSchema, max_side: usize) -> Res
         factor,
         luma,
     })
+}
+
+/// The schema's frame size, `(width, height)`, once the payload is known not to be empty and
+/// the size to be one a frame may have.
+pub(crate) fn checked_size(payload: &[u8], schema: &FrameSchema) -> Result<(usize, usize), DecodeError> {
+    if payload.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    let width = usize::try_from(schema.width).map_err(|_| DecodeError::BadSchema("width".into()))?;
+    let height = usize::try_from(schema.height).map_err(|_| DecodeError::BadSchema("height".into()))?;
+    if width == 0 || height == 0 || width > MAX_DIMENSION || height > MAX_DIMENSION {
+        return Err(DecodeError::BadSchema(format!("{width}×{height}")));
+    }
+    Ok((width, height))
 }
 
 /// Refuses a frame whose header declares another size than the schema.
@@ -243,6 +250,13 @@ fn stage_png(
     size: (usize, usize),
     factor: usize,
 ) -> Result<crate::ops::staging::StagedLuma, DecodeError> {
+    let (pixels, layout) = decode_png(payload, size)?;
+    Ok(area_luma(PixelView::packed(&pixels, size.0, size.1, layout), factor)?)
+}
+
+/// A PNG's pixels, stripped to 8 bits, in their own layout (checked: the schema's size, that
+/// many pixels).
+pub(crate) fn decode_png(payload: &[u8], size: (usize, usize)) -> Result<(Vec<u8>, PixelLayout), DecodeError> {
     let options = DecoderOptions::default()
         .png_set_strip_to_8bit(true)
         .set_max_width(MAX_DIMENSION)
@@ -272,7 +286,7 @@ fn stage_png(
             pixels.len()
         )));
     }
-    Ok(area_luma(PixelView::packed(&pixels, size.0, size.1, layout), factor)?)
+    Ok((pixels, layout))
 }
 
 /// Runs one decoder step so that a decoder bug on hostile input costs one frame, not the
@@ -292,6 +306,16 @@ fn stage_raw(
     pixel_format: i32,
     factor: usize,
 ) -> Result<crate::ops::staging::StagedLuma, DecodeError> {
+    let layout = raw_layout(payload, (width, height), pixel_format)?;
+    Ok(area_luma(PixelView::packed(payload, width, height, layout), factor)?)
+}
+
+/// The layout of a raw frame's pixels, once its length is checked against the schema.
+pub(crate) fn raw_layout(
+    payload: &[u8],
+    (width, height): (usize, usize),
+    pixel_format: i32,
+) -> Result<PixelLayout, DecodeError> {
     let pixel_format = PixelFormat::try_from(pixel_format)
         .map_err(|_| DecodeError::BadSchema(format!("pixel format #{pixel_format}")))?;
     let layout = match pixel_format {
@@ -307,7 +331,7 @@ fn stage_raw(
             actual: payload.len(),
         });
     }
-    Ok(area_luma(PixelView::packed(payload, width, height, layout), factor)?)
+    Ok(layout)
 }
 
 #[cfg(test)]

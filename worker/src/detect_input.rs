@@ -7,12 +7,10 @@
 //! fancy upsampling — what `cv2.imdecode` does with the same library, so the detector sees the
 //! pixels a Python script would. PNG through zune-png; raw frames are reordered to RGB.
 
-use crate::decode::{DecodeError, MAX_DIMENSION, check_size, guarded, judge_jpeg_warning};
-use framefleet_proto::v1::{FrameEncoding, FrameSchema, PixelFormat};
+use crate::decode::{DecodeError, check_size, checked_size, decode_png, judge_jpeg_warning, raw_layout};
+use crate::ops::staging::PixelLayout;
+use framefleet_proto::v1::{FrameEncoding, FrameSchema};
 use std::cell::RefCell;
-use zune_core::colorspace::ColorSpace;
-use zune_core::options::DecoderOptions;
-use zune_png::PngDecoder;
 
 /// A decoded frame, packed RGB, rows without padding.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,14 +40,12 @@ thread_local! {
 /// Errors: an empty or corrupt payload, one whose size is not the schema's, a schema this
 /// worker cannot read.
 pub fn decode_rgb(payload: &[u8], schema: &FrameSchema) -> Result<RgbImage, DecodeError> {
-    if payload.is_empty() {
-        return Err(DecodeError::Empty);
-    }
-    let width = usize::try_from(schema.width).map_err(|_| DecodeError::BadSchema("width".into()))?;
-    let height = usize::try_from(schema.height).map_err(|_| DecodeError::BadSchema("height".into()))?;
-    if width == 0 || height == 0 || width > MAX_DIMENSION || height > MAX_DIMENSION {
-        return Err(DecodeError::BadSchema(format!("{width}×{height}")));
-    }
+    let (width, height) = checked_size(payload, schema)?;
+    let packed = |pixels: &[u8], layout: PixelLayout| RgbImage {
+        width,
+        height,
+        pixels: to_rgb(pixels, layout),
+    };
     match FrameEncoding::try_from(schema.encoding) {
         Ok(FrameEncoding::Jpeg) => {
             let decoded = decode_jpeg(payload, (width, height));
@@ -59,8 +55,14 @@ pub fn decode_rgb(payload: &[u8], schema: &FrameSchema) -> Result<RgbImage, Deco
             }
             decoded
         }
-        Ok(FrameEncoding::Png) => decode_png(payload, (width, height)),
-        Ok(FrameEncoding::Raw) => decode_raw(payload, (width, height), schema.pixel_format),
+        Ok(FrameEncoding::Png) => {
+            let (pixels, layout) = decode_png(payload, (width, height))?;
+            Ok(packed(&pixels, layout))
+        }
+        Ok(FrameEncoding::Raw) => Ok(packed(
+            payload,
+            raw_layout(payload, (width, height), schema.pixel_format)?,
+        )),
         Ok(other) => Err(DecodeError::UnsupportedEncoding(other.as_str_name().to_owned())),
         Err(_) => Err(DecodeError::UnsupportedEncoding(format!("#{}", schema.encoding))),
     }
@@ -94,80 +96,21 @@ fn decode_jpeg(payload: &[u8], size: (usize, usize)) -> Result<RgbImage, DecodeE
     })
 }
 
-fn decode_png(payload: &[u8], size: (usize, usize)) -> Result<RgbImage, DecodeError> {
-    let options = DecoderOptions::default()
-        .png_set_strip_to_8bit(true)
-        .png_set_add_alpha_channel(false)
-        .set_max_width(MAX_DIMENSION)
-        .set_max_height(MAX_DIMENSION);
-    let mut decoder = PngDecoder::new_with_options(payload, options);
-    guarded(DecodeError::CorruptPng, || decoder.decode_headers())?;
-    let actual = decoder
-        .get_dimensions()
-        .ok_or_else(|| DecodeError::CorruptPng("no dimensions".to_owned()))?;
-    check_size(size, actual)?;
-    let colorspace = decoder
-        .get_colorspace()
-        .ok_or_else(|| DecodeError::CorruptPng("no colour space".to_owned()))?;
-    let decoded = guarded(DecodeError::CorruptPng, || decoder.decode_raw())?;
-    let bytes_per_pixel = match colorspace {
-        ColorSpace::RGB => 3,
-        ColorSpace::RGBA => 4,
-        ColorSpace::Luma => 1,
-        ColorSpace::LumaA => 2,
-        other => return Err(DecodeError::CorruptPng(format!("unexpected colour space {other:?}"))),
-    };
-    if decoded.len() != size.0 * size.1 * bytes_per_pixel {
-        return Err(DecodeError::CorruptPng(format!(
-            "decoded {} bytes, expected {}",
-            decoded.len(),
-            size.0 * size.1 * bytes_per_pixel
-        )));
+/// Packed pixels of `layout` as RGB (alpha dropped: a camera frame has no transparency).
+fn to_rgb(pixels: &[u8], layout: PixelLayout) -> Vec<u8> {
+    match layout {
+        PixelLayout::Rgb => pixels.to_vec(),
+        PixelLayout::Bgr => pixels.chunks_exact(3).flat_map(|p| [p[2], p[1], p[0]]).collect(),
+        PixelLayout::Rgba => pixels.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect(),
+        PixelLayout::Gray => pixels.iter().flat_map(|&gray| [gray; 3]).collect(),
+        PixelLayout::GrayAlpha => pixels.chunks_exact(2).flat_map(|p| [p[0]; 3]).collect(),
     }
-    // Alpha is ignored: a camera frame has no transparency.
-    let pixels = decoded
-        .chunks_exact(bytes_per_pixel)
-        .flat_map(|pixel| match bytes_per_pixel {
-            1 | 2 => [pixel[0]; 3],
-            _ => [pixel[0], pixel[1], pixel[2]],
-        })
-        .collect();
-    Ok(RgbImage {
-        width: size.0,
-        height: size.1,
-        pixels,
-    })
-}
-
-fn decode_raw(payload: &[u8], (width, height): (usize, usize), pixel_format: i32) -> Result<RgbImage, DecodeError> {
-    let pixel_format = PixelFormat::try_from(pixel_format)
-        .map_err(|_| DecodeError::BadSchema(format!("pixel format #{pixel_format}")))?;
-    let bytes_per_pixel = match pixel_format {
-        PixelFormat::Gray8 => 1,
-        PixelFormat::Rgb24 | PixelFormat::Bgr24 => 3,
-        PixelFormat::Unspecified => return Err(DecodeError::BadSchema("pixel format unspecified".to_owned())),
-    };
-    let expected = width * height * bytes_per_pixel;
-    if payload.len() != expected {
-        return Err(DecodeError::RawLengthMismatch {
-            expected,
-            actual: payload.len(),
-        });
-    }
-    let pixels = match pixel_format {
-        PixelFormat::Rgb24 => payload.to_vec(),
-        PixelFormat::Bgr24 => payload
-            .chunks_exact(3)
-            .flat_map(|pixel| [pixel[2], pixel[1], pixel[0]])
-            .collect(),
-        _ => payload.iter().flat_map(|&gray| [gray; 3]).collect(),
-    };
-    Ok(RgbImage { width, height, pixels })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use framefleet_proto::v1::PixelFormat;
 
     fn schema(encoding: FrameEncoding, pixel_format: PixelFormat, width: u32, height: u32) -> FrameSchema {
         FrameSchema {

@@ -42,59 +42,66 @@ pub fn run(
     processing: &ProcessingConfig,
     detector: Option<&Detector>,
 ) -> Vec<StageOutcome> {
-    let mut outcomes: Vec<StageOutcome> = Vec::with_capacity(requests.len());
+    // None: selected for the detector, decided below.
+    let mut outcomes: Vec<Option<StageOutcome>> = Vec::with_capacity(requests.len());
     // (request index, the channel's stage) of the frames the detector runs on.
     let mut selected: Vec<(usize, &DetectStage)> = Vec::new();
     for (index, request) in requests.iter().enumerate() {
         let stage = processing.for_channel(&request.headers.channel_id).detect.as_ref();
         let outcome = match (stage, detector) {
-            (None, _) => StageOutcome::NoStage,
-            (Some(_), None) => StageOutcome::Failed(Rejection::new(
+            (None, _) => Some(StageOutcome::NoStage),
+            (Some(_), None) => Some(StageOutcome::Failed(Rejection::new(
                 DeadLetterCode::InferenceFailed,
                 "the channel has a detect stage but this worker has no model (--model)",
-            )),
+            ))),
             (Some(stage), Some(_)) => match stage.decide(request.headers.sequence, request.moved) {
                 Ok(()) => {
                     selected.push((index, stage));
-                    StageOutcome::NoStage // replaced below
+                    None
                 }
-                Err(skip) => StageOutcome::Skipped(skip),
+                Err(skip) => Some(StageOutcome::Skipped(skip)),
             },
         };
         outcomes.push(outcome);
     }
-    let Some(detector) = detector else {
-        return outcomes;
-    };
-    if selected.is_empty() {
-        return outcomes;
-    }
-    let prepared: Vec<Prepared> = selected
-        .par_iter()
-        .map(|&(index, _)| prepare(&requests[index], catalog, detector))
-        .collect();
-    let mut runnable: Vec<(usize, &DetectStage, (usize, usize))> = Vec::new();
-    let mut inputs: Vec<PreparedFrame> = Vec::new();
-    for ((index, stage), prepared) in selected.into_iter().zip(prepared) {
-        match prepared {
-            Ok((input, size)) => {
-                runnable.push((index, stage, size));
-                inputs.push(input);
+    if let (Some(detector), false) = (detector, selected.is_empty()) {
+        let prepared: Vec<Prepared> = selected
+            .par_iter()
+            .map(|&(index, _)| prepare(&requests[index], catalog, detector))
+            .collect();
+        let mut runnable: Vec<(usize, &DetectStage, (usize, usize))> = Vec::new();
+        let mut inputs: Vec<PreparedFrame> = Vec::new();
+        for ((index, stage), prepared) in selected.into_iter().zip(prepared) {
+            match prepared {
+                Ok((input, size)) => {
+                    runnable.push((index, stage, size));
+                    inputs.push(input);
+                }
+                Err(rejection) => outcomes[index] = Some(StageOutcome::Failed(rejection)),
             }
-            Err(rejection) => outcomes[index] = StageOutcome::Failed(rejection),
+        }
+        let results = infer(detector, &inputs);
+        for ((index, stage, size), result) in runnable.into_iter().zip(results) {
+            outcomes[index] = Some(match result {
+                Ok(detections) => StageOutcome::Detected(keep(stage, detections, size)),
+                Err(message) => StageOutcome::Failed(Rejection::new(
+                    DeadLetterCode::InferenceFailed,
+                    format!("inference failed: {message}"),
+                )),
+            });
         }
     }
-    let results = infer(detector, &inputs);
-    for ((index, stage, size), result) in runnable.into_iter().zip(results) {
-        outcomes[index] = match result {
-            Ok(detections) => StageOutcome::Detected(keep(stage, detections, size)),
-            Err(message) => StageOutcome::Failed(Rejection::new(
-                DeadLetterCode::InferenceFailed,
-                format!("inference failed: {message}"),
-            )),
-        };
-    }
     outcomes
+        .into_iter()
+        .map(|outcome| {
+            outcome.unwrap_or_else(|| {
+                StageOutcome::Failed(Rejection::new(
+                    DeadLetterCode::InferenceFailed,
+                    "internal: frame was selected for the detector but got no outcome",
+                ))
+            })
+        })
+        .collect()
 }
 
 /// A frame resized for the detector with its full size, or why it cannot be.

@@ -10,6 +10,7 @@ mod consume_loop;
 pub mod consumer;
 pub mod decode;
 pub mod detect_input;
+pub mod detect_reference;
 pub mod detect_stage;
 pub mod device_check;
 mod discovery;

@@ -7,39 +7,13 @@
 
 use framefleet_detect::Detector;
 use framefleet_detect::agreement::{Agreement, REFERENCE_TOLERANCE, scored_boxes};
-use framefleet_proto::v1::{FrameEncoding, FrameSchema, PixelFormat};
-use framefleet_worker::detect_input::decode_rgb;
+use framefleet_worker::detect_reference::ReferenceSet;
 use std::path::Path;
-
-#[derive(serde::Deserialize)]
-struct Reference {
-    tensorflow: String,
-    frames: Vec<ReferenceFrame>,
-}
-
-#[derive(serde::Deserialize)]
-struct ReferenceFrame {
-    file: String,
-    width: u32,
-    height: u32,
-    detections: Vec<ReferenceDetection>,
-}
-
-#[derive(serde::Deserialize)]
-struct ReferenceDetection {
-    score: f32,
-    /// `[ymin, xmin, ymax, xmax]`, normalised (TensorFlow's order).
-    #[serde(rename = "box")]
-    box_yx: [f32; 4],
-}
 
 #[test]
 fn detections_match_tensorflow_on_real_frames() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/detection");
-    let reference: Reference = serde_json::from_slice(
-        &std::fs::read(fixtures.join("reference.json")).expect("reference.json (loadtest/python/detect_reference.py)"),
-    )
-    .expect("reference.json parses");
+    let reference = ReferenceSet::read(&fixtures).expect("reference.json (loadtest/python/detect_reference.py)");
     assert!(
         reference.frames.len() >= 40,
         "30 frames of vtest.avi and 10 of another clip"
@@ -55,28 +29,13 @@ fn detections_match_tensorflow_on_real_frames() {
         let prepared: Vec<_> = chunk
             .iter()
             .map(|frame| {
-                let payload = std::fs::read(fixtures.join(&frame.file)).expect("fixture frame");
-                let schema = FrameSchema {
-                    version: 1,
-                    width: frame.width,
-                    height: frame.height,
-                    channels: 3,
-                    pixel_format: PixelFormat::Rgb24.into(),
-                    encoding: FrameEncoding::Jpeg.into(),
-                    fps: 25.0,
-                };
-                let image = decode_rgb(&payload, &schema).expect("fixture decodes");
+                let image = reference.decode(frame).expect("fixture decodes");
                 detector.prepare(image.as_frame()).expect("prepare")
             })
             .collect();
         let results = detector.detect(&prepared).expect("inference");
         for (frame, detections) in chunk.iter().zip(&results) {
-            // TensorFlow's boxes are [ymin, xmin, ymax, xmax].
-            let theirs: Vec<(f32, [f32; 4])> = frame
-                .detections
-                .iter()
-                .map(|d| (d.score, [d.box_yx[1], d.box_yx[0], d.box_yx[3], d.box_yx[2]]))
-                .collect();
+            let theirs: Vec<(f32, [f32; 4])> = frame.detections.iter().map(|d| d.scored_box()).collect();
             agreement.add(&frame.file, &theirs, &scored_boxes(detections), REFERENCE_TOLERANCE);
         }
     }

@@ -62,7 +62,9 @@ const EXTRA_STAGES: [(usize, usize); 4] = [(256, 512), (128, 256), (128, 256), (
 pub struct SsdliteMobilenetV2;
 
 impl SsdliteMobilenetV2 {
-    fn anchor_config() -> AnchorConfig {
+    /// The anchors of the exported graphs (`ssd_anchor_generator` of
+    /// `ssdlite_mobilenet_v2_coco.config`, read back from the frozen graph's constants).
+    pub(crate) fn anchor_config() -> AnchorConfig {
         AnchorConfig {
             min_scale: 0.2,
             max_scale: 0.95,

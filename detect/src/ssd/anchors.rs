@@ -78,12 +78,7 @@ mod tests {
     use super::*;
 
     fn ssdlite() -> AnchorConfig {
-        AnchorConfig {
-            min_scale: 0.2,
-            max_scale: 0.95,
-            aspect_ratios: vec![1.0, 2.0, 0.5, 3.0, 0.3333],
-            grid_sizes: vec![19, 10, 5, 3, 2, 1],
-        }
+        crate::models::ssdlite_mobilenet_v2::SsdliteMobilenetV2::anchor_config()
     }
 
     #[test]

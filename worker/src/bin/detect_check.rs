@@ -10,8 +10,7 @@ use clap::Parser;
 use framefleet_detect::agreement::{Agreement, REFERENCE_TOLERANCE, scored_boxes};
 use framefleet_detect::layers::Target;
 use framefleet_detect::{Detector, PreparedFrame};
-use framefleet_proto::v1::{FrameEncoding, FrameSchema, PixelFormat};
-use framefleet_worker::detect_input::decode_rgb;
+use framefleet_worker::detect_reference::ReferenceSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -40,18 +39,6 @@ struct Args {
     json: Option<PathBuf>,
 }
 
-#[derive(serde::Deserialize)]
-struct Reference {
-    frames: Vec<ReferenceFrame>,
-}
-
-#[derive(serde::Deserialize)]
-struct ReferenceFrame {
-    file: String,
-    width: u32,
-    height: u32,
-}
-
 fn main() -> ExitCode {
     match check(Args::parse()) {
         Ok(true) => ExitCode::SUCCESS,
@@ -71,21 +58,11 @@ fn check(args: Args) -> anyhow::Result<bool> {
         other => anyhow::bail!("unknown device `{other}`; use cpu or cuda"),
     };
     let candidate = Detector::load_for(&args.model, &target).context("the model on the device")?;
-    let listing: Reference = serde_json::from_slice(&std::fs::read(args.frames.join("reference.json"))?)?;
+    let reference = ReferenceSet::read(&args.frames)?;
     let mut names = Vec::new();
     let mut frames: Vec<PreparedFrame> = Vec::new();
-    for frame in &listing.frames {
-        let payload = std::fs::read(args.frames.join(&frame.file))?;
-        let schema = FrameSchema {
-            version: 1,
-            width: frame.width,
-            height: frame.height,
-            channels: 3,
-            pixel_format: PixelFormat::Rgb24.into(),
-            encoding: FrameEncoding::Jpeg.into(),
-            fps: 25.0,
-        };
-        let image = decode_rgb(&payload, &schema).with_context(|| frame.file.clone())?;
+    for frame in &reference.frames {
+        let image = reference.decode(frame)?;
         frames.push(reference_detector.prepare(image.as_frame())?);
         names.push(frame.file.clone());
     }
