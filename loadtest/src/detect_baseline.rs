@@ -150,6 +150,30 @@ pub async fn run_detection_baselines(
         }
     }
     fleet.stop().await?;
+    // The same work, or the figures mean nothing: every consumer must report (nearly) the
+    // same persons. The scripts round scores to 4 decimals, so a score just under 0.5 may
+    // count there and not here; 1 % allows for that and for nothing else.
+    let framefleet_persons = consumers
+        .iter()
+        .filter(|consumer| consumer.run.system == Drainer::Framefleet.system())
+        .map(|consumer| consumer.persons)
+        .min()
+        .unwrap_or(0);
+    anyhow::ensure!(
+        framefleet_persons > 0,
+        "framefleet-worker reported no person on {}",
+        scenario.name
+    );
+    for consumer in &consumers {
+        let difference = consumer.persons.abs_diff(framefleet_persons) as f64;
+        anyhow::ensure!(
+            difference <= 0.01 * framefleet_persons as f64,
+            "{} on CPUs {} reported {} persons, framefleet-worker {framefleet_persons}: not the same work",
+            consumer.run.system,
+            consumer.cpus,
+            consumer.persons
+        );
+    }
     let run = DetectionRun {
         name: scenario.name.clone(),
         title: scenario.title.clone(),
