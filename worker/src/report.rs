@@ -29,29 +29,9 @@ pub struct WorkerCounters {
     batch_latencies_us: Mutex<Vec<u64>>,
     /// Dead letters by `DeadLetterCode` name, cumulative.
     dead_letters_by_code: Mutex<std::collections::BTreeMap<&'static str, u64>>,
-    /// What the detect stages did, cumulative.
-    detect: Mutex<crate::metrics::DetectTally>,
 }
 
 impl WorkerCounters {
-    /// Adds a settled batch's detect-stage tally.
-    pub fn record_detections(&self, tally: &crate::metrics::DetectTally) {
-        let mut total = self.detect.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        total.ran += tally.ran;
-        total.gated += tally.gated;
-        total.not_this_frame += tally.not_this_frame;
-        for (label, count) in &tally.objects {
-            *total.objects.entry(label.clone()).or_default() += count;
-        }
-    }
-
-    pub fn detect_tally(&self) -> crate::metrics::DetectTally {
-        self.detect
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
     /// Counts settled dead letters, by code.
     pub fn record_dead_letters(&self, codes: &[framefleet_proto::v1::DeadLetterCode]) {
         if codes.is_empty() {

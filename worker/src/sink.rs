@@ -159,7 +159,6 @@ impl Worker {
             .frames_processed
             .fetch_add(settled.processed, Ordering::Relaxed);
         self.counters.record_dead_letters(&settled.dead_letter_codes);
-        self.counters.record_detections(&settled.detect);
         self.metrics.record_detections(&settled.detect);
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
         let latency = settled.started.elapsed();
