@@ -19,7 +19,9 @@
 #       CUDA against its CPU kernels on 40 real frames, frames/s at batch 1, 8, 32. --cpu-only
 #       (here, in scripts/test.sh): the candle graph on the CPU against the fused CPU kernel, the
 #       detector's tensor-op path (the GPU's) on the CPU against its kernels, and the PyTorch
-#       script compiled, not run. Not built yet: the detector's network in PyTorch for a ratio.
+#       script compiled, not run; (f) the detector's network in PyTorch with the same weights
+#       (loadtest/python/torch_detector.py) on the same prepared inputs: agreement with
+#       TensorFlow's reference and frames/s at batch 1, 8, 32, the ratio in the summary.
 #       Every step has a time limit; the whole check is sized
 #       for under 4 minutes.
 # Exit: 0 when every comparison agrees, 1 when one does not, 2 when a step could not run.
@@ -61,7 +63,7 @@ prepare() {
   fi
   # Symbols stripped: the folder must fit what a lent GPU machine is sent (64 MiB).
   strip "$bundle/bin/framefleet-ops-check" "$bundle/bin/framefleet-detect-check"
-  cp loadtest/python/torch_ops.py "$bundle/"
+  cp loadtest/python/torch_ops.py loadtest/python/torch_detector.py "$bundle/"
   log "prepared $(du -sh "$bundle" | cut -f1) in $bundle"
 }
 
@@ -97,7 +99,17 @@ PY
   log "(e) the person detector on $device against its CPU kernels"
   timeout 240 "$bundle/bin/framefleet-detect-check" --model "$bundle/model" --frames "$bundle/detection" \
     --device "$device" --batch-sizes "$($cpu_only && echo 1,8 || echo 1,8,32)" --passes "$($cpu_only && echo 1 || echo 5)" \
-    --json "$results/detector-$device.json" || status=$((status > 0 ? status : $?))
+    --json "$results/detector-$device.json" --dump-inputs "$bundle/detector-inputs" \
+    || status=$((status > 0 ? status : $?))
+  if $cpu_only; then
+    log "(f) torch_detector.py compiled only (no GPU here)"
+    python3 -c 'import sys; compile(open(sys.argv[1]).read(), sys.argv[1], "exec")' "$bundle/torch_detector.py" || status=2
+  else
+    log "(f) the detector's network in PyTorch, same weights and inputs"
+    timeout 180 "$torch_python" "$bundle/torch_detector.py" --model "$bundle/model" --inputs "$bundle/detector-inputs" \
+      --reference "$bundle/detection" --device cuda --batch-sizes 1,8,32 --json "$results/torch-detector.json" \
+      || status=$((status > 0 ? status : $?))
+  fi
   log "(d) summary"
   python3 - "$results" <<'PY' || status=2
 import json, pathlib, sys
@@ -132,6 +144,26 @@ for r in rows:
     ratio = f"{r['ratio']:.2f}" if r["ratio"] else "-"
     agree = r["framefleet_agrees"] and r["torch_agrees"] in (None, True)
     print(f"{r['frame']:<10} {r['device']:<7} {r['batch']:>5} {r['framefleet_frames_per_second']:>15.0f} {torch_rate:>12} {ratio:>6} {r['cpu_decode_ms_per_frame']:>14.3f} {'yes' if agree else 'NO':>6}")
+detectors = [json.loads(p.read_text()) for p in sorted(results.glob("detector-*.json"))]
+torch_detector = json.loads((results / "torch-detector.json").read_text()) if (results / "torch-detector.json").exists() else None
+theirs = {row["batch"]: row["frames_per_second"] for row in (torch_detector or {}).get("batches", [])}
+print(f"\n{'detector':<10} {'path':<12} {'batch':>5} {'framefleet f/s':>15} {'PyTorch f/s':>12} {'ratio':>6} {'agree':>6}")
+detector_rows = []
+for run in detectors:
+    for row in run["batches"]:
+        other = theirs.get(row["batch"])
+        agree = run["agrees"] and (torch_detector is None or torch_detector["agrees"])
+        detector_rows.append({"device": run["device"], "path": run["path"], "batch": row["batch"],
+                              "framefleet_frames_per_second": row["frames_per_second"],
+                              "torch_frames_per_second": other,
+                              "ratio": other and row["frames_per_second"] / other, "agrees": agree})
+        rate = row["frames_per_second"]
+        other_text = f"{other:.1f}" if other else "-"
+        ratio_text = f"{rate / other:.2f}" if other else "-"
+        print(f"{run['device']:<10} {run['path']:<12} {row['batch']:>5} {rate:>15.1f} {other_text:>12} {ratio_text:>6} "
+              f"{'yes' if agree else 'NO':>6}")
+summary["detector"] = {"rows": detector_rows, "framefleet": detectors, "torch": torch_detector}
+(results / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 PY
   log "results in $results (exit $status)"
   return "$status"

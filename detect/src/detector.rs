@@ -36,6 +36,13 @@ pub struct RgbFrame<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreparedFrame(Vec<u8>);
 
+impl PreparedFrame {
+    /// The network's input: `height·width·3` bytes of RGB, row-major, no padding.
+    pub fn pixels(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 pub struct Detector {
     manifest: ModelManifest,
     architecture: &'static dyn Architecture,

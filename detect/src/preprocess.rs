@@ -46,31 +46,43 @@ pub fn resize_linear(
 ) {
     assert_eq!(pixels.len(), width * height * channels, "source buffer size");
     assert_eq!(out.len(), out_width * out_height * channels, "destination buffer size");
-    let columns = coefficients(width, out_width);
     let rows = coefficients(height, out_height);
     let row_len = out_width * channels;
+    // Each destination value's two source offsets in a row and weights, flattened over the
+    // channels, so the horizontal pass is one loop with no per-pixel arithmetic.
+    let taps: Vec<(usize, usize, i32, i32)> = coefficients(width, out_width)
+        .into_iter()
+        .flat_map(|(start, a0, a1)| {
+            let next = (start + 1).min(width - 1);
+            (0..channels).map(move |channel| (start * channels + channel, next * channels + channel, a0, a1))
+        })
+        .collect();
     let horizontal = |y: usize, row: &mut [i32]| {
         let source = &pixels[y * width * channels..(y + 1) * width * channels];
-        for (x, &(start, a0, a1)) in columns.iter().enumerate() {
-            let next = (start + 1).min(width - 1);
-            for channel in 0..channels {
-                row[x * channels + channel] = i32::from(source[start * channels + channel]) * a0
-                    + i32::from(source[next * channels + channel]) * a1;
-            }
+        for (value, &(first, second, a0, a1)) in row.iter_mut().zip(&taps) {
+            *value = i32::from(source[first]) * a0 + i32::from(source[second]) * a1;
         }
     };
-    let mut upper = vec![0i32; row_len];
-    let mut lower = vec![0i32; row_len];
-    let mut cached: Option<(usize, usize)> = None;
+    // The two source rows last filtered horizontally, by source row: downscaling by less
+    // than 2 reuses one of them for most destination rows.
+    let mut filtered: [(Option<usize>, Vec<i32>); 2] = [(None, vec![0i32; row_len]), (None, vec![0i32; row_len])];
     for (y, &(start, b0, b1)) in rows.iter().enumerate() {
         let next = (start + 1).min(height - 1);
-        if cached != Some((start, next)) {
-            horizontal(start, &mut upper);
-            horizontal(next, &mut lower);
-            cached = Some((start, next));
+        if filtered[0].0 != Some(start) {
+            if filtered[1].0 == Some(start) {
+                filtered.swap(0, 1);
+            } else {
+                horizontal(start, &mut filtered[0].1);
+                filtered[0].0 = Some(start);
+            }
         }
+        if filtered[1].0 != Some(next) {
+            horizontal(next, &mut filtered[1].1);
+            filtered[1].0 = Some(next);
+        }
+        let [(_, upper), (_, lower)] = &filtered;
         let out_row = &mut out[y * row_len..(y + 1) * row_len];
-        for ((value, &top), &bottom) in out_row.iter_mut().zip(&upper).zip(&lower) {
+        for ((value, &top), &bottom) in out_row.iter_mut().zip(upper).zip(lower) {
             // (S >> 4) · b, keeping the high 16 bits, as `v_mul_hi` on 16-bit lanes does.
             let sum = (((top >> 4) * b0) >> 16) + (((bottom >> 4) * b1) >> 16);
             *value = ((sum + 2) >> 2).clamp(0, 255) as u8;
@@ -99,6 +111,63 @@ mod tests {
                 resize_linear(&pixels, (7, 5), 3, size, &mut out);
                 assert!(out.iter().all(|&pixel| pixel == value), "{value} at {size:?}");
             }
+        }
+    }
+
+    /// The resize computed directly, each destination row from its two source rows with no
+    /// reuse: what the row cache and the flattened taps must not change.
+    fn resize_directly(
+        pixels: &[u8],
+        (width, height): (usize, usize),
+        channels: usize,
+        (out_width, out_height): (usize, usize),
+    ) -> Vec<u8> {
+        let columns = coefficients(width, out_width);
+        let rows = coefficients(height, out_height);
+        let horizontal = |y: usize, x: usize, channel: usize| {
+            let (start, a0, a1) = columns[x];
+            let next = (start + 1).min(width - 1);
+            i32::from(pixels[(y * width + start) * channels + channel]) * a0
+                + i32::from(pixels[(y * width + next) * channels + channel]) * a1
+        };
+        let mut out = Vec::new();
+        for &(start, b0, b1) in &rows {
+            let next = (start + 1).min(height - 1);
+            for x in 0..out_width {
+                for channel in 0..channels {
+                    let sum = (((horizontal(start, x, channel) >> 4) * b0) >> 16)
+                        + (((horizontal(next, x, channel) >> 4) * b1) >> 16);
+                    out.push(((sum + 2) >> 2).clamp(0, 255) as u8);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn row_reuse_changes_nothing() {
+        let mut state = 7u64;
+        for (source, destination) in [
+            ((640, 480), (300, 300)),
+            ((1920, 1080), (300, 300)),
+            ((200, 150), (300, 300)),
+            ((9, 7), (4, 13)),
+            ((300, 300), (300, 300)),
+        ] {
+            let pixels: Vec<u8> = (0..source.0 * source.1 * 3)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (state >> 56) as u8
+                })
+                .collect();
+            let mut out = vec![0u8; destination.0 * destination.1 * 3];
+            resize_linear(&pixels, source, 3, destination, &mut out);
+            assert!(
+                out == resize_directly(&pixels, source, 3, destination),
+                "{source:?} -> {destination:?}"
+            );
         }
     }
 

@@ -1,25 +1,28 @@
 //! CPU kernels for the layers candle has no fast path for: the 3×3 depthwise convolution
-//! (NHWC, "SAME" padding, any stride, bias and activation fused) and a bias-plus-activation
-//! pass done in place after a matrix product.
+//! (NHWC, "SAME" padding, stride 1 or 2, bias and ReLU6 fused) and the first layer's image
+//! patches.
 //!
-//! NHWC keeps a pixel's channels contiguous, so each of the nine taps is one multiply-add
-//! over a run of channels that the compiler vectorises. Each kernel is compiled per
-//! instruction-set level and picked at run time ([`pulp::Arch`]), as the worker's analysis
-//! kernels are, so one binary uses AVX-512 or AVX2 where it finds them. Output rows run in
-//! parallel on the current rayon pool. Never called on non-contiguous input: the ops copy
-//! such input first.
+//! NHWC keeps a pixel's channels contiguous, so a tap is one multiply-add over a vector of
+//! channels. The depthwise kernel holds a block of channels' nine weights in vector registers
+//! and walks the row four output pixels at a time: four independent sums hide the
+//! multiply-add latency, and neighbouring pixels share the input vectors they read (with the
+//! stride a compile-time constant, the compiler sees which loads coincide). Pixels whose taps
+//! leave the image, and channels past the last whole vector, take a per-pixel path that skips
+//! the taps in the padding. Each kernel is compiled per instruction-set level and picked at
+//! run time ([`pulp::Arch`]), as the worker's analysis kernels are. Outputs are appended
+//! row by row to a vector that is never zero-filled; a forward pass runs on the calling
+//! thread (the worker runs frames in parallel, one pass each). Never called on
+//! non-contiguous input: the layers make input contiguous first.
 
 use super::{Activation, same_padding};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout, Shape};
-use rayon::prelude::*;
-use std::sync::Arc;
+use pulp::Simd;
 
-/// Output rows handed to one rayon task: enough work to amortise the task, few enough that
-/// two cores share a 19×19 layer.
-const ROWS_PER_TASK: usize = 2;
+/// Output pixels per step of the depthwise kernel's interior loop.
+const PIXELS_PER_STEP: usize = 4;
 
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
+pub(super) fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
     let CpuStorage::F32(values) = storage else {
         candle_core::bail!("{op} needs f32 input, got {:?}", storage.dtype());
     };
@@ -29,26 +32,18 @@ fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> can
     }
 }
 
-#[inline(always)]
-fn activate(values: &mut [f32], activation: Activation) {
-    if activation == Activation::Relu6 {
-        for value in values {
-            *value = value.clamp(0.0, 6.0);
-        }
-    }
-}
-
 /// `[N, H, W, C]` → `[N, ceil(H/s), ceil(W/s), C]`.
-#[derive(Debug, Clone)]
-pub struct Depthwise3x3 {
+#[derive(Debug, Clone, Copy)]
+pub struct Depthwise3x3<'a> {
     /// `[3, 3, C]` row-major (tap, then channel), batch norm folded in.
-    pub weights: Arc<Vec<f32>>,
-    pub bias: Arc<Vec<f32>>,
+    pub weights: &'a [f32],
+    pub bias: &'a [f32],
+    /// 1 or 2.
     pub stride: usize,
     pub activation: Activation,
 }
 
-impl candle_core::CustomOp1 for Depthwise3x3 {
+impl candle_core::CustomOp1 for Depthwise3x3<'_> {
     fn name(&self) -> &'static str {
         "depthwise3x3-nhwc"
     }
@@ -59,38 +54,47 @@ impl candle_core::CustomOp1 for Depthwise3x3 {
         if channels != self.bias.len() || self.weights.len() != 9 * channels {
             candle_core::bail!("depthwise layer has {} channels, input has {channels}", self.bias.len());
         }
+        if !(1..=2).contains(&self.stride) {
+            candle_core::bail!("depthwise kernel takes stride 1 or 2, not {}", self.stride);
+        }
         let (out_height, pad_top) = same_padding(height, 3, self.stride);
         let (out_width, pad_left) = same_padding(width, 3, self.stride);
-        let out_row_len = out_width * channels;
-        let mut output = vec![0f32; batch * out_height * out_row_len];
+        // Output columns whose three taps all fall inside the image.
+        let interior_start = pad_left.div_ceil(self.stride).min(out_width);
+        let interior_end = if width + pad_left >= 3 {
+            ((width + pad_left - 3) / self.stride + 1).clamp(interior_start, out_width)
+        } else {
+            interior_start
+        };
         let geometry = Geometry {
-            height,
             width,
             channels,
             out_width,
             stride: self.stride,
-            pad_top,
             pad_left,
+            interior: interior_start..interior_end,
         };
-        output
-            .par_chunks_mut(out_row_len * ROWS_PER_TASK)
-            .enumerate()
-            .for_each(|(task, rows)| {
-                for (offset, out_row) in rows.chunks_mut(out_row_len).enumerate() {
-                    let row = task * ROWS_PER_TASK + offset;
-                    let (image, out_y) = (row / out_height, row % out_height);
-                    let image_len = height * width * channels;
-                    pulp::Arch::new().dispatch(DepthwiseRow {
-                        input: &input[image * image_len..(image + 1) * image_len],
-                        weights: &self.weights,
-                        bias: &self.bias,
-                        geometry: &geometry,
-                        out_y,
-                        out_row,
-                        activation: self.activation,
-                    });
-                }
-            });
+        let mut output = Vec::with_capacity(batch * out_height * out_width * channels);
+        let mut row = vec![0f32; out_width * channels];
+        let image_len = height * width * channels;
+        for picture in input.chunks_exact(image_len.max(1)).take(batch) {
+            for out_y in 0..out_height {
+                // The input rows of the three kernel rows, None where they fall in the padding.
+                let rows: [Option<&[f32]>; 3] = std::array::from_fn(|ky| {
+                    (out_y * self.stride + ky)
+                        .checked_sub(pad_top)
+                        .filter(|&y| y < height)
+                        .map(|y| &picture[y * width * channels..(y + 1) * width * channels])
+                });
+                pulp::Arch::new().dispatch(DepthwiseRow {
+                    kernel: self,
+                    geometry: &geometry,
+                    rows,
+                    out: &mut row,
+                });
+                output.extend_from_slice(&row);
+            }
+        }
         Ok((
             CpuStorage::F32(output),
             Shape::from((batch, out_height, out_width, channels)),
@@ -99,163 +103,164 @@ impl candle_core::CustomOp1 for Depthwise3x3 {
 }
 
 struct Geometry {
-    height: usize,
     width: usize,
     channels: usize,
     out_width: usize,
     stride: usize,
-    pad_top: usize,
     pad_left: usize,
+    interior: std::ops::Range<usize>,
 }
 
 /// One output row of [`Depthwise3x3`] as a pulp operation (a struct, not a closure, so its
 /// body is compiled with the instruction set pulp enables).
 struct DepthwiseRow<'a> {
-    input: &'a [f32],
-    weights: &'a [f32],
-    bias: &'a [f32],
+    kernel: &'a Depthwise3x3<'a>,
     geometry: &'a Geometry,
-    out_y: usize,
-    out_row: &'a mut [f32],
-    activation: Activation,
+    rows: [Option<&'a [f32]>; 3],
+    out: &'a mut [f32],
+}
+
+/// The `S` vector at the start of `values` (which holds at least one).
+#[inline(always)]
+fn load<S: Simd>(values: &[f32]) -> S::f32s {
+    S::as_simd_f32s(&values[..S::F32_LANES]).0[0]
+}
+
+#[inline(always)]
+fn store<S: Simd>(values: &mut [f32], vector: S::f32s) {
+    S::as_mut_simd_f32s(&mut values[..S::F32_LANES]).0[0] = vector;
 }
 
 impl pulp::WithSimd for DepthwiseRow<'_> {
     type Output = ();
 
     #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _: S) {
+    fn with_simd<S: Simd>(self, simd: S) {
+        match self.geometry.stride {
+            1 => self.row::<S, 1>(simd),
+            _ => self.row::<S, 2>(simd),
+        }
+    }
+}
+
+impl DepthwiseRow<'_> {
+    #[inline(always)]
+    fn row<S: Simd, const STRIDE: usize>(mut self, simd: S) {
         let g = self.geometry;
-        let channels = g.channels;
-        // Input rows and columns of each tap, or None where the tap falls in the padding.
-        let rows: [Option<usize>; 3] = std::array::from_fn(|ky| {
-            (self.out_y * g.stride + ky)
-                .checked_sub(g.pad_top)
-                .filter(|&y| y < g.height)
-        });
-        for out_x in 0..g.out_width {
-            let columns: [Option<usize>; 3] =
-                std::array::from_fn(|kx| (out_x * g.stride + kx).checked_sub(g.pad_left).filter(|&x| x < g.width));
-            // (input offset, tap offset) of every tap inside the image.
-            let mut taps = [(0usize, 0usize); 9];
-            let mut tap_count = 0;
-            for (ky, row) in rows.iter().enumerate() {
-                let Some(y) = row else { continue };
-                for (kx, column) in columns.iter().enumerate() {
-                    let Some(x) = column else { continue };
-                    taps[tap_count] = ((y * g.width + x) * channels, (ky * 3 + kx) * channels);
-                    tap_count += 1;
-                }
-            }
-            let taps = &taps[..tap_count];
-            let out = &mut self.out_row[out_x * channels..(out_x + 1) * channels];
-            // Channels in blocks whose sums stay in registers across the taps, so each output
-            // is written once: 64 (four independent AVX-512 sums, which hides the add
-            // latency), then 16, then one at a time.
-            let mut start = 0;
-            while start + 64 <= channels {
-                channel_block::<64>(self.input, self.weights, self.bias, taps, start, out);
-                start += 64;
-            }
-            while start + 16 <= channels {
-                channel_block::<16>(self.input, self.weights, self.bias, taps, start, out);
-                start += 16;
-            }
-            for (channel, value) in out.iter_mut().enumerate().skip(start) {
-                let mut sum = self.bias[channel];
-                for &(input, tap) in taps {
-                    sum += self.input[input + channel] * self.weights[tap + channel];
-                }
-                *value = sum;
-            }
-            activate(out, self.activation);
-        }
-    }
-}
-
-/// The sums of channels `start..start + N` of one output pixel over its taps.
-#[inline(always)]
-fn channel_block<const N: usize>(
-    input: &[f32],
-    weights: &[f32],
-    bias: &[f32],
-    taps: &[(usize, usize)],
-    start: usize,
-    out: &mut [f32],
-) {
-    let mut sums: [f32; N] = std::array::from_fn(|lane| bias[start + lane]);
-    for &(pixel, tap) in taps {
-        let values = &input[pixel + start..pixel + start + N];
-        let kernel = &weights[tap + start..tap + start + N];
-        for ((sum, value), weight) in sums.iter_mut().zip(values).zip(kernel) {
-            *sum += value * weight;
-        }
-    }
-    out[start..start + N].copy_from_slice(&sums);
-}
-
-/// Adds a per-channel bias to the last dimension and applies an activation, in place.
-#[derive(Debug, Clone)]
-pub struct BiasActivation {
-    pub bias: Arc<Vec<f32>>,
-    pub activation: Activation,
-}
-
-impl candle_core::InplaceOp1 for BiasActivation {
-    fn name(&self) -> &'static str {
-        "bias-activation"
-    }
-
-    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
-        let channels = self.bias.len();
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("bias-activation needs contiguous input");
-        };
-        let CpuStorage::F32(values) = storage else {
-            candle_core::bail!("bias-activation needs f32 input");
-        };
-        if layout.dims().last() != Some(&channels) {
-            candle_core::bail!("bias has {channels} channels, tensor is {:?}", layout.dims());
-        }
-        const PIXELS_PER_TASK: usize = 64;
-        values[start..end]
-            .par_chunks_mut(channels * PIXELS_PER_TASK)
-            .for_each(|pixels| {
-                pulp::Arch::new().dispatch(BiasPixels {
-                    pixels,
-                    bias: &self.bias,
-                    activation: self.activation,
-                })
+        let lanes = S::F32_LANES;
+        let vector_channels = g.channels / lanes * lanes;
+        let (weights, bias) = (self.kernel.weights, self.kernel.bias);
+        for start in (0..vector_channels).step_by(lanes) {
+            let taps: [[S::f32s; 3]; 3] = std::array::from_fn(|ky| {
+                std::array::from_fn(|kx| load::<S>(&weights[(ky * 3 + kx) * g.channels + start..]))
             });
-        Ok(())
+            let bias = load::<S>(&bias[start..]);
+            let mut out_x = g.interior.start;
+            while out_x + PIXELS_PER_STEP <= g.interior.end {
+                self.interior::<S, STRIDE, PIXELS_PER_STEP>(simd, &taps, bias, out_x, start);
+                out_x += PIXELS_PER_STEP;
+            }
+            while out_x < g.interior.end {
+                self.interior::<S, STRIDE, 1>(simd, &taps, bias, out_x, start);
+                out_x += 1;
+            }
+            for out_x in (0..g.interior.start).chain(g.interior.end..g.out_width) {
+                self.edge::<S>(simd, &taps, bias, out_x, start);
+            }
+        }
+        if vector_channels < g.channels {
+            for out_x in 0..g.out_width {
+                self.remaining_channels(out_x, vector_channels..g.channels);
+            }
+        }
     }
-}
 
-struct BiasPixels<'a> {
-    pixels: &'a mut [f32],
-    bias: &'a [f32],
-    activation: Activation,
-}
-
-impl pulp::WithSimd for BiasPixels<'_> {
-    type Output = ();
+    /// Output pixel `out_x`, channels `start..start + lanes`, skipping the column taps that
+    /// fall in the padding.
+    #[inline(always)]
+    fn edge<S: Simd>(&mut self, simd: S, taps: &[[S::f32s; 3]; 3], bias: S::f32s, out_x: usize, start: usize) {
+        let g = self.geometry;
+        let mut sum = bias;
+        for (row, taps) in self.rows.iter().zip(taps) {
+            let Some(row) = row else { continue };
+            for (kx, &tap) in taps.iter().enumerate() {
+                let Some(column) = (out_x * g.stride + kx).checked_sub(g.pad_left).filter(|&x| x < g.width) else {
+                    continue;
+                };
+                sum = simd.mul_add_e_f32s(load::<S>(&row[column * g.channels + start..]), tap, sum);
+            }
+        }
+        let value = self.activate(simd, sum);
+        store::<S>(&mut self.out[out_x * g.channels + start..], value);
+    }
 
     #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _: S) {
-        for pixel in self.pixels.chunks_exact_mut(self.bias.len()) {
-            for (value, bias) in pixel.iter_mut().zip(self.bias) {
-                *value += bias;
+    fn activate<S: Simd>(&self, simd: S, sum: S::f32s) -> S::f32s {
+        match self.kernel.activation {
+            Activation::Relu6 => simd.min_f32s(simd.max_f32s(sum, simd.splat_f32s(0.0)), simd.splat_f32s(6.0)),
+            Activation::Linear => sum,
+        }
+    }
+
+    /// `PIXELS` output pixels from `out_x` on, channels `start..start + lanes`, every column
+    /// tap inside the image.
+    #[inline(always)]
+    fn interior<S: Simd, const STRIDE: usize, const PIXELS: usize>(
+        &mut self,
+        simd: S,
+        taps: &[[S::f32s; 3]; 3],
+        bias: S::f32s,
+        out_x: usize,
+        start: usize,
+    ) {
+        let channels = self.geometry.channels;
+        let first_column = out_x * STRIDE - self.geometry.pad_left;
+        let mut sums = [bias; PIXELS];
+        for (row, taps) in self.rows.iter().zip(taps) {
+            let Some(row) = row else { continue };
+            for (pixel, sum) in sums.iter_mut().enumerate() {
+                for (kx, &tap) in taps.iter().enumerate() {
+                    let column = first_column + pixel * STRIDE + kx;
+                    *sum = simd.mul_add_e_f32s(load::<S>(&row[column * channels + start..]), tap, *sum);
+                }
             }
-            activate(pixel, self.activation);
+        }
+        for (pixel, &sum) in sums.iter().enumerate() {
+            let value = self.activate(simd, sum);
+            store::<S>(&mut self.out[(out_x + pixel) * channels + start..], value);
+        }
+    }
+
+    /// One output pixel's channels past the last whole vector, one value at a time, skipping
+    /// taps in the padding.
+    #[inline(always)]
+    fn remaining_channels(&mut self, out_x: usize, channels: std::ops::Range<usize>) {
+        let g = self.geometry;
+        let columns: [Option<usize>; 3] =
+            std::array::from_fn(|kx| (out_x * g.stride + kx).checked_sub(g.pad_left).filter(|&x| x < g.width));
+        for channel in channels {
+            let mut sum = self.kernel.bias[channel];
+            for (ky, row) in self.rows.iter().enumerate() {
+                let Some(row) = row else { continue };
+                for (kx, column) in columns.iter().enumerate() {
+                    let Some(x) = column else { continue };
+                    let weight = self.kernel.weights[(ky * 3 + kx) * g.channels + channel];
+                    sum = row[x * g.channels + channel].mul_add(weight, sum);
+                }
+            }
+            self.out[out_x * g.channels + channel] = match self.kernel.activation {
+                Activation::Relu6 => sum.clamp(0.0, 6.0),
+                Activation::Linear => sum,
+            };
         }
     }
 }
 
 /// The patches of a 3×3, stride-2, "SAME" convolution over an 8-bit NHWC image, scaled to
 /// the network's input range on the way (`value·scale + offset`; padding stays 0, as the
-/// graph pads after scaling): `[N, H, W, C]` u8 → `[N·ceil(H/2)·ceil(W/2), 9·C]` f32, each
-/// row in (ky, kx, channel) order, TensorFlow's HWIO kernel order. The stem's convolution is
-/// then one matrix product, with no layout changes.
+/// graph pads after scaling): `[N, H, W, C]` u8 → `[N, ceil(H/2), ceil(W/2), 9·C]` f32, each
+/// pixel's patch in (ky, kx, channel) order, TensorFlow's HWIO kernel order. The stem's
+/// convolution is then a 1×1 convolution over the patches, with no layout changes.
 #[derive(Debug, Clone, Copy)]
 pub struct ImagePatches3x3 {
     pub scale: f32,
@@ -278,35 +283,30 @@ impl candle_core::CustomOp1 for ImagePatches3x3 {
         let (batch, height, width, channels) = layout.shape().dims4()?;
         let (out_height, pad_top) = same_padding(height, 3, 2);
         let (out_width, pad_left) = same_padding(width, 3, 2);
-        let row_len = 9 * channels;
-        let mut patches = vec![0f32; batch * out_height * out_width * row_len];
-        patches
-            .par_chunks_mut(out_width * row_len)
-            .enumerate()
-            .for_each(|(row, out_row)| {
-                let (index, out_y) = (row / out_height, row % out_height);
-                let picture = &image[index * height * width * channels..(index + 1) * height * width * channels];
-                for (out_x, patch) in out_row.chunks_exact_mut(row_len).enumerate() {
+        let mut patches = Vec::with_capacity(batch * out_height * out_width * 9 * channels);
+        for picture in image.chunks_exact((height * width * channels).max(1)).take(batch) {
+            for out_y in 0..out_height {
+                for out_x in 0..out_width {
                     for ky in 0..3 {
-                        let Some(y) = (out_y * 2 + ky).checked_sub(pad_top).filter(|&y| y < height) else {
-                            continue;
-                        };
+                        let y = (out_y * 2 + ky).checked_sub(pad_top).filter(|&y| y < height);
                         for kx in 0..3 {
-                            let Some(x) = (out_x * 2 + kx).checked_sub(pad_left).filter(|&x| x < width) else {
-                                continue;
-                            };
-                            let pixel = &picture[(y * width + x) * channels..(y * width + x + 1) * channels];
-                            let target = &mut patch[(ky * 3 + kx) * channels..(ky * 3 + kx + 1) * channels];
-                            for (value, &byte) in target.iter_mut().zip(pixel) {
-                                *value = f32::from(byte) * self.scale + self.offset;
+                            let x = (out_x * 2 + kx).checked_sub(pad_left).filter(|&x| x < width);
+                            match (y, x) {
+                                (Some(y), Some(x)) => {
+                                    let pixel = &picture[(y * width + x) * channels..(y * width + x + 1) * channels];
+                                    patches
+                                        .extend(pixel.iter().map(|&byte| f32::from(byte) * self.scale + self.offset));
+                                }
+                                _ => patches.extend(std::iter::repeat_n(0f32, channels)),
                             }
                         }
                     }
                 }
-            });
+            }
+        }
         Ok((
             CpuStorage::F32(patches),
-            Shape::from((batch * out_height * out_width, row_len)),
+            Shape::from((batch, out_height, out_width, 9 * channels)),
         ))
     }
 }

@@ -2,12 +2,15 @@
 //! batch normalisation folded into each convolution's weights and bias at load time (what
 //! every inference runtime does; the network's arithmetic is otherwise TensorFlow's).
 //!
-//! On the CPU the depthwise convolution and the bias/ReLU6 step are kernels of ours
-//! ([`kernels`]): candle's grouped `conv2d` runs one group after another, hundreds of
-//! convolutions per layer. On other devices the same layers are candle tensor ops, which the
-//! CPU tests also run as the reference for the kernels.
+//! On the CPU every layer is a kernel of ours: the 1×1 convolutions (and the first layer, as
+//! image patches times its kernel) a register-tiled product with bias, activation and skip
+//! connection applied before anything is stored ([`pointwise`]), the depthwise convolution
+//! and the patches in [`kernels`] (candle's grouped `conv2d` runs one group after another,
+//! hundreds of convolutions per layer). On other devices the same layers are candle tensor
+//! ops, which the CPU tests also run as the reference for the kernels.
 
 pub mod kernels;
+pub mod pointwise;
 
 use crate::architecture::TensorSource;
 use crate::error::DetectError;
@@ -87,22 +90,8 @@ pub enum Activation {
     Linear,
 }
 
-/// Adds `bias` (`[C]`) to the last dimension of `x` and applies `activation`. On the CPU in
-/// place, on a fresh tensor of ours; elsewhere as candle ops.
-fn add_bias(
-    x: Tensor,
-    bias: &Tensor,
-    bias_values: &std::sync::Arc<Vec<f32>>,
-    activation: Activation,
-    cpu_kernels: bool,
-) -> Result<Tensor, DetectError> {
-    if cpu_kernels && x.device().is_cpu() && x.is_contiguous() {
-        x.inplace_op1(&kernels::BiasActivation {
-            bias: std::sync::Arc::clone(bias_values),
-            activation,
-        })?;
-        return Ok(x);
-    }
+/// Adds `bias` (`[C]`) to the last dimension of `x` and applies `activation`, as candle ops.
+fn add_bias(x: Tensor, bias: &Tensor, activation: Activation) -> Result<Tensor, DetectError> {
     let biased = x.broadcast_add(bias)?;
     Ok(match activation {
         Activation::Relu6 => biased.clamp(0f32, 6f32)?,
@@ -115,9 +104,9 @@ pub struct Pointwise {
     /// `[C_in, C_out]` (TensorFlow's HWIO kernel with H = W = 1).
     weight: Tensor,
     bias: Tensor,
-    bias_values: std::sync::Arc<Vec<f32>>,
     activation: Activation,
-    cpu_kernels: bool,
+    /// The weights packed for the CPU kernel, when the layer runs there.
+    packed: Option<pointwise::PackedPointwise>,
 }
 
 impl Pointwise {
@@ -149,6 +138,7 @@ impl Pointwise {
         Self::new(weights, bias, inputs, outputs, Activation::Linear, target)
     }
 
+    /// `weights` `[C_in, C_out]`, `bias` `[C_out]`.
     fn new(
         weights: Vec<f32>,
         bias: Vec<f32>,
@@ -157,27 +147,46 @@ impl Pointwise {
         activation: Activation,
         target: &Target,
     ) -> Result<Self, DetectError> {
+        let packed = (target.cpu_kernels && target.device.is_cpu())
+            .then(|| pointwise::PackedPointwise::new(&weights, &bias, inputs, outputs));
         Ok(Self {
             weight: Tensor::from_vec(weights, (inputs, outputs), &target.device)?,
             bias: Tensor::from_slice(&bias, outputs, &target.device)?,
-            bias_values: std::sync::Arc::new(bias),
             activation,
-            cpu_kernels: target.cpu_kernels,
+            packed,
         })
     }
 
+    fn cpu_kernel(&self) -> Option<pointwise::Pointwise1x1<'_>> {
+        self.packed.as_ref().map(|weights| pointwise::Pointwise1x1 {
+            weights,
+            activation: self.activation,
+        })
+    }
+
+    /// `[N, H, W, C_in]` → `[N, H, W, C_out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, DetectError> {
+        if let Some(kernel) = self.cpu_kernel() {
+            return Ok(x.contiguous()?.apply_op1_no_bwd(&kernel)?);
+        }
+        add_bias(self.product(x)?, &self.bias, self.activation)
+    }
+
+    /// `self.forward(x) + residual` (a linear bottleneck's skip connection; `residual` has the
+    /// output's shape), on the CPU added as each output row is stored.
+    pub fn forward_plus(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor, DetectError> {
+        if let Some(kernel) = self.cpu_kernel() {
+            return Ok(x.contiguous()?.apply_op2_no_bwd(&residual.contiguous()?, &kernel)?);
+        }
+        Ok((self.forward(x)? + residual)?)
+    }
+
+    /// The bare matrix product `[N, H, W, C_out]`, bias and activation still to apply.
+    fn product(&self, x: &Tensor) -> Result<Tensor, DetectError> {
         let (batch, height, width, channels) = x.dims4()?;
         let rows = x.reshape((batch * height * width, channels))?;
         let product = rows.matmul(&self.weight)?;
-        let product = product.reshape((batch, height, width, self.weight.dim(1)?))?;
-        add_bias(
-            product,
-            &self.bias,
-            &self.bias_values,
-            self.activation,
-            self.cpu_kernels,
-        )
+        Ok(product.reshape((batch, height, width, self.weight.dim(1)?))?)
     }
 }
 
@@ -186,7 +195,10 @@ pub struct Depthwise {
     /// `[9, C]`: tap (ky·3 + kx), then channel.
     weight: Tensor,
     bias: Tensor,
-    cpu: kernels::Depthwise3x3,
+    /// The same, for the CPU kernel.
+    weight_values: Vec<f32>,
+    bias_values: Vec<f32>,
+    stride: usize,
     cpu_kernels: bool,
 }
 
@@ -204,19 +216,25 @@ impl Depthwise {
         Ok(Self {
             weight: Tensor::from_slice(&weights, (9, channels), &target.device)?,
             bias: Tensor::from_slice(&bias, channels, &target.device)?,
-            cpu: kernels::Depthwise3x3 {
-                weights: std::sync::Arc::new(weights),
-                bias: std::sync::Arc::new(bias),
-                stride,
-                activation: Activation::Relu6,
-            },
+            weight_values: weights,
+            bias_values: bias,
+            stride,
             cpu_kernels: target.cpu_kernels,
         })
     }
 
+    fn cpu_kernel(&self) -> kernels::Depthwise3x3<'_> {
+        kernels::Depthwise3x3 {
+            weights: &self.weight_values,
+            bias: &self.bias_values,
+            stride: self.stride,
+            activation: Activation::Relu6,
+        }
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, DetectError> {
         if self.cpu_kernels && x.device().is_cpu() {
-            return Ok(x.apply_op1_no_bwd(&self.cpu)?);
+            return Ok(x.contiguous()?.apply_op1_no_bwd(&self.cpu_kernel())?);
         }
         self.forward_tensor_ops(x)
     }
@@ -224,7 +242,7 @@ impl Depthwise {
     /// The same convolution as candle tensor ops (nine shifted, strided views of the padded
     /// input, each scaled by its tap): the path on GPUs, and the CPU kernel's reference.
     pub fn forward_tensor_ops(&self, x: &Tensor) -> Result<Tensor, DetectError> {
-        let stride = self.cpu.stride;
+        let stride = self.stride;
         let (batch, height, width, channels) = x.dims4()?;
         let (out_height, pad_top) = same_padding(height, 3, stride);
         let (out_width, pad_left) = same_padding(width, 3, stride);
@@ -267,16 +285,14 @@ impl Depthwise {
 
 /// A full 3×3 convolution with stride 2, "SAME" padding, folded batch norm and ReLU6: a
 /// network's first layer, on the 8-bit image scaled to the network's range. On the CPU the
-/// image's patches ([`kernels::ImagePatches3x3`]) times the kernel; elsewhere candle's
-/// `conv2d` (which on the CPU spent as long again on layout copies).
+/// image's patches ([`kernels::ImagePatches3x3`]) through the 1×1 kernel (the patches are a
+/// `9·C_in`-channel image); elsewhere candle's `conv2d`.
 pub struct Stem {
     /// `[C_out, C_in, 3, 3]`, candle's layout.
     weight: Tensor,
-    /// `[9·C_in, C_out]`: TensorFlow's HWIO kernel as a matrix.
-    weight_matrix: Tensor,
     bias: Tensor,
-    bias_values: std::sync::Arc<Vec<f32>>,
-    cpu_kernels: bool,
+    /// The kernel as a `[9·C_in, C_out]` 1×1 convolution over the patches, for the CPU.
+    patches: Option<Pointwise>,
 }
 
 impl Stem {
@@ -290,25 +306,24 @@ impl Stem {
     ) -> Result<Self, DetectError> {
         let mut weights = source.get(&format!("{prefix}/weights"), &[3, 3, inputs, outputs])?;
         let bias = fold_batch_norm(source, prefix, &mut weights, outputs)?;
-        let hwio = Tensor::from_vec(weights, (3, 3, inputs, outputs), &target.device)?;
+        let hwio = Tensor::from_slice(&weights, (3, 3, inputs, outputs), &target.device)?;
+        let patches = (target.cpu_kernels && target.device.is_cpu())
+            .then(|| Pointwise::new(weights, bias.clone(), 9 * inputs, outputs, Activation::Relu6, target))
+            .transpose()?;
         Ok(Self {
             weight: hwio.permute((3, 2, 0, 1))?.contiguous()?,
-            weight_matrix: hwio.reshape((9 * inputs, outputs))?,
             bias: Tensor::from_slice(&bias, outputs, &target.device)?,
-            bias_values: std::sync::Arc::new(bias),
-            cpu_kernels: target.cpu_kernels,
+            patches,
         })
     }
 
     /// `image`: `[N, H, W, C_in]` u8; the layer sees `value·scale + offset`.
     pub fn forward(&self, image: &Tensor, scale: f32, offset: f32) -> Result<Tensor, DetectError> {
-        if self.cpu_kernels && image.device().is_cpu() {
-            let (batch, height, width, _) = image.dims4()?;
-            let patches = image.apply_op1_no_bwd(&kernels::ImagePatches3x3 { scale, offset })?;
-            let product = patches.matmul(&self.weight_matrix)?;
-            let product =
-                product.reshape((batch, height.div_ceil(2), width.div_ceil(2), self.weight_matrix.dim(1)?))?;
-            return add_bias(product, &self.bias, &self.bias_values, Activation::Relu6, true);
+        if let Some(patches_kernel) = &self.patches {
+            let patches = image
+                .contiguous()?
+                .apply_op1_no_bwd(&kernels::ImagePatches3x3 { scale, offset })?;
+            return patches_kernel.forward(&patches);
         }
         let scaled = image
             .to_dtype(candle_core::DType::F32)?
@@ -330,7 +345,7 @@ impl Stem {
             .pad_with_zeros(3, pad_left, pad_right)?;
         let convolved = nchw.conv2d(&self.weight, 0, 2, 1, 1)?;
         let nhwc = convolved.permute((0, 2, 3, 1))?.contiguous()?;
-        add_bias(nhwc, &self.bias, &self.bias_values, Activation::Relu6, self.cpu_kernels)
+        add_bias(nhwc, &self.bias, Activation::Relu6)
     }
 }
 

@@ -80,6 +80,34 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// The packed 1×1 kernel against candle's matrix product plus bias, at row counts around
+    /// its 8-row tiles and channel counts around its 32-channel panels, with and without a
+    /// skip connection.
+    #[test]
+    fn pointwise_kernel_matches_the_tensor_ops(
+        batch in 1usize..3,
+        height in 1usize..7,
+        width in 1usize..7,
+        inputs in prop::sample::select(vec![1usize, 3, 16, 33]),
+        outputs in prop::sample::select(vec![6usize, 12, 24, 32, 40, 96]),
+        relu6 in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let activation = if relu6 { Activation::Relu6 } else { Activation::Linear };
+        let build = |target: &Target| Pointwise::with_batch_norm(&mut Synthetic(seed), "pw", inputs, outputs, activation, target).expect("layer");
+        let (kernel, reference) = (build(&Target::new(&Device::Cpu)), build(&Target::cpu_tensor_ops()));
+        let x = input(batch, height, width, inputs, seed ^ 5);
+        let expected = reference.forward(&x).expect("tensor ops");
+        prop_assert!(max_difference(&kernel.forward(&x).expect("kernel"), &expected) < 1e-4);
+        let skip = input(batch, height, width, outputs, seed ^ 9);
+        let with_skip = kernel.forward_plus(&x, &skip).expect("kernel + skip");
+        prop_assert!(max_difference(&with_skip, &(expected + &skip).expect("sum")) < 1e-4);
+    }
+}
+
 #[test]
 fn depthwise_kernel_matches_a_per_pixel_convolution() {
     // Stride 2 on an even input: TensorFlow pads nothing before and one pixel after.
@@ -94,13 +122,13 @@ fn depthwise_kernel_matches_a_per_pixel_convolution() {
     for out_y in 0..2 {
         for out_x in 0..2 {
             for channel in 0..channels {
-                let mut sum = layer.cpu.bias[channel];
+                let mut sum = layer.bias_values[channel];
                 for ky in 0..3 {
                     for kx in 0..3 {
                         let (y, x) = (out_y * 2 + ky, out_x * 2 + kx);
                         if y < 4 && x < 4 {
                             sum += pixels[(y * 4 + x) * channels + channel]
-                                * layer.cpu.weights[(ky * 3 + kx) * channels + channel];
+                                * layer.weight_values[(ky * 3 + kx) * channels + channel];
                         }
                     }
                 }

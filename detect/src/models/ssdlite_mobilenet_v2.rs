@@ -144,10 +144,12 @@ impl InvertedResidual {
             Some(expand) => Some(expand.forward(x)?),
             None => None,
         };
-        let projected = self
-            .project
-            .forward(&self.depthwise.forward(expanded.as_ref().unwrap_or(x))?)?;
-        let output = if self.residual { (projected + x)? } else { projected };
+        let filtered = self.depthwise.forward(expanded.as_ref().unwrap_or(x))?;
+        let output = if self.residual {
+            self.project.forward_plus(&filtered, x)?
+        } else {
+            self.project.forward(&filtered)?
+        };
         Ok((output, expanded))
     }
 }

@@ -37,6 +37,11 @@ struct Args {
     passes: usize,
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Also writes the prepared network inputs here (`inputs.u8`: N×H×W×3 RGB bytes;
+    /// `inputs.json`: the frames' file names and the shape), for
+    /// `loadtest/python/torch_detector.py` to run the same pixels.
+    #[arg(long)]
+    dump_inputs: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -65,6 +70,9 @@ fn check(args: Args) -> anyhow::Result<bool> {
         let image = reference.decode(frame)?;
         frames.push(reference_detector.prepare(image.as_frame())?);
         names.push(frame.file.clone());
+    }
+    if let Some(dir) = &args.dump_inputs {
+        dump_inputs(dir, &names, &frames, reference_detector.input_size())?;
     }
     let mut agreement = Agreement::default();
     for (chunk, chunk_names) in frames.chunks(8).zip(names.chunks(8)) {
@@ -121,4 +129,18 @@ fn check(args: Args) -> anyhow::Result<bool> {
         std::fs::write(path, serde_json::to_string_pretty(&summary)? + "\n")?;
     }
     Ok(agrees)
+}
+
+fn dump_inputs(
+    dir: &std::path::Path,
+    names: &[String],
+    frames: &[PreparedFrame],
+    (width, height): (usize, usize),
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let pixels: Vec<u8> = frames.iter().flat_map(|frame| frame.pixels().iter().copied()).collect();
+    std::fs::write(dir.join("inputs.u8"), pixels)?;
+    let index = serde_json::json!({"files": names, "shape": [frames.len(), height, width, 3]});
+    std::fs::write(dir.join("inputs.json"), serde_json::to_string_pretty(&index)? + "\n")?;
+    Ok(())
 }
