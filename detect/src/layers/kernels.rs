@@ -50,7 +50,49 @@ impl candle_core::CustomOp1 for Depthwise3x3<'_> {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let input = contiguous_f32(storage, layout, self.name())?;
-        let (batch, height, width, channels) = layout.shape().dims4()?;
+        let (batch, _, _, channels) = layout.shape().dims4()?;
+        let mut output = Vec::new();
+        let (out_height, out_width) = self.for_each_row(input, layout.shape().dims4()?, |row| {
+            output.extend_from_slice(row);
+        })?;
+        Ok((
+            CpuStorage::F32(output),
+            Shape::from((batch, out_height, out_width, channels)),
+        ))
+    }
+}
+
+impl Depthwise3x3<'_> {
+    /// Convolves `input` (`[N, H, W, C]` in `dims`) and hands each output row (`[W_out, C]`)
+    /// to `sink`, images and rows in order; returns `(H_out, W_out)`. The row stays in cache
+    /// for whatever `sink` does next.
+    ///
+    /// Errors: the input's channels are not the layer's, or the stride is not 1 or 2.
+    pub(super) fn for_each_row(
+        &self,
+        input: &[f32],
+        (batch, height, width, channels): (usize, usize, usize, usize),
+        mut sink: impl FnMut(&[f32]),
+    ) -> candle_core::Result<(usize, usize)> {
+        let geometry = self.geometry(height, width, channels)?;
+        let mut row = vec![0f32; geometry.out_width * channels];
+        let image_len = height * width * channels;
+        for picture in input.chunks_exact(image_len.max(1)).take(batch) {
+            for out_y in 0..geometry.out_height {
+                let rows = geometry
+                    .input_rows(out_y)
+                    .map(|y| y.map(|y| &picture[y * width * channels..(y + 1) * width * channels]));
+                self.row(&geometry, rows, &mut row);
+                sink(&row);
+            }
+        }
+        Ok((geometry.out_height, geometry.out_width))
+    }
+
+    /// Where the kernel reads and writes on an `height`×`width` input of `channels`.
+    ///
+    /// Errors: the input's channels are not the layer's, or the stride is not 1 or 2.
+    pub(super) fn geometry(&self, height: usize, width: usize, channels: usize) -> candle_core::Result<Geometry> {
         if channels != self.bias.len() || self.weights.len() != 9 * channels {
             candle_core::bail!("depthwise layer has {} channels, input has {channels}", self.bias.len());
         }
@@ -66,49 +108,52 @@ impl candle_core::CustomOp1 for Depthwise3x3<'_> {
         } else {
             interior_start
         };
-        let geometry = Geometry {
+        Ok(Geometry {
+            height,
             width,
             channels,
+            out_height,
             out_width,
             stride: self.stride,
+            pad_top,
             pad_left,
             interior: interior_start..interior_end,
-        };
-        let mut output = Vec::with_capacity(batch * out_height * out_width * channels);
-        let mut row = vec![0f32; out_width * channels];
-        let image_len = height * width * channels;
-        for picture in input.chunks_exact(image_len.max(1)).take(batch) {
-            for out_y in 0..out_height {
-                // The input rows of the three kernel rows, None where they fall in the padding.
-                let rows: [Option<&[f32]>; 3] = std::array::from_fn(|ky| {
-                    (out_y * self.stride + ky)
-                        .checked_sub(pad_top)
-                        .filter(|&y| y < height)
-                        .map(|y| &picture[y * width * channels..(y + 1) * width * channels])
-                });
-                pulp::Arch::new().dispatch(DepthwiseRow {
-                    kernel: self,
-                    geometry: &geometry,
-                    rows,
-                    out: &mut row,
-                });
-                output.extend_from_slice(&row);
-            }
-        }
-        Ok((
-            CpuStorage::F32(output),
-            Shape::from((batch, out_height, out_width, channels)),
-        ))
+        })
+    }
+
+    /// Output row `out` (`[W_out, C]`) from the input rows of the three kernel rows (None
+    /// where a row falls in the padding; [`Geometry::input_rows`] says which).
+    pub(super) fn row(&self, geometry: &Geometry, rows: [Option<&[f32]>; 3], out: &mut [f32]) {
+        pulp::Arch::new().dispatch(DepthwiseRow {
+            kernel: self,
+            geometry,
+            rows,
+            out,
+        });
     }
 }
 
-struct Geometry {
+pub(super) struct Geometry {
+    height: usize,
     width: usize,
     channels: usize,
-    out_width: usize,
+    pub(super) out_height: usize,
+    pub(super) out_width: usize,
     stride: usize,
+    pad_top: usize,
     pad_left: usize,
     interior: std::ops::Range<usize>,
+}
+
+impl Geometry {
+    /// The input rows of output row `out_y`'s three kernel rows, None in the padding.
+    pub(super) fn input_rows(&self, out_y: usize) -> [Option<usize>; 3] {
+        std::array::from_fn(|ky| {
+            (out_y * self.stride + ky)
+                .checked_sub(self.pad_top)
+                .filter(|&y| y < self.height)
+        })
+    }
 }
 
 /// One output row of [`Depthwise3x3`] as a pulp operation (a struct, not a closure, so its
@@ -284,21 +329,37 @@ impl candle_core::CustomOp1 for ImagePatches3x3 {
         let (out_height, pad_top) = same_padding(height, 3, 2);
         let (out_width, pad_left) = same_padding(width, 3, 2);
         let mut patches = Vec::with_capacity(batch * out_height * out_width * 9 * channels);
-        for picture in image.chunks_exact((height * width * channels).max(1)).take(batch) {
+        let row_len = width * channels;
+        // The three input rows of an output row, scaled once: a patch's row is then three
+        // consecutive pixels of one of them.
+        let mut scaled = vec![vec![0f32; row_len]; 3];
+        for picture in image.chunks_exact((height * row_len).max(1)).take(batch) {
             for out_y in 0..out_height {
+                let rows: [Option<usize>; 3] =
+                    std::array::from_fn(|ky| (out_y * 2 + ky).checked_sub(pad_top).filter(|&y| y < height));
+                for (row, scaled) in rows.iter().zip(scaled.iter_mut()) {
+                    if let Some(y) = row {
+                        for (value, &byte) in scaled.iter_mut().zip(&picture[y * row_len..(y + 1) * row_len]) {
+                            *value = f32::from(byte) * self.scale + self.offset;
+                        }
+                    }
+                }
                 for out_x in 0..out_width {
-                    for ky in 0..3 {
-                        let y = (out_y * 2 + ky).checked_sub(pad_top).filter(|&y| y < height);
-                        for kx in 0..3 {
-                            let x = (out_x * 2 + kx).checked_sub(pad_left).filter(|&x| x < width);
-                            match (y, x) {
-                                (Some(y), Some(x)) => {
-                                    let pixel = &picture[(y * width + x) * channels..(y * width + x + 1) * channels];
-                                    patches
-                                        .extend(pixel.iter().map(|&byte| f32::from(byte) * self.scale + self.offset));
-                                }
-                                _ => patches.extend(std::iter::repeat_n(0f32, channels)),
+                    let first = (out_x * 2).checked_sub(pad_left);
+                    for (row, scaled) in rows.iter().zip(&scaled) {
+                        match (row, first) {
+                            (Some(_), Some(x)) if x + 3 <= width => {
+                                patches.extend_from_slice(&scaled[x * channels..(x + 3) * channels]);
                             }
+                            (Some(_), _) => {
+                                for kx in 0..3 {
+                                    match (out_x * 2 + kx).checked_sub(pad_left).filter(|&x| x < width) {
+                                        Some(x) => patches.extend_from_slice(&scaled[x * channels..(x + 1) * channels]),
+                                        None => patches.extend(std::iter::repeat_n(0f32, channels)),
+                                    }
+                                }
+                            }
+                            (None, _) => patches.extend(std::iter::repeat_n(0f32, 3 * channels)),
                         }
                     }
                 }

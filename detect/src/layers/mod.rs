@@ -9,6 +9,7 @@
 //! hundreds of convolutions per layer). On other devices the same layers are candle tensor
 //! ops, which the CPU tests also run as the reference for the kernels.
 
+pub mod fused;
 pub mod kernels;
 pub mod pointwise;
 
@@ -237,6 +238,54 @@ impl Depthwise {
             return Ok(x.contiguous()?.apply_op1_no_bwd(&self.cpu_kernel())?);
         }
         self.forward_tensor_ops(x)
+    }
+
+    /// An inverted residual's `project(self(expand(x)))`, plus `x` when `residual`. On the CPU
+    /// one pass ([`fused::InvertedResidual`]): neither the expansion nor this layer's output
+    /// reaches memory.
+    pub fn forward_between(
+        &self,
+        expand: &Pointwise,
+        x: &Tensor,
+        project: &Pointwise,
+        residual: bool,
+    ) -> Result<Tensor, DetectError> {
+        if let (true, Some(expand_kernel), Some(project_kernel)) = (
+            self.cpu_kernels && x.device().is_cpu(),
+            expand.cpu_kernel(),
+            project.cpu_kernel(),
+        ) {
+            let fused = fused::InvertedResidual {
+                expand: expand_kernel,
+                depthwise: self.cpu_kernel(),
+                project: project_kernel,
+                residual,
+            };
+            return Ok(x.contiguous()?.apply_op1_no_bwd(&fused)?);
+        }
+        self.forward_then(&expand.forward(x)?, project, residual.then_some(x))
+    }
+
+    /// `then.forward(&self.forward(x))`, plus `residual` (the output's shape) when given. On
+    /// the CPU one pass ([`fused::DepthwisePointwise`]): this layer's output never reaches
+    /// memory.
+    pub fn forward_then(&self, x: &Tensor, then: &Pointwise, residual: Option<&Tensor>) -> Result<Tensor, DetectError> {
+        if let (true, Some(pointwise)) = (self.cpu_kernels && x.device().is_cpu(), then.cpu_kernel()) {
+            let fused = fused::DepthwisePointwise {
+                depthwise: self.cpu_kernel(),
+                pointwise,
+            };
+            let x = x.contiguous()?;
+            return Ok(match residual {
+                Some(residual) => x.apply_op2_no_bwd(&residual.contiguous()?, &fused)?,
+                None => x.apply_op1_no_bwd(&fused)?,
+            });
+        }
+        let filtered = self.forward(x)?;
+        match residual {
+            Some(residual) => then.forward_plus(&filtered, residual),
+            None => then.forward(&filtered),
+        }
     }
 
     /// The same convolution as candle tensor ops (nine shifted, strided views of the padded

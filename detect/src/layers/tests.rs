@@ -92,7 +92,7 @@ proptest! {
         height in 1usize..7,
         width in 1usize..7,
         inputs in prop::sample::select(vec![1usize, 3, 16, 33]),
-        outputs in prop::sample::select(vec![6usize, 12, 24, 32, 40, 96]),
+        outputs in prop::sample::select(vec![6usize, 12, 16, 24, 32, 40, 48, 96]),
         relu6 in any::<bool>(),
         seed in any::<u64>(),
     ) {
@@ -105,6 +105,73 @@ proptest! {
         let skip = input(batch, height, width, outputs, seed ^ 9);
         let with_skip = kernel.forward_plus(&x, &skip).expect("kernel + skip");
         prop_assert!(max_difference(&with_skip, &(expected + &skip).expect("sum")) < 1e-4);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// The fused depthwise → 1×1 pass (with and without a skip connection) against the two
+    /// layers as tensor ops.
+    #[test]
+    fn fused_depthwise_and_pointwise_match_the_tensor_ops(
+        batch in 1usize..3,
+        height in 1usize..9,
+        width in 1usize..9,
+        channels in prop::sample::select(vec![3usize, 16, 48]),
+        outputs in prop::sample::select(vec![6usize, 16, 40]),
+        stride in 1usize..3,
+        seed in any::<u64>(),
+    ) {
+        let build = |target: &Target| {
+            let mut source = Synthetic(seed);
+            let depthwise = Depthwise::with_batch_norm(&mut source, "dw", channels, stride, target).expect("dw");
+            let pointwise = Pointwise::with_batch_norm(&mut source, "pw", channels, outputs, Activation::Linear, target).expect("pw");
+            (depthwise, pointwise)
+        };
+        let (depthwise, pointwise) = build(&Target::new(&Device::Cpu));
+        let (depthwise_ops, pointwise_ops) = build(&Target::cpu_tensor_ops());
+        let x = input(batch, height, width, channels, seed ^ 7);
+        let expected = pointwise_ops.forward(&depthwise_ops.forward(&x).expect("dw")).expect("pw");
+        prop_assert!(max_difference(&depthwise.forward_then(&x, &pointwise, None).expect("fused"), &expected) < 1e-4);
+        let skip = input(batch, height.div_ceil(stride), width.div_ceil(stride), outputs, seed ^ 11);
+        let fused = depthwise.forward_then(&x, &pointwise, Some(&skip)).expect("fused + skip");
+        prop_assert!(max_difference(&fused, &(expected + &skip).expect("sum")) < 1e-4);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// The fused inverted residual (expansion rows made on demand) against its three layers
+    /// as tensor ops, with the skip connection where the shape allows it.
+    #[test]
+    fn fused_inverted_residual_matches_the_tensor_ops(
+        batch in 1usize..3,
+        height in 1usize..9,
+        width in 1usize..9,
+        inputs in prop::sample::select(vec![3usize, 16]),
+        expanded in prop::sample::select(vec![5usize, 16, 48]),
+        stride in 1usize..3,
+        seed in any::<u64>(),
+    ) {
+        let build = |target: &Target| {
+            let mut source = Synthetic(seed);
+            let expand = Pointwise::with_batch_norm(&mut source, "expand", inputs, expanded, Activation::Relu6, target).expect("expand");
+            let depthwise = Depthwise::with_batch_norm(&mut source, "dw", expanded, stride, target).expect("dw");
+            let project = Pointwise::with_batch_norm(&mut source, "project", expanded, inputs, Activation::Linear, target).expect("project");
+            (expand, depthwise, project)
+        };
+        let (expand, depthwise, project) = build(&Target::new(&Device::Cpu));
+        let (expand_ops, depthwise_ops, project_ops) = build(&Target::cpu_tensor_ops());
+        let x = input(batch, height, width, inputs, seed ^ 3);
+        let residual = stride == 1;
+        let fused = depthwise.forward_between(&expand, &x, &project, residual).expect("fused");
+        let mut expected = project_ops.forward(&depthwise_ops.forward(&expand_ops.forward(&x).expect("expand")).expect("dw")).expect("project");
+        if residual {
+            expected = (expected + &x).expect("skip");
+        }
+        prop_assert!(max_difference(&fused, &expected) < 1e-4);
     }
 }
 

@@ -138,18 +138,25 @@ impl InvertedResidual {
         })
     }
 
-    /// The block's output and its expansion output (the first feature map taps the latter).
-    fn forward(&self, x: &Tensor) -> Result<(Tensor, Option<Tensor>), DetectError> {
+    /// The block's output.
+    fn forward(&self, x: &Tensor) -> Result<Tensor, DetectError> {
+        match &self.expand {
+            Some(expand) => self.depthwise.forward_between(expand, x, &self.project, self.residual),
+            None => self
+                .depthwise
+                .forward_then(x, &self.project, self.residual.then_some(x)),
+        }
+    }
+
+    /// The block's output and its expansion output (which the first feature map taps).
+    fn forward_keeping_expansion(&self, x: &Tensor) -> Result<(Tensor, Tensor), DetectError> {
         let expanded = match &self.expand {
-            Some(expand) => Some(expand.forward(x)?),
-            None => None,
+            Some(expand) => expand.forward(x)?,
+            None => x.clone(),
         };
-        let filtered = self.depthwise.forward(expanded.as_ref().unwrap_or(x))?;
-        let output = if self.residual {
-            self.project.forward_plus(&filtered, x)?
-        } else {
-            self.project.forward(&filtered)?
-        };
+        let output = self
+            .depthwise
+            .forward_then(&expanded, &self.project, self.residual.then_some(x))?;
         Ok((output, expanded))
     }
 }
@@ -182,7 +189,7 @@ impl Predictor {
     }
 
     fn forward(&self, map: &Tensor) -> Result<Tensor, DetectError> {
-        self.output.forward(&self.depthwise.forward(map)?)
+        self.depthwise.forward_then(map, &self.output, None)
     }
 }
 
@@ -283,18 +290,20 @@ impl SsdliteNetwork {
         let mut x = self.stem.forward(input, INPUT_SCALE, INPUT_OFFSET)?;
         let mut maps = Vec::with_capacity(self.heads.len());
         for (index, block) in self.blocks.iter().enumerate() {
-            let (output, expanded) = block.forward(&x)?;
-            if index == FIRST_MAP_BLOCK {
-                maps.push(expanded.ok_or_else(|| candle_core::Error::Msg("block 13 has no expansion".to_owned()))?);
-            }
-            x = output;
+            x = if index == FIRST_MAP_BLOCK {
+                let (output, expanded) = block.forward_keeping_expansion(&x)?;
+                maps.push(expanded);
+                output
+            } else {
+                block.forward(&x)?
+            };
         }
         x = self.last_conv.forward(&x)?;
         maps.push(x.clone());
         for stage in &self.extras {
             x = stage
-                .expand
-                .forward(&stage.depthwise.forward(&stage.reduce.forward(&x)?)?)?;
+                .depthwise
+                .forward_then(&stage.reduce.forward(&x)?, &stage.expand, None)?;
             maps.push(x.clone());
         }
         let batch = input.dim(0)?;
