@@ -499,14 +499,13 @@ pub(crate) async fn read_results(
 fn score_difference(framefleet: &[FrameResult], theirs: &[FrameResult]) -> ScoreDifference {
     let reference: HashMap<(u64, u64), &FrameScores> = framefleet
         .iter()
-        .map(|result| ((result.ingestor_epoch, result.sequence), &result.scores))
+        .filter_map(|result| Some(((result.ingestor_epoch, result.sequence), result.scores.as_ref()?)))
         .collect();
     let pairs: Vec<(&FrameScores, &FrameScores)> = theirs
         .iter()
         .filter_map(|result| {
-            reference
-                .get(&(result.ingestor_epoch, result.sequence))
-                .map(|ours| (*ours, &result.scores))
+            let ours = reference.get(&(result.ingestor_epoch, result.sequence))?;
+            Some((*ours, result.scores.as_ref()?))
         })
         .collect();
     let mean_difference = |score: fn(&FrameScores) -> f32| {
@@ -655,13 +654,13 @@ mod tests {
             source_offset: sequence as i64,
             batch_size: 1,
             batch_compute_us,
-            scores: FrameScores {
+            scores: Some(FrameScores {
                 mean_luma,
                 contrast: 0.0,
                 sharpness: 0.0,
                 edge_strength: 0.0,
                 motion: 0.0,
-            },
+            }),
             motion_box: None,
             detections: Vec::new(),
             model: None,

@@ -4,8 +4,10 @@
 //! once. Each consumer then drains it alone, in a group of its own, as a process pinned to
 //! one core and then to two, running the detector on **every** frame:
 //!
-//! - **framefleet-worker**: this build's worker with `--detect --model … --motion-gate false`
-//!   (the gate would skip frames, so it is off: the same work as the scripts);
+//! - **framefleet-worker**: this build's worker with `--analysis false --detect --model …
+//!   --motion-gate false`: detection alone on every frame, the same work as the scripts (the
+//!   analysis would add a second decode and statistics no script computes; the gate would
+//!   skip frames);
 //! - **python-tensorflow**: `loadtest/python/detect_consumer.py --runtime tf`: confluent-kafka,
 //!   `cv2.imdecode`, the package's `api.py` preprocessing, the frozen graph in a TF1 session;
 //! - **python-onnxruntime**: the same script with the graph converted by tf2onnx, in ONNX
@@ -230,6 +232,9 @@ async fn drain(
                 &names.dead_letter_topic,
                 "--channel-prefix",
                 &names.suffix,
+                // Detection alone, as the scripts do: no analysis, so no gate either.
+                "--analysis",
+                "false",
                 "--detect",
                 "--model",
                 MODEL_DIR,

@@ -45,13 +45,13 @@ fn every_dashboard_query_names_an_exported_metric() {
         source_offset: 0,
         batch_size: 1,
         batch_compute_us: 1_000,
-        scores: framefleet_proto::wire::FrameScores {
+        scores: Some(framefleet_proto::wire::FrameScores {
             mean_luma: 0.0,
             contrast: 0.0,
             sharpness: 0.0,
             edge_strength: 0.0,
             motion: 0.0,
-        },
+        }),
         motion_box: None,
         detections: Vec::new(),
         model: None,

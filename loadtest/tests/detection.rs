@@ -2,8 +2,9 @@
 //! fixtures) written into channel topics with a plain Kafka producer, a worker with the
 //! converted person detector, and every result read back from Kafka. Checked: persons found
 //! where TensorFlow finds them, the motion gate marking frames without motion, a channel
-//! without a detect stage left alone, the events topic holding exactly the results with
-//! detections, every result naming the model by sha256.
+//! without a detect stage left alone, a detect-only channel (no analysis: detections, no
+//! scores), the events topic holding exactly the results with detections, every result naming
+//! the model by sha256.
 
 use framefleet_loadtest::Fleet;
 use framefleet_proto::v1::FrameEncoding;
@@ -35,11 +36,16 @@ async fn detections_gating_and_events_through_a_fleet() {
     let (walking, walking_topic) = register(&fleet, "walking").await;
     let (still, still_topic) = register(&fleet, "still").await;
     let (plain, plain_topic) = register(&fleet, "plain").await;
+    let (door, door_topic) = register(&fleet, "door").await;
     let model = framefleet_test_support::detector_model_dir();
     let model = model.to_string_lossy().into_owned();
     let events_topic = format!("events-{}", fleet.names.suffix);
     let processing = std::env::temp_dir().join(format!("processing-{}.toml", fleet.names.suffix));
-    std::fs::write(&processing, format!("[channels.{plain}]\n")).expect("processing file");
+    std::fs::write(
+        &processing,
+        format!("[channels.{plain}]\n[channels.{door}]\nanalysis = false\ndetect = {{ motion_gate = false }}\n"),
+    )
+    .expect("processing file");
     let processing_arg = processing.to_string_lossy().into_owned();
     fleet
         .spawn_worker(
@@ -60,6 +66,7 @@ async fn detections_gating_and_events_through_a_fleet() {
     let walking_frames = ["vtest-0000.jpg", "vtest-0025.jpg", "vtest-0050.jpg", "vtest-0075.jpg"];
     let still_frames = ["vtest-0100.jpg"; 3];
     let plain_frames = ["vtest-0125.jpg", "vtest-0150.jpg"];
+    let door_frames = ["vtest-0175.jpg", "vtest-0175.jpg"];
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &fleet.infrastructure.kafka_brokers)
         .set("enable.idempotence", "true")
@@ -70,6 +77,7 @@ async fn detections_gating_and_events_through_a_fleet() {
         (&walking_topic, &walking, &walking_frames[..]),
         (&still_topic, &still, &still_frames[..]),
         (&plain_topic, &plain, &plain_frames[..]),
+        (&door_topic, &door, &door_frames[..]),
     ] {
         for (sequence, file) in files.iter().enumerate() {
             let payload = fixture(file);
@@ -173,6 +181,19 @@ async fn detections_gating_and_events_through_a_fleet() {
         assert!(
             result.model.is_none() && !result.gated && !result.detector_ran,
             "no detect stage: {result:?}"
+        );
+        assert!(result.scores.is_some(), "the analysis ran: {result:?}");
+    }
+    let door_results = of(&door);
+    assert_eq!(door_results.len(), door_frames.len());
+    for result in door_results {
+        assert!(
+            result.detector_ran && !result.gated && !result.detections.is_empty(),
+            "detect-only: the detector runs on every frame, even one that never moves: {result:?}"
+        );
+        assert!(
+            result.scores.is_none() && result.motion_box.is_none(),
+            "no analysis: {result:?}"
         );
     }
     let with_detections = results.iter().filter(|result| !result.detections.is_empty()).count();

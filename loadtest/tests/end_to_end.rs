@@ -80,11 +80,11 @@ async fn a_real_video_travels_camera_to_result_exactly_once() {
     assert!(results.iter().all(|result| result.channel_id == channel_id));
     let workers_used: HashSet<&str> = results.iter().map(|result| result.worker_id.as_str()).collect();
     assert!(!workers_used.is_empty() && workers_used.iter().all(|id| ["worker-a", "worker-b"].contains(id)));
-    assert!(
-        results
-            .iter()
-            .all(|result| result.scores.mean_luma > 0.0 && result.scores.mean_luma < 255.0)
-    );
+    assert!(results.iter().all(|result| {
+        result
+            .scores
+            .is_some_and(|scores| scores.mean_luma > 0.0 && scores.mean_luma < 255.0)
+    }));
     assert!(
         results
             .iter()

@@ -213,10 +213,11 @@ pub struct FrameResult {
     pub batch_size: u32,
     /// Decode and analysis time of the frame's batch on the worker, in microseconds.
     pub batch_compute_us: u64,
-    /// Absent (zeros) only in results of other consumers, e.g. the load test's hand-written
-    /// detection baseline.
-    #[serde(default)]
-    pub scores: FrameScores,
+    /// The analysis' statistics; absent when the frame's channel runs no analysis (a
+    /// detect-only channel), and in results of other consumers (the load test's hand-written
+    /// detection baseline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scores: Option<FrameScores>,
     /// The box around everything that moved against the channel's background model, in
     /// frame pixels; absent when nothing moved.
     pub motion_box: Option<MotionBox>,

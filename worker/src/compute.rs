@@ -15,8 +15,8 @@ use framefleet_proto::wire::{FrameHeaders, FrameResult, ModelRef};
 use rayon::prelude::*;
 use std::time::Instant;
 
-/// A record checked and staged for analysis, or why it cannot be.
-type Staged = Result<(FrameHeaders, StagedFrame), Rejection>;
+/// A record checked (and staged for analysis when its channel runs one), or why it cannot be.
+type Staged = Result<(FrameHeaders, Option<StagedFrame>), Rejection>;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -52,23 +52,33 @@ pub fn process_batch(
         .par_iter()
         .map(|frame| {
             let started = Instant::now();
-            let staged = validate_and_stage(frame, catalog, context.max_payload_bytes, context.analysis.max_side);
+            let staged = validate_and_stage(
+                frame,
+                catalog,
+                context.max_payload_bytes,
+                context.analysis.max_side,
+                |channel| context.processing.for_channel(channel).analysis,
+            );
             (staged, u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX))
         })
         .collect();
     let mut outcomes: Vec<Option<Outcome>> = vec![None; frames.len()];
-    let mut analysable: Vec<(usize, &FrameHeaders, &StagedFrame)> = Vec::with_capacity(frames.len());
+    // Every valid frame: its index, headers and, when its channel runs the analysis, the
+    // staged luma.
+    let mut analysable: Vec<(usize, &FrameHeaders, Option<&StagedFrame>)> = Vec::with_capacity(frames.len());
     for (index, (staged, _)) in staged.iter().enumerate() {
         match staged {
-            Ok((headers, frame)) => analysable.push((index, headers, frame)),
+            Ok((headers, frame)) => analysable.push((index, headers, frame.as_ref())),
             Err(rejection) => outcomes[index] = Some(Outcome::DeadLetter(rejection.clone())),
         }
     }
     let inputs: Vec<FrameInput<'_>> = analysable
         .iter()
-        .map(|(_, headers, frame)| FrameInput {
-            channel_id: &headers.channel_id,
-            frame,
+        .filter_map(|(_, headers, frame)| {
+            frame.map(|frame| FrameInput {
+                channel_id: &headers.channel_id,
+                frame,
+            })
         })
         .collect();
     let analyses = if inputs.is_empty() {
@@ -77,13 +87,19 @@ pub fn process_batch(
         ops::analyse_batch(&inputs, motion, context.device, &context.analysis)
     };
     let analyses = analyses.map(|analyses| {
+        // Each valid frame's analysis, None where its channel runs none.
+        let mut analysed = analyses.into_iter();
+        let analyses: Vec<_> = analysable
+            .iter()
+            .map(|(_, _, frame)| frame.and_then(|_| analysed.next()))
+            .collect();
         let requests: Vec<DetectRequest<'_>> = analysable
             .iter()
             .zip(&analyses)
             .map(|((index, headers, _), analysis)| DetectRequest {
                 frame: &frames[*index],
                 headers,
-                moved: analysis.motion_box.is_some(),
+                moved: analysis.as_ref().is_some_and(|analysis| analysis.motion_box.is_some()),
             })
             .collect();
         let detected = detect_stage::run(&requests, catalog, context.processing, context.detector);
@@ -124,8 +140,8 @@ pub fn process_batch(
                     source_offset: frame.offset,
                     batch_size: u32::try_from(frames.len()).unwrap_or(u32::MAX),
                     batch_compute_us,
-                    scores: analysis.scores,
-                    motion_box: analysis.motion_box,
+                    scores: analysis.as_ref().map(|analysis| analysis.scores),
+                    motion_box: analysis.and_then(|analysis| analysis.motion_box),
                     detections,
                     model: if has_stage { model.clone() } else { None },
                     detector_ran,
@@ -296,7 +312,7 @@ mod tests {
             }
         }
         assert!(
-            matches!(&outcomes[0], Outcome::Result(result) if (result.scores.mean_luma - 128.0).abs() < 0.01),
+            matches!(&outcomes[0], Outcome::Result(result) if result.scores.is_some_and(|scores| (scores.mean_luma - 128.0).abs() < 0.01)),
             "{:?}",
             outcomes[0]
         );

@@ -94,6 +94,12 @@ pub struct WorkerConfig {
     #[arg(long, env = "FRAMEFLEET_MODEL")]
     pub model: Option<std::path::PathBuf>,
 
+    /// Run the luma analysis (statistics, motion) on every channel's frames (`true`/`false`;
+    /// false with `--detect --motion-gate false` makes detect-only channels, whose frames are
+    /// decoded once).
+    #[arg(long, env = "FRAMEFLEET_ANALYSIS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub analysis: bool,
+
     /// Run the detector on every channel's frames (the default detect stage; `--processing`
     /// can set channels apart).
     #[arg(long, env = "FRAMEFLEET_DETECT")]
@@ -120,8 +126,8 @@ pub struct WorkerConfig {
     #[arg(long, env = "FRAMEFLEET_MOTION_GATE", default_value_t = true, action = clap::ArgAction::Set)]
     pub motion_gate: bool,
 
-    /// Per-channel processing (TOML: `[defaults]`, `[channels.<id>]` with a `detect` table);
-    /// replaces the detect flags' defaults where it sets them. See worker/src/processing.rs.
+    /// Per-channel processing (TOML: `[defaults]`, `[channels.<id>]` with `analysis` and a
+    /// `detect` table); replaces the flags' defaults where it sets them. See worker/src/processing.rs.
     #[arg(long, env = "FRAMEFLEET_PROCESSING")]
     pub processing: Option<std::path::PathBuf>,
 
@@ -198,6 +204,7 @@ impl WorkerConfig {
     /// Each channel's stages: the detect flags as defaults, `--processing` over them.
     pub fn processing(&self) -> anyhow::Result<crate::processing::ProcessingConfig> {
         let defaults = crate::processing::ChannelProcessing {
+            analysis: self.analysis,
             detect: self.detect.then(|| crate::processing::DetectStage {
                 min_score: self.detect_min_score,
                 labels: self.detect_labels.clone(),

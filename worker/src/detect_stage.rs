@@ -263,54 +263,60 @@ mod tests {
 
     #[test]
     fn a_frame_that_fails_inference_is_dead_lettered_and_the_others_get_results() {
-        let catalog = Catalog::from_channels([Channel {
-            channel_id: "cam".to_owned(),
-            topic: "t".to_owned(),
-            schema: Some(FrameSchema {
-                version: 1,
-                width: 4,
-                height: 2,
-                channels: 3,
-                pixel_format: PixelFormat::Rgb24.into(),
-                encoding: FrameEncoding::Raw.into(),
-                fps: 10.0,
-            }),
-            ..Channel::default()
-        }]);
-        let processing = ProcessingConfig {
-            defaults: crate::processing::ChannelProcessing {
-                detect: Some(DetectStage {
-                    motion_gate: false,
-                    ..DetectStage::default()
+        // With the analysis, and on a detect-only channel (its frames decoded once, for the
+        // detector; its results without scores).
+        for analysis in [true, false] {
+            let catalog = Catalog::from_channels([Channel {
+                channel_id: "cam".to_owned(),
+                topic: "t".to_owned(),
+                schema: Some(FrameSchema {
+                    version: 1,
+                    width: 4,
+                    height: 2,
+                    channels: 3,
+                    pixel_format: PixelFormat::Rgb24.into(),
+                    encoding: FrameEncoding::Raw.into(),
+                    fps: 10.0,
                 }),
-            },
-            ..ProcessingConfig::default()
-        };
-        let detector = flaky_detector();
-        let context = BatchContext {
-            device: &candle_core::Device::Cpu,
-            worker_id: "w",
-            max_payload_bytes: 1 << 20,
-            analysis: AnalysisSettings::default(),
-            processing: &processing,
-            detector: Some(&detector),
-        };
-        let frames = [frame(0, 100), frame(1, 0), frame(2, 200)];
-        let outcomes = process_batch(&frames, &catalog, &context, &mut MotionState::default());
-        for index in [0, 2] {
-            let Outcome::Result(result) = &outcomes[index] else {
-                panic!("frame {index}: {:?}", outcomes[index]);
+                ..Channel::default()
+            }]);
+            let processing = ProcessingConfig {
+                defaults: crate::processing::ChannelProcessing {
+                    analysis,
+                    detect: Some(DetectStage {
+                        motion_gate: false,
+                        ..DetectStage::default()
+                    }),
+                },
+                ..ProcessingConfig::default()
             };
-            assert!(result.detector_ran);
-            assert_eq!(result.detections.len(), 1);
-            assert_eq!(result.detections[0].box_pixels, [0.0, 0.0, 2.0, 1.0]);
-            assert_eq!(result.model.as_ref().map(|model| model.name.as_str()), Some("flaky"));
+            let detector = flaky_detector();
+            let context = BatchContext {
+                device: &candle_core::Device::Cpu,
+                worker_id: "w",
+                max_payload_bytes: 1 << 20,
+                analysis: AnalysisSettings::default(),
+                processing: &processing,
+                detector: Some(&detector),
+            };
+            let frames = [frame(0, 100), frame(1, 0), frame(2, 200)];
+            let outcomes = process_batch(&frames, &catalog, &context, &mut MotionState::default());
+            for index in [0, 2] {
+                let Outcome::Result(result) = &outcomes[index] else {
+                    panic!("frame {index}: {:?}", outcomes[index]);
+                };
+                assert!(result.detector_ran);
+                assert_eq!(result.detections.len(), 1);
+                assert_eq!(result.detections[0].box_pixels, [0.0, 0.0, 2.0, 1.0]);
+                assert_eq!(result.model.as_ref().map(|model| model.name.as_str()), Some("flaky"));
+                assert_eq!(result.scores.is_some(), analysis, "scores only from the analysis");
+            }
+            assert!(
+                matches!(&outcomes[1], Outcome::DeadLetter(rejection) if rejection.code == DeadLetterCode::InferenceFailed && rejection.reason.contains("device error")),
+                "{:?}",
+                outcomes[1]
+            );
         }
-        assert!(
-            matches!(&outcomes[1], Outcome::DeadLetter(rejection) if rejection.code == DeadLetterCode::InferenceFailed && rejection.reason.contains("device error")),
-            "{:?}",
-            outcomes[1]
-        );
     }
 
     #[test]

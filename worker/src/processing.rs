@@ -1,8 +1,10 @@
 //! What each channel's frames go through. The analysis (luma statistics, motion) runs on
-//! every frame; the detect stage runs the worker's model on a channel's frames when the
-//! channel has one, with its own score threshold, label filter, cap, every-Nth-frame rate and
-//! motion gate (Frigate's design: the detector is skipped where nothing moved; such frames
-//! are marked `gated` in their result and counted, never dropped).
+//! every frame unless the channel turns it off (`analysis = false`: a detect-only channel,
+//! whose frames are decoded once, for the detector); the detect stage runs the worker's model
+//! on a channel's frames when the channel has one, with its own score threshold, label
+//! filter, cap, every-Nth-frame rate and motion gate (Frigate's design: the detector is
+//! skipped where nothing moved; such frames are marked `gated` in their result and counted,
+//! never dropped). The gate needs the analysis.
 //!
 //! The worker's flags give every channel's defaults; `--processing FILE` (TOML) may replace
 //! them and set channels apart:
@@ -15,6 +17,10 @@
 //!
 //! [channels.gate]
 //! detect = { min_score = 0.4, labels = ["person"], every_nth_frame = 5, motion_gate = false }
+//!
+//! [channels.door]           # detection only, on every frame
+//! analysis = false
+//! detect = { motion_gate = false }
 //! ```
 //!
 //! A channel entry replaces the defaults whole (an entry without `detect` has no detect
@@ -90,11 +96,48 @@ pub enum Skip {
     NotThisFrame,
 }
 
-/// A channel's stages beyond the analysis.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+/// A channel's stages.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelProcessing {
+    /// The luma analysis (statistics, motion); on unless set to false.
+    #[serde(default = "analysis_on")]
+    pub analysis: bool,
     pub detect: Option<DetectStage>,
+}
+
+fn analysis_on() -> bool {
+    true
+}
+
+impl Default for ChannelProcessing {
+    fn default() -> Self {
+        Self {
+            analysis: true,
+            detect: None,
+        }
+    }
+}
+
+impl ChannelProcessing {
+    /// Refuses a channel with no stage, and a motion gate without the analysis it reads.
+    pub fn validate(&self, context: &str) -> anyhow::Result<()> {
+        match &self.detect {
+            Some(stage) => {
+                stage.validate(&format!("{context}.detect"))?;
+                if stage.motion_gate && !self.analysis {
+                    anyhow::bail!(
+                        "{context}: the detect stage's motion gate needs the analysis; set motion_gate = false (--motion-gate false) or keep the analysis"
+                    );
+                }
+            }
+            None if !self.analysis => {
+                anyhow::bail!("{context}: no stage left (analysis = false and no detect stage)")
+            }
+            None => {}
+        }
+        Ok(())
+    }
 }
 
 /// Every channel's processing: defaults and per-channel entries.
@@ -136,13 +179,9 @@ impl ProcessingConfig {
             }
             config.channels = parsed.channels;
         }
-        if let Some(stage) = &config.defaults.detect {
-            stage.validate("defaults.detect")?;
-        }
+        config.defaults.validate("defaults")?;
         for (channel, processing) in &config.channels {
-            if let Some(stage) = &processing.detect {
-                stage.validate(&format!("channels.{channel}.detect"))?;
-            }
+            processing.validate(&format!("channels.{channel}"))?;
         }
         Ok(config)
     }
@@ -209,6 +248,25 @@ mod tests {
         let zero = write("[channels.cam]\ndetect = { every_nth_frame = 0 }\n");
         let error = ProcessingConfig::load(ChannelProcessing::default(), Some(&zero.0)).expect_err("zero");
         assert!(error.to_string().contains("channels.cam.detect"), "{error}");
+    }
+
+    #[test]
+    fn a_channel_may_drop_the_analysis_but_not_every_stage_nor_the_gate_it_feeds() {
+        let file = write("[channels.door]\nanalysis = false\ndetect = { motion_gate = false }\n");
+        let config = ProcessingConfig::load(ChannelProcessing::default(), Some(&file.0)).expect("valid");
+        assert!(!config.for_channel("door").analysis);
+        assert!(config.for_channel("street").analysis, "analysis is on by default");
+        let gated = write("[channels.door]\nanalysis = false\ndetect = {}\n");
+        let error = ProcessingConfig::load(ChannelProcessing::default(), Some(&gated.0)).expect_err("gate");
+        assert!(
+            error
+                .to_string()
+                .contains("channels.door: the detect stage's motion gate"),
+            "{error}"
+        );
+        let empty = write("[channels.door]\nanalysis = false\n");
+        let error = ProcessingConfig::load(ChannelProcessing::default(), Some(&empty.0)).expect_err("no stage");
+        assert!(error.to_string().contains("no stage left"), "{error}");
     }
 
     #[test]

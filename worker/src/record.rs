@@ -108,14 +108,17 @@ impl std::fmt::Display for Rejection {
     }
 }
 
-/// Checks `frame` against the contract and stages it for analysis at `max_side`. The error
+/// Checks `frame` against the contract and, when `analysed` says its channel runs the
+/// analysis, stages it for analysis at `max_side` (decoding it); a channel without the
+/// analysis gets `None` and its frames are decoded by the stage that needs them. The error
 /// says why it must be dead-lettered.
 pub fn validate_and_stage(
     frame: &ConsumedFrame,
     catalog: &Catalog,
     max_payload_bytes: usize,
     max_side: usize,
-) -> Result<(FrameHeaders, StagedFrame), Rejection> {
+    analysed: impl Fn(&str) -> bool,
+) -> Result<(FrameHeaders, Option<StagedFrame>), Rejection> {
     let Some(payload) = frame.payload.as_deref() else {
         return Err(Rejection::new(
             DeadLetterCode::NullValue,
@@ -183,7 +186,10 @@ pub fn validate_and_stage(
             ),
         ));
     }
+    if !analysed(&headers.channel_id) {
+        return Ok((headers, None));
+    }
     let staged =
         stage_frame(payload, schema, max_side).map_err(|error| Rejection::new(error.code(), error.to_string()))?;
-    Ok((headers, staged))
+    Ok((headers, Some(staged)))
 }

@@ -241,7 +241,7 @@ fn every_record_gets_a_result_or_a_coded_dead_letter_that_fits() {
                             frame.header_text(wire::HEADER_CHANNEL),
                             Some(result.channel_id.as_str())
                         );
-                        prop_assert!(result.scores.mean_luma.is_finite());
+                        prop_assert!(result.scores.is_some_and(|scores| scores.mean_luma.is_finite()));
                     }
                     Outcome::DeadLetter(rejection) => {
                         prop_assert_ne!(rejection.code, DeadLetterCode::Unspecified);
