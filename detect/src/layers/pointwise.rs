@@ -251,41 +251,15 @@ impl Run<'_> {
     #[inline(always)]
     fn block<S: Simd, const ROWS: usize>(&self, simd: S, block: &[f32], tile: &mut [f32]) {
         let (bias, stride) = (&self.weights.bias, self.weights.padded_outputs());
-        for (panel, column) in self.weights.full_panels() {
-            tile_sums::<S, ROWS, PANEL>(
-                simd,
-                block,
-                panel,
-                &bias[column..],
-                self.activation,
-                &mut tile[column..],
-                stride,
-            );
+        let narrow = self.weights.tail_width == NARROW_PANEL;
+        let wide_tail = self.weights.tail_panel().filter(|_| !narrow);
+        for (panel, column) in self.weights.full_panels().chain(wide_tail) {
+            let (bias, tile) = (&bias[column..], &mut tile[column..]);
+            tile_sums::<S, ROWS, PANEL>(simd, block, panel, bias, self.activation, tile, stride);
         }
-        match self.weights.tail_panel() {
-            Some((panel, column)) if self.weights.tail_width == NARROW_PANEL => {
-                tile_sums::<S, ROWS, NARROW_PANEL>(
-                    simd,
-                    block,
-                    panel,
-                    &bias[column..],
-                    self.activation,
-                    &mut tile[column..],
-                    stride,
-                );
-            }
-            Some((panel, column)) => {
-                tile_sums::<S, ROWS, PANEL>(
-                    simd,
-                    block,
-                    panel,
-                    &bias[column..],
-                    self.activation,
-                    &mut tile[column..],
-                    stride,
-                );
-            }
-            None => {}
+        if let Some((panel, column)) = self.weights.tail_panel().filter(|_| narrow) {
+            let (bias, tile) = (&bias[column..], &mut tile[column..]);
+            tile_sums::<S, ROWS, NARROW_PANEL>(simd, block, panel, bias, self.activation, tile, stride);
         }
     }
 
