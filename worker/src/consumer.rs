@@ -98,7 +98,9 @@ impl ConsumerContext for WorkerConsumerContext {
                         .map(|element| (element.topic().to_owned(), element.partition())),
                 );
             }
-            match consumer.commit_consumer_state(CommitMode::Sync) {
+            // Called from the consumer's poll, on a runtime thread: the synchronous commit
+            // hands that thread's other tasks over while it waits for the broker.
+            match framefleet_common::shutdown::blocking(|| consumer.commit_consumer_state(CommitMode::Sync)) {
                 Ok(()) => tracing::info!(revoked = partitions.count(), "offsets committed before revocation"),
                 Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
                 Err(error) => tracing::warn!(%error, "commit before revocation failed; frames will be redelivered"),

@@ -153,7 +153,10 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
             .await
             .with_context(|| format!("cannot serve metrics on {addr}"))?;
     }
-    let reporter = tokio::spawn(
+    // Without its reports the coordinator would count this worker gone: a report task that
+    // dies stops the worker (its supervisor restarts it) rather than leaving it unseen.
+    let reporter = framefleet_common::shutdown::spawn_essential(
+        "coordinator reports",
         Reporter {
             coordinator: config.coordinator.clone(),
             client_options: config.client_options(),
@@ -167,6 +170,8 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
             Duration::from_millis(config.report_interval_ms.max(100)),
             reporter_stop.clone(),
         ),
+        reporter_stop.clone(),
+        shutdown.clone(),
     );
 
     let mut worker = Worker {
@@ -190,7 +195,10 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
     let outcome = worker.consume_until(shutdown).await;
     worker.leave().await;
     reporter_stop.cancel();
-    reporter.await.context("reporter task panicked")?;
+    reporter
+        .await
+        .context("reporter watcher panicked")?
+        .context("reporter task panicked")?;
     outcome?;
     Ok(WorkerSummary {
         frames_processed: counters.frames_processed.load(Ordering::Relaxed),
@@ -204,7 +212,8 @@ impl Worker {
     /// Commits what was stored, leaves the group and flushes results.
     async fn leave(&mut self) {
         if !self.subscribed_topics.is_empty() {
-            match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            let consumer = &self.consumer;
+            match framefleet_common::shutdown::blocking(|| consumer.commit_consumer_state(CommitMode::Sync)) {
                 Ok(()) => tracing::info!("offsets committed"),
                 // Nothing stored since the last auto-commit is the common, harmless case.
                 Err(error) => tracing::debug!(%error, "final commit"),
