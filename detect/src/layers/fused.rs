@@ -69,32 +69,7 @@ impl DepthwisePointwise<'_> {
     }
 }
 
-impl candle_core::CustomOp1 for DepthwisePointwise<'_> {
-    fn name(&self) -> &'static str {
-        "depthwise3x3-pointwise-nhwc"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        self.run(storage, layout, None)
-    }
-}
-
-impl candle_core::CustomOp2 for DepthwisePointwise<'_> {
-    fn name(&self) -> &'static str {
-        "depthwise3x3-pointwise-nhwc-residual"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &CpuStorage,
-        layout: &Layout,
-        residual: &CpuStorage,
-        residual_layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let residual = contiguous_f32(residual, residual_layout, "depthwise-pointwise residual")?;
-        self.run(storage, layout, Some(residual))
-    }
-}
+super::kernels::ops_with_optional_residual!(DepthwisePointwise, "depthwise3x3-pointwise-nhwc");
 
 /// A whole inverted residual on the CPU: 1×1 expansion, depthwise 3×3, 1×1 projection and,
 /// with `residual`, the skip connection from the block's input. The expanded rows are

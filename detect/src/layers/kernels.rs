@@ -32,6 +32,46 @@ pub(super) fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &
     }
 }
 
+/// Implements candle's `CustomOp1` and `CustomOp2` for an op whose second operand, when
+/// given, is a skip connection of the output's shape: both call the op's
+/// `run(storage, layout, Option<&[f32]>)`.
+macro_rules! ops_with_optional_residual {
+    ($op:ident, $name:literal) => {
+        impl candle_core::CustomOp1 for $op<'_> {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn cpu_fwd(
+                &self,
+                storage: &candle_core::CpuStorage,
+                layout: &candle_core::Layout,
+            ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+                self.run(storage, layout, None)
+            }
+        }
+
+        impl candle_core::CustomOp2 for $op<'_> {
+            fn name(&self) -> &'static str {
+                concat!($name, "-residual")
+            }
+
+            fn cpu_fwd(
+                &self,
+                storage: &candle_core::CpuStorage,
+                layout: &candle_core::Layout,
+                residual: &candle_core::CpuStorage,
+                residual_layout: &candle_core::Layout,
+            ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+                let residual =
+                    $crate::layers::kernels::contiguous_f32(residual, residual_layout, concat!($name, " residual"))?;
+                self.run(storage, layout, Some(residual))
+            }
+        }
+    };
+}
+pub(super) use ops_with_optional_residual;
+
 /// `[N, H, W, C]` → `[N, ceil(H/s), ceil(W/s), C]`.
 #[derive(Debug, Clone, Copy)]
 pub struct Depthwise3x3<'a> {

@@ -111,34 +111,9 @@ pub struct Pointwise1x1<'a> {
     pub activation: Activation,
 }
 
-impl candle_core::CustomOp1 for Pointwise1x1<'_> {
-    fn name(&self) -> &'static str {
-        "pointwise1x1-nhwc"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        self.run(storage, layout, None)
-    }
-}
-
-/// With a second operand of the output's shape added after the bias (a linear bottleneck's
-/// skip connection): `activation(x·W + b) + residual`.
-impl candle_core::CustomOp2 for Pointwise1x1<'_> {
-    fn name(&self) -> &'static str {
-        "pointwise1x1-nhwc-residual"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &CpuStorage,
-        layout: &Layout,
-        residual: &CpuStorage,
-        residual_layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let residual = super::kernels::contiguous_f32(residual, residual_layout, "pointwise residual")?;
-        self.run(storage, layout, Some(residual))
-    }
-}
+// The second operand, when given, is added after the bias and activation (a linear
+// bottleneck's skip connection): `activation(x·W + b) + residual`.
+super::kernels::ops_with_optional_residual!(Pointwise1x1, "pointwise1x1-nhwc");
 
 impl Pointwise1x1<'_> {
     fn run(
