@@ -25,3 +25,20 @@ pub mod ssd;
 pub use detector::{Detection, Detector, PreparedFrame, RgbFrame};
 pub use error::DetectError;
 pub use manifest::ModelManifest;
+
+/// Deterministic test inputs shared by the crate's unit tests.
+#[cfg(test)]
+pub(crate) mod test_inputs {
+    /// `count` pseudo-random bytes from `seed` (a 64-bit LCG, Knuth's MMIX constants).
+    pub fn bytes(count: usize, seed: u64) -> Vec<u8> {
+        let mut state = seed;
+        (0..count)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (state >> 56) as u8
+            })
+            .collect()
+    }
+}

@@ -11,6 +11,64 @@ use candle_core::{CpuStorage, Layout, Shape};
 /// Depthwise output pixels handed to the 1×1 kernel at once, at least.
 const PIXELS_PER_FLUSH: usize = 32;
 
+/// The 1×1 convolution after a depthwise one, fed a depthwise output row at a time: rows of a
+/// small map are gathered until there are enough pixels for the 1×1 kernel's 8-row tiles to
+/// run full; a wide row goes through at once.
+struct ProjectedRows<'a> {
+    pointwise: Pointwise1x1<'a>,
+    /// The skip connection, the whole output's worth.
+    residual: Option<&'a [f32]>,
+    /// Depthwise output values of the rows gathered so far.
+    pending: Vec<f32>,
+    flush_at: usize,
+    output: Vec<f32>,
+}
+
+impl<'a> ProjectedRows<'a> {
+    /// For depthwise rows of `row_len` values of `channels` each and an output of `length`.
+    fn new(
+        pointwise: Pointwise1x1<'a>,
+        residual: Option<&'a [f32]>,
+        channels: usize,
+        row_len: usize,
+        length: usize,
+    ) -> Self {
+        let flush_at = PIXELS_PER_FLUSH * channels;
+        Self {
+            pointwise,
+            residual,
+            pending: Vec::with_capacity(flush_at + row_len),
+            flush_at,
+            output: Vec::with_capacity(length),
+        }
+    }
+
+    fn push(&mut self, row: &[f32]) {
+        if self.pending.is_empty() && row.len() >= self.flush_at {
+            self.pointwise.append_rows(row, self.residual, &mut self.output);
+            return;
+        }
+        self.pending.extend_from_slice(row);
+        if self.pending.len() >= self.flush_at {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            self.pointwise
+                .append_rows(&self.pending, self.residual, &mut self.output);
+            self.pending.clear();
+        }
+    }
+
+    /// Every row's output, in order.
+    fn finish(mut self) -> Vec<f32> {
+        self.flush();
+        self.output
+    }
+}
+
 /// `[N, H, W, C]` → `[N, ceil(H/s), ceil(W/s), C_out]`: `pointwise(depthwise(x))`, plus a
 /// skip connection of the output's shape when applied as a [`candle_core::CustomOp2`].
 #[derive(Debug, Clone, Copy)]
@@ -34,37 +92,24 @@ impl DepthwisePointwise<'_> {
                 self.pointwise.inputs()
             );
         }
+        let geometry = self.depthwise.geometry(height, width, channels)?;
         let outputs = self.pointwise.outputs();
-        let (out_height, out_width) = (
-            height.div_ceil(self.depthwise.stride),
-            width.div_ceil(self.depthwise.stride),
-        );
-        let length = batch * out_height * out_width * outputs;
+        let length = batch * geometry.out_height * geometry.out_width * outputs;
         if residual.is_some_and(|residual| residual.len() != length) {
             candle_core::bail!("the skip connection is not of the output's shape");
         }
-        let mut output = Vec::with_capacity(length);
-        // Rows of a small map are gathered until there are enough pixels for the 1×1
-        // kernel's 8-row tiles to run full.
-        let mut pending: Vec<f32> = Vec::with_capacity(PIXELS_PER_FLUSH * channels + width * channels);
+        let mut projected = ProjectedRows::new(
+            self.pointwise,
+            residual,
+            channels,
+            geometry.out_width * channels,
+            length,
+        );
         self.depthwise
-            .for_each_row(input, (batch, height, width, channels), |row| {
-                if pending.is_empty() && row.len() >= PIXELS_PER_FLUSH * channels {
-                    self.pointwise.append_rows(row, residual, &mut output);
-                    return;
-                }
-                pending.extend_from_slice(row);
-                if pending.len() >= PIXELS_PER_FLUSH * channels {
-                    self.pointwise.append_rows(&pending, residual, &mut output);
-                    pending.clear();
-                }
-            })?;
-        if !pending.is_empty() {
-            self.pointwise.append_rows(&pending, residual, &mut output);
-        }
+            .for_each_row(input, batch, &geometry, |row| projected.push(row));
         Ok((
-            CpuStorage::F32(output),
-            Shape::from((batch, out_height, out_width, outputs)),
+            CpuStorage::F32(projected.finish()),
+            Shape::from((batch, geometry.out_height, geometry.out_width, outputs)),
         ))
     }
 }
@@ -107,10 +152,15 @@ impl candle_core::CustomOp1 for InvertedResidual<'_> {
         if self.residual && input.len() != length {
             candle_core::bail!("a skip connection needs the block's input and output of one shape");
         }
-        let residual = self.residual.then_some(input);
-        let mut output = Vec::with_capacity(length);
-        let mut filtered = vec![0f32; geometry.out_width * expanded];
-        let mut pending: Vec<f32> = Vec::with_capacity((PIXELS_PER_FLUSH + geometry.out_width) * expanded);
+        let filtered_len = geometry.out_width * expanded;
+        let mut projected = ProjectedRows::new(
+            self.project,
+            self.residual.then_some(input),
+            expanded,
+            filtered_len,
+            length,
+        );
+        let mut filtered = vec![0f32; filtered_len];
         // (input row, its expansion) of the rows the depthwise kernel reads now.
         let mut ring: [(Option<usize>, Vec<f32>); 3] =
             std::array::from_fn(|_| (None, Vec::with_capacity(width * expanded)));
@@ -141,18 +191,11 @@ impl candle_core::CustomOp1 for InvertedResidual<'_> {
                         .map(|(_, values)| values.as_slice())
                 });
                 self.depthwise.row(&geometry, rows, &mut filtered);
-                pending.extend_from_slice(&filtered);
-                if pending.len() >= PIXELS_PER_FLUSH * expanded {
-                    self.project.append_rows(&pending, residual, &mut output);
-                    pending.clear();
-                }
+                projected.push(&filtered);
             }
         }
-        if !pending.is_empty() {
-            self.project.append_rows(&pending, residual, &mut output);
-        }
         Ok((
-            CpuStorage::F32(output),
+            CpuStorage::F32(projected.finish()),
             Shape::from((batch, geometry.out_height, geometry.out_width, outputs)),
         ))
     }

@@ -90,43 +90,33 @@ impl candle_core::CustomOp1 for Depthwise3x3<'_> {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let input = contiguous_f32(storage, layout, self.name())?;
-        let (batch, _, _, channels) = layout.shape().dims4()?;
-        let mut output = Vec::new();
-        let (out_height, out_width) = self.for_each_row(input, layout.shape().dims4()?, |row| {
-            output.extend_from_slice(row);
-        })?;
+        let (batch, height, width, channels) = layout.shape().dims4()?;
+        let geometry = self.geometry(height, width, channels)?;
+        let mut output = Vec::with_capacity(batch * geometry.out_height * geometry.out_width * channels);
+        self.for_each_row(input, batch, &geometry, |row| output.extend_from_slice(row));
         Ok((
             CpuStorage::F32(output),
-            Shape::from((batch, out_height, out_width, channels)),
+            Shape::from((batch, geometry.out_height, geometry.out_width, channels)),
         ))
     }
 }
 
 impl Depthwise3x3<'_> {
-    /// Convolves `input` (`[N, H, W, C]` in `dims`) and hands each output row (`[W_out, C]`)
-    /// to `sink`, images and rows in order; returns `(H_out, W_out)`. The row stays in cache
-    /// for whatever `sink` does next.
-    ///
-    /// Errors: the input's channels are not the layer's, or the stride is not 1 or 2.
-    pub(super) fn for_each_row(
-        &self,
-        input: &[f32],
-        (batch, height, width, channels): (usize, usize, usize, usize),
-        mut sink: impl FnMut(&[f32]),
-    ) -> candle_core::Result<(usize, usize)> {
-        let geometry = self.geometry(height, width, channels)?;
-        let mut row = vec![0f32; geometry.out_width * channels];
-        let image_len = height * width * channels;
-        for picture in input.chunks_exact(image_len.max(1)).take(batch) {
+    /// Convolves `batch` images of `input` laid out as `geometry` says and hands each output
+    /// row (`[W_out, C]`) to `sink`, images and rows in order. The row stays in cache for
+    /// whatever `sink` does next.
+    pub(super) fn for_each_row(&self, input: &[f32], batch: usize, geometry: &Geometry, mut sink: impl FnMut(&[f32])) {
+        let row_len = geometry.width * geometry.channels;
+        let mut row = vec![0f32; geometry.out_width * geometry.channels];
+        for picture in input.chunks_exact((geometry.height * row_len).max(1)).take(batch) {
             for out_y in 0..geometry.out_height {
                 let rows = geometry
                     .input_rows(out_y)
-                    .map(|y| y.map(|y| &picture[y * width * channels..(y + 1) * width * channels]));
-                self.row(&geometry, rows, &mut row);
+                    .map(|y| y.map(|y| &picture[y * row_len..(y + 1) * row_len]));
+                self.row(geometry, rows, &mut row);
                 sink(&row);
             }
         }
-        Ok((geometry.out_height, geometry.out_width))
     }
 
     /// Where the kernel reads and writes on an `height`×`width` input of `channels`.
@@ -275,16 +265,8 @@ impl DepthwiseRow<'_> {
                 sum = simd.mul_add_e_f32s(load::<S>(&row[column * g.channels + start..]), tap, sum);
             }
         }
-        let value = self.activate(simd, sum);
+        let value = self.kernel.activation.apply_simd(simd, sum);
         store::<S>(&mut self.out[out_x * g.channels + start..], value);
-    }
-
-    #[inline(always)]
-    fn activate<S: Simd>(&self, simd: S, sum: S::f32s) -> S::f32s {
-        match self.kernel.activation {
-            Activation::Relu6 => simd.min_f32s(simd.max_f32s(sum, simd.splat_f32s(0.0)), simd.splat_f32s(6.0)),
-            Activation::Linear => sum,
-        }
     }
 
     /// `PIXELS` output pixels from `out_x` on, channels `start..start + lanes`, every column
@@ -311,7 +293,7 @@ impl DepthwiseRow<'_> {
             }
         }
         for (pixel, &sum) in sums.iter().enumerate() {
-            let value = self.activate(simd, sum);
+            let value = self.kernel.activation.apply_simd(simd, sum);
             store::<S>(&mut self.out[(out_x + pixel) * channels + start..], value);
         }
     }
@@ -333,10 +315,7 @@ impl DepthwiseRow<'_> {
                     sum = row[x * g.channels + channel].mul_add(weight, sum);
                 }
             }
-            self.out[out_x * g.channels + channel] = match self.kernel.activation {
-                Activation::Relu6 => sum.clamp(0.0, 6.0),
-                Activation::Linear => sum,
-            };
+            self.out[out_x * g.channels + channel] = self.kernel.activation.apply(sum);
         }
     }
 }

@@ -91,6 +91,26 @@ pub enum Activation {
     Linear,
 }
 
+impl Activation {
+    /// The activation of one value.
+    #[inline(always)]
+    pub fn apply(self, value: f32) -> f32 {
+        match self {
+            Self::Relu6 => value.clamp(0.0, 6.0),
+            Self::Linear => value,
+        }
+    }
+
+    /// The activation of a vector of values, for the CPU kernels.
+    #[inline(always)]
+    pub fn apply_simd<S: pulp::Simd>(self, simd: S, value: S::f32s) -> S::f32s {
+        match self {
+            Self::Relu6 => simd.min_f32s(simd.max_f32s(value, simd.splat_f32s(0.0)), simd.splat_f32s(6.0)),
+            Self::Linear => value,
+        }
+    }
+}
+
 /// Adds `bias` (`[C]`) to the last dimension of `x` and applies `activation`, as candle ops.
 fn add_bias(x: Tensor, bias: &Tensor, activation: Activation) -> Result<Tensor, DetectError> {
     let biased = x.broadcast_add(bias)?;

@@ -277,18 +277,11 @@ impl Run<'_> {
                     .zip(panel.chunks_exact(width))
                     .map(|(x, w)| x * w[lane])
                     .sum();
-                let value = activate(sum + self.weights.bias[output], self.activation);
+                let value = self.activation.apply(sum + self.weights.bias[output]);
                 let skip = self.residual.map_or(0.0, |residual| residual[self.output.len()]);
                 self.output.push(value + skip);
             }
         }
-    }
-}
-
-fn activate(value: f32, activation: Activation) -> f32 {
-    match activation {
-        Activation::Relu6 => value.clamp(0.0, 6.0),
-        Activation::Linear => value,
     }
 }
 
@@ -320,15 +313,10 @@ fn tile_sums<S: Simd, const ROWS: usize, const WIDTH: usize>(
         }
     }
     let (bias, _) = S::as_simd_f32s(&bias[..WIDTH]);
-    let (zero, six) = (simd.splat_f32s(0.0), simd.splat_f32s(6.0));
     for (row, sums) in sums.iter().enumerate() {
         let (out, _) = S::as_mut_simd_f32s(&mut tile[row * stride..row * stride + WIDTH]);
         for ((out, &sum), &bias) in out.iter_mut().zip(sums).zip(bias) {
-            let value = simd.add_f32s(sum, bias);
-            *out = match activation {
-                Activation::Relu6 => simd.min_f32s(simd.max_f32s(value, zero), six),
-                Activation::Linear => value,
-            };
+            *out = activation.apply_simd(simd, simd.add_f32s(sum, bias));
         }
     }
 }

@@ -249,15 +249,7 @@ fn batch_norm_folding_equals_convolution_then_normalisation() {
 }
 
 fn image(batch: usize, height: usize, width: usize, seed: u64) -> Tensor {
-    let mut state = seed;
-    let bytes: Vec<u8> = (0..batch * height * width * 3)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 56) as u8
-        })
-        .collect();
+    let bytes = crate::test_inputs::bytes(batch * height * width * 3, seed);
     Tensor::from_vec(bytes, (batch, height, width, 3), &Device::Cpu).expect("image")
 }
 
