@@ -347,24 +347,8 @@ async fn drain(
     crate::create_plain_topic(brokers, &results_topic, 1 << 20).await?;
     let (program, arguments) = if is_framefleet {
         // Defaults only: tuning flags would measure a configuration, not the worker.
-        let arguments = [
-            "--worker-id",
-            &format!("{}-{system}", names.suffix),
-            "--coordinator",
-            &fleet.coordinator_address,
-            "--kafka-brokers",
-            brokers,
-            "--group",
-            &group,
-            "--results-topic",
-            &results_topic,
-            "--dead-letter-topic",
-            &names.dead_letter_topic,
-            "--channel-prefix",
-            &names.suffix,
-        ]
-        .map(str::to_owned);
-        (programs.worker.clone(), arguments.to_vec())
+        let arguments = fleet.draining_worker_args(&format!("{}-{system}", names.suffix), &group, &results_topic);
+        (programs.worker.clone(), arguments)
     } else {
         let mut arguments = [
             PYTHON_CONSUMER,

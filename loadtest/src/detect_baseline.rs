@@ -215,38 +215,26 @@ async fn drain(
     crate::create_plain_topic(brokers, &results_topic, 1 << 20).await?;
     let threads = if cpus.contains('-') { "2" } else { "1" };
     let (program, arguments): (PathBuf, Vec<String>) = match drainer {
-        Drainer::Framefleet => (
-            worker.to_owned(),
-            [
-                "--worker-id",
-                &format!("{}-{tag}", names.suffix),
-                "--coordinator",
-                &fleet.coordinator_address,
-                "--kafka-brokers",
-                brokers,
-                "--group",
-                &group,
-                "--results-topic",
-                &results_topic,
-                "--dead-letter-topic",
-                &names.dead_letter_topic,
-                "--channel-prefix",
-                &names.suffix,
-                // Detection alone, as the scripts do: no analysis, so no gate either.
-                "--analysis",
-                "false",
-                "--detect",
-                "--model",
-                MODEL_DIR,
-                "--motion-gate",
-                "false",
-                // Scores ≥ 0.5 are written, as the script writes them.
-                "--detect-min-score",
-                "0.5",
-            ]
-            .map(str::to_owned)
-            .to_vec(),
-        ),
+        Drainer::Framefleet => {
+            let mut arguments = fleet.draining_worker_args(&format!("{}-{tag}", names.suffix), &group, &results_topic);
+            arguments.extend(
+                [
+                    // Detection alone, as the scripts do: no analysis, so no gate either.
+                    "--analysis",
+                    "false",
+                    "--detect",
+                    "--model",
+                    MODEL_DIR,
+                    "--motion-gate",
+                    "false",
+                    // Scores ≥ 0.5 are written, as the script writes them.
+                    "--detect-min-score",
+                    "0.5",
+                ]
+                .map(str::to_owned),
+            );
+            (worker.to_owned(), arguments)
+        }
         Drainer::Tensorflow | Drainer::OnnxRuntime => {
             let mut arguments = [
                 DETECT_CONSUMER,

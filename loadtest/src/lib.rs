@@ -68,7 +68,6 @@ impl Fleet {
         Ok(WorkerConfig::try_parse_from(self.worker_args(worker_id, extra_args))?)
     }
 
-    /// The command line of a worker of this fleet, program name first.
     /// A worker's command line in this fleet (program name first).
     pub fn worker_args<'a>(&'a self, worker_id: &'a str, extra_args: &[&'a str]) -> Vec<&'a str> {
         let mut args = vec![
@@ -95,6 +94,30 @@ impl Fleet {
         ];
         args.extend_from_slice(extra_args);
         args
+    }
+
+    /// The arguments (no program name) of a worker that drains this fleet's channels into a
+    /// consumer group and results topic of its own, with the worker's defaults otherwise: the
+    /// baselines' framefleet run, which must measure the worker, not a tuning.
+    pub fn draining_worker_args(&self, worker_id: &str, group: &str, results_topic: &str) -> Vec<String> {
+        [
+            "--worker-id",
+            worker_id,
+            "--coordinator",
+            &self.coordinator_address,
+            "--kafka-brokers",
+            &self.infrastructure.kafka_brokers,
+            "--group",
+            group,
+            "--results-topic",
+            results_topic,
+            "--dead-letter-topic",
+            &self.names.dead_letter_topic,
+            "--channel-prefix",
+            &self.names.suffix,
+        ]
+        .map(str::to_owned)
+        .to_vec()
     }
 
     /// Starts a worker in this process, or, with a `cpu_quota`, as a process of its own in

@@ -173,7 +173,7 @@ pub fn process_batch(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::catalog::Catalog;
     use crate::ops::MotionState;
@@ -182,7 +182,8 @@ mod tests {
 
     const TOPIC: &str = "framefleet.frames.cam-1";
 
-    fn channels() -> Catalog {
+    /// A catalog of one channel, `cam-1`: 4×2 raw RGB frames.
+    pub(crate) fn channels() -> Catalog {
         let channel = Channel {
             channel_id: "cam-1".to_owned(),
             topic: TOPIC.to_owned(),
@@ -200,7 +201,8 @@ mod tests {
         Catalog::from_channels([channel])
     }
 
-    fn frame(offset: i64, payload: Vec<u8>) -> ConsumedFrame {
+    /// A well-formed record of `cam-1` at `offset` (its sequence number too).
+    pub(crate) fn frame(offset: i64, payload: Vec<u8>) -> ConsumedFrame {
         let headers = FrameHeaders {
             channel_id: "cam-1".to_owned(),
             schema_version: 1,

@@ -183,8 +183,6 @@ mod tests {
     use crate::ops::{AnalysisSettings, MotionState};
     use framefleet_detect::architecture::{Network, RawDetection};
     use framefleet_detect::manifest::{ModelManifest, ModelSource};
-    use framefleet_proto::v1::{Channel, FrameEncoding, FrameSchema, PixelFormat};
-    use framefleet_proto::wire::payload_checksum;
 
     /// Finds one person in every frame, and fails on a frame whose resized first pixel is 0.
     struct Flaky;
@@ -234,31 +232,9 @@ mod tests {
         )
     }
 
+    /// A 4×2 frame of `cam-1` whose every byte is `value`.
     fn frame(sequence: u64, value: u8) -> ConsumedFrame {
-        let payload = vec![value; 4 * 2 * 3];
-        let headers = FrameHeaders {
-            channel_id: "cam".to_owned(),
-            schema_version: 1,
-            sequence,
-            ingestor_epoch: 1,
-            capture_time_us: 1,
-            checksum: payload_checksum(&payload),
-            traceparent: None,
-        };
-        ConsumedFrame {
-            topic: "t".to_owned(),
-            partition: 0,
-            offset: sequence as i64,
-            key: Some(b"cam".to_vec()),
-            payload: Some(payload),
-            headers: headers
-                .to_pairs()
-                .into_iter()
-                .map(|(name, value)| (name.to_owned(), Some(value.into_bytes())))
-                .collect(),
-            timestamp_ms: None,
-            consumed_time_us: 2,
-        }
+        crate::compute::tests::frame(sequence as i64, vec![value; 4 * 2 * 3])
     }
 
     #[test]
@@ -266,20 +242,7 @@ mod tests {
         // With the analysis, and on a detect-only channel (its frames decoded once, for the
         // detector; its results without scores).
         for analysis in [true, false] {
-            let catalog = Catalog::from_channels([Channel {
-                channel_id: "cam".to_owned(),
-                topic: "t".to_owned(),
-                schema: Some(FrameSchema {
-                    version: 1,
-                    width: 4,
-                    height: 2,
-                    channels: 3,
-                    pixel_format: PixelFormat::Rgb24.into(),
-                    encoding: FrameEncoding::Raw.into(),
-                    fps: 10.0,
-                }),
-                ..Channel::default()
-            }]);
+            let catalog = crate::compute::tests::channels();
             let processing = ProcessingConfig {
                 defaults: crate::processing::ChannelProcessing {
                     analysis,

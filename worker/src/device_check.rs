@@ -19,6 +19,20 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// A check binary's exit status, as `scripts/device-check.sh` reads it: 0 when the device
+/// agrees with the reference, 1 when it does not, 2 when the check could not run (the error
+/// printed, prefixed by `program`).
+pub fn exit_code(program: &str, outcome: anyhow::Result<bool>) -> std::process::ExitCode {
+    match outcome {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::from(1),
+        Err(error) => {
+            eprintln!("{program}: {error:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
     #[error("cannot read {path}: {source}")]

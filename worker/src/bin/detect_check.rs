@@ -45,14 +45,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    match check(Args::parse()) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
-        Err(error) => {
-            eprintln!("framefleet-detect-check: {error:#}");
-            ExitCode::from(2)
-        }
-    }
+    framefleet_worker::device_check::exit_code("framefleet-detect-check", check(Args::parse()))
 }
 
 fn check(args: Args) -> anyhow::Result<bool> {

@@ -54,14 +54,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
-        Err(error) => {
-            eprintln!("framefleet-ops-check: {error:#}");
-            ExitCode::from(2)
-        }
-    }
+    device_check::exit_code("framefleet-ops-check", run(Args::parse()))
 }
 
 fn run(args: Args) -> anyhow::Result<bool> {
