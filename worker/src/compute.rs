@@ -240,7 +240,8 @@ pub(crate) mod tests {
         process_batch(frames, &channels(), &context, &mut MotionState::default())
     }
 
-    fn code(outcome: &Outcome) -> DeadLetterCode {
+    /// The dead-letter code of `outcome` (panics on a result).
+    pub(crate) fn code(outcome: &Outcome) -> DeadLetterCode {
         match outcome {
             Outcome::DeadLetter(rejection) => rejection.code,
             Outcome::Result(_) => panic!("expected a dead letter, got a result"),

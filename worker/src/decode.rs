@@ -90,6 +90,21 @@ pub fn stage_frame(payload: &[u8], schema: &FrameSchema, max_side: usize) -> Res
     })
 }
 
+/// The checks a frame gets without being decoded (a detect-only channel's frame that its
+/// detect stage skips): a payload, a schema this worker reads, and for raw frames the length.
+/// Damage inside compressed image data shows only when a stage decodes the frame.
+///
+/// Errors: as [`stage_frame`]'s, short of those that need the decode.
+pub fn check_undecoded(payload: &[u8], schema: &FrameSchema) -> Result<(), DecodeError> {
+    let size = checked_size(payload, schema)?;
+    match FrameEncoding::try_from(schema.encoding) {
+        Ok(FrameEncoding::Raw) => raw_layout(payload, size, schema.pixel_format).map(|_| ()),
+        Ok(FrameEncoding::Jpeg | FrameEncoding::Png) => Ok(()),
+        Ok(other) => Err(DecodeError::UnsupportedEncoding(other.as_str_name().to_owned())),
+        Err(_) => Err(DecodeError::UnsupportedEncoding(format!("#{}", schema.encoding))),
+    }
+}
+
 /// The schema's frame size, `(width, height)`, once the payload is known not to be empty and
 /// the size to be one a frame may have.
 pub(crate) fn checked_size(payload: &[u8], schema: &FrameSchema) -> Result<(usize, usize), DecodeError> {

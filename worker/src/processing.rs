@@ -1,6 +1,8 @@
 //! What each channel's frames go through. The analysis (luma statistics, motion) runs on
 //! every frame unless the channel turns it off (`analysis = false`: a detect-only channel,
-//! whose frames are decoded once, for the detector); the detect stage runs the worker's model
+//! whose frames are decoded once, for the detector; a frame its detector skips is checked
+//! without a decode — payload, schema, a raw frame's length — so damage inside its
+//! compressed image goes unseen); the detect stage runs the worker's model
 //! on a channel's frames when the channel has one, with its own score threshold, label
 //! filter, cap, every-Nth-frame rate and motion gate (Frigate's design: the detector is
 //! skipped where nothing moved; such frames are marked `gated` in their result and counted,

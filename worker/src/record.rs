@@ -4,7 +4,7 @@
 //! of them is dead-lettered with the reason; it never stops the partition.
 
 use crate::catalog::Catalog;
-use crate::decode::stage_frame;
+use crate::decode::{check_undecoded, stage_frame};
 use crate::ops::StagedFrame;
 use framefleet_proto::v1::DeadLetterCode;
 use framefleet_proto::wire::{FrameHeaders, payload_checksum};
@@ -187,6 +187,8 @@ pub fn validate_and_stage(
         ));
     }
     if !analysed(&headers.channel_id) {
+        // Decoded, if at all, by the detect stage; what can be checked without a decode is.
+        check_undecoded(payload, schema).map_err(|error| Rejection::new(error.code(), error.to_string()))?;
         return Ok((headers, None));
     }
     let staged =
