@@ -20,6 +20,10 @@ struct Row<'a> {
     /// From the run's ledger; `None` for an earlier run of the channel (only each channel's
     /// latest ledger is kept in the status).
     acknowledged: Option<u64>,
+    /// Frames the run captured, failed to deliver, and sent again: from its ledger, likewise.
+    captured: Option<u64>,
+    failed: Option<u64>,
+    resent: Option<u64>,
     /// Whether that ledger is the run's last (its source finished, every frame settled).
     finished: Option<bool>,
     tally: RunTally,
@@ -42,6 +46,9 @@ pub fn audit_report(status: &FleetStatus, audit: &Audit, channel_prefix: &str, f
             channel_id: &ledger.channel_id,
             epoch: ledger.ingestor_epoch,
             acknowledged: Some(ledger.frames_acknowledged),
+            captured: Some(ledger.frames_captured),
+            failed: Some(ledger.frames_failed),
+            resent: Some(ledger.frames_resent),
             finished: Some(ledger.source_finished),
             tally: audit
                 .runs
@@ -59,6 +66,9 @@ pub fn audit_report(status: &FleetStatus, audit: &Audit, channel_prefix: &str, f
                 channel_id,
                 epoch: *epoch,
                 acknowledged: None,
+                captured: None,
+                failed: None,
+                resent: None,
                 finished: None,
                 tally: tally.clone(),
             });
@@ -109,7 +119,10 @@ pub fn audit_report(status: &FleetStatus, audit: &Audit, channel_prefix: &str, f
         "runs": rows.iter().map(|row| json!({
             "channel_id": row.channel_id,
             "ingestor_epoch": row.epoch,
+            "frames_captured": row.captured,
             "frames_acknowledged": row.acknowledged,
+            "frames_failed": row.failed,
+            "frames_resent": row.resent,
             "source_finished": row.finished,
             "frames_processed": row.tally.processed,
             "frames_dead_lettered": row.tally.dead_lettered,
@@ -138,7 +151,10 @@ mod tests {
             ledgers: vec![ChannelLedger {
                 channel_id: "lobby".into(),
                 ingestor_epoch: 2,
+                frames_captured: 104,
                 frames_acknowledged: 100,
+                frames_failed: 4,
+                frames_resent: 9,
                 ..ChannelLedger::default()
             }],
             ..FleetStatus::default()
@@ -173,6 +189,20 @@ mod tests {
         assert_eq!(rows[1], ["lobby", "2", "100", "95", "3", "7", "2"]);
         let value: serde_json::Value = serde_json::from_str(&report.json).expect("json");
         assert_eq!(value["frames_missing"], 2);
+        // The fault suite fails a row on these: what the cameras gave, against what Kafka took.
+        let latest = &value["runs"][1];
+        assert_eq!(
+            (
+                &latest["frames_captured"],
+                &latest["frames_failed"],
+                &latest["frames_resent"]
+            ),
+            (&serde_json::json!(104), &serde_json::json!(4), &serde_json::json!(9))
+        );
+        assert!(
+            value["runs"][0]["frames_captured"].is_null(),
+            "no ledger for the earlier run"
+        );
 
         // A frame in the topic with no outcome counts whether or not a ledger says it was
         // acknowledged (here: the earlier run, whose ledger is gone).

@@ -629,7 +629,9 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
         Command::Status => {
             let status = fleet.get_fleet_status(GetFleetStatusRequest {}).await?.into_inner();
             if json {
-                outln!("{}", render::status_json(&status, None));
+                // "drained" is decided over the registered channels, as `watch` decides it.
+                let listed = all_channels(&mut channels).await?;
+                outln!("{}", render::status_json(&status, &listed, None));
             } else {
                 out!("{}", render::status_report(&status));
             }
@@ -831,6 +833,31 @@ async fn all_channels(
     }
 }
 
+/// The fleet status once every registered worker has reported since this call (a few
+/// seconds at most); `None` when that does not happen in time or the status cannot be read.
+async fn reports_after_drain(fleet: &mut FleetServiceClient<CoordinatorChannel>) -> Option<FleetStatus> {
+    const LONGEST_WAIT: Duration = Duration::from_secs(5);
+    let since = Instant::now();
+    while since.elapsed() < LONGEST_WAIT {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let status = fleet
+            .get_fleet_status(GetFleetStatusRequest {})
+            .await
+            .ok()?
+            .into_inner();
+        let waited_ms = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let fresh = status
+            .workers
+            .iter()
+            .filter(|worker| worker.registered)
+            .all(|worker| worker.last_seen_ms_ago < waited_ms);
+        if fresh {
+            return Some(status);
+        }
+    }
+    None
+}
+
 async fn watch(
     fleet: &mut FleetServiceClient<CoordinatorChannel>,
     channels: &mut ChannelServiceClient<CoordinatorChannel>,
@@ -865,22 +892,29 @@ async fn watch(
             }
         };
         let elapsed = started.elapsed();
-        let drained = until_drained && {
-            let listed = match all_channels(channels).await {
-                Ok(listed) => listed,
-                Err(status) => {
-                    let error = CallError::new("listing channels", status);
-                    if !error.is_transient() {
-                        return Err(error.status.into());
-                    }
-                    eprintln!("{error}");
-                    continue;
+        let listed = match all_channels(channels).await {
+            Ok(listed) => listed,
+            Err(status) => {
+                let error = CallError::new("listing channels", status);
+                if !error.is_transient() {
+                    return Err(error.status.into());
                 }
-            };
-            drain.drained(&status, &listed)
+                eprintln!("{error}");
+                continue;
+            }
+        };
+        let drained = until_drained && drain.drained(&status, &listed);
+        let status = if drained {
+            // Every frame is committed; the worker counts come from reports, which reach the
+            // coordinator a report interval later. The last line and the summary wait for one
+            // report from every registered worker made after this moment, so they include
+            // every result.
+            reports_after_drain(fleet).await.unwrap_or(status)
+        } else {
+            status
         };
         if json {
-            outln!("{}", render::status_json(&status, Some(elapsed)));
+            outln!("{}", render::status_json(&status, &listed, Some(elapsed)));
         } else if until_drained {
             outln!(
                 "{}  [until drained: {} channels]",
@@ -891,7 +925,7 @@ async fn watch(
             outln!("{}", render::progress_line(&status, elapsed));
         }
         last = Some(status);
-        if until_drained && drained {
+        if drained {
             break;
         }
         if timeout.is_some_and(|limit| elapsed >= limit) {

@@ -18,17 +18,16 @@ pub struct Totals {
     pub lag: u64,
     pub frames_per_second: f64,
     pub workers: usize,
-    pub ingestors_finished: bool,
+    pub sources_finished: bool,
 }
 
+/// The fleet's counts as every screen shows them (progress line, status, run summary): what
+/// ingestors captured and Kafka acknowledged from the ledgers the coordinator keeps in etcd
+/// (the same figures `audit` checks, and they outlive ingestors), what was written to and
+/// committed on the topics from Kafka's offsets, and what workers wrote from their reports.
 pub fn totals(status: &FleetStatus) -> Totals {
-    let ledgers = status
-        .ingestors
-        .iter()
-        .filter_map(|ingestor| ingestor.report.as_ref())
-        .flat_map(|report| report.channels.iter());
     let (mut captured, mut acknowledged, mut failed) = (0, 0, 0);
-    for ledger in ledgers {
+    for ledger in &status.ledgers {
         captured += ledger.frames_captured;
         acknowledged += ledger.frames_acknowledged;
         failed += ledger.frames_failed;
@@ -47,30 +46,41 @@ pub fn totals(status: &FleetStatus) -> Totals {
         // Workers whose registration is gone (stopped, killed) keep their last report for a
         // while so their frames stay counted, but they are not part of the fleet any more.
         workers: status.workers.iter().filter(|worker| worker.registered).count(),
-        // At least one channel, and every reported one finished: an ingestor's first report
-        // has no channels yet, and "all of none" said "finished" before the first frame.
-        ingestors_finished: {
-            let mut reported = status
-                .ingestors
-                .iter()
-                .filter_map(|ingestor| ingestor.report.as_ref())
-                .flat_map(|report| &report.channels)
-                .peekable();
-            reported.peek().is_some() && reported.all(|ledger| ledger.source_finished)
-        },
+        // At least one channel, and every one finished: "all of none" is not "finished".
+        sources_finished: !status.ledgers.is_empty() && status.ledgers.iter().all(|ledger| ledger.source_finished),
     }
 }
 
-/// Every ingestor finished its sources, and Kafka says the worker group has committed
-/// everything that was written.
-pub fn is_drained(status: &FleetStatus) -> bool {
-    let totals = totals(status);
-    status.kafka_error.is_empty() && totals.ingestors_finished && totals.accumulate > 0 && totals.lag == 0
+/// The one meaning of "drained" on every screen (`status`, `watch`, the run summary), for
+/// the registered `channels`: Kafka could be read, no topic shows lag, at least one of them
+/// has a stored ledger and each such ledger says its source finished, and no active channel
+/// is still waiting for its first ledger. Decided from durable facts only: the ledgers the
+/// coordinator keeps in etcd and Kafka's committed offsets, never from in-memory reports that
+/// expire. (A deleted channel's ledger does not count: its drain finished before deletion.)
+pub fn is_drained(status: &FleetStatus, channels: &[Channel]) -> bool {
+    if !status.kafka_error.is_empty() || status.topics.iter().any(|topic| topic.lag > 0) {
+        return false;
+    }
+    let ledger_of = |channel: &Channel| {
+        status
+            .ledgers
+            .iter()
+            .find(|ledger| ledger.channel_id == channel.channel_id)
+    };
+    let mut any_ledger = false;
+    for channel in channels {
+        match ledger_of(channel) {
+            Some(ledger) if !ledger.source_finished => return false,
+            Some(_) => any_ledger = true,
+            None if channel.state == ChannelState::Active as i32 => return false,
+            None => {}
+        }
+    }
+    any_ledger
 }
 
-/// What `watch --until-drained` waits for, decided from durable facts only: the ledgers the
-/// coordinator keeps in etcd (they outlive ingestors) and Kafka's committed offsets — never
-/// from in-memory reports that expire, and never from channels of earlier runs.
+/// What `watch --until-drained` waits for: [`is_drained`], once the channels it waits for
+/// exist — never drained on channels of earlier runs alone.
 #[derive(Debug, Default)]
 pub struct DrainTracker {
     /// Channels this watch waits for: those whose source had not ended when it started or
@@ -80,48 +90,26 @@ pub struct DrainTracker {
 }
 
 impl DrainTracker {
-    /// Takes in one poll; true when every tracked channel's source has ended (its stored
-    /// ledger says so) and the worker group has committed every frame of its topics.
+    /// Takes in one poll; true when the fleet [`is_drained`] and this watch has channels to
+    /// wait for (a fleet whose every channel had finished before the watch started has not
+    /// drained a new run yet).
     pub fn drained(&mut self, status: &FleetStatus, channels: &[framefleet_proto::v1::Channel]) -> bool {
-        use std::collections::HashMap;
-        let ledgers: HashMap<&str, &framefleet_proto::v1::ChannelLedger> = status
-            .ledgers
-            .iter()
-            .map(|ledger| (ledger.channel_id.as_str(), ledger))
-            .collect();
         for ledger in &status.ledgers {
             if !ledger.source_finished {
                 self.tracked.insert(ledger.channel_id.clone());
             }
         }
         for channel in channels {
-            let active = channel.state == framefleet_proto::v1::ChannelState::Active as i32;
-            if active && !ledgers.contains_key(channel.channel_id.as_str()) {
+            let active = channel.state == ChannelState::Active as i32;
+            let reported = status
+                .ledgers
+                .iter()
+                .any(|ledger| ledger.channel_id == channel.channel_id);
+            if active && !reported {
                 self.tracked.insert(channel.channel_id.clone());
             }
         }
-        if self.tracked.is_empty() || !status.kafka_error.is_empty() {
-            return false;
-        }
-        let lags: HashMap<&str, u64> = status
-            .topics
-            .iter()
-            .map(|topic| (topic.topic.as_str(), topic.lag))
-            .collect();
-        self.tracked.iter().all(|channel_id| {
-            let Some(channel) = channels.iter().find(|channel| &channel.channel_id == channel_id) else {
-                // Deregistered and deleted: the coordinator drained it already.
-                return true;
-            };
-            let ended = ledgers
-                .get(channel_id.as_str())
-                .is_some_and(|ledger| ledger.source_finished);
-            ended
-                && channel
-                    .all_topics()
-                    .iter()
-                    .all(|topic| lags.get(topic.as_str()) == Some(&0))
-        })
+        !self.tracked.is_empty() && is_drained(status, channels)
     }
 
     /// How many channels this watch waits for.
@@ -144,7 +132,7 @@ pub fn progress_line(status: &FleetStatus, elapsed: Duration) -> String {
         totals.consume,
         totals.lag,
     );
-    if totals.ingestors_finished {
+    if totals.sources_finished {
         line.push_str("  (sources finished)");
     }
     if !status.kafka_error.is_empty() {
@@ -560,7 +548,7 @@ pub fn assignment_update_line(update: &AssignmentUpdate) -> String {
     )
 }
 
-pub fn status_json(status: &FleetStatus, elapsed: Option<Duration>) -> String {
+pub fn status_json(status: &FleetStatus, registered: &[Channel], elapsed: Option<Duration>) -> String {
     let totals = totals(status);
     let workers: Vec<Value> = status
         .workers
@@ -651,7 +639,7 @@ pub fn status_json(status: &FleetStatus, elapsed: Option<Duration>) -> String {
         "accumulate": totals.accumulate,
         "consume": totals.consume,
         "lag": totals.lag,
-        "drained": is_drained(status),
+        "drained": is_drained(status, registered),
         "workers": workers,
         "topics": topics,
         "channels": channels,
@@ -669,22 +657,26 @@ mod tests {
     use super::*;
     use framefleet_proto::v1::{ChannelLedger, IngestorReport, IngestorStatus, TopicMetrics};
 
+    /// Channel `cam` on topic `t`: 10 frames captured and acknowledged, as its ingestor
+    /// reported and the coordinator stored.
     fn status(finished: bool, lag: u64) -> FleetStatus {
+        let ledger = ChannelLedger {
+            channel_id: "cam".into(),
+            frames_captured: 10,
+            frames_acknowledged: 10,
+            source_finished: finished,
+            ..ChannelLedger::default()
+        };
         FleetStatus {
             ingestors: vec![IngestorStatus {
                 report: Some(IngestorReport {
                     ingestor_id: "i1".into(),
-                    channels: vec![ChannelLedger {
-                        channel_id: "cam".into(),
-                        frames_captured: 10,
-                        frames_acknowledged: 10,
-                        source_finished: finished,
-                        ..ChannelLedger::default()
-                    }],
+                    channels: vec![ledger.clone()],
                     accepts_assignments: true,
                 }),
                 last_seen_ms_ago: 5,
             }],
+            ledgers: vec![ledger],
             topics: vec![TopicMetrics {
                 topic: "t".into(),
                 accumulate: 10,
@@ -740,16 +732,52 @@ mod tests {
         assert!(!tracker.drained(&fleet, &channels), "ended but 40 frames not committed");
         fleet.topics[1] = lag("t-new", 0);
         assert!(tracker.drained(&fleet, &channels));
+        // A record written into the old, untracked channel's topic: not drained until it has
+        // its outcome.
+        fleet.topics[0] = lag("t-old", 1);
+        assert!(!tracker.drained(&fleet, &channels), "the old topic lags");
+        fleet.topics[0] = lag("t-old", 0);
+        assert!(tracker.drained(&fleet, &channels));
         // Nothing at all to wait for is not "drained".
         assert!(!DrainTracker::default().drained(&FleetStatus::default(), &[]));
     }
 
     #[test]
     fn drained_needs_finished_sources_and_zero_lag() {
-        assert!(is_drained(&status(true, 0)));
-        assert!(!is_drained(&status(false, 0)));
-        assert!(!is_drained(&status(true, 3)));
-        assert!(!is_drained(&FleetStatus::default()));
+        let cam = [channel("cam", "t")];
+        assert!(is_drained(&status(true, 0), &cam));
+        assert!(!is_drained(&status(false, 0), &cam));
+        assert!(!is_drained(&status(true, 3), &cam));
+        assert!(!is_drained(&FleetStatus::default(), &[]));
+        let mut unreadable = status(true, 0);
+        unreadable.kafka_error = "broker down".into();
+        assert!(!is_drained(&unreadable, &cam), "lag unknown is not lag 0");
+        // A second active channel whose ingestor has not stored a ledger yet.
+        assert!(!is_drained(
+            &status(true, 0),
+            &[channel("cam", "t"), channel("new", "t2")]
+        ));
+    }
+
+    #[test]
+    fn totals_come_from_the_stored_ledgers_not_the_last_reports() {
+        let mut fleet = status(true, 0);
+        // The report is a second older than what the coordinator has stored since; another
+        // channel's ingestor is gone, its ledger kept.
+        fleet.ledgers[0].frames_acknowledged = 12;
+        fleet.ledgers.push(ChannelLedger {
+            channel_id: "gone".into(),
+            frames_captured: 5,
+            frames_acknowledged: 5,
+            frames_failed: 1,
+            source_finished: true,
+            ..ChannelLedger::default()
+        });
+        let totals = totals(&fleet);
+        assert_eq!((totals.captured, totals.acknowledged, totals.failed), (15, 17, 1));
+        let json: Value = serde_json::from_str(&status_json(&fleet, &[], None)).expect("json");
+        assert_eq!(json["acknowledged"], 17);
+        assert!(progress_line(&fleet, Duration::from_secs(1)).contains("acked     17"));
     }
 
     #[test]
@@ -871,19 +899,18 @@ mod tests {
     }
 
     #[test]
-    fn an_ingestor_that_reported_no_channel_yet_has_not_finished() {
+    fn a_channel_with_no_stored_ledger_yet_has_not_finished() {
         let mut fresh = status(true, 0);
-        if let Some(report) = fresh.ingestors[0].report.as_mut() {
-            report.channels.clear();
-        }
-        assert!(!totals(&fresh).ingestors_finished);
+        fresh.ledgers.clear();
+        assert!(!totals(&fresh).sources_finished);
         assert!(!progress_line(&fresh, Duration::from_secs(1)).contains("sources finished"));
-        assert!(!is_drained(&fresh));
+        assert!(!is_drained(&fresh, &[channel("cam", "t")]));
     }
 
     #[test]
     fn json_status_parses_and_carries_totals() {
-        let value: Value = serde_json::from_str(&status_json(&status(true, 2), None)).expect("json");
+        let value: Value =
+            serde_json::from_str(&status_json(&status(true, 2), &[channel("cam", "t")], None)).expect("json");
         assert_eq!(value["captured"], 10);
         assert_eq!(value["lag"], 2);
         assert_eq!(value["drained"], false);

@@ -126,6 +126,8 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
         probe: Arc::clone(&inspector),
         drain_settle: Duration::from_secs(config.drain_settle_secs),
         interval: Duration::from_millis(500),
+        drained_recheck: Duration::from_secs(2),
+        last_drained_recheck: std::sync::Mutex::default(),
     };
 
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|error| {

@@ -123,17 +123,19 @@ fn register_status(registry: &mut Registry, status: &FleetStatus, age: Duration)
     let acknowledged = IntGauges::<ChannelLabel>::default();
     let failed = IntGauges::<ChannelLabel>::default();
     let dropped = IntGauges::<ChannelLabel>::default();
-    for channel in &status.channels {
+    // The ledgers kept in etcd, as `status`, `watch` and `audit` count: they outlive the
+    // ingestor, and every coordinator serves the same ones.
+    for ledger in &status.ledgers {
         let label = ChannelLabel {
-            channel_id: channel.channel_id.clone(),
-            ingestor_id: channel.ingestor_id.clone(),
+            channel_id: ledger.channel_id.clone(),
+            ingestor_id: ledger.ingestor_id.clone(),
         };
-        captured.get_or_create(&label).set(gauge(channel.frames_captured));
+        captured.get_or_create(&label).set(gauge(ledger.frames_captured));
         acknowledged
             .get_or_create(&label)
-            .set(gauge(channel.frames_acknowledged));
-        failed.get_or_create(&label).set(gauge(channel.frames_failed));
-        dropped.get_or_create(&label).set(gauge(channel.frames_dropped));
+            .set(gauge(ledger.frames_acknowledged));
+        failed.get_or_create(&label).set(gauge(ledger.frames_failed));
+        dropped.get_or_create(&label).set(gauge(ledger.frames_dropped));
     }
     let workers = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
     workers.set(i64::try_from(status.workers.iter().filter(|worker| worker.registered).count()).unwrap_or(i64::MAX));
@@ -172,12 +174,12 @@ fn register_status(registry: &mut Registry, status: &FleetStatus, age: Duration)
     );
     registry.register(
         "channel_captured_frames",
-        "Frames the channel's ingestor captured (its last report)",
+        "Frames the channel's ingestor captured (its ledger as stored in etcd)",
         captured,
     );
     registry.register(
         "channel_acknowledged_frames",
-        "Frames of the channel Kafka acknowledged (its ingestor's last report)",
+        "Frames of the channel Kafka acknowledged (its ledger as stored in etcd)",
         acknowledged,
     );
     registry.register(
@@ -211,7 +213,7 @@ fn register_status(registry: &mut Registry, status: &FleetStatus, age: Duration)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use framefleet_proto::v1::{ChannelStatus, TopicMetrics};
+    use framefleet_proto::v1::{ChannelLedger, TopicMetrics};
 
     #[test]
     fn the_papers_metrics_per_topic_and_channel() {
@@ -224,12 +226,12 @@ mod tests {
                 lag_seconds: 0.4,
                 ..TopicMetrics::default()
             }],
-            channels: vec![ChannelStatus {
+            ledgers: vec![ChannelLedger {
                 channel_id: "cam".into(),
                 ingestor_id: "i1".into(),
                 frames_captured: 100,
                 frames_acknowledged: 100,
-                ..ChannelStatus::default()
+                ..ChannelLedger::default()
             }],
             leader_id: "c1".into(),
             ..FleetStatus::default()

@@ -38,6 +38,11 @@ pub struct Reconciler<S, T, P> {
     /// drain through its watch within milliseconds, but may still be flushing sends.
     pub drain_settle: Duration,
     pub interval: Duration,
+    /// How often a drained channel's topics are read again, to withdraw "drained" once any
+    /// client wrote to them after it was stated. Channels not yet drained are read every pass.
+    pub drained_recheck: Duration,
+    /// When drained channels were last read, for `drained_recheck`.
+    pub last_drained_recheck: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// What one pass changed, for logs and tests.
@@ -49,6 +54,9 @@ pub struct Pass {
     pub ended: Vec<String>,
     /// Ended channels whose every frame the worker group has now committed.
     pub drained_after_end: Vec<String>,
+    /// Drained channels whose topics grew again (a record written after the drain): workers
+    /// consume them again until everything is committed once more.
+    pub drain_withdrawn: Vec<String>,
     pub drain_marked: Vec<String>,
     pub deleted: Vec<String>,
 }
@@ -97,6 +105,13 @@ impl<S: MetadataStore, T: TopicAdmin, P: DrainProbe> Reconciler<S, T, P> {
             }
         }
         let mut pass = Pass::default();
+        let mut ended = Vec::new();
+        // Topics a channel still capturing writes to: workers consume them in any case.
+        let live_topics: HashSet<String> = records
+            .iter()
+            .filter(|(record, _)| record.is_active() && record.ended_unix_ms.is_none())
+            .flat_map(|(record, _)| record.topics())
+            .collect();
         for (record, _) in records {
             let channel_id = record.channel_id.clone();
             if !record.is_active() {
@@ -104,9 +119,7 @@ impl<S: MetadataStore, T: TopicAdmin, P: DrainProbe> Reconciler<S, T, P> {
                 continue;
             }
             if record.ended_unix_ms.is_some() {
-                if record.drained_unix_ms.is_none() {
-                    self.mark_drained_if_committed(term, &record, &mut pass).await?;
-                }
+                ended.push(record);
                 continue;
             }
             if live.contains(&record.ingestor_id) {
@@ -142,6 +155,7 @@ impl<S: MetadataStore, T: TopicAdmin, P: DrainProbe> Reconciler<S, T, P> {
                 None => {}
             }
         }
+        self.settle_ended(term, ended, &live_topics, &mut pass).await?;
         Ok(pass)
     }
 
@@ -162,47 +176,94 @@ impl<S: MetadataStore, T: TopicAdmin, P: DrainProbe> Reconciler<S, T, P> {
         Ok(())
     }
 
-    /// An ended channel's topics get no more frames from it, so once the worker group has
-    /// committed up to their high watermarks it is drained, and workers can let its
-    /// partitions go. A topic other channels share is only let go when all of them are.
-    async fn mark_drained_if_committed(
+    /// An ended channel's topics get no more frames from its ingestor, so once the worker
+    /// group has committed up to their high watermarks it is drained, and workers let its
+    /// partitions go (a topic other channels share only when all of them are). "Drained" is
+    /// a fact about offsets when it is stated: any Kafka client may still write to the topics
+    /// (a late producer retry, another tool, a camera brought back), so drained channels are
+    /// read again every `drained_recheck`, and one whose topics grew is drained no longer —
+    /// workers subscribe to it again and every new record gets its result or dead letter.
+    async fn settle_ended(
         &self,
         term: &Term,
-        record: &ChannelRecord,
+        ended: Vec<ChannelRecord>,
+        live_topics: &HashSet<String>,
         pass: &mut Pass,
     ) -> Result<(), CoordinatorError> {
-        // Kafka trouble with one finished channel must not hold up assignments of live ones:
-        // it is tried again next pass.
+        let recheck_drained = self.drained_recheck_due();
+        let probed: Vec<ChannelRecord> = ended
+            .into_iter()
+            .filter(|record| record.drained_unix_ms.is_none() || recheck_drained)
+            .collect();
+        if probed.is_empty() {
+            return Ok(());
+        }
+        let mut topics: Vec<String> = probed.iter().flat_map(ChannelRecord::topics).collect();
+        topics.sort();
+        topics.dedup();
+        // Kafka trouble with finished channels must not hold up assignments of live ones:
+        // they are read again next pass.
         let offsets = async {
-            let marks = self.probe.high_watermarks(record.topics()).await?;
-            let committed = self.probe.committed(record.topics()).await?;
+            let marks = self.probe.high_watermarks(topics.clone()).await?;
+            let committed = self.probe.committed(topics).await?;
             Ok::<_, CoordinatorError>((marks, committed))
         };
         let (marks, committed) = match offsets.await {
             Ok(offsets) => offsets,
             Err(error) => {
-                tracing::debug!(channel = %record.channel_id, %error, "cannot tell yet whether the ended channel is drained");
+                tracing::debug!(%error, "cannot tell yet whether ended channels are drained");
                 return Ok(());
             }
         };
-        if !committed_up_to(&marks, &committed) {
-            return Ok(());
+        for record in probed {
+            let own_topics = record.topics();
+            let marks_of = |topics: &dyn Fn(&String) -> bool| -> PartitionOffsets {
+                marks.iter().filter(|(topic, _, _)| topics(topic)).cloned().collect()
+            };
+            let caught_up = if record.drained_unix_ms.is_none() {
+                committed_up_to(&marks_of(&|topic| own_topics.contains(topic)), &committed)
+            } else {
+                // A topic a live channel shares grows all the time and is consumed anyway;
+                // only the topics workers let go can leave a late record without an outcome.
+                let let_go = |topic: &String| own_topics.contains(topic) && !live_topics.contains(topic);
+                committed_up_to(&marks_of(&let_go), &committed)
+            };
+            if caught_up == record.drained_unix_ms.is_some() {
+                continue;
+            }
+            let (ended_at, drained_at) = (record.ended_unix_ms, record.drained_unix_ms);
+            self.channels
+                .edit(&record.channel_id, 0, vec![term.fence()], |current, _| {
+                    // Updated, claimed or settled since this pass read it: not this decision's.
+                    if current.ended_unix_ms != ended_at || current.drained_unix_ms != drained_at {
+                        return Ok(Edit::Keep(()));
+                    }
+                    let mut settled = current.clone();
+                    settled.drained_unix_ms = caught_up.then(framefleet_common::startup::unix_time_ms);
+                    Ok(Edit::Write(Box::new(settled), Vec::new(), ()))
+                })
+                .await?;
+            if caught_up {
+                tracing::info!(channel = %record.channel_id, "ended channel drained; workers let its topics go");
+                pass.drained_after_end.push(record.channel_id);
+            } else {
+                tracing::info!(channel = %record.channel_id, "records were written to a drained channel's topics; it is drained no longer, and workers consume them again");
+                pass.drain_withdrawn.push(record.channel_id);
+            }
         }
-        let ended_at = record.ended_unix_ms;
-        self.channels
-            .edit(&record.channel_id, 0, vec![term.fence()], |current, _| {
-                // Updated or claimed since this pass read it: no longer the ended channel.
-                if current.ended_unix_ms != ended_at || current.drained_unix_ms.is_some() {
-                    return Ok(Edit::Keep(()));
-                }
-                let mut drained = current.clone();
-                drained.drained_unix_ms = Some(framefleet_common::startup::unix_time_ms());
-                Ok(Edit::Write(Box::new(drained), Vec::new(), ()))
-            })
-            .await?;
-        tracing::info!(channel = %record.channel_id, "ended channel drained; workers let its topics go");
-        pass.drained_after_end.push(record.channel_id.clone());
         Ok(())
+    }
+
+    fn drained_recheck_due(&self) -> bool {
+        let mut last = self
+            .last_drained_recheck
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let due = last.is_none_or(|at| at.elapsed() >= self.drained_recheck);
+        if due {
+            *last = Some(std::time::Instant::now());
+        }
+        due
     }
 
     async fn assign(&self, term: &Term, channel_id: &str, ingestor: &str) -> Result<(), CoordinatorError> {

@@ -132,6 +132,12 @@ pub struct IngestorConfig {
     #[arg(long, default_value_t = 30)]
     pub max_backoff_secs: u64,
 
+    /// How long a frame Kafka could not take for a passing reason (a broker restarting, its
+    /// storage down, a timeout) is sent again before it is counted failed, in seconds from
+    /// its first send. 0 counts it failed at the first failure.
+    #[arg(long, default_value_t = 900)]
+    pub delivery_timeout_secs: u64,
+
     /// Largest decoded frame this ingestor produces, in MiB (the coordinator's own limit).
     #[arg(long, env = "FRAMEFLEET_MAX_FRAME_MIB", default_value_t = 64)]
     pub max_frame_mib: u64,

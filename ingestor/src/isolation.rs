@@ -263,7 +263,8 @@ fn write_ledger(out: &mut impl Write, ledger: &v1::ChannelLedger) -> std::io::Re
 #[derive(Debug, PartialEq)]
 enum ChildMessage {
     Frame { capture_time_us: i64, payload: Vec<u8> },
-    Ledger(v1::ChannelLedger),
+    // Boxed: a ledger is several times the size of a frame's message, which is the common one.
+    Ledger(Box<v1::ChannelLedger>),
 }
 
 /// Reads the next message; `None` at a clean end of the stream.
@@ -298,7 +299,7 @@ fn read_message(input: &mut impl Read) -> std::io::Result<Option<ChildMessage>> 
         LEDGER_TAG => {
             let encoded = read_payload(input)?;
             v1::ChannelLedger::decode(encoded.as_slice())
-                .map(|ledger| Some(ChildMessage::Ledger(ledger)))
+                .map(|ledger| Some(ChildMessage::Ledger(Box::new(ledger))))
                 .map_err(std::io::Error::other)
         }
         other => Err(std::io::Error::other(format!("unknown message tag {other:#04x}"))),
@@ -457,7 +458,7 @@ fn run_one_child(
             ChildMessage::Ledger(current) => {
                 ledger.adopt_source_report(&previous, &current);
                 run.last_state = SourceState::parse(&current.source_state);
-                previous = current;
+                previous = *current;
             }
         }
     }
@@ -558,7 +559,7 @@ mod tests {
         );
         assert_eq!(
             read_message(&mut input).expect("ledger"),
-            Some(ChildMessage::Ledger(ledger))
+            Some(ChildMessage::Ledger(Box::new(ledger)))
         );
         assert_eq!(read_message(&mut input).expect("end"), None);
         for cut in 1..bytes.len() {

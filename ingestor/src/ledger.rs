@@ -64,6 +64,7 @@ pub struct ChannelLedger {
     acknowledged: AtomicU64,
     failed: AtomicU64,
     failed_possibly_persisted: AtomicU64,
+    resent: AtomicU64,
     dropped: AtomicU64,
     undecodable: AtomicU64,
     capture_crashes: AtomicU64,
@@ -98,6 +99,7 @@ impl Default for ChannelLedger {
             acknowledged: AtomicU64::default(),
             failed: AtomicU64::default(),
             failed_possibly_persisted: AtomicU64::default(),
+            resent: AtomicU64::default(),
             dropped: AtomicU64::default(),
             undecodable: AtomicU64::default(),
             capture_crashes: AtomicU64::default(),
@@ -178,6 +180,12 @@ impl ChannelLedger {
         }
         tracing::warn!(channel = %self.channel_id, %reason, ?persisted, "frame not delivered");
         self.set_error(reason);
+    }
+
+    /// A copy of a frame failed to deliver for a passing reason and is sent again.
+    pub fn record_resent(&self, reason: &str) {
+        self.resent.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(channel = %self.channel_id, %reason, "frame sent again");
     }
 
     pub fn record_dropped(&self) {
@@ -300,6 +308,7 @@ impl ChannelLedger {
             frames_undecodable: self.undecodable.load(Ordering::Relaxed),
             capture_crashes: self.capture_crashes.load(Ordering::Relaxed),
             frames_failed_possibly_persisted: self.failed_possibly_persisted.load(Ordering::Relaxed),
+            frames_resent: self.resent.load(Ordering::Relaxed),
             source_state: self.state().as_str().to_owned(),
             frames_queued: self.queued.load(Ordering::Relaxed),
             // Filled in by `Ledgers` (the epoch) and by the coordinator when it stores the
@@ -351,7 +360,7 @@ impl prometheus_client::collector::Collector for LedgerCollector {
         use prometheus_client::metrics::counter::ConstCounter;
         use prometheus_client::metrics::gauge::ConstGauge;
         type Value = fn(&v1::ChannelLedger) -> f64;
-        let counters: [(&str, &str, Value); 10] = [
+        let counters: [(&str, &str, Value); 11] = [
             ("frames_captured", "Frames read from the source", |l| {
                 l.frames_captured as f64
             }),
@@ -365,6 +374,11 @@ impl prometheus_client::collector::Collector for LedgerCollector {
                 "frames_failed_possibly_persisted",
                 "Failed frames that may still be in the log",
                 |l| l.frames_failed_possibly_persisted as f64,
+            ),
+            (
+                "frames_resent",
+                "Copies of frames sent again after a passing delivery failure",
+                |l| l.frames_resent as f64,
             ),
             (
                 "frames_dropped",

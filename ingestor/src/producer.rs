@@ -89,7 +89,14 @@ pub struct ChannelStream {
     pub ingestor_epoch: u64,
     /// Larger encoded frames are refused locally: the topics were sized for the schema.
     pub max_payload_bytes: usize,
+    /// How long after its first send a frame whose delivery failed for a passing reason is
+    /// sent again (see [`resend_after`]); zero counts the first failure.
+    pub delivery_timeout: Duration,
 }
+
+/// First wait before a failed copy is sent again; it doubles up to [`MAX_RESEND_BACKOFF`].
+const FIRST_RESEND_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_RESEND_BACKOFF: Duration = Duration::from_secs(5);
 
 pub async fn deliver_channel(
     producer: FutureProducer,
@@ -97,6 +104,7 @@ pub async fn deliver_channel(
     frames: Arc<FrameQueue<EncodedFrame>>,
     ledger: Arc<ChannelLedger>,
 ) {
+    let stream = Arc::new(stream);
     let mut in_flight = FuturesUnordered::new();
     let mut source_open = true;
     while source_open || !in_flight.is_empty() {
@@ -124,18 +132,28 @@ pub async fn deliver_channel(
                 // One trace per frame, whatever number of topics it is copied to.
                 let trace = IngestSpan::start(&stream.channel_id, sequence, frame.capture_time_us, &stream.topics);
                 let sent = SystemTime::now();
-                let mut deliveries = Vec::with_capacity(stream.topics.len());
-                let mut refused = None;
+                let first_sent = tokio::time::Instant::now();
+                // The first sends are awaited here: a full librdkafka queue holds the capture
+                // queue back, and with it the camera read (the queue policy decides).
+                let mut copies = Vec::with_capacity(stream.topics.len());
                 for topic in &stream.topics {
-                    match send_frame(&producer, &stream, topic, &frame, trace.traceparent()).await {
-                        Ok(delivery) => deliveries.push(delivery),
-                        Err(error) => refused = Some(format!("frame {sequence} refused by the producer for `{topic}`: {error}")),
-                    }
+                    copies.push(send_frame(&producer, &stream, topic, &frame, trace.traceparent()).await);
                 }
-                let capture_time_us = frame.capture_time_us;
+                let copy = CopyContext {
+                    producer: producer.clone(),
+                    stream: Arc::clone(&stream),
+                    ledger: Arc::clone(&ledger),
+                    frame: Arc::new(frame),
+                    traceparent: trace.traceparent().to_owned(),
+                    first_sent,
+                };
                 in_flight.push(async move {
-                    let outcomes = futures::future::join_all(deliveries).await;
-                    let settled = settle(sequence, outcomes, refused);
+                    let capture_time_us = copy.frame.capture_time_us;
+                    let outcomes = futures::future::join_all(
+                        copy.stream.topics.iter().zip(copies).map(|(topic, first)| copy.deliver(topic, first)),
+                    )
+                    .await;
+                    let settled = settle(outcomes);
                     let failure = settled.as_ref().err().map(|(reason, _)| reason.as_str());
                     trace.end(capture_time_us, sent, SystemTime::now(), failure);
                     (settled, payload_bytes, capture_time_us)
@@ -150,24 +168,63 @@ pub async fn deliver_channel(
     ledger.set_queued(0);
 }
 
-type DeliveryOutcome =
-    Result<rdkafka::producer::future_producer::OwnedDeliveryResult, futures::channel::oneshot::Canceled>;
+/// What sending one frame's copy again needs.
+struct CopyContext {
+    producer: FutureProducer,
+    stream: Arc<ChannelStream>,
+    ledger: Arc<ChannelLedger>,
+    frame: Arc<EncodedFrame>,
+    traceparent: String,
+    first_sent: tokio::time::Instant,
+}
+
+impl CopyContext {
+    /// Waits for the copy of the frame for `topic` to be acknowledged, sending it again after
+    /// each failure [`resend_after`] calls passing until `delivery_timeout` after the first
+    /// send: a frame the camera gave is not lost because the broker could not take it for a
+    /// while (a restart, its storage failing over). A copy sent again may already be in the
+    /// log (the first attempt timed out after the write): at-least-once, like the workers.
+    async fn deliver(
+        &self,
+        topic: &String,
+        first: Result<rdkafka::producer::DeliveryFuture, KafkaError>,
+    ) -> Result<(), (String, Persisted)> {
+        let sequence = self.frame.sequence;
+        let mut attempt = first;
+        let mut backoff = FIRST_RESEND_BACKOFF;
+        loop {
+            let error = match attempt {
+                Ok(delivery) => match delivery.await {
+                    Ok(Ok(_)) => return Ok(()),
+                    Ok(Err((error, _))) => error,
+                    Err(_) => {
+                        return Err((
+                            format!("frame {sequence} delivery report lost: producer closed"),
+                            Persisted::Possibly,
+                        ));
+                    }
+                },
+                Err(error) => error,
+            };
+            let deadline = self.first_sent + self.stream.delivery_timeout;
+            if !resend_after(&error) || tokio::time::Instant::now() + backoff > deadline {
+                let reason = format!("frame {sequence} delivery to `{topic}` failed: {error}");
+                return Err((reason, persisted_after(&error)));
+            }
+            self.ledger.record_resent(&format!(
+                "frame {sequence} delivery to `{topic}` failed ({error}); sending it again in {backoff:?}"
+            ));
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_RESEND_BACKOFF);
+            attempt = send_frame(&self.producer, &self.stream, topic, &self.frame, &self.traceparent).await;
+        }
+    }
+}
 
 /// One answer for all copies of a frame: acknowledged only if every topic acknowledged it.
-fn settle(sequence: u64, outcomes: Vec<DeliveryOutcome>, refused: Option<String>) -> Result<(), (String, Persisted)> {
-    let mut failure = refused.map(|reason| (reason, Persisted::No));
-    for outcome in outcomes {
-        let problem = match outcome {
-            Ok(Ok(_)) => continue,
-            Ok(Err((error, _))) => (
-                format!("frame {sequence} delivery failed: {error}"),
-                persisted_after(&error),
-            ),
-            Err(_) => (
-                format!("frame {sequence} delivery report lost: producer closed"),
-                Persisted::Possibly,
-            ),
-        };
+fn settle(outcomes: Vec<Result<(), (String, Persisted)>>) -> Result<(), (String, Persisted)> {
+    let mut failure: Option<(String, Persisted)> = None;
+    for problem in outcomes.into_iter().filter_map(Result::err) {
         // A copy that may be in the log outweighs one that surely is not.
         if failure
             .as_ref()
@@ -177,6 +234,30 @@ fn settle(sequence: u64, outcomes: Vec<DeliveryOutcome>, refused: Option<String>
         }
     }
     failure.map_or(Ok(()), Err)
+}
+
+/// Whether a failed delivery is worth sending again: everything but what the broker will
+/// refuse again however often it is asked (a record too large or malformed, no permission)
+/// and the producer's own purge at shutdown. A timeout, a broker restarting, its storage
+/// failing (`KAFKA_STORAGE_ERROR`, `UNKNOWN_SERVER_ERROR` from a broker whose database went
+/// away), a leader moving or a topic briefly unknown while metadata catches up all pass.
+pub fn resend_after(error: &KafkaError) -> bool {
+    !matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::MessageBatchTooLarge
+                | RDKafkaErrorCode::InvalidTopic
+                | RDKafkaErrorCode::PurgeQueue
+                | RDKafkaErrorCode::PurgeInflight
+                | RDKafkaErrorCode::Fatal
+        )
+    )
 }
 
 /// librdkafka's message status (`rd_kafka_message_status`) is not exposed by the safe
@@ -237,5 +318,36 @@ mod tests {
         let timed_out = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
         assert_eq!(persisted_after(&too_large), Persisted::No);
         assert_eq!(persisted_after(&timed_out), Persisted::Possibly);
+    }
+
+    #[test]
+    fn passing_failures_are_sent_again_and_refusals_are_not() {
+        for passing in [
+            RDKafkaErrorCode::MessageTimedOut,
+            RDKafkaErrorCode::KafkaStorageError,
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+            RDKafkaErrorCode::NotLeaderForPartition,
+            RDKafkaErrorCode::BrokerTransportFailure,
+            RDKafkaErrorCode::Unknown,
+        ] {
+            assert!(resend_after(&KafkaError::MessageProduction(passing)), "{passing:?}");
+        }
+        for refused in [
+            RDKafkaErrorCode::MessageSizeTooLarge,
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+            RDKafkaErrorCode::PurgeQueue,
+        ] {
+            assert!(!resend_after(&KafkaError::MessageProduction(refused)), "{refused:?}");
+        }
+    }
+
+    #[test]
+    fn one_copy_that_may_be_in_the_log_decides_the_frames_failure() {
+        let refused = || Err(("refused".to_owned(), Persisted::No));
+        let timed_out = || Err(("timed out".to_owned(), Persisted::Possibly));
+        assert_eq!(settle(vec![Ok(()), Ok(())]), Ok(()));
+        assert_eq!(settle(vec![refused(), timed_out()]), timed_out());
+        assert_eq!(settle(vec![timed_out(), refused()]), timed_out());
+        assert_eq!(settle(vec![Ok(()), refused()]), refused());
     }
 }

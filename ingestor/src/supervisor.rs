@@ -241,6 +241,7 @@ impl Supervisor {
                 schema_version: schema.version,
                 ingestor_epoch: self.ingestor_epoch,
                 max_payload_bytes: usize::try_from(max_payload).unwrap_or(usize::MAX),
+                delivery_timeout: Duration::from_secs(self.config.delivery_timeout_secs),
             },
         })
     }

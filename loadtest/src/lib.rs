@@ -12,6 +12,7 @@ pub mod process;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod written;
 
 use anyhow::Context;
 use clap::Parser;
@@ -52,8 +53,15 @@ impl Fleet {
     /// Starts a coordinator on a free port against the given etcd and broker (a test that
     /// stops its broker runs its own set, not the shared one).
     pub async fn start_on(label: &str, infrastructure: Infrastructure) -> anyhow::Result<Self> {
+        Self::start_with(label, infrastructure, &[]).await
+    }
+
+    /// [`Self::start_on`] with more coordinator arguments (`--metrics-addr …`).
+    pub async fn start_with(label: &str, infrastructure: Infrastructure, extra_args: &[&str]) -> anyhow::Result<Self> {
         let names = FleetNames::unique(label);
-        let coordinator = TestCoordinator::start(&infrastructure, &names.coordinator_args()).await?;
+        let mut args = names.coordinator_args();
+        args.extend(extra_args.iter().map(|arg| (*arg).to_owned()));
+        let coordinator = TestCoordinator::start(&infrastructure, &args).await?;
         Ok(Self {
             coordinator_address: coordinator.address.clone(),
             infrastructure,

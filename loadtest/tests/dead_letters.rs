@@ -2,13 +2,11 @@
 //! record becomes a dead letter that says why, the worker stays up, and the good frame
 //! behind them still gets its result.
 
-use framefleet_loadtest::Fleet;
+use framefleet_loadtest::{Fleet, written};
 use framefleet_proto::v1::FrameEncoding;
-use framefleet_proto::wire::{self, FrameHeaders, FrameResult};
-use opencv::core::{Mat, Scalar, Vector};
-use opencv::prelude::*;
+use framefleet_proto::wire::{self, FrameResult};
 use rdkafka::ClientConfig;
-use rdkafka::message::{Headers, Message, OwnedHeaders};
+use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::time::Duration;
 
@@ -16,47 +14,11 @@ const WIDTH: i32 = 64;
 const HEIGHT: i32 = 48;
 
 fn jpeg(width: i32, height: i32) -> Vec<u8> {
-    let image = Mat::new_rows_cols_with_default(
-        height,
-        width,
-        opencv::core::CV_8UC3,
-        Scalar::new(40.0, 120.0, 200.0, 0.0),
-    )
-    .expect("image");
-    let mut encoded = Vector::<u8>::new();
-    opencv::imgcodecs::imencode(".jpg", &image, &mut encoded, &Vector::new()).expect("encode");
-    encoded.to_vec()
+    written::solid_jpeg(width, height).expect("encode")
 }
 
 fn noise_jpeg(width: i32, height: i32) -> Vec<u8> {
-    let mut image =
-        Mat::new_rows_cols_with_default(height, width, opencv::core::CV_8UC3, Scalar::all(0.0)).expect("image");
-    opencv::core::randu(&mut image, &Scalar::all(0.0), &Scalar::all(255.0)).expect("noise");
-    let mut encoded = Vector::<u8>::new();
-    opencv::imgcodecs::imencode(".jpg", &image, &mut encoded, &Vector::new()).expect("encode");
-    encoded.to_vec()
-}
-
-fn headers_for(channel_id: &str, sequence: u64, payload: &[u8]) -> OwnedHeaders {
-    let headers = FrameHeaders {
-        channel_id: channel_id.to_owned(),
-        schema_version: 1,
-        sequence,
-        ingestor_epoch: 1,
-        capture_time_us: 1_700_000_000_000_000,
-        checksum: wire::payload_checksum(payload),
-        traceparent: None,
-    };
-    framefleet_common::kafka::frame_record_headers(&headers)
-}
-
-fn header(message: &rdkafka::message::OwnedMessage, name: &str) -> String {
-    message
-        .headers()
-        .and_then(|headers| headers.iter().find(|header| header.key == name))
-        .and_then(|header| header.value)
-        .map(|value| String::from_utf8_lossy(value).into_owned())
-        .unwrap_or_default()
+    written::noise_jpeg(width, height).expect("encode")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,11 +36,7 @@ async fn garbage_in_a_topic_is_dead_lettered_and_the_next_good_frame_processed()
         .expect("register");
     fleet.spawn_worker("worker-dl", &[]).expect("worker");
 
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &fleet.infrastructure.kafka_brokers)
-        .set("enable.idempotence", "true")
-        .create()
-        .expect("producer");
+    let producer = written::plain_producer(&fleet.infrastructure.kafka_brokers).expect("producer");
     let good = jpeg(WIDTH, HEIGHT);
     let wrong_size = jpeg(WIDTH * 2, HEIGHT * 2);
     let corrupt = b"\xFF\xD8\xFF\xE0 this is not really a jpeg".to_vec();
@@ -88,22 +46,22 @@ async fn garbage_in_a_topic_is_dead_lettered_and_the_next_good_frame_processed()
         (b"no headers at all".to_vec(), None, "missing"),
         (
             empty.clone(),
-            Some(headers_for(&channel_id, 1, &empty)),
+            Some(written::frame_record_headers(&channel_id, 1, &empty)),
             "empty payload",
         ),
         (
             corrupt.clone(),
-            Some(headers_for(&channel_id, 2, &corrupt)),
+            Some(written::frame_record_headers(&channel_id, 2, &corrupt)),
             "corrupt jpeg",
         ),
         (
             wrong_size.clone(),
-            Some(headers_for(&channel_id, 3, &wrong_size)),
+            Some(written::frame_record_headers(&channel_id, 3, &wrong_size)),
             "64×48",
         ),
         (
             good.clone(),
-            Some(headers_for(&channel_id, 4, b"other bytes")),
+            Some(written::frame_record_headers(&channel_id, 4, b"other bytes")),
             "checksum mismatch",
         ),
     ];
@@ -123,7 +81,7 @@ async fn garbage_in_a_topic_is_dead_lettered_and_the_next_good_frame_processed()
     let good_record = FutureRecord::to(&registered.topic)
         .key(channel_id.as_str())
         .payload(good.as_slice())
-        .headers(headers_for(&channel_id, 5, &good));
+        .headers(written::frame_record_headers(&channel_id, 5, &good));
     producer
         .send(good_record, Duration::from_secs(10))
         .await
@@ -154,13 +112,13 @@ async fn garbage_in_a_topic_is_dead_lettered_and_the_next_good_frame_processed()
         "one dead letter per bad record"
     );
     for (dead_letter, (payload, _, reason)) in dead_letters.iter().zip(&cases) {
-        let stated = header(dead_letter, wire::HEADER_DEAD_LETTER_REASON);
+        let stated = written::header_text(dead_letter, wire::HEADER_DEAD_LETTER_REASON);
         assert!(
             stated.contains(reason),
             "expected a reason containing {reason:?}, got {stated:?}"
         );
         assert!(
-            header(dead_letter, wire::HEADER_SOURCE).starts_with(&registered.topic),
+            written::header_text(dead_letter, wire::HEADER_SOURCE).starts_with(&registered.topic),
             "dead letter names its source"
         );
         assert_eq!(
@@ -284,14 +242,14 @@ async fn records_from_other_clients_get_a_coded_dead_letter_or_a_result() {
             topic: channel.topic.clone(),
             key: Some(channel.channel_id.clone().into_bytes()),
             payload: Some(payload.to_vec()),
-            headers: headers_for(&channel.channel_id, sequence, payload),
+            headers: written::frame_record_headers(&channel.channel_id, sequence, payload),
             zstd: false,
             code,
         };
     let mut cases = vec![
         // Two different sequence numbers: ambiguous, whichever comes first.
         Case {
-            headers: headers_for(&id(&cam), 1, &good).insert(rdkafka::message::Header {
+            headers: written::frame_record_headers(&id(&cam), 1, &good).insert(rdkafka::message::Header {
                 key: wire::HEADER_SEQUENCE,
                 value: Some("2"),
             }),
@@ -300,7 +258,7 @@ async fn records_from_other_clients_get_a_coded_dead_letter_or_a_result() {
         // A tombstone.
         Case {
             payload: None,
-            headers: headers_for(&id(&cam), 3, b""),
+            headers: written::frame_record_headers(&id(&cam), 3, b""),
             ..frame(&cam, 3, b"", Some("DEAD_LETTER_CODE_NULL_VALUE"))
         },
         // Keyed as another channel.
@@ -372,7 +330,7 @@ async fn records_from_other_clients_get_a_coded_dead_letter_or_a_result() {
 
     let mut codes: Vec<String> = dead_letters
         .iter()
-        .map(|dead_letter| header(dead_letter, wire::HEADER_DEAD_LETTER_CODE))
+        .map(|dead_letter| written::header_text(dead_letter, wire::HEADER_DEAD_LETTER_CODE))
         .collect();
     codes.sort();
     let mut expected_codes: Vec<String> = expected_dead
@@ -383,20 +341,20 @@ async fn records_from_other_clients_get_a_coded_dead_letter_or_a_result() {
     expected_codes.sort();
     let reasons: Vec<String> = dead_letters
         .iter()
-        .map(|dead_letter| header(dead_letter, wire::HEADER_DEAD_LETTER_REASON))
+        .map(|dead_letter| written::header_text(dead_letter, wire::HEADER_DEAD_LETTER_REASON))
         .collect();
     assert_eq!(
         codes, expected_codes,
         "one coded dead letter per bad record: {reasons:#?}"
     );
     for dead_letter in &dead_letters {
-        assert!(!header(dead_letter, wire::HEADER_DEAD_LETTER_REASON).is_empty());
-        match header(dead_letter, wire::HEADER_DEAD_LETTER_CODE).as_str() {
+        assert!(!written::header_text(dead_letter, wire::HEADER_DEAD_LETTER_REASON).is_empty());
+        match written::header_text(dead_letter, wire::HEADER_DEAD_LETTER_CODE).as_str() {
             "DEAD_LETTER_CODE_NULL_VALUE" => assert!(dead_letter.payload().is_none(), "a null value stays null"),
             "DEAD_LETTER_CODE_PAYLOAD_TOO_LARGE" => {
                 assert!(dead_letter.payload().is_none(), "the oversized payload is not copied");
                 assert_eq!(
-                    header(dead_letter, wire::HEADER_PAYLOAD_DROPPED_BYTES),
+                    written::header_text(dead_letter, wire::HEADER_PAYLOAD_DROPPED_BYTES),
                     huge.len().to_string()
                 );
             }

@@ -1,9 +1,15 @@
 //! A channel whose source ended and whose frames were all committed is drained: the
 //! coordinator says so, and workers stop subscribing to its topic, so finished channels no
 //! longer take partitions (and with them a worker's share of the group) from live ones.
+//! Drained is a fact about offsets, not a promise: records written into a drained channel's
+//! topic later (another client, a late retry) withdraw it, and each gets its outcome.
 
-use framefleet_loadtest::Fleet;
-use framefleet_proto::v1::{FleetStatus, ListChannelsRequest, WorkerReport};
+use framefleet_loadtest::{Fleet, written};
+use framefleet_proto::v1::channel_service_client::ChannelServiceClient;
+use framefleet_proto::v1::{Channel, FleetStatus, ListChannelsRequest, WorkerReport};
+use framefleet_proto::wire::{self, FrameResult};
+use rdkafka::message::Message;
+use rdkafka::producer::FutureRecord;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -16,30 +22,30 @@ fn worker_partitions(status: &FleetStatus) -> Option<u32> {
     worker_report(status).map(|report| report.assigned_partitions)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_drained_channel_gives_its_partitions_back() {
-    let mut fleet = Fleet::start("ended-drained").await.expect("start the coordinator");
-    fleet.spawn_worker("worker-d", &[]).expect("worker");
-    let mut channels = fleet.channel_client().await.expect("connect");
-
-    // A finished run: its ingestor read 30 frames and exited.
-    let old = fleet.names.channel_id("old");
+/// A finished run: an ingestor read `frames` synthetic frames of 64×48 into `channel_id` and exited.
+async fn finished_run(fleet: &Fleet, ingestor_id: &str, channel_id: &str, frames: u32) {
+    let source = [(channel_id, "synthetic://64x48@30")];
+    let frames = frames.to_string();
     let config = fleet
-        .ingestor_config(
-            "ingestor-old",
-            &[(&old, "synthetic://64x48@30")],
-            &["--max-frames", "30"],
-        )
+        .ingestor_config(ingestor_id, &source, &["--max-frames", &frames])
         .expect("config");
     framefleet_ingestor::run(config, CancellationToken::new())
         .await
         .expect("the finished run");
+}
 
+/// Polls the channel until `done` holds of it (60 s at most).
+async fn wait_for_channel(
+    channels: &mut ChannelServiceClient<framefleet_proto::client::CoordinatorChannel>,
+    channel_id: &str,
+    what: &str,
+    done: impl Fn(&Channel) -> bool,
+) -> Channel {
     let deadline = Instant::now() + Duration::from_secs(60);
-    let drained = loop {
+    loop {
         let listed = channels
             .list_channels(ListChannelsRequest {
-                id_prefix: old.clone(),
+                id_prefix: channel_id.to_owned(),
                 ..ListChannelsRequest::default()
             })
             .await
@@ -48,14 +54,28 @@ async fn a_drained_channel_gives_its_partitions_back() {
         let record = listed
             .channels
             .into_iter()
-            .find(|channel| channel.channel_id == old)
+            .find(|channel| channel.channel_id == channel_id)
             .expect("the channel");
-        if record.drained_unix_ms > 0 {
-            break record;
+        if done(&record) {
+            return record;
         }
-        assert!(Instant::now() < deadline, "never marked drained: {record:?}");
+        assert!(Instant::now() < deadline, "never {what}: {record:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_channel_gives_its_partitions_back() {
+    let mut fleet = Fleet::start("ended-drained").await.expect("start the coordinator");
+    fleet.spawn_worker("worker-d", &[]).expect("worker");
+    let mut channels = fleet.channel_client().await.expect("connect");
+
+    let old = fleet.names.channel_id("old");
+    finished_run(&fleet, "ingestor-old", &old, 30).await;
+    let drained = wait_for_channel(&mut channels, &old, "marked drained", |channel| {
+        channel.drained_unix_ms > 0
+    })
+    .await;
     assert!(
         drained.ended_unix_ms > 0 && drained.drained_unix_ms >= drained.ended_unix_ms,
         "{drained:?}"
@@ -100,5 +120,100 @@ async fn a_drained_channel_gives_its_partitions_back() {
         .expect("the worker consumes the live channel");
     assert_eq!(worker_partitions(&status), Some(1), "{status:?}");
     ingestor.await.expect("ingestor task").expect("the live run");
+    fleet.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_written_into_a_drained_channel_get_their_outcomes() {
+    let mut fleet = Fleet::start("drained-late").await.expect("start the coordinator");
+    fleet.spawn_worker("worker-late", &[]).expect("worker");
+    let mut channels = fleet.channel_client().await.expect("connect");
+    let cam = fleet.names.channel_id("cam");
+    finished_run(&fleet, "ingestor-late", &cam, 20).await;
+    let drained = wait_for_channel(&mut channels, &cam, "marked drained", |channel| {
+        channel.drained_unix_ms > 0
+    })
+    .await;
+    fleet
+        .wait_for_status(Duration::from_secs(30), |status| worker_partitions(status) == Some(0))
+        .await
+        .expect("the worker lets the drained channel's partition go");
+
+    // Another client writes into the drained topic: good frames and bad ones.
+    let producer = written::plain_producer(&fleet.infrastructure.kafka_brokers).expect("producer");
+    let good = written::solid_jpeg(64, 48).expect("jpeg");
+    let wrong_size = written::solid_jpeg(128, 96).expect("jpeg");
+    let corrupt = b"\xFF\xD8\xFF\xE0 not really a jpeg".to_vec();
+    let late: Vec<(u64, &[u8])> = vec![
+        (1001, &good),
+        (1002, &corrupt),
+        (1003, &good),
+        (1004, &wrong_size),
+        (1005, &good),
+    ];
+    for (sequence, payload) in &late {
+        let record = FutureRecord::to(&drained.topic)
+            .key(cam.as_str())
+            .payload(*payload)
+            .headers(written::frame_record_headers(&cam, *sequence, payload));
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .expect("write into the drained topic");
+    }
+
+    // Drained is withdrawn (the topic grew), the worker consumes the topic again, and
+    // every late record gets its outcome; then the channel is drained once more.
+    let again = wait_for_channel(&mut channels, &cam, "drained again after the late records", |channel| {
+        channel.drained_unix_ms > drained.drained_unix_ms
+    })
+    .await;
+    assert_eq!(again.ended_unix_ms, drained.ended_unix_ms, "still the ended channel");
+    let brokers = fleet.infrastructure.kafka_brokers.clone();
+    let (dead_letter_topic, results_topic) = (fleet.names.dead_letter_topic.clone(), fleet.names.results_topic.clone());
+    let (results, dead_letters) = tokio::task::spawn_blocking(move || {
+        let read = |topic: &str, expected| {
+            framefleet_loadtest::read_topic(
+                &brokers,
+                topic,
+                expected,
+                Duration::from_secs(60),
+                Duration::from_secs(1),
+            )
+            .expect("read")
+        };
+        (read(&results_topic, 23), read(&dead_letter_topic, 2))
+    })
+    .await
+    .expect("read");
+    let mut late_results: Vec<u64> = results
+        .iter()
+        .map(|record| serde_json::from_slice::<FrameResult>(record.payload().unwrap_or_default()).expect("result JSON"))
+        .filter(|result| result.sequence > 1000)
+        .map(|result| result.sequence)
+        .collect();
+    late_results.sort_unstable();
+    assert_eq!(late_results, [1001, 1003, 1005], "each late good frame has one result");
+    assert_eq!(results.len(), 23, "the run's 20 results and the late 3, none twice");
+    let mut late_dead: Vec<String> = dead_letters
+        .iter()
+        .map(|record| written::header_text(record, wire::HEADER_DEAD_LETTER_CODE))
+        .collect();
+    late_dead.sort();
+    assert_eq!(
+        late_dead,
+        ["DEAD_LETTER_CODE_CORRUPT_IMAGE", "DEAD_LETTER_CODE_SIZE_MISMATCH"],
+        "each late bad record has a coded dead letter"
+    );
+    let status = fleet
+        .wait_for_status(Duration::from_secs(30), |status| {
+            status
+                .topics
+                .iter()
+                .any(|topic| topic.topic == drained.topic && topic.lag == 0 && topic.consume == 25)
+        })
+        .await
+        .expect("every record of the topic committed");
+    assert!(status.kafka_error.is_empty(), "{status:?}");
     fleet.stop().await.expect("stop");
 }

@@ -12,6 +12,10 @@ use etcd_client::{
 use futures::StreamExt;
 use std::time::Duration;
 
+/// HTTP/2 ping interval to each etcd member, and how long a ping may go unanswered before
+/// the connection is dropped.
+pub const ETCD_KEEP_ALIVE: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Clone)]
 pub struct EtcdStoreConfig {
     pub endpoints: Vec<String>,
@@ -25,16 +29,27 @@ pub struct EtcdStore {
     client: Client,
     key_prefix: String,
     request_timeout: Duration,
+    /// The member prober runs while any clone of the store lives.
+    _alive: std::sync::Arc<()>,
 }
 
 impl EtcdStore {
     /// Connects and checks that etcd answers, within the request timeout.
     pub async fn connect(config: EtcdStoreConfig) -> Result<Self, StoreError> {
         let endpoints = config.endpoints.join(",");
+        // A member cut off the network keeps its TCP connection open as far as this side can
+        // tell, so without HTTP/2 pings watches on it simply went quiet: pings close such a
+        // connection within `ETCD_KEEP_ALIVE` × 2, ending its watches with an error (their
+        // callers watch again). Requests are kept away from it by the member prober
+        // (`etcd_members`). `require_leader` makes a member that lost its peers refuse requests
+        // and cancel watches ("no leader") instead of serving a frozen view.
         let options = ConnectOptions::new()
             .with_connect_timeout(config.request_timeout)
-            .with_timeout(config.request_timeout);
-        let connect = Client::connect(config.endpoints.clone(), Some(options));
+            .with_timeout(config.request_timeout)
+            .with_keep_alive(ETCD_KEEP_ALIVE, ETCD_KEEP_ALIVE)
+            .with_keep_alive_while_idle(true)
+            .with_require_leader(true);
+        let connect = Client::connect(config.endpoints.clone(), Some(options.clone()));
         let mut client = tokio::time::timeout(config.request_timeout, connect)
             .await
             .map_err(|_| {
@@ -54,10 +69,20 @@ impl EtcdStore {
                 ))
             })?
             .map_err(|error| StoreError::Unavailable(format!("etcd at {endpoints} is not healthy: {error}")))?;
+        let alive = std::sync::Arc::new(());
+        if config.endpoints.len() > 1 {
+            super::etcd_members::spawn_prober(
+                client.clone(),
+                config.endpoints.clone(),
+                options,
+                std::sync::Arc::downgrade(&alive),
+            );
+        }
         Ok(Self {
             client,
             key_prefix: config.key_prefix,
             request_timeout: config.request_timeout,
+            _alive: alive,
         })
     }
 

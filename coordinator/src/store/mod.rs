@@ -2,6 +2,7 @@
 //! in-memory map in unit tests. Keys are relative to the store's prefix.
 
 mod etcd;
+mod etcd_members;
 mod memory;
 
 pub use etcd::{EtcdStore, EtcdStoreConfig};

@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# A long run of the compose cluster: 8 synthetic cameras at 10 frames/s through one ingestor,
+# workers joining and leaving (2 ↔ 3 every 5 minutes), and one fault of the fault suite drawn at
+# random every few minutes (those that leave the one ingestor running). Every service's memory
+# is sampled all along (docker stats). At the end `framefleet audit` must find an outcome for
+# every frame Kafka acknowledged, the ledgers no failed delivery, and no service's memory may
+# trend: the mean of the second half of the run within 10 % of the first half's.
+#   deploy/compose/soak.sh [--minutes N] [--fault-every SECONDS] [--seed N]
+#                          (default: 30 minutes, a fault every 180 s)
+# Writes $OUT/soak.md (the table for the docs), soak-memory.csv and soak-events.csv, and exits 1
+# when any of the three checks fails. Not part of scripts/test.sh: it takes half an hour.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-ffsoak$$}"
+OUT="${FRAMEFLEET_SOAK_OUT:-$ROOT/target/soak}"
+MINUTES=30 FAULT_EVERY=180 SEED=$$ FPS=10 CAMERAS=8 SAMPLE_EVERY=15 SCALE_EVERY=300
+while (($#)); do
+  case "$1" in
+    --minutes) MINUTES="$2"; shift 2 ;;
+    --fault-every) FAULT_EVERY="$2"; shift 2 ;;
+    --seed) SEED="$2"; shift 2 ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown option $1 (--help lists them)" >&2; exit 2 ;;
+  esac
+done
+# The faults that leave the run's one ingestor running (its own kill and partition end or
+# restart the run, which the fault suite checks on its own).
+SOAK_FAULTS=(worker-kill leader-kill etcd-member-kill broker-kill brokers-kill postgres-kill worker-pause
+  worker-partition leader-partition leader-etcd-partition etcd-member-partition broker-slow-network
+  broker-slow-storage)
+FRAMES=$((FPS * 60 * MINUTES))
+RANDOM=$SEED
+
+cluster() { "$HERE/cluster.sh" "$@"; }
+compose() { cluster compose "$@"; }
+log() { echo "soak: [$(( (SECONDS - started) / 60 ))m$(( (SECONDS - started) % 60 ))s] $*" >&2; }
+started=$SECONDS
+# shellcheck source=deploy/compose/faults.sh
+source "$HERE/faults.sh"
+
+mkdir -p "$OUT"
+cleanup() {
+  compose logs --no-color >"$OUT/soak-cluster.log" 2>&1 || true
+  cluster down >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+"$ROOT/scripts/docker-up.sh"
+cluster up --workers 2 --ingestors 0 >/dev/null
+NETWORK="${COMPOSE_PROJECT_NAME}_fleet"
+
+phase=soak
+channels=()
+for camera in $(seq 1 "$CAMERAS"); do channels+=("--channel=soak-cam-$camera=synthetic://320x240@$FPS"); done
+INGESTOR="${COMPOSE_PROJECT_NAME}-ingestor-soak"
+compose run -d -T --name "$INGESTOR" ingestor --ingestor-id=ingestor-soak "${channels[@]}" \
+  --pace=realtime "--max-frames=$FRAMES" >/dev/null
+log "$CAMERAS cameras × $FPS frames/s for $MINUTES minutes ($((CAMERAS * FRAMES)) frames); a fault every $FAULT_EVERY s (seed $SEED)"
+
+echo "seconds,container,memory_mib" >"$OUT/soak-memory.csv"
+echo "seconds,event" >"$OUT/soak-events.csv"
+event() { log "$1"; echo "$((SECONDS - started)),$1" >>"$OUT/soak-events.csv"; }
+
+# One docker-stats sample of every container of the cluster and the run's ingestor, in MiB
+# (one-off CLI containers left out).
+sample_memory() {
+  local ids
+  ids="$( (compose ps -q; docker ps -q --filter "name=^${INGESTOR}$") | sort -u)"
+  [[ -n "$ids" ]] || return 0
+  # shellcheck disable=SC2086
+  docker stats --no-stream --format '{{.Name}} {{.MemUsage}}' $ids 2>/dev/null | python3 -c '
+import re, sys
+units = {"B": 1 / 2**20, "KiB": 1 / 1024, "MiB": 1, "GiB": 1024}
+for line in sys.stdin:
+    name, usage = line.split(" ", 1)
+    match = re.match(r"([\d.]+)(B|KiB|MiB|GiB)", usage.strip())
+    if match and "-run-" not in name:
+        print(f"{sys.argv[1]},{name},{float(match.group(1)) * units[match.group(2)]:.1f}")' \
+    "$((SECONDS - started))" >>"$OUT/soak-memory.csv"
+}
+
+running() { [[ "$(docker inspect --format '{{.State.Running}}' "$INGESTOR" 2>/dev/null)" == true ]]; }
+
+next_fault=$((SECONDS + FAULT_EVERY))
+next_scale=$((SECONDS + SCALE_EVERY))
+workers=2 faults=0 failed_faults=0
+while running; do
+  sample_memory
+  if ((SECONDS >= next_fault)); then
+    fault="${SOAK_FAULTS[RANDOM % ${#SOAK_FAULTS[@]}]}"
+    event "fault: $fault"
+    faults=$((faults + 1))
+    if ! inject "$fault" "$INGESTOR"; then
+      failed_faults=$((failed_faults + 1)); event "fault $fault: its own check failed"
+    fi
+    cluster wait-healthy 120 >/dev/null 2>&1 || event "not healthy 120 s after $fault"
+    next_fault=$((SECONDS + FAULT_EVERY))
+  fi
+  if ((SECONDS >= next_scale)); then
+    workers=$((workers == 2 ? 3 : 2))
+    compose up -d --scale "worker=$workers" --no-recreate worker >/dev/null 2>&1
+    event "workers: $workers"
+    next_scale=$((SECONDS + SCALE_EVERY))
+  fi
+  sleep "$SAMPLE_EVERY"
+done
+event "the ingestor finished; waiting for every frame's outcome"
+
+# The audit of the acknowledged frames (the frame topics hold every frame of the run: reading
+# them all back would take longer than the check is worth here; the fault suite does that).
+report=""
+deadline=$((SECONDS + 600))
+while ((SECONDS < deadline)); do
+  if report="$(compose run --rm -T cli --json audit --channel-prefix soak- --read-timeout-secs 300 2>/dev/null)"; then
+    python3 -c 'import json,sys; sys.exit(not all(run["source_finished"] in (True, None) for run in json.loads(sys.argv[1])["runs"]))' \
+      "$report" && break
+  fi
+  sleep 10
+done
+event "audit done"
+
+python3 - "$OUT" "$report" "$CAMERAS" "$FRAMES" "$MINUTES" "$faults" "$failed_faults" <<'PY'
+import csv, json, statistics, sys
+out, report, cameras, frames, minutes, faults, failed_faults = sys.argv[1], json.loads(sys.argv[2] or "{}"), *map(int, sys.argv[3:])
+runs = report.get("runs", [])
+total = lambda field: sum(run.get(field) or 0 for run in runs)
+missing = report.get("frames_missing", -1)
+samples = list(csv.DictReader(open(f"{out}/soak-memory.csv")))
+end = max((int(row["seconds"]) for row in samples), default=0)
+by_container = {}
+for row in samples:
+    by_container.setdefault(row["container"], []).append((int(row["seconds"]), float(row["memory_mib"])))
+rows, trending = [], []
+for container, points in sorted(by_container.items()):
+    first = [mib for seconds, mib in points if seconds < end / 2]
+    second = [mib for seconds, mib in points if seconds >= end / 2]
+    if len(first) < 3 or len(second) < 3:
+        continue  # joined or left during the run: no trend to compare
+    before, after = statistics.mean(first), statistics.mean(second)
+    trend = after / before - 1 if before else 0.0
+    if trend > 0.10:
+        trending.append(container)
+    rows.append((container.removeprefix(f"{container.split('-')[0]}-"), before, after, trend))
+lines = [
+    f"Soak: {cameras} cameras × {frames // (minutes * 60)} frames/s for {minutes} minutes, {faults} faults "
+    f"({failed_faults} whose own check failed), workers 2 ↔ 3 every 5 minutes.",
+    "",
+    "| frames the cameras gave | captured | acknowledged | failed deliveries | resent copies | processed | dead-lettered | duplicates | without an outcome |",
+    "|---|---|---|---|---|---|---|---|---|",
+    f"| {cameras * frames} | {total('frames_captured')} | {total('frames_acknowledged')} | {total('frames_failed')} | "
+    f"{total('frames_resent')} | {total('frames_processed')} | {total('frames_dead_lettered')} | {total('duplicates')} | {missing} |",
+    "",
+    "| container | memory, first half (MiB) | memory, second half (MiB) | trend |",
+    "|---|---|---|---|",
+] + [f"| {name} | {before:.0f} | {after:.0f} | {trend:+.1%} |" for name, before, after, trend in rows]
+open(f"{out}/soak.md", "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+problems = []
+if missing != 0:
+    problems.append(f"{missing} frames without an outcome")
+if total("frames_failed"):
+    problems.append(f"{total('frames_failed')} failed deliveries")
+if total("frames_acknowledged") < cameras * frames:
+    problems.append(f"{total('frames_acknowledged')} of {cameras * frames} frames acknowledged")
+if trending:
+    problems.append("memory trending up: " + ", ".join(trending))
+if problems:
+    print("soak failed: " + "; ".join(problems), file=sys.stderr)
+    sys.exit(1)
+PY
