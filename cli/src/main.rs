@@ -833,6 +833,22 @@ async fn all_channels(
     }
 }
 
+/// One call of a watch's poll: its answer, `None` after a transient failure (printed; a
+/// missed poll is not worth stopping the watch for), or the failure that ends the watch.
+fn missed_poll_or<T>(what: &str, outcome: Result<T, tonic::Status>) -> Result<Option<T>, Failure> {
+    match outcome {
+        Ok(answer) => Ok(Some(answer)),
+        Err(status) => {
+            let error = CallError::new(what, status);
+            if !error.is_transient() {
+                return Err(error.status.into());
+            }
+            eprintln!("{error}");
+            Ok(None)
+        }
+    }
+}
+
 /// The fleet status once every registered worker has reported since this call (a few
 /// seconds at most); `None` when that does not happen in time or the status cannot be read.
 async fn reports_after_drain(fleet: &mut FleetServiceClient<CoordinatorChannel>) -> Option<FleetStatus> {
@@ -879,29 +895,16 @@ async fn watch(
                 break;
             }
         }
-        let status = match fleet.get_fleet_status(GetFleetStatusRequest {}).await {
-            Ok(response) => response.into_inner(),
-            Err(status) => {
-                let error = CallError::new("fleet status", status);
-                // A missed poll is not worth stopping the watch for.
-                if !error.is_transient() {
-                    return Err(error.status.into());
-                }
-                eprintln!("{error}");
-                continue;
-            }
+        let polled = fleet
+            .get_fleet_status(GetFleetStatusRequest {})
+            .await
+            .map(tonic::Response::into_inner);
+        let Some(status) = missed_poll_or("fleet status", polled)? else {
+            continue;
         };
         let elapsed = started.elapsed();
-        let listed = match all_channels(channels).await {
-            Ok(listed) => listed,
-            Err(status) => {
-                let error = CallError::new("listing channels", status);
-                if !error.is_transient() {
-                    return Err(error.status.into());
-                }
-                eprintln!("{error}");
-                continue;
-            }
+        let Some(listed) = missed_poll_or("listing channels", all_channels(channels).await)? else {
+            continue;
         };
         let drained = until_drained && drain.drained(&status, &listed);
         let status = if drained {

@@ -121,6 +121,10 @@ for fault in "${FAULTS[@]}"; do
   wait_exit "$INGESTOR" 120
   read -r acked in_kafka lost duplicates captured failed < <(settle "$phase" 240)
   recovered=$((SECONDS - fault_at))
+  # The phase's ingestor runs' logs (resent frames, delivery failures) outlive their containers.
+  for run in $(printf '%s\n' "$first_ingestor" "$INGESTOR" | sort -u); do
+    docker logs "$run" >>"$OUT/ingestor-$phase.log" 2>&1 || true
+  done
   docker rm -f "$first_ingestor" "$INGESTOR" >/dev/null 2>&1 || true
   cluster wait-healthy 120 || true
   passed=yes

@@ -47,7 +47,9 @@ cleanup() {
 trap cleanup EXIT
 
 "$ROOT/scripts/docker-up.sh"
-cluster up --workers 2 --ingestors 0 >/dev/null
+cluster up --workers 0 --ingestors 0 >/dev/null
+compose up -d --scale worker=2 --no-recreate worker >/dev/null
+cluster wait-healthy 120
 NETWORK="${COMPOSE_PROJECT_NAME}_fleet"
 
 phase=soak

@@ -22,16 +22,41 @@ fn worker_partitions(status: &FleetStatus) -> Option<u32> {
     worker_report(status).map(|report| report.assigned_partitions)
 }
 
-/// A finished run: an ingestor read `frames` synthetic frames of 64×48 into `channel_id` and exited.
-async fn finished_run(fleet: &Fleet, ingestor_id: &str, channel_id: &str, frames: u32) {
-    let source = [(channel_id, "synthetic://64x48@30")];
-    let frames = frames.to_string();
-    let config = fleet
-        .ingestor_config(ingestor_id, &source, &["--max-frames", &frames])
-        .expect("config");
-    framefleet_ingestor::run(config, CancellationToken::new())
-        .await
-        .expect("the finished run");
+/// A fleet with one worker, after a finished run: an ingestor read synthetic 64×48 frames
+/// into one channel and exited, and the coordinator marked the channel drained.
+struct DrainedRun {
+    fleet: Fleet,
+    channels: ChannelServiceClient<framefleet_proto::client::CoordinatorChannel>,
+    channel_id: String,
+    /// The channel as it was first seen drained.
+    drained: Channel,
+}
+
+impl DrainedRun {
+    async fn start(label: &str, channel: &str, frames: u32) -> Self {
+        let mut fleet = Fleet::start(label).await.expect("start the coordinator");
+        fleet.spawn_worker(&format!("worker-{label}"), &[]).expect("worker");
+        let mut channels = fleet.channel_client().await.expect("connect");
+        let channel_id = fleet.names.channel_id(channel);
+        let source = [(channel_id.as_str(), "synthetic://64x48@30")];
+        let frames = frames.to_string();
+        let config = fleet
+            .ingestor_config(&format!("ingestor-{label}"), &source, &["--max-frames", &frames])
+            .expect("config");
+        framefleet_ingestor::run(config, CancellationToken::new())
+            .await
+            .expect("the finished run");
+        let drained = wait_for_channel(&mut channels, &channel_id, "marked drained", |channel| {
+            channel.drained_unix_ms > 0
+        })
+        .await;
+        Self {
+            fleet,
+            channels,
+            channel_id,
+            drained,
+        }
+    }
 }
 
 /// Polls the channel until `done` holds of it (60 s at most).
@@ -66,16 +91,12 @@ async fn wait_for_channel(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_channel_gives_its_partitions_back() {
-    let mut fleet = Fleet::start("ended-drained").await.expect("start the coordinator");
-    fleet.spawn_worker("worker-d", &[]).expect("worker");
-    let mut channels = fleet.channel_client().await.expect("connect");
-
-    let old = fleet.names.channel_id("old");
-    finished_run(&fleet, "ingestor-old", &old, 30).await;
-    let drained = wait_for_channel(&mut channels, &old, "marked drained", |channel| {
-        channel.drained_unix_ms > 0
-    })
-    .await;
+    let DrainedRun {
+        fleet,
+        channel_id: old,
+        drained,
+        ..
+    } = DrainedRun::start("ended-drained", "old", 30).await;
     assert!(
         drained.ended_unix_ms > 0 && drained.drained_unix_ms >= drained.ended_unix_ms,
         "{drained:?}"
@@ -125,15 +146,12 @@ async fn a_drained_channel_gives_its_partitions_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_written_into_a_drained_channel_get_their_outcomes() {
-    let mut fleet = Fleet::start("drained-late").await.expect("start the coordinator");
-    fleet.spawn_worker("worker-late", &[]).expect("worker");
-    let mut channels = fleet.channel_client().await.expect("connect");
-    let cam = fleet.names.channel_id("cam");
-    finished_run(&fleet, "ingestor-late", &cam, 20).await;
-    let drained = wait_for_channel(&mut channels, &cam, "marked drained", |channel| {
-        channel.drained_unix_ms > 0
-    })
-    .await;
+    let DrainedRun {
+        fleet,
+        mut channels,
+        channel_id: cam,
+        drained,
+    } = DrainedRun::start("drained-late", "cam", 20).await;
     fleet
         .wait_for_status(Duration::from_secs(30), |status| worker_partitions(status) == Some(0))
         .await
