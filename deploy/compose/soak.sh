@@ -123,7 +123,7 @@ done
 event "audit done"
 
 python3 - "$OUT" "$report" "$CAMERAS" "$FRAMES" "$MINUTES" "$faults" "$failed_faults" <<'PY'
-import csv, json, statistics, sys
+import csv, json, re, statistics, sys
 out, report, cameras, frames, minutes, faults, failed_faults = sys.argv[1], json.loads(sys.argv[2] or "{}"), *map(int, sys.argv[3:])
 runs = report.get("runs", [])
 total = lambda field: sum(run.get(field) or 0 for run in runs)
@@ -143,7 +143,8 @@ for container, points in sorted(by_container.items()):
     trend = after / before - 1 if before else 0.0
     if trend > 0.10:
         trending.append(container)
-    rows.append((container.removeprefix(f"{container.split('-')[0]}-"), before, after, trend))
+    # Compose names containers <project>_<service>_<n>; the run's ingestor <project>-ingestor-soak.
+    rows.append((re.sub(r"^[a-z0-9]+[_-]", "", container), before, after, trend))
 lines = [
     f"Soak: {cameras} cameras × {frames // (minutes * 60)} frames/s for {minutes} minutes, {faults} faults "
     f"({failed_faults} whose own check failed), workers 2 ↔ 3 every 5 minutes.",
