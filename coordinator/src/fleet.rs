@@ -302,31 +302,25 @@ impl KafkaInspector {
 
 impl DrainProbe for KafkaInspector {
     async fn high_watermarks(&self, topics: Vec<String>) -> Result<PartitionOffsets, CoordinatorError> {
-        Ok(self
-            .read(topics)
-            .await?
-            .into_iter()
-            .flat_map(|(topic, partitions)| {
-                partitions
-                    .into_iter()
-                    .map(move |reading| (topic.clone(), reading.partition, reading.high))
-            })
-            .collect())
+        Ok(self.offsets(topics).await?.0)
     }
 
     async fn committed(&self, topics: Vec<String>) -> Result<PartitionOffsets, CoordinatorError> {
-        Ok(self
-            .read(topics)
-            .await?
-            .into_iter()
-            .flat_map(|(topic, partitions)| {
-                partitions.into_iter().filter_map(move |reading| {
-                    reading
-                        .committed
-                        .map(|offset| (topic.clone(), reading.partition, offset))
-                })
-            })
-            .collect())
+        Ok(self.offsets(topics).await?.1)
+    }
+
+    async fn offsets(&self, topics: Vec<String>) -> Result<(PartitionOffsets, PartitionOffsets), CoordinatorError> {
+        let mut marks = Vec::new();
+        let mut committed = Vec::new();
+        for (topic, partitions) in self.read(topics).await? {
+            for reading in partitions {
+                marks.push((topic.clone(), reading.partition, reading.high));
+                if let Some(offset) = reading.committed {
+                    committed.push((topic.clone(), reading.partition, offset));
+                }
+            }
+        }
+        Ok((marks, committed))
     }
 }
 

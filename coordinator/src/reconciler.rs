@@ -28,6 +28,11 @@ pub trait DrainProbe: Send + Sync + 'static {
     ) -> impl Future<Output = Result<PartitionOffsets, CoordinatorError>> + Send;
     fn committed(&self, topics: Vec<String>)
     -> impl Future<Output = Result<PartitionOffsets, CoordinatorError>> + Send;
+    /// Both, read once: (high watermarks, committed offsets).
+    fn offsets(
+        &self,
+        topics: Vec<String>,
+    ) -> impl Future<Output = Result<(PartitionOffsets, PartitionOffsets), CoordinatorError>> + Send;
 }
 
 pub struct Reconciler<S, T, P> {
@@ -203,12 +208,7 @@ impl<S: MetadataStore, T: TopicAdmin, P: DrainProbe> Reconciler<S, T, P> {
         topics.dedup();
         // Kafka trouble with finished channels must not hold up assignments of live ones:
         // they are read again next pass.
-        let offsets = async {
-            let marks = self.probe.high_watermarks(topics.clone()).await?;
-            let committed = self.probe.committed(topics).await?;
-            Ok::<_, CoordinatorError>((marks, committed))
-        };
-        let (marks, committed) = match offsets.await {
+        let (marks, committed) = match self.probe.offsets(topics).await {
             Ok(offsets) => offsets,
             Err(error) => {
                 tracing::debug!(%error, "cannot tell yet whether ended channels are drained");
@@ -216,18 +216,19 @@ impl<S: MetadataStore, T: TopicAdmin, P: DrainProbe> Reconciler<S, T, P> {
             }
         };
         for record in probed {
-            let own_topics = record.topics();
-            let marks_of = |topics: &dyn Fn(&String) -> bool| -> PartitionOffsets {
-                marks.iter().filter(|(topic, _, _)| topics(topic)).cloned().collect()
-            };
-            let caught_up = if record.drained_unix_ms.is_none() {
-                committed_up_to(&marks_of(&|topic| own_topics.contains(topic)), &committed)
-            } else {
-                // A topic a live channel shares grows all the time and is consumed anyway;
-                // only the topics workers let go can leave a late record without an outcome.
-                let let_go = |topic: &String| own_topics.contains(topic) && !live_topics.contains(topic);
-                committed_up_to(&marks_of(&let_go), &committed)
-            };
+            // Once drained, a topic a live channel shares grows all the time and is consumed
+            // anyway: only the topics workers let go can leave a late record without an outcome.
+            let checked: Vec<String> = record
+                .topics()
+                .into_iter()
+                .filter(|topic| record.drained_unix_ms.is_none() || !live_topics.contains(topic))
+                .collect();
+            let checked_marks: PartitionOffsets = marks
+                .iter()
+                .filter(|(topic, _, _)| checked.contains(topic))
+                .cloned()
+                .collect();
+            let caught_up = committed_up_to(&checked_marks, &committed);
             if caught_up == record.drained_unix_ms.is_some() {
                 continue;
             }

@@ -78,28 +78,10 @@ impl Fleet {
 
     /// A worker's command line in this fleet (program name first).
     pub fn worker_args<'a>(&'a self, worker_id: &'a str, extra_args: &[&'a str]) -> Vec<&'a str> {
-        let mut args = vec![
-            "framefleet-worker",
-            "--worker-id",
-            worker_id,
-            "--coordinator",
-            &self.coordinator_address,
-            "--kafka-brokers",
-            &self.infrastructure.kafka_brokers,
-            "--group",
-            &self.names.worker_group,
-            "--results-topic",
-            &self.names.results_topic,
-            "--dead-letter-topic",
-            &self.names.dead_letter_topic,
-            // Only this fleet's channels, even when other tests share the coordinator's etcd.
-            "--channel-prefix",
-            &self.names.suffix,
-            "--channel-refresh-ms",
-            "300",
-            "--report-interval-ms",
-            "200",
-        ];
+        let mut args = vec!["framefleet-worker"];
+        args.extend(self.fleet_worker_args(worker_id, &self.names.worker_group, &self.names.results_topic));
+        // Quick to see new channels and to report, for tests that wait on either.
+        args.extend(["--channel-refresh-ms", "300", "--report-interval-ms", "200"]);
         args.extend_from_slice(extra_args);
         args
     }
@@ -108,6 +90,15 @@ impl Fleet {
     /// consumer group and results topic of its own, with the worker's defaults otherwise: the
     /// baselines' framefleet run, which must measure the worker, not a tuning.
     pub fn draining_worker_args(&self, worker_id: &str, group: &str, results_topic: &str) -> Vec<String> {
+        self.fleet_worker_args(worker_id, group, results_topic)
+            .map(str::to_owned)
+            .to_vec()
+    }
+
+    /// What places a worker in this fleet: its id, the coordinator and broker, its group and
+    /// results topic, the fleet's dead-letter topic, and only this fleet's channels (even when
+    /// other tests share the coordinator's etcd).
+    fn fleet_worker_args<'a>(&'a self, worker_id: &'a str, group: &'a str, results_topic: &'a str) -> [&'a str; 14] {
         [
             "--worker-id",
             worker_id,
@@ -124,8 +115,6 @@ impl Fleet {
             "--channel-prefix",
             &self.names.suffix,
         ]
-        .map(str::to_owned)
-        .to_vec()
     }
 
     /// Starts a worker in this process, or, with a `cpu_quota`, as a process of its own in

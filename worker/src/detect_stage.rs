@@ -233,6 +233,18 @@ mod tests {
         )
     }
 
+    /// A batch on the CPU with `processing` and `detector`, the analysis at its defaults.
+    fn cpu_context<'a>(processing: &'a ProcessingConfig, detector: &'a Detector) -> BatchContext<'a> {
+        BatchContext {
+            device: &candle_core::Device::Cpu,
+            worker_id: "w",
+            max_payload_bytes: 1 << 20,
+            analysis: AnalysisSettings::default(),
+            processing,
+            detector: Some(detector),
+        }
+    }
+
     /// A 4×2 frame of `cam-1` whose every byte is `value`.
     fn frame(sequence: u64, value: u8) -> ConsumedFrame {
         crate::compute::tests::frame(sequence as i64, vec![value; 4 * 2 * 3])
@@ -255,14 +267,7 @@ mod tests {
                 ..ProcessingConfig::default()
             };
             let detector = flaky_detector();
-            let context = BatchContext {
-                device: &candle_core::Device::Cpu,
-                worker_id: "w",
-                max_payload_bytes: 1 << 20,
-                analysis: AnalysisSettings::default(),
-                processing: &processing,
-                detector: Some(&detector),
-            };
+            let context = cpu_context(&processing, &detector);
             let frames = [frame(0, 100), frame(1, 0), frame(2, 200)];
             let outcomes = process_batch(&frames, &catalog, &context, &mut MotionState::default());
             for index in [0, 2] {
@@ -298,14 +303,7 @@ mod tests {
             ..ProcessingConfig::default()
         };
         let detector = flaky_detector();
-        let context = BatchContext {
-            device: &candle_core::Device::Cpu,
-            worker_id: "w",
-            max_payload_bytes: 1 << 20,
-            analysis: AnalysisSettings::default(),
-            processing: &processing,
-            detector: Some(&detector),
-        };
+        let context = cpu_context(&processing, &detector);
         // Odd sequence numbers are not the detector's: a short raw frame and an empty one are
         // dead-lettered all the same; a good one gets a result that says nothing ran.
         let frames = [frame(1, vec![128; 5]), frame(3, Vec::new()), frame(5, vec![128; 24])];
