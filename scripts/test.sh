@@ -27,7 +27,7 @@ cargo test --workspace --locked "$@"
 
 # The GPU device check's CPU half (the candle graph, i.e. the GPU path, on the CPU against
 # the fused kernel over real frames), the fused CUDA kernels compiled to PTX for sm_90, and the
-# PyTorch script compiled. The GPU half needs a GPU machine: see README, "The device check".
+# PyTorch script compiled. The GPU half needs a GPU machine: see docs/gpu.md, "The device check".
 echo "== device check, CPU half (scripts/device-check.sh --cpu-only)"
 FRAMEFLEET_PROFILE=dev scripts/device-check.sh prepare --cpu-only
 scripts/device-check.sh run --cpu-only

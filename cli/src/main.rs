@@ -12,8 +12,9 @@ mod render;
 mod snapshot;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use framefleet_common::args::CoordinatorArgs;
 use framefleet_proto::client::CallError;
-use framefleet_proto::client::{ClientOptions, CoordinatorChannel, Token};
+use framefleet_proto::client::CoordinatorChannel;
 use framefleet_proto::v1::assignment_service_client::AssignmentServiceClient;
 use framefleet_proto::v1::channel_service_client::ChannelServiceClient;
 use framefleet_proto::v1::fleet_service_client::FleetServiceClient;
@@ -24,7 +25,6 @@ use framefleet_proto::v1::{
     ListSchemaVersionsRequest, MoveChannelRequest, PixelFormat, RegisterChannelRequest, TopicStrategy,
     UpdateChannelRequest, WatchAssignmentsRequest, WorkerReport,
 };
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -60,22 +60,8 @@ macro_rules! outln {
 #[derive(Debug, Parser)]
 #[command(name = "framefleet", version, about = "Administer a framefleet coordinator", after_help = EXIT_CODES)]
 struct Cli {
-    /// Coordinator gRPC address (`https://…` for a TLS coordinator).
-    #[arg(
-        long,
-        global = true,
-        env = "FRAMEFLEET_COORDINATOR",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    coordinator: String,
-
-    /// Bearer token for mutating commands.
-    #[arg(long, global = true, env = "FRAMEFLEET_AUTH_TOKEN", hide_env_values = true)]
-    auth_token: Option<Token>,
-
-    /// PEM CA certificate of a TLS coordinator.
-    #[arg(long, global = true, env = "FRAMEFLEET_TLS_CA")]
-    tls_ca: Option<PathBuf>,
+    #[command(flatten)]
+    coordinator: CoordinatorArgs,
 
     /// Print JSON instead of text.
     #[arg(long, global = true)]
@@ -301,11 +287,12 @@ struct SchemaArgs {
 
 impl SchemaArgs {
     fn to_proto(&self) -> FrameSchema {
-        let (pixel_format, colour_channels) = match self.pixel_format {
-            PixelFormatArg::Rgb24 => (PixelFormat::Rgb24, 3),
-            PixelFormatArg::Bgr24 => (PixelFormat::Bgr24, 3),
-            PixelFormatArg::Gray8 => (PixelFormat::Gray8, 1),
+        let pixel_format = match self.pixel_format {
+            PixelFormatArg::Rgb24 => PixelFormat::Rgb24,
+            PixelFormatArg::Bgr24 => PixelFormat::Bgr24,
+            PixelFormatArg::Gray8 => PixelFormat::Gray8,
         };
+        let colour_channels = pixel_format.channel_count().unwrap_or(3);
         let encoding = match self.encoding {
             EncodingArg::Raw => FrameEncoding::Raw,
             EncodingArg::Jpeg => FrameEncoding::Jpeg,
@@ -437,15 +424,12 @@ fn print_schemas(json: bool, schemas: &[FrameSchema]) {
 
 async fn execute(cli: Cli) -> Result<(), Failure> {
     let timeout = Duration::from_secs(cli.timeout_secs.max(1));
-    let options = ClientOptions {
-        token: cli.auth_token.clone(),
-        tls_ca: cli.tls_ca.clone(),
-    };
+    let options = cli.coordinator.client_options();
     let streaming = matches!(cli.command, Command::Assignments { .. });
     let channel = if streaming {
-        framefleet_proto::client::connect_coordinator_for_streams(&cli.coordinator, timeout, &options).await
+        framefleet_proto::client::connect_coordinator_for_streams(&cli.coordinator.address, timeout, &options).await
     } else {
-        framefleet_proto::client::connect_coordinator(&cli.coordinator, timeout, &options).await
+        framefleet_proto::client::connect_coordinator(&cli.coordinator.address, timeout, &options).await
     }
     .map_err(|error| {
         let code = if error.is_usage_error() { 2 } else { 6 };

@@ -1,5 +1,5 @@
-//! The README's grpcurl and CLI examples, run as written against a coordinator on real etcd
-//! and Kafka, so the documentation cannot drift from the API.
+//! The grpcurl and CLI examples of `docs/api.md`, run as written against a coordinator on real
+//! etcd and Kafka, so the documentation cannot drift from the API.
 
 use framefleet_test_support::{FleetNames, Infrastructure, TestCoordinator};
 use std::path::Path;
@@ -10,8 +10,11 @@ const END: &str = "<!-- /ci:examples -->";
 
 /// The shell lines of the fenced blocks between the markers.
 fn example_script(readme: &str) -> String {
-    let start = readme.find(START).expect("README has the examples marker");
-    let end = readme[start..].find(END).expect("README closes the examples marker") + start;
+    let start = readme.find(START).expect("docs/api.md has the examples marker");
+    let end = readme[start..]
+        .find(END)
+        .expect("docs/api.md closes the examples marker")
+        + start;
     let mut script = String::new();
     let mut in_fence = false;
     for line in readme[start..end].lines() {
@@ -38,7 +41,8 @@ async fn start_coordinator(label: &str) -> TestCoordinator {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn readme_examples_run_against_a_real_coordinator() {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).expect("README");
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/api.md")).expect("docs/api.md");
     let script = example_script(&readme);
 
     let coordinator = start_coordinator("readme").await;
@@ -66,7 +70,7 @@ async fn readme_examples_run_against_a_real_coordinator() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "README examples failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+        "docs/api.md examples failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
     );
     // The calls really happened: the listing and status show what the examples registered.
     assert!(stdout.contains("framefleet.v1.ChannelService"), "{stdout}");

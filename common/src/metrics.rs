@@ -19,7 +19,7 @@ pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
 pub async fn serve(addr: SocketAddr, render: Render, stop: CancellationToken) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    tracing::info!(%bound, "metrics at http://{bound}/metrics");
+    tracing::info!(url = %format_args!("http://{bound}/metrics"), "serving metrics");
     tokio::spawn(async move {
         loop {
             let (socket, _) = tokio::select! {

@@ -1,6 +1,7 @@
 //! Coordinator configuration: flags, with `FRAMEFLEET_*` environment variables as fallback.
 
 use clap::Parser;
+use framefleet_common::args::KafkaArgs;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,9 +30,8 @@ pub struct CoordinatorConfig {
     #[arg(long, env = "FRAMEFLEET_ETCD_PREFIX", default_value = "/framefleet/v1/")]
     pub etcd_prefix: String,
 
-    /// Kafka bootstrap servers (host:port, comma-separated).
-    #[arg(long, env = "FRAMEFLEET_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub kafka_brokers: String,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
 
     /// Consumer group of the worker fleet, whose committed offsets give consume and lag.
     #[arg(long, env = "FRAMEFLEET_WORKER_GROUP", default_value = framefleet_common::kafka::DEFAULT_WORKER_GROUP)]
@@ -55,10 +55,6 @@ pub struct CoordinatorConfig {
     /// How long frames stay in a topic, in hours.
     #[arg(long, env = "FRAMEFLEET_TOPIC_RETENTION_HOURS", default_value_t = 24)]
     pub topic_retention_hours: u32,
-
-    /// Largest decoded frame any channel may declare (width × height × channels), in MiB.
-    #[arg(long, env = "FRAMEFLEET_MAX_FRAME_MIB", default_value_t = 64)]
-    pub max_frame_mib: u32,
 
     /// Deadline for each etcd or Kafka request, in seconds.
     #[arg(long, env = "FRAMEFLEET_REQUEST_TIMEOUT_SECS", default_value_t = 5)]
@@ -127,7 +123,7 @@ impl CoordinatorConfig {
     }
 
     pub fn max_frame_bytes(&self) -> u64 {
-        u64::from(self.max_frame_mib) << 20
+        u64::from(self.kafka.max_frame_mib.max(1)) << 20
     }
 
     pub fn coordinator_id(&self) -> String {

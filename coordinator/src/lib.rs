@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod fleet;
 pub mod health;
+pub mod kafka;
 pub mod leader;
 pub mod ledgers;
 pub mod members;
@@ -16,17 +17,17 @@ pub mod metrics;
 pub mod reconciler;
 pub mod service;
 pub mod store;
-pub mod topics;
 
 use crate::channels::ChannelRegistry;
 use crate::config::CoordinatorConfig;
-use crate::fleet::{FleetRegistry, KafkaInspector};
+use crate::fleet::FleetRegistry;
+use crate::kafka::offsets::KafkaInspector;
+use crate::kafka::topics::{KafkaTopicAdmin, Placement, TopicAdmin, TopicSpec};
 use crate::leader::Election;
 use crate::members::Membership;
 use crate::reconciler::Reconciler;
 use crate::service::{AssignmentApi, ChannelApi, FleetApi, SchemaApi};
 use crate::store::{EtcdStore, EtcdStoreConfig};
-use crate::topics::{KafkaTopicAdmin, Placement, TopicAdmin, TopicSpec};
 use anyhow::Context;
 use framefleet_proto::v1::assignment_service_server::AssignmentServiceServer;
 use framefleet_proto::v1::channel_service_server::ChannelServiceServer;
@@ -78,7 +79,7 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
         "etcd is unreachable; start it with `deploy/local/infra.sh up` or pass --etcd-endpoints".to_owned()
     })?;
 
-    let topic_admin = KafkaTopicAdmin::new(&config.kafka_brokers, timeout)?;
+    let topic_admin = KafkaTopicAdmin::new(&config.kafka.brokers, timeout)?;
     let retention_ms = i64::from(config.topic_retention_hours) * 3_600_000;
     for (topic, max_payload_bytes) in [
         (&config.results_topic, RESULT_RECORD_MAX_BYTES),
@@ -95,11 +96,11 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
         topic_admin.ensure_topic(&spec).await.with_context(|| {
             format!(
                 "Kafka at {} is unreachable; start it with `deploy/local/infra.sh up` or pass --kafka-brokers",
-                config.kafka_brokers
+                config.kafka.brokers
             )
         })?;
     }
-    let inspector = KafkaInspector::new(&config.kafka_brokers, &config.worker_group, timeout)?;
+    let inspector = KafkaInspector::new(&config.kafka.brokers, &config.worker_group, timeout)?;
 
     let placement = Placement {
         partitions: config.topic_partitions,
@@ -177,7 +178,7 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
         election: Arc::clone(&election),
         coordinator_id: coordinator_id.clone(),
         kafka: framefleet_proto::v1::KafkaSettings {
-            bootstrap_servers: config.kafka_brokers.clone(),
+            bootstrap_servers: config.kafka.brokers.clone(),
             worker_group: config.worker_group.clone(),
             results_topic: config.results_topic.clone(),
             dead_letter_topic: config.dead_letter_topic.clone(),
@@ -243,7 +244,7 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
         address = %local_addr,
         coordinator = %coordinator_id,
         etcd = ?config.etcd_endpoints,
-        kafka = %config.kafka_brokers,
+        kafka = %config.kafka.brokers,
         tls = config.tls_cert.is_some(),
         auth = auth_token.is_some(),
         "coordinator serving"

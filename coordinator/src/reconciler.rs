@@ -5,35 +5,16 @@
 
 use crate::channels::{ChannelRecord, ChannelRegistry, DrainRecord, Edit};
 use crate::error::CoordinatorError;
+use crate::kafka::offsets::{DrainProbe, PartitionOffsets};
+use crate::kafka::topics::TopicAdmin;
 use crate::leader::Term;
 use crate::members::Membership;
 use crate::store::MetadataStore;
-use crate::topics::TopicAdmin;
 use std::collections::{BTreeMap, HashSet};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-
-/// Offsets per (topic, partition).
-pub type PartitionOffsets = Vec<(String, i32, i64)>;
-
-/// Kafka as the drain needs it: how far topics were written, and how far the worker group
-/// has committed.
-pub trait DrainProbe: Send + Sync + 'static {
-    fn high_watermarks(
-        &self,
-        topics: Vec<String>,
-    ) -> impl Future<Output = Result<PartitionOffsets, CoordinatorError>> + Send;
-    fn committed(&self, topics: Vec<String>)
-    -> impl Future<Output = Result<PartitionOffsets, CoordinatorError>> + Send;
-    /// Both, read once: (high watermarks, committed offsets).
-    fn offsets(
-        &self,
-        topics: Vec<String>,
-    ) -> impl Future<Output = Result<(PartitionOffsets, PartitionOffsets), CoordinatorError>> + Send;
-}
 
 pub struct Reconciler<S, T, P> {
     pub channels: Arc<ChannelRegistry<S, T>>,

@@ -4,11 +4,12 @@
 use crate::assignments::{WatchScope, spawn_watch, validate_after_revision};
 use crate::channels::{ChannelChange, ChannelRegistry, ChannelSpec, ListFilter};
 use crate::error::CoordinatorError;
-use crate::fleet::{FleetRegistry, KafkaInspector, TopicLoad};
+use crate::fleet::FleetRegistry;
+use crate::kafka::offsets::{KafkaInspector, TopicLoad};
+use crate::kafka::topics::TopicAdmin;
 use crate::leader::Election;
 use crate::members::Membership;
 use crate::store::MetadataStore;
-use crate::topics::TopicAdmin;
 use framefleet_proto::v1::assignment_service_server::AssignmentService;
 use framefleet_proto::v1::channel_service_server::ChannelService;
 use framefleet_proto::v1::fleet_service_server::FleetService;
@@ -183,7 +184,7 @@ impl<S: MetadataStore + Clone> AssignmentService for AssignmentApi<S> {
         let request = request.into_inner();
         validate_after_revision(&self.store, request.after_revision).await?;
         if !request.ingestor_id.is_empty() {
-            crate::fleet::validate_process_id("ingestor_id", &request.ingestor_id)?;
+            crate::channels::validate::process_id("ingestor_id", &request.ingestor_id)?;
         }
         let scope = WatchScope {
             ingestor_id: request.ingestor_id,

@@ -2,7 +2,7 @@
 # A long run of the compose cluster: 8 synthetic cameras at 10 frames/s through one ingestor,
 # workers joining and leaving (2 ↔ 3 every 5 minutes), and one fault of the fault suite drawn at
 # random every few minutes (those that leave the one ingestor running). Every service's memory
-# is sampled all along (docker stats). At the end `framefleet audit` must find an outcome for
+# is sampled all along (its own memory, without the kernel's file cache: memory-sample.py). At the end `framefleet audit` must find an outcome for
 # every frame Kafka acknowledged, the ledgers no failed delivery, and no service's memory may
 # trend: the mean of the second half of the run within 10 % of the first half's.
 #   deploy/compose/soak.sh [--minutes N] [--fault-every SECONDS] [--seed N]
@@ -60,26 +60,18 @@ compose run -d -T --name "$INGESTOR" ingestor --ingestor-id=ingestor-soak "${cha
   --pace=realtime "--max-frames=$FRAMES" >/dev/null
 log "$CAMERAS cameras × $FPS frames/s for $MINUTES minutes ($((CAMERAS * FRAMES)) frames); a fault every $FAULT_EVERY s (seed $SEED)"
 
-echo "seconds,container,memory_mib" >"$OUT/soak-memory.csv"
+echo "seconds,container,memory_mib,usage_mib" >"$OUT/soak-memory.csv"
 echo "seconds,event" >"$OUT/soak-events.csv"
 event() { log "$1"; echo "$((SECONDS - started)),$1" >>"$OUT/soak-events.csv"; }
 
-# One docker-stats sample of every container of the cluster and the run's ingestor, in MiB
-# (one-off CLI containers left out).
+# One memory sample of every container of the cluster and of the run's ingestor (what the
+# service itself holds, and docker stats' figure with the file cache: memory-sample.py).
 sample_memory() {
   local ids
   ids="$( (compose ps -q; docker ps -q --filter "name=^${INGESTOR}$") | sort -u)"
   [[ -n "$ids" ]] || return 0
   # shellcheck disable=SC2086
-  docker stats --no-stream --format '{{.Name}} {{.MemUsage}}' $ids 2>/dev/null | python3 -c '
-import re, sys
-units = {"B": 1 / 2**20, "KiB": 1 / 1024, "MiB": 1, "GiB": 1024}
-for line in sys.stdin:
-    name, usage = line.split(" ", 1)
-    match = re.match(r"([\d.]+)(B|KiB|MiB|GiB)", usage.strip())
-    if match and "-run-" not in name:
-        print(f"{sys.argv[1]},{name},{float(match.group(1)) * units[match.group(2)]:.1f}")' \
-    "$((SECONDS - started))" >>"$OUT/soak-memory.csv"
+  "$HERE/memory-sample.py" "$((SECONDS - started))" $ids >>"$OUT/soak-memory.csv" || true
 }
 
 running() { [[ "$(docker inspect --format '{{.State.Running}}' "$INGESTOR" 2>/dev/null)" == true ]]; }
@@ -132,19 +124,23 @@ samples = list(csv.DictReader(open(f"{out}/soak-memory.csv")))
 end = max((int(row["seconds"]) for row in samples), default=0)
 by_container = {}
 for row in samples:
-    by_container.setdefault(row["container"], []).append((int(row["seconds"]), float(row["memory_mib"])))
+    by_container.setdefault(row["container"], []).append(
+        (int(row["seconds"]), float(row["memory_mib"]), float(row["usage_mib"])))
+def halves(points, column):
+    first = [point[column] for point in points if point[0] < end / 2]
+    second = [point[column] for point in points if point[0] >= end / 2]
+    return statistics.mean(first), statistics.mean(second)
 rows, trending = [], []
 for container, points in sorted(by_container.items()):
-    first = [mib for seconds, mib in points if seconds < end / 2]
-    second = [mib for seconds, mib in points if seconds >= end / 2]
-    if len(first) < 3 or len(second) < 3:
+    if sum(point[0] < end / 2 for point in points) < 3 or sum(point[0] >= end / 2 for point in points) < 3:
         continue  # joined or left during the run: no trend to compare
-    before, after = statistics.mean(first), statistics.mean(second)
+    before, after = halves(points, 1)
     trend = after / before - 1 if before else 0.0
     if trend > 0.10:
         trending.append(container)
+    usage_before, usage_after = halves(points, 2)
     # Compose names containers <project>_<service>_<n>; the run's ingestor <project>-ingestor-soak.
-    rows.append((re.sub(r"^[a-z0-9]+[_-]", "", container), before, after, trend))
+    rows.append((re.sub(r"^[a-z0-9]+[_-]", "", container), before, after, trend, usage_before, usage_after))
 lines = [
     f"Soak: {cameras} cameras × {frames // (minutes * 60)} frames/s for {minutes} minutes, {faults} faults "
     f"({failed_faults} whose own check failed), workers 2 ↔ 3 every 5 minutes.",
@@ -154,9 +150,13 @@ lines = [
     f"| {cameras * frames} | {total('frames_captured')} | {total('frames_acknowledged')} | {total('frames_failed')} | "
     f"{total('frames_resent')} | {total('frames_processed')} | {total('frames_dead_lettered')} | {total('duplicates')} | {missing} |",
     "",
-    "| container | memory, first half (MiB) | memory, second half (MiB) | trend |",
-    "|---|---|---|---|",
-] + [f"| {name} | {before:.0f} | {after:.0f} | {trend:+.1%} |" for name, before, after, trend in rows]
+    "Memory (MiB, mean of each half): the service's own (anonymous + shared; the check) and docker",
+    "stats' usage, which adds the file cache the kernel keeps for it.",
+    "",
+    "| container | own, first half | own, second half | trend | docker stats, first half | second half |",
+    "|---|---|---|---|---|---|",
+] + [f"| {name} | {before:.0f} | {after:.0f} | {trend:+.1%} | {usage_before:.0f} | {usage_after:.0f} |"
+     for name, before, after, trend, usage_before, usage_after in rows]
 open(f"{out}/soak.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 problems = []

@@ -6,7 +6,6 @@
 //! shape, or carry tensors the architecture does not know.
 
 use crate::error::DetectError;
-use crate::layers::Target;
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 
@@ -27,6 +26,32 @@ pub trait Network: Send + Sync {
     /// itself would return for each image (after its own non-maximum suppression, before any
     /// score threshold of the caller), best first.
     fn detect(&self, input: &Tensor) -> Result<Vec<Vec<RawDetection>>, DetectError>;
+}
+
+/// Where a network's layers run: the device, and whether the CPU kernels of ours are used
+/// there (on a CPU they are, unless a check wants the tensor-op path that GPUs take).
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub device: Device,
+    pub cpu_kernels: bool,
+}
+
+impl Target {
+    /// `device`, with our kernels wherever it is a CPU.
+    pub fn new(device: &Device) -> Self {
+        Self {
+            device: device.clone(),
+            cpu_kernels: device.is_cpu(),
+        }
+    }
+
+    /// The CPU, with every layer as candle tensor ops: the GPU's path, for checking it here.
+    pub fn cpu_tensor_ops() -> Self {
+        Self {
+            device: Device::Cpu,
+            cpu_kernels: false,
+        }
+    }
 }
 
 /// Where an architecture's builder gets its tensors: the loaded weights, or a recorder that
@@ -56,26 +81,6 @@ pub trait Architecture: Sync {
         }
         recorder.requested
     }
-}
-
-/// Every architecture this build knows.
-pub fn known() -> Vec<&'static dyn Architecture> {
-    vec![&crate::models::ssdlite_mobilenet_v2::SsdliteMobilenetV2]
-}
-
-/// The architecture called `name`. Errors: no such architecture in this build.
-pub fn by_name(name: &str) -> Result<&'static dyn Architecture, DetectError> {
-    known()
-        .into_iter()
-        .find(|architecture| architecture.name() == name)
-        .ok_or_else(|| DetectError::UnknownArchitecture {
-            name: name.to_owned(),
-            known: known()
-                .iter()
-                .map(|architecture| architecture.name())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
 }
 
 #[derive(Default)]
@@ -146,6 +151,7 @@ impl TensorSource for LoadedTensors {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::by_name;
 
     fn tensors_of(architecture: &dyn Architecture) -> HashMap<String, Tensor> {
         architecture

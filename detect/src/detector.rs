@@ -2,10 +2,10 @@
 //! architecture and placed on the device, and the two steps of a detection — per-frame
 //! preparation (resize to the input size, on the CPU) and one forward pass per batch.
 
-use crate::architecture::{self, Architecture, LoadedTensors, Network};
+use crate::architecture::{Architecture, LoadedTensors, Network, Target};
 use crate::error::DetectError;
-use crate::layers::Target;
 use crate::manifest::{ModelFiles, ModelManifest};
+use crate::models;
 use crate::preprocess::resize_linear;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -76,7 +76,7 @@ impl Detector {
     pub fn load_for(path: &Path, target: &Target) -> Result<Self, DetectError> {
         let device = &target.device;
         let files = ModelFiles::read(path)?;
-        let architecture = architecture::by_name(&files.manifest.architecture)?;
+        let architecture = models::by_name(&files.manifest.architecture)?;
         let invalid = |message: String| DetectError::Manifest {
             path: files.manifest_path.clone(),
             message,

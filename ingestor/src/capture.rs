@@ -98,11 +98,11 @@ fn capture(job: &mut CaptureJob) -> SourceState {
             Ok(source) => source,
             Err(error) => {
                 if !retry || matches!(error, SourceError::InvalidUri { .. }) {
-                    tracing::error!(source = %job.source_uri, "{error}");
+                    tracing::error!(source = %job.source_uri, %error, "cannot open the source");
                     job.ledger.record_error(error.to_string());
                     return SourceState::Failed;
                 }
-                tracing::warn!(source = %job.source_uri, retry_in = ?backoff, "{error}");
+                tracing::warn!(source = %job.source_uri, retry_in = ?backoff, %error, "cannot open the source; retrying");
                 job.ledger.record_error(format!("{error}; retrying in {backoff:?}"));
                 gap_since.get_or_insert_with(Instant::now);
                 if !sleep_unless_stopped(&job.stop, backoff) {
@@ -151,7 +151,7 @@ fn capture(job: &mut CaptureJob) -> SourceState {
                     continue;
                 }
                 Ok(ReadOutcome::UnreadableItem(reason)) => {
-                    tracing::warn!(source = %job.source_uri, "{reason}");
+                    tracing::warn!(source = %job.source_uri, %reason, "unreadable item skipped");
                     job.ledger.record_undecodable(reason);
                     continue;
                 }
@@ -203,7 +203,7 @@ fn capture(job: &mut CaptureJob) -> SourceState {
                      the channel ends here",
                     job.source_uri
                 );
-                tracing::error!("{message}");
+                tracing::error!(source = %job.source_uri, undecodable_in_a_row = MAX_CONSECUTIVE_UNDECODABLE, last = %reason, "source is damaged; the channel ends here");
                 job.ledger.record_error(message);
                 return SourceState::Ended;
             }
@@ -220,7 +220,7 @@ fn capture(job: &mut CaptureJob) -> SourceState {
                     "source `{}` stalled (no frame for {:?}); reconnecting",
                     job.source_uri, job.options.stall_timeout
                 );
-                tracing::warn!("{message}");
+                tracing::warn!(source = %job.source_uri, stall_timeout = ?job.options.stall_timeout, "source stalled; reconnecting");
                 job.ledger.record_error(message);
                 paced_from = None;
             }

@@ -6,6 +6,7 @@ use crate::encode::Quality;
 use crate::producer::Compression;
 use crate::queue::QueuePolicy;
 use clap::{Parser, ValueEnum};
+use framefleet_common::args::{CoordinatorArgs, KafkaArgs};
 use framefleet_proto::v1::{FrameEncoding, PixelFormat, TopicStrategy};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -25,6 +26,12 @@ use std::time::Duration;
         (files, --max-frames); live sources run until Ctrl-C."
 )]
 pub struct IngestorConfig {
+    #[command(flatten)]
+    pub coordinator: CoordinatorArgs,
+
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
     /// A channel to capture, as ID=SOURCE. Repeat for more channels.
     #[arg(long = "channel", value_name = "ID=SOURCE")]
     pub channels: Vec<ChannelSource>,
@@ -40,114 +47,93 @@ pub struct IngestorConfig {
     #[arg(long, env = "FRAMEFLEET_ACCEPT_ASSIGNMENTS", num_args = 0..=1, default_missing_value = "true")]
     pub accept_assignments: Option<bool>,
 
-    /// Coordinator gRPC address.
-    #[arg(long, env = "FRAMEFLEET_COORDINATOR", default_value = "http://127.0.0.1:50051")]
-    pub coordinator: String,
-
-    /// Bearer token for the coordinator's mutating calls (registration, reports); needed when
-    /// the coordinator was started with one.
-    #[arg(long, env = "FRAMEFLEET_AUTH_TOKEN", hide_env_values = true)]
-    pub auth_token: Option<framefleet_proto::client::Token>,
-
-    /// PEM CA certificate of a TLS coordinator (`https://` address).
-    #[arg(long, env = "FRAMEFLEET_TLS_CA")]
-    pub tls_ca: Option<PathBuf>,
-
-    /// Kafka bootstrap servers (host:port, comma-separated).
-    #[arg(long, env = "FRAMEFLEET_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub kafka_brokers: String,
-
     /// Identifies this process in fleet reports and assignments; defaults to ingestor-<host name>-<pid>.
     #[arg(long, env = "FRAMEFLEET_INGESTOR_ID")]
     pub ingestor_id: Option<String>,
 
     /// Width of the frames of channels registered here (default: the source's own).
-    #[arg(long)]
+    #[arg(long, env = "FRAMEFLEET_WIDTH")]
     pub width: Option<u32>,
 
     /// Height of the frames of channels registered here (default: the source's own).
-    #[arg(long)]
+    #[arg(long, env = "FRAMEFLEET_HEIGHT")]
     pub height: Option<u32>,
 
     /// Frame rate of channels registered here (default: the source's own).
-    #[arg(long)]
+    #[arg(long, env = "FRAMEFLEET_FPS")]
     pub fps: Option<f64>,
 
     /// Encoding of channels registered here.
-    #[arg(long, value_enum, default_value_t = EncodingArg::Jpeg)]
+    #[arg(long, env = "FRAMEFLEET_ENCODING", value_enum, default_value_t = EncodingArg::Jpeg)]
     pub encoding: EncodingArg,
 
     /// Pixel format of channels registered here.
-    #[arg(long, value_enum, default_value_t = PixelFormatArg::Rgb24)]
+    #[arg(long, env = "FRAMEFLEET_PIXEL_FORMAT", value_enum, default_value_t = PixelFormatArg::Rgb24)]
     pub pixel_format: PixelFormatArg,
 
     /// How channels registered here are laid out on topics.
-    #[arg(long, value_enum, default_value_t = StrategyArg::Dedicated)]
+    #[arg(long, env = "FRAMEFLEET_TOPIC_STRATEGY", value_enum, default_value_t = StrategyArg::Dedicated)]
     pub topic_strategy: StrategyArg,
 
     /// Fan-out pipeline (one topic each) for channels registered here; repeat.
-    #[arg(long = "pipeline")]
+    #[arg(long = "pipeline", env = "FRAMEFLEET_CHANNEL_PIPELINES", value_delimiter = ',')]
     pub pipelines: Vec<String>,
 
     /// JPEG quality, 1–100.
-    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100))]
+    #[arg(long, env = "FRAMEFLEET_JPEG_QUALITY", default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub jpeg_quality: u8,
 
     /// PNG zlib level, 0–9 (higher: smaller and slower).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=9))]
+    #[arg(long, env = "FRAMEFLEET_PNG_COMPRESSION", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=9))]
     pub png_compression: u8,
 
     /// Kafka compression of raw frames (JPEG and PNG are sent as they are).
-    #[arg(long, value_enum, default_value_t = Compression::Lz4)]
+    #[arg(long, env = "FRAMEFLEET_RAW_COMPRESSION", value_enum, default_value_t = Compression::Lz4)]
     pub raw_compression: Compression,
 
     /// `max` reads files and synthetic sources as fast as they encode; `realtime` at their fps.
-    #[arg(long, value_enum, default_value_t = Pace::Max)]
+    #[arg(long, env = "FRAMEFLEET_PACE", value_enum, default_value_t = Pace::Max)]
     pub pace: Pace,
 
     /// Stop each channel after this many frames.
-    #[arg(long)]
+    #[arg(long, env = "FRAMEFLEET_MAX_FRAMES")]
     pub max_frames: Option<u64>,
 
     /// Frames encoded but not yet handed to Kafka, per channel.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, env = "FRAMEFLEET_QUEUE_FRAMES", default_value_t = 64)]
     pub queue_frames: usize,
 
     /// When a channel's queue is full: `block` makes the camera read wait (nothing captured
     /// is lost); `drop-oldest` discards the oldest queued frame and counts it.
-    #[arg(long, value_enum, default_value_t = QueuePolicy::Block)]
+    #[arg(long, env = "FRAMEFLEET_QUEUE_POLICY", value_enum, default_value_t = QueuePolicy::Block)]
     pub queue_policy: QueuePolicy,
 
     /// Where each channel's source is read and decoded: `process` (one capture process per
     /// channel, so a decoder crash fails or restarts that channel alone) or `thread` (all in
     /// this process: cheaper, but one crash stops every channel).
-    #[arg(long, value_enum, default_value_t = CaptureIsolation::Process)]
+    #[arg(long, env = "FRAMEFLEET_CAPTURE_ISOLATION", value_enum, default_value_t = CaptureIsolation::Process)]
     pub capture_isolation: CaptureIsolation,
 
     /// A live source with no frame for this long is reconnected.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, env = "FRAMEFLEET_STALL_TIMEOUT_SECS", default_value_t = 10)]
     pub stall_timeout_secs: u64,
 
     /// Longest wait between reconnect attempts (doubling from 250 ms; no attempt limit).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, env = "FRAMEFLEET_MAX_BACKOFF_SECS", default_value_t = 30)]
     pub max_backoff_secs: u64,
 
     /// How long a frame Kafka could not take for a passing reason (a broker restarting, its
     /// storage down, a timeout) is sent again before it is counted failed, in seconds from
     /// its first send. 0 counts it failed at the first failure.
-    #[arg(long, default_value_t = 900)]
+    #[arg(long, env = "FRAMEFLEET_DELIVERY_TIMEOUT_SECS", default_value_t = 900)]
     pub delivery_timeout_secs: u64,
-
-    /// Largest decoded frame this ingestor produces, in MiB (the coordinator's own limit).
-    #[arg(long, env = "FRAMEFLEET_MAX_FRAME_MIB", default_value_t = 64)]
-    pub max_frame_mib: u64,
 
     /// Serve Prometheus metrics (per-channel ledgers) on this address, e.g. 127.0.0.1:9464.
     #[arg(long, env = "FRAMEFLEET_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
 
     /// How often to report counters to the coordinator, in milliseconds.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, env = "FRAMEFLEET_REPORT_INTERVAL_MS", default_value_t = 1000)]
     pub report_interval_ms: u64,
 
     /// Deadline for reaching the coordinator and the broker, in seconds.
@@ -297,13 +283,6 @@ pub fn read_channel_file(path: &Path) -> Result<Vec<LocalChannel>, ConfigError> 
 }
 
 impl IngestorConfig {
-    pub fn client_options(&self) -> framefleet_proto::client::ClientOptions {
-        framefleet_proto::client::ClientOptions {
-            token: self.auth_token.clone(),
-            tls_ca: self.tls_ca.clone(),
-        }
-    }
-
     pub fn ingestor_id(&self) -> String {
         self.ingestor_id
             .clone()
@@ -320,7 +299,7 @@ impl IngestorConfig {
     }
 
     pub fn max_frame_bytes(&self) -> usize {
-        usize::try_from(self.max_frame_mib.max(1).saturating_mul(1 << 20)).unwrap_or(usize::MAX)
+        self.kafka.max_frame_bytes()
     }
 
     pub fn default_quality(&self) -> Quality {

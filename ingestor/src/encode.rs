@@ -55,7 +55,7 @@ impl FrameEncoder {
             Ok(PixelFormat::Unspecified) | Err(_) => PixelFormat::Rgb24,
             Ok(format) => format,
         };
-        let channels = if pixel_format == PixelFormat::Gray8 { 1 } else { 3 };
+        let channels = pixel_format.channel_count().unwrap_or(3);
         if schema.channels != 0 && schema.channels != channels {
             return Err(EncodeError::Schema(format!(
                 "declares {} channels but pixel format {} has {channels}",
@@ -176,7 +176,7 @@ mod tests {
             version: 1,
             width,
             height,
-            channels: if pixel_format == PixelFormat::Gray8 { 1 } else { 3 },
+            channels: pixel_format.channel_count().unwrap_or(3),
             pixel_format: pixel_format.into(),
             encoding: encoding.into(),
             fps: 25.0,

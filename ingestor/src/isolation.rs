@@ -235,7 +235,7 @@ fn run_child(
 }
 
 fn fail_child(ledger: &ChannelLedger, out: &mut impl Write, reason: String) -> std::io::Result<()> {
-    tracing::error!("{reason}");
+    tracing::error!(%reason, "capture failed");
     ledger.record_error(reason);
     ledger.set_state(SourceState::Failed);
     write_ledger(out, &ledger.snapshot())?;
@@ -344,7 +344,7 @@ fn supervise_children(
             Ok(run) => run,
             Err(error) => {
                 let reason = format!("cannot run a capture process ({}): {error}", binary.display());
-                tracing::error!(source = %request.source_uri, "{reason}");
+                tracing::error!(source = %request.source_uri, binary = %binary.display(), %error, "cannot run a capture process");
                 ledger.record_error(reason);
                 return SourceState::Failed;
             }
@@ -362,7 +362,7 @@ fn supervise_children(
                 "capture process of `{}` crashed ({crash}) after {} frames; restarting it in {backoff:?}",
                 request.source_uri, run.frames
             );
-            tracing::error!("{reason}");
+            tracing::error!(source = %request.source_uri, %crash, frames = run.frames, retry_in = ?backoff, "capture process crashed; restarting it");
             ledger.record_error(reason);
             ledger.set_state(SourceState::Reconnecting);
             if !capture::sleep_unless_stopped(stop, backoff) {
@@ -374,7 +374,7 @@ fn supervise_children(
                 "capture process of `{}` crashed ({crash}) after {} frames; the channel stops here (a restart would replay the file); other channels are unaffected",
                 request.source_uri, run.frames
             );
-            tracing::error!("{reason}");
+            tracing::error!(source = %request.source_uri, %crash, frames = run.frames, "capture process crashed; the channel stops here");
             ledger.record_error(reason);
             return SourceState::Failed;
         }

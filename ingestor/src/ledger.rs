@@ -4,8 +4,9 @@
 
 use framefleet_proto::v1;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +90,64 @@ pub struct ChannelLedger {
 /// Buckets of the capture → acknowledged histogram: 1 ms to ≈ 65 s.
 fn capture_to_acked_buckets() -> impl Iterator<Item = f64> {
     exponential_buckets(0.001, 2.0, 17)
+}
+
+/// Every channel ledger of this ingestor, kept after the channel stops so the counts stay
+/// cumulative, shared by its capture, delivery, reports and
+/// metrics; `epoch` (this run's start, unix ms, as in each frame's `ff-epoch`) goes into every
+/// reported ledger, so the coordinator keeps one per channel and run.
+#[derive(Clone, Default)]
+pub struct Ledgers {
+    channels: Arc<Mutex<BTreeMap<String, Arc<ChannelLedger>>>>,
+    epoch: u64,
+}
+
+impl Ledgers {
+    pub fn new(epoch: u64) -> Self {
+        Self {
+            channels: Arc::default(),
+            epoch,
+        }
+    }
+
+    pub fn get_or_create(&self, channel_id: &str) -> Arc<ChannelLedger> {
+        let mut ledgers = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(
+            ledgers
+                .entry(channel_id.to_owned())
+                .or_insert_with(|| Arc::new(ChannelLedger::new(channel_id))),
+        )
+    }
+
+    pub fn get(&self, channel_id: &str) -> Option<Arc<ChannelLedger>> {
+        self.channels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(channel_id)
+            .cloned()
+    }
+
+    /// Every channel's ledger, by channel id.
+    pub fn all(&self) -> Vec<Arc<ChannelLedger>> {
+        self.channels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn snapshots(&self) -> Vec<framefleet_proto::v1::ChannelLedger> {
+        self.channels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(|ledger| framefleet_proto::v1::ChannelLedger {
+                ingestor_epoch: self.epoch,
+                ..ledger.snapshot()
+            })
+            .collect()
+    }
 }
 
 impl Default for ChannelLedger {

@@ -9,7 +9,6 @@
 pub mod capture;
 pub mod config;
 pub mod encode;
-pub mod ffmpeg_source;
 pub mod isolation;
 pub mod ledger;
 mod local_channels;
@@ -20,8 +19,9 @@ pub mod source;
 mod supervisor;
 
 use crate::config::{CaptureIsolation, IngestorConfig};
+use crate::ledger::Ledgers;
 use crate::ledger::SourceState;
-use crate::membership::{Coordinator, Ledgers};
+use crate::membership::Coordinator;
 use crate::producer::Producers;
 use anyhow::Context;
 use framefleet_common::kafka;
@@ -68,18 +68,22 @@ pub async fn run(config: IngestorConfig, shutdown: CancellationToken) -> anyhow:
     // was given: it ends when they have.
     let exit_when_done = !accepts_assignments && config.channel_file.is_none();
 
-    let unary =
-        framefleet_proto::client::connect_coordinator(&config.coordinator, timeout, &config.client_options()).await?;
+    let unary = framefleet_proto::client::connect_coordinator(
+        &config.coordinator.address,
+        timeout,
+        &config.coordinator.client_options(),
+    )
+    .await?;
     let mut channel_client = ChannelServiceClient::new(unary.clone());
-    let producers = Producers::new(&config.kafka_brokers, config.raw_compression, config.max_frame_bytes())
+    let producers = Producers::new(&config.kafka.brokers, config.raw_compression, config.max_frame_bytes())
         .context("cannot create the Kafka producer")?;
-    kafka::check_reachable(producers.any(), &config.kafka_brokers, timeout).await?;
+    kafka::check_reachable(producers.any(), &config.kafka.brokers, timeout).await?;
 
     let ingestor_epoch = u64::try_from(framefleet_common::startup::unix_time_ms()).unwrap_or_default();
     let ledgers = Ledgers::new(ingestor_epoch);
     let coordinator = Arc::new(Coordinator {
-        address: config.coordinator.clone(),
-        options: config.client_options(),
+        address: config.coordinator.address.clone(),
+        options: config.coordinator.client_options(),
         timeout,
         ingestor_id: ingestor_id.clone(),
     });
@@ -127,8 +131,8 @@ pub async fn run(config: IngestorConfig, shutdown: CancellationToken) -> anyhow:
                 let binary = isolation::ingestor_binary();
                 if binary.is_none() {
                     tracing::warn!(
-                        "no framefleet-ingestor binary found to run capture processes from (set {}); capturing in threads, so a decoder crash stops every channel",
-                        isolation::INGESTOR_BINARY_ENV
+                        set = isolation::INGESTOR_BINARY_ENV,
+                        "no framefleet-ingestor binary found to run capture processes from; capturing in threads, so a decoder crash stops every channel"
                     );
                 }
                 binary
@@ -172,7 +176,7 @@ pub async fn run(config: IngestorConfig, shutdown: CancellationToken) -> anyhow:
 
     supervisor.stop_all().await;
     if let Err(error) = producers.flush(FLUSH_TIMEOUT).await {
-        tracing::error!("flushing the Kafka producer failed: {error}");
+        tracing::error!(%error, "flushing the Kafka producer failed");
     }
     // The reporter sends the final counts as it closes its stream.
     background_stop.cancel();

@@ -3,8 +3,8 @@
 
 use crate::config::{IngestorConfig, LocalChannel};
 use crate::encode::Quality;
+use crate::ledger::Ledgers;
 use crate::ledger::SourceState;
-use crate::membership::Ledgers;
 use crate::source::{OpenOptions, SourceSpec};
 use crate::supervisor::Supervisor;
 use crate::{config, source};
@@ -72,7 +72,7 @@ impl LocalChannels {
             }
             Err(reason) => {
                 // One bad channel must not stop the others.
-                tracing::error!(channel = %channel.id, "{reason}");
+                tracing::error!(channel = %channel.id, %reason, "channel cannot start");
                 ledger.record_error(reason);
                 ledger.set_state(SourceState::Failed);
                 ledger.mark_finished();
@@ -173,7 +173,7 @@ impl LocalChannels {
                 tracing::warn!(channel = %channel_id, "the channel was taken away while this ingestor's registration lapsed; claimed it again")
             }
             Err(reason) => {
-                tracing::warn!(channel = %channel_id, "cannot claim the channel again, will retry: {reason}");
+                tracing::warn!(channel = %channel_id, %reason, "cannot claim the channel again; will retry");
                 self.to_reclaim.insert(channel_id.to_owned());
             }
         }
@@ -217,7 +217,7 @@ impl LocalChannels {
             version: 1,
             width,
             height,
-            channels: if pixel_format == PixelFormat::Gray8 { 1 } else { 3 },
+            channels: pixel_format.channel_count().unwrap_or(3),
             pixel_format: pixel_format.into(),
             encoding: encoding.into(),
             fps,
@@ -270,7 +270,7 @@ impl LocalChannels {
         let channels = match config::read_channel_file(&path) {
             Ok(channels) => channels,
             Err(error) => {
-                tracing::error!("{error}; keeping the channels as they are");
+                tracing::error!(%error, "cannot read the channel file; keeping the channels as they are");
                 if let Some(modified) = modified {
                     let previous = self.file_seen.take().map(|(_, channels)| channels).unwrap_or_default();
                     self.file_seen = Some((modified, previous));
@@ -306,14 +306,14 @@ impl LocalChannels {
                             self.registered.insert(channel.id.clone(), channel.clone());
                         }
                         Err(status) => {
-                            tracing::error!(channel = %channel.id, "{}", CallError::new("updating the source", status))
+                            tracing::error!(channel = %channel.id, error = %CallError::new("updating the source", status), "cannot update the channel's source")
                         }
                     }
                 }
                 Some(_) if self.registered.contains_key(&channel.id) => tracing::warn!(
                     channel = %channel.id,
-                    "{}: only a source change is applied at runtime; change the schema with `framefleet schemas add`",
-                    path.display()
+                    file = %path.display(),
+                    "only a source change is applied at runtime; change the schema with `framefleet schemas add`"
                 ),
                 _ => self.register(client, supervisor, channel.clone()).await,
             }
@@ -331,8 +331,12 @@ impl LocalChannels {
                 })
                 .await
             {
-                Ok(_) => tracing::info!(channel = %old.id, "channel removed from {}; draining", path.display()),
-                Err(status) => tracing::error!(channel = %old.id, "{}", CallError::new("deregistering", status)),
+                Ok(_) => {
+                    tracing::info!(channel = %old.id, file = %path.display(), "channel removed from the channel file; draining")
+                }
+                Err(status) => {
+                    tracing::error!(channel = %old.id, error = %CallError::new("deregistering", status), "cannot deregister the channel")
+                }
             }
         }
     }

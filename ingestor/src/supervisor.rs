@@ -5,8 +5,8 @@
 use crate::capture::{CaptureJob, CaptureOptions, EncodedFrame};
 use crate::config::IngestorConfig;
 use crate::encode::{FrameEncoder, Quality};
+use crate::ledger::Ledgers;
 use crate::ledger::SourceState;
-use crate::membership::Ledgers;
 use crate::producer::{ChannelStream, Producers};
 use crate::queue::FrameQueue;
 use crate::source::SourceSpec;
@@ -127,7 +127,7 @@ impl Supervisor {
         let prepared = match self.prepare(&channel, &key) {
             Ok(prepared) => prepared,
             Err(reason) => {
-                tracing::error!(channel = %channel_id, "{reason}");
+                tracing::error!(channel = %channel_id, %reason, "channel cannot start");
                 ledger.record_error(reason);
                 ledger.set_state(SourceState::Failed);
                 ledger.mark_finished();
@@ -218,7 +218,7 @@ impl Supervisor {
                 "channel `{}` frames are {} bytes, over this ingestor's --max-frame-mib {}",
                 channel.channel_id,
                 schema.raw_frame_bytes(),
-                self.config.max_frame_mib
+                self.config.kafka.max_frame_mib
             ));
         }
         let spec = SourceSpec::parse(&channel.source_uri).map_err(|error| error.to_string())?;
@@ -262,7 +262,7 @@ impl Supervisor {
             tracing::info!(channel = %channel_id, "stopping capture");
             running.stop.cancel();
             if let Err(error) = running.task.await {
-                tracing::error!(channel = %channel_id, "channel task failed: {error}");
+                tracing::error!(channel = %channel_id, %error, "channel task failed");
             }
         }
     }

@@ -106,7 +106,7 @@ impl Fleet {
             &self.coordinator_address,
             "--kafka-brokers",
             &self.infrastructure.kafka_brokers,
-            "--group",
+            "--worker-group",
             group,
             "--results-topic",
             results_topic,

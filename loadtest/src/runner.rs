@@ -211,7 +211,7 @@ fn baselines_csv(run: &BaselineRun) -> String {
     csv
 }
 
-/// The tables the README quotes.
+/// The tables docs/performance.md quotes.
 pub fn markdown(summary: &Summary) -> String {
     let mut text = format!("Machine: {}\n\n", summary.machine.label());
     if !summary.lag.is_empty() {

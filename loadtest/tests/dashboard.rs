@@ -1,7 +1,7 @@
 //! The Grafana dashboard (`deploy/grafana/framefleet-dashboard.json`) queries only metrics
 //! that the coordinator and the worker really export, so it cannot drift from them.
 
-use framefleet_proto::v1::{ChannelStatus, DeadLetterCode, FleetStatus, TopicMetrics};
+use framefleet_proto::v1::{ChannelLedger, ChannelStatus, DeadLetterCode, FleetStatus, TopicMetrics};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -67,6 +67,11 @@ fn every_dashboard_query_names_an_exported_metric() {
         channels: vec![ChannelStatus {
             channel_id: "c".into(),
             ..ChannelStatus::default()
+        }],
+        ledgers: vec![ChannelLedger {
+            channel_id: "c".into(),
+            ingestor_id: "i".into(),
+            ..ChannelLedger::default()
         }],
         ..FleetStatus::default()
     };

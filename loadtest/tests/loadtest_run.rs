@@ -207,7 +207,7 @@ async fn a_load_run_measures_lag_scaling_and_baselines_and_writes_its_results() 
             .expect("baselines json is JSON");
     assert_eq!(json["python_opencv"]["frames"], 60);
 
-    // The files the README points at.
+    // The files docs/performance.md points at.
     assert_png(&results, "smoke-lag.png", 1000, 620);
     assert_png(&results, "lag-overlay.png", 1000, 900);
     assert_png(&results, "latency.png", 1000, 340);

@@ -27,6 +27,18 @@ impl v1::Channel {
     }
 }
 
+impl v1::PixelFormat {
+    /// Colour channels of one pixel: 1 for `GRAY8`, 3 for `RGB24` and `BGR24`; `None` for
+    /// `UNSPECIFIED`, which names no layout.
+    pub fn channel_count(self) -> Option<u32> {
+        match self {
+            Self::Unspecified => None,
+            Self::Gray8 => Some(1),
+            Self::Rgb24 | Self::Bgr24 => Some(3),
+        }
+    }
+}
+
 impl v1::FrameSchema {
     /// Bytes of one decoded frame (width × height × channels); saturates instead of overflowing
     /// so absurd declared sizes are caught by validation rather than wrapping.

@@ -1,6 +1,7 @@
 //! Worker configuration: flags, with `FRAMEFLEET_*` environment variables as fallback.
 
 use clap::Parser;
+use framefleet_common::args::{CoordinatorArgs, KafkaArgs};
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -9,26 +10,15 @@ use clap::Parser;
     about = "Consume frames from Kafka, process them in batches, write results"
 )]
 pub struct WorkerConfig {
-    /// Coordinator gRPC address.
-    #[arg(long, env = "FRAMEFLEET_COORDINATOR", default_value = "http://127.0.0.1:50051")]
-    pub coordinator: String,
+    #[command(flatten)]
+    pub coordinator: CoordinatorArgs,
 
-    /// Bearer token for the coordinator's mutating calls (registration, reports); needed when
-    /// the coordinator was started with one.
-    #[arg(long, env = "FRAMEFLEET_AUTH_TOKEN", hide_env_values = true)]
-    pub auth_token: Option<framefleet_proto::client::Token>,
-
-    /// PEM CA certificate of a TLS coordinator (`https://` address).
-    #[arg(long, env = "FRAMEFLEET_TLS_CA")]
-    pub tls_ca: Option<std::path::PathBuf>,
-
-    /// Kafka bootstrap servers (host:port, comma-separated).
-    #[arg(long, env = "FRAMEFLEET_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub kafka_brokers: String,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
 
     /// Consumer group; workers in one group share the channels' partitions.
-    #[arg(long, env = "FRAMEFLEET_WORKER_GROUP", default_value = framefleet_common::kafka::DEFAULT_WORKER_GROUP)]
-    pub group: String,
+    #[arg(long, alias = "group", env = "FRAMEFLEET_WORKER_GROUP", default_value = framefleet_common::kafka::DEFAULT_WORKER_GROUP)]
+    pub worker_group: String,
 
     #[arg(long, env = "FRAMEFLEET_RESULTS_TOPIC", default_value = framefleet_common::kafka::DEFAULT_RESULTS_TOPIC)]
     pub results_topic: String,
@@ -145,20 +135,16 @@ pub struct WorkerConfig {
     pub pipeline: Option<String>,
 
     /// How often to look for new channels at the coordinator, in milliseconds.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, env = "FRAMEFLEET_CHANNEL_REFRESH_MS", default_value_t = 2000)]
     pub channel_refresh_ms: u64,
 
     /// How often to report throughput to the coordinator, in milliseconds.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, env = "FRAMEFLEET_REPORT_INTERVAL_MS", default_value_t = 1000)]
     pub report_interval_ms: u64,
 
     /// Serve Prometheus metrics on this address (`/metrics`), e.g. 127.0.0.1:9465.
     #[arg(long, env = "FRAMEFLEET_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
-
-    /// Largest frame payload accepted, in MiB (dead letters carry the original frame).
-    #[arg(long, env = "FRAMEFLEET_MAX_FRAME_MIB", default_value_t = 64)]
-    pub max_frame_mib: u32,
 
     /// Deadline for reaching the coordinator and the broker, in seconds.
     #[arg(long, env = "FRAMEFLEET_REQUEST_TIMEOUT_SECS", default_value_t = 10)]
@@ -166,13 +152,6 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
-    pub fn client_options(&self) -> framefleet_proto::client::ClientOptions {
-        framefleet_proto::client::ClientOptions {
-            token: self.auth_token.clone(),
-            tls_ca: self.tls_ca.clone(),
-        }
-    }
-
     pub fn worker_id(&self) -> String {
         self.worker_id
             .clone()
@@ -235,6 +214,6 @@ impl WorkerConfig {
     }
 
     pub fn max_frame_bytes(&self) -> usize {
-        (self.max_frame_mib as usize) << 20
+        self.kafka.max_frame_bytes()
     }
 }

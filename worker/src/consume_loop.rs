@@ -183,7 +183,7 @@ impl Worker {
                 _ = sleep_until_some(gathering_deadline), if wait_for_deadline && gathering_deadline.is_some() => {}
                 _ = refresh.tick() => {
                     if let Err(error) = self.refresh_channels().await {
-                        tracing::warn!("cannot refresh channels: {error:#}");
+                        tracing::warn!(error = format!("{error:#}"), "cannot refresh channels");
                     }
                 }
                 // Not polled while enough is gathered: librdkafka's bounded queue holds the

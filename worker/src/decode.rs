@@ -358,7 +358,7 @@ mod tests {
             version: 1,
             width,
             height,
-            channels: if pixel_format == PixelFormat::Gray8 { 1 } else { 3 },
+            channels: pixel_format.channel_count().unwrap_or(3),
             pixel_format: pixel_format.into(),
             encoding: encoding.into(),
             fps: 25.0,

@@ -211,7 +211,7 @@ mod tests {
     }
 
     fn flaky_detector() -> Detector {
-        let architecture = framefleet_detect::architecture::by_name("ssdlite_mobilenet_v2").expect("known");
+        let architecture = framefleet_detect::models::by_name("ssdlite_mobilenet_v2").expect("known");
         Detector::from_network(
             ModelManifest {
                 format_version: 1,

@@ -112,7 +112,7 @@ impl Worker {
         }
         self.last_unknown_channel_lookup = Some(Instant::now());
         if unknown_channel && let Err(error) = self.refresh_channels().await {
-            tracing::warn!("cannot refresh channels: {error:#}");
+            tracing::warn!(error = format!("{error:#}"), "cannot refresh channels");
         }
         let mut learned = Vec::new();
         for (channel_id, version) in missing_versions {

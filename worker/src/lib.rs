@@ -96,13 +96,17 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
         None => None,
     };
 
-    let coordinator =
-        framefleet_proto::client::connect_coordinator(&config.coordinator, timeout, &config.client_options()).await?;
+    let coordinator = framefleet_proto::client::connect_coordinator(
+        &config.coordinator.address,
+        timeout,
+        &config.coordinator.client_options(),
+    )
+    .await?;
     let channel_client = ChannelServiceClient::new(coordinator.clone());
     let schema_client = SchemaServiceClient::new(coordinator);
 
     let mut consumer_config =
-        kafka::worker_consumer_config(&config.kafka_brokers, &config.group, config.max_frame_bytes());
+        kafka::worker_consumer_config(&config.kafka.brokers, &config.worker_group, config.max_frame_bytes());
     consumer_config
         .set("client.id", &worker_id)
         // Statistics feed the lag this worker reports.
@@ -129,10 +133,10 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
     let consumer: WorkerConsumer = consumer_config
         .create_with_context(consumer::WorkerConsumerContext::new(Arc::clone(&gauges)))
         .context("cannot create the Kafka consumer")?;
-    let mut producer_config = kafka::producer_config(&config.kafka_brokers, config.max_frame_bytes());
+    let mut producer_config = kafka::producer_config(&config.kafka.brokers, config.max_frame_bytes());
     producer_config.set("client.id", &worker_id);
     let producer: FutureProducer = producer_config.create().context("cannot create the Kafka producer")?;
-    kafka::check_reachable(&producer, &config.kafka_brokers, timeout).await?;
+    kafka::check_reachable(&producer, &config.kafka.brokers, timeout).await?;
 
     let compute_threads = config.compute_threads();
     let compute_pool = Arc::new(
@@ -158,8 +162,8 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
     let reporter = framefleet_common::shutdown::spawn_essential(
         "coordinator reports",
         Reporter {
-            coordinator: config.coordinator.clone(),
-            client_options: config.client_options(),
+            coordinator: config.coordinator.address.clone(),
+            client_options: config.coordinator.client_options(),
             connect_timeout: timeout,
             worker_id: worker_id.clone(),
             device: device_name,

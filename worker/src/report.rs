@@ -3,16 +3,13 @@
 //! a lease; when the worker stops, the stream closes and the registration goes with it.
 
 use crate::consumer::ConsumerGauges;
-use framefleet_proto::client::CallError;
+use framefleet_common::report_stream::ReportStream;
 use framefleet_proto::v1::WorkerReport;
-use framefleet_proto::v1::fleet_service_client::FleetServiceClient;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// Wait before opening the report stream again after it failed.
-const RECONNECT_BACKOFF: Duration = Duration::from_secs(2);
 /// Latency samples kept between two reports; a worker finishing more batches than this in
 /// one interval reports percentiles of the most recent ones.
 const MAX_LATENCY_SAMPLES: usize = 4096;
@@ -134,76 +131,28 @@ struct Throughput {
 impl Reporter {
     /// Keeps a report stream open until `stop`, reopening it when it fails; the last report
     /// carries the final counts, then the stream is closed so the worker deregisters at once.
+    /// Processing goes on while the coordinator is away; only the registration and the
+    /// reports wait.
     pub async fn run(self, interval: Duration, stop: CancellationToken) {
         let mut throughput = Throughput {
             previous_frames: 0,
             previous_at: Instant::now(),
         };
-        while !stop.is_cancelled() {
-            match self.stream_until(interval, &stop, &mut throughput).await {
-                Ok(()) => return,
-                Err(reason) => {
-                    // Processing goes on while the coordinator is away; only the registration
-                    // and the reports wait.
-                    tracing::warn!(worker = %self.worker_id, "report stream to the coordinator failed: {reason}");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(RECONNECT_BACKOFF) => {}
-                    }
-                }
-            }
-        }
-    }
-
-    async fn stream_until(
-        &self,
-        interval: Duration,
-        stop: &CancellationToken,
-        throughput: &mut Throughput,
-    ) -> Result<(), String> {
-        let channel = framefleet_proto::client::connect_coordinator_for_streams(
-            &self.coordinator,
-            self.connect_timeout,
-            &self.client_options,
-        )
-        .await
-        .map_err(|error| error.to_string())?;
-        let mut client = FleetServiceClient::new(channel);
-        let (sender, receiver) = tokio::sync::mpsc::channel::<WorkerReport>(4);
-        let mut call = tokio::spawn(async move {
-            client
-                .stream_worker_reports(tokio_stream::wrappers::ReceiverStream::new(receiver))
-                .await
-        });
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                ended = &mut call => {
-                    return Err(match ended {
-                        Ok(Ok(_)) => "the coordinator closed the stream".to_owned(),
-                        Ok(Err(status)) => CallError::new("the report stream", status).to_string(),
-                        Err(error) => format!("report task failed: {error}"),
-                    });
-                }
-                _ = ticker.tick() => {
-                    let report = self.report(throughput);
-                    if sender.send(report).await.is_err() {
-                        return Err("the stream closed".to_owned());
-                    }
-                }
-            }
-        }
-        let last = self.report(throughput);
-        let _ = sender.send(last).await;
-        drop(sender);
-        // The coordinator answers once it has seen the end of the stream and deregistered.
-        match tokio::time::timeout(self.connect_timeout, call).await {
-            Ok(Ok(Ok(_))) => tracing::info!(worker = %self.worker_id, "deregistered from the coordinator"),
-            _ => tracing::debug!(worker = %self.worker_id, "no answer to the final report"),
-        }
-        Ok(())
+        let stream = ReportStream {
+            role: "worker",
+            process_id: &self.worker_id,
+            coordinator: &self.coordinator,
+            client_options: &self.client_options,
+            timeout: self.connect_timeout,
+            interval,
+        };
+        stream
+            .run(
+                &stop,
+                || self.report(&mut throughput),
+                |mut client, reports| async move { client.stream_worker_reports(reports).await },
+            )
+            .await;
     }
 
     fn report(&self, throughput: &mut Throughput) -> WorkerReport {

@@ -96,7 +96,7 @@ fn spawn_worker(worker_id: &str, coordinator: &str, brokers: &str, names: &Fleet
             brokers,
         ])
         .args([
-            "--group",
+            "--worker-group",
             &names.worker_group,
             "--results-topic",
             &names.results_topic,

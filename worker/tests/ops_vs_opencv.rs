@@ -195,7 +195,7 @@ fn cpu_kernels_match_opencv_filters_and_statistics() {
         .expect("plane");
         let kernels = [
             ("f32", &float_luma, filters::analyse_plane(&plane_of(&float_luma))),
-            ("integer", &byte_luma, filters::analyse_luma(&StagedLuma::Bytes(bytes))),
+            ("integer", &byte_luma, ops::analyse_luma(&StagedLuma::Bytes(bytes))),
         ];
         for (kernel, luma, features) in kernels {
             check_filters_against_opencv(&format!("frame {index}, {kernel} kernel"), luma, &features);
@@ -203,7 +203,7 @@ fn cpu_kernels_match_opencv_filters_and_statistics() {
     }
 }
 
-fn check_filters_against_opencv(case: &str, luma: &Mat, features: &filters::FrameFeatures) {
+fn check_filters_against_opencv(case: &str, luma: &Mat, features: &ops::FrameFeatures) {
     let blurred = opencv_reference::gaussian_blur_5(luma);
     let difference = largest_difference(&features.blurred.values, &mat_values(&blurred));
     assert!(difference < TOLERANCE, "{case}: blur differs by up to {difference}");

@@ -8,8 +8,8 @@ mod schemas;
 pub mod validate;
 
 use crate::error::CoordinatorError;
+use crate::kafka::topics::{Placement, TopicAdmin, TopicSpec};
 use crate::store::{CommitOutcome, Condition, MetadataStore, StoredValue, Write};
-use crate::topics::{Placement, TopicAdmin, TopicSpec};
 use framefleet_proto::v1::{Channel, ChannelState, FrameSchema, TopicStrategy};
 use record::{CHANNEL_KEY_PREFIX, decode, encode_schema, schema_prefix};
 pub use record::{ChannelRecord, DrainRecord, SchemaRecord, channel_key, schema_key};
@@ -106,7 +106,7 @@ impl<S: MetadataStore, T: TopicAdmin> ChannelRegistry<S, T> {
         };
 
         if !spec.claimed_by.is_empty() {
-            crate::fleet::validate_process_id("ingestor_id", &spec.claimed_by)?;
+            crate::channels::validate::process_id("ingestor_id", &spec.claimed_by)?;
         }
         let key = channel_key(&spec.channel_id);
         if let Some(existing) = self.store.get(&key).await? {

@@ -4,8 +4,8 @@
 use super::record::{SchemaRecord, decode, encode_schema, schema_key, schema_prefix};
 use super::{ChannelRegistry, Edit, validate};
 use crate::error::CoordinatorError;
+use crate::kafka::topics::{TopicAdmin, TopicSpec};
 use crate::store::{Condition, MetadataStore, Write};
-use crate::topics::{TopicAdmin, TopicSpec};
 use framefleet_proto::v1::{FrameSchema, TopicStrategy};
 
 impl<S: MetadataStore, T: TopicAdmin> ChannelRegistry<S, T> {

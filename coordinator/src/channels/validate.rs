@@ -5,6 +5,7 @@ use crate::error::CoordinatorError;
 use framefleet_proto::v1::{FrameEncoding, FrameSchema, PixelFormat, TopicStrategy};
 
 const MAX_CHANNEL_ID_LEN: usize = 128;
+const MAX_PROCESS_ID_LEN: usize = 128;
 pub const MAX_SOURCE_URI_LEN: usize = 4096;
 const MAX_DIMENSION: u32 = 16_384;
 const MAX_FPS: f64 = 1_000.0;
@@ -20,6 +21,18 @@ pub fn channel_id(channel_id: &str) -> Result<(), CoordinatorError> {
         return Err(CoordinatorError::invalid(
             "channel_id",
             "`.` must stand between other characters, one at a time",
+        ));
+    }
+    Ok(())
+}
+
+/// Ingestor and worker ids: any text of 1 to 128 characters (they name processes in reports
+/// and in etcd keys' values, never in topic names).
+pub fn process_id(field: &'static str, id: &str) -> Result<(), CoordinatorError> {
+    if id.is_empty() || id.len() > MAX_PROCESS_ID_LEN {
+        return Err(CoordinatorError::invalid(
+            field,
+            format!("must be 1..={MAX_PROCESS_ID_LEN} characters"),
         ));
     }
     Ok(())
@@ -145,11 +158,9 @@ pub fn schema(
     let pixel_format = PixelFormat::try_from(schema.pixel_format).map_err(|_| {
         CoordinatorError::invalid("schema.pixel_format", format!("unknown value {}", schema.pixel_format))
     })?;
-    let expected_channels = match pixel_format {
-        PixelFormat::Unspecified => return Err(CoordinatorError::invalid("schema.pixel_format", "must be set")),
-        PixelFormat::Gray8 => 1,
-        PixelFormat::Rgb24 | PixelFormat::Bgr24 => 3,
-    };
+    let expected_channels = pixel_format
+        .channel_count()
+        .ok_or_else(|| CoordinatorError::invalid("schema.pixel_format", "must be set"))?;
     if schema.channels != expected_channels {
         return Err(CoordinatorError::invalid(
             "schema.channels",

@@ -5,8 +5,8 @@
 
 use anyhow::Context;
 use clap::Parser;
-use framefleet_detect::architecture;
 use framefleet_detect::manifest::{FORMAT_VERSION, MANIFEST_FILE, ModelManifest, ModelSource, sha256_hex};
+use framefleet_detect::models;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -40,7 +40,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let architecture = architecture::by_name(&args.architecture)?;
+    let architecture = models::by_name(&args.architecture)?;
     let graph_bytes = std::fs::read(&args.graph).with_context(|| format!("cannot read {}", args.graph.display()))?;
     let constants = framefleet_detect::graphdef::float_constants(&graph_bytes)
         .with_context(|| format!("cannot read {} as a frozen graph", args.graph.display()))?;

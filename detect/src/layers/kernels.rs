@@ -14,7 +14,7 @@
 //! thread (the worker runs frames in parallel, one pass each). Never called on
 //! non-contiguous input: the layers make input contiguous first.
 
-use super::{Activation, same_padding};
+use super::conv::{Activation, same_padding};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout, Shape};
 use pulp::Simd;

@@ -9,26 +9,19 @@
 //! hundreds of convolutions per layer). On other devices the same layers are candle tensor
 //! ops, which the CPU tests also run as the reference for the kernels.
 
+pub mod conv;
 pub mod fused;
 pub mod kernels;
 pub mod pointwise;
 
-use crate::architecture::TensorSource;
+use crate::architecture::{Target, TensorSource};
 use crate::error::DetectError;
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
+pub use conv::{Activation, same_padding};
 
 /// ε of the Object Detection API's batch norms (`FusedBatchNorm`'s `epsilon` attribute in
 /// the frozen graphs; TF-slim's default for MobileNet).
 pub const BATCH_NORM_EPSILON: f64 = 0.001;
-
-/// TensorFlow's "SAME" padding for one spatial dimension: output size `ceil(input / stride)`,
-/// and the padding before it (the rest goes after: a stride-2 layer on an even input pads
-/// 0 before and 1 after).
-pub fn same_padding(input: usize, kernel: usize, stride: usize) -> (usize, usize) {
-    let output = input.div_ceil(stride);
-    let total = ((output - 1) * stride + kernel).saturating_sub(input);
-    (output, total / 2)
-}
 
 /// Reads `{prefix}/BatchNorm/{gamma,beta,moving_mean,moving_variance}` and folds them into
 /// `weights` (any layout whose last dimension, or whose `channels`-sized innermost group, is
@@ -54,61 +47,6 @@ fn fold_batch_norm(
     Ok((0..channels)
         .map(|channel| (f64::from(beta[channel]) - f64::from(mean[channel]) * scale[channel]) as f32)
         .collect())
-}
-
-/// Where a network's layers run: the device, and whether the CPU kernels of ours are used
-/// there (on a CPU they are, unless a check wants the tensor-op path that GPUs take).
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub device: Device,
-    pub cpu_kernels: bool,
-}
-
-impl Target {
-    /// `device`, with our kernels wherever it is a CPU.
-    pub fn new(device: &Device) -> Self {
-        Self {
-            device: device.clone(),
-            cpu_kernels: device.is_cpu(),
-        }
-    }
-
-    /// The CPU, with every layer as candle tensor ops: the GPU's path, for checking it here.
-    pub fn cpu_tensor_ops() -> Self {
-        Self {
-            device: Device::Cpu,
-            cpu_kernels: false,
-        }
-    }
-}
-
-/// What follows a convolution's bias.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    /// `min(max(x, 0), 6)`.
-    Relu6,
-    /// None (a linear bottleneck's projection, a predictor's output).
-    Linear,
-}
-
-impl Activation {
-    /// The activation of one value.
-    #[inline(always)]
-    pub fn apply(self, value: f32) -> f32 {
-        match self {
-            Self::Relu6 => value.clamp(0.0, 6.0),
-            Self::Linear => value,
-        }
-    }
-
-    /// The activation of a vector of values, for the CPU kernels.
-    #[inline(always)]
-    pub fn apply_simd<S: pulp::Simd>(self, simd: S, value: S::f32s) -> S::f32s {
-        match self {
-            Self::Relu6 => simd.min_f32s(simd.max_f32s(value, simd.splat_f32s(0.0)), simd.splat_f32s(6.0)),
-            Self::Linear => value,
-        }
-    }
 }
 
 /// Adds `bias` (`[C]`) to the last dimension of `x` and applies `activation`, as candle ops.

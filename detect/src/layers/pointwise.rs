@@ -18,7 +18,7 @@
 //! AVX-512 vectors, or 2 rows × 4 AVX2 vectors; a plain loop elsewhere. Runs on the calling
 //! thread (the worker runs frames in parallel, one forward pass each).
 
-use super::Activation;
+use super::conv::Activation;
 use candle_core::{CpuStorage, Layout, Shape};
 use pulp::Simd;
 

@@ -1,5 +1,6 @@
 use super::*;
 use crate::architecture::TensorSource;
+use candle_core::Device;
 use proptest::prelude::*;
 
 /// Hands out deterministic pseudo-random values for every tensor (batch-norm variances

@@ -17,9 +17,9 @@
 //! Tensor names are the frozen graph's `Const` node names, so a converted file can be traced
 //! back to the graph it came from.
 
-use crate::architecture::{Architecture, Network, RawDetection, TensorSource};
+use crate::architecture::{Architecture, Network, RawDetection, Target, TensorSource};
 use crate::error::DetectError;
-use crate::layers::{Activation, Depthwise, Pointwise, Stem, Target};
+use crate::layers::{Activation, Depthwise, Pointwise, Stem};
 use crate::ssd::{anchors::AnchorConfig, decode_box, nms::non_max_suppression, sigmoid};
 use candle_core::{Device, Tensor};
 
@@ -58,7 +58,7 @@ const FIRST_MAP_BLOCK: usize = 13;
 /// The extra stages after `Conv_1`: (1×1 channels, output channels).
 const EXTRA_STAGES: [(usize, usize); 4] = [(256, 512), (128, 256), (128, 256), (64, 128)];
 
-/// The architecture, for [`crate::architecture::by_name`].
+/// The architecture, for [`crate::models::by_name`].
 pub struct SsdliteMobilenetV2;
 
 impl SsdliteMobilenetV2 {

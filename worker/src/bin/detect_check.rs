@@ -8,7 +8,7 @@
 use anyhow::Context;
 use clap::Parser;
 use framefleet_detect::agreement::{Agreement, REFERENCE_TOLERANCE, scored_boxes};
-use framefleet_detect::layers::Target;
+use framefleet_detect::architecture::Target;
 use framefleet_detect::{Detector, PreparedFrame};
 use framefleet_worker::detect_reference::ReferenceSet;
 use std::path::PathBuf;

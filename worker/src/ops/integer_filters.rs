@@ -12,7 +12,7 @@
 //! the values instead of needing a pass each (an f32 sum has an order it must keep). Those
 //! three statistics are exact integer sums here, where the f32 kernel rounds partial sums.
 
-use super::filters::{FrameFeatures, SobelScratch, Sums as FloatSums, WINDOW_ROWS, sobel_row};
+use super::features::{FrameFeatures, SobelScratch, Sums as FloatSums, WINDOW_ROWS, sobel_row};
 use super::staging::{BytePlane, LumaPlane};
 
 /// Rows wider than this could overflow a row's u32 sums (each term is at most 256 × 255).
@@ -227,7 +227,7 @@ mod tests {
 
             let wider = whole_plane(MAX_WIDTH + 1, 1, pattern);
             assert!(!applies_to(&wider));
-            let through_dispatch = super::super::filters::analyse_luma(&StagedLuma::Bytes(wider.clone()));
+            let through_dispatch = super::super::analyse_luma(&StagedLuma::Bytes(wider.clone()));
             assert_eq!(through_dispatch, analyse_float_plane(&wider.to_floats()), "{name}");
         }
     }

@@ -13,32 +13,24 @@
 //! steps are one candle op graph over the whole batch ([`tensor`]), checked against the CPU
 //! kernel, which is the reference.
 
+pub mod batch;
+mod error;
+pub mod features;
 pub mod filters;
 mod integer_filters;
 pub mod motion;
 pub mod staging;
 pub mod tensor;
 
+pub use batch::{AnalysisSettings, FrameAnalysis, FrameInput, StagedFrame};
 use candle_core::Device;
-use framefleet_proto::wire::{FrameScores, MotionBox};
+pub use error::OpsError;
+pub use features::FrameFeatures;
+use framefleet_proto::wire::FrameScores;
 pub use motion::MotionState;
 use rayon::prelude::*;
 use staging::{LumaPlane, StagedLuma};
 use std::collections::HashMap;
-
-#[derive(Debug, thiserror::Error)]
-pub enum OpsError {
-    #[error("tensor operation failed: {0}")]
-    Tensor(#[from] candle_core::Error),
-    #[error("batch is empty")]
-    EmptyBatch,
-    #[error("frames in one batch must share a size: {0}")]
-    MixedSizes(String),
-    #[error("a {width}×{height} frame cannot be downscaled by {factor}")]
-    TooSmall { width: usize, height: usize, factor: usize },
-    #[error("a {width}×{height} image cannot be read from {values} values")]
-    BadPlane { width: usize, height: usize, values: usize },
-}
 
 /// Which device the ops run on; chosen once at start-up.
 pub fn select_device(requested: &str) -> anyhow::Result<Device> {
@@ -80,50 +72,15 @@ pub fn analysis_factor(width: usize, height: usize, max_side: usize) -> usize {
     width.max(height).div_ceil(max_side).min(width.min(height)).max(1)
 }
 
-/// How a frame is analysed; the same for every frame a worker processes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AnalysisSettings {
-    /// Frames are area-downscaled by an integer factor until their longer side is at most
-    /// this (0: analyse at full size). Blur, edges and motion then run on far fewer pixels.
-    pub max_side: usize,
-    /// Luma difference (0–255) from the background that counts a pixel as moving.
-    pub motion_threshold: f32,
-    /// Weight of each new frame in the running-average background, 0–1.
-    pub background_rate: f32,
-}
-
-impl Default for AnalysisSettings {
-    fn default() -> Self {
-        Self {
-            max_side: 480,
-            motion_threshold: 25.0,
-            background_rate: 0.05,
-        }
+/// Blur, gradients and statistics of staged luma (any size of at least 1×1): bytes go to the
+/// integer kernel ([`integer_filters`]), which gives the same blurred plane and edge
+/// strength as the f32 kernel ([`filters`]), bit for bit, and exact sums for the other statistics.
+pub fn analyse_luma(luma: &StagedLuma) -> FrameFeatures {
+    match luma {
+        StagedLuma::Bytes(plane) if integer_filters::applies_to(plane) => integer_filters::analyse_plane(plane),
+        StagedLuma::Bytes(_) => filters::analyse_plane(&luma.to_floats()),
+        StagedLuma::Floats(plane) => filters::analyse_plane(plane),
     }
-}
-
-/// A frame ready for analysis: its luma at the analysis size and where that came from.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StagedFrame {
-    /// The frame's size as encoded, in pixels.
-    pub full_size: (usize, usize),
-    /// Full size ÷ analysis size (integer, ≥ 1).
-    pub factor: usize,
-    pub luma: StagedLuma,
-}
-
-/// One frame to analyse and the channel it belongs to (whose background model it uses).
-#[derive(Debug, Clone, Copy)]
-pub struct FrameInput<'a> {
-    pub channel_id: &'a str,
-    pub frame: &'a StagedFrame,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct FrameAnalysis {
-    pub scores: FrameScores,
-    /// The box around every moving pixel, in full-frame pixel coordinates.
-    pub motion_box: Option<MotionBox>,
 }
 
 /// Analyses `frames` and returns one analysis per frame, in order. Frames of one channel must
@@ -141,10 +98,7 @@ pub fn analyse_batch(
     if !device.is_cpu() {
         return analyse_batch_graph(frames, motion, device, settings);
     }
-    let features: Vec<filters::FrameFeatures> = frames
-        .par_iter()
-        .map(|input| filters::analyse_luma(&input.frame.luma))
-        .collect();
+    let features: Vec<FrameFeatures> = frames.par_iter().map(|input| analyse_luma(&input.frame.luma)).collect();
 
     // Each channel's frames, in stream order, with the channel's background taken out of the
     // state so channels can run in parallel.

@@ -3,7 +3,7 @@
 //! box around the moving pixels. A channel's frames depend on each other through the
 //! background, so they are analysed in stream order; different channels are independent.
 
-use super::AnalysisSettings;
+use super::batch::AnalysisSettings;
 use super::staging::LumaPlane;
 use candle_core::Tensor;
 use framefleet_proto::wire::MotionBox;

@@ -5,7 +5,7 @@
 //! are taken first and weighted once per output pixel: one pass over the full-size pixels,
 //! factor² fewer multiplications, and the full-size frame is never converted to f32.
 
-use super::OpsError;
+use super::error::OpsError;
 use std::borrow::Cow;
 
 /// ITU-R BT.601 luma weights (R, G, B), the ones OpenCV's `cvtColor(RGB2GRAY)` and JPEG's

@@ -7,10 +7,11 @@
 //! rather than `conv2d`: plain element-wise kernels on CUDA. Arithmetic is f32 throughout
 //! because candle's u8 ops wrap on subtraction and several ops refuse u8.
 
-use super::filters::GAUSSIAN_5;
+use super::batch::{AnalysisSettings, FrameAnalysis, FrameInput};
+use super::error::OpsError;
+use super::features::GAUSSIAN_5;
 use super::motion::motion_box_from_profiles;
 use super::staging::LumaPlane;
-use super::{AnalysisSettings, FrameAnalysis, FrameInput, OpsError};
 use candle_core::{DType, Device, Tensor};
 use framefleet_proto::wire::{FrameScores, MotionBox};
 use std::collections::{BTreeMap, HashMap};

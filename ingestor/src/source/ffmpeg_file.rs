@@ -9,7 +9,8 @@
 //! Rotation metadata (the stream's display matrix) is applied as the `ffmpeg` tool does;
 //! the frame rate is the stream's when plausible, else derived from timestamps.
 
-use crate::source::{FALLBACK_FPS, FrameSource, MAX_PLAUSIBLE_FPS, ReadOutcome, SourceError, SourceInfo};
+use crate::source::frame_source::{FrameSource, ReadOutcome, SourceError, SourceInfo};
+use crate::source::spec::{FALLBACK_FPS, MAX_DIMENSION, MAX_PLAUSIBLE_FPS, median_rate};
 use ffmpeg_next as ffmpeg;
 use opencv::core::{self, Mat};
 use opencv::prelude::*;
@@ -60,7 +61,7 @@ impl FfmpegFileSource {
             .map_err(|error| open_error(uri, error))?;
         let decoder = context.decoder().video().map_err(|error| open_error(uri, error))?;
         let (width, height) = (decoder.width(), decoder.height());
-        let valid = |side: u32| (1..=crate::source::MAX_DIMENSION).contains(&side);
+        let valid = |side: u32| (1..=MAX_DIMENSION).contains(&side);
         if !(valid(width) && valid(height)) {
             return Err(SourceError::BadFrameSize {
                 uri: uri.to_owned(),
@@ -226,7 +227,7 @@ fn quarter_turns(matrix: &[u8]) -> u8 {
     ((degrees / 90.0).round() as i64).rem_euclid(4) as u8
 }
 
-/// The rate from the first packets' timestamps (see [`crate::source::median_rate`]).
+/// The rate from the first packets' timestamps (see [`median_rate`]).
 fn rate_from_packet_times(path: &Path, stream_index: usize) -> Option<f64> {
     let mut input = ffmpeg::format::input(path).ok()?;
     let time_base = f64::from(input.stream(stream_index)?.time_base());
@@ -244,7 +245,7 @@ fn rate_from_packet_times(path: &Path, stream_index: usize) -> Option<f64> {
     }
     // Packets come in decode order; presentation order is sorted.
     stamps_ms.sort_by(f64::total_cmp);
-    crate::source::median_rate(&stamps_ms)
+    median_rate(&stamps_ms)
 }
 
 #[cfg(test)]

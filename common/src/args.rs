@@ -1,0 +1,67 @@
+//! Command-line arguments every service takes alike, flattened into each one's configuration
+//! (`#[command(flatten)]`): one flag name, one type and one environment variable per setting
+//! across the coordinator, ingestor, worker and CLI.
+
+use framefleet_proto::client::{ClientOptions, Token};
+use std::path::PathBuf;
+
+/// How a process reaches the coordinator.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CoordinatorArgs {
+    /// Coordinator gRPC address (`https://…` for a TLS coordinator); several, comma-separated,
+    /// are tried in turn.
+    #[arg(
+        id = "coordinator",
+        long = "coordinator",
+        global = true,
+        env = "FRAMEFLEET_COORDINATOR",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub address: String,
+
+    /// Bearer token for the coordinator's mutating calls (registration, reports, changes);
+    /// needed when the coordinator was started with one.
+    #[arg(long, global = true, env = "FRAMEFLEET_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<Token>,
+
+    /// PEM CA certificate of a TLS coordinator (`https://` address).
+    #[arg(long, global = true, env = "FRAMEFLEET_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl CoordinatorArgs {
+    pub fn client_options(&self) -> ClientOptions {
+        ClientOptions {
+            token: self.auth_token.clone(),
+            tls_ca: self.tls_ca.clone(),
+        }
+    }
+}
+
+/// How a process reaches Kafka, and the frame size every service of a fleet agrees on.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers (host:port, comma-separated).
+    #[arg(
+        id = "kafka_brokers",
+        long = "kafka-brokers",
+        env = "FRAMEFLEET_KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub brokers: String,
+
+    /// Largest decoded frame (width × height × channels), in MiB: the coordinator refuses a
+    /// schema above it and sizes topics for it, an ingestor never produces a larger frame, a
+    /// worker dead-letters one (`PAYLOAD_TOO_LARGE`). Give every service of a fleet the same.
+    #[arg(long, env = "FRAMEFLEET_MAX_FRAME_MIB", default_value_t = 64)]
+    pub max_frame_mib: u32,
+}
+
+impl KafkaArgs {
+    /// `--max-frame-mib` in bytes (at least 1 MiB).
+    pub fn max_frame_bytes(&self) -> usize {
+        usize::try_from(self.max_frame_mib.max(1))
+            .unwrap_or(usize::MAX)
+            .saturating_mul(1 << 20)
+    }
+}
