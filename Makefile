@@ -14,9 +14,10 @@ demo: ## run a local fleet on real sample videos, with live progress and a final
 test: ## format check, clippy and every test against real etcd and broker
 	scripts/test.sh
 
-lint: ## format check and clippy only
+lint: ## format check, clippy and the module import-loop check
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	scripts/module-cycles.py
 
 fmt: ## format the code
 	cargo fmt --all

@@ -13,6 +13,8 @@ scripts/setup.sh
 echo "== format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# No two modules of a crate may import each other (the layers stay layers).
+scripts/module-cycles.py
 
 echo "== Kubernetes manifests"
 deploy/kubernetes/validate.sh

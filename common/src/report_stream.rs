@@ -4,7 +4,9 @@
 //! deregisters at once. A stream that fails is reopened after [`RECONNECT_BACKOFF`]; the
 //! process's own work (capture, processing) goes on meanwhile.
 
-use framefleet_proto::client::{CallError, ClientOptions, CoordinatorChannel, connect_coordinator_for_streams};
+use framefleet_proto::client::{
+    CallError, ClientOptions, CoordinatorChannel, StreamError, connect_coordinator_for_streams,
+};
 use framefleet_proto::v1::fleet_service_client::FleetServiceClient;
 use std::future::Future;
 use std::time::Duration;
@@ -56,21 +58,19 @@ impl ReportStream<'_> {
         }
     }
 
-    /// One stream, until `stop` (Ok) or until it fails (Err: why).
+    /// One stream, until `stop` (Ok) or until it fails.
     async fn stream_until<R, T, Call>(
         &self,
         stop: &CancellationToken,
         next_report: &mut impl FnMut() -> R,
         open: &impl Fn(FleetServiceClient<CoordinatorChannel>, ReceiverStream<R>) -> Call,
-    ) -> Result<(), String>
+    ) -> Result<(), StreamError>
     where
         R: Send + 'static,
         T: Send + 'static,
         Call: Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send + 'static,
     {
-        let channel = connect_coordinator_for_streams(self.coordinator, self.timeout, self.client_options)
-            .await
-            .map_err(|error| error.to_string())?;
+        let channel = connect_coordinator_for_streams(self.coordinator, self.timeout, self.client_options).await?;
         let (sender, receiver) = mpsc::channel::<R>(4);
         let mut call = tokio::spawn(open(FleetServiceClient::new(channel), ReceiverStream::new(receiver)));
         let mut ticker = tokio::time::interval(self.interval);
@@ -80,15 +80,15 @@ impl ReportStream<'_> {
                 _ = stop.cancelled() => break,
                 ended = &mut call => {
                     return Err(match ended {
-                        Ok(Ok(_)) => "the coordinator closed the stream".to_owned(),
-                        Ok(Err(status)) => CallError::new("the report stream", status).to_string(),
-                        Err(error) => format!("report task failed: {error}"),
+                        Ok(Ok(_)) => StreamError::EndedByCoordinator,
+                        Ok(Err(status)) => CallError::new("the report stream", status).into(),
+                        Err(error) => StreamError::Task(error.to_string()),
                     });
                 }
                 // The first tick is immediate: the first report registers the process.
                 _ = ticker.tick() => {
                     if sender.send(next_report()).await.is_err() {
-                        return Err("the stream closed".to_owned());
+                        return Err(StreamError::EndedByCoordinator);
                     }
                 }
             }

@@ -11,6 +11,8 @@ use opencv::{imgcodecs, imgproc};
 pub enum EncodeError {
     #[error("schema {0}")]
     Schema(String),
+    #[error("schema {0}")]
+    Size(#[from] crate::source::OutOfRange),
     #[error("converting the frame failed: {0}")]
     OpenCv(#[from] opencv::Error),
     #[error("{0} encoding of the frame failed")]
@@ -50,7 +52,7 @@ pub struct FrameEncoder {
 
 impl FrameEncoder {
     pub fn new(schema: &FrameSchema, quality: Quality) -> Result<Self, EncodeError> {
-        crate::source::check_dimensions(schema.width, schema.height).map_err(EncodeError::Schema)?;
+        crate::source::check_dimensions(schema.width, schema.height)?;
         let pixel_format = match PixelFormat::try_from(schema.pixel_format) {
             Ok(PixelFormat::Unspecified) | Err(_) => PixelFormat::Rgb24,
             Ok(format) => format,

@@ -5,7 +5,7 @@ use crate::config::{IngestorConfig, LocalChannel};
 use crate::encode::Quality;
 use crate::ledger::Ledgers;
 use crate::ledger::SourceState;
-use crate::source::{OpenOptions, SourceSpec};
+use crate::source::{OpenOptions, OutOfRange, SourceError, SourceSpec};
 use crate::supervisor::Supervisor;
 use crate::{config, source};
 use framefleet_proto::client::CallError;
@@ -18,6 +18,24 @@ use framefleet_proto::v1::{
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+/// Why a channel of this ingestor's own list (`--channel`, `--channel-file`) could not be
+/// registered with the coordinator.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("{0} (to register it without opening it, give width, height and fps)")]
+    Probe(SourceError),
+    #[error("probing the source failed: {0}")]
+    ProbeFailed(String),
+    #[error("channel `{channel_id}`: {reason}")]
+    Size { channel_id: String, reason: OutOfRange },
+    #[error(transparent)]
+    Call(#[from] CallError),
+    #[error("the coordinator answered a registration without the channel")]
+    NoChannelInAnswer,
+}
 
 /// Channels this ingestor registers (and claims) itself: the `--channel` flags and the
 /// channel file.
@@ -73,7 +91,7 @@ impl LocalChannels {
             Err(reason) => {
                 // One bad channel must not stop the others.
                 tracing::error!(channel = %channel.id, %reason, "channel cannot start");
-                ledger.record_error(reason);
+                ledger.record_error(reason.to_string());
                 ledger.set_state(SourceState::Failed);
                 ledger.mark_finished();
             }
@@ -166,7 +184,7 @@ impl LocalChannels {
     /// claim the coordinator refused or never answered goes back into the set, to be tried
     /// again once [`RECLAIM_INTERVAL`] has passed: dropping it would leave a channel this
     /// ingestor is configured to capture unowned until something else took it away again.
-    fn claim_settled(&mut self, channel_id: &str, claimed: Result<Channel, String>) {
+    fn claim_settled(&mut self, channel_id: &str, claimed: Result<Channel, RegisterError>) {
         self.reclaimed.insert(channel_id.to_owned(), std::time::Instant::now());
         match claimed {
             Ok(_) => {
@@ -183,8 +201,8 @@ impl LocalChannels {
         &self,
         client: &mut ChannelServiceClient<CoordinatorChannel>,
         channel: &LocalChannel,
-    ) -> Result<Channel, String> {
-        let spec = SourceSpec::parse(&channel.source).map_err(|error| error.to_string())?;
+    ) -> Result<Channel, RegisterError> {
+        let spec = SourceSpec::parse(&channel.source)?;
         let width = channel.width.or(self.config.width);
         let height = channel.height.or(self.config.height);
         let fps = channel.fps.or(self.config.fps);
@@ -201,8 +219,8 @@ impl LocalChannels {
                     source::open(&uri, &probe_spec, options).map(|source| source.info())
                 })
                 .await
-                .map_err(|error| format!("probing the source panicked: {error}"))?
-                .map_err(|error| format!("{error} (to register it without opening it, give width, height and fps)"))?;
+                .map_err(|error| RegisterError::ProbeFailed(error.to_string()))?
+                .map_err(RegisterError::Probe)?;
                 (
                     width.unwrap_or(info.width),
                     height.unwrap_or(info.height),
@@ -210,7 +228,10 @@ impl LocalChannels {
                 )
             }
         };
-        source::check_dimensions(width, height).map_err(|reason| format!("channel `{}`: {reason}", channel.id))?;
+        source::check_dimensions(width, height).map_err(|reason| RegisterError::Size {
+            channel_id: channel.id.clone(),
+            reason,
+        })?;
         let pixel_format = PixelFormat::from(channel.pixel_format.unwrap_or(self.config.pixel_format));
         let encoding = FrameEncoding::from(channel.encoding.unwrap_or(self.config.encoding));
         let schema = FrameSchema {
@@ -239,11 +260,9 @@ impl LocalChannels {
                 ingestor_id: self.ingestor_id.clone(),
             })
             .await
-            .map_err(|status| CallError::new(format!("registering channel `{}`", channel.id), status).to_string())?
+            .map_err(|status| CallError::new(format!("registering channel `{}`", channel.id), status))?
             .into_inner();
-        let registered = response
-            .channel
-            .ok_or_else(|| "the coordinator answered a registration without the channel".to_owned())?;
+        let registered = response.channel.ok_or(RegisterError::NoChannelInAnswer)?;
         tracing::info!(
             channel = %channel.id, topics = ?registered.topics, width, height, fps,
             created = response.created, "channel registered"
@@ -375,7 +394,13 @@ mod tests {
     fn a_refused_claim_stays_pending_and_waits_out_the_interval() {
         let mut local = local_channels();
         assert!(local.claim_due("cam-1"), "never claimed: due at once");
-        local.claim_settled("cam-1", Err("the coordinator is unavailable".to_owned()));
+        local.claim_settled(
+            "cam-1",
+            Err(RegisterError::Call(CallError::new(
+                "registering channel `cam-1`",
+                tonic::Status::unavailable("the coordinator is unavailable"),
+            ))),
+        );
         assert!(local.reclaims_pending(), "a refused claim must be retried");
         assert!(local.to_reclaim.contains("cam-1"));
         assert!(!local.claim_due("cam-1"), "not before the interval has passed");

@@ -4,7 +4,7 @@
 
 use crate::ledger::Ledgers;
 use framefleet_common::report_stream::{RECONNECT_BACKOFF, ReportStream};
-use framefleet_proto::client::CallError;
+use framefleet_proto::client::{CallError, StreamError};
 use framefleet_proto::client::{ClientOptions, CoordinatorChannel};
 use framefleet_proto::v1::assignment_service_client::AssignmentServiceClient;
 use framefleet_proto::v1::{AssignmentUpdate, IngestorReport, WatchAssignmentsRequest};
@@ -21,10 +21,11 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    async fn stream_channel(&self) -> Result<CoordinatorChannel, String> {
-        framefleet_proto::client::connect_coordinator_for_streams(&self.address, self.timeout, &self.options)
-            .await
-            .map_err(|error| error.to_string())
+    async fn stream_channel(&self) -> Result<CoordinatorChannel, StreamError> {
+        Ok(
+            framefleet_proto::client::connect_coordinator_for_streams(&self.address, self.timeout, &self.options)
+                .await?,
+        )
     }
 
     /// Keeps the report stream open until `stop`; the last report carries the final counts,
@@ -70,7 +71,7 @@ impl Coordinator {
                         after_revision,
                     })
                     .await
-                    .map_err(|status| CallError::new("watching assignments", status).to_string())?
+                    .map_err(|status| CallError::new("watching assignments", status))?
                     .into_inner();
                 loop {
                     let update = tokio::select! {
@@ -84,8 +85,8 @@ impl Coordinator {
                                 return Ok(());
                             }
                         }
-                        Ok(None) => return Err("the coordinator ended the watch".to_owned()),
-                        Err(status) => return Err(CallError::new("the assignment watch", status).to_string()),
+                        Ok(None) => return Err(StreamError::EndedByCoordinator),
+                        Err(status) => return Err(CallError::new("the assignment watch", status).into()),
                     }
                 }
             }

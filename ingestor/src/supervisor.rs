@@ -4,12 +4,12 @@
 
 use crate::capture::{CaptureJob, CaptureOptions, EncodedFrame};
 use crate::config::IngestorConfig;
-use crate::encode::{FrameEncoder, Quality};
+use crate::encode::{EncodeError, FrameEncoder, Quality};
 use crate::ledger::Ledgers;
 use crate::ledger::SourceState;
 use crate::producer::{ChannelStream, Producers};
 use crate::queue::FrameQueue;
-use crate::source::SourceSpec;
+use crate::source::{SourceError, SourceSpec};
 use crate::{capture, isolation, producer};
 use framefleet_common::kafka;
 use framefleet_proto::v1::{AssignmentUpdate, Channel, FrameSchema};
@@ -19,6 +19,25 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+/// Why an assigned channel cannot start on this ingestor.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("channel `{0}` has no schema")]
+    NoSchema(String),
+    #[error(
+        "channel `{channel_id}` frames are {frame_bytes} bytes, over this ingestor's --max-frame-mib {max_frame_mib}"
+    )]
+    FrameTooLarge {
+        channel_id: String,
+        frame_bytes: u64,
+        max_frame_mib: u32,
+    },
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("channel `{channel_id}`: {error}")]
+    Encoder { channel_id: String, error: EncodeError },
+}
 
 /// What makes a running channel's capture obsolete when it changes.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,7 +147,7 @@ impl Supervisor {
             Ok(prepared) => prepared,
             Err(reason) => {
                 tracing::error!(channel = %channel_id, %reason, "channel cannot start");
-                ledger.record_error(reason);
+                ledger.record_error(reason.to_string());
                 ledger.set_state(SourceState::Failed);
                 ledger.mark_finished();
                 self.ended.insert(channel_id, key);
@@ -208,27 +227,28 @@ impl Supervisor {
         );
     }
 
-    pub(crate) fn prepare(&self, channel: &Channel, key: &ChannelKey) -> Result<PreparedChannel, String> {
+    pub(crate) fn prepare(&self, channel: &Channel, key: &ChannelKey) -> Result<PreparedChannel, PrepareError> {
         let schema = channel
             .schema
             .as_ref()
-            .ok_or_else(|| format!("channel `{}` has no schema", channel.channel_id))?;
+            .ok_or_else(|| PrepareError::NoSchema(channel.channel_id.clone()))?;
         if schema.raw_frame_bytes() > self.config.max_frame_bytes() as u64 {
-            return Err(format!(
-                "channel `{}` frames are {} bytes, over this ingestor's --max-frame-mib {}",
-                channel.channel_id,
-                schema.raw_frame_bytes(),
-                self.config.kafka.max_frame_mib
-            ));
+            return Err(PrepareError::FrameTooLarge {
+                channel_id: channel.channel_id.clone(),
+                frame_bytes: schema.raw_frame_bytes(),
+                max_frame_mib: self.config.kafka.max_frame_mib,
+            });
         }
-        let spec = SourceSpec::parse(&channel.source_uri).map_err(|error| error.to_string())?;
+        let spec = SourceSpec::parse(&channel.source_uri)?;
         let quality = self
             .quality
             .get(&channel.channel_id)
             .copied()
             .unwrap_or_else(|| self.config.default_quality());
-        let encoder =
-            FrameEncoder::new(schema, quality).map_err(|error| format!("channel `{}`: {error}", channel.channel_id))?;
+        let encoder = FrameEncoder::new(schema, quality).map_err(|error| PrepareError::Encoder {
+            channel_id: channel.channel_id.clone(),
+            error,
+        })?;
         let max_payload = kafka::max_frame_payload_bytes(schema.raw_frame_bytes());
         Ok(PreparedChannel {
             spec,

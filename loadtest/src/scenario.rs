@@ -23,7 +23,7 @@ pub enum ScenarioError {
     #[error("scenario {path} is not valid: {source}")]
     Parse { path: PathBuf, source: toml::de::Error },
     #[error("scenario {path}: {reason}")]
-    Invalid { path: PathBuf, reason: String },
+    Invalid { path: PathBuf, reason: InvalidScenario },
     #[error("no scenario files (*.toml) in {0}")]
     Empty(PathBuf),
 }
@@ -104,10 +104,27 @@ pub struct LagScenario {
     pub cameras: Cameras,
 }
 
-fn check_quota(quota: Option<f64>) -> Result<(), String> {
+/// What makes a scenario file unusable, in the words of its fields.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidScenario(String);
+
+impl From<&str> for InvalidScenario {
+    fn from(reason: &str) -> Self {
+        Self(reason.to_owned())
+    }
+}
+
+impl From<String> for InvalidScenario {
+    fn from(reason: String) -> Self {
+        Self(reason)
+    }
+}
+
+fn check_quota(quota: Option<f64>) -> Result<(), InvalidScenario> {
     match quota {
         Some(cores) if !(0.01..=1024.0).contains(&cores) => {
-            Err(format!("worker_cpu_quota {cores} is outside [0.01, 1024] CPUs"))
+            Err(format!("worker_cpu_quota {cores} is outside [0.01, 1024] CPUs").into())
         }
         _ => Ok(()),
     }
@@ -226,7 +243,7 @@ impl Scenario {
         files.iter().map(|file| Self::load(file)).collect()
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), InvalidScenario> {
         let (name, cameras) = match self {
             Self::Lag(scenario) => {
                 if scenario.workers == 0 {
@@ -263,17 +280,17 @@ impl Scenario {
         };
         // The name becomes file names and Kafka topic names.
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(format!("name `{name}` must be letters, digits, - and _"));
+            return Err(format!("name `{name}` must be letters, digits, - and _").into());
         }
         if cameras.count == 0 || cameras.count > 256 {
-            return Err(format!("cameras.count {} is outside 1–256", cameras.count));
+            return Err(format!("cameras.count {} is outside 1–256", cameras.count).into());
         }
         if !(cameras.fps > 0.0 && cameras.fps <= 1000.0) {
-            return Err(format!("cameras.fps {} is outside (0, 1000]", cameras.fps));
+            return Err(format!("cameras.fps {} is outside (0, 1000]", cameras.fps).into());
         }
         for (side, value) in [("width", cameras.width), ("height", cameras.height)] {
             if !(16..=8192).contains(&value) {
-                return Err(format!("cameras.{side} {value} is outside 16–8192"));
+                return Err(format!("cameras.{side} {value} is outside 16–8192").into());
             }
         }
         Ok(())

@@ -298,6 +298,20 @@ fn source_chain(error: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
+/// Why a long-lived stream to the coordinator (a report stream, an assignment watch) ended
+/// before its owner stopped it; the owner opens it again.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Call(#[from] CallError),
+    #[error("the coordinator ended the stream")]
+    EndedByCoordinator,
+    #[error("the stream's task failed: {0}")]
+    Task(String),
+}
+
 /// A call to the coordinator that failed, as every client (CLI, ingestor, worker) reports
 /// it: what was being done, the gRPC code and the coordinator's message. One place decides
 /// how a status reads, whether retrying may help, and which exit code the CLI gives it.

@@ -1,7 +1,7 @@
 //! [`MetadataStore`] on etcd. Every call has a deadline so an unreachable etcd becomes
 //! `UNAVAILABLE`, never a hang.
 
-use super::{
+use super::contract::{
     CommitOutcome, Condition, CreateOutcome, LeasedOutcome, Listing, MetadataStore, StoreError, StoredValue,
     WatchBatch, WatchEvent, WatchStream, Write,
 };

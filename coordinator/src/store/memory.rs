@@ -2,7 +2,7 @@
 //! etcd's semantics that the coordinator relies on: one revision counter, create-if-absent,
 //! leases that expire, transactions with conditions, and watches that can be compacted away.
 
-use super::{
+use super::contract::{
     CommitOutcome, Condition, CreateOutcome, LeasedOutcome, Listing, MetadataStore, StoreError, StoredValue,
     WatchBatch, WatchEvent, WatchStream, Write,
 };

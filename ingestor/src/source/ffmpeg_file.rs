@@ -16,6 +16,24 @@ use opencv::core::{self, Mat};
 use opencv::prelude::*;
 use std::path::Path;
 
+/// Why a decoded picture could not be turned into a BGR frame.
+#[derive(Debug, thiserror::Error)]
+enum ConvertError {
+    #[error("cannot convert a {width}×{height} {format} picture: {error}")]
+    Scaler {
+        width: u32,
+        height: u32,
+        format: String,
+        error: ffmpeg::Error,
+    },
+    #[error("converting a picture failed: {0}")]
+    Scaling(ffmpeg::Error),
+    #[error("a {width}×{height} picture is too large")]
+    TooLarge { width: u32, height: u32 },
+    #[error(transparent)]
+    OpenCv(#[from] opencv::Error),
+}
+
 /// Packets of the video stream read to derive a frame rate the file does not state.
 const RATE_PROBE_PACKETS: usize = 50;
 
@@ -134,7 +152,7 @@ impl FfmpegFileSource {
     }
 
     /// Converts `self.decoded` to BGR at its own size, upright, into `frame`.
-    fn convert(&mut self, frame: &mut Mat) -> Result<(), String> {
+    fn convert(&mut self, frame: &mut Mat) -> Result<(), ConvertError> {
         let (width, height, format) = (self.decoded.width(), self.decoded.height(), self.decoded.format());
         if (width, height) != self.last_size {
             if self.last_size != (0, 0) {
@@ -159,22 +177,26 @@ impl FfmpegFileSource {
             height,
             ffmpeg::software::scaling::Flags::BILINEAR,
         )
-        .map_err(|error| format!("cannot convert a {width}×{height} {format:?} picture: {error}"))?;
+        .map_err(|error| ConvertError::Scaler {
+            width,
+            height,
+            format: format!("{format:?}"),
+            error,
+        })?;
         if (self.bgr.width(), self.bgr.height()) != (width, height) {
             // The converter writes into a picture of its own size only.
             self.bgr = ffmpeg::frame::Video::empty();
         }
         scaler
             .run(&self.decoded, &mut self.bgr)
-            .map_err(|error| format!("converting a picture failed: {error}"))?;
-        let rows = i32::try_from(height).map_err(|_| "picture too tall".to_owned())?;
-        let cols = i32::try_from(width).map_err(|_| "picture too wide".to_owned())?;
-        let mut picture = Mat::new_rows_cols_with_default(rows, cols, core::CV_8UC3, core::Scalar::all(0.0))
-            .map_err(|error| error.to_string())?;
+            .map_err(ConvertError::Scaling)?;
+        let rows = i32::try_from(height).map_err(|_| ConvertError::TooLarge { width, height })?;
+        let cols = i32::try_from(width).map_err(|_| ConvertError::TooLarge { width, height })?;
+        let mut picture = Mat::new_rows_cols_with_default(rows, cols, core::CV_8UC3, core::Scalar::all(0.0))?;
         let stride = self.bgr.stride(0);
         let source = self.bgr.data(0);
         let row_bytes = width as usize * 3;
-        let target = picture.data_bytes_mut().map_err(|error| error.to_string())?;
+        let target = picture.data_bytes_mut()?;
         for row in 0..height as usize {
             target[row * row_bytes..][..row_bytes].copy_from_slice(&source[row * stride..][..row_bytes]);
         }
@@ -185,7 +207,7 @@ impl FfmpegFileSource {
             _ => None,
         };
         match rotation {
-            Some(code) => core::rotate(&picture, frame, code).map_err(|error| error.to_string())?,
+            Some(code) => core::rotate(&picture, frame, code)?,
             None => *frame = picture,
         }
         Ok(())

@@ -19,25 +19,36 @@ pub(super) struct ImageDirSource {
     info: SourceInfo,
 }
 
-/// Why one image of a directory is not a frame: its header declares a size beyond the limits
-/// or cannot be read, or it does not decode.
-fn read_image(path: &Path) -> Result<Mat, String> {
+/// Why one image of a directory is not a frame.
+#[derive(Debug, thiserror::Error)]
+pub enum UnreadableImage {
+    #[error("`{path}` is not a readable image ({reason})")]
+    Header { path: PathBuf, reason: String },
+    #[error("`{path}` declares {width}×{height} pixels, beyond the {MAX_DIMENSION}-pixel limit per side; not decoded")]
+    TooLarge { path: PathBuf, width: usize, height: usize },
+    #[error("`{0}` is not a readable image")]
+    Undecodable(PathBuf),
+}
+
+/// Reads one image: its header declares a size within the limits, and it decodes.
+fn read_image(path: &Path) -> Result<Mat, UnreadableImage> {
     // The size from the header first: an image claiming 100000×100000 pixels is refused
     // before gigabytes are allocated to decode it.
-    let declared =
-        imagesize::size(path).map_err(|error| format!("`{}` is not a readable image ({error})", path.display()))?;
+    let declared = imagesize::size(path).map_err(|error| UnreadableImage::Header {
+        path: path.to_owned(),
+        reason: error.to_string(),
+    })?;
     let within = |side: usize| (1..=MAX_DIMENSION as usize).contains(&side);
     if !(within(declared.width) && within(declared.height)) {
-        return Err(format!(
-            "`{}` declares {}×{} pixels, beyond the {MAX_DIMENSION}-pixel limit per side; not decoded",
-            path.display(),
-            declared.width,
-            declared.height
-        ));
+        return Err(UnreadableImage::TooLarge {
+            path: path.to_owned(),
+            width: declared.width,
+            height: declared.height,
+        });
     }
     match imgcodecs::imread(path, imgcodecs::IMREAD_COLOR) {
         Ok(image) if !image.empty() => Ok(image),
-        _ => Err(format!("`{}` is not a readable image", path.display())),
+        _ => Err(UnreadableImage::Undecodable(path.to_owned())),
     }
 }
 
@@ -93,7 +104,7 @@ impl FrameSource for ImageDirSource {
                 *frame = image;
                 Ok(ReadOutcome::Frame)
             }
-            Err(reason) => Ok(ReadOutcome::UnreadableItem(reason)),
+            Err(reason) => Ok(ReadOutcome::UnreadableItem(reason.to_string())),
         }
     }
 }

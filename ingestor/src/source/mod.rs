@@ -23,7 +23,7 @@ pub mod synthetic;
 pub mod video;
 
 pub use frame_source::{FrameSource, OpenOptions, ReadOutcome, SourceError, SourceInfo};
-pub use spec::{FALLBACK_FPS, MAX_DIMENSION, MAX_PLAUSIBLE_FPS, SourceSpec, check_dimensions};
+pub use spec::{FALLBACK_FPS, MAX_DIMENSION, MAX_PLAUSIBLE_FPS, OutOfRange, SourceSpec, check_dimensions};
 pub use synthetic::SyntheticSource;
 
 use ffmpeg_file::FfmpegFileSource;

@@ -45,7 +45,7 @@ impl SourceSpec {
             reason: reason.to_owned(),
         };
         if let Some(rest) = uri.strip_prefix("synthetic://") {
-            return parse_synthetic(rest).map_err(|reason| invalid(&reason));
+            return parse_synthetic(uri, rest);
         }
         if let Some(rest) = uri.strip_prefix("v4l2://") {
             let device = if rest.chars().all(|c| c.is_ascii_digit()) && !rest.is_empty() {
@@ -75,7 +75,7 @@ impl SourceSpec {
                     }
                     ("fps", value) => {
                         let parsed: f64 = value.parse().map_err(|_| invalid("fps must be a number"))?;
-                        fps = Some(check_fps(parsed).map_err(|reason| invalid(&reason))?);
+                        fps = Some(check_fps(parsed).map_err(|reason| invalid(&reason.to_string()))?);
                     }
                     (name, _) => return Err(invalid(&format!("unknown option `{name}` (loop, fps)"))),
                 }
@@ -125,24 +125,39 @@ fn parse_flag(value: &str) -> Option<bool> {
     }
 }
 
-fn check_fps(fps: f64) -> Result<f64, String> {
+/// A frame size or rate outside what framefleet accepts.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+pub enum OutOfRange {
+    #[error("{name} {value} is outside 1–{MAX_DIMENSION}")]
+    Dimension { name: &'static str, value: u32 },
+    #[error("fps {0} is outside 0–1000")]
+    Fps(f64),
+}
+
+fn check_fps(fps: f64) -> Result<f64, OutOfRange> {
     if fps.is_finite() && fps > 0.0 && fps <= 1000.0 {
         Ok(fps)
     } else {
-        Err(format!("fps {fps} is outside 0–1000"))
+        Err(OutOfRange::Fps(fps))
     }
 }
 
-pub fn check_dimensions(width: u32, height: u32) -> Result<(), String> {
+/// Errors: a side of 0 or above [`MAX_DIMENSION`].
+pub fn check_dimensions(width: u32, height: u32) -> Result<(), OutOfRange> {
     for (name, value) in [("width", width), ("height", height)] {
         if value == 0 || value > MAX_DIMENSION {
-            return Err(format!("{name} {value} is outside 1–{MAX_DIMENSION}"));
+            return Err(OutOfRange::Dimension { name, value });
         }
     }
     Ok(())
 }
 
-fn parse_synthetic(rest: &str) -> Result<SourceSpec, String> {
+/// `rest` is what follows `synthetic://` in `uri`.
+fn parse_synthetic(uri: &str, rest: &str) -> Result<SourceSpec, SourceError> {
+    let invalid = |reason: String| SourceError::InvalidUri {
+        uri: uri.to_owned(),
+        reason,
+    };
     let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
     let mut crash_after = None;
     for pair in query.split('&').filter(|pair| !pair.is_empty()) {
@@ -151,31 +166,34 @@ fn parse_synthetic(rest: &str) -> Result<SourceSpec, String> {
                 crash_after = Some(
                     value
                         .parse::<u64>()
-                        .map_err(|_| format!("crash_after `{value}` is not a frame count"))?,
+                        .map_err(|_| invalid(format!("crash_after `{value}` is not a frame count")))?,
                 );
             }
-            _ => return Err(format!("unknown option `{pair}` (crash_after=N)")),
+            _ => return Err(invalid(format!("unknown option `{pair}` (crash_after=N)"))),
         }
     }
     let (size, fps) = match rest.split_once('@') {
         Some((size, fps)) => (
             size,
-            fps.parse::<f64>().map_err(|_| format!("fps `{fps}` is not a number"))?,
+            fps.parse::<f64>()
+                .map_err(|_| invalid(format!("fps `{fps}` is not a number")))?,
         ),
         None => (rest, FALLBACK_FPS),
     };
     let (width, height) = size
         .split_once(['x', 'X'])
-        .ok_or_else(|| "use synthetic://<width>x<height>[@fps], e.g. synthetic://640x480@25".to_owned())?;
-    let width: u32 = width.parse().map_err(|_| format!("width `{width}` is not a number"))?;
+        .ok_or_else(|| invalid("use synthetic://<width>x<height>[@fps], e.g. synthetic://640x480@25".to_owned()))?;
+    let width: u32 = width
+        .parse()
+        .map_err(|_| invalid(format!("width `{width}` is not a number")))?;
     let height: u32 = height
         .parse()
-        .map_err(|_| format!("height `{height}` is not a number"))?;
-    check_dimensions(width, height)?;
+        .map_err(|_| invalid(format!("height `{height}` is not a number")))?;
+    check_dimensions(width, height).map_err(|reason| invalid(reason.to_string()))?;
     Ok(SourceSpec::Synthetic {
         width,
         height,
-        fps: check_fps(fps)?,
+        fps: check_fps(fps).map_err(|reason| invalid(reason.to_string()))?,
         crash_after,
     })
 }

@@ -19,7 +19,7 @@ impl SyntheticSource {
     pub fn new(width: u32, height: u32, fps: f64) -> Result<Self, SourceError> {
         check_dimensions(width, height).map_err(|reason| SourceError::InvalidUri {
             uri: format!("synthetic://{width}x{height}"),
-            reason,
+            reason: reason.to_string(),
         })?;
         Ok(Self {
             info: SourceInfo { width, height, fps },

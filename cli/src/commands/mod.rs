@@ -1,0 +1,80 @@
+//! Each command's calls, one file per area; [`execute`] connects and dispatches.
+
+mod assignments;
+mod channels;
+mod clients;
+mod fleet;
+mod readback;
+mod schemas;
+mod watch;
+
+use crate::args::{Cli, Command};
+use crate::failure::Failure;
+use framefleet_proto::v1::channel_service_client::ChannelServiceClient;
+use framefleet_proto::v1::fleet_service_client::FleetServiceClient;
+use framefleet_proto::v1::schema_service_client::SchemaServiceClient;
+use std::time::Duration;
+
+/// Runs the command line's command against its coordinator.
+pub(crate) async fn execute(cli: Cli) -> Result<(), Failure> {
+    let timeout = Duration::from_secs(cli.timeout_secs.max(1));
+    let options = cli.coordinator.client_options();
+    let streaming = matches!(cli.command, Command::Assignments { .. });
+    let channel = if streaming {
+        framefleet_proto::client::connect_coordinator_for_streams(&cli.coordinator.address, timeout, &options).await
+    } else {
+        framefleet_proto::client::connect_coordinator(&cli.coordinator.address, timeout, &options).await
+    }
+    .map_err(|error| {
+        let code = if error.is_usage_error() { 2 } else { 6 };
+        Failure::Other(error.into(), code)
+    })?;
+    let mut channels = ChannelServiceClient::new(channel.clone());
+    let mut fleet = FleetServiceClient::new(channel.clone());
+    let json = cli.json;
+    match cli.command {
+        Command::Channels(command) => channels::run(command, &mut channels, json).await,
+        Command::Schemas(command) => schemas::run(command, &mut SchemaServiceClient::new(channel), json).await,
+        Command::Assignments {
+            ingestor,
+            after_revision,
+            count,
+        } => assignments::follow(channel, json, ingestor, after_revision, count).await,
+        Command::Health { service } => fleet::health(channel, service, json).await,
+        Command::Status => fleet::status(&mut fleet, &mut channels, json).await,
+        Command::Report(command) => fleet::report(command, &mut fleet, json).await,
+        Command::Snapshot {
+            channel,
+            out,
+            kafka_brokers,
+            read_timeout_secs,
+        } => readback::snapshot(&mut fleet, channel, out, kafka_brokers, read_timeout_secs).await,
+        Command::Audit {
+            kafka_brokers,
+            channel_prefix,
+            read_timeout_secs,
+            frame_topics,
+        } => {
+            let request = readback::AuditRequest {
+                kafka_brokers,
+                channel_prefix,
+                read_timeout_secs,
+                frame_topics,
+            };
+            readback::audit(&mut fleet, &mut channels, request, json).await
+        }
+        Command::Watch {
+            until_drained,
+            timeout_secs,
+            interval_ms,
+        } => {
+            let settings = watch::WatchSettings {
+                json,
+                until_drained,
+                timeout: timeout_secs.map(Duration::from_secs),
+                interval: Duration::from_millis(interval_ms.max(100)),
+            };
+            watch::watch(&mut fleet, &mut channels, &settings).await
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! `framefleet audit` and `snapshot`: commands that read the fleet's topics back from Kafka.
+
+use super::channels::all_channels;
+use super::clients::{Channels, Fleet};
+use crate::failure::Failure;
+use crate::output::{out, outln};
+use crate::{audit, snapshot};
+use framefleet_proto::v1::GetFleetStatusRequest;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `framefleet audit`'s flags.
+pub(super) struct AuditRequest {
+    pub(super) kafka_brokers: Option<String>,
+    pub(super) channel_prefix: String,
+    pub(super) read_timeout_secs: u64,
+    pub(super) frame_topics: bool,
+}
+
+/// Draws a channel's latest frame with detections and prints its detection tally.
+pub(super) async fn snapshot(
+    fleet: &mut Fleet,
+    channel: String,
+    out: PathBuf,
+    kafka_brokers: Option<String>,
+    read_timeout_secs: u64,
+) -> Result<(), Failure> {
+    let status = fleet.get_fleet_status(GetFleetStatusRequest {}).await?.into_inner();
+    let kafka = status.kafka.clone().unwrap_or_default();
+    let brokers = brokers_or_coordinators(kafka_brokers, kafka.bootstrap_servers)?;
+    let line = tokio::task::spawn_blocking(move || {
+        snapshot::snapshot(
+            &brokers,
+            &kafka.results_topic,
+            &channel,
+            &out,
+            Duration::from_secs(read_timeout_secs),
+        )
+    })
+    .await
+    .map_err(|error| Failure::Other(error.into(), 1))?
+    .map_err(|error| Failure::Other(error, 1))?;
+    outln!("{line}");
+    Ok(())
+}
+
+/// Every acknowledged frame's outcome, read back from the result and dead-letter topics;
+/// fails with exit code 10 while any frame has none.
+pub(super) async fn audit(
+    fleet: &mut Fleet,
+    channels: &mut Channels,
+    request: AuditRequest,
+    json: bool,
+) -> Result<(), Failure> {
+    let status = fleet.get_fleet_status(GetFleetStatusRequest {}).await?.into_inner();
+    let mut topics: Vec<String> = Vec::new();
+    if request.frame_topics {
+        for channel in all_channels(channels).await? {
+            if channel.channel_id.starts_with(&request.channel_prefix) {
+                topics.extend(channel.all_topics().iter().cloned());
+            }
+        }
+        topics.sort();
+        topics.dedup();
+    }
+    let kafka = status.kafka.clone().unwrap_or_default();
+    let brokers = brokers_or_coordinators(request.kafka_brokers, kafka.bootstrap_servers)?;
+    let prefix = request.channel_prefix.clone();
+    let read_timeout = Duration::from_secs(request.read_timeout_secs);
+    let outcomes = tokio::task::spawn_blocking(move || {
+        framefleet_common::audit::read(
+            &brokers,
+            &framefleet_common::audit::Topics {
+                results: &kafka.results_topic,
+                dead_letters: &kafka.dead_letter_topic,
+                frames: &topics,
+            },
+            &prefix,
+            read_timeout,
+        )
+    })
+    .await
+    .map_err(|error| Failure::Other(error.into(), 1))?
+    .map_err(|error| Failure::Other(error.into(), 6))?;
+    let report = audit::audit_report(&status, &outcomes, &request.channel_prefix, request.frame_topics);
+    if json {
+        outln!("{}", report.json);
+    } else {
+        out!("{}", report.text);
+    }
+    if report.missing > 0 {
+        return Err(Failure::Other(
+            anyhow::anyhow!("{} frames have no result or dead letter", report.missing),
+            10,
+        ));
+    }
+    Ok(())
+}
+
+/// The Kafka brokers a read-back command uses: the flag's, else the coordinator's.
+fn brokers_or_coordinators(flag: Option<String>, coordinators: String) -> Result<String, Failure> {
+    let brokers = flag.unwrap_or(coordinators);
+    if brokers.is_empty() {
+        return Err(Failure::Other(
+            anyhow::anyhow!("the coordinator did not say which Kafka it uses; pass --kafka-brokers"),
+            2,
+        ));
+    }
+    Ok(brokers)
+}

@@ -1,0 +1,8 @@
+//! Text and JSON renderings of API responses: the fleet's state ([`fleet`]) and the
+//! resources the API manages ([`resources`]). Pure functions, so they are easy to test.
+
+mod fleet;
+mod resources;
+
+pub use fleet::*;
+pub use resources::*;
