@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """One memory sample of the given containers, as CSV rows on stdout:
-``seconds,container,memory_mib,usage_mib``.
+``seconds,container,memory_mib,anon_mib,shmem_mib,usage_mib``.
 
-``memory_mib`` is the memory the service itself holds: anonymous memory (heap, stacks) plus
-shared memory (PostgreSQL's shared buffers), from the container's cgroup ``memory.stat``
-(cgroup v1: ``total_rss + total_shmem``; v2: ``anon + shmem``). It leaves out the kernel's
-file cache, which a database or a broker fills with the files it writes and which the kernel
-reclaims under pressure. ``usage_mib`` is what ``docker stats`` shows (cgroup usage less
-inactive file pages), cache included, for reference.
+``memory_mib`` is the memory the service itself holds: anonymous memory (heap, stacks;
+``anon_mib``) plus shared memory (PostgreSQL's shared buffers; ``shmem_mib``), from the
+container's cgroup ``memory.stat`` (cgroup v1: ``total_rss``, ``total_shmem``; v2: ``anon``,
+``shmem``). It leaves out the kernel's file cache, which a database or a broker fills with the
+files it writes and which the kernel reclaims under pressure. ``usage_mib`` is what
+``docker stats`` shows (cgroup usage less inactive file pages), cache included, for reference.
 
     memory-sample.py SECONDS CONTAINER_ID...
 
@@ -62,16 +62,17 @@ def main():
         if not counters:
             continue  # stopped: Docker reports no memory for it
         if "anon" in counters:  # cgroup v2
-            own = counters["anon"] + counters.get("shmem", 0)
+            anon, shmem = counters["anon"], counters.get("shmem", 0)
             inactive_file = counters.get("inactive_file", 0)
         else:  # cgroup v1
-            own = counters.get("total_rss", 0) + counters.get("total_shmem", 0)
+            anon, shmem = counters.get("total_rss", 0), counters.get("total_shmem", 0)
             inactive_file = counters.get("total_inactive_file", 0)
         usage = memory.get("usage", 0) - inactive_file
         name = sample.get("name", container).lstrip("/")
         if "-run-" in name:
             continue  # a one-off CLI container
-        print(f"{seconds},{name},{own / MIB:.1f},{usage / MIB:.1f}")
+        own = anon + shmem
+        print(f"{seconds},{name},{own / MIB:.1f},{anon / MIB:.1f},{shmem / MIB:.1f},{usage / MIB:.1f}")
 
 
 if __name__ == "__main__":
