@@ -10,7 +10,8 @@
 #   deploy/compose/soak.sh [--minutes N] [--fault-every SECONDS] [--seed N] [--warm-up-minutes N]
 #                          (default: 30 minutes, a fault every 180 s, 5 minutes of warm-up)
 # Writes $OUT/soak.md (the table for the docs), soak-memory.csv and soak-events.csv, and exits 1
-# when any of the three checks fails. Not part of scripts/test.sh: it takes half an hour.
+# when any check fails, a fault's own check or the cluster's health after a fault included.
+# Not part of scripts/test.sh: it takes half an hour.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -81,7 +82,7 @@ running() { [[ "$(docker inspect --format '{{.State.Running}}' "$INGESTOR" 2>/de
 
 next_fault=$((SECONDS + FAULT_EVERY))
 next_scale=$((SECONDS + SCALE_EVERY))
-workers=2 faults=0 failed_faults=0
+workers=2 faults=0 failed_faults=0 unhealthy=0
 while running; do
   sample_memory
   if ((SECONDS >= next_fault)); then
@@ -91,7 +92,9 @@ while running; do
     if ! inject "$fault" "$INGESTOR"; then
       failed_faults=$((failed_faults + 1)); event "fault $fault: its own check failed"
     fi
-    cluster wait-healthy 120 >/dev/null 2>&1 || event "not healthy 120 s after $fault"
+    if ! cluster wait-healthy 120 >/dev/null 2>&1; then
+      unhealthy=$((unhealthy + 1)); event "not healthy 120 s after $fault"
+    fi
     next_fault=$((SECONDS + FAULT_EVERY))
   fi
   if ((SECONDS >= next_scale)); then
@@ -117,9 +120,9 @@ while ((SECONDS < deadline)); do
 done
 event "audit done"
 
-python3 - "$OUT" "$report" "$CAMERAS" "$FRAMES" "$MINUTES" "$faults" "$failed_faults" "$WARM_UP_MINUTES" <<'PY'
+python3 - "$OUT" "$report" "$CAMERAS" "$FRAMES" "$MINUTES" "$faults" "$failed_faults" "$WARM_UP_MINUTES" "$unhealthy" <<'PY'
 import csv, json, re, statistics, sys
-out, report, cameras, frames, minutes, faults, failed_faults, warm_up_minutes = sys.argv[1], json.loads(sys.argv[2] or "{}"), *map(int, sys.argv[3:])
+out, report, cameras, frames, minutes, faults, failed_faults, warm_up_minutes, unhealthy = sys.argv[1], json.loads(sys.argv[2] or "{}"), *map(int, sys.argv[3:])
 runs = report.get("runs", [])
 total = lambda field: sum(run.get(field) or 0 for run in runs)
 missing = report.get("frames_missing", -1)
@@ -176,6 +179,12 @@ if total("frames_acknowledged") < cameras * frames:
     problems.append(f"{total('frames_acknowledged')} of {cameras * frames} frames acknowledged")
 if trending:
     problems.append("memory trending up: " + ", ".join(trending))
+# A fault whose own check failed (two leaders, failed status calls, …) or a cluster that did not
+# come back healthy is a failed soak even when every frame got its outcome.
+if failed_faults:
+    problems.append(f"{failed_faults} faults whose own check failed")
+if unhealthy:
+    problems.append(f"the cluster not healthy 120 s after {unhealthy} faults")
 if problems:
     print("soak failed: " + "; ".join(problems), file=sys.stderr)
     sys.exit(1)
