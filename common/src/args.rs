@@ -52,15 +52,16 @@ pub struct KafkaArgs {
 
     /// Largest decoded frame (width × height × channels), in MiB: the coordinator refuses a
     /// schema above it and sizes topics for it, an ingestor never produces a larger frame, a
-    /// worker dead-letters one (`PAYLOAD_TOO_LARGE`). Give every service of a fleet the same.
-    #[arg(long, env = "FRAMEFLEET_MAX_FRAME_MIB", default_value_t = 64)]
+    /// worker dead-letters one (`PAYLOAD_TOO_LARGE`). At least 1; give every service of a fleet
+    /// the same.
+    #[arg(long, env = "FRAMEFLEET_MAX_FRAME_MIB", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_frame_mib: u32,
 }
 
 impl KafkaArgs {
-    /// `--max-frame-mib` in bytes (at least 1 MiB).
+    /// `--max-frame-mib` in bytes.
     pub fn max_frame_bytes(&self) -> usize {
-        usize::try_from(self.max_frame_mib.max(1))
+        usize::try_from(self.max_frame_mib)
             .unwrap_or(usize::MAX)
             .saturating_mul(1 << 20)
     }

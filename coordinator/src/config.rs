@@ -123,7 +123,7 @@ impl CoordinatorConfig {
     }
 
     pub fn max_frame_bytes(&self) -> u64 {
-        u64::from(self.kafka.max_frame_mib.max(1)) << 20
+        u64::try_from(self.kafka.max_frame_bytes()).unwrap_or(u64::MAX)
     }
 
     pub fn coordinator_id(&self) -> String {

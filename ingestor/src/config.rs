@@ -298,10 +298,6 @@ impl IngestorConfig {
         Duration::from_secs(self.request_timeout_secs.max(1))
     }
 
-    pub fn max_frame_bytes(&self) -> usize {
-        self.kafka.max_frame_bytes()
-    }
-
     pub fn default_quality(&self) -> Quality {
         Quality {
             jpeg: self.jpeg_quality,

@@ -75,8 +75,12 @@ pub async fn run(config: IngestorConfig, shutdown: CancellationToken) -> anyhow:
     )
     .await?;
     let mut channel_client = ChannelServiceClient::new(unary.clone());
-    let producers = Producers::new(&config.kafka.brokers, config.raw_compression, config.max_frame_bytes())
-        .context("cannot create the Kafka producer")?;
+    let producers = Producers::new(
+        &config.kafka.brokers,
+        config.raw_compression,
+        config.kafka.max_frame_bytes(),
+    )
+    .context("cannot create the Kafka producer")?;
     kafka::check_reachable(producers.any(), &config.kafka.brokers, timeout).await?;
 
     let ingestor_epoch = u64::try_from(framefleet_common::startup::unix_time_ms()).unwrap_or_default();

@@ -232,7 +232,7 @@ impl Supervisor {
             .schema
             .as_ref()
             .ok_or_else(|| PrepareError::NoSchema(channel.channel_id.clone()))?;
-        if schema.raw_frame_bytes() > self.config.max_frame_bytes() as u64 {
+        if schema.raw_frame_bytes() > self.config.kafka.max_frame_bytes() as u64 {
             return Err(PrepareError::FrameTooLarge {
                 channel_id: channel.channel_id.clone(),
                 frame_bytes: schema.raw_frame_bytes(),

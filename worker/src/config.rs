@@ -212,8 +212,4 @@ impl WorkerConfig {
             threads => threads,
         }
     }
-
-    pub fn max_frame_bytes(&self) -> usize {
-        self.kafka.max_frame_bytes()
-    }
 }

@@ -237,7 +237,7 @@ impl Worker {
         let catalog = Arc::clone(&self.catalog);
         let device = self.device.clone();
         let worker_id = self.worker_id.clone();
-        let max_payload_bytes = self.config.max_frame_bytes();
+        let max_payload_bytes = self.config.kafka.max_frame_bytes();
         let analysis = self.config.analysis_settings();
         let pool = Arc::clone(&self.compute_pool);
         let processing = Arc::clone(&self.processing);

@@ -205,7 +205,7 @@ impl Worker {
             Outcome::Result(result) => self.send_result(&self.config.results_topic, frame, result).await,
             Outcome::DeadLetter(rejection) => {
                 tracing::warn!(topic = %frame.topic, partition = frame.partition, offset = frame.offset, code = rejection.code.as_str_name(), reason = %rejection.reason, "dead-lettering frame");
-                let dead_letter = DeadLetter::new(frame, rejection, self.config.max_frame_bytes());
+                let dead_letter = DeadLetter::new(frame, rejection, self.config.kafka.max_frame_bytes());
                 let mut headers = OwnedHeaders::new_with_capacity(dead_letter.headers.len());
                 for (name, value) in &dead_letter.headers {
                     headers = headers.insert(Header {
