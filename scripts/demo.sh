@@ -34,25 +34,37 @@ eval "$(deploy/local/infra.sh up --storage postgres)"
 LOGS="$FRAMEFLEET_RUN_DIR/logs"
 
 FLEET_PIDS=()
+COORDINATOR_PID=""
 INTERRUPTED=false
+# Waits up to $1 tenths of a second for the given processes to exit, then kills what is left.
+wait_or_kill() {
+  local tenths="$1"; shift
+  for _ in $(seq 1 "$tenths"); do
+    local alive=false
+    for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=true; done
+    $alive || break
+    sleep 0.1
+  done
+  for pid in "$@"; do kill -KILL "$pid" 2>/dev/null || true; done
+}
 cleanup() {
   local status=$?
   trap - EXIT INT TERM
-  # After a Ctrl-C the fleet already got SIGINT from the terminal and is draining; a second
-  # signal would force it to stop without draining, so only signal it when we were not
-  # interrupted. Whatever is still running after 30 s is killed.
+  # After a Ctrl-C the workers and the ingestor already got SIGINT from the terminal and are
+  # draining; a second signal would force them to stop without draining, so only signal them
+  # when we were not interrupted. Whatever is still running after 30 s is killed. The
+  # coordinator (in a session of its own, so the terminal's Ctrl-C does not reach it) stops
+  # last: the others hand it their final counts as they stop.
   if ! $INTERRUPTED; then
     for pid in "${FLEET_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   else
     echo "interrupted: letting the fleet drain (Ctrl-C again to force)"
   fi
-  for _ in $(seq 1 300); do
-    local alive=false
-    for pid in "${FLEET_PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=true; done
-    $alive || break
-    sleep 0.1
-  done
-  for pid in "${FLEET_PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  ((${#FLEET_PIDS[@]} == 0)) || wait_or_kill 300 "${FLEET_PIDS[@]}"
+  if [[ -n "$COORDINATOR_PID" ]]; then
+    kill -TERM "$COORDINATOR_PID" 2>/dev/null || true
+    wait_or_kill 100 "$COORDINATOR_PID"
+  fi
   deploy/local/infra.sh down >/dev/null 2>&1 || true
   echo "logs: $LOGS"
   exit "$status"
@@ -61,11 +73,11 @@ trap cleanup EXIT
 trap 'INTERRUPTED=true; exit 130' INT TERM
 
 echo "== starting the coordinator"
-"$BIN/framefleet-coordinator" --listen 127.0.0.1:0 --ready-file "$FRAMEFLEET_RUN_DIR/coordinator.addr" \
+setsid "$BIN/framefleet-coordinator" --listen 127.0.0.1:0 --ready-file "$FRAMEFLEET_RUN_DIR/coordinator.addr" \
   >"$LOGS/coordinator.log" 2>&1 &
-FLEET_PIDS+=($!)
+COORDINATOR_PID=$!
 for _ in $(seq 1 100); do [[ -s "$FRAMEFLEET_RUN_DIR/coordinator.addr" ]] && break; sleep 0.1
-  kill -0 "${FLEET_PIDS[0]}" 2>/dev/null || { tail -n 5 "$LOGS/coordinator.log"; exit 1; }; done
+  kill -0 "$COORDINATOR_PID" 2>/dev/null || { tail -n 5 "$LOGS/coordinator.log"; exit 1; }; done
 export FRAMEFLEET_COORDINATOR="http://$(cat "$FRAMEFLEET_RUN_DIR/coordinator.addr")"
 echo "coordinator at $FRAMEFLEET_COORDINATOR"
 

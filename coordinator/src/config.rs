@@ -98,7 +98,7 @@ pub struct CoordinatorConfig {
         hide_env_values = true,
         conflicts_with = "auth_token_file"
     )]
-    pub auth_token: Option<crate::auth::Secret>,
+    pub auth_token: Option<crate::grpc::auth::Secret>,
 
     /// File holding the bearer token (surrounding whitespace ignored).
     #[arg(long, env = "FRAMEFLEET_AUTH_TOKEN_FILE")]
@@ -133,7 +133,7 @@ impl CoordinatorConfig {
     }
 
     /// The bearer token from --auth-token or --auth-token-file, if either is set.
-    pub fn auth_token(&self) -> anyhow::Result<Option<crate::auth::Secret>> {
+    pub fn auth_token(&self) -> anyhow::Result<Option<crate::grpc::auth::Secret>> {
         if let Some(token) = &self.auth_token {
             return Ok(Some(token.clone()));
         }

@@ -8,7 +8,7 @@
 use crate::error::CoordinatorError;
 use crate::fleet::FleetRegistry;
 use crate::store::{CommitOutcome, Condition, MetadataStore, Write};
-use framefleet_proto::v1::ChannelLedger;
+use framefleet_proto::v1::{ChannelLedger, IngestorReport};
 use prost::Message;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -96,6 +96,38 @@ async fn persist_changed<S: MetadataStore>(
     Ok(())
 }
 
+/// Writes a report stream's last report's ledgers — each under its run, and as the channel's
+/// latest unless a further one is stored there — before the stream is answered, so that an
+/// ingestor that exits after an OK answer leaves its final counts in etcd (the keeper's next
+/// pass may never come: this coordinator can be cut off or stopped first). A write that loses a
+/// race with another coordinator is read and tried again, up to [`FINAL_WRITE_ATTEMPTS`] times.
+///
+/// Errors: the store's, or `StoreUnavailable` when every attempt lost a race.
+pub async fn store_final<S: MetadataStore>(store: &S, report: &IngestorReport) -> Result<(), CoordinatorError> {
+    for ledger in &report.channels {
+        let ledger = ChannelLedger {
+            ingestor_id: report.ingestor_id.clone(),
+            ..ledger.clone()
+        };
+        for key in [run_key(&ledger), key(&ledger.channel_id)] {
+            let mut attempts = 0;
+            while !store_if_further(store, &key, &ledger).await? {
+                attempts += 1;
+                if attempts == FINAL_WRITE_ATTEMPTS {
+                    return Err(CoordinatorError::StoreUnavailable(format!(
+                        "`{key}` changed under each of {FINAL_WRITE_ATTEMPTS} writes"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Conditional writes of a final ledger tried before giving up (each loses only to a write of
+/// the same key by another coordinator in between).
+const FINAL_WRITE_ATTEMPTS: u32 = 5;
+
 /// How far along a report is: the newer run first, then (reports of one run only grow) the
 /// more frames counted, then finished.
 fn progress(ledger: &ChannelLedger) -> (u64, u64, u64, bool) {
@@ -172,7 +204,6 @@ pub async fn list<S: MetadataStore>(store: &S) -> Result<Vec<ChannelLedger>, Coo
 mod tests {
     use super::*;
     use crate::store::MemoryStore;
-    use framefleet_proto::v1::IngestorReport;
 
     #[tokio::test]
     async fn a_ledger_is_kept_after_its_report_and_stored_again_only_when_it_changes() {

@@ -3,44 +3,37 @@
 //! durable state of its own, so any number can be restarted at any time.
 
 pub mod assignments;
-pub mod auth;
 pub mod channels;
 pub mod config;
 pub mod error;
 pub mod fleet;
-pub mod health;
+pub mod grpc;
 pub mod kafka;
 pub mod leader;
 pub mod ledgers;
 pub mod members;
 pub mod metrics;
 pub mod reconciler;
-pub mod service;
 pub mod store;
 
 use crate::channels::ChannelRegistry;
 use crate::config::CoordinatorConfig;
 use crate::fleet::FleetRegistry;
+use crate::grpc::server::ServerParts;
+use crate::grpc::service::FleetApi;
 use crate::kafka::offsets::KafkaInspector;
 use crate::kafka::topics::{KafkaTopicAdmin, Placement, TopicAdmin, TopicSpec};
 use crate::leader::Election;
 use crate::members::Membership;
 use crate::reconciler::Reconciler;
-use crate::service::{AssignmentApi, ChannelApi, FleetApi, SchemaApi};
 use crate::store::{EtcdStore, EtcdStoreConfig};
 use anyhow::Context;
-use framefleet_proto::v1::assignment_service_server::AssignmentServiceServer;
-use framefleet_proto::v1::channel_service_server::ChannelServiceServer;
-use framefleet_proto::v1::fleet_service_server::FleetServiceServer;
-use framefleet_proto::v1::schema_service_server::SchemaServiceServer;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// gRPC requests above this size are refused before they are decoded.
-const MAX_REQUEST_BYTES: usize = 4 << 20;
 const RESULT_RECORD_MAX_BYTES: u64 = 1 << 20;
 /// How old the fleet status behind `/metrics` may be.
 const METRICS_REFRESH: Duration = Duration::from_secs(2);
@@ -143,37 +136,12 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
     })?;
     let local_addr = listener.local_addr()?;
 
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health::set_all(&health_reporter, tonic_health::ServingStatus::Serving).await;
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(framefleet_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    // grpcurl releases before 1.9 only speak the v1alpha reflection protocol.
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(framefleet_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
-
-    let channel_api = ChannelServiceServer::new(ChannelApi {
-        channels: Arc::clone(&channels),
-    })
-    .max_decoding_message_size(MAX_REQUEST_BYTES);
-    let schema_api = SchemaServiceServer::new(SchemaApi {
-        channels: Arc::clone(&channels),
-    })
-    .max_decoding_message_size(MAX_REQUEST_BYTES);
-    let assignment_api = AssignmentServiceServer::new(AssignmentApi {
-        store: store.clone(),
-        shutdown: shutdown.clone(),
-    })
-    .max_decoding_message_size(MAX_REQUEST_BYTES);
     let ledger_keeper = ledgers::spawn_keeper(store.clone(), Arc::clone(&fleet), shutdown.clone());
     let fleet_status = FleetApi {
         store: store.clone(),
         fleet,
         members,
-        channels,
+        channels: Arc::clone(&channels),
         inspector,
         election: Arc::clone(&election),
         coordinator_id: coordinator_id.clone(),
@@ -201,33 +169,19 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
         .with_context(|| format!("cannot serve metrics on {addr}"))?;
         metrics_tasks.push(refresher);
     }
-    let fleet_api = FleetServiceServer::new(fleet_status).max_decoding_message_size(MAX_REQUEST_BYTES);
+    let serving = grpc::server::serve(
+        ServerParts {
+            listener,
+            store,
+            channels,
+            fleet: fleet_status,
+            auth_token: auth_token.clone(),
+            tls: config.tls_cert.clone().zip(config.tls_key.clone()),
+        },
+        shutdown.clone(),
+    )
+    .await?;
 
-    let mut builder = tonic::transport::Server::builder();
-    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
-        let read = |path: &std::path::PathBuf| {
-            std::fs::read(path).with_context(|| format!("cannot read TLS file {}", path.display()))
-        };
-        let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
-        builder = builder
-            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
-            .context("invalid TLS certificate or key")?;
-    }
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let server_shutdown = shutdown.clone();
-    let server = builder
-        .layer(auth::BearerAuthLayer::new(auth_token.clone()))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(channel_api)
-        .add_service(schema_api)
-        .add_service(assignment_api)
-        .add_service(fleet_api)
-        .serve_with_incoming_shutdown(incoming, async move { server_shutdown.cancelled().await });
-    let server = tokio::spawn(server);
-
-    let health_task = tokio::spawn(health::follow_store(store.clone(), health_reporter, shutdown.clone()));
     let election_task = tokio::spawn({
         let (election, shutdown) = (Arc::clone(&election), shutdown.clone());
         async move { election.run(shutdown).await }
@@ -252,8 +206,8 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
     Ok(RunningCoordinator {
         local_addr,
         coordinator_id,
-        server,
-        background: [election_task, reconciler_task, ledger_keeper, health_task]
+        server: serving.server,
+        background: [election_task, reconciler_task, ledger_keeper, serving.health]
             .into_iter()
             .chain(metrics_tasks)
             .collect(),

@@ -134,10 +134,16 @@ impl<S: MetadataStore> Membership<S> {
     /// Serves one process's report stream from its first report to its end. The first report
     /// registers the process (`ALREADY_EXISTS` if a live process holds that id); every report
     /// is recorded in `fleet`; the registration is revoked however the stream ends.
+    ///
+    /// When the process closes the stream (a clean shutdown), its last report is handed to
+    /// `store_final` before the registration is revoked and the stream is answered: an OK
+    /// answer tells the process its final counts are durable. If `store_final` fails, the
+    /// stream ends `UNAVAILABLE` and the process sends them again, to any coordinator.
     pub async fn serve_stream<Report, R>(
         &self,
         fleet: &FleetRegistry,
         reports: R,
+        store_final: impl AsyncFnOnce(Report) -> Result<(), CoordinatorError>,
     ) -> Result<StreamEnd, CoordinatorError>
     where
         Report: MemberReport,
@@ -167,7 +173,8 @@ impl<S: MetadataStore> Membership<S> {
             registered_at_unix_ms: framefleet_common::startup::unix_time_ms(),
             accepts_assignments: first.accepts_assignments(),
         };
-        first.record_in(fleet)?;
+        first.clone().record_in(fleet)?;
+        let mut last = first;
         let key = format!("{}{member_id}", Report::KEY_PREFIX);
         let record =
             serde_json::to_vec(&member).map_err(|error| CoordinatorError::invalid("report", error.to_string()))?;
@@ -194,9 +201,10 @@ impl<S: MetadataStore> Membership<S> {
                             ),
                         ));
                     }
-                    if let Err(error) = report.record_in(fleet) {
+                    if let Err(error) = report.clone().record_in(fleet) {
                         tracing::warn!(kind, member = %member_id, %error, "report refused");
                     }
+                    last = report;
                 }
                 Ok(Some(Err(_))) => break StreamEnd::Broken,
                 Ok(None) => break StreamEnd::Closed,
@@ -236,10 +244,18 @@ impl<S: MetadataStore> Membership<S> {
                 }
             }
         };
+        let stored = match end {
+            StreamEnd::Closed => store_final(last).await,
+            StreamEnd::Broken | StreamEnd::Silent => Ok(()),
+        };
         if let Err(error) = self.store.revoke(lease).await {
             tracing::warn!(kind, member = %member_id, %error, "cannot revoke the registration; it expires with its lease");
         }
         tracing::info!(kind, member = %member_id, ?end, "member deregistered");
+        stored.map_err(|error| {
+            tracing::warn!(kind, member = %member_id, %error, "cannot store the final report; the member is told to send it again");
+            CoordinatorError::StoreUnavailable(format!("the final report of {kind} {member_id} was not stored ({error}); send it again"))
+        })?;
         Ok(end)
     }
 }
@@ -268,7 +284,7 @@ mod tests {
         let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(receiver);
         let serving = tokio::spawn({
             let membership = membership.clone();
-            async move { membership.serve_stream(&fleet, stream).await }
+            async move { membership.serve_stream(&fleet, stream, async |_| Ok(())).await }
         });
         (membership, sender, serving)
     }
@@ -314,7 +330,11 @@ mod tests {
         }
 
         let duplicate = membership
-            .serve_stream(&FleetRegistry::default(), futures::stream::iter([report("w1")]))
+            .serve_stream(
+                &FleetRegistry::default(),
+                futures::stream::iter([report("w1")]),
+                async |_| Ok(()),
+            )
             .await;
         assert!(
             matches!(duplicate, Err(CoordinatorError::MemberInUse { .. })),
@@ -333,9 +353,47 @@ mod tests {
         let fleet = FleetRegistry::default();
         let silent = futures::stream::iter([report("w2")]).chain(futures::stream::pending());
         let started = Instant::now();
-        let end = membership.serve_stream(&fleet, silent).await.expect("stream");
+        let end = membership
+            .serve_stream(&fleet, silent, async |_| panic!("a silent stream has no final report"))
+            .await
+            .expect("stream");
         assert_eq!(end, StreamEnd::Silent);
         assert!(started.elapsed() >= Duration::from_secs(2));
+        assert!(membership.registered_workers().await.expect("list").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_closed_stream_is_answered_only_once_its_last_report_is_stored() {
+        let membership = Membership::new(MemoryStore::default(), Duration::from_secs(2));
+        let fleet = FleetRegistry::default();
+        let numbered = |frames: u64| {
+            report("w3").map(|report| WorkerReport {
+                frames_processed: frames,
+                ..report
+            })
+        };
+        let reports = || futures::stream::iter([numbered(1), numbered(2), numbered(3)]);
+        let mut handed = None;
+        let end = membership
+            .serve_stream(&fleet, reports(), async |last: WorkerReport| {
+                handed = Some(last.frames_processed);
+                Ok(())
+            })
+            .await
+            .expect("stream");
+        assert_eq!((end, handed), (StreamEnd::Closed, Some(3)));
+
+        // The store refuses: the stream ends UNAVAILABLE, so the process sends it again, and
+        // the registration is gone all the same.
+        let refused = membership
+            .serve_stream(&fleet, reports(), async |_| {
+                Err(CoordinatorError::StoreUnavailable("cut off".into()))
+            })
+            .await;
+        assert!(
+            matches!(refused, Err(CoordinatorError::StoreUnavailable(_))),
+            "{refused:?}"
+        );
         assert!(membership.registered_workers().await.expect("list").is_empty());
     }
 }

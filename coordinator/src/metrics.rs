@@ -8,8 +8,8 @@
 //! down rather than the last status it could read; `coordinator_status_age_seconds` says how old
 //! the status behind the other gauges is, so a scrape can tell stale figures from fresh ones.
 
+use crate::grpc::service::FleetApi;
 use crate::kafka::topics::TopicAdmin;
-use crate::service::FleetApi;
 use crate::store::MetadataStore;
 use framefleet_proto::v1::FleetStatus;
 use prometheus_client::encoding::EncodeLabelSet;

@@ -9,14 +9,10 @@
 //! member's client port is reached through a proxy this test can cut.
 
 use framefleet_coordinator::store::{CommitOutcome, EtcdStore, EtcdStoreConfig, MetadataStore, WatchBatch, Write};
+use framefleet_test_support::proxy::CuttableProxy;
 use futures::StreamExt;
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
 
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -82,77 +78,6 @@ impl Drop for EtcdCluster {
     }
 }
 
-/// A TCP proxy to one member's client port. Cut, it refuses new connections and forwards
-/// nothing on open ones (their sockets stay open, as a peer behind a dropped route looks).
-struct CuttableProxy {
-    address: SocketAddr,
-    cut: Arc<AtomicBool>,
-}
-
-impl CuttableProxy {
-    async fn start(target_port: u16) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
-        let address = listener.local_addr().expect("addr");
-        let cut = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&cut);
-        tokio::spawn(async move {
-            loop {
-                let Ok((client, _)) = listener.accept().await else {
-                    return;
-                };
-                if flag.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                let flag = Arc::clone(&flag);
-                tokio::spawn(async move {
-                    let Ok(member) = TcpStream::connect(("127.0.0.1", target_port)).await else {
-                        return;
-                    };
-                    let (client_read, client_write) = client.into_split();
-                    let (member_read, member_write) = member.into_split();
-                    tokio::join!(
-                        forward(client_read, member_write, Arc::clone(&flag)),
-                        forward(member_read, client_write, flag),
-                    );
-                });
-            }
-        });
-        Self { address, cut }
-    }
-
-    fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-    }
-}
-
-/// Copies until either side closes; once cut, reads are no longer forwarded and the
-/// connection is held open, silent, until the test ends.
-async fn forward(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    cut: Arc<AtomicBool>,
-) {
-    use tokio::io::AsyncReadExt;
-    let mut buffer = vec![0u8; 16 * 1024];
-    loop {
-        let Ok(read) = from.read(&mut buffer).await else {
-            return;
-        };
-        if read == 0 {
-            let _ = to.shutdown().await;
-            return;
-        }
-        if cut.load(Ordering::SeqCst) {
-            // Silent from now on: hold both halves without forwarding.
-            std::future::pending::<()>().await;
-        }
-        if to.write_all(&buffer[..read]).await.is_err() {
-            return;
-        }
-    }
-}
-
 async fn connect(endpoints: Vec<String>, prefix: &str) -> EtcdStore {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -186,7 +111,7 @@ async fn one_member_cut_off_leaves_requests_and_watches_unharmed() {
     let cluster = EtcdCluster::start();
     let mut proxies = Vec::new();
     for port in &cluster.client_ports {
-        proxies.push(CuttableProxy::start(*port).await);
+        proxies.push(CuttableProxy::start(*port).await.expect("start a proxy"));
     }
     let endpoints = proxies
         .iter()

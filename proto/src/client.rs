@@ -310,6 +310,8 @@ pub enum StreamError {
     EndedByCoordinator,
     #[error("the stream's task failed: {0}")]
     Task(String),
+    #[error("no answer to the final report within {0:?}")]
+    NoFinalAnswer(std::time::Duration),
 }
 
 /// A call to the coordinator that failed, as every client (CLI, ingestor, worker) reports

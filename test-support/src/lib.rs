@@ -1,8 +1,11 @@
 //! What framefleet's tests share across crates, in one place: the addresses of the real
 //! infrastructure `deploy/local/infra.sh` starts ([`Infrastructure`]), names no other test
 //! uses ([`FleetNames`]), a coordinator on a free port under its own etcd prefix
-//! ([`TestCoordinator`]), and plain Kafka readers that check records from outside the
-//! services ([`read_topic`], [`frame_headers`], [`header_value`], [`create_plain_topic`]).
+//! ([`TestCoordinator`]), plain Kafka readers that check records from outside the services
+//! ([`read_topic`], [`frame_headers`], [`header_value`], [`create_plain_topic`]), and a TCP
+//! proxy a test cuts to partition two processes ([`proxy::CuttableProxy`]).
+
+pub mod proxy;
 
 use anyhow::Context;
 use clap::Parser;
@@ -92,10 +95,16 @@ impl TestCoordinator {
     /// Starts one on `infrastructure`; `args` add to (or override) the defaults, and should
     /// name an etcd prefix of its own ([`FleetNames::coordinator_args`]).
     pub async fn start(infrastructure: &Infrastructure, args: &[String]) -> anyhow::Result<Self> {
+        Self::start_at("127.0.0.1:0", infrastructure, args).await
+    }
+
+    /// [`Self::start`] listening on `listen` (a test that hands clients its address before it
+    /// runs).
+    pub async fn start_at(listen: &str, infrastructure: &Infrastructure, args: &[String]) -> anyhow::Result<Self> {
         let mut command_line: Vec<String> = [
             "framefleet-coordinator",
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--etcd-endpoints",
             &infrastructure.etcd_endpoints,
             "--kafka-brokers",

@@ -239,7 +239,10 @@ impl<S: MetadataStore + Clone, T: TopicAdmin> FleetService for FleetApi<S, T> {
         &self,
         request: Request<Streaming<WorkerReport>>,
     ) -> Result<Response<ReportAck>, Status> {
-        self.members.serve_stream(&self.fleet, request.into_inner()).await?;
+        // A worker's counts live in Kafka (its results and committed offsets): nothing to store.
+        self.members
+            .serve_stream(&self.fleet, request.into_inner(), async |_| Ok(()))
+            .await?;
         Ok(Response::new(ReportAck {}))
     }
 
@@ -247,7 +250,12 @@ impl<S: MetadataStore + Clone, T: TopicAdmin> FleetService for FleetApi<S, T> {
         &self,
         request: Request<Streaming<IngestorReport>>,
     ) -> Result<Response<ReportAck>, Status> {
-        self.members.serve_stream(&self.fleet, request.into_inner()).await?;
+        let store = &self.store;
+        self.members
+            .serve_stream(&self.fleet, request.into_inner(), async |last: IngestorReport| {
+                crate::ledgers::store_final(store, &last).await
+            })
+            .await?;
         Ok(Response::new(ReportAck {}))
     }
 
