@@ -103,8 +103,8 @@ impl ReportStream<'_> {
         self.final_answer(call).await
     }
 
-    /// Sends the final report on fresh streams until a coordinator acknowledges it or
-    /// [`FINAL_REPORT_PATIENCE`] has passed; returns at once when it was acknowledged already.
+    /// Sends the final report on fresh streams, each holding that report alone, until a
+    /// coordinator acknowledges it or [`FINAL_REPORT_PATIENCE`] has passed.
     async fn hand_over_final<R, T, Call>(
         &self,
         next_report: &mut impl FnMut() -> R,
