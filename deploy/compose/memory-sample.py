@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """One memory sample of the given containers, as CSV rows on stdout:
-``seconds,container,memory_mib,anon_mib,shmem_mib,usage_mib``.
+``seconds,container,memory_mib,anon_mib,shmem_mib,usage_mib,started_at``.
 
 ``memory_mib`` is the memory the service itself holds: anonymous memory (heap, stacks;
 ``anon_mib``) plus shared memory (PostgreSQL's shared buffers; ``shmem_mib``), from the
@@ -8,6 +8,8 @@ container's cgroup ``memory.stat`` (cgroup v1: ``total_rss``, ``total_shmem``; v
 ``shmem``). It leaves out the kernel's file cache, which a database or a broker fills with the
 files it writes and which the kernel reclaims under pressure. ``usage_mib`` is what
 ``docker stats`` shows (cgroup usage less inactive file pages), cache included, for reference.
+``started_at`` is when the container's process last started (Docker's ``State.StartedAt``): a
+container a fault killed and restarted starts a new life, whose memory grows from zero again.
 
     memory-sample.py SECONDS CONTAINER_ID...
 
@@ -35,10 +37,10 @@ class DockerSocket(http.client.HTTPConnection):
         self.sock.connect(self.path)
 
 
-def stats(socket_path, container):
+def get(socket_path, path):
     connection = DockerSocket(socket_path)
     try:
-        connection.request("GET", f"/containers/{container}/stats?stream=false&one-shot=true")
+        connection.request("GET", path)
         response = connection.getresponse()
         body = response.read()
         if response.status != 200:
@@ -54,7 +56,8 @@ def main():
     socket_path = host.removeprefix("unix://")
     for container in containers:
         try:
-            sample = stats(socket_path, container)
+            sample = get(socket_path, f"/containers/{container}/stats?stream=false&one-shot=true")
+            started_at = ((get(socket_path, f"/containers/{container}/json") or {}).get("State") or {}).get("StartedAt", "")
         except OSError:
             continue
         memory = (sample or {}).get("memory_stats") or {}
@@ -72,7 +75,7 @@ def main():
         if "-run-" in name:
             continue  # a one-off CLI container
         own = anon + shmem
-        print(f"{seconds},{name},{own / MIB:.1f},{anon / MIB:.1f},{shmem / MIB:.1f},{usage / MIB:.1f}")
+        print(f"{seconds},{name},{own / MIB:.1f},{anon / MIB:.1f},{shmem / MIB:.1f},{usage / MIB:.1f},{started_at}")
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ compose run -d -T --name "$INGESTOR" ingestor --ingestor-id=ingestor-soak "${cha
   --pace=realtime "--max-frames=$FRAMES" >/dev/null
 log "$CAMERAS cameras × $FPS frames/s for $MINUTES minutes ($((CAMERAS * FRAMES)) frames); a fault every $FAULT_EVERY s (seed $SEED)"
 
-echo "seconds,container,memory_mib,anon_mib,shmem_mib,usage_mib" >"$OUT/soak-memory.csv"
+echo "seconds,container,memory_mib,anon_mib,shmem_mib,usage_mib,started_at" >"$OUT/soak-memory.csv"
 echo "seconds,event" >"$OUT/soak-events.csv"
 event() { log "$1"; echo "$((SECONDS - started)),$1" >>"$OUT/soak-events.csv"; }
 
@@ -127,31 +127,42 @@ runs = report.get("runs", [])
 total = lambda field: sum(run.get(field) or 0 for run in runs)
 missing = report.get("frames_missing", -1)
 samples = list(csv.DictReader(open(f"{out}/soak-memory.csv")))
-end = max((int(row["seconds"]) for row in samples), default=0)
-# Samples from the warm-up are kept in the CSV but left out of the trend: a process growing from
-# its start to its working set is not a leak.
-start = warm_up_minutes * 60
-middle = (start + end) / 2
-by_container = {}
+# Each container's memory is judged over one life of its process: a container a fault killed
+# and restarted grows from zero again, which compared half against half reads as a trend (or
+# hides one). Its longest life is judged. In each life the samples of the first
+# `warm_up_minutes` are kept in the CSV but left out (a process growing from its start to its
+# working set is not a leak); the halves split what is left. A life with fewer than 3 samples
+# in a half is too short to judge and is listed as such.
+lives = {}
 for row in samples:
-    if int(row["seconds"]) >= start:
-        by_container.setdefault(row["container"], []).append(
-            (int(row["seconds"]), float(row["memory_mib"]), float(row["usage_mib"])))
-def halves(points, column):
+    lives.setdefault(row["container"], {}).setdefault(row.get("started_at") or "", []).append(
+        (int(row["seconds"]), float(row["memory_mib"]), float(row["usage_mib"])))
+def halves(points, middle, column):
     first = [point[column] for point in points if point[0] < middle]
     second = [point[column] for point in points if point[0] >= middle]
     return statistics.mean(first), statistics.mean(second)
-rows, trending = [], []
-for container, points in sorted(by_container.items()):
+rows, trending, unjudged = [], [], []
+for container, by_start in sorted(lives.items()):
+    # Compose names containers <project>_<service>_<n>; the run's ingestor <project>-ingestor-soak.
+    name = re.sub(r"^[a-z0-9]+[_-]", "", container)
+    judged = []
+    for points in by_start.values():
+        warm = points[0][0] + warm_up_minutes * 60
+        points = [point for point in points if point[0] >= warm]
+        if points:
+            judged.append(points)
+    points = max(judged, key=len, default=[])
+    middle = (points[0][0] + points[-1][0]) / 2 if points else 0
     if sum(point[0] < middle for point in points) < 3 or sum(point[0] >= middle for point in points) < 3:
-        continue  # joined or left during the run: no trend to compare
-    before, after = halves(points, 1)
+        unjudged.append(f"{name} ({len(by_start)} lives)")
+        continue
+    before, after = halves(points, middle, 1)
     trend = after / before - 1 if before else 0.0
     if trend > 0.10:
         trending.append(container)
-    usage_before, usage_after = halves(points, 2)
-    # Compose names containers <project>_<service>_<n>; the run's ingestor <project>-ingestor-soak.
-    rows.append((re.sub(r"^[a-z0-9]+[_-]", "", container), before, after, trend, usage_before, usage_after))
+    usage_before, usage_after = halves(points, middle, 2)
+    span = f"{points[0][0] / 60:.0f}–{points[-1][0] / 60:.0f}"
+    rows.append((name, len(by_start), span, before, after, trend, usage_before, usage_after))
 lines = [
     f"Soak: {cameras} cameras × {frames // (minutes * 60)} frames/s for {minutes} minutes, {faults} faults "
     f"({failed_faults} whose own check failed), workers 2 ↔ 3 every 5 minutes.",
@@ -161,13 +172,15 @@ lines = [
     f"| {cameras * frames} | {total('frames_captured')} | {total('frames_acknowledged')} | {total('frames_failed')} | "
     f"{total('frames_resent')} | {total('frames_processed')} | {total('frames_dead_lettered')} | {total('duplicates')} | {missing} |",
     "",
-    f"Memory (MiB, mean of each half of minutes {warm_up_minutes}–{end / 60:.0f}, after the warm-up): the service's own",
-    "(anonymous + shared; the check) and docker stats' usage, which adds the file cache the kernel keeps for it.",
+    f"Memory (MiB, mean of each half of the minutes judged: each container's longest life, less its first {warm_up_minutes}",
+    "minutes): the service's own (anonymous + shared; the check) and docker stats' usage, which adds the file cache the",
+    "kernel keeps for it.",
     "",
-    "| container | own, first half | own, second half | trend | docker stats, first half | second half |",
-    "|---|---|---|---|---|---|",
-] + [f"| {name} | {before:.0f} | {after:.0f} | {trend:+.1%} | {usage_before:.0f} | {usage_after:.0f} |"
-     for name, before, after, trend, usage_before, usage_after in rows]
+    "| container | lives | minutes judged | own, first half | own, second half | trend | docker stats, first half | second half |",
+    "|---|---|---|---|---|---|---|---|",
+] + [f"| {name} | {count} | {span} | {before:.0f} | {after:.0f} | {trend:+.1%} | {usage_before:.0f} | {usage_after:.0f} |"
+     for name, count, span, before, after, trend, usage_before, usage_after in rows] + (
+    ["", "Too short a life to judge: " + ", ".join(unjudged) + "."] if unjudged else [])
 open(f"{out}/soak.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 problems = []
