@@ -16,6 +16,7 @@ use framefleet_proto::v1::fleet_service_client::FleetServiceClient;
 use std::future::Future;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
@@ -81,9 +82,7 @@ impl ReportStream<'_> {
         T: Send + 'static,
         Call: Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send + 'static,
     {
-        let channel = connect_coordinator_for_streams(self.coordinator, self.timeout, self.client_options).await?;
-        let (sender, receiver) = mpsc::channel::<R>(4);
-        let mut call = tokio::spawn(open(FleetServiceClient::new(channel), ReceiverStream::new(receiver)));
+        let (sender, mut call) = self.open_stream(open, 4).await?;
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -117,16 +116,10 @@ impl ReportStream<'_> {
         let give_up_at = tokio::time::Instant::now() + FINAL_REPORT_PATIENCE;
         loop {
             let attempt = async {
-                let channel =
-                    connect_coordinator_for_streams(self.coordinator, self.timeout, self.client_options).await?;
-                let (sender, receiver) = mpsc::channel::<R>(1);
+                let (sender, call) = self.open_stream(open, 1).await?;
                 let _ = sender.send(next_report()).await;
                 drop(sender);
-                self.final_answer(tokio::spawn(open(
-                    FleetServiceClient::new(channel),
-                    ReceiverStream::new(receiver),
-                )))
-                .await
+                self.final_answer(call).await
             };
             let reason = match tokio::time::timeout_at(give_up_at, attempt).await {
                 Ok(Ok(())) => return,
@@ -144,10 +137,30 @@ impl ReportStream<'_> {
         }
     }
 
+    /// Connects and starts the stream call; reports sent on the returned sender go out on it,
+    /// and dropping the sender closes the stream.
+    async fn open_stream<R, T, Call>(
+        &self,
+        open: &impl Fn(FleetServiceClient<CoordinatorChannel>, ReceiverStream<R>) -> Call,
+        capacity: usize,
+    ) -> Result<(mpsc::Sender<R>, JoinHandle<Result<tonic::Response<T>, tonic::Status>>), StreamError>
+    where
+        R: Send + 'static,
+        T: Send + 'static,
+        Call: Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send + 'static,
+    {
+        let channel = connect_coordinator_for_streams(self.coordinator, self.timeout, self.client_options).await?;
+        let (sender, receiver) = mpsc::channel::<R>(capacity);
+        Ok((
+            sender,
+            tokio::spawn(open(FleetServiceClient::new(channel), ReceiverStream::new(receiver))),
+        ))
+    }
+
     /// Waits for the coordinator's answer to a closed stream: Ok once it stored the last report.
     async fn final_answer<T>(
         &self,
-        call: tokio::task::JoinHandle<Result<tonic::Response<T>, tonic::Status>>,
+        call: JoinHandle<Result<tonic::Response<T>, tonic::Status>>,
     ) -> Result<(), StreamError> {
         match tokio::time::timeout(self.timeout, call).await {
             Ok(ended) => match call_failure(ended) {

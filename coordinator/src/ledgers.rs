@@ -64,11 +64,7 @@ async fn persist_changed<S: MetadataStore>(
     let mut changed: Vec<ChannelLedger> = Vec::new();
     for ingestor in fleet.ingestors() {
         let Some(report) = ingestor.report else { continue };
-        for ledger in report.channels {
-            let ledger = ChannelLedger {
-                ingestor_id: report.ingestor_id.clone(),
-                ..ledger
-            };
+        for ledger in attributed(report) {
             if stored.get(&(ledger.channel_id.clone(), ledger.ingestor_epoch)) == Some(&ledger) {
                 continue;
             }
@@ -103,12 +99,8 @@ async fn persist_changed<S: MetadataStore>(
 /// race with another coordinator is read and tried again, up to [`FINAL_WRITE_ATTEMPTS`] times.
 ///
 /// Errors: the store's, or `StoreUnavailable` when every attempt lost a race.
-pub async fn store_final<S: MetadataStore>(store: &S, report: &IngestorReport) -> Result<(), CoordinatorError> {
-    for ledger in &report.channels {
-        let ledger = ChannelLedger {
-            ingestor_id: report.ingestor_id.clone(),
-            ..ledger.clone()
-        };
+pub async fn store_final<S: MetadataStore>(store: &S, report: IngestorReport) -> Result<(), CoordinatorError> {
+    for ledger in attributed(report) {
         for key in [run_key(&ledger), key(&ledger.channel_id)] {
             let mut attempts = 0;
             while !store_if_further(store, &key, &ledger).await? {
@@ -127,6 +119,16 @@ pub async fn store_final<S: MetadataStore>(store: &S, report: &IngestorReport) -
 /// Conditional writes of a final ledger tried before giving up (each loses only to a write of
 /// the same key by another coordinator in between).
 const FINAL_WRITE_ATTEMPTS: u32 = 5;
+
+/// A report's ledgers, each naming the ingestor that reported it (the ingestor sends its id
+/// once per report, not per ledger).
+fn attributed(report: IngestorReport) -> impl Iterator<Item = ChannelLedger> {
+    let ingestor_id = report.ingestor_id;
+    report.channels.into_iter().map(move |ledger| ChannelLedger {
+        ingestor_id: ingestor_id.clone(),
+        ..ledger
+    })
+}
 
 /// How far along a report is: the newer run first, then (reports of one run only grow) the
 /// more frames counted, then finished.

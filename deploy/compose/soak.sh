@@ -132,7 +132,11 @@ samples = list(csv.DictReader(open(f"{out}/soak-memory.csv")))
 # hides one). Its longest life is judged. In each life the samples of the first
 # `warm_up_minutes` are kept in the CSV but left out (a process growing from its start to its
 # working set is not a leak); the halves split what is left. A life with fewer than 3 samples
-# in a half is too short to judge and is listed as such.
+# in a half is too short to judge: that passes only for a worker that joined or left during the
+# run (absent from the first or the last sample); a service there from start to end whose every
+# life is that short restarted again and again — a crash loop — and fails the check.
+run_start = min((int(row["seconds"]) for row in samples), default=0)
+run_end = max((int(row["seconds"]) for row in samples), default=0)
 lives = {}
 for row in samples:
     lives.setdefault(row["container"], {}).setdefault(row.get("started_at") or "", []).append(
@@ -141,7 +145,7 @@ def halves(points, middle, column):
     first = [point[column] for point in points if point[0] < middle]
     second = [point[column] for point in points if point[0] >= middle]
     return statistics.mean(first), statistics.mean(second)
-rows, trending, unjudged = [], [], []
+rows, trending, unjudged, unjudgeable = [], [], [], []
 for container, by_start in sorted(lives.items()):
     # Compose names containers <project>_<service>_<n>; the run's ingestor <project>-ingestor-soak.
     name = re.sub(r"^[a-z0-9]+[_-]", "", container)
@@ -155,6 +159,9 @@ for container, by_start in sorted(lives.items()):
     middle = (points[0][0] + points[-1][0]) / 2 if points else 0
     if sum(point[0] < middle for point in points) < 3 or sum(point[0] >= middle for point in points) < 3:
         unjudged.append(f"{name} ({len(by_start)} lives)")
+        seen = [point[0] for life in by_start.values() for point in life]
+        if min(seen) == run_start and max(seen) == run_end:
+            unjudgeable.append(container)
         continue
     before, after = halves(points, middle, 1)
     trend = after / before - 1 if before else 0.0
@@ -192,6 +199,8 @@ if total("frames_acknowledged") < cameras * frames:
     problems.append(f"{total('frames_acknowledged')} of {cameras * frames} frames acknowledged")
 if trending:
     problems.append("memory trending up: " + ", ".join(trending))
+if unjudgeable:
+    problems.append("no life long enough to judge (restarted again and again): " + ", ".join(unjudgeable))
 # A fault whose own check failed (two leaders, failed status calls, …) or a cluster that did not
 # come back healthy is a failed soak even when every frame got its outcome.
 if failed_faults:

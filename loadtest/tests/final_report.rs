@@ -130,13 +130,17 @@ async fn an_ingestor_stopping_while_its_coordinator_is_cut_off_from_etcd_leaves_
             stored.frames_captured,
             stored.frames_acknowledged,
             stored.frames_failed,
-            stored.ingestor_epoch
+            stored.ingestor_epoch,
+            stored.source_state.as_str(),
+            stored.source_finished
         ),
         (
             own.frames_captured,
             own.frames_acknowledged,
             own.frames_failed,
-            own.ingestor_epoch
+            own.ingestor_epoch,
+            own.source_state.as_str(),
+            own.source_finished
         ),
         "stored {stored:?}\nown {own:?}\n(the ingestor took {:?} to stop)",
         stopped_at.elapsed()

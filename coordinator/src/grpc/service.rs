@@ -253,7 +253,7 @@ impl<S: MetadataStore + Clone, T: TopicAdmin> FleetService for FleetApi<S, T> {
         let store = &self.store;
         self.members
             .serve_stream(&self.fleet, request.into_inner(), async |last: IngestorReport| {
-                crate::ledgers::store_final(store, &last).await
+                crate::ledgers::store_final(store, last).await
             })
             .await?;
         Ok(Response::new(ReportAck {}))
