@@ -47,6 +47,11 @@ pub struct IngestSummary {
 }
 
 impl IngestSummary {
+    /// The final ledger of `channel_id`, if this run captured it.
+    pub fn ledger(&self, channel_id: &str) -> Option<&framefleet_proto::v1::ChannelLedger> {
+        self.channels.iter().find(|ledger| ledger.channel_id == channel_id)
+    }
+
     pub fn failed_channels(&self) -> Vec<&framefleet_proto::v1::ChannelLedger> {
         self.channels
             .iter()

@@ -31,14 +31,7 @@ async fn a_bad_source_does_not_disturb_the_good_one() {
         .expect("the ingestor runs despite bad channels");
     std::fs::remove_file(&not_a_video).ok();
 
-    let ledger = |id: &str| {
-        summary
-            .channels
-            .iter()
-            .find(|ledger| ledger.channel_id == id)
-            .expect("ledger")
-            .clone()
-    };
+    let ledger = |id: &str| summary.ledger(id).expect("ledger").clone();
     let good_ledger = ledger(&good);
     assert_eq!((good_ledger.frames_captured, good_ledger.frames_acknowledged), (20, 20));
     assert!(good_ledger.last_error.is_empty(), "{}", good_ledger.last_error);
@@ -65,12 +58,7 @@ async fn a_bad_source_does_not_disturb_the_good_one() {
 }
 
 fn ledger_of(summary: &framefleet_ingestor::IngestSummary, id: &str) -> framefleet_proto::v1::ChannelLedger {
-    summary
-        .channels
-        .iter()
-        .find(|ledger| ledger.channel_id == id)
-        .expect("ledger")
-        .clone()
+    summary.ledger(id).expect("ledger").clone()
 }
 
 /// A decoder that crashes (here a source that aborts its process, as OpenCV's FFmpeg reader

@@ -117,12 +117,7 @@ async fn a_20_second_broker_outage_loses_no_acknowledged_frame() {
         .expect("the ingestor recovers on its own");
     shutdown.cancel();
     let summary = ingesting.await.expect("ingestor task").expect("ingestor run");
-    let ledger = summary
-        .channels
-        .iter()
-        .find(|ledger| ledger.channel_id == channel_id)
-        .expect("ledger")
-        .clone();
+    let ledger = summary.ledger(&channel_id).expect("ledger").clone();
     assert_eq!(ledger.frames_failed, 0, "{}", ledger.last_error);
     assert_eq!(ledger.frames_dropped, 0);
     assert_eq!(ledger.frames_acknowledged, ledger.frames_captured);

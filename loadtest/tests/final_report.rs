@@ -113,12 +113,7 @@ async fn an_ingestor_stopping_while_its_coordinator_is_cut_off_from_etcd_leaves_
         .expect("the ingestor stops within a minute")
         .expect("ingestor task")
         .expect("ingestor run");
-    let own = summary
-        .channels
-        .iter()
-        .find(|ledger| ledger.channel_id == channel_id)
-        .expect("the ingestor's own ledger")
-        .clone();
+    let own = summary.ledger(&channel_id).expect("the ingestor's own ledger").clone();
     assert!(own.frames_acknowledged > 20, "{own:?}");
 
     // What the ingestor counted is what etcd keeps, read through B, as soon as it has exited.

@@ -97,11 +97,7 @@ async fn an_rtsp_camera_that_disconnects_resumes_and_the_gap_is_recorded() {
     shutdown.cancel();
     let summary = ingesting.await.expect("ingestor task").expect("ingestor run");
     server.kill();
-    let ledger = summary
-        .channels
-        .iter()
-        .find(|ledger| ledger.channel_id == channel_id)
-        .expect("ledger");
+    let ledger = summary.ledger(&channel_id).expect("ledger");
     assert_eq!(ledger.frames_failed, 0, "{}", ledger.last_error);
     assert_eq!(
         ledger.frames_acknowledged, ledger.frames_captured,
@@ -168,14 +164,7 @@ async fn damaged_videos_and_impossible_sizes_fail_alone_with_a_reason() {
         .expect("the ingestor runs despite damaged channels");
     std::fs::remove_file(&truncated).ok();
     std::fs::remove_file(&garbled).ok();
-    let ledger = |id: &str| {
-        summary
-            .channels
-            .iter()
-            .find(|ledger| ledger.channel_id == id)
-            .cloned()
-            .expect("ledger")
-    };
+    let ledger = |id: &str| summary.ledger(id).cloned().expect("ledger");
 
     let good_ledger = ledger(&good);
     assert!(
@@ -278,11 +267,7 @@ async fn assigned_channels_start_and_stop_at_runtime_and_fan_out_to_every_topic(
 
     shutdown.cancel();
     let summary = ingesting.await.expect("ingestor task").expect("ingestor run");
-    let ledger = summary
-        .channels
-        .iter()
-        .find(|ledger| ledger.channel_id == channel_id)
-        .expect("ledger");
+    let ledger = summary.ledger(&channel_id).expect("ledger");
     assert_eq!(
         ledger.frames_captured, at_stop.frames_captured,
         "nothing captured after the stop"
