@@ -2,7 +2,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use framefleet_common::args::CoordinatorArgs;
-use framefleet_proto::v1::{FrameEncoding, FrameSchema, PixelFormat, TopicStrategy};
+use framefleet_proto::v1::{DetectStage, FrameEncoding, FrameSchema, PipelineSpec, PixelFormat, TopicStrategy};
 
 #[derive(Debug, Parser)]
 #[command(name = "framefleet", version, about = "Administer a framefleet coordinator", after_help = EXIT_CODES)]
@@ -32,6 +32,9 @@ pub(crate) enum Command {
     /// Manage frame schemas (SchemaService).
     #[command(subcommand)]
     Schemas(SchemasCommand),
+    /// Manage pipelines: what workers do with frames, versioned (PipelineService).
+    #[command(subcommand)]
+    Pipelines(PipelinesCommand),
     /// Follow channel assignments (AssignmentService.WatchAssignments).
     Assignments {
         /// Only this ingestor's channels; default every channel.
@@ -194,6 +197,90 @@ pub(crate) enum SchemasCommand {
     },
     /// List every schema version of a channel.
     List { channel_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PipelinesCommand {
+    /// Create a pipeline (version 1) or add its next version; a spec equal to the current
+    /// version's adds nothing.
+    Create {
+        /// 1–32 letters, digits, `-` and `_`.
+        name: String,
+        #[command(flatten)]
+        spec: PipelineSpecArgs,
+        /// Why this version: kept with it.
+        #[arg(long, default_value = "", hide_default_value = true)]
+        description: String,
+        /// Add the version only if the pipeline is still at this revision (0: any).
+        #[arg(long, default_value_t = 0)]
+        expected_revision: i64,
+    },
+    /// Show one version of a pipeline (0: the current one).
+    Get {
+        name: String,
+        #[arg(long, default_value_t = 0)]
+        version: u32,
+    },
+    /// List pipelines with their current version.
+    List {
+        /// Only names that start with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
+    /// List every version of a pipeline, oldest first.
+    Versions { name: String },
+}
+
+/// A pipeline's stages and outputs; the detect settings are the worker's flags of the same
+/// names.
+#[derive(Debug, Args)]
+pub(crate) struct PipelineSpecArgs {
+    /// Run the luma analysis (statistics, motion) on each frame (`true`/`false`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    analysis: bool,
+    /// Run this detector (a converted model's name) on each frame.
+    #[arg(long)]
+    detect_model: Option<String>,
+    /// Detections scoring below this (0–1) are left out [coordinator's default: 0.5].
+    #[arg(long, requires = "detect_model")]
+    detect_min_score: Option<f32>,
+    /// Keep only these labels (comma-separated; default every label of the model).
+    #[arg(long, value_delimiter = ',', requires = "detect_model")]
+    detect_labels: Vec<String>,
+    /// At most this many detections per frame [default: 100].
+    #[arg(long, requires = "detect_model")]
+    detect_max: Option<u32>,
+    /// Run the detector on every Nth frame [default: 1].
+    #[arg(long, requires = "detect_model")]
+    detect_every_nth_frame: Option<u32>,
+    /// Skip the detector where the analysis saw no motion (`true`/`false`) [default: on
+    /// when the analysis runs].
+    #[arg(long, requires = "detect_model", action = clap::ArgAction::Set)]
+    motion_gate: Option<bool>,
+    /// Where results go [default: framefleet.results.<pipeline>].
+    #[arg(long, default_value = "", hide_default_value = true)]
+    results_topic: String,
+    /// Also write each result with a detection to this topic.
+    #[arg(long, default_value = "", hide_default_value = true)]
+    events_topic: String,
+}
+
+impl PipelineSpecArgs {
+    pub(crate) fn to_proto(&self) -> PipelineSpec {
+        PipelineSpec {
+            analysis: self.analysis,
+            detect: self.detect_model.as_ref().map(|model| DetectStage {
+                model: model.clone(),
+                min_score: self.detect_min_score,
+                labels: self.detect_labels.clone(),
+                max_detections: self.detect_max.unwrap_or(0),
+                every_nth_frame: self.detect_every_nth_frame.unwrap_or(0),
+                motion_gate: self.motion_gate,
+            }),
+            results_topic: self.results_topic.clone(),
+            events_topic: self.events_topic.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -13,6 +13,7 @@ pub mod leader;
 pub mod ledgers;
 pub mod members;
 pub mod metrics;
+pub mod pipelines;
 pub mod reconciler;
 pub mod store;
 
@@ -25,6 +26,7 @@ use crate::kafka::offsets::KafkaInspector;
 use crate::kafka::topics::{KafkaTopicAdmin, Placement, TopicAdmin, TopicSpec};
 use crate::leader::Election;
 use crate::members::Membership;
+use crate::pipelines::PipelineRegistry;
 use crate::reconciler::Reconciler;
 use crate::store::{EtcdStore, EtcdStoreConfig};
 use anyhow::Context;
@@ -172,6 +174,7 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
     let serving = grpc::server::serve(
         ServerParts {
             listener,
+            pipelines: Arc::new(PipelineRegistry::new(store.clone())),
             store,
             channels,
             fleet: fleet_status,

@@ -4,6 +4,7 @@ mod assignments;
 mod channels;
 mod clients;
 mod fleet;
+mod pipelines;
 mod readback;
 mod schemas;
 mod watch;
@@ -12,6 +13,7 @@ use crate::args::{Cli, Command};
 use crate::failure::Failure;
 use framefleet_proto::v1::channel_service_client::ChannelServiceClient;
 use framefleet_proto::v1::fleet_service_client::FleetServiceClient;
+use framefleet_proto::v1::pipeline_service_client::PipelineServiceClient;
 use framefleet_proto::v1::schema_service_client::SchemaServiceClient;
 use std::time::Duration;
 
@@ -35,6 +37,7 @@ pub(crate) async fn execute(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Channels(command) => channels::run(command, &mut channels, json).await,
         Command::Schemas(command) => schemas::run(command, &mut SchemaServiceClient::new(channel), json).await,
+        Command::Pipelines(command) => pipelines::run(command, &mut PipelineServiceClient::new(channel), json).await,
         Command::Assignments {
             ingestor,
             after_revision,

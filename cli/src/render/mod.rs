@@ -1,8 +1,10 @@
 //! Text and JSON renderings of API responses: the fleet's state ([`fleet`]) and the
-//! resources the API manages ([`resources`]). Pure functions, so they are easy to test.
+//! resources the API manages ([`resources`], [`pipelines`]). Pure functions, so they are easy to test.
 
 mod fleet;
+mod pipelines;
 mod resources;
 
 pub use fleet::*;
+pub use pipelines::*;
 pub use resources::*;

@@ -45,7 +45,8 @@ pub fn topic_collision_key(channel_id: &str) -> String {
     channel_id.replace('.', "_")
 }
 
-fn topic_safe_name(
+/// A name of Kafka's topic alphabet: 1 to `max_len` letters, digits and `punctuation`.
+pub(crate) fn topic_safe_name(
     field: &'static str,
     name: &str,
     max_len: usize,
@@ -128,7 +129,7 @@ pub fn strategy(strategy: i32, pipelines: &[String]) -> Result<TopicStrategy, Co
         ));
     }
     for pipeline in pipelines {
-        topic_safe_name("pipelines", pipeline, MAX_PIPELINE_LEN, &['-', '_'])?;
+        pipeline_name("pipelines", pipeline)?;
     }
     let mut unique = pipelines.to_vec();
     unique.sort();
@@ -137,6 +138,12 @@ pub fn strategy(strategy: i32, pipelines: &[String]) -> Result<TopicStrategy, Co
         return Err(CoordinatorError::invalid("pipelines", "names must be unique"));
     }
     Ok(strategy)
+}
+
+/// Pipeline names become parts of topic names and consumer groups: 1 to 32 letters, digits,
+/// `-` and `_`, without `.` (a `.` would let two (channel, pipeline) pairs share a topic name).
+pub fn pipeline_name(field: &'static str, name: &str) -> Result<(), CoordinatorError> {
+    topic_safe_name(field, name, MAX_PIPELINE_LEN, &['-', '_'])
 }
 
 /// Checks a schema and returns its stored form at `version`. The version number in the

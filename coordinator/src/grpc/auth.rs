@@ -13,6 +13,7 @@ pub const MUTATING_RPCS: &[&str] = &[
     "/framefleet.v1.ChannelService/DeregisterChannel",
     "/framefleet.v1.ChannelService/MoveChannel",
     "/framefleet.v1.SchemaService/AddSchemaVersion",
+    "/framefleet.v1.PipelineService/CreatePipelineVersion",
     "/framefleet.v1.FleetService/ReportIngestor",
     "/framefleet.v1.FleetService/ReportWorker",
     "/framefleet.v1.FleetService/StreamWorkerReports",
@@ -24,6 +25,9 @@ pub const READ_ONLY_RPCS: &[&str] = &[
     "/framefleet.v1.ChannelService/ListChannels",
     "/framefleet.v1.SchemaService/GetSchema",
     "/framefleet.v1.SchemaService/ListSchemaVersions",
+    "/framefleet.v1.PipelineService/GetPipeline",
+    "/framefleet.v1.PipelineService/ListPipelines",
+    "/framefleet.v1.PipelineService/ListPipelineVersions",
     "/framefleet.v1.AssignmentService/WatchAssignments",
     "/framefleet.v1.FleetService/GetFleetStatus",
 ];

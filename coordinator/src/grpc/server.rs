@@ -1,17 +1,20 @@
-//! Assembles the tonic server: the four framefleet services, gRPC health (following etcd) and
+//! Assembles the tonic server: the five framefleet services, gRPC health (following etcd) and
 //! reflection (for grpcurl), the bearer-token layer, TLS when configured, and the request size
 //! limit; serves until the shutdown token is cancelled.
 
 use super::auth::{BearerAuthLayer, Secret};
 use super::health;
+use super::pipelines::PipelineApi;
 use super::service::{AssignmentApi, ChannelApi, FleetApi, SchemaApi};
 use crate::channels::ChannelRegistry;
 use crate::kafka::topics::KafkaTopicAdmin;
+use crate::pipelines::PipelineRegistry;
 use crate::store::EtcdStore;
 use anyhow::Context;
 use framefleet_proto::v1::assignment_service_server::AssignmentServiceServer;
 use framefleet_proto::v1::channel_service_server::ChannelServiceServer;
 use framefleet_proto::v1::fleet_service_server::FleetServiceServer;
+use framefleet_proto::v1::pipeline_service_server::PipelineServiceServer;
 use framefleet_proto::v1::schema_service_server::SchemaServiceServer;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +29,7 @@ pub struct ServerParts {
     pub listener: tokio::net::TcpListener,
     pub store: EtcdStore,
     pub channels: Arc<ChannelRegistry<EtcdStore, KafkaTopicAdmin>>,
+    pub pipelines: Arc<PipelineRegistry<EtcdStore>>,
     pub fleet: FleetApi<EtcdStore, KafkaTopicAdmin>,
     pub auth_token: Option<Secret>,
     /// PEM certificate and key; plaintext without them.
@@ -63,6 +67,10 @@ pub async fn serve(parts: ServerParts, shutdown: CancellationToken) -> anyhow::R
         channels: parts.channels,
     })
     .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let pipeline_api = PipelineServiceServer::new(PipelineApi {
+        pipelines: parts.pipelines,
+    })
+    .max_decoding_message_size(MAX_REQUEST_BYTES);
     let assignment_api = AssignmentServiceServer::new(AssignmentApi {
         store: parts.store.clone(),
         shutdown: shutdown.clone(),
@@ -88,6 +96,7 @@ pub async fn serve(parts: ServerParts, shutdown: CancellationToken) -> anyhow::R
         .add_service(reflection_v1alpha)
         .add_service(channel_api)
         .add_service(schema_api)
+        .add_service(pipeline_api)
         .add_service(assignment_api)
         .add_service(fleet_api)
         .serve_with_incoming_shutdown(incoming, async move { server_shutdown.cancelled().await });

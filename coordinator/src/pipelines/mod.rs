@@ -1,0 +1,177 @@
+//! The pipeline registry: what the workers serving a pipeline do with each frame (its stages)
+//! and where its results go, stored in etcd and versioned like frame schemas. A new version is
+//! written with the pipeline's record in one transaction, conditional on the record being
+//! unchanged since it was read, so two coordinators adding versions at once cannot both
+//! write version N.
+
+pub mod record;
+pub mod validate;
+
+use crate::error::CoordinatorError;
+use crate::store::{CommitOutcome, Condition, MetadataStore, Write};
+use framefleet_proto::v1::{Pipeline, PipelineSpec, PipelineVersion};
+use record::{
+    PIPELINE_KEY_PREFIX, PipelineRecord, VersionRecord, decode_pipeline, decode_version, encode, pipeline_key,
+    version_key, version_prefix,
+};
+
+/// Reads and writes race other coordinators; a write that lost a race is decided again on
+/// fresh data this many times at most.
+const MAX_WRITE_ATTEMPTS: usize = 8;
+
+pub struct PipelineRegistry<S> {
+    store: S,
+}
+
+/// A version to add to a pipeline (or its first).
+pub struct NewVersion<'a> {
+    pub name: &'a str,
+    pub spec: Option<&'a PipelineSpec>,
+    /// 0: whatever the pipeline's revision is.
+    pub expected_revision: i64,
+    pub description: &'a str,
+}
+
+impl<S: MetadataStore> PipelineRegistry<S> {
+    pub fn new(store: S) -> Self {
+        Self { store }
+    }
+
+    /// Creates the pipeline at version 1 or adds its next version; `false` when the spec is
+    /// the current version's (nothing is written).
+    ///
+    /// Errors: INVALID_ARGUMENT naming the field; FAILED_PRECONDITION when `expected_revision`
+    /// is not the pipeline's (or the pipeline does not exist yet and it is not 0).
+    pub async fn create_version(&self, request: &NewVersion<'_>) -> Result<(Pipeline, bool), CoordinatorError> {
+        validate::name(request.name)?;
+        crate::channels::validate::expected_revision(request.expected_revision)?;
+        validate::description(request.description)?;
+        let spec = validate::spec(request.name, request.spec)?;
+        let name = request.name;
+        let key = pipeline_key(name);
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            let stored = self.store.get(&key).await?;
+            let current = match &stored {
+                Some(stored) => {
+                    check_revision(name, request.expected_revision, stored.mod_revision)?;
+                    let record = decode_pipeline(stored)?;
+                    if record.current.spec == spec {
+                        return Ok((record.to_proto(stored.mod_revision), false));
+                    }
+                    Some((record, stored.mod_revision))
+                }
+                None if request.expected_revision != 0 => {
+                    return Err(CoordinatorError::FailedPrecondition(format!(
+                        "pipeline `{name}` does not exist, so it has no revision {}; pass 0 to create it",
+                        request.expected_revision
+                    )));
+                }
+                None => None,
+            };
+            let now = framefleet_common::startup::unix_time_ms();
+            let version = VersionRecord {
+                version: current
+                    .as_ref()
+                    .map_or(1, |(record, _)| record.current.version.saturating_add(1)),
+                spec: spec.clone(),
+                created_unix_ms: now,
+                description: request.description.to_owned(),
+            };
+            let record = PipelineRecord {
+                name: name.to_owned(),
+                current: version.clone(),
+                created_unix_ms: current.as_ref().map_or(now, |(record, _)| record.created_unix_ms),
+            };
+            let new_version_key = version_key(name, version.version);
+            let mut conditions = vec![Condition::Absent(new_version_key.clone())];
+            conditions.push(match &current {
+                Some((_, revision)) => Condition::ModifiedAt(key.clone(), *revision),
+                None => Condition::Absent(key.clone()),
+            });
+            let writes = vec![
+                Write::Put(key.clone(), record.encode()?),
+                Write::Put(new_version_key.clone(), encode(&new_version_key, &version)?),
+            ];
+            match self.store.commit(conditions, writes).await? {
+                CommitOutcome::Committed { revision } => {
+                    tracing::info!(pipeline = %name, version = version.version, "pipeline version added");
+                    return Ok((record.to_proto(revision), true));
+                }
+                CommitOutcome::Conflict if request.expected_revision != 0 => {
+                    return Err(CoordinatorError::FailedPrecondition(format!(
+                        "pipeline `{name}` changed since revision {}; read it again",
+                        request.expected_revision
+                    )));
+                }
+                // Another coordinator wrote the pipeline between our read and write: decide
+                // again on what it wrote.
+                CommitOutcome::Conflict => continue,
+            }
+        }
+        Err(CoordinatorError::FailedPrecondition(format!(
+            "pipeline `{name}` kept changing; gave up after {MAX_WRITE_ATTEMPTS} attempts"
+        )))
+    }
+
+    /// One version of a pipeline; version 0 is the current one.
+    pub async fn get(&self, name: &str, version: u32) -> Result<PipelineVersion, CoordinatorError> {
+        let (record, _) = self.get_record(name).await?;
+        if version == 0 || version == record.current.version {
+            return Ok(record.current.to_proto(name));
+        }
+        match self.store.get(&version_key(name, version)).await? {
+            Some(stored) => Ok(decode_version(&stored)?.to_proto(name)),
+            None => Err(CoordinatorError::NotFound {
+                kind: "pipeline version",
+                id: format!("{name}@{version}"),
+            }),
+        }
+    }
+
+    /// Every pipeline whose name starts with `name_prefix`, in name order.
+    pub async fn list(&self, name_prefix: &str) -> Result<Vec<Pipeline>, CoordinatorError> {
+        validate::name_prefix(name_prefix)?;
+        self.store
+            .list(&format!("{PIPELINE_KEY_PREFIX}{name_prefix}"))
+            .await?
+            .iter()
+            .map(|stored| Ok(decode_pipeline(stored)?.to_proto(stored.mod_revision)))
+            .collect()
+    }
+
+    /// Every version of a pipeline, oldest first.
+    pub async fn list_versions(&self, name: &str) -> Result<Vec<PipelineVersion>, CoordinatorError> {
+        self.get_record(name).await?;
+        self.store
+            .list(&version_prefix(name))
+            .await?
+            .iter()
+            .map(|stored| Ok(decode_version(stored)?.to_proto(name)))
+            .collect()
+    }
+
+    async fn get_record(&self, name: &str) -> Result<(PipelineRecord, i64), CoordinatorError> {
+        validate::name(name)?;
+        let stored = self
+            .store
+            .get(&pipeline_key(name))
+            .await?
+            .ok_or_else(|| CoordinatorError::NotFound {
+                kind: "pipeline",
+                id: name.to_owned(),
+            })?;
+        Ok((decode_pipeline(&stored)?, stored.mod_revision))
+    }
+}
+
+fn check_revision(name: &str, expected: i64, actual: i64) -> Result<(), CoordinatorError> {
+    if expected != 0 && expected != actual {
+        return Err(CoordinatorError::FailedPrecondition(format!(
+            "pipeline `{name}` is at revision {actual}, not the expected {expected}; read it again"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
