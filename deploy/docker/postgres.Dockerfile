@@ -8,7 +8,12 @@ RUN apt-get update \
  && chown postgres:postgres /var/lib/framefleet-pg /run/postgresql
 COPY postgres-entrypoint /usr/local/bin/
 USER postgres
-ENV PGDATA=/var/lib/framefleet-pg/data
+# glibc's malloc in every backend (forked from the postmaster, so they inherit it): a fixed
+# mmap threshold, so a frame read as a bytea value (hundreds of KiB) is mapped and returned to
+# the kernel when freed; glibc otherwise raises its threshold past frame size after the first
+# free and each backend's heap keeps the largest fetch it ever held.
+ENV PGDATA=/var/lib/framefleet-pg/data \
+    MALLOC_MMAP_THRESHOLD_=131072
 EXPOSE 5432
 STOPSIGNAL SIGINT
 HEALTHCHECK --interval=3s --timeout=3s --start-period=10s --retries=5 \
