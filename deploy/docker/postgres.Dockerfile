@@ -9,9 +9,9 @@ RUN apt-get update \
 COPY postgres-entrypoint /usr/local/bin/
 USER postgres
 # glibc's malloc in every backend (forked from the postmaster, so they inherit it): a fixed
-# mmap threshold, so a frame read as a bytea value (hundreds of KiB) is mapped and returned to
-# the kernel when freed; glibc otherwise raises its threshold past frame size after the first
-# free and each backend's heap keeps the largest fetch it ever held.
+# mmap threshold, so a block of 128 KiB or more is mapped and returned to the kernel when freed
+# (glibc otherwise raises its threshold to each such block freed, and later ones stay in the
+# backend's heap). The soak's PostgreSQL growth is elsewhere: docs/faults.md#soak.
 ENV PGDATA=/var/lib/framefleet-pg/data \
     MALLOC_MMAP_THRESHOLD_=131072
 EXPOSE 5432
