@@ -260,6 +260,14 @@ async fn each_invalid_field_is_named_and_nothing_is_written() {
         (
             "people",
             Some(PipelineSpec {
+                results_topic: "framefleet_frames.lobby".into(),
+                ..detector(0.5)
+            }),
+            "spec.results_topic",
+        ),
+        (
+            "people",
+            Some(PipelineSpec {
                 results_topic: "out.a".into(),
                 events_topic: "out_a".into(),
                 ..detector(0.5)

@@ -159,12 +159,23 @@ fn detect_stage(detect: &DetectStage, analysis: bool) -> Result<DetectRecord, Co
     })
 }
 
-/// A topic name Apache Kafka accepts: 1 to 249 of letters, digits, `.`, `_` and `-`, and not
-/// `.` or `..`.
+/// A topic name Apache Kafka accepts (1 to 249 of letters, digits, `.`, `_` and `-`, and not
+/// `.` or `..`) outside the channels' frame topics, `framefleet.frames.*` as Kafka compares
+/// names: results written there would reach workers as frames.
 fn topic(field: &'static str, topic: &str) -> Result<(), CoordinatorError> {
     topic_safe_name(field, topic, MAX_TOPIC_LEN, &['-', '_', '.'])?;
     if topic == "." || topic == ".." {
         return Err(CoordinatorError::invalid(field, "`.` and `..` are not topic names"));
+    }
+    let frames = framefleet_common::kafka::CHANNEL_TOPIC_PREFIX.replace('.', "_");
+    if topic.replace('.', "_").starts_with(&frames) {
+        return Err(CoordinatorError::invalid(
+            field,
+            format!(
+                "`{topic}` is among the channels' frame topics (`{}*`, Kafka treats `.` and `_` alike)",
+                framefleet_common::kafka::CHANNEL_TOPIC_PREFIX
+            ),
+        ));
     }
     Ok(())
 }
