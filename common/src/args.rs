@@ -2,7 +2,8 @@
 //! (`#[command(flatten)]`): one flag name, one type and one environment variable per setting
 //! across the coordinator, ingestor, worker and CLI.
 
-use framefleet_proto::client::{ClientOptions, Token};
+use crate::secrets::SecretError;
+use framefleet_proto::client::ClientOptions;
 use std::path::PathBuf;
 
 /// How a process reaches the coordinator.
@@ -19,10 +20,12 @@ pub struct CoordinatorArgs {
     )]
     pub address: String,
 
-    /// Bearer token for the coordinator's mutating calls (registration, reports, changes);
-    /// needed when the coordinator was started with one.
-    #[arg(long, global = true, env = "FRAMEFLEET_AUTH_TOKEN", hide_env_values = true)]
-    pub auth_token: Option<Token>,
+    /// File holding the bearer token for the coordinator's mutating calls (registration,
+    /// reports, changes), needed when the coordinator was started with one; or set
+    /// FRAMEFLEET_AUTH_TOKEN. No flag takes the token itself: every local user can read a
+    /// process's arguments.
+    #[arg(long, global = true, env = "FRAMEFLEET_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
 
     /// PEM CA certificate of a TLS coordinator (`https://` address).
     #[arg(long, global = true, env = "FRAMEFLEET_TLS_CA")]
@@ -30,11 +33,14 @@ pub struct CoordinatorArgs {
 }
 
 impl CoordinatorArgs {
-    pub fn client_options(&self) -> ClientOptions {
-        ClientOptions {
-            token: self.auth_token.clone(),
+    /// The token ([`crate::secrets::bearer_token`]) and CA to call the coordinator with.
+    ///
+    /// Errors: the token given both ways, or an unreadable, empty or non-UTF-8 one.
+    pub fn client_options(&self) -> Result<ClientOptions, SecretError> {
+        Ok(ClientOptions {
+            token: crate::secrets::bearer_token(self.auth_token_file.as_deref())?,
             tls_ca: self.tls_ca.clone(),
-        }
+        })
     }
 }
 

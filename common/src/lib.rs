@@ -13,6 +13,7 @@ pub mod frame_trace;
 pub mod kafka;
 pub mod metrics;
 pub mod report_stream;
+pub mod secrets;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;

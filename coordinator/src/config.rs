@@ -90,17 +90,9 @@ pub struct CoordinatorConfig {
     #[arg(long, env = "FRAMEFLEET_DRAIN_SETTLE_SECS", default_value_t = 3)]
     pub drain_settle_secs: u64,
 
-    /// Bearer token required on every mutating RPC. Prefer --auth-token-file: a value on the
-    /// command line is visible to other users of the machine.
-    #[arg(
-        long,
-        env = "FRAMEFLEET_AUTH_TOKEN",
-        hide_env_values = true,
-        conflicts_with = "auth_token_file"
-    )]
-    pub auth_token: Option<crate::grpc::auth::Secret>,
-
-    /// File holding the bearer token (surrounding whitespace ignored).
+    /// File holding the bearer token every mutating RPC must carry (surrounding whitespace
+    /// ignored); or set FRAMEFLEET_AUTH_TOKEN. No flag takes the token itself: every local user
+    /// can read a process's arguments.
     #[arg(long, env = "FRAMEFLEET_AUTH_TOKEN_FILE")]
     pub auth_token_file: Option<PathBuf>,
 
@@ -132,19 +124,8 @@ impl CoordinatorConfig {
             .unwrap_or_else(framefleet_common::startup::host_process_id)
     }
 
-    /// The bearer token from --auth-token or --auth-token-file, if either is set.
-    pub fn auth_token(&self) -> anyhow::Result<Option<crate::grpc::auth::Secret>> {
-        if let Some(token) = &self.auth_token {
-            return Ok(Some(token.clone()));
-        }
-        let Some(path) = &self.auth_token_file else {
-            return Ok(None);
-        };
-        let contents = std::fs::read_to_string(path)
-            .map_err(|error| anyhow::anyhow!("cannot read --auth-token-file {}: {error}", path.display()))?;
-        contents
-            .parse()
-            .map(Some)
-            .map_err(|reason| anyhow::anyhow!("--auth-token-file {}: {reason}", path.display()))
+    /// The bearer token from FRAMEFLEET_AUTH_TOKEN or --auth-token-file, if either is set.
+    pub fn auth_token(&self) -> Result<Option<crate::grpc::auth::Secret>, framefleet_common::secrets::SecretError> {
+        framefleet_common::secrets::bearer_token(self.auth_token_file.as_deref())
     }
 }

@@ -611,7 +611,9 @@ async fn two_coordinators_agree_on_one_leader_and_one_owner_per_channel() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unauthenticated_mutating_call_is_refused_and_writes_nothing() {
     let prefix = prefix();
-    let coordinator = Coordinator::start(&prefix, &["--auth-token", "tok-123"]).await;
+    let token_file = framefleet_test_support::token_file("tok-123");
+    let token_file = token_file.to_string_lossy();
+    let coordinator = Coordinator::start(&prefix, &["--auth-token-file", &token_file]).await;
     let cam = unique("cam");
     let anonymous = coordinator.channel(None).await;
     let refused = ChannelServiceClient::new(anonymous.clone())

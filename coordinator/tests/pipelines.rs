@@ -190,7 +190,8 @@ async fn two_coordinators_adding_versions_at_once_get_distinct_numbers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn each_pipeline_rpc_answers_with_its_code() {
     let names = FleetNames::unique("pipelines-codes");
-    let coordinator = start(&names, &["--auth-token", "tok-pipelines"]).await;
+    let token_file = framefleet_test_support::token_file("tok-pipelines");
+    let coordinator = start(&names, &["--auth-token-file", &token_file.to_string_lossy()]).await;
     let mut anonymous = client(&coordinator, None).await;
     let mut admin = client(&coordinator, Some("tok-pipelines")).await;
 

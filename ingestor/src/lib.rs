@@ -76,7 +76,7 @@ pub async fn run(config: IngestorConfig, shutdown: CancellationToken) -> anyhow:
     let unary = framefleet_proto::client::connect_coordinator(
         &config.coordinator.address,
         timeout,
-        &config.coordinator.client_options(),
+        &config.coordinator.client_options()?,
     )
     .await?;
     let mut channel_client = ChannelServiceClient::new(unary.clone());
@@ -92,7 +92,7 @@ pub async fn run(config: IngestorConfig, shutdown: CancellationToken) -> anyhow:
     let ledgers = Ledgers::new(ingestor_epoch);
     let coordinator = Arc::new(Coordinator {
         address: config.coordinator.address.clone(),
-        options: config.coordinator.client_options(),
+        options: config.coordinator.client_options()?,
         timeout,
         ingestor_id: ingestor_id.clone(),
     });

@@ -83,6 +83,14 @@ impl FleetNames {
     }
 }
 
+/// A file holding `token`, under a unique name in the temp dir, for `--auth-token-file`
+/// (tokens are never flags).
+pub fn token_file(token: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("framefleet-token-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&path, token).expect("write the token file");
+    path
+}
+
 /// A coordinator of this process on a free loopback port; stopped when dropped.
 pub struct TestCoordinator {
     /// `http://127.0.0.1:<port>`.

@@ -99,7 +99,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
     let coordinator = framefleet_proto::client::connect_coordinator(
         &config.coordinator.address,
         timeout,
-        &config.coordinator.client_options(),
+        &config.coordinator.client_options()?,
     )
     .await?;
     let channel_client = ChannelServiceClient::new(coordinator.clone());
@@ -166,7 +166,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
         "coordinator reports",
         Reporter {
             coordinator: config.coordinator.address.clone(),
-            client_options: config.coordinator.client_options(),
+            client_options: config.coordinator.client_options()?,
             connect_timeout: timeout,
             worker_id: worker_id.clone(),
             device: device_name,

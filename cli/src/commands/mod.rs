@@ -20,7 +20,10 @@ use std::time::Duration;
 /// Runs the command line's command against its coordinator.
 pub(crate) async fn execute(cli: Cli) -> Result<(), Failure> {
     let timeout = Duration::from_secs(cli.timeout_secs.max(1));
-    let options = cli.coordinator.client_options();
+    let options = cli
+        .coordinator
+        .client_options()
+        .map_err(|error| Failure::Other(error.into(), 2))?;
     let streaming = matches!(cli.command, Command::Assignments { .. });
     let channel = if streaming {
         framefleet_proto::client::connect_coordinator_for_streams(&cli.coordinator.address, timeout, &options).await
