@@ -28,6 +28,11 @@ fn new_version<'a>(name: &'a str, spec: &'a PipelineSpec, expected_revision: i64
     }
 }
 
+async fn version_numbers(registry: &PipelineRegistry<MemoryStore>, name: &str) -> Vec<u32> {
+    let versions = registry.list_versions(name).await.expect("versions");
+    versions.iter().map(|version| version.version).collect()
+}
+
 fn invalid_field(error: CoordinatorError) -> &'static str {
     match error {
         CoordinatorError::InvalidArgument { field, .. } => field,
@@ -100,13 +105,7 @@ async fn a_new_spec_is_the_next_version_and_old_versions_stay_readable() {
             .and_then(|detect| detect.min_score),
         Some(0.5)
     );
-    let versions: Vec<u32> = registry
-        .list_versions("people")
-        .await
-        .unwrap()
-        .iter()
-        .map(|version| version.version)
-        .collect();
+    let versions = version_numbers(&registry, "people").await;
     assert_eq!(versions, [1, 2]);
     let listed = registry.list("").await.unwrap();
     assert_eq!(listed.len(), 1);
@@ -159,13 +158,7 @@ async fn versions_added_at_once_get_distinct_numbers() {
     for task in tasks {
         task.await.unwrap().unwrap();
     }
-    let versions: Vec<u32> = registry
-        .list_versions("people")
-        .await
-        .unwrap()
-        .iter()
-        .map(|version| version.version)
-        .collect();
+    let versions = version_numbers(&registry, "people").await;
     assert_eq!(versions, (1..=9).collect::<Vec<_>>());
 }
 
