@@ -15,6 +15,14 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # No two modules of a crate may import each other (the layers stay layers).
 scripts/module-cycles.py
+# Every dependency's licence, source and bans (deny.toml). cargo-deny is the test run's own
+# tool, installed here on first use (≈ 3 min on 2 cores), not by setup.sh: the demo needs it not.
+CARGO_DENY_VERSION=0.20.2
+if [[ "$(cargo deny --version 2>/dev/null)" != "cargo-deny $CARGO_DENY_VERSION" ]]; then
+  echo "== installing cargo-deny $CARGO_DENY_VERSION from crates.io (first time only)"
+  cargo install cargo-deny --version "$CARGO_DENY_VERSION" --locked --quiet
+fi
+cargo deny check --hide-inclusion-graph licenses bans sources
 
 echo "== Kubernetes manifests"
 deploy/kubernetes/validate.sh
