@@ -19,8 +19,11 @@ pub enum SecretError {
     NotUnicode,
     #[error("cannot read --auth-token-file {}: {source}", path.display())]
     Unreadable { path: PathBuf, source: std::io::Error },
-    #[error("--auth-token-file {}: the token {reason}", path.display())]
-    BadFile { path: PathBuf, reason: String },
+    #[error("--auth-token-file {}: the token {source}", path.display())]
+    BadFile {
+        path: PathBuf,
+        source: framefleet_proto::client::EmptyToken,
+    },
 }
 
 /// The bearer token from `$FRAMEFLEET_AUTH_TOKEN` or from `file` (surrounding whitespace
@@ -45,9 +48,9 @@ fn token_from(variable: Result<String, std::env::VarError>, file: Option<&Path>)
                 path: path.to_owned(),
                 source,
             })?;
-            contents.parse().map(Some).map_err(|reason| SecretError::BadFile {
+            contents.parse().map(Some).map_err(|source| SecretError::BadFile {
                 path: path.to_owned(),
-                reason,
+                source,
             })
         }
         (None, None) => Ok(None),

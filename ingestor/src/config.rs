@@ -209,15 +209,24 @@ pub struct ChannelSource {
     pub source: String,
 }
 
+/// Why a `--channel` value is not `ID=SOURCE`.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelSourceError {
+    #[error("`{0}` is not ID=SOURCE (for example cam-1=/videos/lobby.avi)")]
+    NoEquals(String),
+    #[error("`{0}` needs both an id and a source")]
+    EmptyPart(String),
+}
+
 impl FromStr for ChannelSource {
-    type Err = String;
+    type Err = ChannelSourceError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let (channel_id, source) = text
             .split_once('=')
-            .ok_or_else(|| format!("`{text}` is not ID=SOURCE (for example cam-1=/videos/lobby.avi)"))?;
+            .ok_or_else(|| ChannelSourceError::NoEquals(text.to_owned()))?;
         if channel_id.is_empty() || source.is_empty() {
-            return Err(format!("`{text}` needs both an id and a source"));
+            return Err(ChannelSourceError::EmptyPart(text.to_owned()));
         }
         Ok(Self {
             channel_id: channel_id.to_owned(),

@@ -32,11 +32,16 @@ impl std::fmt::Debug for Token {
     }
 }
 
+/// A token that is empty once surrounding whitespace is trimmed.
+#[derive(Debug, thiserror::Error)]
+#[error("must not be empty")]
+pub struct EmptyToken;
+
 impl std::str::FromStr for Token {
-    type Err = String;
+    type Err = EmptyToken;
     fn from_str(value: &str) -> Result<Self, Self::Err> {
         if value.trim().is_empty() {
-            return Err("must not be empty".to_owned());
+            return Err(EmptyToken);
         }
         Ok(Self::new(value))
     }
