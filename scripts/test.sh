@@ -15,14 +15,21 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # No two modules of a crate may import each other (the layers stay layers).
 scripts/module-cycles.py
-# Every dependency's licence, source and bans (deny.toml). cargo-deny is the test run's own
-# tool, installed here on first use (≈ 3 min on 2 cores), not by setup.sh: the demo needs it not.
-CARGO_DENY_VERSION=0.20.2
-if [[ "$(cargo deny --version 2>/dev/null)" != "cargo-deny $CARGO_DENY_VERSION" ]]; then
-  echo "== installing cargo-deny $CARGO_DENY_VERSION from crates.io (first time only)"
-  cargo install cargo-deny --version "$CARGO_DENY_VERSION" --locked --quiet
-fi
+# The test run's own tools, installed here on first use rather than by setup.sh, which the
+# demo runs too: cargo-deny (≈ 3 min on 2 cores) and cargo-machete (≈ 1 min).
+install_tool() { # crate version
+  if [[ "$(cargo "${1#cargo-}" --version 2>/dev/null)" != *"$2"* ]]; then
+    echo "== installing $1 $2 from crates.io (first time only)"
+    cargo install "$1" --version "$2" --locked --quiet
+  fi
+}
+install_tool cargo-deny 0.20.2
+install_tool cargo-machete 0.9.2
+# Every dependency's licence, source and bans (deny.toml), and no dependency left unused
+# (the few used only through generated code or feature unification are listed, with why, in
+# their Cargo.toml's [package.metadata.cargo-machete]).
 cargo deny check --hide-inclusion-graph licenses bans sources
+cargo machete
 
 echo "== Kubernetes manifests"
 deploy/kubernetes/validate.sh
