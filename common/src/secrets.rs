@@ -6,21 +6,42 @@
 use framefleet_proto::client::Token;
 use std::path::{Path, PathBuf};
 
-/// The environment variable that holds the coordinator's bearer token.
-pub const AUTH_TOKEN_ENV: &str = "FRAMEFLEET_AUTH_TOKEN";
+/// Where one secret may come from: an environment variable, or a file a flag names.
+#[derive(Debug, Clone, Copy)]
+pub struct SecretSource {
+    pub variable: &'static str,
+    pub file_flag: &'static str,
+}
+
+/// The coordinator's bearer token, for the coordinator and every client of it.
+pub const AUTH_TOKEN: SecretSource = SecretSource {
+    variable: "FRAMEFLEET_AUTH_TOKEN",
+    file_flag: "--auth-token-file",
+};
+
+/// The password of the coordinator's etcd user (`--etcd-user`).
+pub const ETCD_PASSWORD: SecretSource = SecretSource {
+    variable: "FRAMEFLEET_ETCD_PASSWORD",
+    file_flag: "--etcd-password-file",
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("{AUTH_TOKEN_ENV} and --auth-token-file are both set; give the token one way")]
-    TwoSources,
-    #[error("{AUTH_TOKEN_ENV} is set but empty")]
-    EmptyVariable,
-    #[error("{AUTH_TOKEN_ENV} is not valid UTF-8")]
-    NotUnicode,
-    #[error("cannot read --auth-token-file {}: {source}", path.display())]
-    Unreadable { path: PathBuf, source: std::io::Error },
-    #[error("--auth-token-file {}: the token {source}", path.display())]
+    #[error("{} and {} are both set; give the secret one way", .0.variable, .0.file_flag)]
+    TwoSources(SecretSource),
+    #[error("{} is set but empty", .0.variable)]
+    EmptyVariable(SecretSource),
+    #[error("{} is not valid UTF-8", .0.variable)]
+    NotUnicode(SecretSource),
+    #[error("cannot read {} {}: {source}", .from.file_flag, path.display())]
+    Unreadable {
+        from: SecretSource,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} {}: the secret {source}", .from.file_flag, path.display())]
     BadFile {
+        from: SecretSource,
         path: PathBuf,
         source: framefleet_proto::client::EmptyToken,
     },
@@ -31,24 +52,36 @@ pub enum SecretError {
 ///
 /// Errors: both given, an empty or non-UTF-8 variable, an unreadable or empty file.
 pub fn bearer_token(file: Option<&Path>) -> Result<Option<Token>, SecretError> {
-    token_from(std::env::var(AUTH_TOKEN_ENV), file)
+    secret(AUTH_TOKEN, file)
 }
 
-fn token_from(variable: Result<String, std::env::VarError>, file: Option<&Path>) -> Result<Option<Token>, SecretError> {
+/// The secret from `from`'s environment variable or from `file` (surrounding whitespace
+/// ignored); `None` when neither is given. Errors as [`bearer_token`]'s.
+pub fn secret(from: SecretSource, file: Option<&Path>) -> Result<Option<Token>, SecretError> {
+    secret_from(from, std::env::var(from.variable), file)
+}
+
+fn secret_from(
+    from: SecretSource,
+    variable: Result<String, std::env::VarError>,
+    file: Option<&Path>,
+) -> Result<Option<Token>, SecretError> {
     let from_env = match variable {
         Ok(value) => Some(value),
         Err(std::env::VarError::NotPresent) => None,
-        Err(std::env::VarError::NotUnicode(_)) => return Err(SecretError::NotUnicode),
+        Err(std::env::VarError::NotUnicode(_)) => return Err(SecretError::NotUnicode(from)),
     };
     match (from_env, file) {
-        (Some(_), Some(_)) => Err(SecretError::TwoSources),
-        (Some(value), None) => value.parse().map(Some).map_err(|_| SecretError::EmptyVariable),
+        (Some(_), Some(_)) => Err(SecretError::TwoSources(from)),
+        (Some(value), None) => value.parse().map(Some).map_err(|_| SecretError::EmptyVariable(from)),
         (None, Some(path)) => {
             let contents = std::fs::read_to_string(path).map_err(|source| SecretError::Unreadable {
+                from,
                 path: path.to_owned(),
                 source,
             })?;
             contents.parse().map(Some).map_err(|source| SecretError::BadFile {
+                from,
                 path: path.to_owned(),
                 source,
             })
@@ -72,31 +105,37 @@ mod tests {
         std::fs::write(&empty, "\n").expect("write");
         let variable = || Ok("s3cret-from-env".to_owned());
 
-        assert!(token_from(Err(NotPresent), None).expect("nothing given").is_none());
-        let from_file = token_from(Err(NotPresent), Some(&file)).expect("file");
+        assert!(
+            secret_from(AUTH_TOKEN, Err(NotPresent), None)
+                .expect("nothing given")
+                .is_none()
+        );
+        let from_file = secret_from(AUTH_TOKEN, Err(NotPresent), Some(&file)).expect("file");
         assert_eq!(
             from_file.map(|token| token.expose().to_owned()).as_deref(),
             Some("s3cret-from-file")
         );
-        let from_env = token_from(variable(), None).expect("variable");
+        let from_env = secret_from(AUTH_TOKEN, variable(), None).expect("variable");
         assert_eq!(
             from_env.map(|token| token.expose().to_owned()).as_deref(),
             Some("s3cret-from-env")
         );
 
         assert!(matches!(
-            token_from(Err(NotPresent), Some(&empty)),
+            secret_from(AUTH_TOKEN, Err(NotPresent), Some(&empty)),
             Err(SecretError::BadFile { .. })
         ));
-        let missing = token_from(Err(NotPresent), Some(&dir.join("missing"))).expect_err("no such file");
+        let missing = secret_from(AUTH_TOKEN, Err(NotPresent), Some(&dir.join("missing"))).expect_err("no such file");
         assert!(missing.to_string().contains("missing"), "{missing}");
-        let both = token_from(variable(), Some(&file)).expect_err("two sources");
-        assert!(matches!(both, SecretError::TwoSources));
+        let both = secret_from(AUTH_TOKEN, variable(), Some(&file)).expect_err("two sources");
+        assert!(matches!(both, SecretError::TwoSources(_)));
         assert!(!both.to_string().contains("s3cret"), "{both}");
         assert!(matches!(
-            token_from(Ok(" ".to_owned()), None),
-            Err(SecretError::EmptyVariable)
+            secret_from(AUTH_TOKEN, Ok(" ".to_owned()), None),
+            Err(SecretError::EmptyVariable(_))
         ));
+        let password = secret_from(ETCD_PASSWORD, Ok(String::new()), None).expect_err("empty");
+        assert_eq!(password.to_string(), "FRAMEFLEET_ETCD_PASSWORD is set but empty");
         std::fs::remove_dir_all(&dir).expect("clean up");
     }
 }

@@ -26,6 +26,29 @@ pub struct CoordinatorConfig {
     )]
     pub etcd_endpoints: Vec<String>,
 
+    /// PEM CA certificate that signed etcd's server certificate: connect over TLS (give the
+    /// endpoints as `https://…` or without a scheme).
+    #[arg(long, env = "FRAMEFLEET_ETCD_CA")]
+    pub etcd_ca: Option<PathBuf>,
+
+    /// PEM client certificate for an etcd started with `--client-cert-auth` (needs
+    /// --etcd-key and --etcd-ca).
+    #[arg(long, env = "FRAMEFLEET_ETCD_CERT", requires_all = ["etcd_key", "etcd_ca"])]
+    pub etcd_cert: Option<PathBuf>,
+
+    /// PEM private key of --etcd-cert.
+    #[arg(long, env = "FRAMEFLEET_ETCD_KEY", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+
+    /// etcd user (etcd's own authentication); its password comes from FRAMEFLEET_ETCD_PASSWORD
+    /// or --etcd-password-file, never from a flag.
+    #[arg(long, env = "FRAMEFLEET_ETCD_USER")]
+    pub etcd_user: Option<String>,
+
+    /// File holding the etcd user's password (surrounding whitespace ignored).
+    #[arg(long, env = "FRAMEFLEET_ETCD_PASSWORD_FILE", requires = "etcd_user")]
+    pub etcd_password_file: Option<PathBuf>,
+
     /// Every etcd key lives under this prefix.
     #[arg(long, env = "FRAMEFLEET_ETCD_PREFIX", default_value = "/framefleet/v1/")]
     pub etcd_prefix: String,
@@ -122,6 +145,37 @@ impl CoordinatorConfig {
         self.coordinator_id
             .clone()
             .unwrap_or_else(framefleet_common::startup::host_process_id)
+    }
+
+    /// How to reach etcd beyond its endpoints: TLS (CA, client identity) and a user.
+    ///
+    /// Errors: an unreadable certificate or key file, a user without a password, a password
+    /// given both ways or empty.
+    pub fn etcd_access(&self) -> anyhow::Result<crate::store::EtcdAccess> {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|error| anyhow::anyhow!("cannot read {}: {error}", path.display()))
+        };
+        let ca = self.etcd_ca.as_ref().map(read).transpose()?;
+        let identity = match (&self.etcd_cert, &self.etcd_key) {
+            (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+            _ => None,
+        };
+        let user = match &self.etcd_user {
+            Some(user) => {
+                let password = framefleet_common::secrets::secret(
+                    framefleet_common::secrets::ETCD_PASSWORD,
+                    self.etcd_password_file.as_deref(),
+                )?
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--etcd-user {user} needs a password: FRAMEFLEET_ETCD_PASSWORD or --etcd-password-file"
+                    )
+                })?;
+                Some((user.clone(), password))
+            }
+            None => None,
+        };
+        Ok(crate::store::EtcdAccess { ca, identity, user })
     }
 
     /// The bearer token from FRAMEFLEET_AUTH_TOKEN or --auth-token-file, if either is set.

@@ -68,6 +68,7 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
         endpoints: config.etcd_endpoints.clone(),
         key_prefix: config.etcd_prefix.clone(),
         request_timeout: timeout,
+        access: config.etcd_access()?,
     })
     .await
     .with_context(|| {

@@ -85,6 +85,7 @@ async fn connect(endpoints: Vec<String>, prefix: &str) -> EtcdStore {
             endpoints: endpoints.clone(),
             key_prefix: prefix.to_owned(),
             request_timeout: Duration::from_secs(3),
+            access: Default::default(),
         };
         match EtcdStore::connect(config).await {
             Ok(store) => return store,

@@ -16,12 +16,41 @@ use std::time::Duration;
 /// the connection is dropped.
 pub const ETCD_KEEP_ALIVE: Duration = Duration::from_secs(2);
 
+/// How the coordinator proves itself to etcd and checks etcd: TLS with etcd's CA (and a client
+/// certificate for `--client-cert-auth`), and etcd's own user authentication.
+#[derive(Debug, Clone, Default)]
+pub struct EtcdAccess {
+    /// PEM CA certificate; TLS when set.
+    pub ca: Option<Vec<u8>>,
+    /// PEM client certificate and key.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// User name and password (`Token`: its `Debug` prints `***`).
+    pub user: Option<(String, framefleet_proto::client::Token)>,
+}
+
+impl EtcdAccess {
+    fn apply(&self, mut options: ConnectOptions) -> ConnectOptions {
+        if let Some(ca) = &self.ca {
+            let mut tls = etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(ca));
+            if let Some((cert, key)) = &self.identity {
+                tls = tls.identity(etcd_client::Identity::from_pem(cert, key));
+            }
+            options = options.with_tls(tls);
+        }
+        if let Some((user, password)) = &self.user {
+            options = options.with_user(user.clone(), password.expose());
+        }
+        options
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct EtcdStoreConfig {
     pub endpoints: Vec<String>,
     /// Every key lives under this prefix, e.g. `/framefleet/v1/`.
     pub key_prefix: String,
     pub request_timeout: Duration,
+    pub access: EtcdAccess,
 }
 
 #[derive(Clone)]
@@ -49,6 +78,7 @@ impl EtcdStore {
             .with_keep_alive(ETCD_KEEP_ALIVE, ETCD_KEEP_ALIVE)
             .with_keep_alive_while_idle(true)
             .with_require_leader(true);
+        let options = config.access.apply(options);
         let connect = Client::connect(config.endpoints.clone(), Some(options.clone()));
         let mut client = tokio::time::timeout(config.request_timeout, connect)
             .await
@@ -58,7 +88,7 @@ impl EtcdStore {
                     config.request_timeout
                 ))
             })?
-            .map_err(|error| StoreError::Unavailable(format!("cannot connect to etcd at {endpoints}: {error}")))?;
+            .map_err(|error| StoreError::Unavailable(format!("cannot connect to etcd at {endpoints}: {error:?}")))?;
         // `connect` can succeed lazily; a status call proves etcd really answers.
         tokio::time::timeout(config.request_timeout, client.status())
             .await
@@ -69,6 +99,26 @@ impl EtcdStore {
                 ))
             })?
             .map_err(|error| StoreError::Unavailable(format!("etcd at {endpoints} is not healthy: {error}")))?;
+        // Status answers anyone; a read under the prefix proves this client may use its keys
+        // (etcd's authentication refuses it without a user, or for a user without the role).
+        let read = client.get(
+            config.key_prefix.as_str(),
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        );
+        tokio::time::timeout(config.request_timeout, read)
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable(format!(
+                    "etcd at {endpoints} did not answer a read within {:?}",
+                    config.request_timeout
+                ))
+            })?
+            .map_err(|error| {
+                StoreError::Unavailable(format!(
+                    "etcd at {endpoints} refused a read under {}: {error}",
+                    config.key_prefix
+                ))
+            })?;
         let alive = std::sync::Arc::new(());
         if config.endpoints.len() > 1 {
             super::etcd_members::spawn_prober(

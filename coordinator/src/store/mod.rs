@@ -7,5 +7,5 @@ mod etcd_members;
 mod memory;
 
 pub use contract::*;
-pub use etcd::{EtcdStore, EtcdStoreConfig};
+pub use etcd::{EtcdAccess, EtcdStore, EtcdStoreConfig};
 pub use memory::MemoryStore;

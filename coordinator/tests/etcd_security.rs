@@ -1,0 +1,281 @@
+//! The coordinator on an etcd that checks who calls: over TLS against an etcd started with
+//! `--client-cert-auth` (a client certificate signed by its CA, which the coordinator checks
+//! in turn), and logged in as an etcd user when etcd's authentication is on. A coordinator
+//! without the certificate, trusting another CA, or with a wrong password does not start, and
+//! says why. Real etcd processes (the Debian package's `etcd`, `etcdctl`), certificates made
+//! with the `openssl` command; Kafka from the test infrastructure.
+
+use framefleet_proto::client::{ClientOptions, connect_coordinator};
+use framefleet_proto::v1::channel_service_client::ChannelServiceClient;
+use framefleet_proto::v1::{FrameEncoding, FrameSchema, PixelFormat, RegisterChannelRequest};
+use framefleet_test_support::{FleetNames, Infrastructure, TestCoordinator};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+fn run(program: &str, args: &[&str], dir: &Path) {
+    let output = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run {program}: {error}"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, both signed by it, and a
+/// second CA that signed neither.
+fn make_certificates(dir: &Path) {
+    // X.509 v3 with the usual extensions: rustls refuses version 1 certificates, which
+    // `openssl x509 -req` makes when given no extensions.
+    std::fs::write(
+        dir.join("server.cnf"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write");
+    std::fs::write(dir.join("client.cnf"), "extendedKeyUsage=clientAuth\n").expect("write");
+    for ca in ["ca", "other-ca"] {
+        let key = format!("{ca}.key");
+        let cert = format!("{ca}.pem");
+        let subject = format!("/CN=framefleet test {ca}");
+        let args = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"];
+        let args = [&args[..], &["-keyout", &key, "-out", &cert, "-subj", &subject]].concat();
+        run("openssl", &args, dir);
+    }
+    for (name, subject) in [("server", "/CN=127.0.0.1"), ("client", "/CN=framefleet-coordinator")] {
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        let cert = format!("{name}.pem");
+        let args = [
+            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj", subject,
+        ];
+        run("openssl", &args, dir);
+        let extensions = format!("{name}.cnf");
+        let mut sign = vec![
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+        ];
+        sign.extend(["-days", "2", "-out", &cert, "-extfile", &extensions]);
+        run("openssl", &sign, dir);
+    }
+}
+
+/// One etcd member on loopback ports of its own, killed when dropped.
+struct Etcd {
+    child: Child,
+    endpoint: String,
+    data_dir: PathBuf,
+}
+
+impl Etcd {
+    fn start(dir: &Path, tls: bool) -> Self {
+        let (client_port, peer_port) = (free_port(), free_port());
+        let scheme = if tls { "https" } else { "http" };
+        let endpoint = format!("{scheme}://127.0.0.1:{client_port}");
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        let data_dir = dir.join(format!("etcd-{client_port}"));
+        let mut command = Command::new("etcd");
+        command
+            .args(["--name", "solo"])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("solo={peer}")])
+            .args(["--listen-client-urls", &endpoint, "--advertise-client-urls", &endpoint]);
+        if tls {
+            command
+                .args(["--cert-file", "server.pem", "--key-file", "server.key"])
+                .args(["--client-cert-auth", "--trusted-ca-file", "ca.pem"]);
+        }
+        let child = command
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd (Debian package etcd-server; scripts/setup.sh installs it)");
+        Self {
+            child,
+            endpoint,
+            data_dir,
+        }
+    }
+
+    /// `etcdctl` against this member, retried while it starts.
+    fn etcdctl(&self, args: &[&str], dir: &Path) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let output = Command::new("etcdctl")
+                .args(["--endpoints", &self.endpoint])
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("run etcdctl (Debian package etcd-client)");
+            if output.status.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcdctl {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+fn temp_dir(label: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("framefleet-{label}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+async fn start(endpoint: &str, names: &FleetNames, extra: &[String]) -> anyhow::Result<TestCoordinator> {
+    let infrastructure = Infrastructure {
+        etcd_endpoints: endpoint.to_owned(),
+        ..Infrastructure::required()
+    };
+    let mut args = names.coordinator_args();
+    args.extend(["--request-timeout-secs".to_owned(), "3".to_owned()]);
+    args.extend(extra.iter().cloned());
+    TestCoordinator::start(&infrastructure, &args).await
+}
+
+/// Waits until the member answers `etcdctl` (with `args` for its security).
+fn wait_until_serving(etcd: &Etcd, args: &[&str], dir: &Path) {
+    etcd.etcdctl(&[args, &["endpoint", "health"]].concat(), dir);
+}
+
+async fn register_a_channel(coordinator: &TestCoordinator, names: &FleetNames) {
+    let channel = connect_coordinator(&coordinator.address, Duration::from_secs(5), &ClientOptions::default())
+        .await
+        .expect("connect");
+    let schema = FrameSchema {
+        width: 64,
+        height: 48,
+        channels: 3,
+        pixel_format: PixelFormat::Rgb24.into(),
+        encoding: FrameEncoding::Jpeg.into(),
+        fps: 10.0,
+        ..FrameSchema::default()
+    };
+    ChannelServiceClient::new(channel)
+        .register_channel(RegisterChannelRequest {
+            channel_id: names.channel_id("cam"),
+            source_uri: "synthetic://".to_owned(),
+            schema: Some(schema),
+            ..RegisterChannelRequest::default()
+        })
+        .await
+        .expect("a channel is stored in the TLS etcd");
+}
+
+fn arg(path: &Path, file: &str) -> String {
+    path.join(file).to_string_lossy().into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_coordinator_reaches_an_etcd_that_requires_client_certificates() {
+    let dir = temp_dir("etcd-tls");
+    make_certificates(&dir);
+    let etcd = Etcd::start(&dir, true);
+    let tls_args = ["--cacert", "ca.pem", "--cert", "client.pem", "--key", "client.key"];
+    wait_until_serving(&etcd, &tls_args, &dir);
+    let names = FleetNames::unique("etcd-tls");
+    let with = |ca: &str, client: bool| {
+        let mut args = vec!["--etcd-ca".to_owned(), arg(&dir, ca)];
+        if client {
+            args.extend(["--etcd-cert".to_owned(), arg(&dir, "client.pem")]);
+            args.extend(["--etcd-key".to_owned(), arg(&dir, "client.key")]);
+        }
+        args
+    };
+
+    let coordinator = start(&etcd.endpoint, &names, &with("ca.pem", true))
+        .await
+        .expect("a coordinator with the CA and a client certificate starts");
+    register_a_channel(&coordinator, &names).await;
+    coordinator.stop().await.expect("clean stop");
+
+    for (what, args) in [
+        ("without a client certificate", with("ca.pem", false)),
+        ("trusting another CA", with("other-ca.pem", true)),
+        ("without TLS", Vec::new()),
+    ] {
+        let error = match start(&etcd.endpoint, &names, &args).await {
+            Ok(_) => panic!("a coordinator {what} started"),
+            Err(error) => format!("{error:#}"),
+        };
+        assert!(error.contains("etcd"), "{what}: {error}");
+    }
+    drop(etcd);
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_coordinator_logs_in_as_an_etcd_user() {
+    let dir = temp_dir("etcd-auth");
+    let etcd = Etcd::start(&dir, false);
+    wait_until_serving(&etcd, &[], &dir);
+    etcd.etcdctl(&["user", "add", "root:root-pw-4c1d"], &dir);
+    etcd.etcdctl(&["auth", "enable"], &dir);
+    let names = FleetNames::unique("etcd-auth");
+    let password_file = |password: &str| {
+        let path = dir.join(format!("password-{password}"));
+        std::fs::write(&path, password).expect("write");
+        path.to_string_lossy().into_owned()
+    };
+    let login = |password: &str| {
+        vec![
+            "--etcd-user".to_owned(),
+            "root".to_owned(),
+            "--etcd-password-file".to_owned(),
+            password_file(password),
+        ]
+    };
+
+    let coordinator = start(&etcd.endpoint, &names, &login("root-pw-4c1d"))
+        .await
+        .expect("a coordinator with the user's password starts");
+    register_a_channel(&coordinator, &names).await;
+    coordinator.stop().await.expect("clean stop");
+
+    for (what, args) in [
+        ("with a wrong password", login("wrong-pw")),
+        ("without a user", Vec::new()),
+    ] {
+        let error = match start(&etcd.endpoint, &names, &args).await {
+            Ok(_) => panic!("a coordinator {what} started"),
+            Err(error) => format!("{error:#}"),
+        };
+        assert!(error.contains("etcd"), "{what}: {error}");
+        assert!(
+            !error.contains("root-pw-4c1d") && !error.contains("wrong-pw"),
+            "{error}"
+        );
+    }
+    drop(etcd);
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
