@@ -9,15 +9,11 @@
 //! member's client port is reached through a proxy this test can cut.
 
 use framefleet_coordinator::store::{CommitOutcome, EtcdStore, EtcdStoreConfig, MetadataStore, WatchBatch, Write};
+use framefleet_test_support::free_port;
 use framefleet_test_support::proxy::CuttableProxy;
 use futures::StreamExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
 
 /// Three etcd members, killed when dropped.
 struct EtcdCluster {

@@ -8,15 +8,11 @@
 use framefleet_proto::client::{ClientOptions, connect_coordinator};
 use framefleet_proto::v1::channel_service_client::ChannelServiceClient;
 use framefleet_proto::v1::{FrameEncoding, FrameSchema, PixelFormat, RegisterChannelRequest};
+use framefleet_test_support::free_port;
 use framefleet_test_support::{FleetNames, Infrastructure, TestCoordinator};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
 
 fn run(program: &str, args: &[&str], dir: &Path) {
     let output = Command::new(program)

@@ -3,6 +3,7 @@
 //! logging on, and the token appears in no process's arguments, no log line, no metrics page
 //! and no error; a token given as a flag is refused. Against real etcd and the real broker.
 
+use framefleet_test_support::free_port;
 use framefleet_test_support::{FleetNames, Infrastructure};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -12,13 +13,6 @@ const SECRET: &str = "sEcReT-7f3a9c-never-print-me";
 
 fn binary(name: &str) -> PathBuf {
     framefleet_common::startup::sibling_binary(name).unwrap_or_else(|| panic!("{name} of this build"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// Starts `program args…` with debug logging, stdout and stderr into `log`.

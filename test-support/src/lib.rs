@@ -83,6 +83,15 @@ impl FleetNames {
     }
 }
 
+/// A loopback port free at the time of asking, for a process the test starts (etcd, a
+/// coordinator's metrics); another process may take it first, which tests accept.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
 /// A file holding `token`, under a unique name in the temp dir, for `--auth-token-file`
 /// (tokens are never flags).
 pub fn token_file(token: &str) -> std::path::PathBuf {
