@@ -68,17 +68,15 @@ pub async fn run(config: IngestorConfig, shutdown: CancellationToken) -> anyhow:
     let config = Arc::new(config);
     let ingestor_id = config.ingestor_id();
     let timeout = config.request_timeout();
+    // Read once: the token's file or variable is the same for every connection.
+    let client_options = config.coordinator.client_options()?;
     let accepts_assignments = config.accepts_assignments();
     // Without assignments and without a channel file, the ingestor's work is the channels it
     // was given: it ends when they have.
     let exit_when_done = !accepts_assignments && config.channel_file.is_none();
 
-    let unary = framefleet_proto::client::connect_coordinator(
-        &config.coordinator.address,
-        timeout,
-        &config.coordinator.client_options()?,
-    )
-    .await?;
+    let unary =
+        framefleet_proto::client::connect_coordinator(&config.coordinator.address, timeout, &client_options).await?;
     let mut channel_client = ChannelServiceClient::new(unary.clone());
     let producers = Producers::new(
         &config.kafka.brokers,
@@ -92,7 +90,7 @@ pub async fn run(config: IngestorConfig, shutdown: CancellationToken) -> anyhow:
     let ledgers = Ledgers::new(ingestor_epoch);
     let coordinator = Arc::new(Coordinator {
         address: config.coordinator.address.clone(),
-        options: config.coordinator.client_options()?,
+        options: client_options,
         timeout,
         ingestor_id: ingestor_id.clone(),
     });

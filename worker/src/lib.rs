@@ -80,6 +80,8 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
     config.validate()?;
     let worker_id = config.worker_id();
     let timeout = Duration::from_secs(config.request_timeout_secs.max(1));
+    // Read once: the token's file or variable is the same for every connection.
+    let client_options = config.coordinator.client_options()?;
     let device = ops::select_device(&config.device)?;
     let device_name = ops::describe_device(&device);
     tracing::info!(worker = %worker_id, device = %device_name, "device selected");
@@ -96,12 +98,8 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
         None => None,
     };
 
-    let coordinator = framefleet_proto::client::connect_coordinator(
-        &config.coordinator.address,
-        timeout,
-        &config.coordinator.client_options()?,
-    )
-    .await?;
+    let coordinator =
+        framefleet_proto::client::connect_coordinator(&config.coordinator.address, timeout, &client_options).await?;
     let channel_client = ChannelServiceClient::new(coordinator.clone());
     let schema_client = SchemaServiceClient::new(coordinator);
 
@@ -166,7 +164,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
         "coordinator reports",
         Reporter {
             coordinator: config.coordinator.address.clone(),
-            client_options: config.coordinator.client_options()?,
+            client_options,
             connect_timeout: timeout,
             worker_id: worker_id.clone(),
             device: device_name,
