@@ -62,6 +62,22 @@ pub struct EtcdStore {
     _alive: std::sync::Arc<()>,
 }
 
+/// One step of [`EtcdStore::connect`]: `future` within `deadline`, a late or failed answer as
+/// UNAVAILABLE in the words of `late` and `failed` (at start, unlike the calls of
+/// `EtcdStore::bounded`, a slow etcd is as unusable as a down one).
+async fn within_start_deadline<T>(
+    deadline: Duration,
+    future: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+    late: impl FnOnce() -> String,
+    failed: impl FnOnce(etcd_client::Error) -> String,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(deadline, future).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(StoreError::Unavailable(failed(error))),
+        Err(_) => Err(StoreError::Unavailable(late())),
+    }
+}
+
 impl EtcdStore {
     /// Connects and checks that etcd answers, within the request timeout.
     pub async fn connect(config: EtcdStoreConfig) -> Result<Self, StoreError> {
@@ -79,46 +95,42 @@ impl EtcdStore {
             .with_keep_alive_while_idle(true)
             .with_require_leader(true);
         let options = config.access.apply(options);
+        let deadline = config.request_timeout;
+        let late = |what: &str| format!("etcd at {endpoints} did not answer{what} within {deadline:?}");
         let connect = Client::connect(config.endpoints.clone(), Some(options.clone()));
-        let mut client = tokio::time::timeout(config.request_timeout, connect)
-            .await
-            .map_err(|_| {
-                StoreError::Unavailable(format!(
-                    "etcd at {endpoints} did not answer within {:?}",
-                    config.request_timeout
-                ))
-            })?
-            .map_err(|error| StoreError::Unavailable(format!("cannot connect to etcd at {endpoints}: {error:?}")))?;
+        let mut client = within_start_deadline(
+            deadline,
+            connect,
+            || late(""),
+            |error| format!("cannot connect to etcd at {endpoints}: {error:?}"),
+        )
+        .await?;
         // `connect` can succeed lazily; a status call proves etcd really answers.
-        tokio::time::timeout(config.request_timeout, client.status())
-            .await
-            .map_err(|_| {
-                StoreError::Unavailable(format!(
-                    "etcd at {endpoints} did not answer within {:?}",
-                    config.request_timeout
-                ))
-            })?
-            .map_err(|error| StoreError::Unavailable(format!("etcd at {endpoints} is not healthy: {error}")))?;
+        within_start_deadline(
+            deadline,
+            client.status(),
+            || late(""),
+            |error| format!("etcd at {endpoints} is not healthy: {error}"),
+        )
+        .await?;
         // Status answers anyone; a read under the prefix proves this client may use its keys
         // (etcd's authentication refuses it without a user, or for a user without the role).
         let read = client.get(
             config.key_prefix.as_str(),
             Some(GetOptions::new().with_prefix().with_count_only()),
         );
-        tokio::time::timeout(config.request_timeout, read)
-            .await
-            .map_err(|_| {
-                StoreError::Unavailable(format!(
-                    "etcd at {endpoints} did not answer a read within {:?}",
-                    config.request_timeout
-                ))
-            })?
-            .map_err(|error| {
-                StoreError::Unavailable(format!(
+        within_start_deadline(
+            deadline,
+            read,
+            || late(" a read"),
+            |error| {
+                format!(
                     "etcd at {endpoints} refused a read under {}: {error}",
                     config.key_prefix
-                ))
-            })?;
+                )
+            },
+        )
+        .await?;
         let alive = std::sync::Arc::new(());
         if config.endpoints.len() > 1 {
             super::etcd_members::spawn_prober(
