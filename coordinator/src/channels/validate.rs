@@ -39,10 +39,10 @@ pub fn process_id(field: &'static str, id: &str) -> Result<(), CoordinatorError>
 }
 
 /// Apache Kafka treats topic names that differ only by `.` versus `_` as colliding (both map
-/// to the same metric names) and refuses the second; two channel ids with the same key here
-/// would get such topics.
-pub fn topic_collision_key(channel_id: &str) -> String {
-    channel_id.replace('.', "_")
+/// to the same metric names) and refuses the second: two names (topics, or channel ids that
+/// become parts of topics) with the same key here would get such topics.
+pub fn topic_collision_key(name: &str) -> String {
+    name.replace('.', "_")
 }
 
 /// A name of Kafka's topic alphabet: 1 to `max_len` letters, digits and `punctuation`.

@@ -2,7 +2,7 @@
 //! spells it (`spec.detect.min_score`).
 
 use super::record::{DetectRecord, SpecRecord};
-use crate::channels::validate::{pipeline_name, topic_safe_name};
+use crate::channels::validate::{pipeline_name, topic_collision_key, topic_safe_name};
 use crate::error::CoordinatorError;
 use framefleet_proto::v1::{DetectStage, PipelineSpec};
 
@@ -73,7 +73,7 @@ pub fn spec(name: &str, spec: Option<&PipelineSpec>) -> Result<SpecRecord, Coord
     };
     if !spec.events_topic.is_empty() {
         topic("spec.events_topic", &spec.events_topic)?;
-        if spec.events_topic.replace('.', "_") == results_topic.replace('.', "_") {
+        if topic_collision_key(&spec.events_topic) == topic_collision_key(&results_topic) {
             return Err(CoordinatorError::invalid(
                 "spec.events_topic",
                 format!("must differ from the results topic `{results_topic}` (Kafka treats `.` and `_` alike)"),
@@ -167,8 +167,8 @@ fn topic(field: &'static str, topic: &str) -> Result<(), CoordinatorError> {
     if topic == "." || topic == ".." {
         return Err(CoordinatorError::invalid(field, "`.` and `..` are not topic names"));
     }
-    let frames = framefleet_common::kafka::CHANNEL_TOPIC_PREFIX.replace('.', "_");
-    if topic.replace('.', "_").starts_with(&frames) {
+    let frames = topic_collision_key(framefleet_common::kafka::CHANNEL_TOPIC_PREFIX);
+    if topic_collision_key(topic).starts_with(&frames) {
         return Err(CoordinatorError::invalid(
             field,
             format!(
