@@ -39,6 +39,17 @@ impl CoordinatorError {
     }
 }
 
+/// An `expected_revision` check: 0 means any revision; any other value must be the stored
+/// record's (`kind` `id`'s) current revision, FAILED_PRECONDITION otherwise.
+pub fn check_revision(kind: &'static str, id: &str, expected: i64, actual: i64) -> Result<(), CoordinatorError> {
+    if expected != 0 && expected != actual {
+        return Err(CoordinatorError::FailedPrecondition(format!(
+            "{kind} `{id}` is at revision {actual}, not the expected {expected}; read it again"
+        )));
+    }
+    Ok(())
+}
+
 impl From<CoordinatorError> for Status {
     fn from(error: CoordinatorError) -> Self {
         let message = error.to_string();

@@ -541,12 +541,7 @@ impl<S: MetadataStore, T: TopicAdmin> ChannelRegistry<S, T> {
 }
 
 fn check_revision(channel_id: &str, expected: i64, actual: i64) -> Result<(), CoordinatorError> {
-    if expected != 0 && expected != actual {
-        return Err(CoordinatorError::FailedPrecondition(format!(
-            "channel `{channel_id}` is at revision {actual}, not the expected {expected}; read it again"
-        )));
-    }
-    Ok(())
+    crate::error::check_revision("channel", channel_id, expected, actual)
 }
 
 fn draining(channel_id: &str) -> CoordinatorError {

@@ -169,10 +169,7 @@ impl ChannelRecord {
     }
 
     pub fn encode(&self) -> Result<Vec<u8>, CoordinatorError> {
-        serde_json::to_vec(self).map_err(|error| CoordinatorError::CorruptRecord {
-            key: channel_key(&self.channel_id),
-            reason: error.to_string(),
-        })
+        encode(&channel_key(&self.channel_id), self)
     }
 }
 
@@ -197,8 +194,13 @@ pub fn decode<T: for<'de> Deserialize<'de>>(stored: &StoredValue) -> Result<T, C
 }
 
 pub fn encode_schema(channel_id: &str, schema: &SchemaRecord) -> Result<Vec<u8>, CoordinatorError> {
-    serde_json::to_vec(schema).map_err(|error| CoordinatorError::CorruptRecord {
-        key: schema_key(channel_id, schema.version),
+    encode(&schema_key(channel_id, schema.version), schema)
+}
+
+/// A record's stored form (JSON), for the etcd key `key`; the key names it in the error.
+pub fn encode<T: Serialize>(key: &str, value: &T) -> Result<Vec<u8>, CoordinatorError> {
+    serde_json::to_vec(value).map_err(|error| CoordinatorError::CorruptRecord {
+        key: key.to_owned(),
         reason: error.to_string(),
     })
 }

@@ -7,12 +7,13 @@
 pub mod record;
 pub mod validate;
 
-use crate::error::CoordinatorError;
+use crate::channels::record::encode;
+use crate::error::{CoordinatorError, check_revision};
 use crate::store::{CommitOutcome, Condition, MetadataStore, Write};
 use framefleet_proto::v1::{Pipeline, PipelineSpec, PipelineVersion};
 use record::{
-    PIPELINE_KEY_PREFIX, PipelineRecord, VersionRecord, decode_pipeline, decode_version, encode, pipeline_key,
-    version_key, version_prefix,
+    PIPELINE_KEY_PREFIX, PipelineRecord, VersionRecord, decode_pipeline, decode_version, pipeline_key, version_key,
+    version_prefix,
 };
 
 /// Reads and writes race other coordinators; a write that lost a race is decided again on
@@ -53,7 +54,7 @@ impl<S: MetadataStore> PipelineRegistry<S> {
             let stored = self.store.get(&key).await?;
             let current = match &stored {
                 Some(stored) => {
-                    check_revision(name, request.expected_revision, stored.mod_revision)?;
+                    check_revision("pipeline", name, request.expected_revision, stored.mod_revision)?;
                     let record = decode_pipeline(stored)?;
                     if record.current.spec == spec {
                         return Ok((record.to_proto(stored.mod_revision), false));
@@ -162,15 +163,6 @@ impl<S: MetadataStore> PipelineRegistry<S> {
             })?;
         Ok((decode_pipeline(&stored)?, stored.mod_revision))
     }
-}
-
-fn check_revision(name: &str, expected: i64, actual: i64) -> Result<(), CoordinatorError> {
-    if expected != 0 && expected != actual {
-        return Err(CoordinatorError::FailedPrecondition(format!(
-            "pipeline `{name}` is at revision {actual}, not the expected {expected}; read it again"
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

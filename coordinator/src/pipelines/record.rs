@@ -5,7 +5,7 @@
 //! "what runs now"); `pipeline-versions/<name>/<version>` holds every version, the current one
 //! included, written in the same transaction.
 
-use crate::channels::record::decode;
+use crate::channels::record::{decode, encode};
 use crate::error::CoordinatorError;
 use crate::store::StoredValue;
 use framefleet_proto::v1::{DetectStage, Pipeline, PipelineSpec, PipelineVersion};
@@ -119,11 +119,4 @@ pub fn decode_pipeline(stored: &StoredValue) -> Result<PipelineRecord, Coordinat
 
 pub fn decode_version(stored: &StoredValue) -> Result<VersionRecord, CoordinatorError> {
     decode(stored)
-}
-
-pub fn encode<T: Serialize>(key: &str, value: &T) -> Result<Vec<u8>, CoordinatorError> {
-    serde_json::to_vec(value).map_err(|error| CoordinatorError::CorruptRecord {
-        key: key.to_owned(),
-        reason: error.to_string(),
-    })
 }
