@@ -76,39 +76,38 @@ pub fn pipeline_versions_json(versions: &[PipelineVersion]) -> String {
 }
 
 pub fn pipelines_table(pipelines: &[Pipeline]) -> String {
-    let mut out = format!("{:<24} {:>4} {:<32} STAGES\n", "NAME", "VER", "RESULTS");
+    let mut out = table_header();
     for pipeline in pipelines {
-        let current = pipeline.current.clone().unwrap_or_default();
-        let spec = current.spec.unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "{:<24} {:>4} {:<32} {}",
-            pipeline.name,
-            current.version,
-            spec.results_topic,
-            stages_summary(&spec)
-        );
+        table_row(&mut out, &pipeline.name, &pipeline.current.clone().unwrap_or_default());
     }
     out
 }
 
 pub fn pipeline_versions_table(versions: &[PipelineVersion]) -> String {
-    let mut out = format!("{:<24} {:>4} {:<32} STAGES\n", "NAME", "VER", "RESULTS");
+    let mut out = table_header();
     for version in versions {
-        let spec = version.spec.clone().unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "{:<24} {:>4} {:<32} {}",
-            version.name,
-            version.version,
-            spec.results_topic,
-            stages_summary(&spec)
-        );
+        table_row(&mut out, &version.name, version);
         if !version.description.is_empty() {
             let _ = writeln!(out, "{:<29} {}", "", version.description.replace('\n', " "));
         }
     }
     out
+}
+
+fn table_header() -> String {
+    format!("{:<24} {:>4} {:<32} STAGES\n", "NAME", "VER", "RESULTS")
+}
+
+fn table_row(out: &mut String, name: &str, version: &PipelineVersion) {
+    let spec = version.spec.clone().unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "{:<24} {:>4} {:<32} {}",
+        name,
+        version.version,
+        spec.results_topic,
+        stages_summary(&spec)
+    );
 }
 
 #[cfg(test)]
