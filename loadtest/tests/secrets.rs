@@ -159,7 +159,8 @@ fn the_token_shows_in_no_argument_log_metric_or_error() {
         &with_token,
         &dir.join("ingestor.log"),
     );
-    let arguments = [argv(&coordinator), argv(&worker), argv(&ingestor)];
+    // The ingestor may finish within a second: its arguments are read at once, best effort.
+    let ingestor_arguments = argv(&ingestor);
     let ingested = ingestor.wait().expect("ingestor");
     assert!(
         ingested.success(),
@@ -194,6 +195,11 @@ fn the_token_shows_in_no_argument_log_metric_or_error() {
     assert_eq!(flag, 2, "a token flag is refused: {output}");
     outputs.push(output);
     let metrics = [scrape(coordinator_metrics), scrape(worker_metrics)];
+    // Read from the running programs (a check of a process not yet exec'd would read the
+    // test's own arguments and prove nothing).
+    let arguments = [argv(&coordinator), argv(&worker), ingestor_arguments];
+    assert!(arguments[0].contains("framefleet-coordinator") && arguments[0].contains("--auth-token-file"));
+    assert!(arguments[1].contains("framefleet-worker"), "{}", arguments[1]);
 
     stop(worker);
     stop(coordinator);
