@@ -20,9 +20,8 @@ pub struct CoordinatorArgs {
     )]
     pub address: String,
 
-    /// File holding the bearer token for the coordinator's mutating calls (registration,
-    /// reports, changes), needed when the coordinator was started with one; or set
-    /// FRAMEFLEET_AUTH_TOKEN. No flag takes the token itself: every local user can read a
+    /// File holding the bearer token for the coordinator (every call, once the coordinator
+    /// was started with credentials); or set FRAMEFLEET_AUTH_TOKEN. No flag takes the token itself: every local user can read a
     /// process's arguments.
     #[arg(long, global = true, env = "FRAMEFLEET_AUTH_TOKEN_FILE")]
     pub auth_token_file: Option<PathBuf>,
@@ -30,6 +29,15 @@ pub struct CoordinatorArgs {
     /// PEM CA certificate of a TLS coordinator (`https://` address).
     #[arg(long, global = true, env = "FRAMEFLEET_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+
+    /// PEM client certificate: the credential, for a coordinator that maps client
+    /// certificates to roles (needs --tls-client-key).
+    #[arg(long, global = true, env = "FRAMEFLEET_TLS_CLIENT_CERT", requires = "tls_client_key")]
+    pub tls_client_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-client-cert.
+    #[arg(long, global = true, env = "FRAMEFLEET_TLS_CLIENT_KEY", requires = "tls_client_cert")]
+    pub tls_client_key: Option<PathBuf>,
 }
 
 impl CoordinatorArgs {
@@ -40,6 +48,7 @@ impl CoordinatorArgs {
         Ok(ClientOptions {
             token: crate::secrets::bearer_token(self.auth_token_file.as_deref())?,
             tls_ca: self.tls_ca.clone(),
+            tls_identity: self.tls_client_cert.clone().zip(self.tls_client_key.clone()),
         })
     }
 }

@@ -113,11 +113,18 @@ pub struct CoordinatorConfig {
     #[arg(long, env = "FRAMEFLEET_DRAIN_SETTLE_SECS", default_value_t = 3)]
     pub drain_settle_secs: u64,
 
-    /// File holding the bearer token every mutating RPC must carry (surrounding whitespace
-    /// ignored); or set FRAMEFLEET_AUTH_TOKEN. No flag takes the token itself: every local user
-    /// can read a process's arguments.
+    /// File holding a shared bearer token with the admin role (surrounding whitespace
+    /// ignored); or set FRAMEFLEET_AUTH_TOKEN. Once any credential is configured, every
+    /// framefleet RPC needs one. No flag takes the token itself: every local user can read a
+    /// process's arguments.
     #[arg(long, env = "FRAMEFLEET_AUTH_TOKEN_FILE")]
     pub auth_token_file: Option<PathBuf>,
+
+    /// TOML file of [[credentials]]: name, role (admin, ingestor, worker, observer),
+    /// token_sha256 and/or cert_sha256, and an ingestor's ingestor_id. Read again whenever it
+    /// changes. Format: docs/operations.md#roles.
+    #[arg(long, env = "FRAMEFLEET_CREDENTIALS_FILE")]
+    pub credentials_file: Option<PathBuf>,
 
     /// PEM certificate chain: serve gRPC over TLS (needs --tls-key).
     #[arg(long, env = "FRAMEFLEET_TLS_CERT", requires = "tls_key")]
@@ -126,6 +133,11 @@ pub struct CoordinatorConfig {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "FRAMEFLEET_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificate: clients may authenticate with a certificate it signed, mapped to a
+    /// role by its SHA-256 fingerprint in --credentials-file (needs --tls-cert).
+    #[arg(long, env = "FRAMEFLEET_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl CoordinatorConfig {
@@ -178,8 +190,15 @@ impl CoordinatorConfig {
         Ok(crate::store::EtcdAccess { ca, identity, user })
     }
 
-    /// The bearer token from FRAMEFLEET_AUTH_TOKEN or --auth-token-file, if either is set.
-    pub fn auth_token(&self) -> Result<Option<crate::grpc::auth::Secret>, framefleet_common::secrets::SecretError> {
-        framefleet_common::secrets::bearer_token(self.auth_token_file.as_deref())
+    /// Every credential the coordinator accepts (the shared token from FRAMEFLEET_AUTH_TOKEN or
+    /// --auth-token-file, and --credentials-file's); `None`: authentication is off.
+    ///
+    /// Errors: the token's source or the credentials file is unreadable or invalid.
+    pub fn keyring(&self) -> anyhow::Result<Option<std::sync::Arc<crate::grpc::auth::credentials::Keyring>>> {
+        let shared = framefleet_common::secrets::bearer_token(self.auth_token_file.as_deref())?;
+        Ok(crate::grpc::auth::credentials::Keyring::load(
+            shared,
+            self.credentials_file.clone(),
+        )?)
     }
 }

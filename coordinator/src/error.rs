@@ -20,6 +20,10 @@ pub enum CoordinatorError {
     MemberInUse { kind: &'static str, id: String },
     #[error("{0}")]
     FailedPrecondition(String),
+    #[error("channel `{channel_id}` is {}'s; only that ingestor or an admin may change it", if owner.is_empty() { "no ingestor".to_owned() } else { format!("ingestor `{owner}`") })]
+    NotOwner { channel_id: String, owner: String },
+    #[error("{0}")]
+    PermissionDenied(String),
     #[error("metadata store unavailable: {0}")]
     StoreUnavailable(String),
     #[error("metadata store timed out: {0}")]
@@ -61,6 +65,9 @@ impl From<CoordinatorError> for Status {
             | CoordinatorError::MemberInUse { .. }
             | CoordinatorError::TopicCollision { .. } => Status::already_exists(message),
             CoordinatorError::FailedPrecondition(_) => Status::failed_precondition(message),
+            CoordinatorError::NotOwner { .. } | CoordinatorError::PermissionDenied(_) => {
+                Status::permission_denied(message)
+            }
             CoordinatorError::StoreTimeout(_) => Status::deadline_exceeded(message),
             CoordinatorError::StoreUnavailable(_) | CoordinatorError::KafkaUnavailable(_) => {
                 Status::unavailable(message)
@@ -110,6 +117,17 @@ mod tests {
             (
                 CoordinatorError::KafkaUnavailable("down".into()),
                 tonic::Code::Unavailable,
+            ),
+            (
+                CoordinatorError::NotOwner {
+                    channel_id: "a".into(),
+                    owner: "ingestor-1".into(),
+                },
+                tonic::Code::PermissionDenied,
+            ),
+            (
+                CoordinatorError::PermissionDenied("role observer …".into()),
+                tonic::Code::PermissionDenied,
             ),
         ];
         for (error, code) in cases {

@@ -106,7 +106,7 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
         pool_partitions: config.pool_partitions,
         max_frame_bytes: config.max_frame_bytes(),
     };
-    let auth_token = config.auth_token()?;
+    let keyring = config.keyring()?;
     let coordinator_id = config.coordinator_id();
     let members = Arc::new(Membership::new(store.clone(), config.member_ttl()));
     let channels = Arc::new(ChannelRegistry::new(store.clone(), topic_admin, placement));
@@ -139,6 +139,7 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
     })?;
     let local_addr = listener.local_addr()?;
 
+    let credentials_reloader = keyring.as_ref().map(|keyring| keyring.spawn_reloader(shutdown.clone()));
     let ledger_keeper = ledgers::spawn_keeper(store.clone(), Arc::clone(&fleet), shutdown.clone());
     let fleet_status = FleetApi {
         store: store.clone(),
@@ -179,8 +180,9 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
             store,
             channels,
             fleet: fleet_status,
-            auth_token: auth_token.clone(),
+            keyring: keyring.clone(),
             tls: config.tls_cert.clone().zip(config.tls_key.clone()),
+            tls_client_ca: config.tls_client_ca.clone(),
         },
         shutdown.clone(),
     )
@@ -204,7 +206,7 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
         etcd = ?config.etcd_endpoints,
         kafka = %config.kafka.brokers,
         tls = config.tls_cert.is_some(),
-        auth = auth_token.is_some(),
+        auth = keyring.is_some(),
         "coordinator serving"
     );
     Ok(RunningCoordinator {
@@ -214,6 +216,7 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
         background: [election_task, reconciler_task, ledger_keeper, serving.health]
             .into_iter()
             .chain(metrics_tasks)
+            .chain(credentials_reloader)
             .collect(),
     })
 }

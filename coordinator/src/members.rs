@@ -152,6 +152,9 @@ impl<S: MetadataStore> Membership<S> {
         let mut reports = reports;
         let first = match tokio::time::timeout(self.ttl, reports.next()).await {
             Ok(Some(Ok(report))) => report,
+            Ok(Some(Err(status))) if status.code() == tonic::Code::PermissionDenied => {
+                return Err(CoordinatorError::PermissionDenied(status.message().to_owned()));
+            }
             Ok(Some(Err(status))) => {
                 return Err(CoordinatorError::invalid(
                     "reports",

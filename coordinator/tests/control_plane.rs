@@ -53,7 +53,7 @@ impl Coordinator {
     async fn channel(&self, token: Option<&str>) -> CoordinatorChannel {
         let options = ClientOptions {
             token: token.map(Token::new),
-            tls_ca: None,
+            ..ClientOptions::default()
         };
         connect_coordinator_for_streams(self.address(), Duration::from_secs(5), &options)
             .await
@@ -609,7 +609,7 @@ async fn two_coordinators_agree_on_one_leader_and_one_owner_per_channel() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_unauthenticated_mutating_call_is_refused_and_writes_nothing() {
+async fn an_unauthenticated_call_is_refused_and_writes_nothing() {
     let prefix = prefix();
     let token_file = framefleet_test_support::token_file("tok-123");
     let token_file = token_file.to_string_lossy();
@@ -630,12 +630,18 @@ async fn an_unauthenticated_mutating_call_is_refused_and_writes_nothing() {
     assert!(channel_keys.is_empty(), "refused calls wrote {channel_keys:?}");
     assert!(etcd_keys(&format!("{prefix}schemas/")).await.is_empty());
 
-    // Reads stay open; the right token writes.
-    ChannelServiceClient::new(anonymous)
+    // Reads need a credential too; the right token reads and writes.
+    let unread = ChannelServiceClient::new(anonymous)
         .list_channels(ListChannelsRequest::default())
         .await
-        .expect("reads need no token");
-    ChannelServiceClient::new(coordinator.channel(Some("tok-123")).await)
+        .expect_err("a read without a token");
+    assert_eq!(unread.code(), Code::Unauthenticated);
+    let mut admin = ChannelServiceClient::new(coordinator.channel(Some("tok-123")).await);
+    admin
+        .list_channels(ListChannelsRequest::default())
+        .await
+        .expect("the token reads");
+    admin
         .register_channel(register(&cam, 64, 48))
         .await
         .expect("authorised");

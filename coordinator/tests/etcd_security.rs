@@ -9,67 +9,11 @@ use framefleet_proto::client::{ClientOptions, connect_coordinator};
 use framefleet_proto::v1::channel_service_client::ChannelServiceClient;
 use framefleet_proto::v1::{FrameEncoding, FrameSchema, PixelFormat, RegisterChannelRequest};
 use framefleet_test_support::free_port;
+use framefleet_test_support::tls::make_certificates;
 use framefleet_test_support::{FleetNames, Infrastructure, TestCoordinator};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn run(program: &str, args: &[&str], dir: &Path) {
-    let output = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|error| panic!("cannot run {program}: {error}"));
-    assert!(
-        output.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, both signed by it, and a
-/// second CA that signed neither.
-fn make_certificates(dir: &Path) {
-    // X.509 v3 with the usual extensions: rustls refuses version 1 certificates, which
-    // `openssl x509 -req` makes when given no extensions.
-    std::fs::write(
-        dir.join("server.cnf"),
-        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("write");
-    std::fs::write(dir.join("client.cnf"), "extendedKeyUsage=clientAuth\n").expect("write");
-    for ca in ["ca", "other-ca"] {
-        let key = format!("{ca}.key");
-        let cert = format!("{ca}.pem");
-        let subject = format!("/CN=framefleet test {ca}");
-        let args = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"];
-        let args = [&args[..], &["-keyout", &key, "-out", &cert, "-subj", &subject]].concat();
-        run("openssl", &args, dir);
-    }
-    for (name, subject) in [("server", "/CN=127.0.0.1"), ("client", "/CN=framefleet-coordinator")] {
-        let key = format!("{name}.key");
-        let csr = format!("{name}.csr");
-        let cert = format!("{name}.pem");
-        let args = [
-            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj", subject,
-        ];
-        run("openssl", &args, dir);
-        let extensions = format!("{name}.cnf");
-        let mut sign = vec![
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-        ];
-        sign.extend(["-days", "2", "-out", &cert, "-extfile", &extensions]);
-        run("openssl", &sign, dir);
-    }
-}
 
 /// One etcd member on loopback ports of its own, killed when dropped.
 struct Etcd {
@@ -195,7 +139,7 @@ fn arg(path: &Path, file: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_coordinator_reaches_an_etcd_that_requires_client_certificates() {
     let dir = temp_dir("etcd-tls");
-    make_certificates(&dir);
+    make_certificates(&dir, &[("client", "framefleet-coordinator")]);
     let etcd = Etcd::start(&dir, true);
     let tls_args = ["--cacert", "ca.pem", "--cert", "client.pem", "--key", "client.key"];
     wait_until_serving(&etcd, &tls_args, &dir);

@@ -24,7 +24,7 @@ async fn start(names: &FleetNames, extra: &[&str]) -> TestCoordinator {
 async fn client(coordinator: &TestCoordinator, token: Option<&str>) -> PipelineServiceClient<CoordinatorChannel> {
     let options = ClientOptions {
         token: token.map(Token::new),
-        tls_ca: None,
+        ..ClientOptions::default()
     };
     let channel = connect_coordinator(&coordinator.address, Duration::from_secs(5), &options)
         .await
@@ -236,8 +236,13 @@ async fn each_pipeline_rpc_answers_with_its_code() {
         .expect_err("stale revision");
     assert_eq!(stale.code(), Code::FailedPrecondition);
 
-    // Reads need no token.
-    let missing = anonymous
+    // Reads need a credential too.
+    let unread = anonymous
+        .list_pipelines(ListPipelinesRequest::default())
+        .await
+        .expect_err("a read without a token");
+    assert_eq!(unread.code(), Code::Unauthenticated);
+    let missing = admin
         .get_pipeline(GetPipelineRequest {
             name: "nobody".into(),
             version: 0,
@@ -245,7 +250,7 @@ async fn each_pipeline_rpc_answers_with_its_code() {
         .await
         .expect_err("unknown pipeline");
     assert_eq!(missing.code(), Code::NotFound);
-    let missing_version = anonymous
+    let missing_version = admin
         .get_pipeline(GetPipelineRequest {
             name: "people".into(),
             version: 9,
@@ -253,7 +258,7 @@ async fn each_pipeline_rpc_answers_with_its_code() {
         .await
         .expect_err("unknown version");
     assert_eq!(missing_version.code(), Code::NotFound);
-    let listed = anonymous
+    let listed = admin
         .list_pipelines(ListPipelinesRequest {
             name_prefix: "peo".into(),
         })
@@ -262,7 +267,7 @@ async fn each_pipeline_rpc_answers_with_its_code() {
         .into_inner()
         .pipelines;
     assert_eq!(listed.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["people"]);
-    let bad_prefix = anonymous
+    let bad_prefix = admin
         .list_pipelines(ListPipelinesRequest {
             name_prefix: "../".into(),
         })

@@ -66,6 +66,8 @@ log "$CAMERAS cameras × $FPS frames/s for $MINUTES minutes ($((CAMERAS * FRAMES
 
 echo "seconds,container,memory_mib,anon_mib,shmem_mib,usage_mib,started_at" >"$OUT/soak-memory.csv"
 echo "seconds,event" >"$OUT/soak-events.csv"
+echo "seconds,pid,client,backend_start,anon_kib,rss_kib" >"$OUT/soak-postgres.csv"
+echo "seconds,container,heap_inuse_mib,heap_idle_mib,heap_released_mib,keys" >"$OUT/soak-etcd.csv"
 event() { log "$1"; echo "$((SECONDS - started)),$1" >>"$OUT/soak-events.csv"; }
 
 # One memory sample of every container of the cluster and of the run's ingestor (what the
@@ -78,6 +80,17 @@ sample_memory() {
   "$HERE/memory-sample.py" "$((SECONDS - started))" $ids >>"$OUT/soak-memory.csv" || true
 }
 
+# Once a minute, what is inside the two services memory-sample.py cannot explain: PostgreSQL's
+# backends one by one, and each etcd member's Go heap (memory-detail.py).
+next_detail=0
+sample_detail() {
+  ((SECONDS >= next_detail)) || return 0
+  next_detail=$((SECONDS + 60))
+  # shellcheck disable=SC2046
+  "$HERE/memory-detail.py" "$((SECONDS - started))" "$OUT" $(compose ps -q postgres) \
+    $(compose ps -q etcd-1 etcd-2 etcd-3) || true
+}
+
 running() { [[ "$(docker inspect --format '{{.State.Running}}' "$INGESTOR" 2>/dev/null)" == true ]]; }
 
 next_fault=$((SECONDS + FAULT_EVERY))
@@ -85,6 +98,7 @@ next_scale=$((SECONDS + SCALE_EVERY))
 workers=2 faults=0 failed_faults=0 unhealthy=0
 while running; do
   sample_memory
+  sample_detail
   if ((SECONDS >= next_fault)); then
     fault="${SOAK_FAULTS[RANDOM % ${#SOAK_FAULTS[@]}]}"
     event "fault: $fault"
@@ -119,6 +133,12 @@ while ((SECONDS < deadline)); do
   sleep 10
 done
 event "audit done"
+# Each PostgreSQL backend's memory contexts, into PostgreSQL's log (kept in soak-cluster.log):
+# what a backend that grew holds.
+compose exec -T postgres psql -h 127.0.0.1 -U nisshi -d nisshi -Atc \
+  "select count(pg_log_backend_memory_contexts(pid)) from pg_stat_activity
+   where backend_type = 'client backend' and pid <> pg_backend_pid()" >/dev/null 2>&1 || true
+sleep 2
 
 python3 - "$OUT" "$report" "$CAMERAS" "$FRAMES" "$MINUTES" "$faults" "$failed_faults" "$WARM_UP_MINUTES" "$unhealthy" <<'PY'
 import csv, json, re, statistics, sys
@@ -188,6 +208,28 @@ lines = [
 ] + [f"| {name} | {count} | {span} | {before:.0f} | {after:.0f} | {trend:+.1%} | {usage_before:.0f} | {usage_after:.0f} |"
      for name, count, span, before, after, trend, usage_before, usage_after in rows] + (
     ["", "Too short a life to judge: " + ", ".join(unjudged) + "."] if unjudged else [])
+# Inside PostgreSQL and etcd (memory-detail.py): not checked, the figures that explain them.
+backends = {}
+for row in csv.DictReader(open(f"{out}/soak-postgres.csv")):
+    backends.setdefault(int(row["seconds"]), []).append(int(row["anon_kib"]) / 1024)
+if backends:
+    lines += ["", "PostgreSQL's client backends (private memory, MiB), per 5-minute window: count, median, largest.", "",
+              "| minutes | backends | median | largest |", "|---|---|---|---|"]
+    for window in range(0, max(backends) // 300 + 1):
+        last = max((s for s in backends if s // 300 == window), default=None)
+        if last is not None:
+            sizes = sorted(backends[last])
+            lines.append(f"| {window * 5}–{window * 5 + 5} | {len(sizes)} | {statistics.median(sizes):.1f} | {sizes[-1]:.1f} |")
+heaps = {}
+for row in csv.DictReader(open(f"{out}/soak-etcd.csv")):
+    heaps.setdefault(re.sub(r"^[a-z0-9]+[_-]", "", row["container"]), []).append(
+        (int(row["seconds"]), float(row["heap_inuse_mib"]), float(row["heap_idle_mib"]) - float(row["heap_released_mib"]), int(row["keys"])))
+if heaps:
+    lines += ["", "etcd's Go heap (MiB; first sample → last): in use, held idle; keys.", "",
+              "| member | heap in use | idle, not released | keys |", "|---|---|---|---|"]
+    for name, points in sorted(heaps.items()):
+        first, last = points[0], points[-1]
+        lines.append(f"| {name} | {first[1]:.0f} → {last[1]:.0f} | {first[2]:.0f} → {last[2]:.0f} | {first[3]} → {last[3]} |")
 open(f"{out}/soak.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 problems = []

@@ -4,62 +4,11 @@
 //! and no error; a token given as a flag is refused. Against real etcd and the real broker.
 
 use framefleet_test_support::free_port;
+use framefleet_test_support::processes::{argv, cli, spawn_logged as spawn, stop};
 use framefleet_test_support::{FleetNames, Infrastructure};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "sEcReT-7f3a9c-never-print-me";
-
-fn binary(name: &str) -> PathBuf {
-    framefleet_common::startup::sibling_binary(name).unwrap_or_else(|| panic!("{name} of this build"))
-}
-
-/// Starts `program args…` with debug logging, stdout and stderr into `log`.
-fn spawn(program: &str, args: &[String], env: &[(&str, &str)], log: &Path) -> Child {
-    let file = std::fs::File::create(log).expect("log file");
-    Command::new(binary(program))
-        .args(args)
-        .envs(env.iter().copied())
-        .env("RUST_LOG", "debug")
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().expect("log file"))
-        .stderr(file)
-        .spawn()
-        .unwrap_or_else(|error| panic!("cannot start {program}: {error}"))
-}
-
-fn argv(child: &Child) -> String {
-    std::fs::read(format!("/proc/{}/cmdline", child.id()))
-        .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " "))
-        .unwrap_or_default()
-}
-
-fn stop(mut child: Child) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().expect("wait").is_none() {
-        assert!(Instant::now() < deadline, "a process did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// `framefleet args…` with `env`: (exit code, stdout and stderr together).
-fn cli(coordinator: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
-    let output = Command::new(binary("framefleet"))
-        .args(["--coordinator", coordinator])
-        .args(args)
-        .env_remove("FRAMEFLEET_AUTH_TOKEN")
-        .envs(env.iter().copied())
-        .output()
-        .expect("run the CLI");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.code().unwrap_or(-1), text)
-}
 
 fn scrape(port: u16) -> String {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");

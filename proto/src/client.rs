@@ -56,6 +56,9 @@ pub struct ClientOptions {
     /// PEM CA certificate that signed the coordinator's TLS certificate (for `https://`
     /// addresses; without it the system roots are not consulted, so it is required).
     pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate and key, for a coordinator that maps client certificates to
+    /// roles (`--tls-client-ca`): the credential instead of a token.
+    pub tls_identity: Option<(PathBuf, PathBuf)>,
 }
 
 #[derive(Clone, Default)]
@@ -274,10 +277,18 @@ fn endpoint(
     }
     if address.starts_with("https://") || options.tls_ca.is_some() {
         let mut tls = ClientTlsConfig::new();
+        let read = |what: &str, path: &PathBuf| {
+            std::fs::read(path)
+                .map_err(|error| ConnectError::Tls(format!("cannot read {what} file {}: {error}", path.display())))
+        };
         if let Some(path) = &options.tls_ca {
-            let pem = std::fs::read(path)
-                .map_err(|error| ConnectError::Tls(format!("cannot read CA file {}: {error}", path.display())))?;
-            tls = tls.ca_certificate(Certificate::from_pem(pem));
+            tls = tls.ca_certificate(Certificate::from_pem(read("CA", path)?));
+        }
+        if let Some((cert, key)) = &options.tls_identity {
+            tls = tls.identity(tonic::transport::Identity::from_pem(
+                read("client certificate", cert)?,
+                read("client key", key)?,
+            ));
         }
         endpoint = endpoint
             .tls_config(tls)

@@ -5,7 +5,9 @@
 //! ([`read_topic`], [`frame_headers`], [`header_value`], [`create_plain_topic`]), and a TCP
 //! proxy a test cuts to partition two processes ([`proxy::CuttableProxy`]).
 
+pub mod processes;
 pub mod proxy;
+pub mod tls;
 
 use anyhow::Context;
 use clap::Parser;

@@ -32,7 +32,8 @@ pub(super) async fn watch(fleet: &mut Fleet, channels: &mut Channels, settings: 
     let mut ticker = tokio::time::interval(interval);
     let mut last: Option<FleetStatus> = None;
     let mut interrupted = false;
-    let mut drain = render::DrainTracker::default();
+    let mut drain =
+        render::DrainTracker::since(u64::try_from(framefleet_common::startup::unix_time_ms()).unwrap_or_default());
     loop {
         tokio::select! {
             _ = ticker.tick() => {}

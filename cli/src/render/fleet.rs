@@ -84,18 +84,31 @@ pub fn is_drained(status: &FleetStatus, channels: &[Channel]) -> bool {
 #[derive(Debug, Default)]
 pub struct DrainTracker {
     /// Channels this watch waits for: those whose source had not ended when it started or
-    /// that started since (a stored ledger not finished, or an active channel not captured
-    /// yet).
+    /// that started since (a stored ledger not finished, an active channel not captured yet,
+    /// or a run that began after the watch did, even one that also ended between two polls).
     tracked: std::collections::BTreeSet<String>,
+    /// When the watch started (unix ms): a ledger of a run that began at or after it is the
+    /// new run's.
+    since_unix_ms: u64,
 }
 
 impl DrainTracker {
+    /// A tracker for a watch that started at `since_unix_ms`; 0 counts no run as new by its
+    /// start time alone.
+    pub fn since(since_unix_ms: u64) -> Self {
+        Self {
+            since_unix_ms,
+            ..Self::default()
+        }
+    }
+
     /// Takes in one poll; true when the fleet [`is_drained`] and this watch has channels to
     /// wait for (a fleet whose every channel had finished before the watch started has not
     /// drained a new run yet).
     pub fn drained(&mut self, status: &FleetStatus, channels: &[framefleet_proto::v1::Channel]) -> bool {
         for ledger in &status.ledgers {
-            if !ledger.source_finished {
+            let began_since = self.since_unix_ms > 0 && ledger.ingestor_epoch >= self.since_unix_ms;
+            if !ledger.source_finished || began_since {
                 self.tracked.insert(ledger.channel_id.clone());
             }
         }
@@ -603,6 +616,45 @@ mod tests {
         assert!(tracker.drained(&fleet, &channels));
         // Nothing at all to wait for is not "drained".
         assert!(!DrainTracker::default().drained(&FleetStatus::default(), &[]));
+    }
+
+    #[test]
+    fn a_run_that_began_and_ended_between_two_polls_is_waited_for() {
+        let watch_started = 1_000_000;
+        let finished_run = |epoch: u64| ChannelLedger {
+            ingestor_epoch: epoch,
+            ..ledger("quick", true)
+        };
+        let channels = [channel("quick", "t")];
+        let lagging = FleetStatus {
+            ledgers: vec![finished_run(watch_started + 300)],
+            topics: vec![TopicMetrics {
+                topic: "t".into(),
+                accumulate: 30,
+                lag: 30,
+                ..TopicMetrics::default()
+            }],
+            ..FleetStatus::default()
+        };
+        let mut tracker = DrainTracker::since(watch_started);
+        assert!(!tracker.drained(&lagging, &channels), "30 frames not committed");
+        assert_eq!(tracker.tracked(), 1, "the run began after the watch: it is the new run");
+        let drained = FleetStatus {
+            topics: vec![TopicMetrics {
+                topic: "t".into(),
+                accumulate: 30,
+                consume: 30,
+                ..TopicMetrics::default()
+            }],
+            ..lagging.clone()
+        };
+        assert!(tracker.drained(&drained, &channels));
+        // A run that ended before the watch started is history, not the new run.
+        let old = FleetStatus {
+            ledgers: vec![finished_run(watch_started - 1)],
+            ..drained
+        };
+        assert!(!DrainTracker::since(watch_started).drained(&old, &channels));
     }
 
     #[test]

@@ -82,6 +82,7 @@ pub fn channel_value(channel: &Channel) -> Value {
         "ended_unix_ms": channel.ended_unix_ms,
         "drained_unix_ms": channel.drained_unix_ms,
         "ingestor_id": channel.ingestor_id,
+        "owner": channel.owner,
         "declared_bytes_per_second": channel.declared_bytes_per_second,
         "created_unix_ms": channel.created_unix_ms,
         "updated_unix_ms": channel.updated_unix_ms,

@@ -30,6 +30,9 @@ pub struct ChannelSpec {
     pub declared_bytes_per_second: u64,
     /// The ingestor that captures the channel itself; empty lets the coordinator choose.
     pub claimed_by: String,
+    /// Set for a call with an ingestor's credential: an existing channel is claimed only if it
+    /// is `claimed_by`'s own ([`ChannelRecord::owner`]), [`CoordinatorError::NotOwner`] otherwise.
+    pub claimant_must_own: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -64,7 +67,7 @@ pub enum Edit<R> {
 }
 
 /// `assigned_by` of a channel its ingestor claimed at registration (not a leader's term).
-const CLAIMED_BY_REGISTRATION: &str = "registration";
+pub(crate) const CLAIMED_BY_REGISTRATION: &str = "registration";
 
 impl<S: MetadataStore, T: TopicAdmin> ChannelRegistry<S, T> {
     pub fn new(store: S, topics: T, placement: Placement) -> Self {
@@ -110,6 +113,15 @@ impl<S: MetadataStore, T: TopicAdmin> ChannelRegistry<S, T> {
         }
         let key = channel_key(&spec.channel_id);
         if let Some(existing) = self.store.get(&key).await? {
+            if spec.claimant_must_own {
+                let owner = decode::<ChannelRecord>(&existing)?.owner().to_owned();
+                if owner != spec.claimed_by {
+                    return Err(CoordinatorError::NotOwner {
+                        channel_id: spec.channel_id.clone(),
+                        owner,
+                    });
+                }
+            }
             let channel = existing_or_conflict(spec, strategy, &schema, &existing)?;
             return Ok((self.claim(spec, channel).await?, false));
         }
@@ -139,6 +151,7 @@ impl<S: MetadataStore, T: TopicAdmin> ChannelRegistry<S, T> {
             state: ChannelState::Active.as_str_name().to_owned(),
             declared_bytes_per_second,
             ingestor_id: spec.claimed_by.clone(),
+            owner: spec.claimed_by.clone(),
             assigned_by: if spec.claimed_by.is_empty() {
                 String::new()
             } else {

@@ -49,6 +49,10 @@ pub struct ChannelRecord {
     /// channel's topics; workers then stop subscribing to them. Cleared with `ended_unix_ms`.
     #[serde(default)]
     pub drained_unix_ms: Option<i64>,
+    /// The ingestor the channel was registered for; never changes. Records from before this
+    /// field: see [`ChannelRecord::owner`].
+    #[serde(default)]
+    pub owner: String,
 }
 
 fn dedicated() -> String {
@@ -144,6 +148,20 @@ impl ChannelRecord {
             pipelines: self.pipelines.clone(),
             ended_unix_ms: self.ended_unix_ms.unwrap_or_default(),
             drained_unix_ms: self.drained_unix_ms.unwrap_or_default(),
+            owner: self.owner().to_owned(),
+        }
+    }
+
+    /// The ingestor the channel belongs to: the one it was registered for. A record written
+    /// before owners were kept belongs to the ingestor that claimed it by registering it, if
+    /// that one still has it, and otherwise to no ingestor (administrators only).
+    pub fn owner(&self) -> &str {
+        if !self.owner.is_empty() {
+            &self.owner
+        } else if self.assigned_by == super::CLAIMED_BY_REGISTRATION {
+            &self.ingestor_id
+        } else {
+            ""
         }
     }
 

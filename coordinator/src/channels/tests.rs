@@ -398,3 +398,64 @@ async fn schema_versions_need_consent_to_change_the_frame_size() {
         .collect();
     assert_eq!(versions, [1, 2, 3]);
 }
+
+#[tokio::test]
+async fn a_channel_belongs_to_the_ingestor_it_was_registered_for() {
+    let (registry, _) = registry();
+    let claimed = |ingestor: &str, must_own: bool| ChannelSpec {
+        claimed_by: ingestor.to_owned(),
+        claimant_must_own: must_own,
+        ..spec("cam-1", Some(schema(64, 48)))
+    };
+    let (channel, _) = registry
+        .register(&claimed("ingestor-1", true))
+        .await
+        .expect("registered");
+    assert_eq!(channel.owner, "ingestor-1");
+    registry
+        .register(&claimed("ingestor-1", true))
+        .await
+        .expect("its owner registers it again");
+    let refused = registry
+        .register(&claimed("ingestor-2", true))
+        .await
+        .expect_err("another ingestor's credential");
+    assert!(
+        matches!(&refused, CoordinatorError::NotOwner { owner, .. } if owner == "ingestor-1"),
+        "{refused}"
+    );
+    assert_eq!(
+        registry.get("cam-1").await.expect("get").ingestor_id,
+        "ingestor-1",
+        "nothing written"
+    );
+    // An admin's claim moves the channel, and its owner stays.
+    let (moved, _) = registry
+        .register(&claimed("ingestor-2", false))
+        .await
+        .expect("an admin's claim");
+    assert_eq!(
+        (moved.ingestor_id.as_str(), moved.owner.as_str()),
+        ("ingestor-2", "ingestor-1")
+    );
+}
+
+#[test]
+fn a_record_from_before_owners_belongs_to_the_ingestor_that_claimed_it() {
+    let record = |assigned_by: &str| {
+        ChannelRecord {
+        ingestor_id: "ingestor-1".into(),
+        assigned_by: assigned_by.into(),
+        ..serde_json::from_str::<ChannelRecord>(
+            r#"{"channel_id":"a","source_uri":"x","schema":{"version":1,"width":1,"height":1,"channels":3,"pixel_format":"PIXEL_FORMAT_RGB24","encoding":"FRAME_ENCODING_JPEG","fps":1.0},"topic":"t","created_unix_ms":0}"#,
+        )
+        .expect("an old record")
+    }
+    };
+    assert_eq!(record(super::CLAIMED_BY_REGISTRATION).owner(), "ingestor-1");
+    assert_eq!(
+        record("coordinator-1@3").owner(),
+        "",
+        "assigned by a leader: no ingestor's"
+    );
+}

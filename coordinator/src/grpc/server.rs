@@ -1,8 +1,9 @@
 //! Assembles the tonic server: the five framefleet services, gRPC health (following etcd) and
-//! reflection (for grpcurl), the bearer-token layer, TLS when configured, and the request size
-//! limit; serves until the shutdown token is cancelled.
+//! reflection (for grpcurl), the authentication layer, TLS when configured (client
+//! certificates too), and the request size limit; serves until the shutdown token is cancelled.
 
-use super::auth::{BearerAuthLayer, Secret};
+use super::auth::AuthLayer;
+use super::auth::credentials::Keyring;
 use super::health;
 use super::pipelines::PipelineApi;
 use super::service::{AssignmentApi, ChannelApi, FleetApi, SchemaApi};
@@ -31,9 +32,12 @@ pub struct ServerParts {
     pub channels: Arc<ChannelRegistry<EtcdStore, KafkaTopicAdmin>>,
     pub pipelines: Arc<PipelineRegistry<EtcdStore>>,
     pub fleet: FleetApi<EtcdStore, KafkaTopicAdmin>,
-    pub auth_token: Option<Secret>,
+    /// Every credential accepted; `None`: authentication is off.
+    pub keyring: Option<Arc<Keyring>>,
     /// PEM certificate and key; plaintext without them.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// PEM CA whose client certificates are accepted (optional per client: tokens still work).
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// The running server and the task that keeps its health status in step with etcd.
@@ -83,14 +87,20 @@ pub async fn serve(parts: ServerParts, shutdown: CancellationToken) -> anyhow::R
         let read =
             |path: &PathBuf| std::fs::read(path).with_context(|| format!("cannot read TLS file {}", path.display()));
         let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+        let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &parts.tls_client_ca {
+            tls = tls
+                .client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?))
+                .client_auth_optional(true);
+        }
         builder = builder
-            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
-            .context("invalid TLS certificate or key")?;
+            .tls_config(tls)
+            .context("invalid TLS certificate, key or client CA")?;
     }
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(parts.listener);
     let server_shutdown = shutdown.clone();
     let server = builder
-        .layer(BearerAuthLayer::new(parts.auth_token))
+        .layer(AuthLayer::new(parts.keyring))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -5,6 +5,7 @@ use crate::assignments::{WatchScope, spawn_watch, validate_after_revision};
 use crate::channels::{ChannelChange, ChannelRegistry, ChannelSpec, ListFilter};
 use crate::error::CoordinatorError;
 use crate::fleet::FleetRegistry;
+use crate::grpc::auth::policy::{Principal, Role, principal};
 use crate::kafka::offsets::{KafkaInspector, TopicLoad};
 use crate::kafka::topics::TopicAdmin;
 use crate::leader::Election;
@@ -38,7 +39,16 @@ impl<S: MetadataStore, T: TopicAdmin> ChannelService for ChannelApi<S, T> {
         &self,
         request: Request<RegisterChannelRequest>,
     ) -> Result<Response<RegisterChannelResponse>, Status> {
+        const CALL: &str = "ChannelService/RegisterChannel";
+        let principal = principal(&request).cloned();
         let request = request.into_inner();
+        // An ingestor registers channels for itself only, and claims only channels it owns.
+        if let Some(principal) = &principal
+            && principal.is_other_ingestor(&request.ingestor_id)
+        {
+            let what = format!("the claim on channel `{}`", request.channel_id);
+            return Err(principal.not_its_own(CALL, &what, &request.ingestor_id));
+        }
         let spec = ChannelSpec {
             channel_id: request.channel_id,
             source_uri: request.source_uri,
@@ -47,8 +57,20 @@ impl<S: MetadataStore, T: TopicAdmin> ChannelService for ChannelApi<S, T> {
             pipelines: request.pipelines,
             declared_bytes_per_second: request.declared_bytes_per_second,
             claimed_by: request.ingestor_id,
+            claimant_must_own: principal
+                .as_ref()
+                .is_some_and(|principal| principal.role == Role::Ingestor),
         };
-        let (channel, created) = self.channels.register(&spec).await?;
+        let (channel, created) = self
+            .channels
+            .register(&spec)
+            .await
+            .map_err(|error| match (error, &principal) {
+                (CoordinatorError::NotOwner { channel_id, owner }, Some(principal)) => {
+                    principal.not_its_own(CALL, &format!("channel `{channel_id}`"), &owner)
+                }
+                (error, _) => Status::from(error),
+            })?;
         Ok(Response::new(RegisterChannelResponse {
             channel: Some(channel),
             created,
@@ -82,7 +104,16 @@ impl<S: MetadataStore, T: TopicAdmin> ChannelService for ChannelApi<S, T> {
 
     #[tracing::instrument(skip_all, fields(channel = %request.get_ref().channel_id))]
     async fn update_channel(&self, request: Request<UpdateChannelRequest>) -> Result<Response<Channel>, Status> {
-        let request = request.into_inner();
+        let principal = principal(&request).cloned();
+        let mut request = request.into_inner();
+        request.expected_revision = self
+            .own_channel(
+                principal.as_ref(),
+                "ChannelService/UpdateChannel",
+                &request.channel_id,
+                request.expected_revision,
+            )
+            .await?;
         let change = ChannelChange {
             source_uri: request.source_uri,
             declared_bytes_per_second: request.declared_bytes_per_second,
@@ -99,7 +130,16 @@ impl<S: MetadataStore, T: TopicAdmin> ChannelService for ChannelApi<S, T> {
         &self,
         request: Request<DeregisterChannelRequest>,
     ) -> Result<Response<DeregisterChannelResponse>, Status> {
-        let request = request.into_inner();
+        let principal = principal(&request).cloned();
+        let mut request = request.into_inner();
+        request.expected_revision = self
+            .own_channel(
+                principal.as_ref(),
+                "ChannelService/DeregisterChannel",
+                &request.channel_id,
+                request.expected_revision,
+            )
+            .await?;
         let (channel, deleted) = self
             .channels
             .deregister(&request.channel_id, request.expected_revision, request.force)
@@ -123,6 +163,33 @@ impl<S: MetadataStore, T: TopicAdmin> ChannelService for ChannelApi<S, T> {
                 )
                 .await?,
         ))
+    }
+}
+
+impl<S: MetadataStore, T: TopicAdmin> ChannelApi<S, T> {
+    /// For an ingestor's credential, refuses `call` on a channel another ingestor owns and
+    /// returns the revision the change must apply to: the one whose owner was checked (owners
+    /// never change, but the channel could be deleted and registered again meanwhile), or the
+    /// caller's own `expected_revision`. Other callers pass unchecked.
+    async fn own_channel(
+        &self,
+        principal: Option<&Principal>,
+        call: &str,
+        channel_id: &str,
+        expected_revision: i64,
+    ) -> Result<i64, Status> {
+        let Some(principal) = principal.filter(|principal| principal.role == Role::Ingestor) else {
+            return Ok(expected_revision);
+        };
+        let channel = self.channels.get(channel_id).await?;
+        if principal.is_other_ingestor(&channel.owner) {
+            return Err(principal.not_its_own(call, &format!("channel `{channel_id}`"), &channel.owner));
+        }
+        Ok(if expected_revision == 0 {
+            channel.revision
+        } else {
+            expected_revision
+        })
     }
 }
 
@@ -226,6 +293,12 @@ pub struct FleetApi<S, T> {
 #[tonic::async_trait]
 impl<S: MetadataStore + Clone, T: TopicAdmin> FleetService for FleetApi<S, T> {
     async fn report_ingestor(&self, request: Request<IngestorReport>) -> Result<Response<ReportAck>, Status> {
+        if let Some(principal) = principal(&request)
+            && principal.is_other_ingestor(&request.get_ref().ingestor_id)
+        {
+            let id = &request.get_ref().ingestor_id;
+            return Err(principal.not_its_own("FleetService/ReportIngestor", &format!("the report of `{id}`"), id));
+        }
         self.fleet.record_ingestor(request.into_inner())?;
         Ok(Response::new(ReportAck {}))
     }
@@ -251,8 +324,21 @@ impl<S: MetadataStore + Clone, T: TopicAdmin> FleetService for FleetApi<S, T> {
         request: Request<Streaming<IngestorReport>>,
     ) -> Result<Response<ReportAck>, Status> {
         let store = &self.store;
+        // A stream keeps the member id of its first report, so checking each is checking that.
+        let principal = principal(&request).cloned();
+        let reports = request.into_inner().map(move |report| match (report, &principal) {
+            (Ok(report), Some(principal)) if principal.is_other_ingestor(&report.ingestor_id) => {
+                let id = &report.ingestor_id;
+                Err(principal.not_its_own(
+                    "FleetService/StreamIngestorReports",
+                    &format!("the report of `{id}`"),
+                    id,
+                ))
+            }
+            (report, _) => report,
+        });
         self.members
-            .serve_stream(&self.fleet, request.into_inner(), async |last: IngestorReport| {
+            .serve_stream(&self.fleet, reports, async |last: IngestorReport| {
                 crate::ledgers::store_final(store, last).await
             })
             .await?;

@@ -155,6 +155,14 @@ impl DrainProbe for KafkaInspector {
         let mut marks = Vec::new();
         let mut committed = Vec::new();
         for (topic, partitions) in self.read(topics).await? {
+            // No partitions is no answer (a topic just created, or a broker between states):
+            // read as "nothing written", it would let an ended channel count as drained with
+            // frames unread.
+            if partitions.is_empty() {
+                return Err(CoordinatorError::KafkaUnavailable(format!(
+                    "the metadata of topic `{topic}` lists no partitions"
+                )));
+            }
             for reading in partitions {
                 marks.push((topic.clone(), reading.partition, reading.high));
                 if let Some(offset) = reading.committed {
