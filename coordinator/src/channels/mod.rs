@@ -11,7 +11,7 @@ use crate::error::CoordinatorError;
 use crate::kafka::topics::{Placement, TopicAdmin, TopicSpec};
 use crate::store::{CommitOutcome, Condition, MetadataStore, StoredValue, Write};
 use framefleet_proto::v1::{Channel, ChannelState, FrameSchema, TopicStrategy};
-use record::{CHANNEL_KEY_PREFIX, decode, encode_schema, schema_prefix};
+use record::{CHANNEL_KEY_PREFIX, CLAIMED_BY_REGISTRATION, decode, encode_schema, schema_prefix};
 pub use record::{ChannelRecord, DrainRecord, SchemaRecord, channel_key, schema_key};
 
 const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -65,9 +65,6 @@ pub enum Edit<R> {
     /// Nothing to write; answer `R`.
     Keep(R),
 }
-
-/// `assigned_by` of a channel its ingestor claimed at registration (not a leader's term).
-pub(crate) const CLAIMED_BY_REGISTRATION: &str = "registration";
 
 impl<S: MetadataStore, T: TopicAdmin> ChannelRegistry<S, T> {
     pub fn new(store: S, topics: T, placement: Placement) -> Self {

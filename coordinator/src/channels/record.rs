@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 pub const CHANNEL_KEY_PREFIX: &str = "channels/";
 pub const SCHEMA_KEY_PREFIX: &str = "schemas/";
 
+/// `assigned_by` of a channel its own ingestor claimed by registering it (rather than a
+/// leader assigning it).
+pub(crate) const CLAIMED_BY_REGISTRATION: &str = "registration";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelRecord {
@@ -158,7 +162,7 @@ impl ChannelRecord {
     pub fn owner(&self) -> &str {
         if !self.owner.is_empty() {
             &self.owner
-        } else if self.assigned_by == super::CLAIMED_BY_REGISTRATION {
+        } else if self.assigned_by == CLAIMED_BY_REGISTRATION {
             &self.ingestor_id
         } else {
             ""

@@ -452,7 +452,7 @@ fn a_record_from_before_owners_belongs_to_the_ingestor_that_claimed_it() {
         .expect("an old record")
     }
     };
-    assert_eq!(record(super::CLAIMED_BY_REGISTRATION).owner(), "ingestor-1");
+    assert_eq!(record(record::CLAIMED_BY_REGISTRATION).owner(), "ingestor-1");
     assert_eq!(
         record("coordinator-1@3").owner(),
         "",

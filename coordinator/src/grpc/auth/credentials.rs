@@ -18,6 +18,7 @@
 //! ```
 
 use super::policy::{Principal, Role};
+use framefleet_proto::client::Token;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -114,7 +115,7 @@ fn sha256(bytes: &[u8]) -> Digest32 {
 }
 
 impl CredentialSet {
-    fn parse(path: &Path, text: &str, shared_token: Option<&super::Secret>) -> Result<Self, CredentialsError> {
+    fn parse(path: &Path, text: &str, shared_token: Option<&Token>) -> Result<Self, CredentialsError> {
         let file: CredentialsFile = toml::from_str(text).map_err(|error| CredentialsError::Parse {
             path: path.to_owned(),
             reason: error.to_string(),
@@ -166,7 +167,7 @@ impl CredentialSet {
         Ok(set)
     }
 
-    fn with_shared_token(shared_token: Option<&super::Secret>) -> Self {
+    fn with_shared_token(shared_token: Option<&Token>) -> Self {
         let mut set = Self::default();
         if let Some(token) = shared_token {
             set.by_token.insert(
@@ -190,7 +191,7 @@ impl CredentialSet {
 /// file's, kept current as the file changes.
 #[derive(Debug)]
 pub struct Keyring {
-    shared_token: Option<super::Secret>,
+    shared_token: Option<Token>,
     file: Option<PathBuf>,
     current: RwLock<(Arc<CredentialSet>, Vec<u8>)>,
 }
@@ -200,10 +201,7 @@ impl Keyring {
     ///
     /// Errors: the credentials file cannot be read, is not TOML of `[[credentials]]` tables, or
     /// a credential in it is invalid (the error names it and the field).
-    pub fn load(
-        shared_token: Option<super::Secret>,
-        file: Option<PathBuf>,
-    ) -> Result<Option<Arc<Self>>, CredentialsError> {
+    pub fn load(shared_token: Option<Token>, file: Option<PathBuf>) -> Result<Option<Arc<Self>>, CredentialsError> {
         if shared_token.is_none() && file.is_none() {
             return Ok(None);
         }
@@ -362,7 +360,7 @@ mod tests {
         .expect("on");
         assert_eq!(keyring.by_token("t").expect("known").ingestor_id, "ingestor-7");
         assert!(Keyring::load(None, None).expect("nothing to read").is_none());
-        let shared = Keyring::load(Some(super::super::Secret::new("shared")), None)
+        let shared = Keyring::load(Some(Token::new("shared")), None)
             .expect("ok")
             .expect("on");
         assert_eq!(shared.by_token("shared").expect("admin").name, SHARED_TOKEN_NAME);
