@@ -208,28 +208,36 @@ lines = [
 ] + [f"| {name} | {count} | {span} | {before:.0f} | {after:.0f} | {trend:+.1%} | {usage_before:.0f} | {usage_after:.0f} |"
      for name, count, span, before, after, trend, usage_before, usage_after in rows] + (
     ["", "Too short a life to judge: " + ", ".join(unjudged) + "."] if unjudged else [])
-# Inside PostgreSQL and etcd (memory-detail.py): not checked, the figures that explain them.
-backends = {}
-for row in csv.DictReader(open(f"{out}/soak-postgres.csv")):
-    backends.setdefault(int(row["seconds"]), []).append(int(row["anon_kib"]) / 1024)
-if backends:
-    lines += ["", "PostgreSQL's client backends (private memory, MiB), per 5-minute window: count, median, largest.", "",
-              "| minutes | backends | median | largest |", "|---|---|---|---|"]
-    for window in range(0, max(backends) // 300 + 1):
-        last = max((s for s in backends if s // 300 == window), default=None)
-        if last is not None:
-            sizes = sorted(backends[last])
-            lines.append(f"| {window * 5}–{window * 5 + 5} | {len(sizes)} | {statistics.median(sizes):.1f} | {sizes[-1]:.1f} |")
-heaps = {}
-for row in csv.DictReader(open(f"{out}/soak-etcd.csv")):
-    heaps.setdefault(re.sub(r"^[a-z0-9]+[_-]", "", row["container"]), []).append(
-        (int(row["seconds"]), float(row["heap_inuse_mib"]), float(row["heap_idle_mib"]) - float(row["heap_released_mib"]), int(row["keys"])))
-if heaps:
-    lines += ["", "etcd's Go heap (MiB; first sample → last): in use, held idle; keys.", "",
-              "| member | heap in use | idle, not released | keys |", "|---|---|---|---|"]
-    for name, points in sorted(heaps.items()):
-        first, last = points[0], points[-1]
-        lines.append(f"| {name} | {first[1]:.0f} → {last[1]:.0f} | {first[2]:.0f} → {last[2]:.0f} | {first[3]} → {last[3]} |")
+# Inside PostgreSQL and etcd (memory-detail.py): not checked, the figures that explain them;
+# a sample it could not read must not cost the run's verdict.
+def detail_tables():
+    lines = []
+    backends = {}
+    for row in csv.DictReader(open(f"{out}/soak-postgres.csv")):
+        backends.setdefault(int(row["seconds"]), []).append(int(row["anon_kib"]) / 1024)
+    if backends:
+        lines += ["", "PostgreSQL's client backends (private memory, MiB), per 5-minute window: count, median, largest.", "",
+                  "| minutes | backends | median | largest |", "|---|---|---|---|"]
+        for window in range(0, max(backends) // 300 + 1):
+            last = max((s for s in backends if s // 300 == window), default=None)
+            if last is not None:
+                sizes = sorted(backends[last])
+                lines.append(f"| {window * 5}–{window * 5 + 5} | {len(sizes)} | {statistics.median(sizes):.1f} | {sizes[-1]:.1f} |")
+    heaps = {}
+    for row in csv.DictReader(open(f"{out}/soak-etcd.csv")):
+        heaps.setdefault(re.sub(r"^[a-z0-9]+[_-]", "", row["container"]), []).append(
+            (int(row["seconds"]), float(row["heap_inuse_mib"]), float(row["heap_idle_mib"]) - float(row["heap_released_mib"]), int(row["keys"])))
+    if heaps:
+        lines += ["", "etcd's Go heap (MiB; first sample → last): in use, held idle; keys.", "",
+                  "| member | heap in use | idle, not released | keys |", "|---|---|---|---|"]
+        for name, points in sorted(heaps.items()):
+            first, last = points[0], points[-1]
+            lines.append(f"| {name} | {first[1]:.0f} → {last[1]:.0f} | {first[2]:.0f} → {last[2]:.0f} | {first[3]} → {last[3]} |")
+    return lines
+try:
+    lines += detail_tables()
+except (OSError, ValueError, KeyError) as error:
+    lines += ["", f"(PostgreSQL and etcd detail unavailable: {error})"]
 open(f"{out}/soak.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 problems = []

@@ -57,16 +57,7 @@ async fn each_service_runs_with_its_own_role_and_no_more() {
     let channel = names.channel_id("cam");
     let worker = spawn_logged(
         "framefleet-worker",
-        &common(&[
-            "--worker-group".to_owned(),
-            names.worker_group.clone(),
-            "--results-topic".to_owned(),
-            names.results_topic.clone(),
-            "--dead-letter-topic".to_owned(),
-            names.dead_letter_topic.clone(),
-            "--channel-prefix".to_owned(),
-            names.suffix.clone(),
-        ]),
+        &common(&names.worker_args()),
         &[("FRAMEFLEET_AUTH_TOKEN", "worker-token")],
         &dir.join("worker.log"),
     );

@@ -71,18 +71,13 @@ fn the_token_shows_in_no_argument_log_metric_or_error() {
     };
     let worker = spawn(
         "framefleet-worker",
-        &common(&[
-            "--worker-group".to_owned(),
-            names.worker_group.clone(),
-            "--results-topic".to_owned(),
-            names.results_topic.clone(),
-            "--dead-letter-topic".to_owned(),
-            names.dead_letter_topic.clone(),
-            "--channel-prefix".to_owned(),
-            names.suffix.clone(),
-            "--metrics-addr".to_owned(),
-            format!("127.0.0.1:{worker_metrics}"),
-        ]),
+        &common(
+            &[
+                names.worker_args(),
+                vec!["--metrics-addr".to_owned(), format!("127.0.0.1:{worker_metrics}")],
+            ]
+            .concat(),
+        ),
         &with_token,
         &dir.join("worker.log"),
     );

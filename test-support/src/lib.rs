@@ -68,6 +68,23 @@ impl FleetNames {
         format!("{}-{name}", self.suffix)
     }
 
+    /// The worker arguments that put a worker in this fleet: its group, result and dead-letter
+    /// topics, and only this fleet's channels.
+    pub fn worker_args(&self) -> Vec<String> {
+        [
+            "--worker-group",
+            &self.worker_group,
+            "--results-topic",
+            &self.results_topic,
+            "--dead-letter-topic",
+            &self.dead_letter_topic,
+            "--channel-prefix",
+            &self.suffix,
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
     /// The coordinator arguments that put a fleet under these names.
     pub fn coordinator_args(&self) -> Vec<String> {
         [
