@@ -79,7 +79,7 @@ start_postgres() {
   touch "$RUN_DIR/logs/postgres.log"
   [[ $(id -u) -eq 0 ]] && chown postgres "$RUN_DIR/logs/postgres.log"
   as_pg_user "$PG_BIN/pg_ctl" -D "$data" -l "$RUN_DIR/logs/postgres.log" -w -t "$START_TIMEOUT_SECS" \
-    -o "-p $port -k $RUN_DIR/pgsocket -c listen_addresses=127.0.0.1 -c fsync=on" start >/dev/null \
+    -o "-p $port -k $RUN_DIR/pgsocket -c listen_addresses=127.0.0.1 -c fsync=on -c jit=off" start >/dev/null \
     || { tail -n 20 "$RUN_DIR/logs/postgres.log" >&2; die "PostgreSQL did not start (log: $RUN_DIR/logs/postgres.log)"; }
   echo "$port" >"$RUN_DIR/ports/postgres"
   if ! as_pg_user "$PG_BIN/psql" -h 127.0.0.1 -p "$port" -U nisshi -d postgres -tAc \
