@@ -226,7 +226,11 @@ impl<S: MetadataStore, T: TopicAdmin, P: DrainProbe> Reconciler<S, T, P> {
                 })
                 .await?;
             if caught_up {
-                tracing::info!(channel = %record.channel_id, high_watermarks = ?checked_marks, committed = ?committed, "ended channel drained; workers let its topics go");
+                let committed: Vec<_> = committed
+                    .iter()
+                    .filter(|(topic, _, _)| checked.contains(topic))
+                    .collect();
+                tracing::info!(channel = %record.channel_id, high_watermarks = ?checked_marks, ?committed, "ended channel drained; workers let its topics go");
                 pass.drained_after_end.push(record.channel_id);
             } else {
                 tracing::info!(channel = %record.channel_id, "records were written to a drained channel's topics; it is drained no longer, and workers consume them again");

@@ -44,16 +44,7 @@ async fn each_service_runs_with_its_own_role_and_no_more() {
         .await
         .expect("coordinator");
     let address = coordinator.address.clone();
-    let common = |extra: &[String]| {
-        let mut args = vec![
-            "--coordinator".to_owned(),
-            address.clone(),
-            "--kafka-brokers".to_owned(),
-            infrastructure.kafka_brokers.clone(),
-        ];
-        args.extend_from_slice(extra);
-        args
-    };
+    let common = |extra: &[String]| infrastructure.client_args(&address, extra);
     let channel = names.channel_id("cam");
     let worker = spawn_logged(
         "framefleet-worker",
@@ -143,6 +134,11 @@ async fn each_service_runs_with_its_own_role_and_no_more() {
     );
     assert_eq!(status, 0, "{output}");
     assert!(output.contains(&format!("\"owner\":\"{ingestor_id}\"")), "{output}");
+    // The owner never changes; a claim would move `ingestor_id` to the intruder.
+    assert!(
+        !output.contains("\"ingestor_id\":\"intruder-"),
+        "the intruder claimed the channel: {output}"
+    );
 
     stop(worker);
     coordinator.stop().await.expect("clean stop");

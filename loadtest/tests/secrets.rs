@@ -59,16 +59,7 @@ fn the_token_shows_in_no_argument_log_metric_or_error() {
     }
 
     let with_token = [("FRAMEFLEET_AUTH_TOKEN", SECRET)];
-    let common = |extra: &[String]| {
-        let mut args = vec![
-            "--coordinator".to_owned(),
-            address.clone(),
-            "--kafka-brokers".to_owned(),
-            infrastructure.kafka_brokers.clone(),
-        ];
-        args.extend_from_slice(extra);
-        args
-    };
+    let common = |extra: &[String]| infrastructure.client_args(&address, extra);
     let worker = spawn(
         "framefleet-worker",
         &common(

@@ -40,6 +40,19 @@ impl Infrastructure {
     pub fn required() -> Self {
         Self::from_env().unwrap_or_else(|error| panic!("{error:#}"))
     }
+
+    /// The arguments every client process (ingestor, worker) takes to reach the coordinator
+    /// at `coordinator` and this Kafka, followed by `extra`.
+    pub fn client_args(&self, coordinator: &str, extra: &[String]) -> Vec<String> {
+        let mut args = vec![
+            "--coordinator".to_owned(),
+            coordinator.to_owned(),
+            "--kafka-brokers".to_owned(),
+            self.kafka_brokers.clone(),
+        ];
+        args.extend_from_slice(extra);
+        args
+    }
 }
 
 /// Names no other fleet uses: tests run in parallel and twice in a row.
@@ -71,25 +84,22 @@ impl FleetNames {
     /// The worker arguments that put a worker in this fleet: its group, result and dead-letter
     /// topics, and only this fleet's channels.
     pub fn worker_args(&self) -> Vec<String> {
-        [
-            "--worker-group",
-            &self.worker_group,
-            "--results-topic",
-            &self.results_topic,
-            "--dead-letter-topic",
-            &self.dead_letter_topic,
-            "--channel-prefix",
-            &self.suffix,
-        ]
-        .map(str::to_owned)
-        .to_vec()
+        let mut args = self.group_and_topic_args();
+        args.extend(["--channel-prefix".to_owned(), self.suffix.clone()]);
+        args
     }
 
     /// The coordinator arguments that put a fleet under these names.
     pub fn coordinator_args(&self) -> Vec<String> {
+        let mut args = vec!["--etcd-prefix".to_owned(), self.etcd_prefix.clone()];
+        args.extend(self.group_and_topic_args());
+        args
+    }
+
+    /// The worker group and the result and dead-letter topics, which the coordinator and its
+    /// workers must agree on.
+    fn group_and_topic_args(&self) -> Vec<String> {
         [
-            "--etcd-prefix",
-            &self.etcd_prefix,
             "--worker-group",
             &self.worker_group,
             "--results-topic",

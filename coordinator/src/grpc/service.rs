@@ -5,7 +5,7 @@ use crate::assignments::{WatchScope, spawn_watch, validate_after_revision};
 use crate::channels::{ChannelChange, ChannelRegistry, ChannelSpec, ListFilter};
 use crate::error::CoordinatorError;
 use crate::fleet::FleetRegistry;
-use crate::grpc::auth::policy::{Principal, Role, principal};
+use crate::grpc::auth::policy::{Principal, Role, own_report, principal};
 use crate::kafka::offsets::{KafkaInspector, TopicLoad};
 use crate::kafka::topics::TopicAdmin;
 use crate::leader::Election;
@@ -293,12 +293,11 @@ pub struct FleetApi<S, T> {
 #[tonic::async_trait]
 impl<S: MetadataStore + Clone, T: TopicAdmin> FleetService for FleetApi<S, T> {
     async fn report_ingestor(&self, request: Request<IngestorReport>) -> Result<Response<ReportAck>, Status> {
-        if let Some(principal) = principal(&request)
-            && principal.is_other_ingestor(&request.get_ref().ingestor_id)
-        {
-            let id = &request.get_ref().ingestor_id;
-            return Err(principal.not_its_own("FleetService/ReportIngestor", &format!("the report of `{id}`"), id));
-        }
+        own_report(
+            principal(&request),
+            "FleetService/ReportIngestor",
+            &request.get_ref().ingestor_id,
+        )?;
         self.fleet.record_ingestor(request.into_inner())?;
         Ok(Response::new(ReportAck {}))
     }
@@ -326,16 +325,14 @@ impl<S: MetadataStore + Clone, T: TopicAdmin> FleetService for FleetApi<S, T> {
         let store = &self.store;
         // A stream keeps the member id of its first report, so checking each is checking that.
         let principal = principal(&request).cloned();
-        let reports = request.into_inner().map(move |report| match (report, &principal) {
-            (Ok(report), Some(principal)) if principal.is_other_ingestor(&report.ingestor_id) => {
-                let id = &report.ingestor_id;
-                Err(principal.not_its_own(
-                    "FleetService/StreamIngestorReports",
-                    &format!("the report of `{id}`"),
-                    id,
-                ))
-            }
-            (report, _) => report,
+        let reports = request.into_inner().map(move |report| {
+            let report = report?;
+            own_report(
+                principal.as_ref(),
+                "FleetService/StreamIngestorReports",
+                &report.ingestor_id,
+            )?;
+            Ok(report)
         });
         self.members
             .serve_stream(&self.fleet, reports, async |last: IngestorReport| {

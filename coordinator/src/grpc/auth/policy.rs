@@ -31,7 +31,7 @@ impl Role {
     }
 
     /// Whether this role may make calls of `access` at all (an ingestor's calls are then also
-    /// checked against the channel or report they name: [`Principal::may_act_for_ingestor`]).
+    /// checked against the channel or report they name: [`Principal::is_other_ingestor`]).
     pub fn allows(self, access: Access) -> bool {
         match access {
             Access::Read => true,
@@ -144,6 +144,17 @@ impl Principal {
                 self.ingestor_id
             ),
         )
+    }
+}
+
+/// Refuses `call` when `principal` is an ingestor's credential and the report is another
+/// ingestor's (`ingestor_id`); passes otherwise, and when authentication is off.
+pub fn own_report(principal: Option<&Principal>, call: &str, ingestor_id: &str) -> Result<(), tonic::Status> {
+    match principal {
+        Some(principal) if principal.is_other_ingestor(ingestor_id) => {
+            Err(principal.not_its_own(call, &format!("the report of `{ingestor_id}`"), ingestor_id))
+        }
+        _ => Ok(()),
     }
 }
 
