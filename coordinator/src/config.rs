@@ -202,3 +202,13 @@ impl CoordinatorConfig {
         )?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap checks the flags (unique ids and names, valid relations) only when a command is
+    /// built; this builds it in every test run rather than in the first process that starts.
+    #[test]
+    fn the_flags_are_consistent() {
+        <super::CoordinatorConfig as clap::CommandFactory>::command().debug_assert();
+    }
+}

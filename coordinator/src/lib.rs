@@ -75,7 +75,8 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
         "etcd is unreachable; start it with `deploy/local/infra.sh up` or pass --etcd-endpoints".to_owned()
     })?;
 
-    let topic_admin = KafkaTopicAdmin::new(&config.kafka.brokers, timeout)?;
+    let kafka_connection = config.kafka.connection()?;
+    let topic_admin = KafkaTopicAdmin::new(&kafka_connection, timeout)?;
     let retention_ms = i64::from(config.topic_retention_hours) * 3_600_000;
     for (topic, max_payload_bytes) in [
         (&config.results_topic, RESULT_RECORD_MAX_BYTES),
@@ -96,7 +97,7 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
             )
         })?;
     }
-    let inspector = KafkaInspector::new(&config.kafka.brokers, &config.worker_group, timeout)?;
+    let inspector = KafkaInspector::new(&kafka_connection, &config.worker_group, timeout)?;
 
     let placement = Placement {
         partitions: config.topic_partitions,

@@ -13,6 +13,29 @@ export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-framefleet}"
 compose() { docker-compose --project-directory "$HERE" -f "$HERE/docker-compose.yml" "$@"; }
 log() { echo "cluster: $*" >&2; }
 
+# The cluster's TLS certificates, one set per project: a CA of its own and the brokers'
+# certificate for the names clients dial (`kafka`, each broker's host name). The containers run
+# as uid 10001, so the broker's key is readable by all: these are throwaway certificates of a
+# local cluster, made again with `down`.
+export FRAMEFLEET_COMPOSE_CERTS="${FRAMEFLEET_COMPOSE_CERTS:-$ROOT/.run/compose/$COMPOSE_PROJECT_NAME/certs}"
+make_certificates() {
+  local dir="$FRAMEFLEET_COMPOSE_CERTS"
+  [[ -s "$dir/kafka.pem" && -s "$dir/ca.pem" ]] && return 0
+  mkdir -p "$dir"
+  (
+    cd "$dir"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -keyout ca.key -out ca.pem \
+      -subj "/CN=framefleet compose CA ($COMPOSE_PROJECT_NAME)"
+    openssl req -newkey rsa:2048 -nodes -keyout kafka.key -out kafka.csr -subj "/CN=kafka"
+    printf 'subjectAltName=DNS:kafka,DNS:broker,DNS:broker-2\nextendedKeyUsage=serverAuth\n' >kafka.cnf
+    openssl x509 -req -in kafka.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+      -out kafka.pem -extfile kafka.cnf
+    chmod 644 kafka.key ca.pem kafka.pem
+  ) >"$dir/openssl.log" 2>&1 || { log "cannot make the certificates; see $dir/openssl.log"; exit 1; }
+  log "TLS certificates in $dir"
+}
+make_certificates
+
 wait_healthy() {
   local deadline=$((SECONDS + ${1:-180})) unhealthy
   while ((SECONDS < deadline)); do
@@ -46,7 +69,7 @@ case "${1:-}" in
     wait_healthy 240
     log "up: $(compose ps --services | tr '\n' ' ')"
     ;;
-  down) compose down --volumes --remove-orphans --timeout 10 ;;
+  down) compose down --volumes --remove-orphans --timeout 10; rm -rf "$FRAMEFLEET_COMPOSE_CERTS" ;;
   cli) shift; compose run --rm -T cli "$@" ;;
   wait-healthy) wait_healthy "${2:-180}" ;;
   compose) shift; compose "$@" ;;

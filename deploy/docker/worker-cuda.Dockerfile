@@ -4,7 +4,10 @@
 #   docker build -f deploy/docker/worker-cuda.Dockerfile -t framefleet-worker-cuda <staging dir>
 # The host needs the NVIDIA driver and Container Toolkit (`docker run --gpus all …`).
 FROM nvidia/cuda:12.4.1-runtime-ubuntu22.04
-RUN groupadd --system --gid 10001 framefleet \
+RUN apt-get update \
+ && apt-get install --yes --no-install-recommends libssl3 \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 framefleet \
  && useradd --system --uid 10001 --gid framefleet --no-create-home --shell /usr/sbin/nologin framefleet
 COPY bin/framefleet-worker-cuda /usr/local/bin/framefleet-worker
 COPY probe-metrics /usr/local/bin/

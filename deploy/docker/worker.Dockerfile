@@ -1,7 +1,10 @@
 # The framefleet worker (CPU build: candle's CPU backend, libjpeg-turbo linked in). The CUDA
 # variant is worker-cuda.Dockerfile.
 FROM debian:bookworm-slim
-RUN groupadd --system --gid 10001 framefleet \
+RUN apt-get update \
+ && apt-get install --yes --no-install-recommends libssl3 \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 framefleet \
  && useradd --system --uid 10001 --gid framefleet --no-create-home --shell /usr/sbin/nologin framefleet
 COPY bin/framefleet-worker /usr/local/bin/
 COPY probe-metrics /usr/local/bin/

@@ -339,6 +339,13 @@ impl IngestorConfig {
 mod tests {
     use super::*;
 
+    /// clap checks the flags (unique ids and names, valid relations) only when a command is
+    /// built; this builds it in every test run rather than in the first process that starts.
+    #[test]
+    fn the_flags_are_consistent() {
+        <IngestorConfig as clap::CommandFactory>::command().debug_assert();
+    }
+
     #[test]
     fn channel_sources_parse() {
         let parsed: ChannelSource = "cam-1=/videos/a=b.avi".parse().expect("parse");

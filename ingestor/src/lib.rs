@@ -78,13 +78,14 @@ pub async fn run(config: IngestorConfig, shutdown: CancellationToken) -> anyhow:
     let unary =
         framefleet_proto::client::connect_coordinator(&config.coordinator.address, timeout, &client_options).await?;
     let mut channel_client = ChannelServiceClient::new(unary.clone());
+    let kafka_connection = config.kafka.connection()?;
     let producers = Producers::new(
-        &config.kafka.brokers,
+        &kafka_connection,
         config.raw_compression,
         config.kafka.max_frame_bytes(),
     )
     .context("cannot create the Kafka producer")?;
-    kafka::check_reachable(producers.any(), &config.kafka.brokers, timeout).await?;
+    kafka::check_reachable(&kafka_connection, timeout).await?;
 
     let ingestor_epoch = u64::try_from(framefleet_common::startup::unix_time_ms()).unwrap_or_default();
     let ledgers = Ledgers::new(ingestor_epoch);

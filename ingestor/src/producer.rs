@@ -48,11 +48,15 @@ pub struct Producers {
 }
 
 impl Producers {
-    pub fn new(brokers: &str, raw_compression: Compression, max_frame_bytes: usize) -> Result<Self, KafkaError> {
-        let plain: FutureProducer = kafka::producer_config(brokers, max_frame_bytes).create()?;
+    pub fn new(
+        kafka: &kafka::KafkaConnection,
+        raw_compression: Compression,
+        max_frame_bytes: usize,
+    ) -> Result<Self, KafkaError> {
+        let plain: FutureProducer = kafka::producer_config(kafka, max_frame_bytes).create()?;
         let compressed = match raw_compression {
             Compression::None => plain.clone(),
-            codec => kafka::producer_config(brokers, max_frame_bytes)
+            codec => kafka::producer_config(kafka, max_frame_bytes)
                 .set("compression.codec", codec.codec())
                 .create()?,
         };
@@ -65,10 +69,6 @@ impl Producers {
         } else {
             &self.plain
         }
-    }
-
-    pub fn any(&self) -> &FutureProducer {
-        &self.plain
     }
 
     /// Waits (off the runtime) for every queued record of both producers.

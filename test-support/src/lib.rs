@@ -3,8 +3,10 @@
 //! uses ([`FleetNames`]), a coordinator on a free port under its own etcd prefix
 //! ([`TestCoordinator`]), plain Kafka readers that check records from outside the services
 //! ([`read_topic`], [`frame_headers`], [`header_value`], [`create_plain_topic`]), and a TCP
-//! proxy a test cuts to partition two processes ([`proxy::CuttableProxy`]).
+//! proxy a test cuts to partition two processes ([`proxy::CuttableProxy`]), and a broker that
+//! speaks only TLS ([`kafka_tls::TlsBroker`]).
 
+pub mod kafka_tls;
 pub mod processes;
 pub mod proxy;
 pub mod tls;

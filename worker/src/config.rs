@@ -213,3 +213,13 @@ impl WorkerConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap checks the flags (unique ids and names, valid relations) only when a command is
+    /// built; this builds it in every test run rather than in the first process that starts.
+    #[test]
+    fn the_flags_are_consistent() {
+        <super::WorkerConfig as clap::CommandFactory>::command().debug_assert();
+    }
+}

@@ -103,11 +103,9 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
     let channel_client = ChannelServiceClient::new(coordinator.clone());
     let schema_client = SchemaServiceClient::new(coordinator);
 
-    let mut consumer_config = kafka::worker_consumer_config(
-        &config.kafka.brokers,
-        &config.worker_group,
-        config.kafka.max_frame_bytes(),
-    );
+    let kafka_connection = config.kafka.connection()?;
+    let mut consumer_config =
+        kafka::worker_consumer_config(&kafka_connection, &config.worker_group, config.kafka.max_frame_bytes());
     consumer_config
         .set("client.id", &worker_id)
         // Statistics feed the lag this worker reports.
@@ -134,10 +132,10 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
     let consumer: WorkerConsumer = consumer_config
         .create_with_context(consumer::WorkerConsumerContext::new(Arc::clone(&gauges)))
         .context("cannot create the Kafka consumer")?;
-    let mut producer_config = kafka::producer_config(&config.kafka.brokers, config.kafka.max_frame_bytes());
+    let mut producer_config = kafka::producer_config(&kafka_connection, config.kafka.max_frame_bytes());
     producer_config.set("client.id", &worker_id);
     let producer: FutureProducer = producer_config.create().context("cannot create the Kafka producer")?;
-    kafka::check_reachable(&producer, &config.kafka.brokers, timeout).await?;
+    kafka::check_reachable(&kafka_connection, timeout).await?;
 
     let compute_threads = config.compute_threads();
     let compute_pool = Arc::new(

@@ -52,17 +52,17 @@ pub(crate) async fn execute(cli: Cli) -> Result<(), Failure> {
         Command::Snapshot {
             channel,
             out,
-            kafka_brokers,
+            kafka,
             read_timeout_secs,
-        } => readback::snapshot(&mut fleet, channel, out, kafka_brokers, read_timeout_secs).await,
+        } => readback::snapshot(&mut fleet, channel, out, kafka, read_timeout_secs).await,
         Command::Audit {
-            kafka_brokers,
+            kafka,
             channel_prefix,
             read_timeout_secs,
             frame_topics,
         } => {
             let request = readback::AuditRequest {
-                kafka_brokers,
+                kafka,
                 channel_prefix,
                 read_timeout_secs,
                 frame_topics,

@@ -2,16 +2,19 @@
 
 use super::channels::all_channels;
 use super::clients::{Channels, Fleet};
+use crate::args::ReadbackKafka;
 use crate::failure::Failure;
 use crate::output::{out, outln};
 use crate::{audit, snapshot};
+use framefleet_common::kafka::KafkaConnection;
+use framefleet_common::kafka::security::KafkaSecurity;
 use framefleet_proto::v1::GetFleetStatusRequest;
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// `framefleet audit`'s flags.
 pub(super) struct AuditRequest {
-    pub(super) kafka_brokers: Option<String>,
+    pub(super) kafka: ReadbackKafka,
     pub(super) channel_prefix: String,
     pub(super) read_timeout_secs: u64,
     pub(super) frame_topics: bool,
@@ -22,15 +25,15 @@ pub(super) async fn snapshot(
     fleet: &mut Fleet,
     channel: String,
     out: PathBuf,
-    kafka_brokers: Option<String>,
+    readback: ReadbackKafka,
     read_timeout_secs: u64,
 ) -> Result<(), Failure> {
     let status = fleet.get_fleet_status(GetFleetStatusRequest {}).await?.into_inner();
     let kafka = status.kafka.clone().unwrap_or_default();
-    let brokers = brokers_or_coordinators(kafka_brokers, kafka.bootstrap_servers)?;
+    let connection = connection(readback, kafka.bootstrap_servers)?;
     let line = tokio::task::spawn_blocking(move || {
         snapshot::snapshot(
-            &brokers,
+            &connection,
             &kafka.results_topic,
             &channel,
             &out,
@@ -64,12 +67,12 @@ pub(super) async fn audit(
         topics.dedup();
     }
     let kafka = status.kafka.clone().unwrap_or_default();
-    let brokers = brokers_or_coordinators(request.kafka_brokers, kafka.bootstrap_servers)?;
+    let connection = connection(request.kafka, kafka.bootstrap_servers)?;
     let prefix = request.channel_prefix.clone();
     let read_timeout = Duration::from_secs(request.read_timeout_secs);
     let outcomes = tokio::task::spawn_blocking(move || {
         framefleet_common::audit::read(
-            &brokers,
+            &connection,
             &framefleet_common::audit::Topics {
                 results: &kafka.results_topic,
                 dead_letters: &kafka.dead_letter_topic,
@@ -97,14 +100,16 @@ pub(super) async fn audit(
     Ok(())
 }
 
-/// The Kafka brokers a read-back command uses: the flag's, else the coordinator's.
-fn brokers_or_coordinators(flag: Option<String>, coordinators: String) -> Result<String, Failure> {
-    let brokers = flag.unwrap_or(coordinators);
+/// How a read-back command reaches Kafka: the flag's brokers, else the coordinator's, with the
+/// command's own security settings (the coordinator never hands out credentials).
+fn connection(readback: ReadbackKafka, coordinators: String) -> Result<KafkaConnection, Failure> {
+    let security = KafkaSecurity::new(&readback.security).map_err(|error| Failure::Other(error.into(), 2))?;
+    let brokers = readback.kafka_brokers.unwrap_or(coordinators);
     if brokers.is_empty() {
         return Err(Failure::Other(
             anyhow::anyhow!("the coordinator did not say which Kafka it uses; pass --kafka-brokers"),
             2,
         ));
     }
-    Ok(brokers)
+    Ok(KafkaConnection::new(brokers, security))
 }

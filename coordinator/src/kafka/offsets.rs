@@ -59,12 +59,14 @@ struct PartitionReading {
 }
 
 impl KafkaInspector {
-    pub fn new(bootstrap_servers: &str, worker_group: &str, timeout: Duration) -> Result<Self, CoordinatorError> {
-        let consumer: BaseConsumer = kafka::inspector_config(bootstrap_servers, worker_group)
-            .create()
-            .map_err(|error| {
-                CoordinatorError::KafkaUnavailable(format!("cannot create the Kafka inspector: {error}"))
-            })?;
+    pub fn new(
+        kafka: &kafka::KafkaConnection,
+        worker_group: &str,
+        timeout: Duration,
+    ) -> Result<Self, CoordinatorError> {
+        let consumer: BaseConsumer = kafka::inspector_config(kafka, worker_group).create().map_err(|error| {
+            CoordinatorError::KafkaUnavailable(format!("cannot create the Kafka inspector: {error}"))
+        })?;
         Ok(Self {
             consumer: Arc::new(consumer),
             timeout,

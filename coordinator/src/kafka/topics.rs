@@ -43,13 +43,13 @@ pub struct KafkaTopicAdmin {
 }
 
 impl KafkaTopicAdmin {
-    pub fn new(bootstrap_servers: &str, timeout: Duration) -> Result<Self, CoordinatorError> {
-        let admin = kafka::base_config(bootstrap_servers).create().map_err(|error| {
+    pub fn new(kafka: &kafka::KafkaConnection, timeout: Duration) -> Result<Self, CoordinatorError> {
+        let admin = kafka::base_config(kafka).create().map_err(|error| {
             CoordinatorError::KafkaUnavailable(format!("cannot create the Kafka admin client: {error}"))
         })?;
         Ok(Self {
             admin,
-            bootstrap_servers: bootstrap_servers.to_owned(),
+            bootstrap_servers: kafka.brokers.clone(),
             timeout,
         })
     }

@@ -1,8 +1,34 @@
 //! Kafka client settings. Every setting that decides whether a frame can be lost, duplicated
 //! or refused for its size is set here, explicitly, with the reason next to it.
 
+pub mod security;
+
 use rdkafka::ClientConfig;
+use security::KafkaSecurity;
 use std::time::Duration;
+
+/// Where a process's Kafka clients connect and how they secure the connection; every client
+/// config of a process is made from one (`base_config` and the configs built on it).
+#[derive(Debug, Clone)]
+pub struct KafkaConnection {
+    /// Bootstrap servers, `host:port`, comma-separated.
+    pub brokers: String,
+    pub security: KafkaSecurity,
+}
+
+impl KafkaConnection {
+    pub fn new(brokers: impl Into<String>, security: KafkaSecurity) -> Self {
+        Self {
+            brokers: brokers.into(),
+            security,
+        }
+    }
+
+    /// A plaintext connection to `brokers` (tests, tools reading a local broker).
+    pub fn plaintext(brokers: impl Into<String>) -> Self {
+        Self::new(brokers, KafkaSecurity::plaintext())
+    }
+}
 
 /// Topic carrying one JSON result per processed frame.
 pub const DEFAULT_RESULTS_TOPIC: &str = "framefleet.results";
@@ -44,10 +70,11 @@ pub fn max_frame_payload_bytes(raw_frame_bytes: u64) -> u64 {
     topic_max_message_bytes(raw_frame_bytes) - FRAME_HEADER_ROOM
 }
 
-pub fn base_config(bootstrap_servers: &str) -> ClientConfig {
+pub fn base_config(kafka: &KafkaConnection) -> ClientConfig {
     let mut config = ClientConfig::new();
+    kafka.security.apply(&mut config);
     config
-        .set("bootstrap.servers", bootstrap_servers)
+        .set("bootstrap.servers", &kafka.brokers)
         // Fail fast on a wrong address instead of retrying silently for minutes.
         .set("socket.connection.setup.timeout.ms", "5000")
         .set("log_level", "4");
@@ -58,8 +85,8 @@ pub fn base_config(bootstrap_servers: &str) -> ClientConfig {
 ///
 /// `max_record_bytes` is the largest payload this producer will send; librdkafka refuses
 /// larger messages locally, so it must cover the largest frame of any schema it serves.
-pub fn producer_config(bootstrap_servers: &str, max_record_bytes: usize) -> ClientConfig {
-    let mut config = base_config(bootstrap_servers);
+pub fn producer_config(kafka: &KafkaConnection, max_record_bytes: usize) -> ClientConfig {
+    let mut config = base_config(kafka);
     let message_max_bytes = max_record_bytes.saturating_add(RECORD_OVERHEAD_BYTES);
     config
         // Idempotence + acks=all: a retried send can neither duplicate nor reorder a frame,
@@ -78,8 +105,8 @@ pub fn producer_config(bootstrap_servers: &str, max_record_bytes: usize) -> Clie
 }
 
 /// Consumer for the worker group: at-least-once with offsets stored by hand.
-pub fn worker_consumer_config(bootstrap_servers: &str, group_id: &str, max_record_bytes: usize) -> ClientConfig {
-    let mut config = base_config(bootstrap_servers);
+pub fn worker_consumer_config(kafka: &KafkaConnection, group_id: &str, max_record_bytes: usize) -> ClientConfig {
+    let mut config = base_config(kafka);
     let fetch_bytes = max_record_bytes.saturating_add(RECORD_OVERHEAD_BYTES).max(1 << 20);
     config
         .set("group.id", group_id)
@@ -115,38 +142,94 @@ pub fn worker_consumer_config(bootstrap_servers: &str, group_id: &str, max_recor
 
 /// Consumer used only to read watermarks and a group's committed offsets (never subscribes,
 /// so it never joins the group it inspects).
-pub fn inspector_config(bootstrap_servers: &str, group_id: &str) -> ClientConfig {
-    let mut config = base_config(bootstrap_servers);
+pub fn inspector_config(kafka: &KafkaConnection, group_id: &str) -> ClientConfig {
+    let mut config = base_config(kafka);
     config.set("group.id", group_id).set("enable.auto.commit", "false");
     config
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "Kafka at {brokers} is unreachable ({reason}); start it with `deploy/local/infra.sh up` or pass --kafka-brokers"
-)]
+#[error("Kafka at {brokers} is unreachable ({reason}); {hint}")]
 pub struct BrokerUnreachable {
     pub brokers: String,
+    /// librdkafka's own last error when it gave one (a refused connection, a TLS handshake
+    /// that failed and why), else the metadata request's.
     pub reason: String,
+    pub hint: &'static str,
 }
 
-/// Fails fast when the broker cannot be reached, instead of letting records wait in a
-/// client queue for the delivery timeout.
-pub async fn check_reachable(
-    producer: &rdkafka::producer::FutureProducer,
-    brokers: &str,
-    timeout: Duration,
-) -> Result<(), BrokerUnreachable> {
-    use rdkafka::producer::Producer as _;
-    let client = producer.clone();
-    let unreachable = |reason: String| BrokerUnreachable {
-        brokers: brokers.to_owned(),
-        reason,
+/// Fails fast, with librdkafka's reason, when the brokers cannot be reached or the connection
+/// cannot be secured as `kafka` says, instead of letting records wait in a client queue for the
+/// delivery timeout. Uses a short-lived client of its own, whose context keeps the error
+/// librdkafka reports (the metadata request alone says only "transport failure").
+pub async fn check_reachable(kafka: &KafkaConnection, timeout: Duration) -> Result<(), BrokerUnreachable> {
+    use rdkafka::producer::{BaseProducer, Producer as _};
+    let kafka = kafka.clone();
+    let hint = if kafka.security.protocol() == security::SecurityProtocol::Plaintext {
+        "start it with `deploy/local/infra.sh up` or pass --kafka-brokers (brokers that speak TLS or SASL need --kafka-security-protocol)"
+    } else {
+        "check --kafka-brokers, that the brokers listen with --kafka-security-protocol there, and the --kafka-tls-* and --kafka-sasl-* settings"
     };
-    tokio::task::spawn_blocking(move || client.client().fetch_metadata(None, timeout).map(|_| ()))
-        .await
-        .map_err(|error| unreachable(format!("metadata task failed: {error}")))?
-        .map_err(|error| unreachable(error.to_string()))
+    let brokers = kafka.brokers.clone();
+    let unreachable = |reason: String| BrokerUnreachable {
+        brokers: brokers.clone(),
+        reason,
+        hint,
+    };
+    tokio::task::spawn_blocking(move || {
+        let probe: BaseProducer<LastError> = base_config(&kafka)
+            .create_with_context(LastError::default())
+            .map_err(|error| error.to_string())?;
+        probe
+            .client()
+            .fetch_metadata(None, timeout)
+            .map(|_| ())
+            .map_err(|error| {
+                // librdkafka queues its errors as events, possibly after the request gave up:
+                // polling serves them to the context.
+                let deadline = std::time::Instant::now() + Duration::from_secs(1);
+                while !probe.context().has_error() && std::time::Instant::now() < deadline {
+                    probe.poll(Duration::from_millis(100));
+                }
+                probe.context().take().unwrap_or_else(|| error.to_string())
+            })
+    })
+    .await
+    .map_err(|error| unreachable(format!("metadata task failed: {error}")))?
+    .map_err(unreachable)
+}
+
+/// A client context that keeps the last error librdkafka reported (and logs it, as the
+/// default context does).
+#[derive(Default)]
+struct LastError(std::sync::Mutex<Option<String>>);
+
+impl LastError {
+    fn has_error(&self) -> bool {
+        self.0.lock().is_ok_and(|last| last.is_some())
+    }
+
+    fn take(&self) -> Option<String> {
+        self.0.lock().map_or(None, |mut last| last.take())
+    }
+}
+
+impl rdkafka::ClientContext for LastError {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "librdkafka");
+        // "1/1 brokers are down" follows every failed connection and says less than it.
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) {
+            return;
+        }
+        if let Ok(mut last) = self.0.lock() {
+            *last = Some(format!("{error}: {reason}"));
+        }
+    }
+}
+
+impl rdkafka::producer::ProducerContext for LastError {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
 }
 
 /// How long to wait before offering a record again when librdkafka's local queue is full.
@@ -210,7 +293,7 @@ mod tests {
 
     #[test]
     fn producer_batches_fit_the_smallest_topic() {
-        let config = producer_config("127.0.0.1:9092", 1000);
+        let config = producer_config(&KafkaConnection::plaintext("127.0.0.1:9092"), 1000);
         let batch: u64 = config
             .get("batch.size")
             .and_then(|v| v.parse().ok())
