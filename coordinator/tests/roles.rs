@@ -11,8 +11,8 @@ use framefleet_proto::v1::fleet_service_client::FleetServiceClient;
 use framefleet_proto::v1::pipeline_service_client::PipelineServiceClient;
 use framefleet_proto::v1::schema_service_client::SchemaServiceClient;
 use framefleet_proto::v1::{
-    AddSchemaVersionRequest, CreatePipelineVersionRequest, DeregisterChannelRequest, FrameEncoding, FrameSchema,
-    GetChannelRequest, GetFleetStatusRequest, IngestorReport, ListChannelsRequest, ListPipelinesRequest,
+    AddSchemaVersionRequest, ChannelLedger, CreatePipelineVersionRequest, DeregisterChannelRequest, FrameEncoding,
+    FrameSchema, GetChannelRequest, GetFleetStatusRequest, IngestorReport, ListChannelsRequest, ListPipelinesRequest,
     MoveChannelRequest, PipelineSpec, PixelFormat, RegisterChannelRequest, TopicStrategy, UpdateChannelRequest,
     WatchAssignmentsRequest, WorkerReport,
 };
@@ -122,6 +122,9 @@ enum Call {
     CreatePipeline,
     ReportIngestor(String),
     StreamIngestorReports(String),
+    /// A report as the ingestor that carries the ledger of the channel.
+    ReportLedger(String, String),
+    StreamLedger(String, String),
     ReportWorker,
     ListChannels,
     GetChannel(String),
@@ -140,8 +143,8 @@ impl Call {
             Self::Move(_) => "ChannelService/MoveChannel",
             Self::AddSchema(_) => "SchemaService/AddSchemaVersion",
             Self::CreatePipeline => "PipelineService/CreatePipelineVersion",
-            Self::ReportIngestor(_) => "FleetService/ReportIngestor",
-            Self::StreamIngestorReports(_) => "FleetService/StreamIngestorReports",
+            Self::ReportIngestor(_) | Self::ReportLedger(..) => "FleetService/ReportIngestor",
+            Self::StreamIngestorReports(_) | Self::StreamLedger(..) => "FleetService/StreamIngestorReports",
             Self::ReportWorker => "FleetService/ReportWorker",
             Self::ListChannels => "ChannelService/ListChannels",
             Self::GetChannel(_) => "ChannelService/GetChannel",
@@ -199,9 +202,15 @@ impl Call {
                 .await
                 .map(drop),
             Self::ReportIngestor(id) => fleet.report_ingestor(ingestor_report(id)).await.map(drop),
-            Self::StreamIngestorReports(id) => {
+            Self::ReportLedger(id, channel) => fleet.report_ingestor(ledger_report(id, channel)).await.map(drop),
+            Self::StreamIngestorReports(_) | Self::StreamLedger(..) => {
+                let report = match self {
+                    Self::StreamLedger(id, channel) => ledger_report(id, channel),
+                    Self::StreamIngestorReports(id) => ingestor_report(id),
+                    _ => unreachable!("a stream of reports"),
+                };
                 // The refusal comes with the first report; an accepted stream stays open.
-                let reports = futures::stream::iter([ingestor_report(id)]).chain(futures::stream::pending());
+                let reports = futures::stream::iter([report]).chain(futures::stream::pending());
                 match tokio::time::timeout(Duration::from_secs(3), fleet.stream_ingestor_reports(reports)).await {
                     Ok(answer) => answer.map(drop),
                     Err(_still_open) => Ok(()),
@@ -240,6 +249,17 @@ use futures::StreamExt;
 fn ingestor_report(id: &str) -> IngestorReport {
     IngestorReport {
         ingestor_id: id.to_owned(),
+        ..IngestorReport::default()
+    }
+}
+
+fn ledger_report(id: &str, channel_id: &str) -> IngestorReport {
+    IngestorReport {
+        ingestor_id: id.to_owned(),
+        channels: vec![ChannelLedger {
+            channel_id: channel_id.to_owned(),
+            ..ChannelLedger::default()
+        }],
         ..IngestorReport::default()
     }
 }
@@ -312,10 +332,20 @@ async fn each_role_is_refused_what_it_may_not_call_and_an_ingestor_touches_only_
         .make(fleet.channel(Some("host-a")).await)
         .await
         .expect("reports as itself");
-    Call::StreamIngestorReports("ingestor-a".into())
+    // (One stream per ingestor at a time: this one is its stream.)
+    Call::StreamLedger("ingestor-a".into(), cam_a.clone())
         .make(fleet.channel(Some("host-a")).await)
         .await
-        .expect("streams as itself");
+        .expect("streams as itself, with its channel's ledger");
+    for own in [
+        Call::ReportLedger("ingestor-a".into(), cam_a.clone()),
+        // A channel that does not exist (any more): its final counts still come.
+        Call::ReportLedger("ingestor-a".into(), format!("{cam_a}-gone")),
+    ] {
+        own.make(fleet.channel(Some("host-a")).await)
+            .await
+            .unwrap_or_else(|status| panic!("{own:?}: {status:?}"));
+    }
     Call::ReportWorker
         .make(fleet.channel(Some("workers")).await)
         .await
@@ -370,6 +400,18 @@ async fn each_role_is_refused_what_it_may_not_call_and_an_ingestor_touches_only_
         (
             Call::StreamIngestorReports("ingestor-a".into()),
             format!("the report of `ingestor-a` is ingestor `ingestor-a`'s, {acts_for_b}"),
+        ),
+        (
+            Call::ReportLedger("ingestor-b".into(), cam_a.clone()),
+            format!("the ledger of channel `{cam_a}` is ingestor `ingestor-a`'s, {acts_for_b}"),
+        ),
+        (
+            Call::StreamLedger("ingestor-b".into(), cam_a.clone()),
+            format!("the ledger of channel `{cam_a}` is ingestor `ingestor-a`'s, {acts_for_b}"),
+        ),
+        (
+            Call::ReportLedger("ingestor-b".into(), admins.clone()),
+            format!("the ledger of channel `{admins}` is no ingestor's, {acts_for_b}"),
         ),
     ] {
         assert_denied(&fleet, "host-b", &call, "ingestor", &what).await;

@@ -23,7 +23,7 @@ use framefleet_proto::v1::{
     WatchAssignmentsRequest, WorkerReport,
 };
 use futures::StreamExt;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
@@ -278,6 +278,40 @@ impl<S: Clone, T> Clone for FleetApi<S, T> {
     }
 }
 
+/// Refuses a report in which an ingestor's credential gives the ledger of a channel that another
+/// ingestor (or no ingestor) owns; reports of other roles, and every report with authentication
+/// off, pass. `owned` holds the channels already found to be the principal's, so a stream looks
+/// each up once (a channel's owner never changes). A ledger of a channel that does not exist
+/// passes: an ingestor still reports the final counts of a channel deregistered under it.
+async fn own_ledgers<S: MetadataStore, T: TopicAdmin>(
+    channels: &ChannelRegistry<S, T>,
+    principal: Option<&Principal>,
+    call: &str,
+    report: &IngestorReport,
+    owned: &mut HashSet<String>,
+) -> Result<(), Status> {
+    let Some(principal) = principal.filter(|principal| principal.role == Role::Ingestor) else {
+        return Ok(());
+    };
+    for ledger in &report.channels {
+        if owned.contains(&ledger.channel_id) {
+            continue;
+        }
+        match channels.get_record(&ledger.channel_id).await {
+            Ok((record, _)) if principal.is_other_ingestor(record.owner()) => {
+                let what = format!("the ledger of channel `{}`", ledger.channel_id);
+                return Err(principal.not_its_own(call, &what, record.owner()));
+            }
+            Ok(_) => {
+                owned.insert(ledger.channel_id.clone());
+            }
+            Err(CoordinatorError::NotFound { .. }) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(())
+}
+
 pub struct FleetApi<S, T> {
     /// Where the channel ledgers are kept.
     pub store: S,
@@ -293,11 +327,10 @@ pub struct FleetApi<S, T> {
 #[tonic::async_trait]
 impl<S: MetadataStore + Clone, T: TopicAdmin> FleetService for FleetApi<S, T> {
     async fn report_ingestor(&self, request: Request<IngestorReport>) -> Result<Response<ReportAck>, Status> {
-        own_report(
-            principal(&request),
-            "FleetService/ReportIngestor",
-            &request.get_ref().ingestor_id,
-        )?;
+        let call = "FleetService/ReportIngestor";
+        own_report(principal(&request), call, &request.get_ref().ingestor_id)?;
+        let mut owned = HashSet::new();
+        own_ledgers(&self.channels, principal(&request), call, request.get_ref(), &mut owned).await?;
         self.fleet.record_ingestor(request.into_inner())?;
         Ok(Response::new(ReportAck {}))
     }
@@ -323,17 +356,17 @@ impl<S: MetadataStore + Clone, T: TopicAdmin> FleetService for FleetApi<S, T> {
         request: Request<Streaming<IngestorReport>>,
     ) -> Result<Response<ReportAck>, Status> {
         let store = &self.store;
+        let channels = &self.channels;
+        let call = "FleetService/StreamIngestorReports";
         // A stream keeps the member id of its first report, so checking each is checking that.
         let principal = principal(&request).cloned();
-        let reports = request.into_inner().map(move |report| {
+        let owned = tokio::sync::Mutex::new(HashSet::new());
+        let reports = Box::pin(request.into_inner().then(|report| async {
             let report = report?;
-            own_report(
-                principal.as_ref(),
-                "FleetService/StreamIngestorReports",
-                &report.ingestor_id,
-            )?;
+            own_report(principal.as_ref(), call, &report.ingestor_id)?;
+            own_ledgers(channels, principal.as_ref(), call, &report, &mut *owned.lock().await).await?;
             Ok(report)
-        });
+        }));
         self.members
             .serve_stream(&self.fleet, reports, async |last: IngestorReport| {
                 crate::ledgers::store_final(store, last).await
