@@ -13,24 +13,33 @@ export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-framefleet}"
 compose() { docker-compose --project-directory "$HERE" -f "$HERE/docker-compose.yml" "$@"; }
 log() { echo "cluster: $*" >&2; }
 
-# The cluster's TLS certificates, one set per project: a CA of its own and the brokers'
-# certificate for the names clients dial (`kafka`, each broker's host name). The containers run
-# as uid 10001, so the broker's key is readable by all: these are throwaway certificates of a
-# local cluster, made again with `down`.
+# The cluster's TLS certificates, one set per project: a CA of its own and a certificate for
+# each kind of server, naming the hosts clients dial: the brokers (`kafka`, each broker's host
+# name), the coordinators and the etcd members (and 127.0.0.1, for their health checks). The
+# coordinators' certificate is also their client certificate for etcd, and etcd's its members'
+# for each other. The containers run as uid 10001 (etcd as its own user), so the keys are
+# readable by all: these are throwaway certificates of a local cluster, made again after `down`.
 export FRAMEFLEET_COMPOSE_CERTS="${FRAMEFLEET_COMPOSE_CERTS:-$ROOT/.run/compose/$COMPOSE_PROJECT_NAME/certs}"
+make_certificate() { # name subjectAltName extendedKeyUsage
+  openssl req -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" -subj "/CN=$1"
+  printf 'subjectAltName=%s\nextendedKeyUsage=%s\n' "$2" "$3" >"$1.cnf"
+  openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+    -out "$1.pem" -extfile "$1.cnf"
+}
 make_certificates() {
   local dir="$FRAMEFLEET_COMPOSE_CERTS"
-  [[ -s "$dir/kafka.pem" && -s "$dir/ca.pem" ]] && return 0
+  [[ -s "$dir/etcd.pem" && -s "$dir/ca.pem" ]] && return 0
   mkdir -p "$dir"
   (
     cd "$dir"
     openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -keyout ca.key -out ca.pem \
       -subj "/CN=framefleet compose CA ($COMPOSE_PROJECT_NAME)"
-    openssl req -newkey rsa:2048 -nodes -keyout kafka.key -out kafka.csr -subj "/CN=kafka"
-    printf 'subjectAltName=DNS:kafka,DNS:broker,DNS:broker-2\nextendedKeyUsage=serverAuth\n' >kafka.cnf
-    openssl x509 -req -in kafka.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
-      -out kafka.pem -extfile kafka.cnf
-    chmod 644 kafka.key ca.pem kafka.pem
+    make_certificate kafka DNS:kafka,DNS:broker,DNS:broker-2 serverAuth
+    make_certificate coordinator DNS:coordinator-1,DNS:coordinator-2,IP:127.0.0.1 serverAuth,clientAuth
+    make_certificate etcd DNS:etcd-1,DNS:etcd-2,DNS:etcd-3,IP:127.0.0.1 serverAuth,clientAuth
+    # Nothing signs anything later: the CA's key is not kept, let alone mounted.
+    rm -f ca.key ca.srl ./*.csr ./*.cnf
+    chmod 644 ./*.key ./*.pem
   ) >"$dir/openssl.log" 2>&1 || { log "cannot make the certificates; see $dir/openssl.log"; exit 1; }
   log "TLS certificates in $dir"
 }

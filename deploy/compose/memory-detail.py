@@ -62,7 +62,7 @@ def etcd(seconds, out, container):
     if not ip:
         return
     try:
-        page = urllib.request.urlopen(f"http://{ip}:2379/metrics", timeout=5).read().decode()
+        page = urllib.request.urlopen(f"http://{ip}:2381/metrics", timeout=5).read().decode()
     except OSError:
         return
     values = {}
