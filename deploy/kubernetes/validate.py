@@ -3,8 +3,9 @@
 
 1. Every manifest under base/ against the Kubernetes OpenAPI schemas bundled in the PyPI
    package kubernetes-validate (strict: unknown fields are errors), at KUBERNETES_VERSION.
-   Custom resources (Strimzi's Kafka and KafkaNodePool, KEDA's ScaledObject) have no bundled
-   schema; their required fields are checked here, from the operators' documentation.
+   Custom resources (Strimzi's Kafka and KafkaNodePool, KEDA's ScaledObject and
+   TriggerAuthentication) have no bundled schema; their required fields are checked here, from
+   the operators' documentation.
 2. Every kustomization (base and overlays): its resources and generator files exist, each
    patch targets a resource of the base by kind and name, and each JSON-patch path exists in
    that resource.
@@ -30,6 +31,7 @@ CUSTOM_RESOURCES = {
         "spec.storage",
     ],
     ("keda.sh/v1alpha1", "ScaledObject"): ["spec.scaleTargetRef.name", "spec.triggers"],
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): ["spec.secretTargetRef"],
 }
 
 
