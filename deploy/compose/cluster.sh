@@ -15,7 +15,8 @@ log() { echo "cluster: $*" >&2; }
 
 # The cluster's TLS certificates, one set per project: a CA of its own and a certificate for
 # each kind of server, naming the hosts clients dial: the brokers (`kafka`, each broker's host
-# name), the coordinators and the etcd members (and 127.0.0.1, for their health checks). The
+# name), the coordinators, the etcd members and PostgreSQL (and 127.0.0.1, for their health
+# checks). The
 # coordinators' certificate is also their client certificate for etcd, and etcd's its members'
 # for each other. The containers run as uid 10001 (etcd as its own user), so the keys are
 # readable by all: these are throwaway certificates of a local cluster, made again after `down`.
@@ -28,7 +29,7 @@ make_certificate() { # name subjectAltName extendedKeyUsage
 }
 make_certificates() {
   local dir="$FRAMEFLEET_COMPOSE_CERTS"
-  [[ -s "$dir/etcd.pem" && -s "$dir/ca.pem" ]] && return 0
+  [[ -s "$dir/postgres.pem" && -s "$dir/ca.pem" ]] && return 0
   mkdir -p "$dir"
   (
     cd "$dir"
@@ -37,6 +38,7 @@ make_certificates() {
     make_certificate kafka DNS:kafka,DNS:broker,DNS:broker-2 serverAuth
     make_certificate coordinator DNS:coordinator-1,DNS:coordinator-2,IP:127.0.0.1 serverAuth,clientAuth
     make_certificate etcd DNS:etcd-1,DNS:etcd-2,DNS:etcd-3,IP:127.0.0.1 serverAuth,clientAuth
+    make_certificate postgres DNS:postgres,IP:127.0.0.1 serverAuth
     # Nothing signs anything later: the CA's key is not kept, let alone mounted.
     rm -f ca.key ca.srl ./*.csr ./*.cnf
     chmod 644 ./*.key ./*.pem
