@@ -181,6 +181,10 @@ async fn a_channel_runs_over_tls_and_clients_that_cannot_verify_the_broker_are_r
     // The audit cannot read the results back without the settings.
     let (code, output) = fleet.audit("cam", &[]);
     assert_ne!(code, 0, "a plaintext audit read the TLS broker: {output}");
+    assert!(
+        output.contains("from Kafka"),
+        "the audit failed for another reason: {output}"
+    );
     // Refused: a client that cannot verify the broker (another CA signed its certificate), and
     // one that does not speak TLS.
     fleet

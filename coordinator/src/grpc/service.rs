@@ -278,18 +278,20 @@ impl<S: Clone, T> Clone for FleetApi<S, T> {
     }
 }
 
-/// Refuses a report in which an ingestor's credential gives the ledger of a channel that another
-/// ingestor (or no ingestor) owns; reports of other roles, and every report with authentication
-/// off, pass. `owned` holds the channels already found to be the principal's, so a stream looks
-/// each up once (a channel's owner never changes). A ledger of a channel that does not exist
-/// passes: an ingestor still reports the final counts of a channel deregistered under it.
-async fn own_ledgers<S: MetadataStore, T: TopicAdmin>(
+/// Refuses a report that an ingestor's credential sends as another ingestor ([`own_report`]), or
+/// with the ledger of a channel that another ingestor (or no ingestor) owns; reports of other
+/// roles, and every report with authentication off, pass. `owned` holds the channels already
+/// found to be the principal's, so a stream looks each up once (a channel's owner never
+/// changes). A ledger of a channel that does not exist passes: an ingestor still reports the
+/// final counts of a channel deregistered under it.
+async fn own_report_and_ledgers<S: MetadataStore, T: TopicAdmin>(
     channels: &ChannelRegistry<S, T>,
     principal: Option<&Principal>,
     call: &str,
     report: &IngestorReport,
     owned: &mut HashSet<String>,
 ) -> Result<(), Status> {
+    own_report(principal, call, &report.ingestor_id)?;
     let Some(principal) = principal.filter(|principal| principal.role == Role::Ingestor) else {
         return Ok(());
     };
@@ -328,9 +330,8 @@ pub struct FleetApi<S, T> {
 impl<S: MetadataStore + Clone, T: TopicAdmin> FleetService for FleetApi<S, T> {
     async fn report_ingestor(&self, request: Request<IngestorReport>) -> Result<Response<ReportAck>, Status> {
         let call = "FleetService/ReportIngestor";
-        own_report(principal(&request), call, &request.get_ref().ingestor_id)?;
         let mut owned = HashSet::new();
-        own_ledgers(&self.channels, principal(&request), call, request.get_ref(), &mut owned).await?;
+        own_report_and_ledgers(&self.channels, principal(&request), call, request.get_ref(), &mut owned).await?;
         self.fleet.record_ingestor(request.into_inner())?;
         Ok(Response::new(ReportAck {}))
     }
@@ -363,8 +364,7 @@ impl<S: MetadataStore + Clone, T: TopicAdmin> FleetService for FleetApi<S, T> {
         let owned = tokio::sync::Mutex::new(HashSet::new());
         let reports = Box::pin(request.into_inner().then(|report| async {
             let report = report?;
-            own_report(principal.as_ref(), call, &report.ingestor_id)?;
-            own_ledgers(channels, principal.as_ref(), call, &report, &mut *owned.lock().await).await?;
+            own_report_and_ledgers(channels, principal.as_ref(), call, &report, &mut *owned.lock().await).await?;
             Ok(report)
         }));
         self.members
