@@ -86,6 +86,11 @@ pub(crate) enum Command {
         /// without a result or dead letter (not only the frames the ledgers count).
         #[arg(long)]
         frame_topics: bool,
+        /// Audit one pipeline: its results topic (the current version's, from the
+        /// coordinator) and only the channels that name it; results are also counted per
+        /// pipeline version.
+        #[arg(long)]
+        pipeline: Option<String>,
     },
     /// Draw a channel's latest frame with its detections as a PNG (the latest result with
     /// detections, else the latest result, read back from Kafka), and print the channel's
@@ -357,7 +362,9 @@ impl SchemaArgs {
 pub(crate) struct PlacementArgs {
     #[arg(long, value_enum, default_value_t = StrategyArg::Dedicated)]
     strategy: StrategyArg,
-    /// Fan-out pipeline (repeat for several).
+    /// A registered pipeline that processes the channel's frames, in its own consumer group
+    /// (repeat for several; fan-out writes one topic per pipeline). None: workers that serve
+    /// no pipeline process them.
     #[arg(long = "pipeline")]
     pub(crate) pipelines: Vec<String>,
 }

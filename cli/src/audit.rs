@@ -1,7 +1,7 @@
 //! `framefleet audit`'s report: each channel run's acknowledged frames (its ledger, kept in
 //! etcd) against the outcomes Kafka holds for it ([`framefleet_common::audit`]).
 
-use framefleet_common::audit::{Audit, RunTally};
+use framefleet_common::audit::{Audit, ChannelFilter, RunTally};
 use framefleet_proto::v1::FleetStatus;
 use serde_json::json;
 use std::fmt::Write as _;
@@ -37,11 +37,11 @@ impl Row<'_> {
 }
 
 /// `frame_topics`: whether the audit read the channels' frame topics too.
-pub fn audit_report(status: &FleetStatus, audit: &Audit, channel_prefix: &str, frame_topics: bool) -> AuditReport {
+pub fn audit_report(status: &FleetStatus, audit: &Audit, channels: &ChannelFilter, frame_topics: bool) -> AuditReport {
     let mut rows: Vec<Row<'_>> = status
         .ledgers
         .iter()
-        .filter(|ledger| ledger.channel_id.starts_with(channel_prefix))
+        .filter(|ledger| channels.admits(&ledger.channel_id))
         .map(|ledger| Row {
             channel_id: &ledger.channel_id,
             epoch: ledger.ingestor_epoch,
@@ -107,6 +107,19 @@ pub fn audit_report(status: &FleetStatus, audit: &Audit, channel_prefix: &str, f
         "{} records read; {} unreadable results; {} dead letters without frame headers (not counted to a channel)",
         audit.records_read, audit.unreadable_results, audit.unattributed_dead_letters
     );
+    // Which pipeline version made the results: while a new version takes over, a frame
+    // processed by both has a result of each (the later one counted as a duplicate).
+    if audit.versions.keys().any(|label| !label.is_empty()) {
+        let _ = writeln!(text, "{:<32} {:>9} {:>10}", "PIPELINE@VERSION", "RESULTS", "DUPLICATES");
+        for (label, tally) in &audit.versions {
+            let label = if label.is_empty() {
+                "(no pipeline)"
+            } else {
+                label.as_str()
+            };
+            let _ = writeln!(text, "{label:<32} {:>9} {:>10}", tally.results, tally.duplicates);
+        }
+    }
     if rows.iter().any(|row| row.acknowledged.is_none()) {
         text.push_str("ACKED `-`: an earlier run of the channel; only each channel's latest ledger is kept\n");
     }
@@ -134,6 +147,11 @@ pub fn audit_report(status: &FleetStatus, audit: &Audit, channel_prefix: &str, f
         "records_read": audit.records_read,
         "unreadable_results": audit.unreadable_results,
         "unattributed_dead_letters": audit.unattributed_dead_letters,
+        "versions": audit.versions.iter().map(|(label, tally)| json!({
+            "version": label,
+            "results": tally.results,
+            "duplicates": tally.duplicates,
+        })).collect::<Vec<_>>(),
         "frames_missing": missing,
     })
     .to_string();
@@ -176,7 +194,7 @@ mod tests {
                 ..RunTally::default()
             },
         );
-        let report = audit_report(&status, &audit, "", false);
+        let report = audit_report(&status, &audit, &ChannelFilter::default(), false);
         assert_eq!(report.missing, 2);
         let rows: Vec<Vec<&str>> = report
             .text
@@ -210,7 +228,7 @@ mod tests {
             tally.in_kafka = 41;
             tally.without_outcome = 1;
         }
-        let report = audit_report(&status, &audit, "", true);
+        let report = audit_report(&status, &audit, &ChannelFilter::default(), true);
         assert_eq!(report.missing, 3, "2 for the latest run, 1 for the earlier");
         assert!(
             report

@@ -75,7 +75,7 @@ async fn readme_examples_run_against_a_real_coordinator() {
     // The calls really happened: the listing and status show what the examples registered.
     assert!(stdout.contains("framefleet.v1.ChannelService"), "{stdout}");
     assert!(stdout.contains("framefleet.pool."), "{stdout}");
-    assert!(stdout.contains("framefleet.fanout.detect.door"), "{stdout}");
+    assert!(stdout.contains("framefleet.fanout.people.door"), "{stdout}");
     assert!(stdout.contains("\"status\": \"SERVING\""), "{stdout}");
 }
 

@@ -64,6 +64,28 @@ pub struct Audit {
     /// against.
     pub unattributed_dead_letters: u64,
     pub records_read: u64,
+    /// Results per pipeline version (`name@version`; empty for workers serving no
+    /// pipeline), of the tallied channels.
+    pub versions: BTreeMap<String, VersionTally>,
+}
+
+/// The results one pipeline version made.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct VersionTally {
+    /// Result records.
+    pub results: u64,
+    /// Of those, results of a frame that already had one earlier in its partition (another
+    /// version's while a new one took over, or this one's after a redelivery).
+    pub duplicates: u64,
+}
+
+/// How an audit names the version that made a result: `name@version`, or empty.
+pub fn version_label(result: &FrameResult) -> String {
+    match (&result.pipeline, result.pipeline_version) {
+        (Some(name), Some(version)) => format!("{name}@{version}"),
+        (Some(name), None) => name.clone(),
+        (None, _) => String::new(),
+    }
 }
 
 #[derive(Default)]
@@ -81,14 +103,49 @@ pub struct Topics<'a> {
     /// The channels' frame topics: read first, so that every frame found there can be
     /// checked for an outcome (not only the frames the ingestors' ledgers count).
     pub frames: &'a [String],
+    /// Audit one pipeline's outcomes: only dead letters its workers wrote (their
+    /// `ff-pipeline` header names it) count. `None`: only dead letters without that header
+    /// (of workers serving no pipeline).
+    pub pipeline: Option<&'a str>,
+}
+
+/// Whether a dead letter's `ff-pipeline` header (`name@version`, or absent) is `pipeline`'s.
+fn dead_letter_of(record: &rdkafka::message::BorrowedMessage<'_>, pipeline: Option<&str>) -> bool {
+    let written_by = record
+        .headers()
+        .into_iter()
+        .flat_map(|headers| headers.iter())
+        .find(|header| header.key == framefleet_proto::wire::HEADER_PIPELINE)
+        .and_then(|header| header.value)
+        .map(|value| {
+            let label = String::from_utf8_lossy(value);
+            label
+                .split_once('@')
+                .map_or_else(|| label.to_string(), |(name, _)| name.to_owned())
+        });
+    written_by.as_deref() == pipeline
+}
+
+/// The channels an audit tallies: those whose id starts with `prefix`, and, when `only` is
+/// given (the channels that name one pipeline), are among those.
+#[derive(Debug, Clone, Default)]
+pub struct ChannelFilter {
+    pub prefix: String,
+    pub only: Option<std::collections::HashSet<String>>,
+}
+
+impl ChannelFilter {
+    pub fn admits(&self, channel_id: &str) -> bool {
+        channel_id.starts_with(&self.prefix) && self.only.as_ref().is_none_or(|only| only.contains(channel_id))
+    }
 }
 
 /// Reads the topics to their current ends, frame topics first (blocking: call it from
-/// `spawn_blocking`). Only channels whose id starts with `channel_prefix` are tallied.
+/// `spawn_blocking`). Only channels `channels` admits are tallied.
 pub fn read(
     kafka: &crate::kafka::KafkaConnection,
     topics: &Topics<'_>,
-    channel_prefix: &str,
+    channels: &ChannelFilter,
     timeout: Duration,
 ) -> Result<Audit, AuditError> {
     let mut outcomes: HashMap<(String, u64), HashMap<u64, Outcomes>> = HashMap::new();
@@ -107,7 +164,7 @@ pub fn read(
             audit.records_read += 1;
             // Records of other producers get dead letters, counted below.
             if let Ok(frame) = headers_of(record)
-                && frame.channel_id.starts_with(channel_prefix)
+                && channels.admits(&frame.channel_id)
             {
                 outcomes
                     .entry((frame.channel_id, frame.ingestor_epoch))
@@ -129,22 +186,28 @@ pub fn read(
             audit.unreadable_results += 1;
             return;
         };
-        if result.channel_id.starts_with(channel_prefix) {
-            outcomes
+        if channels.admits(&result.channel_id) {
+            let version = audit.versions.entry(version_label(&result)).or_default();
+            let frame = outcomes
                 .entry((result.channel_id, result.ingestor_epoch))
                 .or_default()
                 .entry(result.sequence)
-                .or_default()
-                .results += 1;
+                .or_default();
+            version.results += 1;
+            version.duplicates += u64::from(frame.results > 0);
+            frame.results += 1;
         }
     })?;
     read_topic(kafka, dead_letter_topic, deadline, timeout, |record| {
         audit.records_read += 1;
+        if !dead_letter_of(record, topics.pipeline) {
+            return;
+        }
         let Ok(frame) = headers_of(record) else {
             audit.unattributed_dead_letters += 1;
             return;
         };
-        if frame.channel_id.starts_with(channel_prefix) {
+        if channels.admits(&frame.channel_id) {
             outcomes
                 .entry((frame.channel_id, frame.ingestor_epoch))
                 .or_default()

@@ -14,6 +14,15 @@ pub enum CoordinatorError {
         "invalid `channel_id`: `{channel_id}` would get Kafka topics that collide with those of channel `{existing}` (Kafka treats `.` and `_` in topic names alike)"
     )]
     TopicCollision { channel_id: String, existing: String },
+    #[error(
+        "{owner} would get Kafka topic `{topic}`, which Kafka takes for `{existing_topic}` of {existing_owner} (it treats `.` and `_` in topic names alike)"
+    )]
+    DerivedTopicCollision {
+        owner: String,
+        topic: String,
+        existing_owner: String,
+        existing_topic: String,
+    },
     #[error("`{field}` is out of range: {reason}")]
     OutOfRange { field: &'static str, reason: String },
     #[error("{kind} `{id}` is registered by another live process; give this one another id")]
@@ -63,7 +72,8 @@ impl From<CoordinatorError> for Status {
             CoordinatorError::OutOfRange { .. } => Status::out_of_range(message),
             CoordinatorError::AlreadyExists { .. }
             | CoordinatorError::MemberInUse { .. }
-            | CoordinatorError::TopicCollision { .. } => Status::already_exists(message),
+            | CoordinatorError::TopicCollision { .. }
+            | CoordinatorError::DerivedTopicCollision { .. } => Status::already_exists(message),
             CoordinatorError::FailedPrecondition(_) => Status::failed_precondition(message),
             CoordinatorError::NotOwner { .. } | CoordinatorError::PermissionDenied(_) => {
                 Status::permission_denied(message)

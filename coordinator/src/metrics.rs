@@ -24,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TopicLabel {
     topic: String,
+    /// The reader (a pipeline's consumer group); empty for the workers serving none.
+    pipeline: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -111,6 +113,7 @@ fn register_status(registry: &mut Registry, status: &FleetStatus, age: Duration)
     for topic in &status.topics {
         let label = TopicLabel {
             topic: topic.topic.clone(),
+            pipeline: topic.pipeline.clone(),
         };
         accumulate.get_or_create(&label).set(gauge(topic.accumulate));
         consume.get_or_create(&label).set(gauge(topic.consume));
@@ -238,10 +241,10 @@ mod tests {
         };
         let text = render(true, Some((&status, Duration::from_millis(1500))));
         for expected in [
-            "framefleet_topic_accumulate_frames{topic=\"framefleet.frames.cam\"} 100",
-            "framefleet_topic_consume_frames{topic=\"framefleet.frames.cam\"} 90",
-            "framefleet_topic_lag_frames{topic=\"framefleet.frames.cam\"} 10",
-            "framefleet_topic_lag_seconds{topic=\"framefleet.frames.cam\"} 0.4",
+            "framefleet_topic_accumulate_frames{topic=\"framefleet.frames.cam\",pipeline=\"\"} 100",
+            "framefleet_topic_consume_frames{topic=\"framefleet.frames.cam\",pipeline=\"\"} 90",
+            "framefleet_topic_lag_frames{topic=\"framefleet.frames.cam\",pipeline=\"\"} 10",
+            "framefleet_topic_lag_seconds{topic=\"framefleet.frames.cam\",pipeline=\"\"} 0.4",
             "framefleet_channel_acknowledged_frames{channel_id=\"cam\",ingestor_id=\"i1\"} 100",
             "framefleet_coordinator_is_leader 1",
             "framefleet_kafka_up 1",

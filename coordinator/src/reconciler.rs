@@ -5,11 +5,12 @@
 
 use crate::channels::{ChannelRecord, ChannelRegistry, DrainRecord, Edit};
 use crate::error::CoordinatorError;
-use crate::kafka::offsets::{DrainProbe, PartitionOffsets};
+use crate::kafka::offsets::{DrainProbe, PartitionOffsets, ReaderOffsets};
 use crate::kafka::topics::TopicAdmin;
 use crate::leader::Term;
 use crate::members::Membership;
 use crate::store::MetadataStore;
+use framefleet_proto::Reader;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -187,9 +188,14 @@ impl<S: MetadataStore, T: TopicAdmin, P: DrainProbe> Reconciler<S, T, P> {
         let mut topics: Vec<String> = probed.iter().flat_map(ChannelRecord::topics).collect();
         topics.sort();
         topics.dedup();
+        let readers: Vec<Reader> = probed.iter().flat_map(ChannelRecord::readers).collect();
         // Kafka trouble with finished channels must not hold up assignments of live ones:
         // they are read again next pass.
-        let (marks, committed) = match self.probe.offsets(topics).await {
+        let offsets = match self.probe.high_watermarks(topics).await {
+            Ok(marks) => self.probe.committed(readers).await.map(|committed| (marks, committed)),
+            Err(error) => Err(error),
+        };
+        let (marks, committed) = match offsets {
             Ok(offsets) => offsets,
             Err(error) => {
                 tracing::debug!(%error, "cannot tell yet whether ended channels are drained");
@@ -209,7 +215,7 @@ impl<S: MetadataStore, T: TopicAdmin, P: DrainProbe> Reconciler<S, T, P> {
                 .filter(|(topic, _, _)| checked.contains(topic))
                 .cloned()
                 .collect();
-            let caught_up = committed_up_to(&checked_marks, &committed);
+            let caught_up = every_reader_committed(&record.readers(), &checked_marks, &committed);
             if caught_up == record.drained_unix_ms.is_some() {
                 continue;
             }
@@ -228,7 +234,8 @@ impl<S: MetadataStore, T: TopicAdmin, P: DrainProbe> Reconciler<S, T, P> {
             if caught_up {
                 let committed: Vec<_> = committed
                     .iter()
-                    .filter(|(topic, _, _)| checked.contains(topic))
+                    .flat_map(|reader| reader.committed.iter().map(move |offset| (&reader.pipeline, offset)))
+                    .filter(|(_, (topic, _, _))| checked.contains(topic))
                     .collect();
                 tracing::info!(channel = %record.channel_id, high_watermarks = ?checked_marks, ?committed, "ended channel drained; workers let its topics go");
                 pass.drained_after_end.push(record.channel_id);
@@ -296,8 +303,9 @@ impl<S: MetadataStore, T: TopicAdmin, P: DrainProbe> Reconciler<S, T, P> {
             pass.drain_marked.push(channel_id);
             return Ok(());
         };
-        let committed = self.probe.committed(record.topics()).await?;
-        if committed_up_to(&marks, &committed) {
+        let readers = record.readers();
+        let committed = self.probe.committed(readers.clone()).await?;
+        if every_reader_committed(&readers, &marks, &committed) {
             self.channels
                 .edit(&channel_id, 0, vec![term.fence()], |_, _| Ok(Edit::Delete(())))
                 .await?;
@@ -308,9 +316,26 @@ impl<S: MetadataStore, T: TopicAdmin, P: DrainProbe> Reconciler<S, T, P> {
     }
 }
 
+/// Whether every reader of a channel (each pipeline's group) has committed at least up to
+/// every mark of the topics it reads: a channel is finished only when its slowest pipeline is.
+fn every_reader_committed(readers: &[Reader], marks: &PartitionOffsets, committed: &[ReaderOffsets]) -> bool {
+    readers.iter().all(|reader| {
+        let reader_marks: PartitionOffsets = marks
+            .iter()
+            .filter(|(topic, _, _)| reader.topics.contains(topic))
+            .cloned()
+            .collect();
+        let reader_committed = committed
+            .iter()
+            .find(|offsets| offsets.pipeline == reader.pipeline)
+            .map_or(&[][..], |offsets| offsets.committed.as_slice());
+        committed_up_to(&reader_marks, reader_committed)
+    })
+}
+
 /// Whether the group has committed at least up to every mark (an empty partition needs no
 /// commit).
-fn committed_up_to(marks: &PartitionOffsets, committed: &PartitionOffsets) -> bool {
+fn committed_up_to(marks: &PartitionOffsets, committed: &[(String, i32, i64)]) -> bool {
     marks.iter().all(|(topic, partition, mark)| {
         *mark == 0
             || committed

@@ -10,7 +10,7 @@ use framefleet_proto::v1::schema_service_client::SchemaServiceClient;
 use framefleet_proto::v1::{
     AddSchemaVersionRequest, AssignmentUpdate, ChannelLedger, ChannelState, DeregisterChannelRequest, FrameEncoding,
     FrameSchema, GetChannelRequest, GetFleetStatusRequest, GetSchemaRequest, IngestorReport, ListChannelsRequest,
-    ListSchemaVersionsRequest, MoveChannelRequest, PixelFormat, RegisterChannelRequest, TopicStrategy,
+    ListSchemaVersionsRequest, MoveChannelRequest, PipelineSpec, PixelFormat, RegisterChannelRequest, TopicStrategy,
     UpdateChannelRequest, WatchAssignmentsRequest,
 };
 use framefleet_test_support::{Infrastructure, TestCoordinator};
@@ -48,6 +48,19 @@ impl Coordinator {
 
     fn address(&self) -> &str {
         &self.0.address
+    }
+
+    /// Registers analysis-only pipelines `names` (channels may name only registered ones).
+    async fn create_pipelines(&self, names: &[&str]) {
+        for name in names {
+            let spec = PipelineSpec {
+                analysis: true,
+                ..PipelineSpec::default()
+            };
+            framefleet_test_support::create_pipeline(self.address(), name, spec)
+                .await
+                .expect("create a pipeline");
+        }
     }
 
     async fn channel(&self, token: Option<&str>) -> CoordinatorChannel {
@@ -129,6 +142,7 @@ where
 #[tokio::test(flavor = "multi_thread")]
 async fn every_channel_and_schema_rpc_answers_with_the_right_code() {
     let coordinator = Coordinator::start(&prefix(), &[]).await;
+    coordinator.create_pipelines(&["detect", "archive"]).await;
     let channel = coordinator.channel(None).await;
     let mut channels = ChannelServiceClient::new(channel.clone());
     let mut schemas = SchemaServiceClient::new(channel);
@@ -747,6 +761,56 @@ async fn channel_ids_that_make_unusable_or_colliding_topics_are_refused() {
     coordinator.stop().await;
 }
 
+/// Topic names composed of two parts collide across channels whose ids do not:
+/// `framefleet.fanout.<pipeline>.<channel>` for (`p_q`, `cam`) and (`p`, `q.cam`) are one topic
+/// to Kafka. The second is refused before anything reaches etcd or Kafka.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fan_out_topic_composed_to_collide_with_another_channels_is_refused() {
+    let prefix = prefix();
+    let coordinator = Coordinator::start(&prefix, &[]).await;
+    coordinator.create_pipelines(&["p_q", "p"]).await;
+    let mut channels = ChannelServiceClient::new(coordinator.channel(None).await);
+    let cam = unique("cam");
+    let fan_out = |channel_id: &str, pipeline: &str| RegisterChannelRequest {
+        topic_strategy: TopicStrategy::FanOut.into(),
+        pipelines: vec![pipeline.to_owned()],
+        ..register(channel_id, 64, 48)
+    };
+    let first = channels
+        .register_channel(fan_out(&cam, "p_q"))
+        .await
+        .expect("the first channel")
+        .into_inner()
+        .channel
+        .expect("channel");
+    let second_id = format!("q.{cam}");
+    let status = channels
+        .register_channel(fan_out(&second_id, "p"))
+        .await
+        .expect_err("a colliding topic");
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    let message = status.message();
+    assert!(
+        message.contains(&first.topics[0]) && message.contains(&format!("channel `{cam}`")),
+        "names the other channel and its topic: {message}"
+    );
+    let colliding_topic = format!("framefleet.fanout.p.{second_id}");
+    assert!(message.contains(&colliding_topic), "names its own topic: {message}");
+    assert!(
+        !etcd_keys(&prefix).await.iter().any(|key| key.contains(&second_id)),
+        "nothing written to etcd for the refused channel"
+    );
+    let topics = framefleet_test_support::topic_names(&Infrastructure::required().kafka_brokers).expect("topics");
+    assert!(topics.contains(&first.topics[0]), "the first channel's topic exists");
+    assert!(!topics.contains(&colliding_topic), "the refused topic was not created");
+    // A channel id that makes no colliding name is still accepted beside them.
+    channels
+        .register_channel(fan_out(&format!("r.{cam}"), "p"))
+        .await
+        .expect("a channel whose topics collide with none");
+    coordinator.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn prometheus_sees_the_papers_metrics_per_topic() {
     let port = framefleet_common::startup::free_loopback_port().expect("a free port");
@@ -761,8 +825,14 @@ async fn prometheus_sees_the_papers_metrics_per_topic() {
         .channel
         .expect("channel");
     let expected = [
-        format!("framefleet_topic_accumulate_frames{{topic=\"{}\"}} 0", registered.topic),
-        format!("framefleet_topic_lag_frames{{topic=\"{}\"}} 0", registered.topic),
+        format!(
+            "framefleet_topic_accumulate_frames{{topic=\"{}\",pipeline=\"\"}} 0",
+            registered.topic
+        ),
+        format!(
+            "framefleet_topic_lag_frames{{topic=\"{}\",pipeline=\"\"}} 0",
+            registered.topic
+        ),
         "framefleet_coordinator_is_leader 1".to_owned(),
         "framefleet_kafka_up 1".to_owned(),
     ];

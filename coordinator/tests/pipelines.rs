@@ -276,3 +276,73 @@ async fn each_pipeline_rpc_answers_with_its_code() {
     assert_eq!(bad_prefix.code(), Code::InvalidArgument);
     coordinator.stop().await.expect("clean stop");
 }
+
+/// A pipeline's results and events topics are its own: another pipeline may not write to one
+/// that Kafka takes for it (`.` and `_` alike), derived or named, and no pipeline writes
+/// where channels' frames are.
+#[tokio::test(flavor = "multi_thread")]
+async fn topics_that_collide_with_another_pipelines_or_with_frames_are_refused() {
+    let names = FleetNames::unique("pipelines-topics");
+    let coordinator = start(&names, &[]).await;
+    let mut admin = client(&coordinator, None).await;
+    let analysis = |results_topic: &str| PipelineSpec {
+        analysis: true,
+        results_topic: results_topic.to_owned(),
+        ..PipelineSpec::default()
+    };
+    admin
+        .create_pipeline_version(create("night_shift", analysis("")))
+        .await
+        .expect("a pipeline with its derived results topic");
+    let alike = admin
+        .create_pipeline_version(create("audit", analysis("framefleet.results.night.shift")))
+        .await
+        .expect_err("a topic Kafka takes for the other's derived one");
+    assert_eq!(alike.code(), Code::AlreadyExists, "{alike:?}");
+    assert!(
+        alike.message().contains("pipeline `night_shift`")
+            && alike.message().contains("framefleet.results.night_shift"),
+        "names the other pipeline and its topic: {}",
+        alike.message()
+    );
+    let same = admin
+        .create_pipeline_version(create("audit", analysis("framefleet.results.night_shift")))
+        .await
+        .expect_err("the other's very topic");
+    assert_eq!(same.code(), Code::AlreadyExists, "{same:?}");
+    for frames in [
+        "framefleet.fanout.people.cam",
+        "framefleet_pool_0",
+        "framefleet.frames.cam",
+    ] {
+        let status = admin
+            .create_pipeline_version(create("audit", analysis(frames)))
+            .await
+            .expect_err("a frame topic");
+        assert_eq!(status.code(), Code::InvalidArgument, "{frames}: {status:?}");
+        assert!(status.message().contains("spec.results_topic"), "{}", status.message());
+    }
+    assert!(
+        !pipeline_keys(&names.etcd_prefix)
+            .await
+            .iter()
+            .any(|key| key.contains("audit")),
+        "nothing written for the refused pipeline"
+    );
+    // The pipeline itself may keep its topic in a new version.
+    admin
+        .create_pipeline_version(CreatePipelineVersionRequest {
+            description: "same topic, new version".into(),
+            ..create(
+                "night_shift",
+                PipelineSpec {
+                    analysis: true,
+                    results_topic: "framefleet.results.night_shift".into(),
+                    ..detector(0.6)
+                },
+            )
+        })
+        .await
+        .expect("its own topic again");
+    coordinator.stop().await.expect("clean stop");
+}

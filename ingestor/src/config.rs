@@ -75,7 +75,8 @@ pub struct IngestorConfig {
     #[arg(long, env = "FRAMEFLEET_TOPIC_STRATEGY", value_enum, default_value_t = StrategyArg::Dedicated)]
     pub topic_strategy: StrategyArg,
 
-    /// Fan-out pipeline (one topic each) for channels registered here; repeat.
+    /// A registered pipeline that processes the frames of channels registered here (repeat;
+    /// fan-out writes one topic per pipeline). None: workers serving no pipeline do.
     #[arg(long = "pipeline", env = "FRAMEFLEET_CHANNEL_PIPELINES", value_delimiter = ',')]
     pub pipelines: Vec<String>,
 

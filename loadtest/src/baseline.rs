@@ -650,6 +650,8 @@ mod tests {
             model: None,
             detector_ran: false,
             gated: false,
+            pipeline: None,
+            pipeline_version: None,
         }
     }
 

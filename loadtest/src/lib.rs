@@ -233,6 +233,16 @@ impl Fleet {
         Ok(ChannelServiceClient::new(self.coordinator_channel().await?))
     }
 
+    /// Creates pipeline `name` at version 1 (or adds its next version) with `spec`; returns
+    /// the version now current.
+    pub async fn create_pipeline(
+        &self,
+        name: &str,
+        spec: framefleet_proto::v1::PipelineSpec,
+    ) -> anyhow::Result<framefleet_proto::v1::PipelineVersion> {
+        framefleet_test_support::create_pipeline(&self.coordinator_address, name, spec).await
+    }
+
     /// Registers this fleet's channel `name` (its id from [`FleetNames::channel_id`]) with a
     /// `width`×`height` RGB schema in `encoding`, for a test that writes the channel's records
     /// itself (`source_uri` says so); returns the channel as the coordinator stored it.

@@ -57,6 +57,8 @@ fn every_dashboard_query_names_an_exported_metric() {
         model: None,
         detector_ran: false,
         gated: false,
+        pipeline: None,
+        pipeline_version: None,
     };
     worker.record_frames(&[framefleet_worker::metrics::FrameTimes::of(&result)], 6_000);
     let status = FleetStatus {

@@ -5,7 +5,8 @@
 
 use framefleet_loadtest::Fleet;
 use framefleet_proto::v1::{
-    DeregisterChannelRequest, FrameEncoding, FrameSchema, PixelFormat, RegisterChannelRequest, TopicStrategy,
+    DeregisterChannelRequest, FrameEncoding, FrameSchema, PipelineSpec, PixelFormat, RegisterChannelRequest,
+    TopicStrategy,
 };
 use rdkafka::message::Message;
 use std::collections::BTreeSet;
@@ -215,6 +216,18 @@ async fn assigned_channels_start_and_stop_at_runtime_and_fan_out_to_every_topic(
         .expect("the ingestor registers");
 
     let channel_id = fleet.names.channel_id("pattern");
+    for pipeline in ["detect", "archive"] {
+        fleet
+            .create_pipeline(
+                pipeline,
+                PipelineSpec {
+                    analysis: true,
+                    ..PipelineSpec::default()
+                },
+            )
+            .await
+            .expect("a channel names registered pipelines");
+    }
     let mut channels = fleet.channel_client().await.expect("connect");
     let registered = channels
         .register_channel(RegisterChannelRequest {

@@ -382,6 +382,11 @@ impl CallError {
         self.status.code()
     }
 
+    /// The coordinator answered that what was asked for does not exist.
+    pub fn is_not_found(&self) -> bool {
+        self.code() == tonic::Code::NotFound
+    }
+
     /// The coordinator could not be reached or did not answer in time: the same call may
     /// succeed later. Anything else is an answer, and asking again gets the same one.
     pub fn is_transient(&self) -> bool {

@@ -25,6 +25,57 @@ impl v1::Channel {
             &self.topics
         }
     }
+
+    /// Who must consume this channel's frames, and from which topics: see [`channel_readers`].
+    pub fn readers(&self) -> Vec<Reader> {
+        channel_readers(
+            self.topic_strategy == i32::from(v1::TopicStrategy::FanOut),
+            self.all_topics(),
+            &self.pipelines,
+        )
+    }
+
+    /// The topics of this channel that the workers serving `pipeline` consume (`None`: the
+    /// workers that serve no pipeline); empty when those workers have no part in it.
+    pub fn topics_for(&self, pipeline: Option<&str>) -> Vec<String> {
+        self.readers()
+            .into_iter()
+            .filter(|reader| reader.pipeline.as_deref() == pipeline)
+            .flat_map(|reader| reader.topics)
+            .collect()
+    }
+}
+
+/// A consumer of a channel's frames: the workers serving one pipeline (each pipeline has a
+/// consumer group of its own), or, with `pipeline` `None`, the workers that serve none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reader {
+    pub pipeline: Option<String>,
+    pub topics: Vec<String>,
+}
+
+/// Who consumes a channel: a channel that names no pipelines is read by the workers serving
+/// none; otherwise each named pipeline reads every topic, except under fan-out, where the
+/// i-th pipeline reads the i-th topic (its own copy of the frames).
+pub fn channel_readers(fan_out: bool, topics: &[String], pipelines: &[String]) -> Vec<Reader> {
+    if pipelines.is_empty() {
+        return vec![Reader {
+            pipeline: None,
+            topics: topics.to_vec(),
+        }];
+    }
+    pipelines
+        .iter()
+        .enumerate()
+        .map(|(index, pipeline)| Reader {
+            pipeline: Some(pipeline.clone()),
+            topics: if fan_out {
+                topics.get(index).cloned().into_iter().collect()
+            } else {
+                topics.to_vec()
+            },
+        })
+        .collect()
 }
 
 impl v1::PixelFormat {

@@ -27,6 +27,9 @@ pub const HEADER_DEAD_LETTER_CODE: &str = "ff-dead-letter-code";
 pub const HEADER_DEAD_LETTER_REASON: &str = "ff-dead-letter-reason";
 /// Where a dead letter's record came from, as `topic/partition@offset`.
 pub const HEADER_SOURCE: &str = "ff-source";
+/// On a dead letter written by a worker serving a pipeline: the pipeline and its version, as
+/// `name@version` (the dead-letter topic is shared; an audit of one pipeline counts its own).
+pub const HEADER_PIPELINE: &str = "ff-pipeline";
 /// Present when a dead letter carries no payload because the original would not fit in a
 /// record: the original payload's size in bytes.
 pub const HEADER_PAYLOAD_DROPPED_BYTES: &str = "ff-payload-dropped-bytes";
@@ -235,6 +238,13 @@ pub struct FrameResult {
     /// The motion gate skipped the detector: the analysis saw no motion in this frame.
     #[serde(default)]
     pub gated: bool,
+    /// The pipeline whose workers made this result; absent from a worker serving none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<String>,
+    /// The version of `pipeline` that made it: while a new version takes over, a frame
+    /// processed twice (at-least-once) may have a result from each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_version: Option<u32>,
 }
 
 /// One detected object in a [`FrameResult`].

@@ -209,6 +209,43 @@ pub async fn create_plain_topic(brokers: &str, topic: &str, max_payload_bytes: u
 }
 
 /// A header's value, if the record has the header (and it is not null).
+/// Every topic the broker has. Metadata for all topics is asked for, never one by name, so
+/// a broker that auto-creates topics on a metadata request creates nothing here.
+pub fn topic_names(brokers: &str) -> anyhow::Result<Vec<String>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let metadata = consumer.fetch_metadata(None, Duration::from_secs(10))?;
+    Ok(metadata.topics().iter().map(|topic| topic.name().to_owned()).collect())
+}
+
+/// Creates pipeline `name` (or adds its next version) with `spec` at the coordinator at
+/// `coordinator_address`, without credentials; returns the version now current.
+pub async fn create_pipeline(
+    coordinator_address: &str,
+    name: &str,
+    spec: framefleet_proto::v1::PipelineSpec,
+) -> anyhow::Result<framefleet_proto::v1::PipelineVersion> {
+    let channel = framefleet_proto::client::connect_coordinator(
+        coordinator_address,
+        Duration::from_secs(10),
+        &Default::default(),
+    )
+    .await?;
+    framefleet_proto::v1::pipeline_service_client::PipelineServiceClient::new(channel)
+        .create_pipeline_version(framefleet_proto::v1::CreatePipelineVersionRequest {
+            name: name.to_owned(),
+            spec: Some(spec),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .pipeline
+        .and_then(|pipeline| pipeline.current)
+        .ok_or_else(|| anyhow::anyhow!("the coordinator returned no pipeline version"))
+}
+
 pub fn header_value<'a>(record: &'a rdkafka::message::OwnedMessage, name: &str) -> Option<&'a [u8]> {
     use rdkafka::message::{Headers, Message};
     record.headers()?.iter().find(|header| header.key == name)?.value
@@ -227,6 +264,7 @@ pub fn frame_headers(
             .map(|header| (header.key, header.value)),
     )
 }
+
 /// Reads a topic from the beginning of every partition with a plain Kafka consumer (manual
 /// assignment, no group, nothing committed), until `expected` records arrived or `timeout`
 /// passed, then `settle` longer so a duplicate beyond `expected` would show. Blocking: call it
@@ -247,14 +285,22 @@ pub fn read_topic(
         .set("max.partition.fetch.bytes", "16777216")
         .set("fetch.max.bytes", "67108864")
         .create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let deadline = Instant::now() + timeout;
+    // The topic may not exist yet (its producer has not written to it): wait for it, or
+    // the assignment would be empty and nothing would ever be read.
     let mut assignment = rdkafka::TopicPartitionList::new();
-    for partition in metadata.topics().iter().flat_map(|topic| topic.partitions()) {
-        assignment.add_partition_offset(topic, partition.id(), rdkafka::Offset::Beginning)?;
+    loop {
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        for partition in metadata.topics().iter().flat_map(|topic| topic.partitions()) {
+            assignment.add_partition_offset(topic, partition.id(), rdkafka::Offset::Beginning)?;
+        }
+        if assignment.count() > 0 || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
     }
     consumer.assign(&assignment)?;
     let mut records = Vec::new();
-    let deadline = Instant::now() + timeout;
     while records.len() < expected && Instant::now() < deadline {
         if let Some(result) = consumer.poll(Duration::from_millis(300)) {
             records.push(result?.detach());

@@ -33,6 +33,9 @@ pub struct BatchContext<'a> {
     pub analysis: AnalysisSettings,
     /// Each channel's stages after the analysis.
     pub processing: &'a ProcessingConfig,
+    /// The pipeline version these stages are, named in every result; `None` for a worker
+    /// serving no pipeline.
+    pub pipeline: Option<&'a crate::stages::ServedVersion>,
     /// The model of the detect stages, when the worker has one.
     pub detector: Option<&'a Detector>,
 }
@@ -146,6 +149,8 @@ pub fn process_batch(
                     model: if has_stage { model.clone() } else { None },
                     detector_ran,
                     gated,
+                    pipeline: context.pipeline.map(|served| served.name.clone()),
+                    pipeline_version: context.pipeline.map(|served| served.version),
                 })));
             }
         }
@@ -235,6 +240,7 @@ pub(crate) mod tests {
             max_payload_bytes: 1024,
             analysis: AnalysisSettings::default(),
             processing: &ProcessingConfig::default(),
+            pipeline: None,
             detector: None,
         };
         process_batch(frames, &channels(), &context, &mut MotionState::default())

@@ -129,9 +129,14 @@ pub struct WorkerConfig {
     #[arg(long, env = "FRAMEFLEET_CHANNEL_PREFIX", default_value = "")]
     pub channel_prefix: String,
 
-    /// The fan-out pipeline this worker serves: of a TOPIC_STRATEGY_FAN_OUT channel it consumes
-    /// only that pipeline's topic (without this flag, the channel's first pipeline).
-    #[arg(long, env = "FRAMEFLEET_PIPELINE")]
+    /// The pipeline this worker serves (`framefleet pipelines create`): its stages and results
+    /// topic come from the coordinator, and a new version is taken up within
+    /// --channel-refresh-ms; the worker consumes the channels that name the pipeline (a fan-out
+    /// channel: that pipeline's topic) in consumer group `<--worker-group>.<pipeline>`, so each
+    /// pipeline keeps its own offsets. The detect and analysis flags, --results-topic and
+    /// --events-topic are then not used. Without it: channels that name no pipeline, processed
+    /// as the flags say.
+    #[arg(long, env = "FRAMEFLEET_PIPELINE", conflicts_with = "processing")]
     pub pipeline: Option<String>,
 
     /// How often to look for new channels at the coordinator, in milliseconds.

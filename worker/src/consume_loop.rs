@@ -14,6 +14,7 @@ use crate::compute::{self, BatchContext, Outcome};
 use crate::ops::MotionState;
 use crate::record::ConsumedFrame;
 use crate::sink::PendingBatch;
+use crate::stages::Stages;
 use anyhow::Context;
 use futures::StreamExt;
 use futures::future::OptionFuture;
@@ -78,7 +79,16 @@ impl UnreadableRun {
 }
 
 /// A batch handed to the compute pool, with what it needs back.
-type ComputingBatch = tokio::task::JoinHandle<(Vec<ConsumedFrame>, Vec<Outcome>, MotionState)>;
+type ComputingBatch = tokio::task::JoinHandle<ComputedBatch>;
+
+/// A computed batch: its frames, their outcomes, the background models lent to it, and the
+/// stages it ran (whose outputs its results go to, whatever version runs by then).
+struct ComputedBatch {
+    frames: Vec<ConsumedFrame>,
+    outcomes: Vec<Outcome>,
+    motion: MotionState,
+    stages: Arc<Stages>,
+}
 
 /// Records consumed but not yet handed to compute, in consumption order.
 #[derive(Default)]
@@ -176,9 +186,9 @@ impl Worker {
                 Some(settled) = in_flight.next(), if !in_flight.is_empty() => self.settle(settled?),
                 Some(computed) = OptionFuture::from(computing.as_mut().map(|(handle, _)| handle)), if computing.is_some() => {
                     let started = computing.take().map(|(_, started)| started).unwrap_or_else(Instant::now);
-                    let (frames, outcomes, motion) = computed.context("batch processing panicked")?;
-                    self.motion = Some(motion);
-                    in_flight.push_back(self.send_batch(frames, outcomes, started).await?);
+                    let computed = computed.context("batch processing panicked")?;
+                    self.motion = Some(computed.motion);
+                    in_flight.push_back(self.send_batch(computed.frames, computed.outcomes, started, &computed.stages).await?);
                 }
                 _ = sleep_until_some(gathering_deadline), if wait_for_deadline && gathering_deadline.is_some() => {}
                 _ = refresh.tick() => {
@@ -219,9 +229,12 @@ impl Worker {
         // Stop taking work, but finish what was started: its results are written and its
         // offsets stored. Frames gathered but not started are left for redelivery.
         if let Some((handle, started)) = computing.take() {
-            let (frames, outcomes, motion) = handle.await.context("batch processing panicked")?;
-            self.motion = Some(motion);
-            in_flight.push_back(self.send_batch(frames, outcomes, started).await?);
+            let computed = handle.await.context("batch processing panicked")?;
+            self.motion = Some(computed.motion);
+            in_flight.push_back(
+                self.send_batch(computed.frames, computed.outcomes, started, &computed.stages)
+                    .await?,
+            );
         }
         while let Some(settled) = in_flight.next().await {
             self.settle(settled?);
@@ -240,7 +253,7 @@ impl Worker {
         let max_payload_bytes = self.config.kafka.max_frame_bytes();
         let analysis = self.config.analysis_settings();
         let pool = Arc::clone(&self.compute_pool);
-        let processing = Arc::clone(&self.processing);
+        let stages = Arc::clone(&self.stages);
         let detector = self.detector.clone();
         let mut motion = self.motion.take().unwrap_or_default();
         let handle = tokio::task::spawn_blocking(move || {
@@ -249,11 +262,17 @@ impl Worker {
                 worker_id: &worker_id,
                 max_payload_bytes,
                 analysis,
-                processing: &processing,
+                processing: &stages.processing,
+                pipeline: stages.pipeline.as_ref(),
                 detector: detector.as_deref(),
             };
             let outcomes = pool.install(|| compute::process_batch(&frames, &catalog, &context, &mut motion));
-            (frames, outcomes, motion)
+            ComputedBatch {
+                frames,
+                outcomes,
+                motion,
+                stages,
+            }
         });
         (handle, started)
     }

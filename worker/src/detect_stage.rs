@@ -241,6 +241,7 @@ mod tests {
             max_payload_bytes: 1 << 20,
             analysis: AnalysisSettings::default(),
             processing,
+            pipeline: None,
             detector: Some(detector),
         }
     }

@@ -6,8 +6,9 @@ use crate::Worker;
 use crate::catalog::Catalog;
 use crate::record::ConsumedFrame;
 use anyhow::Context;
-use framefleet_proto::client::CallError;
-use framefleet_proto::v1::{Channel, GetSchemaRequest, ListChannelsRequest, TopicStrategy};
+use framefleet_proto::client::{CallError, CoordinatorChannel};
+use framefleet_proto::v1::pipeline_service_client::PipelineServiceClient;
+use framefleet_proto::v1::{Channel, GetPipelineRequest, GetSchemaRequest, ListChannelsRequest, PipelineVersion};
 use framefleet_proto::wire;
 use rdkafka::consumer::Consumer;
 use std::collections::HashMap;
@@ -19,10 +20,12 @@ use std::time::{Duration, Instant};
 const UNKNOWN_CHANNEL_LOOKUP_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Worker {
-    /// Re-reads the channel list (every page) and subscribes to every topic the channels
-    /// write to, except those of drained channels. A fan-out channel contributes only its `--pipeline` topic (its first when no
-    /// pipeline is set): the other topics belong to other pipelines' consumers.
+    /// Re-reads the channel list (every page) and subscribes to the topics this worker's
+    /// reader consumes ([`Channel::topics_for`]: the channels that name its `--pipeline`, or
+    /// that name none when it serves none), except those of drained channels. A worker serving
+    /// a pipeline also takes up the pipeline's newest version here.
     pub(crate) async fn refresh_channels(&mut self) -> anyhow::Result<()> {
+        self.follow_pipeline().await;
         let mut channels: Vec<Channel> = Vec::new();
         let mut page_token = String::new();
         loop {
@@ -48,7 +51,7 @@ impl Worker {
         let mut topics: Vec<String> = channels
             .iter()
             .filter(|channel| channel.drained_unix_ms == 0)
-            .flat_map(|channel| consumed_topics(channel, self.config.pipeline.as_deref()))
+            .flat_map(|channel| channel.topics_for(self.config.pipeline.as_deref()))
             .collect();
         topics.sort();
         topics.dedup();
@@ -142,26 +145,66 @@ impl Worker {
     }
 }
 
-/// The topics of `channel` this worker consumes.
-fn consumed_topics(channel: &Channel, pipeline: Option<&str>) -> Vec<String> {
-    let topics = channel.all_topics().to_vec();
-    if channel.topic_strategy != i32::from(TopicStrategy::FanOut) {
-        return topics;
-    }
-    let chosen = pipeline
-        .and_then(|pipeline| {
-            channel
-                .pipelines
-                .iter()
-                .position(|name| name == pipeline)
-                .and_then(|index| topics.get(index).cloned())
+/// The current version of pipeline `name`.
+///
+/// Errors: the pipeline is not registered (create it with `framefleet pipelines create`), or
+/// the coordinator cannot be asked.
+pub(crate) async fn current_version(
+    client: &mut PipelineServiceClient<CoordinatorChannel>,
+    name: &str,
+) -> anyhow::Result<PipelineVersion> {
+    match client
+        .get_pipeline(GetPipelineRequest {
+            name: name.to_owned(),
+            version: 0,
         })
-        .or_else(|| {
-            if pipeline.is_none() {
-                topics.first().cloned()
-            } else {
-                None
+        .await
+    {
+        Ok(version) => Ok(version.into_inner()),
+        Err(status) => {
+            let error = CallError::new(format!("reading pipeline `{name}`"), status);
+            if error.is_not_found() {
+                anyhow::bail!(
+                    "--pipeline `{name}` is not registered at the coordinator; create it first (`framefleet pipelines create {name} …`)"
+                );
             }
-        });
-    chosen.into_iter().collect()
+            Err(error.into())
+        }
+    }
+}
+
+impl Worker {
+    /// Takes up a new version of the served pipeline: batches computed from now on run it,
+    /// while batches already computed keep the version they ran (each frame gets a result of
+    /// one version or the other; offsets are stored in order either way). A version this
+    /// worker cannot run (another model) is logged once and the current one kept, so the
+    /// channels' frames keep getting results.
+    async fn follow_pipeline(&mut self) {
+        let Some(name) = self.config.pipeline.clone() else {
+            return;
+        };
+        let version = match current_version(&mut self.pipeline_client, &name).await {
+            Ok(version) => version,
+            Err(error) => {
+                tracing::warn!(pipeline = %name, error = format!("{error:#}"), "cannot read the pipeline's current version");
+                return;
+            }
+        };
+        let running = self.stages.pipeline.as_ref().map(|served| served.version);
+        if running == Some(version.version) || self.refused_version == Some(version.version) {
+            return;
+        }
+        let loaded_model = self.detector.as_ref().map(|detector| detector.manifest().name.clone());
+        match crate::stages::Stages::from_pipeline(&version, loaded_model.as_deref()) {
+            Ok(stages) => {
+                tracing::info!(pipeline = %name, from = ?running, to = version.version, results_topic = %stages.results_topic, "a new pipeline version takes over from the next batch");
+                self.stages = Arc::new(stages);
+                self.refused_version = None;
+            }
+            Err(error) => {
+                tracing::error!(pipeline = %name, version = version.version, %error, "cannot run the pipeline's new version; the running one stays");
+                self.refused_version = Some(version.version);
+            }
+        }
+    }
 }

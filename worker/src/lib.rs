@@ -22,6 +22,7 @@ pub mod record;
 mod record_properties;
 pub mod report;
 mod sink;
+pub mod stages;
 
 use crate::catalog::Catalog;
 use crate::config::WorkerConfig;
@@ -29,6 +30,7 @@ use crate::report::{Reporter, WorkerCounters};
 use anyhow::Context;
 use framefleet_common::kafka;
 use framefleet_proto::v1::channel_service_client::ChannelServiceClient;
+use framefleet_proto::v1::pipeline_service_client::PipelineServiceClient;
 use framefleet_proto::v1::schema_service_client::SchemaServiceClient;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, Producer};
@@ -59,6 +61,7 @@ struct Worker {
     producer: FutureProducer,
     channel_client: ChannelServiceClient<framefleet_proto::client::CoordinatorChannel>,
     schema_client: SchemaServiceClient<framefleet_proto::client::CoordinatorChannel>,
+    pipeline_client: PipelineServiceClient<framefleet_proto::client::CoordinatorChannel>,
     /// Replaced whole on every refresh, so a batch can take it to its blocking thread without
     /// copying every channel.
     catalog: Arc<Catalog>,
@@ -70,8 +73,12 @@ struct Worker {
     motion: Option<ops::MotionState>,
     /// Threads that decode and analyse frames (`--compute-threads`).
     compute_pool: Arc<rayon::ThreadPool>,
-    /// Each channel's stages after the analysis.
-    processing: Arc<processing::ProcessingConfig>,
+    /// What is done with each frame and where results go; replaced whole when the pipeline
+    /// this worker serves gets a new version.
+    stages: Arc<stages::Stages>,
+    /// A version of the served pipeline this worker could not run, so it is not tried again
+    /// on every refresh.
+    refused_version: Option<u32>,
     /// The detect stages' model, loaded and checked at start.
     detector: Option<Arc<framefleet_detect::Detector>>,
 }
@@ -85,7 +92,6 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
     let device = ops::select_device(&config.device)?;
     let device_name = ops::describe_device(&device);
     tracing::info!(worker = %worker_id, device = %device_name, "device selected");
-    let processing = Arc::new(config.processing()?);
     // Before anything is consumed: a bad model file must not cost a single frame.
     let detector = match &config.model {
         Some(path) => {
@@ -101,11 +107,29 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
     let coordinator =
         framefleet_proto::client::connect_coordinator(&config.coordinator.address, timeout, &client_options).await?;
     let channel_client = ChannelServiceClient::new(coordinator.clone());
-    let schema_client = SchemaServiceClient::new(coordinator);
+    let schema_client = SchemaServiceClient::new(coordinator.clone());
+    let pipeline_client = PipelineServiceClient::new(coordinator);
+    // Before anything is consumed: a pipeline this worker cannot run must not cost a frame.
+    let stages = match &config.pipeline {
+        Some(name) => {
+            let loaded_model = detector.as_ref().map(|detector| detector.manifest().name.as_str());
+            let version = discovery::current_version(&mut pipeline_client.clone(), name).await?;
+            let stages = stages::Stages::from_pipeline(&version, loaded_model)?;
+            tracing::info!(pipeline = %name, version = version.version, results_topic = %stages.results_topic, "serving pipeline");
+            stages
+        }
+        None => stages::Stages {
+            processing: config.processing()?,
+            results_topic: config.results_topic.clone(),
+            events_topic: config.events_topic.clone(),
+            pipeline: None,
+        },
+    };
 
     let kafka_connection = config.kafka.connection()?;
-    let mut consumer_config =
-        kafka::worker_consumer_config(&kafka_connection, &config.worker_group, config.kafka.max_frame_bytes());
+    // Each pipeline commits its own offsets, so a slow one holds back no other.
+    let group = kafka::consumer_group(&config.worker_group, config.pipeline.as_deref());
+    let mut consumer_config = kafka::worker_consumer_config(&kafka_connection, &group, config.kafka.max_frame_bytes());
     consumer_config
         .set("client.id", &worker_id)
         // Statistics feed the lag this worker reports.
@@ -185,6 +209,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
         producer,
         channel_client,
         schema_client,
+        pipeline_client,
         catalog: Arc::new(Catalog::default()),
         subscribed_topics: Vec::new(),
         last_unknown_channel_lookup: None,
@@ -192,7 +217,8 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
         metrics: worker_metrics,
         motion: Some(ops::MotionState::default()),
         compute_pool,
-        processing,
+        stages: Arc::new(stages),
+        refused_version: None,
         detector,
     };
     let outcome = worker.consume_until(shutdown).await;

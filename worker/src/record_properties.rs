@@ -212,6 +212,7 @@ fn every_record_gets_a_result_or_a_coded_dead_letter_that_fits() {
         max_payload_bytes: MAX_PAYLOAD_BYTES,
         analysis: AnalysisSettings::default(),
         processing: &crate::processing::ProcessingConfig::default(),
+        pipeline: None,
         detector: None,
     };
     let mut runner = TestRunner::new(Config {

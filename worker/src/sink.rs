@@ -5,6 +5,7 @@
 use crate::Worker;
 use crate::compute::Outcome;
 use crate::record::{ConsumedFrame, Rejection};
+use crate::stages::Stages;
 use anyhow::Context;
 use framefleet_common::frame_trace::{self, ProcessedFrame};
 use framefleet_common::kafka;
@@ -78,6 +79,7 @@ impl Worker {
         frames: Vec<ConsumedFrame>,
         outcomes: Vec<Outcome>,
         started: Instant,
+        stages: &Stages,
     ) -> anyhow::Result<PendingBatch> {
         let compute_time = started.elapsed();
         let computed_us = framefleet_common::startup::unix_time_us();
@@ -93,10 +95,10 @@ impl Worker {
         };
         let mut deliveries = Vec::with_capacity(frames.len());
         for (frame, outcome) in frames.iter().zip(&outcomes) {
-            deliveries.push((frame.source(), self.send_outcome(frame, outcome).await?));
+            deliveries.push((frame.source(), self.send_outcome(frame, outcome, stages).await?));
             // Events go out with the batch's results, so a frame's offset is stored only once
             // its event is acknowledged too.
-            if let (Some(events_topic), Outcome::Result(result)) = (&self.config.events_topic, outcome)
+            if let (Some(events_topic), Outcome::Result(result)) = (&stages.events_topic, outcome)
                 && !result.detections.is_empty()
             {
                 deliveries.push((frame.source(), self.send_result(events_topic, frame, result).await?));
@@ -200,12 +202,20 @@ impl Worker {
         &self,
         frame: &ConsumedFrame,
         outcome: &Outcome,
+        stages: &Stages,
     ) -> anyhow::Result<rdkafka::producer::DeliveryFuture> {
         match outcome {
-            Outcome::Result(result) => self.send_result(&self.config.results_topic, frame, result).await,
+            Outcome::Result(result) => self.send_result(&stages.results_topic, frame, result).await,
             Outcome::DeadLetter(rejection) => {
                 tracing::warn!(topic = %frame.topic, partition = frame.partition, offset = frame.offset, code = rejection.code.as_str_name(), reason = %rejection.reason, "dead-lettering frame");
-                let dead_letter = DeadLetter::new(frame, rejection, self.config.kafka.max_frame_bytes());
+                let mut dead_letter = DeadLetter::new(frame, rejection, self.config.kafka.max_frame_bytes());
+                if let Some(served) = &stages.pipeline {
+                    // Small enough for the room `new` leaves for notes.
+                    dead_letter.headers.push((
+                        Cow::Borrowed(wire::HEADER_PIPELINE),
+                        Some(Cow::Owned(served.to_string().into_bytes())),
+                    ));
+                }
                 let mut headers = OwnedHeaders::new_with_capacity(dead_letter.headers.len());
                 for (name, value) in &dead_letter.headers {
                     headers = headers.insert(Header {

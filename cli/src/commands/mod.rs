@@ -36,11 +36,12 @@ pub(crate) async fn execute(cli: Cli) -> Result<(), Failure> {
     })?;
     let mut channels = ChannelServiceClient::new(channel.clone());
     let mut fleet = FleetServiceClient::new(channel.clone());
+    let mut pipelines = PipelineServiceClient::new(channel.clone());
     let json = cli.json;
     match cli.command {
         Command::Channels(command) => channels::run(command, &mut channels, json).await,
         Command::Schemas(command) => schemas::run(command, &mut SchemaServiceClient::new(channel), json).await,
-        Command::Pipelines(command) => pipelines::run(command, &mut PipelineServiceClient::new(channel), json).await,
+        Command::Pipelines(command) => pipelines::run(command, &mut pipelines, json).await,
         Command::Assignments {
             ingestor,
             after_revision,
@@ -60,14 +61,16 @@ pub(crate) async fn execute(cli: Cli) -> Result<(), Failure> {
             channel_prefix,
             read_timeout_secs,
             frame_topics,
+            pipeline,
         } => {
             let request = readback::AuditRequest {
                 kafka,
                 channel_prefix,
                 read_timeout_secs,
                 frame_topics,
+                pipeline,
             };
-            readback::audit(&mut fleet, &mut channels, request, json).await
+            readback::audit(&mut fleet, &mut channels, &mut pipelines, request, json).await
         }
         Command::Watch {
             until_drained,

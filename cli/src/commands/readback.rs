@@ -1,14 +1,15 @@
 //! `framefleet audit` and `snapshot`: commands that read the fleet's topics back from Kafka.
 
 use super::channels::all_channels;
-use super::clients::{Channels, Fleet};
+use super::clients::{Channels, Fleet, Pipelines};
 use crate::args::ReadbackKafka;
 use crate::failure::Failure;
 use crate::output::{out, outln};
 use crate::{audit, snapshot};
+use framefleet_common::audit::ChannelFilter;
 use framefleet_common::kafka::KafkaConnection;
 use framefleet_common::kafka::security::KafkaSecurity;
-use framefleet_proto::v1::GetFleetStatusRequest;
+use framefleet_proto::v1::{GetFleetStatusRequest, GetPipelineRequest};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ pub(super) struct AuditRequest {
     pub(super) channel_prefix: String,
     pub(super) read_timeout_secs: u64,
     pub(super) frame_topics: bool,
+    pub(super) pipeline: Option<String>,
 }
 
 /// Draws a channel's latest frame with detections and prints its detection tally.
@@ -52,40 +54,69 @@ pub(super) async fn snapshot(
 pub(super) async fn audit(
     fleet: &mut Fleet,
     channels: &mut Channels,
+    pipelines: &mut Pipelines,
     request: AuditRequest,
     json: bool,
 ) -> Result<(), Failure> {
     let status = fleet.get_fleet_status(GetFleetStatusRequest {}).await?.into_inner();
+    let kafka = status.kafka.clone().unwrap_or_default();
+    let mut filter = ChannelFilter {
+        prefix: request.channel_prefix.clone(),
+        only: None,
+    };
+    // A pipeline's audit: its results topic, and only the channels that name it.
+    let results_topic = match &request.pipeline {
+        Some(name) => {
+            let version = pipelines
+                .get_pipeline(GetPipelineRequest {
+                    name: name.clone(),
+                    version: 0,
+                })
+                .await?
+                .into_inner();
+            filter.only = Some(
+                all_channels(channels)
+                    .await?
+                    .into_iter()
+                    .filter(|channel| channel.pipelines.contains(name))
+                    .map(|channel| channel.channel_id)
+                    .collect(),
+            );
+            version.spec.map(|spec| spec.results_topic).unwrap_or_default()
+        }
+        None => kafka.results_topic.clone(),
+    };
     let mut topics: Vec<String> = Vec::new();
     if request.frame_topics {
         for channel in all_channels(channels).await? {
-            if channel.channel_id.starts_with(&request.channel_prefix) {
-                topics.extend(channel.all_topics().iter().cloned());
+            if filter.admits(&channel.channel_id) {
+                topics.extend(channel.topics_for(request.pipeline.as_deref()));
             }
         }
         topics.sort();
         topics.dedup();
     }
-    let kafka = status.kafka.clone().unwrap_or_default();
     let connection = connection(request.kafka, kafka.bootstrap_servers)?;
-    let prefix = request.channel_prefix.clone();
     let read_timeout = Duration::from_secs(request.read_timeout_secs);
+    let read_filter = filter.clone();
+    let pipeline = request.pipeline.clone();
     let outcomes = tokio::task::spawn_blocking(move || {
         framefleet_common::audit::read(
             &connection,
             &framefleet_common::audit::Topics {
-                results: &kafka.results_topic,
+                results: &results_topic,
                 dead_letters: &kafka.dead_letter_topic,
                 frames: &topics,
+                pipeline: pipeline.as_deref(),
             },
-            &prefix,
+            &read_filter,
             read_timeout,
         )
     })
     .await
     .map_err(|error| Failure::Other(error.into(), 1))?
     .map_err(|error| Failure::Other(error.into(), 6))?;
-    let report = audit::audit_report(&status, &outcomes, &request.channel_prefix, request.frame_topics);
+    let report = audit::audit_report(&status, &outcomes, &filter, request.frame_topics);
     if json {
         outln!("{}", report.json);
     } else {

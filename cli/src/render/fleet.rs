@@ -39,7 +39,14 @@ pub fn totals(status: &FleetStatus) -> Totals {
         failed,
         processed: status.frames_processed,
         dead_lettered: workers.map(|report| report.frames_dead_lettered).sum(),
-        accumulate: status.topics.iter().map(|topic| topic.accumulate).sum(),
+        // A topic read by several pipelines has a row for each, with the same accumulate.
+        accumulate: status
+            .topics
+            .iter()
+            .map(|topic| (topic.topic.as_str(), topic.accumulate))
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .values()
+            .sum(),
         consume: status.topics.iter().map(|topic| topic.consume).sum(),
         lag: status.topics.iter().map(|topic| topic.lag).sum(),
         frames_per_second: status.frames_per_second,
@@ -255,14 +262,19 @@ pub fn status_report(status: &FleetStatus) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{:<40} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8}",
-        "TOPIC", "ACCUMULATE", "CONSUME", "LAG", "LAG-S", "IN/S", "OUT/S"
+        "\n{:<40} {:<16} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8}",
+        "TOPIC", "PIPELINE", "ACCUMULATE", "CONSUME", "LAG", "LAG-S", "IN/S", "OUT/S"
     );
     for topic in &status.topics {
         let _ = writeln!(
             out,
-            "{:<40} {:>10} {:>10} {:>8} {:>8.1} {:>8.1} {:>8.1}",
+            "{:<40} {:<16} {:>10} {:>10} {:>8} {:>8.1} {:>8.1} {:>8.1}",
             topic.topic,
+            if topic.pipeline.is_empty() {
+                "-"
+            } else {
+                topic.pipeline.as_str()
+            },
             topic.accumulate,
             topic.consume,
             topic.lag,
@@ -456,6 +468,7 @@ pub fn status_json(status: &FleetStatus, registered: &[Channel], elapsed: Option
         .map(|topic| {
             json!({
                 "topic": topic.topic,
+                "pipeline": topic.pipeline,
                 "accumulate": topic.accumulate,
                 "consume": topic.consume,
                 "lag": topic.lag,

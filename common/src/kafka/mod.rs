@@ -36,6 +36,17 @@ pub const DEFAULT_RESULTS_TOPIC: &str = "framefleet.results";
 pub const DEFAULT_DEAD_LETTER_TOPIC: &str = "framefleet.dead-letter";
 /// Consumer group shared by the worker fleet; the coordinator reads its committed offsets.
 pub const DEFAULT_WORKER_GROUP: &str = "framefleet-workers";
+
+/// The consumer group of the workers serving `pipeline`: `<base>.<pipeline>`, so each
+/// pipeline commits its own offsets and a slow one holds back no other; `base` itself for
+/// the workers that serve no pipeline. The coordinator derives the same names to read lag
+/// and decide drains.
+pub fn consumer_group(base: &str, pipeline: Option<&str>) -> String {
+    match pipeline {
+        Some(pipeline) => format!("{base}.{pipeline}"),
+        None => base.to_owned(),
+    }
+}
 /// Dedicated channel topics are named `<prefix><channel id>`.
 pub const CHANNEL_TOPIC_PREFIX: &str = "framefleet.frames.";
 /// Shared pool topics are named `<prefix><n>`; a prefix of its own so no channel id can

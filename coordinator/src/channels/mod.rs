@@ -124,6 +124,7 @@ impl<S: MetadataStore, T: TopicAdmin> ChannelRegistry<S, T> {
         }
 
         self.refuse_colliding_id(&spec.channel_id).await?;
+        self.refuse_unregistered_pipelines(&spec.pipelines).await?;
         let topic_specs = self
             .place(
                 &spec.channel_id,
@@ -133,6 +134,7 @@ impl<S: MetadataStore, T: TopicAdmin> ChannelRegistry<S, T> {
                 declared_bytes_per_second,
             )
             .await?;
+        self.refuse_colliding_topics(&spec.channel_id, &topic_specs).await?;
         for topic in &topic_specs {
             self.topics.ensure_topic(topic).await?;
         }
@@ -264,6 +266,58 @@ impl<S: MetadataStore, T: TopicAdmin> ChannelRegistry<S, T> {
                     channel_id: channel_id.to_owned(),
                     existing: other.to_owned(),
                 });
+            }
+        }
+        Ok(())
+    }
+
+    /// A channel's pipelines must be registered: their consumer groups and results are what
+    /// process its frames. FAILED_PRECONDITION naming the first that is not.
+    async fn refuse_unregistered_pipelines(&self, pipelines: &[String]) -> Result<(), CoordinatorError> {
+        for pipeline in pipelines {
+            if self
+                .store
+                .get(&crate::pipelines::record::pipeline_key(pipeline))
+                .await?
+                .is_none()
+            {
+                return Err(CoordinatorError::FailedPrecondition(format!(
+                    "`pipelines`: pipeline `{pipeline}` is not registered; create it first (`framefleet pipelines create {pipeline} …`)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a new channel's topics when Kafka would take one of them for a topic another
+    /// channel already has (see [`validate::topic_collision_key`]), whatever composed each
+    /// name: a channel id alone, or a fan-out pipeline and a channel id (`framefleet.fanout.a_b.c`
+    /// and `framefleet.fanout.a.b_c` are one topic to Kafka). Only pool topics are shared, by
+    /// design. Checked before anything is written to etcd or Kafka.
+    async fn refuse_colliding_topics(&self, channel_id: &str, topics: &[TopicSpec]) -> Result<(), CoordinatorError> {
+        let wanted: Vec<(String, &str)> = topics
+            .iter()
+            .map(|topic| (validate::topic_collision_key(&topic.name), topic.name.as_str()))
+            .collect();
+        for (record, _) in self.all_records().await? {
+            if record.channel_id == channel_id {
+                continue;
+            }
+            for existing in record.topics() {
+                let existing_key = validate::topic_collision_key(&existing);
+                let shared_pool_topic =
+                    |name: &str| name == existing && name.starts_with(framefleet_common::kafka::POOL_TOPIC_PREFIX);
+                if let Some((_, topic)) = wanted
+                    .iter()
+                    .find(|(key, name)| *key == existing_key && !shared_pool_topic(name))
+                {
+                    return Err(CoordinatorError::DerivedTopicCollision {
+                        owner: format!("channel `{channel_id}`"),
+                        topic: (*topic).to_owned(),
+                        existing_owner: format!("channel `{}`", record.channel_id),
+                        existing_topic: existing,
+                    });
+                }
             }
         }
         Ok(())
@@ -436,6 +490,7 @@ impl<S: MetadataStore, T: TopicAdmin> ChannelRegistry<S, T> {
         let strategy = validate::strategy(topic_strategy, pipelines)?;
         let (current, stored) = self.get_record(channel_id).await?;
         check_revision(channel_id, expected_revision, stored.mod_revision)?;
+        self.refuse_unregistered_pipelines(pipelines).await?;
         let topic_specs = self
             .place(
                 channel_id,
@@ -445,6 +500,7 @@ impl<S: MetadataStore, T: TopicAdmin> ChannelRegistry<S, T> {
                 current.declared_bytes_per_second,
             )
             .await?;
+        self.refuse_colliding_topics(channel_id, &topic_specs).await?;
         let largest_frame = self.largest_frame_bytes(channel_id).await?;
         for spec in &topic_specs {
             self.topics.ensure_topic(spec).await?;

@@ -178,6 +178,15 @@ impl ChannelRecord {
         }
     }
 
+    /// Who must consume the channel's frames (see [`framefleet_proto::channel_readers`]).
+    pub fn readers(&self) -> Vec<framefleet_proto::Reader> {
+        framefleet_proto::channel_readers(
+            self.strategy() == TopicStrategy::FanOut,
+            &self.topics(),
+            &self.pipelines,
+        )
+    }
+
     pub fn strategy(&self) -> TopicStrategy {
         TopicStrategy::from_str_name(&self.topic_strategy).unwrap_or(TopicStrategy::Dedicated)
     }

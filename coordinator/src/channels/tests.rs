@@ -48,6 +48,29 @@ pub fn registry() -> (
     )
 }
 
+/// A registry whose store already holds analysis-only pipelines `names`.
+async fn registry_with_pipelines(names: &[&str]) -> ChannelRegistry<MemoryStore, &'static RecordingTopics> {
+    let store = MemoryStore::default();
+    let pipelines = crate::pipelines::PipelineRegistry::new(store.clone());
+    let spec = framefleet_proto::v1::PipelineSpec {
+        analysis: true,
+        ..Default::default()
+    };
+    for name in names {
+        pipelines
+            .create_version(&crate::pipelines::NewVersion {
+                name,
+                spec: Some(&spec),
+                expected_revision: 0,
+                description: "",
+            })
+            .await
+            .expect("pipeline");
+    }
+    let topics: &'static RecordingTopics = Box::leak(Box::default());
+    ChannelRegistry::new(store, topics, placement())
+}
+
 pub fn schema(width: u32, height: u32) -> FrameSchema {
     FrameSchema {
         version: 0,
@@ -186,7 +209,7 @@ async fn bad_input_names_the_field() {
         (fan_out(&["x", "x"]), "pipelines"),
         (
             ChannelSpec {
-                pipelines: vec!["x".to_owned()],
+                pipelines: (0..17).map(|index| format!("p{index}")).collect(),
                 ..spec("cam-1", Some(schema(640, 480)))
             },
             "pipelines",
@@ -316,7 +339,7 @@ async fn deregistration_drains_and_force_deletes_everything() {
 
 #[tokio::test]
 async fn the_pool_balances_declared_load_and_fan_out_has_a_topic_per_pipeline() {
-    let (registry, _) = registry();
+    let registry = registry_with_pipelines(&["detect", "archive"]).await;
     let pooled = |id: &str, load: u64| ChannelSpec {
         topic_strategy: TopicStrategy::SharedPool.into(),
         declared_bytes_per_second: load,
@@ -458,4 +481,37 @@ fn a_record_from_before_owners_belongs_to_the_ingestor_that_claimed_it() {
         "",
         "assigned by a leader: no ingestor's"
     );
+}
+
+#[tokio::test]
+async fn a_channel_names_registered_pipelines_only_under_any_strategy() {
+    let registry = registry_with_pipelines(&["people"]).await;
+    let naming = |id: &str, pipelines: &[&str]| ChannelSpec {
+        pipelines: pipelines.iter().map(|p| (*p).to_owned()).collect(),
+        ..spec(id, Some(schema(64, 48)))
+    };
+    let lobby = registry
+        .register(&naming("lobby", &["people"]))
+        .await
+        .expect("a dedicated channel read by a pipeline")
+        .0;
+    assert_eq!(lobby.topics, ["framefleet.frames.lobby"]);
+    assert_eq!(lobby.pipelines, ["people"]);
+    let error = registry
+        .register(&naming("door", &["people", "nobody"]))
+        .await
+        .expect_err("an unregistered pipeline");
+    assert!(
+        matches!(&error, CoordinatorError::FailedPrecondition(message) if message.contains("`nobody`")),
+        "{error}"
+    );
+    assert!(
+        matches!(registry.get("door").await, Err(CoordinatorError::NotFound { .. })),
+        "nothing written"
+    );
+    let error = registry
+        .move_to("lobby", TopicStrategy::FanOut.into(), &["nobody".to_owned()], 0)
+        .await
+        .expect_err("moved to an unregistered pipeline");
+    assert!(matches!(error, CoordinatorError::FailedPrecondition(_)), "{error}");
 }

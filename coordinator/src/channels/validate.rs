@@ -100,8 +100,9 @@ pub fn expected_revision(revision: i64) -> Result<(), CoordinatorError> {
     Ok(())
 }
 
-/// The strategy and its pipelines: FAN_OUT needs 1..=16 unique names without `.` (a `.` would
-/// make two (pipeline, channel) pairs share a topic name), the others none.
+/// The strategy and the pipelines that process the channel's frames: at most 16 unique
+/// names (FAN_OUT needs at least one: it writes one topic per pipeline). No pipelines: the
+/// frames go to the workers that serve no pipeline (processing from their flags).
 pub fn strategy(strategy: i32, pipelines: &[String]) -> Result<TopicStrategy, CoordinatorError> {
     let strategy = match TopicStrategy::try_from(strategy) {
         Ok(TopicStrategy::Unspecified) => TopicStrategy::Dedicated,
@@ -113,19 +114,16 @@ pub fn strategy(strategy: i32, pipelines: &[String]) -> Result<TopicStrategy, Co
             ));
         }
     };
-    if strategy != TopicStrategy::FanOut {
-        if !pipelines.is_empty() {
-            return Err(CoordinatorError::invalid(
-                "pipelines",
-                "only TOPIC_STRATEGY_FAN_OUT takes pipelines",
-            ));
-        }
-        return Ok(strategy);
-    }
-    if pipelines.is_empty() || pipelines.len() > MAX_PIPELINES {
+    if strategy == TopicStrategy::FanOut && pipelines.is_empty() {
         return Err(CoordinatorError::invalid(
             "pipelines",
-            format!("TOPIC_STRATEGY_FAN_OUT needs 1..={MAX_PIPELINES} pipeline names"),
+            format!("TOPIC_STRATEGY_FAN_OUT needs 1..={MAX_PIPELINES} pipeline names (one topic each)"),
+        ));
+    }
+    if pipelines.len() > MAX_PIPELINES {
+        return Err(CoordinatorError::invalid(
+            "pipelines",
+            format!("at most {MAX_PIPELINES} pipelines per channel"),
         ));
     }
     for pipeline in pipelines {

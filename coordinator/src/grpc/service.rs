@@ -392,18 +392,22 @@ impl<S: MetadataStore + Clone, T: TopicAdmin> FleetApi<S, T> {
         registered_ingestors.sort();
         let (workers, frames_processed, frames_per_second) = self.fleet.workers(&registered);
         let ingestors = self.fleet.ingestors();
-        // Every topic any channel writes to, with the frame rate its active channels declare.
-        let mut loads: BTreeMap<String, f64> = BTreeMap::new();
+        // Every topic any channel writes to, once per reader (each pipeline's group commits
+        // its own offsets), with the frame rate its active channels declare.
+        let mut loads: BTreeMap<(String, Option<String>), f64> = BTreeMap::new();
         for (record, _) in self.channels.all_records().await? {
             let fps = if record.is_active() { record.schema.fps } else { 0.0 };
-            for topic in record.topics() {
-                *loads.entry(topic).or_default() += fps;
+            for reader in record.readers() {
+                for topic in reader.topics {
+                    *loads.entry((topic, reader.pipeline.clone())).or_default() += fps;
+                }
             }
         }
         let loads = loads
             .into_iter()
-            .map(|(topic, frames_per_second)| TopicLoad {
+            .map(|((topic, pipeline), frames_per_second)| TopicLoad {
                 topic,
+                pipeline,
                 frames_per_second,
             })
             .collect();

@@ -1,9 +1,11 @@
-//! Kafka's offsets as the coordinator reads them: each topic's high watermarks and the worker
-//! group's committed offsets, for the paper's metrics (accumulate, consume, lag) and for
-//! deciding that a channel is drained.
+//! Kafka's offsets as the coordinator reads them: each topic's high watermarks and the
+//! committed offsets of the consumer groups that read it (one per pipeline, see
+//! [`framefleet_proto::channel_readers`]), for the paper's metrics (accumulate, consume, lag)
+//! and for deciding that a channel is drained.
 
 use crate::error::CoordinatorError;
 use framefleet_common::kafka;
+use framefleet_proto::Reader;
 use framefleet_proto::v1::TopicMetrics;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -15,42 +17,56 @@ use std::time::{Duration, Instant};
 /// Topic rates need readings at least this far apart.
 const MIN_RATE_INTERVAL: Duration = Duration::from_millis(200);
 
+/// When a (topic, reader) was read, with its accumulate and consume then.
+type Reading = (Instant, u64, u64);
+
 /// Offsets per (topic, partition).
 pub type PartitionOffsets = Vec<(String, i32, i64)>;
 
-/// Kafka as the drain needs it: how far topics were written, and how far the worker group
-/// has committed.
+/// The offsets one reader (a pipeline's group, or the workers serving none) has committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReaderOffsets {
+    pub pipeline: Option<String>,
+    pub committed: PartitionOffsets,
+}
+
+/// Kafka as the drain needs it: how far topics were written, and how far each reader's
+/// consumer group has committed.
 pub trait DrainProbe: Send + Sync + 'static {
     fn high_watermarks(
         &self,
         topics: Vec<String>,
     ) -> impl Future<Output = Result<PartitionOffsets, CoordinatorError>> + Send;
-    fn committed(&self, topics: Vec<String>)
-    -> impl Future<Output = Result<PartitionOffsets, CoordinatorError>> + Send;
-    /// Both, read once: (high watermarks, committed offsets).
-    fn offsets(
+    fn committed(
         &self,
-        topics: Vec<String>,
-    ) -> impl Future<Output = Result<(PartitionOffsets, PartitionOffsets), CoordinatorError>> + Send;
+        readers: Vec<Reader>,
+    ) -> impl Future<Output = Result<Vec<ReaderOffsets>, CoordinatorError>> + Send;
 }
 
-/// Reads topic watermarks and the worker group's committed offsets. It never subscribes,
-/// so it never joins (or disturbs) the group it inspects.
+/// Reads topic watermarks and the committed offsets of the worker groups (one consumer per
+/// group, made on first use). It never subscribes, so it never joins (or disturbs) the
+/// groups it inspects.
 pub struct KafkaInspector {
-    consumer: Arc<BaseConsumer>,
+    connection: kafka::KafkaConnection,
+    /// The workers' base group: pipelines' groups are derived from it
+    /// ([`kafka::consumer_group`]).
+    worker_group: String,
+    /// Consumer group → the consumer that reads its commits.
+    consumers: Mutex<HashMap<String, Arc<BaseConsumer>>>,
     timeout: Duration,
-    /// The previous reading of each topic, for rates.
-    previous: Mutex<HashMap<String, (Instant, u64, u64)>>,
+    /// The previous reading of each (topic, pipeline), for rates.
+    previous: Mutex<HashMap<(String, Option<String>), Reading>>,
 }
 
-/// A topic to measure and the frame rate its active channels declare.
+/// A topic to measure for one reader, and the frame rate its active channels declare.
 #[derive(Debug, Clone)]
 pub struct TopicLoad {
     pub topic: String,
+    pub pipeline: Option<String>,
     pub frames_per_second: f64,
 }
 
-/// One partition: its high watermark and the worker group's committed offset (if any).
+/// One partition: its high watermark and the group's committed offset (if any).
 #[derive(Debug, Clone, Copy)]
 struct PartitionReading {
     partition: i32,
@@ -64,42 +80,76 @@ impl KafkaInspector {
         worker_group: &str,
         timeout: Duration,
     ) -> Result<Self, CoordinatorError> {
-        let consumer: BaseConsumer = kafka::inspector_config(kafka, worker_group).create().map_err(|error| {
-            CoordinatorError::KafkaUnavailable(format!("cannot create the Kafka inspector: {error}"))
-        })?;
-        Ok(Self {
-            consumer: Arc::new(consumer),
+        let inspector = Self {
+            connection: kafka.clone(),
+            worker_group: worker_group.to_owned(),
+            consumers: Mutex::default(),
             timeout,
             previous: Mutex::default(),
-        })
+        };
+        // Made now so a bad Kafka setting fails the start, not the first status call.
+        inspector.consumer(None)?;
+        Ok(inspector)
     }
 
-    async fn read(&self, topics: Vec<String>) -> Result<Vec<(String, Vec<PartitionReading>)>, CoordinatorError> {
-        let consumer = Arc::clone(&self.consumer);
+    /// The consumer whose group is the reader's.
+    fn consumer(&self, pipeline: Option<&str>) -> Result<Arc<BaseConsumer>, CoordinatorError> {
+        let group = kafka::consumer_group(&self.worker_group, pipeline);
+        // The map only grows by whole entries; a panic elsewhere cannot leave it half-updated.
+        let mut consumers = self.consumers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(consumer) = consumers.get(&group) {
+            return Ok(Arc::clone(consumer));
+        }
+        let consumer: BaseConsumer = kafka::inspector_config(&self.connection, &group)
+            .create()
+            .map_err(|error| {
+                CoordinatorError::KafkaUnavailable(format!(
+                    "cannot create the Kafka inspector of group `{group}`: {error}"
+                ))
+            })?;
+        let consumer = Arc::new(consumer);
+        consumers.insert(group, Arc::clone(&consumer));
+        Ok(consumer)
+    }
+
+    /// Each (reader, topic)'s partitions, in the order asked.
+    async fn read(
+        &self,
+        wanted: Vec<(Option<String>, String)>,
+    ) -> Result<Vec<(Option<String>, String, Vec<PartitionReading>)>, CoordinatorError> {
+        let with_consumers = wanted
+            .into_iter()
+            .map(|(pipeline, topic)| Ok((self.consumer(pipeline.as_deref())?, pipeline, topic)))
+            .collect::<Result<Vec<_>, CoordinatorError>>()?;
         let timeout = self.timeout;
         // librdkafka's metadata and offset calls block; keep them off the reactor.
         tokio::task::spawn_blocking(move || {
-            topics
+            with_consumers
                 .into_iter()
-                .map(|topic| read_topic(&consumer, &topic, timeout).map(|readings| (topic, readings)))
+                .map(|(consumer, pipeline, topic)| {
+                    read_topic(&consumer, &topic, timeout).map(|readings| (pipeline, topic, readings))
+                })
                 .collect()
         })
         .await
         .map_err(|error| CoordinatorError::KafkaUnavailable(format!("topic metrics task failed: {error}")))?
     }
 
-    /// The paper's metrics per topic: accumulate, consume, lag (frames and seconds), and the
-    /// rates since this coordinator's previous reading.
+    /// The paper's metrics per (topic, reader): accumulate, consume, lag (frames and seconds),
+    /// and the rates since this coordinator's previous reading.
     pub async fn topic_metrics(&self, topics: Vec<TopicLoad>) -> Result<Vec<TopicMetrics>, CoordinatorError> {
-        let names = topics.iter().map(|load| load.topic.clone()).collect();
-        let readings = self.read(names).await?;
+        let wanted = topics
+            .iter()
+            .map(|load| (load.pipeline.clone(), load.topic.clone()))
+            .collect();
+        let readings = self.read(wanted).await?;
         let now = Instant::now();
         // Readings are plain data; a panic elsewhere cannot leave them half-updated.
         let mut previous = self.previous.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let metrics = readings
             .into_iter()
             .zip(topics)
-            .map(|((topic, partitions), load)| {
+            .map(|((pipeline, topic, partitions), load)| {
                 let accumulate: u64 = partitions.iter().map(|p| u64::try_from(p.high).unwrap_or(0)).sum();
                 let consume: u64 = partitions
                     .iter()
@@ -114,7 +164,8 @@ impl KafkaInspector {
                 };
                 // Readings closer together than MIN_RATE_INTERVAL give noisy rates: the older
                 // reading is kept until the next one is far enough from it.
-                let last = previous.get(&topic).copied();
+                let key = (topic.clone(), pipeline.clone());
+                let last = previous.get(&key).copied();
                 let interval = last.map(|(at, _, _)| now.duration_since(at));
                 let (accumulate_per_second, consume_per_second) = match (last, interval) {
                     (Some((_, old_accumulate, old_consume)), Some(interval)) if interval >= MIN_RATE_INTERVAL => {
@@ -127,7 +178,7 @@ impl KafkaInspector {
                     _ => (0.0, 0.0),
                 };
                 if interval.is_none_or(|interval| interval >= MIN_RATE_INTERVAL) {
-                    previous.insert(topic.clone(), (now, accumulate, consume));
+                    previous.insert(key, (now, accumulate, consume));
                 }
                 TopicMetrics {
                     topic,
@@ -137,6 +188,7 @@ impl KafkaInspector {
                     lag_seconds,
                     accumulate_per_second,
                     consume_per_second,
+                    pipeline: pipeline.unwrap_or_default(),
                 }
             })
             .collect();
@@ -144,35 +196,65 @@ impl KafkaInspector {
     }
 }
 
+/// No partitions is no answer (a topic just created, or a broker between states): read as
+/// "nothing written", it would let an ended channel count as drained with frames unread.
+fn require_partitions(topic: &str, partitions: &[PartitionReading]) -> Result<(), CoordinatorError> {
+    if partitions.is_empty() {
+        return Err(CoordinatorError::KafkaUnavailable(format!(
+            "the metadata of topic `{topic}` lists no partitions"
+        )));
+    }
+    Ok(())
+}
+
 impl DrainProbe for KafkaInspector {
     async fn high_watermarks(&self, topics: Vec<String>) -> Result<PartitionOffsets, CoordinatorError> {
-        Ok(self.offsets(topics).await?.0)
-    }
-
-    async fn committed(&self, topics: Vec<String>) -> Result<PartitionOffsets, CoordinatorError> {
-        Ok(self.offsets(topics).await?.1)
-    }
-
-    async fn offsets(&self, topics: Vec<String>) -> Result<(PartitionOffsets, PartitionOffsets), CoordinatorError> {
         let mut marks = Vec::new();
-        let mut committed = Vec::new();
-        for (topic, partitions) in self.read(topics).await? {
-            // No partitions is no answer (a topic just created, or a broker between states):
-            // read as "nothing written", it would let an ended channel count as drained with
-            // frames unread.
-            if partitions.is_empty() {
-                return Err(CoordinatorError::KafkaUnavailable(format!(
-                    "the metadata of topic `{topic}` lists no partitions"
-                )));
-            }
-            for reading in partitions {
-                marks.push((topic.clone(), reading.partition, reading.high));
-                if let Some(offset) = reading.committed {
-                    committed.push((topic.clone(), reading.partition, offset));
-                }
+        for (_, topic, partitions) in self
+            .read(topics.into_iter().map(|topic| (None, topic)).collect())
+            .await?
+        {
+            require_partitions(&topic, &partitions)?;
+            marks.extend(
+                partitions
+                    .iter()
+                    .map(|reading| (topic.clone(), reading.partition, reading.high)),
+            );
+        }
+        Ok(marks)
+    }
+
+    async fn committed(&self, readers: Vec<Reader>) -> Result<Vec<ReaderOffsets>, CoordinatorError> {
+        let wanted = readers
+            .iter()
+            .flat_map(|reader| {
+                reader
+                    .topics
+                    .iter()
+                    .map(|topic| (reader.pipeline.clone(), topic.clone()))
+            })
+            .collect();
+        // One entry per reader, however many channels named it.
+        let mut offsets: Vec<ReaderOffsets> = Vec::new();
+        for reader in readers {
+            if !offsets.iter().any(|known| known.pipeline == reader.pipeline) {
+                offsets.push(ReaderOffsets {
+                    pipeline: reader.pipeline,
+                    committed: Vec::new(),
+                });
             }
         }
-        Ok((marks, committed))
+        for (pipeline, topic, partitions) in self.read(wanted).await? {
+            require_partitions(&topic, &partitions)?;
+            if let Some(reader) = offsets.iter_mut().find(|reader| reader.pipeline == pipeline) {
+                reader.committed.extend(partitions.iter().filter_map(|reading| {
+                    reading
+                        .committed
+                        .map(|offset| (topic.clone(), reading.partition, offset))
+                }));
+            }
+        }
+        Ok(offsets)
     }
 }
 

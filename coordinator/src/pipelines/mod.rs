@@ -8,12 +8,13 @@ pub mod record;
 pub mod validate;
 
 use crate::channels::record::encode;
+use crate::channels::validate::topic_collision_key;
 use crate::error::{CoordinatorError, check_revision};
 use crate::store::{CommitOutcome, Condition, MetadataStore, Write};
 use framefleet_proto::v1::{Pipeline, PipelineSpec, PipelineVersion};
 use record::{
-    PIPELINE_KEY_PREFIX, PipelineRecord, VersionRecord, decode_pipeline, decode_version, pipeline_key, version_key,
-    version_prefix,
+    PIPELINE_KEY_PREFIX, PipelineRecord, SpecRecord, VersionRecord, decode_pipeline, decode_version, pipeline_key,
+    version_key, version_prefix,
 };
 
 /// Reads and writes race other coordinators; a write that lost a race is decided again on
@@ -50,6 +51,7 @@ impl<S: MetadataStore> PipelineRegistry<S> {
         let spec = validate::spec(request.name, request.spec)?;
         let name = request.name;
         let key = pipeline_key(name);
+        self.refuse_colliding_topics(name, &spec).await?;
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let stored = self.store.get(&key).await?;
             let current = match &stored {
@@ -114,6 +116,31 @@ impl<S: MetadataStore> PipelineRegistry<S> {
         )))
     }
 
+    /// A pipeline's results and events topics are its own: one that another pipeline's current
+    /// version writes to, or that Kafka would take for it (`.` and `_` alike), is refused with
+    /// ALREADY_EXISTS naming that pipeline. Checked before anything is written.
+    async fn refuse_colliding_topics(&self, name: &str, spec: &SpecRecord) -> Result<(), CoordinatorError> {
+        let own = spec_topics(spec);
+        for stored in self.store.list(PIPELINE_KEY_PREFIX).await? {
+            let other = decode_pipeline(&stored)?;
+            if other.name == name {
+                continue;
+            }
+            for existing in spec_topics(&other.current.spec) {
+                let existing_key = topic_collision_key(existing);
+                if let Some(topic) = own.iter().find(|topic| topic_collision_key(topic) == existing_key) {
+                    return Err(CoordinatorError::DerivedTopicCollision {
+                        owner: format!("pipeline `{name}`"),
+                        topic: (*topic).to_owned(),
+                        existing_owner: format!("pipeline `{}`", other.name),
+                        existing_topic: existing.to_owned(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// One version of a pipeline; version 0 is the current one.
     pub async fn get(&self, name: &str, version: u32) -> Result<PipelineVersion, CoordinatorError> {
         let (record, _) = self.get_record(name).await?;
@@ -163,6 +190,14 @@ impl<S: MetadataStore> PipelineRegistry<S> {
             })?;
         Ok((decode_pipeline(&stored)?, stored.mod_revision))
     }
+}
+
+/// The topics a pipeline version writes to.
+fn spec_topics(spec: &SpecRecord) -> Vec<&str> {
+    [spec.results_topic.as_str(), spec.events_topic.as_str()]
+        .into_iter()
+        .filter(|topic| !topic.is_empty())
+        .collect()
 }
 
 #[cfg(test)]

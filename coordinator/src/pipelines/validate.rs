@@ -160,22 +160,29 @@ fn detect_stage(detect: &DetectStage, analysis: bool) -> Result<DetectRecord, Co
 }
 
 /// A topic name Apache Kafka accepts (1 to 249 of letters, digits, `.`, `_` and `-`, and not
-/// `.` or `..`) outside the channels' frame topics, `framefleet.frames.*` as Kafka compares
-/// names: results written there would reach workers as frames.
+/// `.` or `..`) outside the channels' frame topics (`framefleet.frames.*`, `framefleet.fanout.*`,
+/// `framefleet.pool.*`) as Kafka compares names: results written there would reach workers as
+/// frames.
 fn topic(field: &'static str, topic: &str) -> Result<(), CoordinatorError> {
     topic_safe_name(field, topic, MAX_TOPIC_LEN, &['-', '_', '.'])?;
     if topic == "." || topic == ".." {
         return Err(CoordinatorError::invalid(field, "`.` and `..` are not topic names"));
     }
-    let frames = topic_collision_key(framefleet_common::kafka::CHANNEL_TOPIC_PREFIX);
-    if topic_collision_key(topic).starts_with(&frames) {
-        return Err(CoordinatorError::invalid(
-            field,
-            format!(
-                "`{topic}` is among the channels' frame topics (`{}*`, Kafka treats `.` and `_` alike)",
-                framefleet_common::kafka::CHANNEL_TOPIC_PREFIX
-            ),
-        ));
+    let key = topic_collision_key(topic);
+    for prefix in FRAME_TOPIC_PREFIXES {
+        if key.starts_with(&topic_collision_key(prefix)) {
+            return Err(CoordinatorError::invalid(
+                field,
+                format!("`{topic}` is among the channels' frame topics (`{prefix}*`, Kafka treats `.` and `_` alike)"),
+            ));
+        }
     }
     Ok(())
 }
+
+/// Where the coordinator puts channels' frames.
+const FRAME_TOPIC_PREFIXES: [&str; 3] = [
+    framefleet_common::kafka::CHANNEL_TOPIC_PREFIX,
+    framefleet_common::kafka::FANOUT_TOPIC_PREFIX,
+    framefleet_common::kafka::POOL_TOPIC_PREFIX,
+];

@@ -1,0 +1,421 @@
+//! Pipelines as fleet resources, through real etcd, the real broker and real workers: a
+//! channel names two registered pipelines, each served by its own workers in its own consumer
+//! group with its own results, so a slow detector holds back no cheap analysis of the same
+//! frames, and the channel's drain waits for the slowest pipeline; and a new pipeline version
+//! published mid-stream takes over with every frame getting a result of one version or the
+//! other.
+
+use framefleet_loadtest::{Fleet, written};
+use framefleet_proto::v1::{
+    ChannelState, DeregisterChannelRequest, DetectStage, FrameEncoding, FrameSchema, GetChannelRequest, PipelineSpec,
+    PixelFormat, RegisterChannelRequest, TopicMetrics,
+};
+use framefleet_proto::wire::FrameResult;
+use rdkafka::message::Message;
+use rdkafka::producer::FutureRecord;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// vtest.avi frames at 640×480 (the detector's reference fixtures), in stream order.
+fn vtest_frames() -> Vec<Vec<u8>> {
+    let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("../worker/tests/fixtures/detection");
+    let mut names: Vec<_> = std::fs::read_dir(&directory)
+        .expect("fixtures")
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("vtest-") && name.ends_with(".jpg"))
+        })
+        .collect();
+    names.sort();
+    names.iter().map(|path| std::fs::read(path).expect("fixture")).collect()
+}
+
+/// The model name the converted detector's manifest gives: what a pipeline's detect stage names.
+fn model_name(model_dir: &Path) -> String {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(model_dir.join("manifest.json")).expect("manifest")).expect("json");
+    manifest["name"].as_str().expect("model name").to_owned()
+}
+
+async fn create_version(fleet: &Fleet, name: &str, spec: PipelineSpec) -> u32 {
+    fleet
+        .create_pipeline(name, spec)
+        .await
+        .expect("create a pipeline version")
+        .version
+}
+
+fn detect(model: &str) -> Option<DetectStage> {
+    Some(DetectStage {
+        model: model.to_owned(),
+        motion_gate: Some(false),
+        ..DetectStage::default()
+    })
+}
+
+async fn register(fleet: &Fleet, name: &str, pipelines: &[&str]) -> (String, String) {
+    let channel = fleet
+        .channel_client()
+        .await
+        .expect("connect")
+        .register_channel(RegisterChannelRequest {
+            channel_id: fleet.names.channel_id(name),
+            source_uri: "test://pipelines".into(),
+            schema: Some(FrameSchema {
+                version: 1,
+                width: 640,
+                height: 480,
+                channels: 3,
+                pixel_format: PixelFormat::Rgb24.into(),
+                encoding: FrameEncoding::Jpeg.into(),
+                fps: 10.0,
+            }),
+            pipelines: pipelines.iter().map(|name| (*name).to_owned()).collect(),
+            ..RegisterChannelRequest::default()
+        })
+        .await
+        .expect("register")
+        .into_inner()
+        .channel
+        .expect("channel");
+    (channel.channel_id, channel.topic)
+}
+
+/// Writes `frames` as frames `first..` of `channel_id`, `gap` apart.
+async fn produce(brokers: &str, topic: &str, channel_id: &str, frames: &[Vec<u8>], first: u64, gap: Duration) {
+    let producer = written::plain_producer(brokers).expect("producer");
+    for (index, payload) in frames.iter().enumerate() {
+        let sequence = first + index as u64;
+        let record = FutureRecord::to(topic)
+            .key(channel_id)
+            .payload(payload.as_slice())
+            .headers(written::frame_record_headers(channel_id, sequence, payload));
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .expect("produce a frame");
+        tokio::time::sleep(gap).await;
+    }
+}
+
+async fn read_results(fleet: &Fleet, topic: &str, expected: usize, settle: Duration) -> Vec<FrameResult> {
+    let brokers = fleet.infrastructure.kafka_brokers.clone();
+    let topic = topic.to_owned();
+    let records = tokio::task::spawn_blocking(move || {
+        framefleet_loadtest::read_topic(&brokers, &topic, expected, Duration::from_secs(180), settle)
+    })
+    .await
+    .expect("reader")
+    .expect("read results");
+    records
+        .iter()
+        .map(|record| serde_json::from_slice(record.payload().expect("payload")).expect("result JSON"))
+        .collect()
+}
+
+/// The rows of the fleet status for `topic`, by pipeline.
+async fn topic_rows(fleet: &Fleet, topic: &str) -> BTreeMap<String, TopicMetrics> {
+    let status = fleet
+        .fleet_client()
+        .await
+        .expect("connect")
+        .get_fleet_status(framefleet_proto::v1::GetFleetStatusRequest::default())
+        .await
+        .expect("status")
+        .into_inner();
+    assert!(status.kafka_error.is_empty(), "{}", status.kafka_error);
+    status
+        .topics
+        .into_iter()
+        .filter(|row| row.topic == topic)
+        .map(|row| (row.pipeline.clone(), row))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_pipeline_keeps_its_own_offsets_and_results_and_the_drain_waits_for_the_slowest() {
+    let mut fleet = Fleet::start_with(
+        "pipelines",
+        framefleet_test_support::Infrastructure::required(),
+        &["--drain-settle-secs", "1"],
+    )
+    .await
+    .expect("start the coordinator");
+    let model_dir = framefleet_test_support::detector_model_dir();
+    let model = model_name(&model_dir);
+    let cheap_results = format!("results-cheap-{}", fleet.names.suffix);
+    let people_results = format!("results-people-{}", fleet.names.suffix);
+    create_version(
+        &fleet,
+        "cheap",
+        PipelineSpec {
+            analysis: true,
+            results_topic: cheap_results.clone(),
+            ..PipelineSpec::default()
+        },
+    )
+    .await;
+    create_version(
+        &fleet,
+        "people",
+        PipelineSpec {
+            analysis: false,
+            detect: detect(&model),
+            results_topic: people_results.clone(),
+            ..PipelineSpec::default()
+        },
+    )
+    .await;
+    let (lobby, topic) = register(&fleet, "lobby", &["cheap", "people"]).await;
+
+    // A worker for an unknown pipeline stops before it consumes anything, saying why.
+    let unknown = fleet
+        .worker_config("worker-unknown", &["--pipeline", "nope"])
+        .expect("flags");
+    let error = framefleet_worker::run(unknown, tokio_util::sync::CancellationToken::new())
+        .await
+        .expect_err("an unregistered pipeline");
+    assert!(format!("{error:#}").contains("`nope` is not registered"), "{error:#}");
+
+    // Only the cheap pipeline's worker runs: it finishes every frame while the detector's
+    // pipeline has not started.
+    fleet
+        .spawn_worker("worker-cheap", &["--pipeline", "cheap"])
+        .expect("cheap worker");
+    let frames = vtest_frames();
+    assert!(frames.len() >= 12, "fixtures");
+    produce(
+        &fleet.infrastructure.kafka_brokers,
+        &topic,
+        &lobby,
+        &frames,
+        0,
+        Duration::ZERO,
+    )
+    .await;
+    let cheap = read_results(&fleet, &cheap_results, frames.len(), Duration::from_secs(1)).await;
+    assert_eq!(cheap.len(), frames.len(), "one cheap result per frame");
+    for result in &cheap {
+        assert_eq!(result.pipeline.as_deref(), Some("cheap"));
+        assert_eq!(result.pipeline_version, Some(1));
+        assert!(result.scores.is_some() && result.model.is_none(), "{result:?}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let rows = loop {
+        let rows = topic_rows(&fleet, &topic).await;
+        if rows.get("cheap").is_some_and(|row| row.lag == 0) || Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(rows.len(), 2, "a row per pipeline: {rows:?}");
+    assert_eq!(
+        rows["cheap"].lag, 0,
+        "the cheap pipeline committed every frame: {rows:?}"
+    );
+    assert_eq!(
+        rows["people"].lag,
+        frames.len() as u64,
+        "the detector's pipeline has its own offsets, none committed: {rows:?}"
+    );
+
+    // Deregistered now, the channel drains only once the slowest pipeline has its frames.
+    let mut channels = fleet.channel_client().await.expect("connect");
+    channels
+        .deregister_channel(DeregisterChannelRequest {
+            channel_id: lobby.clone(),
+            ..DeregisterChannelRequest::default()
+        })
+        .await
+        .expect("deregister");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let waiting = channels
+        .get_channel(GetChannelRequest {
+            channel_id: lobby.clone(),
+        })
+        .await
+        .expect("the channel is kept while a pipeline has frames left")
+        .into_inner();
+    assert_eq!(waiting.state, i32::from(ChannelState::Draining));
+
+    let model_arg = model_dir.to_string_lossy().into_owned();
+    fleet
+        .spawn_worker("worker-people", &["--pipeline", "people", "--model", &model_arg])
+        .expect("people worker");
+    let people = read_results(&fleet, &people_results, frames.len(), Duration::from_secs(1)).await;
+    assert_eq!(people.len(), frames.len(), "one detector result per frame");
+    for result in &people {
+        assert_eq!(result.pipeline.as_deref(), Some("people"));
+        assert_eq!(result.pipeline_version, Some(1));
+        assert!(result.detector_ran && result.scores.is_none(), "{result:?}");
+        assert_eq!(
+            result.model.as_ref().map(|model| model.name.as_str()),
+            Some(model.as_str())
+        );
+    }
+    assert!(
+        people.iter().any(|result| !result.detections.is_empty()),
+        "people walk through vtest.avi"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match channels
+            .get_channel(GetChannelRequest {
+                channel_id: lobby.clone(),
+            })
+            .await
+        {
+            Err(status) if status.code() == tonic::Code::NotFound => break,
+            _ if Instant::now() > deadline => panic!("the channel was not deleted once both pipelines drained it"),
+            _ => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+    fleet.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_published_mid_stream_takes_over_and_every_frame_gets_a_result() {
+    let mut fleet = Fleet::start("pipeline-swap").await.expect("start the coordinator");
+    let model_dir = framefleet_test_support::detector_model_dir();
+    let model = model_name(&model_dir);
+    let results_topic = format!("results-swap-{}", fleet.names.suffix);
+    let analysis_only = PipelineSpec {
+        analysis: true,
+        results_topic: results_topic.clone(),
+        ..PipelineSpec::default()
+    };
+    assert_eq!(create_version(&fleet, "gate", analysis_only.clone()).await, 1);
+    let (gate, topic) = register(&fleet, "gate", &["gate"]).await;
+    let model_arg = model_dir.to_string_lossy().into_owned();
+    fleet
+        .spawn_worker("worker-gate", &["--pipeline", "gate", "--model", &model_arg])
+        .expect("worker");
+
+    let fixtures = vtest_frames();
+    let frames: Vec<Vec<u8>> = fixtures.iter().cycle().take(90).cloned().collect();
+    // The camera keeps writing (about 3 s of frames) while version 2, which adds the
+    // detector, is published about a third of the way in.
+    let producing = {
+        let (brokers, topic, gate, frames) = (
+            fleet.infrastructure.kafka_brokers.clone(),
+            topic.clone(),
+            gate.clone(),
+            frames.clone(),
+        );
+        tokio::spawn(async move { produce(&brokers, &topic, &gate, &frames, 0, Duration::from_millis(30)).await })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let with_detector = PipelineSpec {
+        detect: detect(&model),
+        ..analysis_only
+    };
+    assert_eq!(create_version(&fleet, "gate", with_detector).await, 2);
+    producing.await.expect("the camera");
+
+    let results = read_results(&fleet, &results_topic, frames.len(), Duration::from_secs(2)).await;
+    let mut by_sequence: BTreeMap<u64, Vec<&FrameResult>> = BTreeMap::new();
+    for result in &results {
+        by_sequence.entry(result.sequence).or_default().push(result);
+    }
+    let without = (0..frames.len() as u64)
+        .filter(|sequence| !by_sequence.contains_key(sequence))
+        .count();
+    assert_eq!(without, 0, "every frame has a result");
+    let mut per_version: BTreeMap<u32, usize> = BTreeMap::new();
+    for result in &results {
+        let version = result.pipeline_version.expect("a version");
+        *per_version.entry(version).or_default() += 1;
+        assert_eq!(result.pipeline.as_deref(), Some("gate"));
+        match version {
+            1 => assert!(result.model.is_none(), "version 1 has no detector: {result:?}"),
+            2 => assert_eq!(
+                result.model.as_ref().map(|model| model.name.as_str()),
+                Some(model.as_str())
+            ),
+            other => panic!("no version {other}"),
+        }
+    }
+    assert!(
+        per_version.get(&1).is_some_and(|count| *count > 0) && per_version.get(&2).is_some_and(|count| *count > 0),
+        "both versions made results: {per_version:?}"
+    );
+    // The takeover is at a batch boundary, in stream order: no frame after a version-2 result
+    // went back to version 1.
+    let first_v2 = results
+        .iter()
+        .filter(|result| result.pipeline_version == Some(2))
+        .map(|result| result.sequence)
+        .min()
+        .expect("a version-2 result");
+    assert!(
+        results
+            .iter()
+            .all(|result| result.pipeline_version == Some(2) || result.sequence < first_v2),
+        "version 1 stopped where version 2 began (frame {first_v2})"
+    );
+    let duplicates = results.len() - by_sequence.len();
+
+    // `framefleet audit --pipeline` reads the same topics back and counts per version.
+    let coordinator = fleet.coordinator_address.clone();
+    let prefix = fleet.names.channel_id("");
+    let (code, output) = tokio::task::spawn_blocking(move || {
+        framefleet_test_support::processes::cli(
+            &coordinator,
+            &[
+                "--json",
+                "audit",
+                "--pipeline",
+                "gate",
+                "--frame-topics",
+                "--channel-prefix",
+                &prefix,
+            ],
+            &[],
+        )
+    })
+    .await
+    .expect("audit");
+    assert_eq!(code, 0, "every frame of the pipeline has an outcome: {output}");
+    let report: serde_json::Value = serde_json::from_str(output.trim()).expect("audit JSON");
+    assert_eq!(report["frames_missing"], 0, "{report}");
+    let audited: BTreeMap<String, (u64, u64)> = report["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .map(|row| {
+            (
+                row["version"].as_str().expect("label").to_owned(),
+                (
+                    row["results"].as_u64().expect("results"),
+                    row["duplicates"].as_u64().expect("duplicates"),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(
+        audited.get("gate@1").map(|row| row.0),
+        per_version.get(&1).map(|count| *count as u64),
+        "{report}"
+    );
+    assert_eq!(
+        audited.get("gate@2").map(|row| row.0),
+        per_version.get(&2).map(|count| *count as u64),
+        "{report}"
+    );
+    assert_eq!(
+        audited.values().map(|row| row.1).sum::<u64>(),
+        duplicates as u64,
+        "{report}"
+    );
+    eprintln!(
+        "swap: {} frames, {} results, version 1: {}, version 2: {}, duplicates: {duplicates}, version 2 from frame {first_v2}",
+        frames.len(),
+        results.len(),
+        per_version.get(&1).copied().unwrap_or(0),
+        per_version.get(&2).copied().unwrap_or(0)
+    );
+    fleet.stop().await.expect("stop");
+}
