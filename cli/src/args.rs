@@ -106,6 +106,10 @@ pub(crate) enum Command {
         /// Give up reading after this many seconds.
         #[arg(long, default_value_t = 60)]
         read_timeout_secs: u64,
+        /// Read the results of this pipeline (its current version's results topic) instead
+        /// of those of the workers serving no pipeline.
+        #[arg(long)]
+        pipeline: Option<String>,
     },
     /// Send one fleet report by hand (FleetService.ReportWorker / ReportIngestor), for scripts
     /// and checks; processes report by themselves.

@@ -310,7 +310,7 @@ async fn a_version_published_mid_stream_takes_over_and_every_frame_gets_a_result
     tokio::time::sleep(Duration::from_secs(1)).await;
     let with_detector = PipelineSpec {
         detect: detect(&model),
-        ..analysis_only
+        ..analysis_only.clone()
     };
     assert_eq!(create_version(&fleet, "gate", with_detector).await, 2);
     producing.await.expect("the camera");
@@ -409,6 +409,53 @@ async fn a_version_published_mid_stream_takes_over_and_every_frame_gets_a_result
         audited.values().map(|row| row.1).sum::<u64>(),
         duplicates as u64,
         "{report}"
+    );
+    // Version 3 names a model this worker does not have: it keeps running version 2 and says
+    // why in its report, which `status` shows.
+    let unrunnable = PipelineSpec {
+        detect: detect("no-such-model"),
+        ..analysis_only
+    };
+    assert_eq!(create_version(&fleet, "gate", unrunnable).await, 3);
+    let status = fleet
+        .wait_for_status(Duration::from_secs(30), |status| {
+            status
+                .workers
+                .iter()
+                .filter_map(|worker| worker.report.as_ref())
+                .any(|report| report.worker_id == "worker-gate" && !report.pipeline_error.is_empty())
+        })
+        .await
+        .expect("the worker reports why it cannot run version 3");
+    let report = status
+        .workers
+        .iter()
+        .filter_map(|worker| worker.report.as_ref())
+        .find(|report| report.worker_id == "worker-gate")
+        .expect("the worker's report");
+    assert_eq!((report.pipeline.as_str(), report.pipeline_version), ("gate", 2));
+    assert!(
+        report.pipeline_error.contains("`no-such-model`"),
+        "{}",
+        report.pipeline_error
+    );
+    produce(
+        &fleet.infrastructure.kafka_brokers,
+        &topic,
+        &gate,
+        &fixtures[..2],
+        frames.len() as u64,
+        Duration::ZERO,
+    )
+    .await;
+    let after = read_results(&fleet, &results_topic, results.len() + 2, Duration::ZERO).await;
+    let later: Vec<&FrameResult> = after
+        .iter()
+        .filter(|result| result.sequence >= frames.len() as u64)
+        .collect();
+    assert!(
+        !later.is_empty() && later.iter().all(|result| result.pipeline_version == Some(2)),
+        "frames after version 3 still get version 2's results: {later:?}"
     );
     eprintln!(
         "swap: {} frames, {} results, version 1: {}, version 2: {}, duplicates: {duplicates}, version 2 from frame {first_v2}",

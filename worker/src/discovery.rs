@@ -5,6 +5,7 @@
 use crate::Worker;
 use crate::catalog::Catalog;
 use crate::record::ConsumedFrame;
+use crate::report::PipelineState;
 use anyhow::Context;
 use framefleet_proto::client::{CallError, CoordinatorChannel};
 use framefleet_proto::v1::pipeline_service_client::PipelineServiceClient;
@@ -200,10 +201,20 @@ impl Worker {
                 tracing::info!(pipeline = %name, from = ?running, to = version.version, results_topic = %stages.results_topic, "a new pipeline version takes over from the next batch");
                 self.stages = Arc::new(stages);
                 self.refused_version = None;
+                self.counters.set_pipeline(PipelineState {
+                    name,
+                    version: version.version,
+                    error: String::new(),
+                });
             }
             Err(error) => {
                 tracing::error!(pipeline = %name, version = version.version, %error, "cannot run the pipeline's new version; the running one stays");
                 self.refused_version = Some(version.version);
+                self.counters.set_pipeline(PipelineState {
+                    name,
+                    version: running.unwrap_or_default(),
+                    error: error.to_string(),
+                });
             }
         }
     }

@@ -172,6 +172,13 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
     tracing::info!(threads = compute_threads, "compute pool started");
 
     let counters = Arc::new(WorkerCounters::default());
+    if let Some(served) = &stages.pipeline {
+        counters.set_pipeline(report::PipelineState {
+            name: served.name.clone(),
+            version: served.version,
+            error: String::new(),
+        });
+    }
     let reporter_stop = CancellationToken::new();
     let worker_metrics = Arc::new(metrics::WorkerMetrics::new(&worker_id, Arc::clone(&gauges)));
     if let Some(addr) = config.metrics_addr {

@@ -26,6 +26,18 @@ pub struct WorkerCounters {
     batch_latencies_us: Mutex<Vec<u64>>,
     /// Dead letters by `DeadLetterCode` name, cumulative.
     dead_letters_by_code: Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// The pipeline served, as reported.
+    pipeline: Mutex<PipelineState>,
+}
+
+/// What a worker serving a pipeline tells the coordinator about it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PipelineState {
+    pub name: String,
+    /// The version it runs.
+    pub version: u32,
+    /// Why it does not run the newest version; empty when it does.
+    pub error: String,
 }
 
 impl WorkerCounters {
@@ -54,6 +66,10 @@ impl WorkerCounters {
             .map(|(code, count)| ((*code).to_owned(), *count))
             .collect()
     }
+    pub fn set_pipeline(&self, state: PipelineState) {
+        *self.pipeline.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = state;
+    }
+
     pub fn record_batch_latency(&self, latency: Duration) {
         let mut samples = self
             .batch_latencies_us
@@ -85,6 +101,11 @@ impl WorkerCounters {
         gauges: &ConsumerGauges,
     ) -> WorkerReport {
         let (batch_latency_p50_ms, batch_latency_p99_ms) = self.take_latency_percentiles();
+        let pipeline = self
+            .pipeline
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         WorkerReport {
             worker_id: worker_id.to_owned(),
             frames_processed: self.frames_processed.load(Ordering::Relaxed),
@@ -100,6 +121,9 @@ impl WorkerCounters {
             assigned_partitions: u32::try_from(gauges.assigned_partitions.load(Ordering::Relaxed)).unwrap_or(u32::MAX),
             rebalances: gauges.rebalances.load(Ordering::Relaxed),
             dead_letters_by_code: self.dead_letters_by_code().into_iter().collect(),
+            pipeline: pipeline.name,
+            pipeline_version: pipeline.version,
+            pipeline_error: pipeline.error,
         }
     }
 }

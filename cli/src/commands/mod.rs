@@ -55,7 +55,17 @@ pub(crate) async fn execute(cli: Cli) -> Result<(), Failure> {
             out,
             kafka,
             read_timeout_secs,
-        } => readback::snapshot(&mut fleet, channel, out, kafka, read_timeout_secs).await,
+            pipeline,
+        } => {
+            let request = readback::SnapshotRequest {
+                channel,
+                out,
+                kafka,
+                read_timeout_secs,
+                pipeline,
+            };
+            readback::snapshot(&mut fleet, &mut pipelines, request).await
+        }
         Command::Audit {
             kafka,
             channel_prefix,

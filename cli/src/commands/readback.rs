@@ -22,31 +22,50 @@ pub(super) struct AuditRequest {
     pub(super) pipeline: Option<String>,
 }
 
+/// `framefleet snapshot`'s arguments.
+pub(super) struct SnapshotRequest {
+    pub(super) channel: String,
+    pub(super) out: PathBuf,
+    pub(super) kafka: ReadbackKafka,
+    pub(super) read_timeout_secs: u64,
+    pub(super) pipeline: Option<String>,
+}
+
 /// Draws a channel's latest frame with detections and prints its detection tally.
 pub(super) async fn snapshot(
     fleet: &mut Fleet,
-    channel: String,
-    out: PathBuf,
-    readback: ReadbackKafka,
-    read_timeout_secs: u64,
+    pipelines: &mut Pipelines,
+    request: SnapshotRequest,
 ) -> Result<(), Failure> {
     let status = fleet.get_fleet_status(GetFleetStatusRequest {}).await?.into_inner();
     let kafka = status.kafka.clone().unwrap_or_default();
-    let connection = connection(readback, kafka.bootstrap_servers)?;
+    let results_topic = match &request.pipeline {
+        Some(name) => pipeline_results_topic(pipelines, name).await?,
+        None => kafka.results_topic.clone(),
+    };
+    let connection = connection(request.kafka, kafka.bootstrap_servers)?;
+    let (channel, out) = (request.channel, request.out);
+    let read_timeout = Duration::from_secs(request.read_timeout_secs);
     let line = tokio::task::spawn_blocking(move || {
-        snapshot::snapshot(
-            &connection,
-            &kafka.results_topic,
-            &channel,
-            &out,
-            Duration::from_secs(read_timeout_secs),
-        )
+        snapshot::snapshot(&connection, &results_topic, &channel, &out, read_timeout)
     })
     .await
     .map_err(|error| Failure::Other(error.into(), 1))?
     .map_err(|error| Failure::Other(error, 1))?;
     outln!("{line}");
     Ok(())
+}
+
+/// Where pipeline `name`'s current version writes its results.
+async fn pipeline_results_topic(pipelines: &mut Pipelines, name: &str) -> Result<String, Failure> {
+    let version = pipelines
+        .get_pipeline(GetPipelineRequest {
+            name: name.to_owned(),
+            version: 0,
+        })
+        .await?
+        .into_inner();
+    Ok(version.spec.map(|spec| spec.results_topic).unwrap_or_default())
 }
 
 /// Every acknowledged frame's outcome, read back from the result and dead-letter topics;
@@ -67,13 +86,7 @@ pub(super) async fn audit(
     // A pipeline's audit: its results topic, and only the channels that name it.
     let results_topic = match &request.pipeline {
         Some(name) => {
-            let version = pipelines
-                .get_pipeline(GetPipelineRequest {
-                    name: name.clone(),
-                    version: 0,
-                })
-                .await?
-                .into_inner();
+            let results_topic = pipeline_results_topic(pipelines, name).await?;
             filter.only = Some(
                 all_channels(channels)
                     .await?
@@ -82,7 +95,7 @@ pub(super) async fn audit(
                     .map(|channel| channel.channel_id)
                     .collect(),
             );
-            version.spec.map(|spec| spec.results_topic).unwrap_or_default()
+            results_topic
         }
         None => kafka.results_topic.clone(),
     };

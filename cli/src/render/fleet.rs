@@ -165,8 +165,9 @@ pub fn status_report(status: &FleetStatus) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<24} {:>10} {:>10} {:>8} {:>8} {:>8} {:>7} {:>5} {:>8} {:>8} {:>10}",
+        "{:<24} {:<20} {:>10} {:>10} {:>8} {:>8} {:>8} {:>7} {:>5} {:>8} {:>8} {:>10}",
         "WORKER",
+        "PIPELINE",
         "PROCESSED",
         "DEAD-LTR",
         "FRAMES/S",
@@ -189,8 +190,13 @@ pub fn status_report(status: &FleetStatus) -> String {
         if let Some(report) = &worker.report {
             let _ = writeln!(
                 out,
-                "{:<24} {:>10} {:>10} {:>8.1} {:>8.1} {:>8.1} {:>7} {:>5} {:>8} {:>8} {:>10}",
+                "{:<24} {:<20} {:>10} {:>10} {:>8.1} {:>8.1} {:>8.1} {:>7} {:>5} {:>8} {:>8} {:>10}",
                 report.worker_id,
+                if report.pipeline.is_empty() {
+                    "-".to_owned()
+                } else {
+                    format!("{}@{}", report.pipeline, report.pipeline_version)
+                },
                 report.frames_processed,
                 report.frames_dead_lettered,
                 report.frames_per_second,
@@ -206,6 +212,20 @@ pub fn status_report(status: &FleetStatus) -> String {
     }
     if !gone.is_empty() {
         let _ = writeln!(out, "left the fleet: {}", gone.join(", "));
+    }
+    // A worker that cannot run its pipeline's newest version keeps the one it runs: say why.
+    for worker in status.workers.iter().filter(|worker| worker.registered) {
+        if let Some(report) = worker
+            .report
+            .as_ref()
+            .filter(|report| !report.pipeline_error.is_empty())
+        {
+            let _ = writeln!(
+                out,
+                "{} runs {}@{}, not the newest version: {}",
+                report.worker_id, report.pipeline, report.pipeline_version, report.pipeline_error
+            );
+        }
     }
     // Dead letters by code over the whole fleet, so an operator sees what kind of bad input
     // arrives, not only how much.
@@ -450,6 +470,9 @@ pub fn status_json(status: &FleetStatus, registered: &[Channel], elapsed: Option
                 "frames_per_second": report.frames_per_second,
                 "last_batch_ms": report.last_batch_ms,
                 "device": report.device,
+                "pipeline": report.pipeline,
+                "pipeline_version": report.pipeline_version,
+                "pipeline_error": report.pipeline_error,
                 "errors": report.errors,
                 "batch_latency_p50_ms": report.batch_latency_p50_ms,
                 "batch_latency_p99_ms": report.batch_latency_p99_ms,
