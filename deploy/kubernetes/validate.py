@@ -4,7 +4,7 @@
 1. Every manifest under base/ against the Kubernetes OpenAPI schemas bundled in the PyPI
    package kubernetes-validate (strict: unknown fields are errors), at KUBERNETES_VERSION.
    Custom resources (Strimzi's Kafka and KafkaNodePool, KEDA's ScaledObject and
-   TriggerAuthentication) have no bundled schema; their required fields are checked here, from
+   TriggerAuthentication, cert-manager's Issuer and Certificate) have no bundled schema; their required fields are checked here, from
    the operators' documentation.
 2. Every kustomization (base and overlays): its resources and generator files exist, each
    patch targets a resource of the base by kind and name, and each JSON-patch path exists in
@@ -32,6 +32,8 @@ CUSTOM_RESOURCES = {
     ],
     ("keda.sh/v1alpha1", "ScaledObject"): ["spec.scaleTargetRef.name", "spec.triggers"],
     ("keda.sh/v1alpha1", "TriggerAuthentication"): ["spec.secretTargetRef"],
+    ("cert-manager.io/v1", "Issuer"): [],
+    ("cert-manager.io/v1", "Certificate"): ["spec.secretName", "spec.issuerRef.name"],
 }
 
 
