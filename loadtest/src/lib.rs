@@ -250,8 +250,21 @@ impl Fleet {
         &self,
         name: &str,
         source_uri: &str,
+        size: (u32, u32),
+        encoding: framefleet_proto::v1::FrameEncoding,
+    ) -> anyhow::Result<framefleet_proto::v1::Channel> {
+        self.register_written_channel_for(name, source_uri, size, encoding, &[])
+            .await
+    }
+
+    /// [`Self::register_written_channel`] for a channel that names `pipelines` (registered).
+    pub async fn register_written_channel_for(
+        &self,
+        name: &str,
+        source_uri: &str,
         (width, height): (u32, u32),
         encoding: framefleet_proto::v1::FrameEncoding,
+        pipelines: &[&str],
     ) -> anyhow::Result<framefleet_proto::v1::Channel> {
         let request = framefleet_proto::v1::RegisterChannelRequest {
             channel_id: self.names.channel_id(name),
@@ -265,6 +278,7 @@ impl Fleet {
                 encoding: encoding.into(),
                 fps: 10.0,
             }),
+            pipelines: pipelines.iter().map(|name| (*name).to_owned()).collect(),
             ..Default::default()
         };
         self.channel_client()

@@ -7,8 +7,7 @@
 
 use framefleet_loadtest::{Fleet, written};
 use framefleet_proto::v1::{
-    ChannelState, DeregisterChannelRequest, DetectStage, FrameEncoding, FrameSchema, GetChannelRequest, PipelineSpec,
-    PixelFormat, RegisterChannelRequest, TopicMetrics,
+    ChannelState, DeregisterChannelRequest, DetectStage, FrameEncoding, GetChannelRequest, PipelineSpec, TopicMetrics,
 };
 use framefleet_proto::wire::FrameResult;
 use rdkafka::message::Message;
@@ -58,29 +57,9 @@ fn detect(model: &str) -> Option<DetectStage> {
 
 async fn register(fleet: &Fleet, name: &str, pipelines: &[&str]) -> (String, String) {
     let channel = fleet
-        .channel_client()
+        .register_written_channel_for(name, "test://pipelines", (640, 480), FrameEncoding::Jpeg, pipelines)
         .await
-        .expect("connect")
-        .register_channel(RegisterChannelRequest {
-            channel_id: fleet.names.channel_id(name),
-            source_uri: "test://pipelines".into(),
-            schema: Some(FrameSchema {
-                version: 1,
-                width: 640,
-                height: 480,
-                channels: 3,
-                pixel_format: PixelFormat::Rgb24.into(),
-                encoding: FrameEncoding::Jpeg.into(),
-                fps: 10.0,
-            }),
-            pipelines: pipelines.iter().map(|name| (*name).to_owned()).collect(),
-            ..RegisterChannelRequest::default()
-        })
-        .await
-        .expect("register")
-        .into_inner()
-        .channel
-        .expect("channel");
+        .expect("register");
     (channel.channel_id, channel.topic)
 }
 
