@@ -126,17 +126,22 @@ fn dead_letter_of(record: &rdkafka::message::BorrowedMessage<'_>, pipeline: Opti
     written_by.as_deref() == pipeline
 }
 
-/// The channels an audit tallies: those whose id starts with `prefix`, and, when `only` is
-/// given (the channels that name one pipeline), are among those.
+/// The channels an audit tallies: those whose id starts with `prefix`, are among `only` when
+/// it is given (the channels that name the audited pipeline), and are not in `except` (an
+/// audit of the workers serving no pipeline leaves out the channels that name pipelines:
+/// their outcomes are in those pipelines' topics).
 #[derive(Debug, Clone, Default)]
 pub struct ChannelFilter {
     pub prefix: String,
     pub only: Option<std::collections::HashSet<String>>,
+    pub except: std::collections::HashSet<String>,
 }
 
 impl ChannelFilter {
     pub fn admits(&self, channel_id: &str) -> bool {
-        channel_id.starts_with(&self.prefix) && self.only.as_ref().is_none_or(|only| only.contains(channel_id))
+        channel_id.starts_with(&self.prefix)
+            && self.only.as_ref().is_none_or(|only| only.contains(channel_id))
+            && !self.except.contains(channel_id)
     }
 }
 

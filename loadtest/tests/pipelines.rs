@@ -359,6 +359,17 @@ async fn a_version_published_mid_stream_takes_over_and_every_frame_gets_a_result
     .expect("audit");
     assert_eq!(code, 0, "every frame of the pipeline has an outcome: {output}");
     let report: serde_json::Value = serde_json::from_str(output.trim()).expect("audit JSON");
+    // A plain audit is of the workers serving no pipeline: it leaves this channel out (its
+    // outcomes are in the pipeline's topic) and says so, rather than counting it missing.
+    let coordinator = fleet.coordinator_address.clone();
+    let prefix = fleet.names.channel_id("");
+    let (plain_code, plain_output) = tokio::task::spawn_blocking(move || {
+        framefleet_test_support::processes::cli(&coordinator, &["audit", "--channel-prefix", &prefix], &[])
+    })
+    .await
+    .expect("plain audit");
+    assert_eq!(plain_code, 0, "{plain_output}");
+    assert!(plain_output.contains("audit them with --pipeline"), "{plain_output}");
     assert_eq!(report["frames_missing"], 0, "{report}");
     let audited: BTreeMap<String, (u64, u64)> = report["versions"]
         .as_array()

@@ -81,27 +81,41 @@ pub(super) async fn audit(
     let kafka = status.kafka.clone().unwrap_or_default();
     let mut filter = ChannelFilter {
         prefix: request.channel_prefix.clone(),
-        only: None,
+        ..ChannelFilter::default()
     };
-    // A pipeline's audit: its results topic, and only the channels that name it.
+    let listed = all_channels(channels).await?;
+    // A pipeline's audit: its results topic, and only the channels that name it. Without one:
+    // the fleet's results topic, and the channels that name no pipeline.
     let results_topic = match &request.pipeline {
         Some(name) => {
             let results_topic = pipeline_results_topic(pipelines, name).await?;
             filter.only = Some(
-                all_channels(channels)
-                    .await?
-                    .into_iter()
+                listed
+                    .iter()
                     .filter(|channel| channel.pipelines.contains(name))
-                    .map(|channel| channel.channel_id)
+                    .map(|channel| channel.channel_id.clone())
                     .collect(),
             );
             results_topic
         }
-        None => kafka.results_topic.clone(),
+        None => {
+            filter.except = listed
+                .iter()
+                .filter(|channel| !channel.pipelines.is_empty() && channel.channel_id.starts_with(&filter.prefix))
+                .map(|channel| channel.channel_id.clone())
+                .collect();
+            if !filter.except.is_empty() {
+                eprintln!(
+                    "{} channels name pipelines and are left out; audit them with --pipeline NAME",
+                    filter.except.len()
+                );
+            }
+            kafka.results_topic.clone()
+        }
     };
     let mut topics: Vec<String> = Vec::new();
     if request.frame_topics {
-        for channel in all_channels(channels).await? {
+        for channel in &listed {
             if filter.admits(&channel.channel_id) {
                 topics.extend(channel.topics_for(request.pipeline.as_deref()));
             }

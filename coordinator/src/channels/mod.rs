@@ -523,7 +523,7 @@ impl<S: MetadataStore, T: TopicAdmin> ChannelRegistry<S, T> {
             if !record.is_active() {
                 return Err(draining(channel_id));
             }
-            if record.topics() == topics && record.strategy() == strategy {
+            if record.topics() == topics && record.strategy() == strategy && record.pipelines == pipelines {
                 return Ok(Edit::Keep(Some(record.to_proto(revision))));
             }
             let mut moved = record.clone();

@@ -209,6 +209,14 @@ async fn bad_input_names_the_field() {
         (fan_out(&["x", "x"]), "pipelines"),
         (
             ChannelSpec {
+                topic_strategy: TopicStrategy::SharedPool.into(),
+                pipelines: vec!["people".to_owned()],
+                ..spec("cam-1", Some(schema(640, 480)))
+            },
+            "pipelines",
+        ),
+        (
+            ChannelSpec {
                 pipelines: (0..17).map(|index| format!("p{index}")).collect(),
                 ..spec("cam-1", Some(schema(640, 480)))
             },
@@ -514,4 +522,11 @@ async fn a_channel_names_registered_pipelines_only_under_any_strategy() {
         .await
         .expect_err("moved to an unregistered pipeline");
     assert!(matches!(error, CoordinatorError::FailedPrecondition(_)), "{error}");
+    // Same strategy and topic, other pipelines: still a change.
+    let unbound = registry
+        .move_to("lobby", TopicStrategy::Dedicated.into(), &[], 0)
+        .await
+        .expect("no pipeline any more");
+    assert!(unbound.pipelines.is_empty());
+    assert_eq!(unbound.topics, ["framefleet.frames.lobby"]);
 }

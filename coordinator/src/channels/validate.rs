@@ -120,6 +120,14 @@ pub fn strategy(strategy: i32, pipelines: &[String]) -> Result<TopicStrategy, Co
             format!("TOPIC_STRATEGY_FAN_OUT needs 1..={MAX_PIPELINES} pipeline names (one topic each)"),
         ));
     }
+    // A pool topic carries the frames of many channels, and every reader of any of them would
+    // read them all: a pipeline's workers would process channels that do not name it.
+    if strategy == TopicStrategy::SharedPool && !pipelines.is_empty() {
+        return Err(CoordinatorError::invalid(
+            "pipelines",
+            "TOPIC_STRATEGY_SHARED_POOL takes no pipelines (a pool topic is shared with channels that do not name them); use DEDICATED or FAN_OUT",
+        ));
+    }
     if pipelines.len() > MAX_PIPELINES {
         return Err(CoordinatorError::invalid(
             "pipelines",

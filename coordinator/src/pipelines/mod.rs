@@ -61,6 +61,17 @@ impl<S: MetadataStore> PipelineRegistry<S> {
                     if record.current.spec == spec {
                         return Ok((record.to_proto(stored.mod_revision), false));
                     }
+                    // Readers of the results (and `audit --pipeline`) find them in one place,
+                    // whichever version made them.
+                    if record.current.spec.results_topic != spec.results_topic {
+                        return Err(CoordinatorError::invalid(
+                            "spec.results_topic",
+                            format!(
+                                "pipeline `{name}` writes its results to `{}`; a new version keeps that topic (create a pipeline of another name for another topic)",
+                                record.current.spec.results_topic
+                            ),
+                        ));
+                    }
                     Some((record, stored.mod_revision))
                 }
                 None if request.expected_revision != 0 => {

@@ -313,3 +313,38 @@ async fn a_detect_only_pipeline_runs_without_the_motion_gate() {
         .and_then(|spec| spec.detect);
     assert_eq!(detect.and_then(|detect| detect.motion_gate), Some(false));
 }
+
+#[tokio::test]
+async fn a_new_version_keeps_the_results_topic() {
+    let registry = registry();
+    let spec = |results_topic: &str| PipelineSpec {
+        analysis: true,
+        results_topic: results_topic.to_owned(),
+        ..PipelineSpec::default()
+    };
+    let first = spec("people.results");
+    registry
+        .create_version(&NewVersion {
+            name: "people",
+            spec: Some(&first),
+            expected_revision: 0,
+            description: "",
+        })
+        .await
+        .expect("version 1");
+    let moved = spec("people.results.v2");
+    let error = registry
+        .create_version(&NewVersion {
+            name: "people",
+            spec: Some(&moved),
+            expected_revision: 0,
+            description: "",
+        })
+        .await
+        .expect_err("another results topic");
+    assert!(
+        matches!(&error, CoordinatorError::InvalidArgument { field: "spec.results_topic", reason } if reason.contains("people.results")),
+        "{error}"
+    );
+    assert_eq!(registry.list_versions("people").await.expect("versions").len(), 1);
+}
