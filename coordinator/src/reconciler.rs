@@ -185,17 +185,11 @@ impl<S: MetadataStore, T: TopicAdmin, P: DrainProbe> Reconciler<S, T, P> {
         if probed.is_empty() {
             return Ok(());
         }
-        let mut topics: Vec<String> = probed.iter().flat_map(ChannelRecord::topics).collect();
-        topics.sort();
-        topics.dedup();
+        // Every topic of a channel has a reader, so the readers' marks cover all of them.
         let readers: Vec<Reader> = probed.iter().flat_map(ChannelRecord::readers).collect();
         // Kafka trouble with finished channels must not hold up assignments of live ones:
         // they are read again next pass.
-        let offsets = match self.probe.high_watermarks(topics).await {
-            Ok(marks) => self.probe.committed(readers).await.map(|committed| (marks, committed)),
-            Err(error) => Err(error),
-        };
-        let (marks, committed) = match offsets {
+        let (marks, committed) = match self.probe.offsets(readers).await {
             Ok(offsets) => offsets,
             Err(error) => {
                 tracing::debug!(%error, "cannot tell yet whether ended channels are drained");
@@ -304,7 +298,7 @@ impl<S: MetadataStore, T: TopicAdmin, P: DrainProbe> Reconciler<S, T, P> {
             return Ok(());
         };
         let readers = record.readers();
-        let committed = self.probe.committed(readers.clone()).await?;
+        let (_, committed) = self.probe.offsets(readers.clone()).await?;
         if every_reader_committed(&readers, &marks, &committed) {
             self.channels
                 .edit(&channel_id, 0, vec![term.fence()], |_, _| Ok(Edit::Delete(())))

@@ -37,10 +37,12 @@ pub trait DrainProbe: Send + Sync + 'static {
         &self,
         topics: Vec<String>,
     ) -> impl Future<Output = Result<PartitionOffsets, CoordinatorError>> + Send;
-    fn committed(
+    /// How far each reader has committed, with the high watermarks of the topics they read,
+    /// taken in the same reading: (high watermarks, each reader's committed offsets).
+    fn offsets(
         &self,
         readers: Vec<Reader>,
-    ) -> impl Future<Output = Result<Vec<ReaderOffsets>, CoordinatorError>> + Send;
+    ) -> impl Future<Output = Result<(PartitionOffsets, Vec<ReaderOffsets>), CoordinatorError>> + Send;
 }
 
 /// Reads topic watermarks and the committed offsets of the worker groups (one consumer per
@@ -224,7 +226,7 @@ impl DrainProbe for KafkaInspector {
         Ok(marks)
     }
 
-    async fn committed(&self, readers: Vec<Reader>) -> Result<Vec<ReaderOffsets>, CoordinatorError> {
+    async fn offsets(&self, readers: Vec<Reader>) -> Result<(PartitionOffsets, Vec<ReaderOffsets>), CoordinatorError> {
         let wanted = readers
             .iter()
             .flat_map(|reader| {
@@ -244,8 +246,17 @@ impl DrainProbe for KafkaInspector {
                 });
             }
         }
+        let mut marks: PartitionOffsets = Vec::new();
         for (pipeline, topic, partitions) in self.read(wanted).await? {
             require_partitions(&topic, &partitions)?;
+            // A topic several pipelines read is read once per pipeline: its marks are kept once.
+            if !marks.iter().any(|(marked, _, _)| *marked == topic) {
+                marks.extend(
+                    partitions
+                        .iter()
+                        .map(|reading| (topic.clone(), reading.partition, reading.high)),
+                );
+            }
             if let Some(reader) = offsets.iter_mut().find(|reader| reader.pipeline == pipeline) {
                 reader.committed.extend(partitions.iter().filter_map(|reading| {
                     reading
@@ -254,7 +265,7 @@ impl DrainProbe for KafkaInspector {
                 }));
             }
         }
-        Ok(offsets)
+        Ok((marks, offsets))
     }
 }
 
