@@ -199,13 +199,11 @@ impl Worker {
         match crate::stages::Stages::from_pipeline(&version, loaded_model.as_deref()) {
             Ok(stages) => {
                 tracing::info!(pipeline = %name, from = ?running, to = version.version, results_topic = %stages.results_topic, "a new pipeline version takes over from the next batch");
+                if let Some(served) = &stages.pipeline {
+                    self.counters.set_pipeline(PipelineState::running(served));
+                }
                 self.stages = Arc::new(stages);
                 self.refused_version = None;
-                self.counters.set_pipeline(PipelineState {
-                    name,
-                    version: version.version,
-                    error: String::new(),
-                });
             }
             Err(error) => {
                 tracing::error!(pipeline = %name, version = version.version, %error, "cannot run the pipeline's new version; the running one stays");

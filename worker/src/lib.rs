@@ -173,11 +173,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
 
     let counters = Arc::new(WorkerCounters::default());
     if let Some(served) = &stages.pipeline {
-        counters.set_pipeline(report::PipelineState {
-            name: served.name.clone(),
-            version: served.version,
-            error: String::new(),
-        });
+        counters.set_pipeline(report::PipelineState::running(served));
     }
     let reporter_stop = CancellationToken::new();
     let worker_metrics = Arc::new(metrics::WorkerMetrics::new(&worker_id, Arc::clone(&gauges)));

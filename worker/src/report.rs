@@ -40,6 +40,17 @@ pub struct PipelineState {
     pub error: String,
 }
 
+impl PipelineState {
+    /// Running `served`, its pipeline's newest version.
+    pub fn running(served: &crate::stages::ServedVersion) -> Self {
+        Self {
+            name: served.name.clone(),
+            version: served.version,
+            error: String::new(),
+        }
+    }
+}
+
 impl WorkerCounters {
     /// Counts settled dead letters, by code.
     pub fn record_dead_letters(&self, codes: &[framefleet_proto::v1::DeadLetterCode]) {

@@ -295,29 +295,23 @@ impl<S: MetadataStore, T: TopicAdmin> ChannelRegistry<S, T> {
     /// and `framefleet.fanout.a.b_c` are one topic to Kafka). Only pool topics are shared, by
     /// design. Checked before anything is written to etcd or Kafka.
     async fn refuse_colliding_topics(&self, channel_id: &str, topics: &[TopicSpec]) -> Result<(), CoordinatorError> {
-        let wanted: Vec<(String, &str)> = topics
-            .iter()
-            .map(|topic| (validate::topic_collision_key(&topic.name), topic.name.as_str()))
-            .collect();
+        let wanted: Vec<&str> = topics.iter().map(|topic| topic.name.as_str()).collect();
+        let same_pool_topic =
+            |name: &str, other: &str| name == other && name.starts_with(framefleet_common::kafka::POOL_TOPIC_PREFIX);
         for (record, _) in self.all_records().await? {
             if record.channel_id == channel_id {
                 continue;
             }
-            for existing in record.topics() {
-                let existing_key = validate::topic_collision_key(&existing);
-                let shared_pool_topic =
-                    |name: &str| name == existing && name.starts_with(framefleet_common::kafka::POOL_TOPIC_PREFIX);
-                if let Some((_, topic)) = wanted
-                    .iter()
-                    .find(|(key, name)| *key == existing_key && !shared_pool_topic(name))
-                {
-                    return Err(CoordinatorError::DerivedTopicCollision {
-                        owner: format!("channel `{channel_id}`"),
-                        topic: (*topic).to_owned(),
-                        existing_owner: format!("channel `{}`", record.channel_id),
-                        existing_topic: existing,
-                    });
-                }
+            let existing = record.topics();
+            if let Some((topic, other)) =
+                validate::colliding_topic(&wanted, existing.iter().map(String::as_str), same_pool_topic)
+            {
+                return Err(CoordinatorError::DerivedTopicCollision {
+                    owner: format!("channel `{channel_id}`"),
+                    topic: topic.to_owned(),
+                    existing_owner: format!("channel `{}`", record.channel_id),
+                    existing_topic: other.to_owned(),
+                });
             }
         }
         Ok(())

@@ -45,6 +45,24 @@ pub fn topic_collision_key(name: &str) -> String {
     name.replace('.', "_")
 }
 
+/// The first of `wanted` that Kafka would take for one of `existing` (see
+/// [`topic_collision_key`]), with that one; `shared(wanted, existing)` exempts a pair two
+/// owners may share by design (the same pool topic).
+pub fn colliding_topic<'a, 'b>(
+    wanted: &[&'a str],
+    existing: impl IntoIterator<Item = &'b str>,
+    shared: impl Fn(&str, &str) -> bool,
+) -> Option<(&'a str, &'b str)> {
+    let wanted: Vec<(String, &'a str)> = wanted.iter().map(|name| (topic_collision_key(name), *name)).collect();
+    existing.into_iter().find_map(|other| {
+        let other_key = topic_collision_key(other);
+        wanted
+            .iter()
+            .find(|(key, name)| *key == other_key && !shared(name, other))
+            .map(|(_, name)| (*name, other))
+    })
+}
+
 /// A name of Kafka's topic alphabet: 1 to `max_len` letters, digits and `punctuation`.
 pub(crate) fn topic_safe_name(
     field: &'static str,

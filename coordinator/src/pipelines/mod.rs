@@ -8,7 +8,7 @@ pub mod record;
 pub mod validate;
 
 use crate::channels::record::encode;
-use crate::channels::validate::topic_collision_key;
+use crate::channels::validate::colliding_topic;
 use crate::error::{CoordinatorError, check_revision};
 use crate::store::{CommitOutcome, Condition, MetadataStore, Write};
 use framefleet_proto::v1::{Pipeline, PipelineSpec, PipelineVersion};
@@ -137,16 +137,13 @@ impl<S: MetadataStore> PipelineRegistry<S> {
             if other.name == name {
                 continue;
             }
-            for existing in spec_topics(&other.current.spec) {
-                let existing_key = topic_collision_key(existing);
-                if let Some(topic) = own.iter().find(|topic| topic_collision_key(topic) == existing_key) {
-                    return Err(CoordinatorError::DerivedTopicCollision {
-                        owner: format!("pipeline `{name}`"),
-                        topic: (*topic).to_owned(),
-                        existing_owner: format!("pipeline `{}`", other.name),
-                        existing_topic: existing.to_owned(),
-                    });
-                }
+            if let Some((topic, existing)) = colliding_topic(&own, spec_topics(&other.current.spec), |_, _| false) {
+                return Err(CoordinatorError::DerivedTopicCollision {
+                    owner: format!("pipeline `{name}`"),
+                    topic: topic.to_owned(),
+                    existing_owner: format!("pipeline `{}`", other.name),
+                    existing_topic: existing.to_owned(),
+                });
             }
         }
         Ok(())
