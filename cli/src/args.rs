@@ -36,6 +36,9 @@ pub(crate) enum Command {
     /// Manage pipelines: what workers do with frames, versioned (PipelineService).
     #[command(subcommand)]
     Pipelines(PipelinesCommand),
+    /// Register detectors the fleet ships to its workers, versioned (ModelService).
+    #[command(subcommand)]
+    Models(ModelsCommand),
     /// Follow channel assignments (AssignmentService.WatchAssignments).
     Assignments {
         /// Only this ingestor's channels; default every channel.
@@ -249,6 +252,36 @@ pub(crate) enum PipelinesCommand {
     Versions { name: String },
 }
 
+#[derive(Debug, Subcommand)]
+pub(crate) enum ModelsCommand {
+    /// Register a converted model (its next version, or its first): the coordinator checks the
+    /// weights against the manifest's SHA-256 and stores them in Kafka, where every worker
+    /// fetches them. The same weights again add nothing.
+    Push {
+        /// The model's name: must be the manifest's `name`.
+        name: String,
+        /// The model directory `framefleet-model-convert` wrote, or its manifest.json.
+        path: std::path::PathBuf,
+        /// Why this version: kept with it.
+        #[arg(long, default_value = "", hide_default_value = true)]
+        description: String,
+    },
+    /// Show one version of a model (0: the newest).
+    Get {
+        name: String,
+        #[arg(long, default_value_t = 0)]
+        version: u32,
+    },
+    /// List models with their newest version.
+    List {
+        /// Only names that start with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
+    /// List every version of a model, oldest first.
+    Versions { name: String },
+}
+
 /// A pipeline's stages and outputs; the detect settings are the worker's flags of the same
 /// names.
 #[derive(Debug, Args)]
@@ -256,9 +289,12 @@ pub(crate) struct PipelineSpecArgs {
     /// Run the luma analysis (statistics, motion) on each frame (`true`/`false`).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     analysis: bool,
-    /// Run this detector (a converted model's name) on each frame.
+    /// Run this detector on each frame: a model registered with `framefleet models push`.
     #[arg(long)]
     detect_model: Option<String>,
+    /// The model version to run [default: its newest when the pipeline version is created].
+    #[arg(long, requires = "detect_model")]
+    detect_model_version: Option<u32>,
     /// Detections scoring below this (0–1) are left out [coordinator's default: 0.5].
     #[arg(long, requires = "detect_model")]
     detect_min_score: Option<f32>,
@@ -294,6 +330,8 @@ impl PipelineSpecArgs {
                 max_detections: self.detect_max.unwrap_or(0),
                 every_nth_frame: self.detect_every_nth_frame.unwrap_or(0),
                 motion_gate: self.motion_gate,
+                model_version: self.detect_model_version.unwrap_or(0),
+                model_sha256: String::new(),
             }),
             results_topic: self.results_topic.clone(),
             events_topic: self.events_topic.clone(),

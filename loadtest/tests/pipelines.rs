@@ -3,7 +3,8 @@
 //! group with its own results, so a slow detector holds back no cheap analysis of the same
 //! frames, and the channel's drain waits for the slowest pipeline; and a new pipeline version
 //! published mid-stream takes over with every frame getting a result of one version or the
-//! other.
+//! other. The detector is the model pushed to the fleet (`framefleet models push`): no worker
+//! here is given a local copy; each fetches it from Kafka into an empty cache.
 
 use framefleet_loadtest::{Fleet, written};
 use framefleet_proto::v1::{
@@ -125,6 +126,7 @@ async fn each_pipeline_keeps_its_own_offsets_and_results_and_the_drain_waits_for
     .expect("start the coordinator");
     let model_dir = framefleet_test_support::detector_model_dir();
     let model = model_name(&model_dir);
+    let pushed = fleet.push_model(&model_dir).await.expect("push the detector");
     let cheap_results = format!("results-cheap-{}", fleet.names.suffix);
     let people_results = format!("results-people-{}", fleet.names.suffix);
     create_version(
@@ -220,9 +222,8 @@ async fn each_pipeline_keeps_its_own_offsets_and_results_and_the_drain_waits_for
         .into_inner();
     assert_eq!(waiting.state, i32::from(ChannelState::Draining));
 
-    let model_arg = model_dir.to_string_lossy().into_owned();
     fleet
-        .spawn_worker("worker-people", &["--pipeline", "people", "--model", &model_arg])
+        .spawn_worker("worker-people", &["--pipeline", "people"])
         .expect("people worker");
     let people = read_results(&fleet, &people_results, frames.len(), Duration::from_secs(1)).await;
     assert_eq!(people.len(), frames.len(), "one detector result per frame");
@@ -230,11 +231,22 @@ async fn each_pipeline_keeps_its_own_offsets_and_results_and_the_drain_waits_for
         assert_eq!(result.pipeline.as_deref(), Some("people"));
         assert_eq!(result.pipeline_version, Some(1));
         assert!(result.detector_ran && result.scores.is_none(), "{result:?}");
+        let ran = result
+            .model
+            .as_ref()
+            .map(|model| (model.name.as_str(), model.sha256.as_str()));
         assert_eq!(
-            result.model.as_ref().map(|model| model.name.as_str()),
-            Some(model.as_str())
+            ran,
+            Some((model.as_str(), pushed.sha256.as_str())),
+            "the pushed weights ran"
         );
     }
+    let cached = Path::new(&fleet.names.model_cache).join(&pushed.sha256);
+    assert!(
+        cached.join("manifest.json").is_file(),
+        "the worker fetched the model into {}",
+        cached.display()
+    );
     assert!(
         people.iter().any(|result| !result.detections.is_empty()),
         "people walk through vtest.avi"
@@ -260,6 +272,7 @@ async fn a_version_published_mid_stream_takes_over_and_every_frame_gets_a_result
     let mut fleet = Fleet::start("pipeline-swap").await.expect("start the coordinator");
     let model_dir = framefleet_test_support::detector_model_dir();
     let model = model_name(&model_dir);
+    let pushed = fleet.push_model(&model_dir).await.expect("push the detector");
     let results_topic = format!("results-swap-{}", fleet.names.suffix);
     let analysis_only = PipelineSpec {
         analysis: true,
@@ -268,9 +281,9 @@ async fn a_version_published_mid_stream_takes_over_and_every_frame_gets_a_result
     };
     assert_eq!(create_version(&fleet, "gate", analysis_only.clone()).await, 1);
     let (gate, topic) = register(&fleet, "gate", &["gate"]).await;
-    let model_arg = model_dir.to_string_lossy().into_owned();
+    // Version 1 has no detector: the worker fetches the model when version 2 names it.
     fleet
-        .spawn_worker("worker-gate", &["--pipeline", "gate", "--model", &model_arg])
+        .spawn_worker("worker-gate", &["--pipeline", "gate"])
         .expect("worker");
 
     let fixtures = vtest_frames();
@@ -311,8 +324,11 @@ async fn a_version_published_mid_stream_takes_over_and_every_frame_gets_a_result
         match version {
             1 => assert!(result.model.is_none(), "version 1 has no detector: {result:?}"),
             2 => assert_eq!(
-                result.model.as_ref().map(|model| model.name.as_str()),
-                Some(model.as_str())
+                result
+                    .model
+                    .as_ref()
+                    .map(|model| (model.name.as_str(), model.sha256.as_str())),
+                Some((model.as_str(), pushed.sha256.as_str()))
             ),
             other => panic!("no version {other}"),
         }
@@ -400,10 +416,27 @@ async fn a_version_published_mid_stream_takes_over_and_every_frame_gets_a_result
         duplicates as u64,
         "{report}"
     );
-    // Version 3 names a model this worker does not have: it keeps running version 2 and says
-    // why in its report, which `status` shows.
+    // A model nobody pushed is refused when the version is created.
+    let unregistered = fleet
+        .create_pipeline(
+            "gate",
+            PipelineSpec {
+                detect: detect("no-such-model"),
+                ..analysis_only.clone()
+            },
+        )
+        .await
+        .expect_err("an unregistered model");
+    let status = unregistered.downcast_ref::<tonic::Status>().expect("a gRPC status");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("`no-such-model`"), "{status:?}");
+    // Version 3 names a registered model whose weights do not load: the worker keeps running
+    // version 2 and says why in its report, which `status` shows.
+    framefleet_test_support::push_unloadable_model(&fleet.coordinator_address, "unloadable", None)
+        .await
+        .expect("push");
     let unrunnable = PipelineSpec {
-        detect: detect("no-such-model"),
+        detect: detect("unloadable"),
         ..analysis_only
     };
     assert_eq!(create_version(&fleet, "gate", unrunnable).await, 3);
@@ -425,7 +458,7 @@ async fn a_version_published_mid_stream_takes_over_and_every_frame_gets_a_result
         .expect("the worker's report");
     assert_eq!((report.pipeline.as_str(), report.pipeline_version), ("gate", 2));
     assert!(
-        report.pipeline_error.contains("`no-such-model`"),
+        report.pipeline_error.contains("`unloadable`") && report.pipeline_error.contains("does not load"),
         "{}",
         report.pipeline_error
     );
@@ -453,6 +486,71 @@ async fn a_version_published_mid_stream_takes_over_and_every_frame_gets_a_result
         results.len(),
         per_version.get(&1).copied().unwrap_or(0),
         per_version.get(&2).copied().unwrap_or(0)
+    );
+    fleet.stop().await.expect("stop");
+}
+
+/// A model pushed to the fleet runs on a worker that has no copy of it, and only as the bytes
+/// registered: a cache entry damaged on the worker's disk is fetched again from Kafka rather
+/// than run, and the same weights pushed again register nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_model_runs_as_registered_and_a_damaged_cache_is_fetched_again() {
+    let mut fleet = Fleet::start("models").await.expect("start the coordinator");
+    let model_dir = framefleet_test_support::detector_model_dir();
+    let model = model_name(&model_dir);
+    let pushed = fleet.push_model(&model_dir).await.expect("push the detector");
+    assert_eq!(pushed.version, 1);
+    let again = fleet.push_model(&model_dir).await.expect("push it again");
+    assert_eq!(
+        (again.version, again.sha256.as_str()),
+        (1, pushed.sha256.as_str()),
+        "nothing new"
+    );
+    let results_topic = format!("results-models-{}", fleet.names.suffix);
+    let spec = PipelineSpec {
+        analysis: false,
+        detect: detect(&model),
+        results_topic: results_topic.clone(),
+        ..PipelineSpec::default()
+    };
+    let created = fleet.create_pipeline("people", spec).await.expect("pipeline");
+    let pinned = created.spec.and_then(|spec| spec.detect).expect("detect stage");
+    assert_eq!(
+        (pinned.model_version, pinned.model_sha256.as_str()),
+        (1, pushed.sha256.as_str())
+    );
+    let (channel, topic) = register(&fleet, "door", &["people"]).await;
+    let frames = vtest_frames();
+    let brokers = fleet.infrastructure.kafka_brokers.clone();
+    produce(&brokers, &topic, &channel, &frames[..4], 0, Duration::ZERO).await;
+    fleet
+        .spawn_worker("worker-first", &["--pipeline", "people"])
+        .expect("worker");
+    let first = read_results(&fleet, &results_topic, 4, Duration::ZERO).await;
+    fleet.stop_worker("worker-first").await.expect("stop the first worker");
+
+    // The cached weights are damaged on disk (same size, other bytes).
+    let weights = Path::new(&fleet.names.model_cache)
+        .join(&pushed.sha256)
+        .join("model.safetensors");
+    let original = std::fs::read(&weights).expect("the worker cached the weights");
+    std::fs::write(&weights, vec![0u8; original.len()]).expect("damage the cache");
+    produce(&brokers, &topic, &channel, &frames[4..8], 4, Duration::ZERO).await;
+    fleet
+        .spawn_worker("worker-second", &["--pipeline", "people"])
+        .expect("worker");
+    let all = read_results(&fleet, &results_topic, 8, Duration::from_secs(1)).await;
+    assert!(all.len() >= 8 && first.len() >= 4, "{} results", all.len());
+    for result in &all {
+        let ran = result
+            .model
+            .as_ref()
+            .map(|model| (model.name.as_str(), model.sha256.as_str()));
+        assert_eq!(ran, Some((model.as_str(), pushed.sha256.as_str())), "{result:?}");
+    }
+    assert!(
+        std::fs::read(&weights).expect("cached again") == original,
+        "the damaged entry was replaced by the registered bytes"
     );
     fleet.stop().await.expect("stop");
 }

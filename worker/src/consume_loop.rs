@@ -254,7 +254,6 @@ impl Worker {
         let analysis = self.config.analysis_settings();
         let pool = Arc::clone(&self.compute_pool);
         let stages = Arc::clone(&self.stages);
-        let detector = self.detector.clone();
         let mut motion = self.motion.take().unwrap_or_default();
         let handle = tokio::task::spawn_blocking(move || {
             let context = BatchContext {
@@ -264,7 +263,7 @@ impl Worker {
                 analysis,
                 processing: &stages.processing,
                 pipeline: stages.pipeline.as_ref(),
-                detector: detector.as_deref(),
+                detector: stages.detector.as_deref(),
             };
             let outcomes = pool.install(|| compute::process_batch(&frames, &catalog, &context, &mut motion));
             ComputedBatch {

@@ -177,9 +177,10 @@ pub(crate) async fn current_version(
 impl Worker {
     /// Takes up a new version of the served pipeline: batches computed from now on run it,
     /// while batches already computed keep the version they ran (each frame gets a result of
-    /// one version or the other; offsets are stored in order either way). A version this
-    /// worker cannot run (another model) is logged once and the current one kept, so the
-    /// channels' frames keep getting results.
+    /// one version or the other; offsets are stored in order either way). A model version the
+    /// new version names is fetched and loaded first. A version this worker cannot run (a
+    /// model that cannot be fetched or does not load, another model than `--model`'s) is
+    /// logged once and the current one kept, so the channels' frames keep getting results.
     async fn follow_pipeline(&mut self) {
         let Some(name) = self.config.pipeline.clone() else {
             return;
@@ -195,8 +196,21 @@ impl Worker {
         if running == Some(version.version) || self.refused_version == Some(version.version) {
             return;
         }
-        let loaded_model = self.detector.as_ref().map(|detector| detector.manifest().name.clone());
-        match crate::stages::Stages::from_pipeline(&version, loaded_model.as_deref()) {
+        // The fetch and load (a few hundred milliseconds for a model the cache has, seconds
+        // for one it fetches) hold up consuming, not frames: offsets are stored as before.
+        let detector = self
+            .models
+            .detector_for(
+                &version,
+                self.local_model.as_ref(),
+                self.stages.detector.as_ref(),
+                &self.device,
+            )
+            .await;
+        match detector
+            .map_err(crate::stages::PipelineError::from)
+            .and_then(|detector| crate::stages::Stages::from_pipeline(&version, detector))
+        {
             Ok(stages) => {
                 tracing::info!(pipeline = %name, from = ?running, to = version.version, results_topic = %stages.results_topic, "a new pipeline version takes over from the next batch");
                 if let Some(served) = &stages.pipeline {

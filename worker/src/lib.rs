@@ -14,6 +14,7 @@ pub mod detect_reference;
 pub mod detect_stage;
 pub mod device_check;
 mod discovery;
+pub mod fleet_models;
 pub mod metrics;
 pub mod ops;
 pub mod processing;
@@ -30,6 +31,7 @@ use crate::report::{Reporter, WorkerCounters};
 use anyhow::Context;
 use framefleet_common::kafka;
 use framefleet_proto::v1::channel_service_client::ChannelServiceClient;
+use framefleet_proto::v1::model_service_client::ModelServiceClient;
 use framefleet_proto::v1::pipeline_service_client::PipelineServiceClient;
 use framefleet_proto::v1::schema_service_client::SchemaServiceClient;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -79,8 +81,10 @@ struct Worker {
     /// A version of the served pipeline this worker could not run, so it is not tried again
     /// on every refresh.
     refused_version: Option<u32>,
-    /// The detect stages' model, loaded and checked at start.
-    detector: Option<Arc<framefleet_detect::Detector>>,
+    /// The `--model` detector, loaded and checked at start.
+    local_model: Option<Arc<framefleet_detect::Detector>>,
+    /// Models the served pipeline's versions name, fetched from the fleet.
+    models: fleet_models::FleetModels,
 }
 
 pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::Result<WorkerSummary> {
@@ -93,7 +97,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
     let device_name = ops::describe_device(&device);
     tracing::info!(worker = %worker_id, device = %device_name, "device selected");
     // Before anything is consumed: a bad model file must not cost a single frame.
-    let detector = match &config.model {
+    let local_model = match &config.model {
         Some(path) => {
             let detector = framefleet_detect::Detector::load(path, &device)
                 .with_context(|| format!("cannot load the model at {}", path.display()))?;
@@ -108,25 +112,38 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
         framefleet_proto::client::connect_coordinator(&config.coordinator.address, timeout, &client_options).await?;
     let channel_client = ChannelServiceClient::new(coordinator.clone());
     let schema_client = SchemaServiceClient::new(coordinator.clone());
-    let pipeline_client = PipelineServiceClient::new(coordinator);
+    let pipeline_client = PipelineServiceClient::new(coordinator.clone());
+    let kafka_connection = config.kafka.connection()?;
+    let mut models = fleet_models::FleetModels {
+        client: ModelServiceClient::new(coordinator),
+        kafka: kafka_connection.clone(),
+        cache_dir: config.model_cache_dir(),
+        fetch_timeout: Duration::from_secs(config.model_fetch_timeout_secs.max(1)),
+    };
     // Before anything is consumed: a pipeline this worker cannot run must not cost a frame.
     let stages = match &config.pipeline {
         Some(name) => {
-            let loaded_model = detector.as_ref().map(|detector| detector.manifest().name.as_str());
             let version = discovery::current_version(&mut pipeline_client.clone(), name).await?;
-            let stages = stages::Stages::from_pipeline(&version, loaded_model)?;
+            let detector = models
+                .detector_for(&version, local_model.as_ref(), None, &device)
+                .await
+                .with_context(|| format!("cannot run pipeline `{name}` version {}", version.version))?;
+            let stages = stages::Stages::from_pipeline(&version, detector)?;
             tracing::info!(pipeline = %name, version = version.version, results_topic = %stages.results_topic, "serving pipeline");
             stages
         }
-        None => stages::Stages {
-            processing: config.processing()?,
-            results_topic: config.results_topic.clone(),
-            events_topic: config.events_topic.clone(),
-            pipeline: None,
-        },
+        None => {
+            let processing = config.processing()?;
+            stages::Stages {
+                detector: local_model.clone().filter(|_| processing.uses_detector()),
+                processing,
+                results_topic: config.results_topic.clone(),
+                events_topic: config.events_topic.clone(),
+                pipeline: None,
+            }
+        }
     };
 
-    let kafka_connection = config.kafka.connection()?;
     // Each pipeline commits its own offsets, so a slow one holds back no other.
     let group = kafka::consumer_group(&config.worker_group, config.pipeline.as_deref());
     let mut consumer_config = kafka::worker_consumer_config(&kafka_connection, &group, config.kafka.max_frame_bytes());
@@ -222,7 +239,8 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
         compute_pool,
         stages: Arc::new(stages),
         refused_version: None,
-        detector,
+        local_model,
+        models,
     };
     let outcome = worker.consume_until(shutdown).await;
     worker.leave().await;

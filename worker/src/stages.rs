@@ -5,11 +5,13 @@
 //! batch's records.
 
 use crate::processing::{ChannelProcessing, DetectStage, ProcessingConfig};
+use framefleet_detect::{Detector, ModelManifest};
 use framefleet_proto::v1::PipelineVersion;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A worker's stages and outputs.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Stages {
     pub processing: ProcessingConfig,
     pub results_topic: String,
@@ -17,6 +19,8 @@ pub struct Stages {
     pub events_topic: Option<String>,
     /// The pipeline version these stages are; `None` for a worker serving no pipeline.
     pub pipeline: Option<ServedVersion>,
+    /// The detect stages' model, loaded and checked.
+    pub detector: Option<Arc<Detector>>,
 }
 
 /// A pipeline and the version of it a worker runs.
@@ -40,16 +44,21 @@ pub enum PipelineError {
     #[error(
         "pipeline `{pipeline}` version {version} runs model `{wanted}`, but this worker {}",
         match loaded {
-            Some(loaded) => format!("loaded model `{loaded}` (--model)"),
-            None => "has no model (pass --model DIR with that model)".to_owned(),
+            Some(loaded) => format!("loaded `{loaded}` (--model)"),
+            None => "has no model".to_owned(),
         }
     )]
     ModelMismatch {
         pipeline: String,
         version: u32,
+        /// `name@version (sha256 …)` as the pipeline version names it.
         wanted: String,
+        /// `name (sha256 …)` of the loaded model.
         loaded: Option<String>,
     },
+    /// The model the version names cannot be fetched or does not load (boxed: it is large).
+    #[error(transparent)]
+    Model(Box<crate::fleet_models::ModelFetchError>),
     #[error("pipeline `{pipeline}` version {version}: {reason}")]
     Unrunnable {
         pipeline: String,
@@ -58,14 +67,30 @@ pub enum PipelineError {
     },
 }
 
+impl From<crate::fleet_models::ModelFetchError> for PipelineError {
+    fn from(error: crate::fleet_models::ModelFetchError) -> Self {
+        Self::Model(Box::new(error))
+    }
+}
+
 impl Stages {
-    /// The stages of `version` for a worker whose detector (if any) is `loaded_model`, the
-    /// model's name. Every channel that names the pipeline gets the same stages.
+    /// The stages of `version` for a worker whose detector (if any) is `detector`. Every
+    /// channel that names the pipeline gets the same stages.
     ///
-    /// Errors: the version has no spec, names a model other than the loaded one, or holds
-    /// settings this worker cannot run (the coordinator checked them; an older coordinator
-    /// or a hand-edited etcd key might not have).
-    pub fn from_pipeline(version: &PipelineVersion, loaded_model: Option<&str>) -> Result<Self, PipelineError> {
+    /// Errors: the version has no spec, names a model other than the detector's (by name, and
+    /// by SHA-256 where the version pins one), or holds settings this worker cannot run (the
+    /// coordinator checked them; an older coordinator or a hand-edited etcd key might not have).
+    pub fn from_pipeline(version: &PipelineVersion, detector: Option<Arc<Detector>>) -> Result<Self, PipelineError> {
+        let mut stages = Self::without_detector(version, detector.as_ref().map(|detector| detector.manifest()))?;
+        if stages.processing.uses_detector() {
+            stages.detector = detector;
+        }
+        Ok(stages)
+    }
+
+    /// [`Self::from_pipeline`] for a worker whose model has `loaded` as its manifest; the
+    /// stages hold no detector yet.
+    fn without_detector(version: &PipelineVersion, loaded: Option<&ModelManifest>) -> Result<Self, PipelineError> {
         let pipeline = version.name.clone();
         let number = version.version;
         let spec = version.spec.as_ref().ok_or_else(|| PipelineError::NoSpec {
@@ -74,12 +99,22 @@ impl Stages {
         })?;
         let detect = match &spec.detect {
             Some(detect) => {
-                if loaded_model != Some(detect.model.as_str()) {
+                let runs_it = loaded.is_some_and(|manifest| {
+                    manifest.name == detect.model
+                        && (detect.model_sha256.is_empty()
+                            || manifest.sha256.eq_ignore_ascii_case(&detect.model_sha256))
+                });
+                if !runs_it {
                     return Err(PipelineError::ModelMismatch {
                         pipeline,
                         version: number,
-                        wanted: detect.model.clone(),
-                        loaded: loaded_model.map(str::to_owned),
+                        wanted: match detect.model_version {
+                            0 => detect.model.clone(),
+                            model_version => {
+                                format!("{}@{model_version} (sha256 {})", detect.model, detect.model_sha256)
+                            }
+                        },
+                        loaded: loaded.map(|manifest| format!("{} (sha256 {})", manifest.name, manifest.sha256)),
                     });
                 }
                 let defaults = DetectStage::default();
@@ -123,6 +158,7 @@ impl Stages {
                 name: pipeline,
                 version: number,
             }),
+            detector: None,
         })
     }
 }
@@ -146,6 +182,23 @@ mod tests {
         }
     }
 
+    fn manifest(name: &str, sha256: &str) -> ModelManifest {
+        ModelManifest {
+            format_version: 1,
+            name: name.into(),
+            architecture: "ssdlite_mobilenet_v2".into(),
+            input_size: [320, 320],
+            labels: vec!["person".into()],
+            weights: "model.safetensors".into(),
+            sha256: sha256.into(),
+            source: framefleet_detect::manifest::ModelSource {
+                package: "p".into(),
+                file: "f".into(),
+                sha256: "0".into(),
+            },
+        }
+    }
+
     #[test]
     fn a_stored_version_becomes_the_stages_of_every_channel() {
         let detect = ProtoDetect {
@@ -155,8 +208,11 @@ mod tests {
             max_detections: 0,
             every_nth_frame: 5,
             motion_gate: Some(false),
+            model_version: 2,
+            model_sha256: "aa".repeat(32),
         };
-        let stages = Stages::from_pipeline(&version(Some(detect), true), Some("ssdlite")).expect("stages");
+        let loaded = manifest("ssdlite", &"AA".repeat(32));
+        let stages = Stages::without_detector(&version(Some(detect), true), Some(&loaded)).expect("stages");
         let stage = stages.processing.for_channel("any").detect.clone().expect("detect");
         assert_eq!(stage.min_score, 0.4);
         assert_eq!(stage.every_nth_frame, 5);
@@ -176,12 +232,32 @@ mod tests {
             model: "yolo".into(),
             ..ProtoDetect::default()
         };
-        let error = Stages::from_pipeline(&version(Some(detect.clone()), true), Some("ssdlite")).expect_err("mismatch");
+        let ssdlite = manifest("ssdlite", &"aa".repeat(32));
+        let error =
+            Stages::without_detector(&version(Some(detect.clone()), true), Some(&ssdlite)).expect_err("mismatch");
         let message = error.to_string();
-        assert!(message.contains("`yolo`") && message.contains("`ssdlite`"), "{message}");
-        let error = Stages::from_pipeline(&version(Some(detect), true), None).expect_err("no model");
-        assert!(error.to_string().contains("--model"), "{error}");
-        let error = Stages::from_pipeline(&version(None, false), None).expect_err("no stage");
+        assert!(message.contains("`yolo`") && message.contains("`ssdlite"), "{message}");
+        let error = Stages::without_detector(&version(Some(detect), true), None).expect_err("no model");
+        assert!(error.to_string().contains("has no model"), "{error}");
+        let error = Stages::without_detector(&version(None, false), None).expect_err("no stage");
         assert!(error.to_string().contains("no stage"), "{error}");
+    }
+
+    #[test]
+    fn the_same_model_name_with_other_weights_is_refused() {
+        let detect = ProtoDetect {
+            model: "ssdlite".into(),
+            model_version: 2,
+            model_sha256: "bb".repeat(32),
+            ..ProtoDetect::default()
+        };
+        let other_weights = manifest("ssdlite", &"aa".repeat(32));
+        let error =
+            Stages::without_detector(&version(Some(detect), true), Some(&other_weights)).expect_err("sha differs");
+        let message = error.to_string();
+        assert!(
+            message.contains("ssdlite@2") && message.contains(&"bb".repeat(32)),
+            "{message}"
+        );
     }
 }

@@ -4,6 +4,7 @@ mod assignments;
 mod channels;
 mod clients;
 mod fleet;
+mod models;
 mod pipelines;
 mod readback;
 mod schemas;
@@ -13,6 +14,7 @@ use crate::args::{Cli, Command};
 use crate::failure::Failure;
 use framefleet_proto::v1::channel_service_client::ChannelServiceClient;
 use framefleet_proto::v1::fleet_service_client::FleetServiceClient;
+use framefleet_proto::v1::model_service_client::ModelServiceClient;
 use framefleet_proto::v1::pipeline_service_client::PipelineServiceClient;
 use framefleet_proto::v1::schema_service_client::SchemaServiceClient;
 use std::time::Duration;
@@ -42,6 +44,7 @@ pub(crate) async fn execute(cli: Cli) -> Result<(), Failure> {
         Command::Channels(command) => channels::run(command, &mut channels, json).await,
         Command::Schemas(command) => schemas::run(command, &mut SchemaServiceClient::new(channel), json).await,
         Command::Pipelines(command) => pipelines::run(command, &mut pipelines, json).await,
+        Command::Models(command) => models::run(command, &mut ModelServiceClient::new(channel), json).await,
         Command::Assignments {
             ingestor,
             after_revision,

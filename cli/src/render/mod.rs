@@ -2,9 +2,11 @@
 //! resources the API manages ([`resources`], [`pipelines`]). Pure functions, so they are easy to test.
 
 mod fleet;
+mod models;
 mod pipelines;
 mod resources;
 
 pub use fleet::*;
+pub use models::*;
 pub use pipelines::*;
 pub use resources::*;

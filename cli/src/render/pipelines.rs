@@ -23,7 +23,11 @@ pub fn stages_summary(spec: &PipelineSpec) -> String {
         if detect.motion_gate == Some(true) {
             settings.push("motion-gated".to_owned());
         }
-        stages.push(format!("detect {} ({})", detect.model, settings.join(", ")));
+        let model = match detect.model_version {
+            0 => detect.model.clone(),
+            version => format!("{}@{version}", detect.model),
+        };
+        stages.push(format!("detect {model} ({})", settings.join(", ")));
     }
     stages.join(" + ")
 }
@@ -38,6 +42,8 @@ pub fn pipeline_spec_value(spec: &PipelineSpec) -> Value {
             "max_detections": detect.max_detections,
             "every_nth_frame": detect.every_nth_frame,
             "motion_gate": detect.motion_gate,
+            "model_version": detect.model_version,
+            "model_sha256": detect.model_sha256,
         })),
         "results_topic": spec.results_topic,
         "events_topic": spec.events_topic,
@@ -126,12 +132,14 @@ mod tests {
                 max_detections: 100,
                 every_nth_frame: 5,
                 motion_gate: Some(true),
+                model_version: 2,
+                model_sha256: String::new(),
             }),
             ..PipelineSpec::default()
         };
         assert_eq!(
             stages_summary(&spec),
-            "analysis + detect ssd (score ≥ 0.5, person, every 5th frame, motion-gated)"
+            "analysis + detect ssd@2 (score ≥ 0.5, person, every 5th frame, motion-gated)"
         );
         let analysis_only = PipelineSpec {
             analysis: true,

@@ -1,6 +1,7 @@
 //! Kafka client settings. Every setting that decides whether a frame can be lost, duplicated
 //! or refused for its size is set here, explicitly, with the reason next to it.
 
+pub mod model_chunks;
 pub mod security;
 
 use rdkafka::ClientConfig;

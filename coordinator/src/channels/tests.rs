@@ -51,7 +51,7 @@ pub fn registry() -> (
 /// A registry whose store already holds analysis-only pipelines `names`.
 async fn registry_with_pipelines(names: &[&str]) -> ChannelRegistry<MemoryStore, &'static RecordingTopics> {
     let store = MemoryStore::default();
-    let pipelines = crate::pipelines::PipelineRegistry::new(store.clone());
+    let pipelines = crate::pipelines::PipelineRegistry::new(store.clone(), Vec::new());
     let spec = framefleet_proto::v1::PipelineSpec {
         analysis: true,
         ..Default::default()

@@ -12,11 +12,12 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 /// The services whose status follows etcd; "" is the server as a whole.
-pub const SERVICES: [&str; 6] = [
+pub const SERVICES: [&str; 7] = [
     "",
     "framefleet.v1.ChannelService",
     "framefleet.v1.SchemaService",
     "framefleet.v1.PipelineService",
+    "framefleet.v1.ModelService",
     "framefleet.v1.AssignmentService",
     "framefleet.v1.FleetService",
 ];

@@ -1,20 +1,24 @@
-//! Assembles the tonic server: the five framefleet services, gRPC health (following etcd) and
+//! Assembles the tonic server: the six framefleet services, gRPC health (following etcd) and
 //! reflection (for grpcurl), the authentication layer, TLS when configured (client
 //! certificates too), and the request size limit; serves until the shutdown token is cancelled.
 
 use super::auth::AuthLayer;
 use super::auth::credentials::Keyring;
 use super::health;
+use super::models::ModelApi;
 use super::pipelines::PipelineApi;
 use super::service::{AssignmentApi, ChannelApi, FleetApi, SchemaApi};
 use crate::channels::ChannelRegistry;
+use crate::kafka::model_bytes::KafkaModelBytes;
 use crate::kafka::topics::KafkaTopicAdmin;
+use crate::models::ModelRegistry;
 use crate::pipelines::PipelineRegistry;
 use crate::store::EtcdStore;
 use anyhow::Context;
 use framefleet_proto::v1::assignment_service_server::AssignmentServiceServer;
 use framefleet_proto::v1::channel_service_server::ChannelServiceServer;
 use framefleet_proto::v1::fleet_service_server::FleetServiceServer;
+use framefleet_proto::v1::model_service_server::ModelServiceServer;
 use framefleet_proto::v1::pipeline_service_server::PipelineServiceServer;
 use framefleet_proto::v1::schema_service_server::SchemaServiceServer;
 use std::path::PathBuf;
@@ -31,6 +35,9 @@ pub struct ServerParts {
     pub store: EtcdStore,
     pub channels: Arc<ChannelRegistry<EtcdStore, KafkaTopicAdmin>>,
     pub pipelines: Arc<PipelineRegistry<EtcdStore>>,
+    pub models: Arc<ModelRegistry<EtcdStore, KafkaModelBytes>>,
+    /// Largest model weights a push may carry.
+    pub max_model_bytes: u64,
     pub fleet: FleetApi<EtcdStore, KafkaTopicAdmin>,
     /// Every credential accepted; `None`: authentication is off.
     pub keyring: Option<Arc<Keyring>>,
@@ -75,6 +82,12 @@ pub async fn serve(parts: ServerParts, shutdown: CancellationToken) -> anyhow::R
         pipelines: parts.pipelines,
     })
     .max_decoding_message_size(MAX_REQUEST_BYTES);
+    // A push streams its weights in messages of at most MAX_REQUEST_BYTES each.
+    let model_api = ModelServiceServer::new(ModelApi {
+        models: parts.models,
+        max_model_bytes: parts.max_model_bytes,
+    })
+    .max_decoding_message_size(MAX_REQUEST_BYTES);
     let assignment_api = AssignmentServiceServer::new(AssignmentApi {
         store: parts.store.clone(),
         shutdown: shutdown.clone(),
@@ -107,6 +120,7 @@ pub async fn serve(parts: ServerParts, shutdown: CancellationToken) -> anyhow::R
         .add_service(channel_api)
         .add_service(schema_api)
         .add_service(pipeline_api)
+        .add_service(model_api)
         .add_service(assignment_api)
         .add_service(fleet_api)
         .serve_with_incoming_shutdown(incoming, async move { server_shutdown.cancelled().await });

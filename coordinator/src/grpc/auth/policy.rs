@@ -84,6 +84,10 @@ pub const RPCS: &[(&str, Access)] = &[
     ("/framefleet.v1.PipelineService/GetPipeline", Access::Read),
     ("/framefleet.v1.PipelineService/ListPipelines", Access::Read),
     ("/framefleet.v1.PipelineService/ListPipelineVersions", Access::Read),
+    ("/framefleet.v1.ModelService/PushModel", Access::Admin),
+    ("/framefleet.v1.ModelService/GetModel", Access::Read),
+    ("/framefleet.v1.ModelService/ListModels", Access::Read),
+    ("/framefleet.v1.ModelService/ListModelVersions", Access::Read),
     ("/framefleet.v1.AssignmentService/WatchAssignments", Access::Read),
     ("/framefleet.v1.FleetService/ReportIngestor", Access::IngestorReport),
     (

@@ -1,0 +1,329 @@
+//! Models shipped by the fleet: a worker serving a pipeline whose version names a registered
+//! model fetches that model version's weights from Kafka (where the coordinator put them, see
+//! `framefleet_common::kafka::model_chunks`), checks them against the registered SHA-256 and
+//! keeps them in a cache directory, `<cache>/<sha256>/`, so a restart or a second pipeline
+//! version with the same model fetches nothing. Bytes whose SHA-256 differs from the registered
+//! one are never run: a damaged fetch is refused, and a damaged cache entry is fetched again.
+
+use framefleet_common::kafka::KafkaConnection;
+use framefleet_common::kafka::model_chunks::{ChunkReadError, read_chunks};
+use framefleet_detect::Detector;
+use framefleet_detect::manifest::{MANIFEST_FILE, ModelManifest, sha256_hex};
+use framefleet_proto::client::{CallError, CoordinatorChannel};
+use framefleet_proto::v1::model_service_client::ModelServiceClient;
+use framefleet_proto::v1::{GetModelRequest, ModelVersion, PipelineVersion};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why a worker cannot run a registered model version.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelFetchError {
+    #[error("model `{name}` version {version} is not registered at the coordinator")]
+    NotRegistered { name: String, version: u32 },
+    #[error(transparent)]
+    Coordinator(#[from] CallError),
+    #[error(transparent)]
+    Chunks(#[from] ChunkReadError),
+    #[error(
+        "the weights of model `{name}` version {version} read from Kafka have SHA-256 {actual} ({size} bytes), not the registered {expected}; they are not run"
+    )]
+    Checksum {
+        name: String,
+        version: u32,
+        expected: String,
+        actual: String,
+        size: usize,
+    },
+    #[error("the registered manifest of model `{name}` version {version} is unusable: {reason}")]
+    Manifest { name: String, version: u32, reason: String },
+    #[error("cannot write the model cache at {path}: {source}")]
+    Cache {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("model `{name}` version {version} does not load on this worker: {source}")]
+    Load {
+        name: String,
+        version: u32,
+        #[source]
+        source: framefleet_detect::DetectError,
+    },
+    #[error("loading model `{name}` version {version} panicked")]
+    Panicked { name: String, version: u32 },
+}
+
+/// Fetches and loads registered models.
+pub(crate) struct FleetModels {
+    pub client: ModelServiceClient<CoordinatorChannel>,
+    pub kafka: KafkaConnection,
+    pub cache_dir: PathBuf,
+    /// How long reading one model's chunks from Kafka may take.
+    pub fetch_timeout: Duration,
+}
+
+impl FleetModels {
+    /// Model `name` version `version` (0: the newest) loaded onto `device`: from the cache when
+    /// its bytes are the registered ones, else fetched from Kafka first.
+    ///
+    /// Errors: see [`ModelFetchError`]; the worker keeps what it runs on any of them.
+    pub async fn load(
+        &mut self,
+        name: &str,
+        version: u32,
+        device: &candle_core::Device,
+    ) -> Result<Arc<Detector>, ModelFetchError> {
+        let record = self.registered(name, version).await?;
+        let dir = self.cache_dir.join(&record.sha256);
+        if dir.join(MANIFEST_FILE).exists() {
+            match load_checked(&dir, &record, device).await {
+                Ok(detector) => {
+                    tracing::info!(model = %name, version = record.version, cache = %dir.display(), "model loaded from the cache");
+                    return Ok(detector);
+                }
+                // A damaged or foreign cache entry is fetched again; a model that does not
+                // load from its registered bytes would not load after a fetch either.
+                Err(
+                    ModelFetchError::Load {
+                        source:
+                            framefleet_detect::DetectError::Checksum { .. }
+                            | framefleet_detect::DetectError::Io { .. }
+                            | framefleet_detect::DetectError::Manifest { .. },
+                        ..
+                    }
+                    | ModelFetchError::Checksum { .. },
+                ) => {
+                    tracing::warn!(model = %name, cache = %dir.display(), "the cached model is not the registered bytes; fetching it again");
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        let started = std::time::Instant::now();
+        let weights = self.fetch(&record).await?;
+        write_cache_entry(&self.cache_dir, &record, &weights)?;
+        tracing::info!(model = %name, version = record.version, bytes = weights.len(), chunks = record.chunk_offsets.len(), elapsed_ms = started.elapsed().as_millis() as u64, "model fetched from Kafka");
+        load_checked(&dir, &record, device).await
+    }
+
+    /// The detector `version` of a pipeline runs on this worker: none without a detect stage;
+    /// the `--model` one (`local`) when the worker has one ([`crate::stages::Stages::from_pipeline`]
+    /// then checks that it is the model the version names); the `running` one when it is the
+    /// same model version; else the registered model version, fetched and loaded.
+    ///
+    /// Errors: see [`Self::load`].
+    pub async fn detector_for(
+        &mut self,
+        version: &PipelineVersion,
+        local: Option<&Arc<Detector>>,
+        running: Option<&Arc<Detector>>,
+        device: &candle_core::Device,
+    ) -> Result<Option<Arc<Detector>>, ModelFetchError> {
+        let Some(detect) = version.spec.as_ref().and_then(|spec| spec.detect.as_ref()) else {
+            return Ok(None);
+        };
+        if let Some(local) = local {
+            return Ok(Some(Arc::clone(local)));
+        }
+        if let Some(running) = running {
+            let manifest = running.manifest();
+            if manifest.name == detect.model
+                && !detect.model_sha256.is_empty()
+                && manifest.sha256.eq_ignore_ascii_case(&detect.model_sha256)
+            {
+                return Ok(Some(Arc::clone(running)));
+            }
+        }
+        self.load(&detect.model, detect.model_version, device).await.map(Some)
+    }
+
+    async fn registered(&mut self, name: &str, version: u32) -> Result<ModelVersion, ModelFetchError> {
+        let request = GetModelRequest {
+            name: name.to_owned(),
+            version,
+        };
+        match self.client.get_model(request).await {
+            Ok(record) => Ok(record.into_inner()),
+            Err(status) => {
+                let error = CallError::new(format!("reading model `{name}`"), status);
+                if error.is_not_found() {
+                    return Err(ModelFetchError::NotRegistered {
+                        name: name.to_owned(),
+                        version,
+                    });
+                }
+                Err(error.into())
+            }
+        }
+    }
+
+    /// The registered weights, read from Kafka and checked against the registered SHA-256.
+    async fn fetch(&self, record: &ModelVersion) -> Result<Vec<u8>, ModelFetchError> {
+        let (kafka, record_for_read, timeout) = (self.kafka.clone(), record.clone(), self.fetch_timeout);
+        let weights = tokio::task::spawn_blocking(move || {
+            read_chunks(
+                &kafka,
+                &record_for_read.topic,
+                record_for_read.partition,
+                &record_for_read.chunk_offsets,
+                timeout,
+            )
+        })
+        .await
+        .map_err(|_| ModelFetchError::Panicked {
+            name: record.name.clone(),
+            version: record.version,
+        })??;
+        check_weights(record, &weights)?;
+        Ok(weights)
+    }
+}
+
+/// Errors unless `weights` are `record`'s: its size and SHA-256.
+fn check_weights(record: &ModelVersion, weights: &[u8]) -> Result<(), ModelFetchError> {
+    let actual = sha256_hex(weights);
+    if actual != record.sha256 || weights.len() as u64 != record.size_bytes {
+        return Err(ModelFetchError::Checksum {
+            name: record.name.clone(),
+            version: record.version,
+            expected: record.sha256.clone(),
+            actual,
+            size: weights.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Writes `<cache>/<sha256>/` (the registered manifest and the weights) whole: into a fresh
+/// directory first, renamed into place, so a worker stopped halfway leaves no half entry.
+fn write_cache_entry(cache_dir: &Path, record: &ModelVersion, weights: &[u8]) -> Result<(), ModelFetchError> {
+    let manifest: ModelManifest =
+        serde_json::from_str(&record.manifest_json).map_err(|error| ModelFetchError::Manifest {
+            name: record.name.clone(),
+            version: record.version,
+            reason: error.to_string(),
+        })?;
+    // The file name comes from the registry: it must not reach outside the entry.
+    let weights_file = Path::new(&manifest.weights);
+    if weights_file.components().count() != 1 || manifest.weights.starts_with('.') || weights_file.is_absolute() {
+        return Err(ModelFetchError::Manifest {
+            name: record.name.clone(),
+            version: record.version,
+            reason: format!("`weights` {:?} is not a plain file name", manifest.weights),
+        });
+    }
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ModelFetchError::Cache { path, source }
+    };
+    let entry = cache_dir.join(&record.sha256);
+    // Unique among the workers of this host, in-process ones included.
+    static ENTRIES_WRITTEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let attempt = ENTRIES_WRITTEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let partial = cache_dir.join(format!(".partial-{}-{}-{attempt}", record.sha256, std::process::id()));
+    std::fs::create_dir_all(&partial).map_err(io(&partial))?;
+    std::fs::write(partial.join(MANIFEST_FILE), &record.manifest_json).map_err(io(&partial))?;
+    std::fs::write(partial.join(weights_file), weights).map_err(io(&partial))?;
+    if entry.exists() {
+        std::fs::remove_dir_all(&entry).map_err(io(&entry))?;
+    }
+    std::fs::rename(&partial, &entry).map_err(io(&entry))
+}
+
+/// Loads the model directory `dir` (on a blocking thread: it reads and hashes the weights)
+/// and checks that its manifest's SHA-256 is `record`'s.
+async fn load_checked(
+    dir: &Path,
+    record: &ModelVersion,
+    device: &candle_core::Device,
+) -> Result<Arc<Detector>, ModelFetchError> {
+    let (dir, device) = (dir.to_owned(), device.clone());
+    let detector = tokio::task::spawn_blocking(move || Detector::load(&dir, &device))
+        .await
+        .map_err(|_| ModelFetchError::Panicked {
+            name: record.name.clone(),
+            version: record.version,
+        })?
+        .map_err(|source| ModelFetchError::Load {
+            name: record.name.clone(),
+            version: record.version,
+            source,
+        })?;
+    if !detector.manifest().sha256.eq_ignore_ascii_case(&record.sha256) {
+        return Err(ModelFetchError::Checksum {
+            name: record.name.clone(),
+            version: record.version,
+            expected: record.sha256.clone(),
+            actual: detector.manifest().sha256.clone(),
+            size: 0,
+        });
+    }
+    Ok(Arc::new(detector))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(weights: &[u8]) -> ModelVersion {
+        ModelVersion {
+            name: "ssd".into(),
+            version: 2,
+            sha256: sha256_hex(weights),
+            size_bytes: weights.len() as u64,
+            manifest_json: serde_json::json!({
+                "format_version": 1,
+                "name": "ssd",
+                "architecture": "ssdlite_mobilenet_v2",
+                "input_size": [320, 320],
+                "labels": ["person"],
+                "weights": "model.safetensors",
+                "sha256": sha256_hex(weights),
+                "source": {"package": "p", "file": "f", "sha256": "0"},
+            })
+            .to_string(),
+            ..ModelVersion::default()
+        }
+    }
+
+    #[test]
+    fn weights_that_are_not_the_registered_bytes_are_refused() {
+        let registered = record(b"the registered weights");
+        assert!(check_weights(&registered, b"the registered weights").is_ok());
+        let error = check_weights(&registered, b"the registered weightz").expect_err("one byte differs");
+        assert!(error.to_string().contains("not run"), "{error}");
+        let error = check_weights(&registered, b"the registered").expect_err("truncated");
+        assert!(matches!(error, ModelFetchError::Checksum { size: 14, .. }), "{error}");
+    }
+
+    #[test]
+    fn a_cache_entry_is_written_whole_under_its_sha256_and_replaced_when_damaged() {
+        let cache = std::env::temp_dir().join(format!("framefleet-model-cache-{}", uuid::Uuid::new_v4().simple()));
+        let weights = b"weights".as_slice();
+        let registered = record(weights);
+        write_cache_entry(&cache, &registered, weights).expect("written");
+        let entry = cache.join(&registered.sha256);
+        assert_eq!(std::fs::read(entry.join("model.safetensors")).unwrap(), weights);
+        std::fs::write(entry.join("model.safetensors"), b"damaged").unwrap();
+        write_cache_entry(&cache, &registered, weights).expect("rewritten");
+        assert_eq!(std::fs::read(entry.join("model.safetensors")).unwrap(), weights);
+        let leftovers: Vec<_> = std::fs::read_dir(&cache)
+            .unwrap()
+            .flatten()
+            .map(|entry| entry.file_name())
+            .collect();
+        assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+        std::fs::remove_dir_all(&cache).unwrap();
+    }
+
+    #[test]
+    fn a_weights_name_that_leaves_the_entry_is_refused() {
+        let weights = b"w".as_slice();
+        let mut registered = record(weights);
+        registered.manifest_json = registered.manifest_json.replace("model.safetensors", "../../escape");
+        let cache = std::env::temp_dir().join(format!("framefleet-model-cache-{}", uuid::Uuid::new_v4().simple()));
+        let error = write_cache_entry(&cache, &registered, weights).expect_err("escape");
+        assert!(matches!(error, ModelFetchError::Manifest { .. }), "{error}");
+        assert!(!cache.exists());
+    }
+}
