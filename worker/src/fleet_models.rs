@@ -54,6 +54,19 @@ pub enum ModelFetchError {
     Panicked { name: String, version: u32 },
 }
 
+impl ModelFetchError {
+    /// Whether fetching again later may succeed: the coordinator or the broker did not answer,
+    /// or the cache could not be written; not so for bytes or a manifest that are wrong, or a
+    /// model that does not load.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Coordinator(error) => !error.is_not_found(),
+            Self::Chunks(ChunkReadError::Kafka { .. } | ChunkReadError::Timeout { .. }) | Self::Cache { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 /// Fetches and loads registered models.
 pub(crate) struct FleetModels {
     pub client: ModelServiceClient<CoordinatorChannel>,

@@ -67,6 +67,13 @@ pub enum PipelineError {
     },
 }
 
+impl PipelineError {
+    /// Whether trying again later may succeed (the model could not be fetched this time).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Model(error) if error.is_transient())
+    }
+}
+
 impl From<crate::fleet_models::ModelFetchError> for PipelineError {
     fn from(error: crate::fleet_models::ModelFetchError) -> Self {
         Self::Model(Box::new(error))
