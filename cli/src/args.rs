@@ -256,7 +256,7 @@ pub(crate) enum PipelinesCommand {
 pub(crate) enum ModelsCommand {
     /// Register a converted model (its next version, or its first): the coordinator checks the
     /// weights against the manifest's SHA-256 and stores them in Kafka, where every worker
-    /// fetches them. The same weights again add nothing.
+    /// fetches them. The newest version's weights and manifest again add nothing.
     Push {
         /// The model's name: must be the manifest's `name`.
         name: String,

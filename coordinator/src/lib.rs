@@ -101,16 +101,16 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
         })?;
     }
     // One partition keeps a model's chunks in order; kept forever, because registered model
-    // versions name their chunks' offsets.
-    topic_admin
-        .ensure_topic(&TopicSpec {
-            name: config.models_topic.clone(),
-            partitions: 1,
-            replication: config.topic_replication,
-            max_payload_bytes: framefleet_common::kafka::model_chunks::MODEL_CHUNK_BYTES as u64,
-            retention_ms: -1,
-        })
-        .await?;
+    // versions name their chunks' offsets. A topic that exists already keeps its own settings
+    // (brokers such as nisshi cannot change them): docs/api.md#models says what it needs.
+    let models_topic = TopicSpec {
+        name: config.models_topic.clone(),
+        partitions: 1,
+        replication: config.topic_replication,
+        max_payload_bytes: framefleet_common::kafka::model_chunks::MODEL_CHUNK_BYTES as u64,
+        retention_ms: -1,
+    };
+    topic_admin.ensure_topic(&models_topic).await?;
     let model_bytes = KafkaModelBytes::new(&kafka_connection, &config.models_topic, timeout)?;
     let inspector = KafkaInspector::new(&kafka_connection, &config.worker_group, timeout)?;
 

@@ -61,6 +61,39 @@ impl std::fmt::Debug for Detector {
     }
 }
 
+/// Why a manifest does not fit an architecture this build knows.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestMismatch {
+    #[error(transparent)]
+    Unknown(DetectError),
+    /// The input size or label count is not the architecture's.
+    #[error("{0}")]
+    Shape(String),
+}
+
+/// The architecture `manifest` names, if this build knows it and the manifest's input size and
+/// label count are that architecture's. Checked before any weights are read: the coordinator
+/// checks a pushed model with it, and [`Detector::load`] again.
+pub fn architecture_of(manifest: &ModelManifest) -> Result<&'static dyn Architecture, ManifestMismatch> {
+    let architecture = models::by_name(&manifest.architecture).map_err(ManifestMismatch::Unknown)?;
+    let (width, height) = architecture.input_size();
+    if manifest.input_size != [width as u32, height as u32] {
+        return Err(ManifestMismatch::Shape(format!(
+            "input_size {:?}, but {} takes {width}×{height}",
+            manifest.input_size,
+            architecture.name()
+        )));
+    }
+    if manifest.labels.len() != architecture.num_classes() {
+        return Err(ManifestMismatch::Shape(format!(
+            "{} labels for a network with {} classes",
+            manifest.labels.len(),
+            architecture.num_classes()
+        )));
+    }
+    Ok(architecture)
+}
+
 impl Detector {
     /// Loads the model at `path` (a model directory or its `manifest.json`) onto `device`.
     ///
@@ -76,26 +109,13 @@ impl Detector {
     pub fn load_for(path: &Path, target: &Target) -> Result<Self, DetectError> {
         let device = &target.device;
         let files = ModelFiles::read(path)?;
-        let architecture = models::by_name(&files.manifest.architecture)?;
-        let invalid = |message: String| DetectError::Manifest {
-            path: files.manifest_path.clone(),
-            message,
-        };
-        let (width, height) = architecture.input_size();
-        if files.manifest.input_size != [width as u32, height as u32] {
-            return Err(invalid(format!(
-                "input_size {:?}, but {} takes {width}×{height}",
-                files.manifest.input_size,
-                architecture.name()
-            )));
-        }
-        if files.manifest.labels.len() != architecture.num_classes() {
-            return Err(invalid(format!(
-                "{} labels for a network with {} classes",
-                files.manifest.labels.len(),
-                architecture.num_classes()
-            )));
-        }
+        let architecture = architecture_of(&files.manifest).map_err(|error| match error {
+            ManifestMismatch::Unknown(error) => error,
+            ManifestMismatch::Shape(message) => DetectError::Manifest {
+                path: files.manifest_path.clone(),
+                message,
+            },
+        })?;
         let tensors = candle_core::safetensors::load_buffer(&files.weights, &Device::Cpu).map_err(|error| {
             DetectError::Safetensors {
                 path: files.weights_path.clone(),

@@ -22,7 +22,7 @@ pub mod models;
 pub mod preprocess;
 pub mod ssd;
 
-pub use detector::{Detection, Detector, PreparedFrame, RgbFrame};
+pub use detector::{Detection, Detector, ManifestMismatch, PreparedFrame, RgbFrame, architecture_of};
 pub use error::DetectError;
 pub use manifest::ModelManifest;
 

@@ -44,6 +44,32 @@ pub struct ModelSource {
     pub sha256: String,
 }
 
+impl ModelManifest {
+    /// Parses `manifest.json` and checks what every reader relies on: this build's format
+    /// version, at least one label, and a weights file name beside the manifest (no path). The
+    /// coordinator checks a pushed manifest with it, a worker before it writes a fetched model.
+    ///
+    /// Errors: the reason in words (not JSON of this format, another format version, no
+    /// labels, a weights name with a path).
+    pub fn from_json(json: &[u8]) -> Result<Self, String> {
+        let manifest: Self = serde_json::from_slice(json).map_err(|error| error.to_string())?;
+        if manifest.format_version != FORMAT_VERSION {
+            return Err(format!(
+                "format_version {} (this build reads {FORMAT_VERSION})",
+                manifest.format_version
+            ));
+        }
+        if manifest.labels.is_empty() {
+            return Err("labels is empty".to_owned());
+        }
+        let weights = &manifest.weights;
+        if weights.is_empty() || weights.contains('/') || weights.contains('\\') || weights.starts_with('.') {
+            return Err(format!("weights `{weights}` must be a file name beside the manifest"));
+        }
+        Ok(manifest)
+    }
+}
+
 /// Lowercase hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|byte| format!("{byte:02x}")).collect()
@@ -77,30 +103,10 @@ impl ModelFiles {
             path.to_owned()
         };
         let manifest_bytes = read(&manifest_path)?;
-        let manifest: ModelManifest =
-            serde_json::from_slice(&manifest_bytes).map_err(|error| DetectError::Manifest {
-                path: manifest_path.clone(),
-                message: error.to_string(),
-            })?;
-        let invalid = |message: String| DetectError::Manifest {
+        let manifest = ModelManifest::from_json(&manifest_bytes).map_err(|message| DetectError::Manifest {
             path: manifest_path.clone(),
             message,
-        };
-        if manifest.format_version != FORMAT_VERSION {
-            return Err(invalid(format!(
-                "format_version {} (this build reads {FORMAT_VERSION})",
-                manifest.format_version
-            )));
-        }
-        if manifest.labels.is_empty() {
-            return Err(invalid("labels is empty".to_owned()));
-        }
-        if manifest.weights.contains('/') || manifest.weights.contains('\\') || manifest.weights.starts_with('.') {
-            return Err(invalid(format!(
-                "weights `{}` must be a file name beside the manifest",
-                manifest.weights
-            )));
-        }
+        })?;
         let weights_path = manifest_path
             .parent()
             .unwrap_or_else(|| Path::new("."))

@@ -241,7 +241,7 @@ async fn each_pipeline_keeps_its_own_offsets_and_results_and_the_drain_waits_for
             "the pushed weights ran"
         );
     }
-    let cached = Path::new(&fleet.names.model_cache).join(&pushed.sha256);
+    let cached = Path::new(&fleet.names.model_cache).join(framefleet_worker::fleet_models::cache_entry_name(&pushed));
     assert!(
         cached.join("manifest.json").is_file(),
         "the worker fetched the model into {}",
@@ -531,7 +531,7 @@ async fn a_pushed_model_runs_as_registered_and_a_damaged_cache_is_fetched_again(
 
     // The cached weights are damaged on disk (same size, other bytes).
     let weights = Path::new(&fleet.names.model_cache)
-        .join(&pushed.sha256)
+        .join(framefleet_worker::fleet_models::cache_entry_name(&pushed))
         .join("model.safetensors");
     let original = std::fs::read(&weights).expect("the worker cached the weights");
     std::fs::write(&weights, vec![0u8; original.len()]).expect("damage the cache");

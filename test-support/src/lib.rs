@@ -282,7 +282,7 @@ pub async fn push_unloadable_model(
 ) -> anyhow::Result<framefleet_proto::v1::ModelVersion> {
     let weights = format!("not safetensors: {name}").into_bytes();
     let manifest_json = format!(
-        r#"{{"format_version": 1, "name": "{name}", "architecture": "ssdlite_mobilenet_v2", "input_size": [320, 320], "labels": ["person"], "weights": "model.safetensors", "sha256": "{}", "source": {{"package": "test", "file": "none", "sha256": "0"}}}}"#,
+        r#"{{"format_version": 1, "name": "{name}", "architecture": "ssdlite_mobilenet_v2", "input_size": [300, 300], "labels": ["person"], "weights": "model.safetensors", "sha256": "{}", "source": {{"package": "test", "file": "none", "sha256": "0"}}}}"#,
         framefleet_coordinator::models::sha256_hex(&weights)
     );
     let upload = framefleet_common::model_upload::ModelUpload {

@@ -91,8 +91,10 @@ pub struct WorkerConfig {
     #[arg(long, env = "FRAMEFLEET_MODEL_CACHE")]
     pub model_cache: Option<std::path::PathBuf>,
 
-    /// How long fetching one model's weights from Kafka may take, in seconds.
-    #[arg(long, env = "FRAMEFLEET_MODEL_FETCH_TIMEOUT_SECS", default_value_t = 120)]
+    /// How long fetching one model's weights from Kafka may take, in seconds (at most 240: the
+    /// consumer must poll again within librdkafka's 300-s `max.poll.interval.ms`).
+    #[arg(long, env = "FRAMEFLEET_MODEL_FETCH_TIMEOUT_SECS", default_value_t = 120,
+        value_parser = clap::value_parser!(u64).range(1..=240))]
     pub model_fetch_timeout_secs: u64,
 
     /// Run the luma analysis (statistics, motion) on every channel's frames (`true`/`false`;

@@ -196,6 +196,12 @@ impl Worker {
         if running == Some(version.version) || self.refused_version == Some(version.version) {
             return;
         }
+        if self
+            .pipeline_retry
+            .is_some_and(|retry| retry.version == version.version && Instant::now() < retry.at)
+        {
+            return;
+        }
         // The fetch and load (a few hundred milliseconds for a model the cache has, seconds
         // for one it fetches) hold up consuming, not frames: offsets are stored as before.
         let detector = self
@@ -218,12 +224,16 @@ impl Worker {
                 }
                 self.stages = Arc::new(stages);
                 self.refused_version = None;
+                self.pipeline_retry = None;
             }
             Err(error) => {
                 tracing::error!(pipeline = %name, version = version.version, %error, "cannot run the pipeline's new version; the running one stays");
-                // A coordinator or broker that did not answer this time is asked again at the
-                // next refresh; a version that cannot run here is not tried again.
-                if !error.is_transient() {
+                // A coordinator or broker that did not answer this time is asked again later
+                // (each wait twice the last, so a long outage does not hold up consuming at every
+                // refresh); a version that cannot run here is not tried again.
+                if error.is_transient() {
+                    self.pipeline_retry = Some(PipelineRetry::after(self.pipeline_retry, version.version));
+                } else {
                     self.refused_version = Some(version.version);
                 }
                 self.counters.set_pipeline(PipelineState {
@@ -233,5 +243,55 @@ impl Worker {
                 });
             }
         }
+    }
+}
+
+/// When a pipeline version whose model could not be fetched is tried again.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PipelineRetry {
+    version: u32,
+    at: Instant,
+    backoff: Duration,
+}
+
+impl PipelineRetry {
+    const FIRST: Duration = Duration::from_secs(5);
+    const MOST: Duration = Duration::from_secs(300);
+
+    /// The retry after a failed try of `version`: 5 s after the first failure, then twice the
+    /// last wait, at most 5 minutes.
+    fn after(last: Option<Self>, version: u32) -> Self {
+        let backoff = match last {
+            Some(last) if last.version == version => (last.backoff * 2).min(Self::MOST),
+            _ => Self::FIRST,
+        };
+        Self {
+            version,
+            at: Instant::now() + backoff,
+            backoff,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_fetch_is_tried_again_ever_later_up_to_five_minutes() {
+        let mut retry = PipelineRetry::after(None, 2);
+        assert_eq!(retry.backoff, Duration::from_secs(5));
+        let waits: Vec<u64> = (0..8)
+            .map(|_| {
+                retry = PipelineRetry::after(Some(retry), 2);
+                retry.backoff.as_secs()
+            })
+            .collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(
+            PipelineRetry::after(Some(retry), 3).backoff,
+            Duration::from_secs(5),
+            "another version starts over"
+        );
     }
 }

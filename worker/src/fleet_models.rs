@@ -1,9 +1,10 @@
 //! Models shipped by the fleet: a worker serving a pipeline whose version names a registered
 //! model fetches that model version's weights from Kafka (where the coordinator put them, see
 //! `framefleet_common::kafka::model_chunks`), checks them against the registered SHA-256 and
-//! keeps them in a cache directory, `<cache>/<sha256>/`, so a restart or a second pipeline
-//! version with the same model fetches nothing. Bytes whose SHA-256 differs from the registered
-//! one are never run: a damaged fetch is refused, and a damaged cache entry is fetched again.
+//! keeps them with the registered manifest in a cache directory ([`cache_entry_name`]), so a
+//! restart or a second pipeline version with the same model fetches nothing. Workers on one
+//! host may share the cache. Nothing but the registered weights and manifest is ever run: a
+//! damaged fetch is refused, and a cache entry that is not exactly them is fetched again.
 
 use framefleet_common::kafka::KafkaConnection;
 use framefleet_common::kafka::model_chunks::{ChunkReadError, read_chunks};
@@ -19,8 +20,16 @@ use std::time::Duration;
 /// Why a worker cannot run a registered model version.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelFetchError {
-    #[error("model `{name}` version {version} is not registered at the coordinator")]
-    NotRegistered { name: String, version: u32 },
+    #[error("model `{name}` version {version} is not registered at the coordinator{}", match entry {
+        Some(entry) => format!(" as the cache entry {} has it", entry.display()),
+        None => String::new(),
+    })]
+    NotRegistered {
+        name: String,
+        version: u32,
+        /// The cache entry that holds other bytes or another manifest, if that is what differs.
+        entry: Option<PathBuf>,
+    },
     #[error(transparent)]
     Coordinator(#[from] CallError),
     #[error(transparent)]
@@ -60,7 +69,7 @@ impl ModelFetchError {
     /// model that does not load.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Coordinator(error) => !error.is_not_found(),
+            Self::Coordinator(error) => error.is_transient(),
             Self::Chunks(ChunkReadError::Kafka { .. } | ChunkReadError::Timeout { .. }) | Self::Cache { .. } => true,
             _ => false,
         }
@@ -88,9 +97,10 @@ impl FleetModels {
         device: &candle_core::Device,
     ) -> Result<Arc<Detector>, ModelFetchError> {
         let record = self.registered(name, version).await?;
-        let dir = self.cache_dir.join(&record.sha256);
+        let manifest = registered_manifest(&record)?;
+        let dir = self.cache_dir.join(cache_entry_name(&record));
         if dir.join(MANIFEST_FILE).exists() {
-            match load_checked(&dir, &record, device).await {
+            match load_checked(&dir, &record, &manifest, device).await {
                 Ok(detector) => {
                     tracing::info!(model = %name, version = record.version, cache = %dir.display(), "model loaded from the cache");
                     return Ok(detector);
@@ -105,7 +115,7 @@ impl FleetModels {
                             | framefleet_detect::DetectError::Manifest { .. },
                         ..
                     }
-                    | ModelFetchError::Checksum { .. },
+                    | ModelFetchError::NotRegistered { entry: Some(_), .. },
                 ) => {
                     tracing::warn!(model = %name, cache = %dir.display(), "the cached model is not the registered bytes; fetching it again");
                 }
@@ -114,9 +124,9 @@ impl FleetModels {
         }
         let started = std::time::Instant::now();
         let weights = self.fetch(&record).await?;
-        write_cache_entry(&self.cache_dir, &record, &weights)?;
+        write_cache_entry(&self.cache_dir, &record, &manifest, &weights)?;
         tracing::info!(model = %name, version = record.version, bytes = weights.len(), chunks = record.chunk_offsets.len(), elapsed_ms = started.elapsed().as_millis() as u64, "model fetched from Kafka");
-        load_checked(&dir, &record, device).await
+        load_checked(&dir, &record, &manifest, device).await
     }
 
     /// The detector `version` of a pipeline runs on this worker: none without a detect stage;
@@ -139,11 +149,10 @@ impl FleetModels {
             return Ok(Some(Arc::clone(local)));
         }
         if let Some(running) = running {
-            let manifest = running.manifest();
-            if manifest.name == detect.model
-                && !detect.model_sha256.is_empty()
-                && manifest.sha256.eq_ignore_ascii_case(&detect.model_sha256)
-            {
+            // The same registered manifest (and so the same weights, by their SHA-256): the
+            // model loaded is this version's.
+            let record = self.registered(&detect.model, detect.model_version).await?;
+            if running.manifest() == &registered_manifest(&record)? {
                 return Ok(Some(Arc::clone(running)));
             }
         }
@@ -163,6 +172,7 @@ impl FleetModels {
                     return Err(ModelFetchError::NotRegistered {
                         name: name.to_owned(),
                         version,
+                        entry: None,
                     });
                 }
                 Err(error.into())
@@ -207,49 +217,89 @@ fn check_weights(record: &ModelVersion, weights: &[u8]) -> Result<(), ModelFetch
     Ok(())
 }
 
-/// Writes `<cache>/<sha256>/` (the registered manifest and the weights) whole: into a fresh
-/// directory first, renamed into place, so a worker stopped halfway leaves no half entry.
-fn write_cache_entry(cache_dir: &Path, record: &ModelVersion, weights: &[u8]) -> Result<(), ModelFetchError> {
-    let manifest: ModelManifest =
-        serde_json::from_str(&record.manifest_json).map_err(|error| ModelFetchError::Manifest {
-            name: record.name.clone(),
-            version: record.version,
-            reason: error.to_string(),
-        })?;
-    // The file name comes from the registry: it must not reach outside the entry.
-    let weights_file = Path::new(&manifest.weights);
-    if weights_file.components().count() != 1 || manifest.weights.starts_with('.') || weights_file.is_absolute() {
-        return Err(ModelFetchError::Manifest {
-            name: record.name.clone(),
-            version: record.version,
-            reason: format!("`weights` {:?} is not a plain file name", manifest.weights),
-        });
-    }
+/// The cache directory of a registered model version: its weights' SHA-256 and the start of
+/// its manifest's, so two models with the same weights and different manifests (names, labels)
+/// never share an entry.
+pub fn cache_entry_name(record: &ModelVersion) -> String {
+    let manifest_sha256 = sha256_hex(record.manifest_json.as_bytes());
+    format!("{}-{}", record.sha256, &manifest_sha256[..16])
+}
+
+/// The registered manifest of `record`, checked as the detector will read it.
+fn registered_manifest(record: &ModelVersion) -> Result<ModelManifest, ModelFetchError> {
+    ModelManifest::from_json(record.manifest_json.as_bytes()).map_err(|reason| ModelFetchError::Manifest {
+        name: record.name.clone(),
+        version: record.version,
+        reason,
+    })
+}
+
+/// Writes the cache entry of `record` (the registered manifest and the weights) whole: into a
+/// fresh directory first, renamed into place, so a worker stopped halfway leaves no half entry.
+/// An entry already there is replaced only after it is moved aside, and one another worker of
+/// the host put there meanwhile is kept (it was checked the same way).
+fn write_cache_entry(
+    cache_dir: &Path,
+    record: &ModelVersion,
+    manifest: &ModelManifest,
+    weights: &[u8],
+) -> Result<(), ModelFetchError> {
+    // Unique among the workers of this host, in-process ones included.
+    static ENTRIES_WRITTEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let attempt = ENTRIES_WRITTEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let unique = format!("{}-{attempt}", std::process::id());
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| ModelFetchError::Cache { path, source }
     };
-    let entry = cache_dir.join(&record.sha256);
-    // Unique among the workers of this host, in-process ones included.
-    static ENTRIES_WRITTEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let attempt = ENTRIES_WRITTEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let partial = cache_dir.join(format!(".partial-{}-{}-{attempt}", record.sha256, std::process::id()));
-    std::fs::create_dir_all(&partial).map_err(io(&partial))?;
-    std::fs::write(partial.join(MANIFEST_FILE), &record.manifest_json).map_err(io(&partial))?;
-    std::fs::write(partial.join(weights_file), weights).map_err(io(&partial))?;
-    if entry.exists() {
-        std::fs::remove_dir_all(&entry).map_err(io(&entry))?;
+    let entry = cache_dir.join(cache_entry_name(record));
+    let partial = cache_dir.join(format!(".partial-{}-{unique}", cache_entry_name(record)));
+    let written = std::fs::create_dir_all(&partial)
+        .and_then(|()| std::fs::write(partial.join(MANIFEST_FILE), &record.manifest_json))
+        // `from_json` checked that the weights' name is a plain file name.
+        .and_then(|()| std::fs::write(partial.join(&manifest.weights), weights));
+    if let Err(source) = written {
+        let _ = std::fs::remove_dir_all(&partial);
+        return Err(ModelFetchError::Cache { path: partial, source });
     }
-    std::fs::rename(&partial, &entry).map_err(io(&entry))
+    if entry.exists() {
+        let aside = cache_dir.join(format!(".damaged-{}-{unique}", cache_entry_name(record)));
+        match std::fs::rename(&entry, &aside) {
+            Ok(()) => {
+                let _ = std::fs::remove_dir_all(&aside);
+            }
+            // Another worker moved it first.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                let _ = std::fs::remove_dir_all(&partial);
+                return Err(ModelFetchError::Cache { path: entry, source });
+            }
+        }
+    }
+    match std::fs::rename(&partial, &entry) {
+        Ok(()) => Ok(()),
+        // Another worker of the host put its entry there first: it is as good as ours.
+        Err(_) if entry.join(MANIFEST_FILE).exists() => {
+            let _ = std::fs::remove_dir_all(&partial);
+            Ok(())
+        }
+        Err(source) => {
+            let _ = std::fs::remove_dir_all(&partial);
+            Err(io(&entry)(source))
+        }
+    }
 }
 
 /// Loads the model directory `dir` (on a blocking thread: it reads and hashes the weights)
-/// and checks that its manifest's SHA-256 is `record`'s.
+/// and checks that its manifest is `record`'s registered `manifest`, weights' SHA-256 included
+/// (the load checked the weights against that SHA-256).
 async fn load_checked(
     dir: &Path,
     record: &ModelVersion,
+    manifest: &ModelManifest,
     device: &candle_core::Device,
 ) -> Result<Arc<Detector>, ModelFetchError> {
+    let entry = dir.to_owned();
     let (dir, device) = (dir.to_owned(), device.clone());
     let detector = tokio::task::spawn_blocking(move || Detector::load(&dir, &device))
         .await
@@ -262,13 +312,11 @@ async fn load_checked(
             version: record.version,
             source,
         })?;
-    if !detector.manifest().sha256.eq_ignore_ascii_case(&record.sha256) {
-        return Err(ModelFetchError::Checksum {
+    if detector.manifest() != manifest || !manifest.sha256.eq_ignore_ascii_case(&record.sha256) {
+        return Err(ModelFetchError::NotRegistered {
             name: record.name.clone(),
             version: record.version,
-            expected: record.sha256.clone(),
-            actual: detector.manifest().sha256.clone(),
-            size: 0,
+            entry: Some(entry),
         });
     }
     Ok(Arc::new(detector))
@@ -288,7 +336,7 @@ mod tests {
                 "format_version": 1,
                 "name": "ssd",
                 "architecture": "ssdlite_mobilenet_v2",
-                "input_size": [320, 320],
+                "input_size": [300, 300],
                 "labels": ["person"],
                 "weights": "model.safetensors",
                 "sha256": sha256_hex(weights),
@@ -310,15 +358,16 @@ mod tests {
     }
 
     #[test]
-    fn a_cache_entry_is_written_whole_under_its_sha256_and_replaced_when_damaged() {
+    fn a_cache_entry_is_written_whole_and_replaced_when_damaged() {
         let cache = std::env::temp_dir().join(format!("framefleet-model-cache-{}", uuid::Uuid::new_v4().simple()));
         let weights = b"weights".as_slice();
         let registered = record(weights);
-        write_cache_entry(&cache, &registered, weights).expect("written");
-        let entry = cache.join(&registered.sha256);
+        let manifest = registered_manifest(&registered).expect("manifest");
+        write_cache_entry(&cache, &registered, &manifest, weights).expect("written");
+        let entry = cache.join(cache_entry_name(&registered));
         assert_eq!(std::fs::read(entry.join("model.safetensors")).unwrap(), weights);
         std::fs::write(entry.join("model.safetensors"), b"damaged").unwrap();
-        write_cache_entry(&cache, &registered, weights).expect("rewritten");
+        write_cache_entry(&cache, &registered, &manifest, weights).expect("rewritten");
         assert_eq!(std::fs::read(entry.join("model.safetensors")).unwrap(), weights);
         let leftovers: Vec<_> = std::fs::read_dir(&cache)
             .unwrap()
@@ -330,13 +379,21 @@ mod tests {
     }
 
     #[test]
+    fn the_same_weights_under_another_manifest_get_an_entry_of_their_own() {
+        let weights = b"weights".as_slice();
+        let first = record(weights);
+        let mut relabelled = record(weights);
+        relabelled.manifest_json = relabelled.manifest_json.replace("\"person\"", "\"pedestrian\"");
+        assert_ne!(cache_entry_name(&first), cache_entry_name(&relabelled));
+        assert!(cache_entry_name(&first).starts_with(&first.sha256));
+    }
+
+    #[test]
     fn a_weights_name_that_leaves_the_entry_is_refused() {
         let weights = b"w".as_slice();
         let mut registered = record(weights);
         registered.manifest_json = registered.manifest_json.replace("model.safetensors", "../../escape");
-        let cache = std::env::temp_dir().join(format!("framefleet-model-cache-{}", uuid::Uuid::new_v4().simple()));
-        let error = write_cache_entry(&cache, &registered, weights).expect_err("escape");
+        let error = registered_manifest(&registered).expect_err("escape");
         assert!(matches!(error, ModelFetchError::Manifest { .. }), "{error}");
-        assert!(!cache.exists());
     }
 }

