@@ -87,6 +87,15 @@ impl From<CoordinatorError> for Status {
     }
 }
 
+/// The field an INVALID_ARGUMENT names; panics on any other error (the registries' tests).
+#[cfg(test)]
+pub(crate) fn invalid_field(error: CoordinatorError) -> &'static str {
+    match error {
+        CoordinatorError::InvalidArgument { field, .. } => field,
+        other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,5 @@
 use super::*;
+use crate::error::invalid_field;
 use crate::store::MemoryStore;
 use std::sync::Mutex;
 
@@ -47,13 +48,6 @@ fn pushed<'a>(name: &'a str, manifest_json: &'a str, weights: &'a [u8]) -> Pushe
         manifest_json,
         description: "",
         weights,
-    }
-}
-
-fn invalid_field(error: CoordinatorError) -> &'static str {
-    match error {
-        CoordinatorError::InvalidArgument { field, .. } => field,
-        other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
     }
 }
 

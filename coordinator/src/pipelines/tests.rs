@@ -1,4 +1,5 @@
 use super::*;
+use crate::error::invalid_field;
 use crate::store::MemoryStore;
 use framefleet_proto::v1::DetectStage;
 
@@ -63,13 +64,6 @@ fn new_version<'a>(name: &'a str, spec: &'a PipelineSpec, expected_revision: i64
 async fn version_numbers(registry: &PipelineRegistry<MemoryStore>, name: &str) -> Vec<u32> {
     let versions = registry.list_versions(name).await.expect("versions");
     versions.iter().map(|version| version.version).collect()
-}
-
-fn invalid_field(error: CoordinatorError) -> &'static str {
-    match error {
-        CoordinatorError::InvalidArgument { field, .. } => field,
-        other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
-    }
 }
 
 #[tokio::test]
