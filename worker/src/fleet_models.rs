@@ -20,16 +20,10 @@ use std::time::Duration;
 /// Why a worker cannot run a registered model version.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelFetchError {
-    #[error("model `{name}` version {version} is not registered at the coordinator{}", match entry {
-        Some(entry) => format!(" as the cache entry {} has it", entry.display()),
-        None => String::new(),
-    })]
-    NotRegistered {
-        name: String,
-        version: u32,
-        /// The cache entry that holds other bytes or another manifest, if that is what differs.
-        entry: Option<PathBuf>,
-    },
+    #[error("model `{name}` version {version} is not registered at the coordinator")]
+    NotRegistered { name: String, version: u32 },
+    #[error("the cache entry {} is not model `{name}` version {version} as registered", entry.display())]
+    StaleCacheEntry { name: String, version: u32, entry: PathBuf },
     #[error(transparent)]
     Coordinator(#[from] CallError),
     #[error(transparent)]
@@ -86,21 +80,20 @@ pub(crate) struct FleetModels {
 }
 
 impl FleetModels {
-    /// Model `name` version `version` (0: the newest) loaded onto `device`: from the cache when
-    /// its bytes are the registered ones, else fetched from Kafka first.
+    /// The registered model version `record` loaded onto `device` (its registered `manifest`):
+    /// from the cache when the entry is exactly it, else fetched from Kafka first.
     ///
     /// Errors: see [`ModelFetchError`]; the worker keeps what it runs on any of them.
-    pub async fn load(
-        &mut self,
-        name: &str,
-        version: u32,
+    async fn load(
+        &self,
+        record: &ModelVersion,
+        manifest: &ModelManifest,
         device: &candle_core::Device,
     ) -> Result<Arc<Detector>, ModelFetchError> {
-        let record = self.registered(name, version).await?;
-        let manifest = registered_manifest(&record)?;
-        let dir = self.cache_dir.join(cache_entry_name(&record));
+        let name = &record.name;
+        let dir = self.cache_dir.join(cache_entry_name(record));
         if dir.join(MANIFEST_FILE).exists() {
-            match load_checked(&dir, &record, &manifest, device).await {
+            match load_checked(&dir, record, manifest, device).await {
                 Ok(detector) => {
                     tracing::info!(model = %name, version = record.version, cache = %dir.display(), "model loaded from the cache");
                     return Ok(detector);
@@ -115,7 +108,7 @@ impl FleetModels {
                             | framefleet_detect::DetectError::Manifest { .. },
                         ..
                     }
-                    | ModelFetchError::NotRegistered { entry: Some(_), .. },
+                    | ModelFetchError::StaleCacheEntry { .. },
                 ) => {
                     tracing::warn!(model = %name, cache = %dir.display(), "the cached model is not the registered bytes; fetching it again");
                 }
@@ -123,10 +116,10 @@ impl FleetModels {
             }
         }
         let started = std::time::Instant::now();
-        let weights = self.fetch(&record).await?;
-        write_cache_entry(&self.cache_dir, &record, &manifest, &weights)?;
+        let weights = self.fetch(record).await?;
+        write_cache_entry(&self.cache_dir, record, manifest, &weights)?;
         tracing::info!(model = %name, version = record.version, bytes = weights.len(), chunks = record.chunk_offsets.len(), elapsed_ms = started.elapsed().as_millis() as u64, "model fetched from Kafka");
-        load_checked(&dir, &record, &manifest, device).await
+        load_checked(&dir, record, manifest, device).await
     }
 
     /// The detector `version` of a pipeline runs on this worker: none without a detect stage;
@@ -134,7 +127,7 @@ impl FleetModels {
     /// then checks that it is the model the version names); the `running` one when it is the
     /// same model version; else the registered model version, fetched and loaded.
     ///
-    /// Errors: see [`Self::load`].
+    /// Errors: see [`ModelFetchError`].
     pub async fn detector_for(
         &mut self,
         version: &PipelineVersion,
@@ -148,15 +141,16 @@ impl FleetModels {
         if let Some(local) = local {
             return Ok(Some(Arc::clone(local)));
         }
-        if let Some(running) = running {
-            // The same registered manifest (and so the same weights, by their SHA-256): the
-            // model loaded is this version's.
-            let record = self.registered(&detect.model, detect.model_version).await?;
-            if running.manifest() == &registered_manifest(&record)? {
-                return Ok(Some(Arc::clone(running)));
-            }
+        let record = self.registered(&detect.model, detect.model_version).await?;
+        let manifest = registered_manifest(&record)?;
+        // The same registered manifest (and so the same weights, by their SHA-256): the model
+        // loaded is this version's.
+        if let Some(running) = running
+            && running.manifest() == &manifest
+        {
+            return Ok(Some(Arc::clone(running)));
         }
-        self.load(&detect.model, detect.model_version, device).await.map(Some)
+        self.load(&record, &manifest, device).await.map(Some)
     }
 
     async fn registered(&mut self, name: &str, version: u32) -> Result<ModelVersion, ModelFetchError> {
@@ -172,7 +166,6 @@ impl FleetModels {
                     return Err(ModelFetchError::NotRegistered {
                         name: name.to_owned(),
                         version,
-                        entry: None,
                     });
                 }
                 Err(error.into())
@@ -248,22 +241,23 @@ fn write_cache_entry(
     static ENTRIES_WRITTEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let attempt = ENTRIES_WRITTEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let unique = format!("{}-{attempt}", std::process::id());
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| ModelFetchError::Cache { path, source }
+    let cache_error = |path: &Path, source| ModelFetchError::Cache {
+        path: path.to_owned(),
+        source,
     };
-    let entry = cache_dir.join(cache_entry_name(record));
-    let partial = cache_dir.join(format!(".partial-{}-{unique}", cache_entry_name(record)));
+    let entry_name = cache_entry_name(record);
+    let entry = cache_dir.join(&entry_name);
+    let partial = cache_dir.join(format!(".partial-{entry_name}-{unique}"));
     let written = std::fs::create_dir_all(&partial)
         .and_then(|()| std::fs::write(partial.join(MANIFEST_FILE), &record.manifest_json))
         // `from_json` checked that the weights' name is a plain file name.
         .and_then(|()| std::fs::write(partial.join(&manifest.weights), weights));
     if let Err(source) = written {
         let _ = std::fs::remove_dir_all(&partial);
-        return Err(ModelFetchError::Cache { path: partial, source });
+        return Err(cache_error(&partial, source));
     }
     if entry.exists() {
-        let aside = cache_dir.join(format!(".damaged-{}-{unique}", cache_entry_name(record)));
+        let aside = cache_dir.join(format!(".damaged-{entry_name}-{unique}"));
         match std::fs::rename(&entry, &aside) {
             Ok(()) => {
                 let _ = std::fs::remove_dir_all(&aside);
@@ -272,7 +266,7 @@ fn write_cache_entry(
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => {
                 let _ = std::fs::remove_dir_all(&partial);
-                return Err(ModelFetchError::Cache { path: entry, source });
+                return Err(cache_error(&entry, source));
             }
         }
     }
@@ -285,7 +279,7 @@ fn write_cache_entry(
         }
         Err(source) => {
             let _ = std::fs::remove_dir_all(&partial);
-            Err(io(&entry)(source))
+            Err(cache_error(&entry, source))
         }
     }
 }
@@ -299,9 +293,8 @@ async fn load_checked(
     manifest: &ModelManifest,
     device: &candle_core::Device,
 ) -> Result<Arc<Detector>, ModelFetchError> {
-    let entry = dir.to_owned();
-    let (dir, device) = (dir.to_owned(), device.clone());
-    let detector = tokio::task::spawn_blocking(move || Detector::load(&dir, &device))
+    let (path, device) = (dir.to_owned(), device.clone());
+    let detector = tokio::task::spawn_blocking(move || Detector::load(&path, &device))
         .await
         .map_err(|_| ModelFetchError::Panicked {
             name: record.name.clone(),
@@ -313,10 +306,10 @@ async fn load_checked(
             source,
         })?;
     if detector.manifest() != manifest || !manifest.sha256.eq_ignore_ascii_case(&record.sha256) {
-        return Err(ModelFetchError::NotRegistered {
+        return Err(ModelFetchError::StaleCacheEntry {
             name: record.name.clone(),
             version: record.version,
-            entry: Some(entry),
+            entry: dir.to_owned(),
         });
     }
     Ok(Arc::new(detector))
